@@ -1,0 +1,15 @@
+//! devid-core: everything devid knows that needs no I/O.
+//!
+//! - [`clientid`]: the ClientID rules (charset, length, per-model prefix, check character).
+//! - [`csr`] and [`profile`]: CSR checks and the certificate profiles (IDevID now, LDevID later).
+//! - [`api`]: the REST API's request and response types, shared by server, CLI and broker plugin.
+//! - [`protocol`]: the DEVID-1 MQTT v5 enhanced-authentication protocol, sans-IO.
+//!
+//! Architecture invariant: this crate does no I/O and knows nothing of tokio, sqlx or sockets;
+//! time and randomness come in as arguments.
+
+pub mod api;
+pub mod clientid;
+pub mod csr;
+pub mod profile;
+pub mod protocol;
