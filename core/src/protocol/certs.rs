@@ -1,0 +1,383 @@
+//! Certificate checks for both sides: path validation with rustls-webpki (P-256/SHA-256 only,
+//! EKU required), the devid profile and ClientID binding with x509-parser, and the broker-side
+//! cache of verified device certificates.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rustls_pki_types::{CertificateDer, ServerName, TrustAnchor, UnixTime};
+use webpki::{EndEntityCert, KeyUsage};
+use x509_parser::certificate::X509Certificate;
+use x509_parser::extensions::GeneralName;
+use x509_parser::oid_registry::{OID_EC_P256, OID_KEY_TYPE_EC_PUBLIC_KEY};
+use x509_parser::prelude::FromDer;
+
+use super::error::{ConfigError, Error};
+use super::keys::sha256;
+
+/// id-kp-clientAuth (1.3.6.1.5.5.7.3.2), DER body of the OID.
+const EKU_CLIENT_AUTH: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x02];
+/// id-kp-serverAuth (1.3.6.1.5.5.7.3.1).
+const EKU_SERVER_AUTH: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x01];
+
+/// The only signature algorithm DEVID-1 accepts in a certificate chain.
+const SIG_ALGS: &[&dyn rustls_pki_types::SignatureVerificationAlgorithm] =
+    &[webpki::ring::ECDSA_P256_SHA256];
+
+/// The URI SAN prefix binding a certificate to a ClientID.
+pub const DEVID_URN_PREFIX: &str = "urn:devid:";
+
+/// The devid root a side trusts, owned.
+#[derive(Debug, Clone)]
+pub(crate) struct Anchor {
+    anchors: Vec<TrustAnchor<'static>>,
+}
+
+impl Anchor {
+    pub(crate) fn from_der(root_der: &[u8]) -> Result<Self, ConfigError> {
+        let der = CertificateDer::from(root_der);
+        let anchor = webpki::anchor_from_trusted_cert(&der)
+            .map_err(|e| ConfigError(format!("trust anchor is not a usable certificate: {e}")))?
+            .to_owned();
+        Ok(Anchor {
+            anchors: vec![anchor],
+        })
+    }
+}
+
+/// A device identity the broker has verified: chain, validity, EKU clientAuth, keyUsage and
+/// the CN/SAN binding. Revocation and allow-lists are the caller's to check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceIdentity {
+    /// The ClientID from the certificate (equal to the CONNECT's ClientID).
+    pub client_id: String,
+    /// The certificate serial: lowercase hex of its big-endian magnitude, leading zero bytes
+    /// removed (a DER sign byte is not part of it).
+    pub serial_hex: String,
+    /// SHA-256 of the leaf certificate's DER.
+    pub fingerprint: [u8; 32],
+    /// The leaf's notAfter, in seconds since the Unix epoch.
+    pub not_after: u64,
+    /// The leaf certificate, DER.
+    pub leaf_der: Arc<[u8]>,
+}
+
+impl DeviceIdentity {
+    /// The fingerprint as lowercase hex.
+    pub fn fingerprint_hex(&self) -> String {
+        hex::encode(self.fingerprint)
+    }
+}
+
+/// A verified device certificate as kept in a [`CertCache`]: the identity, the public key and
+/// the time window in which the whole verified path is valid.
+#[derive(Clone, PartialEq, Eq)]
+pub struct VerifiedDeviceCert {
+    identity: DeviceIdentity,
+    public_key: [u8; 65],
+    valid_from: u64,
+    valid_until: u64,
+}
+
+impl fmt::Debug for VerifiedDeviceCert {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VerifiedDeviceCert")
+            .field("client_id", &self.identity.client_id)
+            .field("serial", &self.identity.serial_hex)
+            .field("valid_from", &self.valid_from)
+            .field("valid_until", &self.valid_until)
+            .finish_non_exhaustive()
+    }
+}
+
+impl VerifiedDeviceCert {
+    /// The verified identity.
+    pub fn identity(&self) -> &DeviceIdentity {
+        &self.identity
+    }
+
+    /// The device's P-256 public key, SEC1 uncompressed.
+    pub fn public_key(&self) -> &[u8; 65] {
+        &self.public_key
+    }
+
+    /// True when the verified path (leaf and intermediates) is valid at `now` (Unix seconds).
+    pub fn valid_at(&self, now: u64) -> bool {
+        self.valid_from <= now && now <= self.valid_until
+    }
+}
+
+/// A store of verified device certificates keyed by the SHA-256 of the leaf DER, so a device
+/// that reconnects skips path validation. Only certificates that passed every check are
+/// inserted; on a hit the handshake still checks the validity window and the ClientID.
+/// A cache belongs to one [`ServerConfig`](super::ServerConfig) (one trust anchor).
+pub trait CertCache: Send + Sync {
+    /// The entry for this leaf fingerprint, if any.
+    fn get(&self, fingerprint: &[u8; 32]) -> Option<Arc<VerifiedDeviceCert>>;
+    /// Remembers a verified certificate.
+    fn insert(&self, cert: Arc<VerifiedDeviceCert>);
+}
+
+/// A bounded in-memory [`CertCache`]; when full it is emptied (cheap and good enough for a
+/// broker whose devices reconnect in waves).
+pub struct MemoryCertCache {
+    capacity: usize,
+    map: Mutex<HashMap<[u8; 32], Arc<VerifiedDeviceCert>>>,
+}
+
+impl MemoryCertCache {
+    /// A cache holding up to `capacity` certificates.
+    pub fn new(capacity: usize) -> Self {
+        MemoryCertCache {
+            capacity: capacity.max(1),
+            map: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Number of cached certificates.
+    pub fn len(&self) -> usize {
+        self.map.lock().map(|m| m.len()).unwrap_or(0)
+    }
+
+    /// True when nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl CertCache for MemoryCertCache {
+    fn get(&self, fingerprint: &[u8; 32]) -> Option<Arc<VerifiedDeviceCert>> {
+        // A poisoned lock only means another thread panicked mid-insert: treat as a miss.
+        self.map.lock().ok()?.get(fingerprint).cloned()
+    }
+
+    fn insert(&self, cert: Arc<VerifiedDeviceCert>) {
+        if let Ok(mut map) = self.map.lock() {
+            if map.len() >= self.capacity {
+                map.clear();
+            }
+            map.insert(cert.identity.fingerprint, cert);
+        }
+    }
+}
+
+fn unix(now: u64) -> UnixTime {
+    UnixTime::since_unix_epoch(Duration::from_secs(now))
+}
+
+fn parse_x509(der: &[u8]) -> Result<X509Certificate<'_>, Error> {
+    match X509Certificate::from_der(der) {
+        Ok((&[], cert)) => Ok(cert),
+        Ok(_) => Err(Error::BadCertificate("trailing bytes after certificate")),
+        Err(_) => Err(Error::BadCertificate("unparsable certificate")),
+    }
+}
+
+/// The SEC1 point of a P-256 SubjectPublicKeyInfo; anything else is refused.
+fn p256_public_key(cert: &X509Certificate<'_>) -> Result<[u8; 65], Error> {
+    let spki = cert.public_key();
+    if spki.algorithm.algorithm != OID_KEY_TYPE_EC_PUBLIC_KEY {
+        return Err(Error::BadCertificate("public key is not EC"));
+    }
+    let curve = spki
+        .algorithm
+        .parameters
+        .as_ref()
+        .and_then(|p| p.as_oid().ok());
+    if curve.as_ref() != Some(&OID_EC_P256) {
+        return Err(Error::BadCertificate("public key is not P-256"));
+    }
+    let point: &[u8] = &spki.subject_public_key.data;
+    if point.len() != 65 || point[0] != 0x04 {
+        return Err(Error::BadCertificate(
+            "public key is not an uncompressed P-256 point",
+        ));
+    }
+    let mut out = [0u8; 65];
+    out.copy_from_slice(point);
+    Ok(out)
+}
+
+fn validity(cert: &X509Certificate<'_>) -> (u64, u64) {
+    let v = cert.validity();
+    let from = u64::try_from(v.not_before.timestamp()).unwrap_or(0);
+    let until = u64::try_from(v.not_after.timestamp()).unwrap_or(0);
+    (from, until)
+}
+
+fn serial_hex(cert: &X509Certificate<'_>) -> String {
+    let raw = cert.raw_serial();
+    let first = raw
+        .iter()
+        .position(|b| *b != 0)
+        .unwrap_or(raw.len().saturating_sub(1));
+    hex::encode(&raw[first..])
+}
+
+/// The ClientID a device certificate binds: the CN, which must equal the SAN URI
+/// `urn:devid:<ClientID>`; every `urn:devid:` URI must agree.
+fn bound_client_id(cert: &X509Certificate<'_>) -> Result<String, Error> {
+    let mut cns = cert.subject().iter_common_name();
+    let cn = cns
+        .next()
+        .and_then(|a| a.as_str().ok())
+        .ok_or(Error::CertificateNotBound)?;
+    if cns.next().is_some() {
+        return Err(Error::CertificateNotBound);
+    }
+    let san = cert
+        .subject_alternative_name()
+        .map_err(|_| Error::BadCertificate("bad subjectAltName"))?
+        .ok_or(Error::CertificateNotBound)?;
+    let mut bound = false;
+    for name in &san.value.general_names {
+        if let GeneralName::URI(uri) = name {
+            if let Some(id) = uri.strip_prefix(DEVID_URN_PREFIX) {
+                if id != cn {
+                    return Err(Error::CertificateNotBound);
+                }
+                bound = true;
+            }
+        }
+    }
+    if !bound {
+        return Err(Error::CertificateNotBound);
+    }
+    Ok(cn.to_string())
+}
+
+/// Verifies a device's `certs` (leaf first) against the anchor at `now`: the whole chain, the
+/// devid profile and the binding. Does not compare with the CONNECT's ClientID.
+pub(crate) fn verify_device_chain(
+    anchor: &Anchor,
+    certs: &[&[u8]],
+    now: u64,
+) -> Result<VerifiedDeviceCert, Error> {
+    let (leaf, intermediates) = certs
+        .split_first()
+        .ok_or(Error::BadCertificate("no certificate"))?;
+    let leaf_der = CertificateDer::from(*leaf);
+    let ee = EndEntityCert::try_from(&leaf_der).map_err(Error::CertificateChain)?;
+    let inter: Vec<CertificateDer<'_>> = intermediates
+        .iter()
+        .map(|c| CertificateDer::from(*c))
+        .collect();
+    let path = ee
+        .verify_for_usage(
+            SIG_ALGS,
+            &anchor.anchors,
+            &inter,
+            unix(now),
+            KeyUsage::required(EKU_CLIENT_AUTH),
+            None,
+            None,
+        )
+        .map_err(Error::CertificateChain)?;
+
+    let cert = parse_x509(leaf)?;
+    let ku = cert
+        .key_usage()
+        .map_err(|_| Error::BadCertificate("bad keyUsage"))?
+        .ok_or(Error::BadCertificate("no keyUsage"))?;
+    if !ku.value.digital_signature() {
+        return Err(Error::BadCertificate("keyUsage lacks digitalSignature"));
+    }
+    let public_key = p256_public_key(&cert)?;
+    let client_id = bound_client_id(&cert)?;
+    let (mut valid_from, mut valid_until) = validity(&cert);
+    let not_after = valid_until;
+    for ic in path.intermediate_certificates() {
+        let der = ic.der();
+        let (f, u) = validity(&parse_x509(der.as_ref())?);
+        valid_from = valid_from.max(f);
+        valid_until = valid_until.min(u);
+    }
+    Ok(VerifiedDeviceCert {
+        identity: DeviceIdentity {
+            client_id,
+            serial_hex: serial_hex(&cert),
+            fingerprint: sha256(&[leaf]),
+            not_after,
+            leaf_der: Arc::from(*leaf),
+        },
+        public_key,
+        valid_from,
+        valid_until,
+    })
+}
+
+/// Verifies a device with an optional cache in front of [`verify_device_chain`].
+pub(crate) fn verify_device(
+    anchor: &Anchor,
+    cache: Option<&dyn CertCache>,
+    certs: &[&[u8]],
+    now: u64,
+) -> Result<Arc<VerifiedDeviceCert>, Error> {
+    let Some(cache) = cache else {
+        return verify_device_chain(anchor, certs, now).map(Arc::new);
+    };
+    let leaf = certs
+        .first()
+        .ok_or(Error::BadCertificate("no certificate"))?;
+    let fingerprint = sha256(&[leaf]);
+    if let Some(hit) = cache.get(&fingerprint) {
+        // The fingerprint covers the whole leaf DER, so the entry is this very certificate.
+        if hit.valid_at(now) && *hit.identity.leaf_der == **leaf {
+            return Ok(hit);
+        }
+    }
+    let verified = Arc::new(verify_device_chain(anchor, certs, now)?);
+    cache.insert(verified.clone());
+    Ok(verified)
+}
+
+/// Verifies the broker's `certs` (leaf first) at `now`: chain to the anchor, EKU serverAuth,
+/// the configured name as SAN DNS. Returns the broker's P-256 public key.
+pub(crate) fn verify_broker_chain(
+    anchor: &Anchor,
+    broker_name: Option<&ServerName<'static>>,
+    certs: &[&[u8]],
+    now: u64,
+) -> Result<[u8; 65], Error> {
+    let (leaf, intermediates) = certs
+        .split_first()
+        .ok_or(Error::BadCertificate("no certificate"))?;
+    let leaf_der = CertificateDer::from(*leaf);
+    let ee = EndEntityCert::try_from(&leaf_der).map_err(Error::CertificateChain)?;
+    let inter: Vec<CertificateDer<'_>> = intermediates
+        .iter()
+        .map(|c| CertificateDer::from(*c))
+        .collect();
+    ee.verify_for_usage(
+        SIG_ALGS,
+        &anchor.anchors,
+        &inter,
+        unix(now),
+        KeyUsage::required(EKU_SERVER_AUTH),
+        None,
+        None,
+    )
+    .map_err(Error::CertificateChain)?;
+    if let Some(name) = broker_name {
+        ee.verify_is_valid_for_subject_name(name)
+            .map_err(|_| Error::BrokerNameMismatch)?;
+    }
+    p256_public_key(&parse_x509(leaf)?)
+}
+
+/// Reads the ClientID a device certificate binds, and its public key (configuration time).
+pub(crate) fn own_device_cert(der: &[u8]) -> Result<(String, [u8; 65]), ConfigError> {
+    let cert = parse_x509(der).map_err(|e| ConfigError(format!("device certificate: {e}")))?;
+    let id = bound_client_id(&cert).map_err(|e| ConfigError(format!("device certificate: {e}")))?;
+    let key =
+        p256_public_key(&cert).map_err(|e| ConfigError(format!("device certificate: {e}")))?;
+    Ok((id, key))
+}
+
+/// The public key of one's own leaf certificate (configuration time).
+pub(crate) fn own_public_key(der: &[u8]) -> Result<[u8; 65], ConfigError> {
+    let cert = parse_x509(der).map_err(|e| ConfigError(format!("certificate: {e}")))?;
+    p256_public_key(&cert).map_err(|e| ConfigError(format!("certificate: {e}")))
+}
