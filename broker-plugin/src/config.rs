@@ -1,0 +1,357 @@
+//! The plugin's options (`plugin_opt_<key> <value>` lines in mosquitto.conf), parsed and checked
+//! before the broker starts serving. Any error here stops the broker with a clear log line.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Every key the plugin understands. Unknown keys are refused (a typo must not silently drop a
+/// setting).
+pub const KNOWN_KEYS: &[&str] = &[
+    "service_url",
+    "token_file",
+    "trust_anchor",
+    "broker_cert",
+    "broker_key",
+    "state_dir",
+    "max_staleness",
+    "auth_timeout",
+    "broker_name",
+    "ticket_key_file",
+    "ticket_lifetime",
+];
+
+/// The checked configuration. File contents are read at start; the files are not re-read.
+#[derive(Clone)]
+pub struct Config {
+    /// Base URL of devid-server, without a trailing slash.
+    pub service_url: String,
+    /// The broker-role bearer token (read from `token_file`).
+    pub token: String,
+    /// The devid root certificate (DER), the only trust anchor for device certificates.
+    pub trust_anchor_der: Vec<u8>,
+    /// The broker's certificate chain (DER, leaf first, root excluded).
+    pub broker_chain_der: Vec<Vec<u8>>,
+    /// The broker's PKCS#8 private key (DER).
+    pub broker_key_der: Vec<u8>,
+    /// Where the revocation state is cached.
+    pub state_dir: PathBuf,
+    /// How long the plugin keeps admitting devices while the service is unreachable.
+    pub max_staleness: Duration,
+    /// How long a DEVID-1 exchange may take from CONNECT to the last AUTH.
+    pub auth_timeout: Duration,
+    /// A name for events (`broker` field); defaults to the broker certificate's subject if unset.
+    pub broker_name: Option<String>,
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never print the token or the key.
+        f.debug_struct("Config")
+            .field("service_url", &self.service_url)
+            .field("state_dir", &self.state_dir)
+            .field("max_staleness", &self.max_staleness)
+            .field("auth_timeout", &self.auth_timeout)
+            .field("broker_name", &self.broker_name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why the options were refused; the message names the option.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn err(msg: impl Into<String>) -> ConfigError {
+    ConfigError(msg.into())
+}
+
+fn required<'a>(opts: &'a BTreeMap<String, String>, key: &str) -> Result<&'a str, ConfigError> {
+    match opts.get(key).map(|v| v.trim()) {
+        Some(v) if !v.is_empty() => Ok(v),
+        _ => Err(err(format!("plugin_opt_{key} is required"))),
+    }
+}
+
+fn read_file(key: &str, path: &str) -> Result<Vec<u8>, ConfigError> {
+    std::fs::read(path).map_err(|e| err(format!("plugin_opt_{key}: cannot read {path}: {e}")))
+}
+
+fn seconds(
+    opts: &BTreeMap<String, String>,
+    key: &str,
+    default: u64,
+    max: u64,
+) -> Result<Duration, ConfigError> {
+    let Some(v) = opts.get(key) else {
+        return Ok(Duration::from_secs(default));
+    };
+    let n: u64 = v.trim().parse().map_err(|_| {
+        err(format!(
+            "plugin_opt_{key}: {v:?} is not a whole number of seconds"
+        ))
+    })?;
+    if n == 0 || n > max {
+        return Err(err(format!(
+            "plugin_opt_{key}: {n} is out of range (1..={max} seconds)"
+        )));
+    }
+    Ok(Duration::from_secs(n))
+}
+
+/// PEM blocks with the given tag, as DER.
+fn pem_blocks(key: &str, path: &str, data: &[u8], tag: &str) -> Result<Vec<Vec<u8>>, ConfigError> {
+    let blocks = pem::parse_many(data)
+        .map_err(|e| err(format!("plugin_opt_{key}: {path} is not PEM: {e}")))?;
+    let ders: Vec<Vec<u8>> = blocks
+        .into_iter()
+        .filter(|b| b.tag() == tag)
+        .map(|b| b.into_contents())
+        .collect();
+    if ders.is_empty() {
+        return Err(err(format!(
+            "plugin_opt_{key}: {path} holds no {tag} block"
+        )));
+    }
+    Ok(ders)
+}
+
+impl Config {
+    /// Parses and checks the options, reading the files they name.
+    pub fn from_options(opts: &[(String, String)]) -> Result<Config, ConfigError> {
+        let mut map = BTreeMap::new();
+        for (k, v) in opts {
+            if !KNOWN_KEYS.contains(&k.as_str()) {
+                return Err(err(format!(
+                    "unknown option plugin_opt_{k} (known: {})",
+                    KNOWN_KEYS.join(", ")
+                )));
+            }
+            if map.insert(k.clone(), v.clone()).is_some() {
+                return Err(err(format!("plugin_opt_{k} is given twice")));
+            }
+        }
+
+        let service_url = required(&map, "service_url")?
+            .trim_end_matches('/')
+            .to_string();
+        if !(service_url.starts_with("http://") || service_url.starts_with("https://")) {
+            return Err(err(format!(
+                "plugin_opt_service_url: {service_url:?} must start with http:// or https://"
+            )));
+        }
+
+        let token_file = required(&map, "token_file")?;
+        let token = String::from_utf8(read_file("token_file", token_file)?)
+            .map_err(|_| err(format!("plugin_opt_token_file: {token_file} is not UTF-8")))?
+            .trim()
+            .to_string();
+        if token.is_empty() || token.contains(char::is_whitespace) {
+            return Err(err(format!(
+                "plugin_opt_token_file: {token_file} must hold one token"
+            )));
+        }
+
+        let anchor_path = required(&map, "trust_anchor")?;
+        let anchors = pem_blocks(
+            "trust_anchor",
+            anchor_path,
+            &read_file("trust_anchor", anchor_path)?,
+            "CERTIFICATE",
+        )?;
+        if anchors.len() != 1 {
+            return Err(err(format!(
+                "plugin_opt_trust_anchor: {anchor_path} must hold exactly one certificate (the devid root), found {}",
+                anchors.len()
+            )));
+        }
+        let trust_anchor_der = anchors.into_iter().next().unwrap_or_default();
+
+        let chain_path = required(&map, "broker_cert")?;
+        let mut broker_chain_der = pem_blocks(
+            "broker_cert",
+            chain_path,
+            &read_file("broker_cert", chain_path)?,
+            "CERTIFICATE",
+        )?;
+        // The chain sent to devices never includes the root: they have it.
+        broker_chain_der.retain(|c| *c != trust_anchor_der);
+        if broker_chain_der.is_empty() {
+            return Err(err(format!(
+                "plugin_opt_broker_cert: {chain_path} holds only the root"
+            )));
+        }
+
+        let key_path = required(&map, "broker_key")?;
+        let keys = pem_blocks(
+            "broker_key",
+            key_path,
+            &read_file("broker_key", key_path)?,
+            "PRIVATE KEY",
+        )?;
+        let broker_key_der = keys.into_iter().next().unwrap_or_default();
+        let rng = ring::rand::SystemRandom::new();
+        ring::signature::EcdsaKeyPair::from_pkcs8(
+            &ring::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+            &broker_key_der,
+            &rng,
+        )
+        .map_err(|_| {
+            err(format!(
+                "plugin_opt_broker_key: {key_path} is not a P-256 PKCS#8 private key"
+            ))
+        })?;
+
+        let state_dir = PathBuf::from(required(&map, "state_dir")?);
+        check_state_dir(&state_dir)?;
+
+        Ok(Config {
+            service_url,
+            token,
+            trust_anchor_der,
+            broker_chain_der,
+            broker_key_der,
+            state_dir,
+            max_staleness: seconds(&map, "max_staleness", 300, 7 * 86400)?,
+            auth_timeout: seconds(&map, "auth_timeout", 10, 600)?,
+            broker_name: map.get("broker_name").map(|s| s.trim().to_string()),
+        })
+    }
+}
+
+fn check_state_dir(dir: &Path) -> Result<(), ConfigError> {
+    std::fs::create_dir_all(dir).map_err(|e| {
+        err(format!(
+            "plugin_opt_state_dir: cannot create {}: {e}",
+            dir.display()
+        ))
+    })?;
+    let probe = dir.join(".write-probe");
+    std::fs::write(&probe, b"ok").map_err(|e| {
+        err(format!(
+            "plugin_opt_state_dir: {} is not writable: {e}",
+            dir.display()
+        ))
+    })?;
+    let _ = std::fs::remove_file(probe);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Files {
+        dir: tempfile::TempDir,
+    }
+
+    fn self_signed() -> (String, String) {
+        // A P-256 key pair and a self-signed certificate made with rcgen-free PEM: the config
+        // checks only PEM framing and the key's type, so a fixed DER body is enough for the chain.
+        let rng = ring::rand::SystemRandom::new();
+        let pkcs8 = ring::signature::EcdsaKeyPair::generate_pkcs8(
+            &ring::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+            &rng,
+        )
+        .expect("keygen");
+        let key = pem::encode(&pem::Pem::new("PRIVATE KEY", pkcs8.as_ref().to_vec()));
+        let cert = pem::encode(&pem::Pem::new("CERTIFICATE", vec![0x30, 0x03, 1, 2, 3]));
+        (cert, key)
+    }
+
+    fn setup() -> (Files, Vec<(String, String)>) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (cert, key) = self_signed();
+        let root = pem::encode(&pem::Pem::new("CERTIFICATE", vec![0x30, 0x03, 9, 9, 9]));
+        std::fs::write(dir.path().join("token"), "devid_abc_def\n").expect("w");
+        std::fs::write(dir.path().join("root.pem"), &root).expect("w");
+        std::fs::write(dir.path().join("chain.pem"), format!("{cert}{root}")).expect("w");
+        std::fs::write(dir.path().join("key.pem"), key).expect("w");
+        let p = |n: &str| dir.path().join(n).display().to_string();
+        let opts = vec![
+            ("service_url".into(), "http://127.0.0.1:1/".into()),
+            ("token_file".into(), p("token")),
+            ("trust_anchor".into(), p("root.pem")),
+            ("broker_cert".into(), p("chain.pem")),
+            ("broker_key".into(), p("key.pem")),
+            ("state_dir".into(), p("state")),
+        ];
+        (Files { dir }, opts)
+    }
+
+    #[test]
+    fn ok_minimal_options_with_defaults() {
+        let (_f, opts) = setup();
+        let c = Config::from_options(&opts).expect("valid");
+        assert_eq!(c.service_url, "http://127.0.0.1:1");
+        assert_eq!(c.token, "devid_abc_def");
+        assert_eq!(c.max_staleness, Duration::from_secs(300));
+        assert_eq!(c.auth_timeout, Duration::from_secs(10));
+        // The root is dropped from the chain sent to devices.
+        assert_eq!(c.broker_chain_der, vec![vec![0x30, 0x03, 1, 2, 3]]);
+        assert!(c.state_dir.is_dir());
+        assert!(!format!("{c:?}").contains("devid_abc_def"));
+    }
+
+    #[test]
+    fn fail_each_missing_required_option() {
+        let (_f, opts) = setup();
+        for skip in [
+            "service_url",
+            "token_file",
+            "trust_anchor",
+            "broker_cert",
+            "broker_key",
+            "state_dir",
+        ] {
+            let o: Vec<_> = opts.iter().filter(|(k, _)| k != skip).cloned().collect();
+            let e = Config::from_options(&o).expect_err(skip);
+            assert!(e.0.contains(skip), "{skip}: {e}");
+        }
+    }
+
+    #[test]
+    fn fail_bad_values() {
+        let (f, opts) = setup();
+        let with = |k: &str, v: &str| {
+            let mut o: Vec<_> = opts.iter().filter(|(kk, _)| kk != k).cloned().collect();
+            o.push((k.to_string(), v.to_string()));
+            Config::from_options(&o)
+        };
+        assert!(with("max_staleness", "abc").is_err());
+        assert!(with("max_staleness", "0").is_err());
+        assert!(with("max_staleness", "-5").is_err());
+        assert_eq!(
+            with("max_staleness", "7").expect("ok").max_staleness,
+            Duration::from_secs(7)
+        );
+        assert!(with("auth_timeout", "100000").is_err());
+        assert!(with("service_url", "ftp://x").is_err());
+        assert!(with("token_file", "/nonexistent/token").is_err());
+        // A certificate where the key should be.
+        let root = f.dir.path().join("root.pem").display().to_string();
+        assert!(with("broker_key", &root).is_err());
+        // A key where the trust anchor should be.
+        let key = f.dir.path().join("key.pem").display().to_string();
+        assert!(with("trust_anchor", &key).is_err());
+        let mut o = opts.clone();
+        o.push(("sevice_url".into(), "x".into()));
+        assert!(Config::from_options(&o)
+            .expect_err("typo")
+            .0
+            .contains("unknown option"));
+        let mut o = opts.clone();
+        o.push(("service_url".into(), "http://x".into()));
+        assert!(Config::from_options(&o).is_err());
+        std::fs::write(f.dir.path().join("token"), "two words").expect("w");
+        assert!(Config::from_options(&opts).is_err());
+    }
+}

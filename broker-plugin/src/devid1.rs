@@ -1,0 +1,211 @@
+//! Adapter from the engine to `devid_core::protocol`'s broker half (DEVID-1), plus the
+//! certificate check of the mutual-TLS path.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use devid_core::protocol::{
+    EcdsaSigner, ExpectClientFinish, MemoryCertCache, PendingClientHello, ServerConfig,
+    ServerHandshake, ServerStart, SessionKeys,
+};
+use ring::rand::SystemRandom;
+use rustls_pki_types::{CertificateDer, TrustAnchor, UnixTime};
+use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
+
+use crate::config::Config;
+use crate::engine::{Refusal, ServerSide, Verified};
+
+/// How many verified device certificates are cached (by fingerprint).
+const CERT_CACHE: usize = 100_000;
+
+/// id-kp-clientAuth.
+const EKU_CLIENT_AUTH: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x02];
+
+pub struct Devid1Server {
+    config: Arc<ServerConfig>,
+    rng: SystemRandom,
+    anchor: TrustAnchor<'static>,
+    /// Intermediates for the mutual-TLS path: Mosquitto hands over only the leaf, so the
+    /// issuing CA is taken from the broker's own chain (devid issues brokers and devices from
+    /// the same CA).
+    intermediates: Vec<CertificateDer<'static>>,
+}
+
+impl Devid1Server {
+    pub fn new(c: &Config) -> Result<Self, String> {
+        let signer = EcdsaSigner::from_pkcs8_der(&c.broker_key_der)
+            .map_err(|e| format!("plugin_opt_broker_key: {e}"))?;
+        let config = ServerConfig::new(
+            &c.trust_anchor_der,
+            c.broker_chain_der.clone(),
+            Arc::new(signer),
+        )
+        .map_err(|e| format!("plugin_opt_broker_cert/broker_key: {e}"))?
+        .with_cert_cache(Arc::new(MemoryCertCache::new(CERT_CACHE)))
+        .with_timeout(c.auth_timeout.as_secs());
+        let anchor =
+            webpki::anchor_from_trusted_cert(&CertificateDer::from(c.trust_anchor_der.as_slice()))
+                .map_err(|e| format!("plugin_opt_trust_anchor: {e}"))?
+                .to_owned();
+        Ok(Devid1Server {
+            config: Arc::new(config),
+            rng: SystemRandom::new(),
+            anchor,
+            intermediates: c
+                .broker_chain_der
+                .iter()
+                .skip(1)
+                .map(|d| CertificateDer::from(d.clone()))
+                .collect(),
+        })
+    }
+}
+
+fn unix(now: u64) -> UnixTime {
+    UnixTime::since_unix_epoch(Duration::from_secs(now))
+}
+
+fn refusal(e: devid_core::protocol::Error) -> Refusal {
+    Refusal {
+        bad_method: e.reason_code() == devid_core::protocol::REASON_BAD_AUTH_METHOD,
+        reason: e.to_string(),
+    }
+}
+
+impl ServerSide for Devid1Server {
+    type Hello = PendingClientHello;
+    type Pending = ExpectClientFinish;
+    type Keys = SessionKeys;
+
+    fn hello(
+        &self,
+        data: &[u8],
+        client_id: &str,
+        now: u64,
+    ) -> Result<(Verified, PendingClientHello), Refusal> {
+        match ServerHandshake::start(&self.config, client_id, data, unix(now)).map_err(refusal)? {
+            ServerStart::Full(pending) => {
+                let id = pending.identity();
+                let v = Verified {
+                    client_id: id.client_id.clone(),
+                    serial: id.serial_hex.clone(),
+                    fingerprint: id.fingerprint_hex(),
+                    not_after: id.not_after,
+                };
+                Ok((v, pending))
+            }
+            // No ticket keys are configured yet, so core refuses resumptions before this point;
+            // refuse here as well in case that changes.
+            ServerStart::Resume(_) => Err(Refusal {
+                bad_method: false,
+                reason: "resumption is not enabled on this broker".into(),
+            }),
+        }
+    }
+
+    fn accept(
+        &self,
+        hello: PendingClientHello,
+        _now: u64,
+    ) -> Result<(ExpectClientFinish, Vec<u8>), Refusal> {
+        hello.accept(&self.rng).map_err(refusal)
+    }
+
+    fn finish(
+        &self,
+        pending: ExpectClientFinish,
+        data: &[u8],
+        now: u64,
+    ) -> Result<(SessionKeys, Vec<u8>), Refusal> {
+        let (session, finish) = pending
+            .handle(data, unix(now), &self.rng)
+            .map_err(refusal)?;
+        Ok((session.keys, finish))
+    }
+
+    fn verify_tls_client(
+        &self,
+        leaf_der: &[u8],
+        client_id: &str,
+        now: u64,
+    ) -> Result<Verified, Refusal> {
+        verify_tls_client(&self.anchor, &self.intermediates, leaf_der, client_id, now).map_err(
+            |reason| Refusal {
+                bad_method: false,
+                reason,
+            },
+        )
+    }
+}
+
+/// The mutual-TLS device check: chain to the devid root (P-256/SHA-256 only), valid now,
+/// EKU clientAuth required, keyUsage digitalSignature, CN and SAN URI `urn:devid:<ClientID>`
+/// both equal to the CONNECT's ClientID.
+pub fn verify_tls_client(
+    anchor: &TrustAnchor<'static>,
+    intermediates: &[CertificateDer<'static>],
+    leaf_der: &[u8],
+    client_id: &str,
+    now: u64,
+) -> Result<Verified, String> {
+    let der = CertificateDer::from(leaf_der);
+    let ee = webpki::EndEntityCert::try_from(&der).map_err(|e| format!("certificate: {e}"))?;
+    ee.verify_for_usage(
+        &[webpki::ring::ECDSA_P256_SHA256],
+        std::slice::from_ref(anchor),
+        intermediates,
+        unix(now),
+        webpki::KeyUsage::required(EKU_CLIENT_AUTH),
+        None,
+        None,
+    )
+    .map_err(|e| format!("certificate chain: {e}"))?;
+    let cert = match X509Certificate::from_der(leaf_der) {
+        Ok((rest, c)) if rest.is_empty() => c,
+        _ => return Err("unparsable certificate".into()),
+    };
+    let ku = cert
+        .key_usage()
+        .map_err(|_| "bad keyUsage".to_string())?
+        .ok_or("no keyUsage")?;
+    if !ku.value.digital_signature() {
+        return Err("keyUsage lacks digitalSignature".into());
+    }
+    let mut cns = cert.subject().iter_common_name();
+    let cn = cns
+        .next()
+        .and_then(|a| a.as_str().ok())
+        .ok_or("certificate has no CN")?
+        .to_string();
+    if cns.next().is_some() {
+        return Err("certificate has several CNs".into());
+    }
+    let urns: Vec<&str> = cert
+        .subject_alternative_name()
+        .map_err(|_| "bad subjectAltName".to_string())?
+        .map(|san| {
+            san.value
+                .general_names
+                .iter()
+                .filter_map(|n| match n {
+                    GeneralName::URI(u) => u.strip_prefix(devid_core::protocol::DEVID_URN_PREFIX),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if urns.len() != 1 || urns[0] != cn {
+        return Err("certificate CN and SAN URI do not agree".into());
+    }
+    if cn != client_id {
+        return Err("ClientID differs from the certificate".into());
+    }
+    let not_after = u64::try_from(cert.validity().not_after.timestamp()).unwrap_or(0);
+    let serial = hex::encode(cert.tbs_certificate.raw_serial());
+    Ok(Verified {
+        client_id: cn,
+        serial: crate::state::normalize_serial(&serial),
+        fingerprint: hex::encode(ring::digest::digest(&ring::digest::SHA256, leaf_der)),
+        not_after,
+    })
+}

@@ -1,0 +1,933 @@
+//! The broker-thread logic, free of FFI: per-connection state keyed by the connection pointer,
+//! authentication decisions, topic checks, and what TICK does. lib.rs only marshals between
+//! Mosquitto and this.
+//!
+//! Device status and policy (design choice): the broker thread never waits on the network, and
+//! DEVID-1 cannot be held open waiting for an HTTP answer without blocking. So when a device
+//! authenticates, the engine admits it on the revocation state (which comes from the feed, not
+//! from a per-device fetch), asks the service thread to fetch its status, and meanwhile applies
+//! the cached policy and allow-list from the last fetch (persisted across restarts) or, for a
+//! device never seen, the default policy (`devices/%c/#`, subscribe `broadcast/#`). When the
+//! answer arrives (drained in TICK) the new policy applies to the next ACL check, and a
+//! connection that now fails its allow-list, or whose device turns out revoked, is kicked.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use devid_core::api::{ConnectionEvent, ConnectionEventKind, TopicPolicy};
+use tokio::sync::mpsc;
+
+use crate::cidr;
+use crate::config::Config;
+use crate::policy::{Access, Expanded};
+use crate::service::{lock, FromService, LogLevel, Shared, ToService};
+use crate::state::{self, Recheck};
+
+/// The authentication method this plugin answers.
+pub const METHOD: &str = "DEVID-1";
+
+/// The connection key: the `struct mosquitto *` as an integer.
+pub type ConnKey = usize;
+
+/// A device identity as the plugin keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    pub client_id: String,
+    pub serial: String,
+    pub fingerprint: String,
+    pub not_after: u64,
+}
+
+/// Why the protocol refused: `bad_method` selects CONNACK 0x8C (unknown method or version)
+/// over 0x87; `reason` is logged and reported, never sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub bad_method: bool,
+    pub reason: String,
+}
+
+impl From<&str> for Refusal {
+    fn from(s: &str) -> Self {
+        Refusal {
+            bad_method: false,
+            reason: s.to_string(),
+        }
+    }
+}
+
+/// The server half of DEVID-1 as the engine needs it. The real one wraps
+/// `devid_core::protocol`; tests use a fake.
+pub trait ServerSide {
+    /// Verified ClientHello, waiting for the engine's decision.
+    type Hello;
+    /// ServerHello sent, waiting for ClientFinish.
+    type Pending;
+    /// Session keys kept for the connection.
+    type Keys;
+    /// Parses and verifies a ClientHello for a CONNECT with this ClientID.
+    fn hello(
+        &self,
+        data: &[u8],
+        client_id: &str,
+        now: u64,
+    ) -> Result<(Verified, Self::Hello), Refusal>;
+    /// Accepts the device: returns the ServerHello.
+    fn accept(&self, hello: Self::Hello, now: u64) -> Result<(Self::Pending, Vec<u8>), Refusal>;
+    /// Checks the ClientFinish: returns the keys and the ServerFinish.
+    fn finish(
+        &self,
+        pending: Self::Pending,
+        data: &[u8],
+        now: u64,
+    ) -> Result<(Self::Keys, Vec<u8>), Refusal>;
+    /// Checks a TLS client certificate (leaf DER) with the same rules for this ClientID.
+    fn verify_tls_client(
+        &self,
+        leaf_der: &[u8],
+        client_id: &str,
+        now: u64,
+    ) -> Result<Verified, Refusal>;
+}
+
+/// What the broker should answer to an authentication event.
+#[derive(Debug, PartialEq, Eq)]
+pub enum AuthOutcome {
+    /// AUTH 0x18 with these bytes.
+    Continue(Vec<u8>),
+    /// CONNACK 0x00 (with these bytes as Authentication Data, if any).
+    Success(Vec<u8>),
+    /// CONNACK 0x87.
+    Deny,
+    /// Not ours: CONNACK 0x8C (unknown method) or let another plugin decide.
+    Defer,
+}
+
+/// How a connection authenticated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    Devid1,
+    MutualTls,
+}
+
+enum Conn<S: ServerSide> {
+    Handshaking {
+        started: Instant,
+        identity: Verified,
+        pending: S::Pending,
+        /// Set when this is a re-authentication of a live connection.
+        previous: Option<Box<Authenticated<S>>>,
+    },
+    Authenticated(Box<Authenticated<S>>),
+}
+
+struct Authenticated<S: ServerSide> {
+    identity: Verified,
+    #[allow(
+        dead_code,
+        reason = "the session keys are for per-message authentication (issue 5)"
+    )]
+    keys: Option<S::Keys>,
+    #[allow(
+        dead_code,
+        reason = "issue 5 marks messages of mutual-TLS devices devid-verified"
+    )]
+    via: Via,
+    address: Option<String>,
+    /// Set when the revocation state or allow-list turned against the connection: everything is
+    /// denied while the kick goes through.
+    denied: bool,
+}
+
+pub struct Engine<S: ServerSide> {
+    config: Config,
+    server: S,
+    shared: Arc<Mutex<Shared>>,
+    to_service: Option<mpsc::Sender<ToService>>,
+    conns: HashMap<ConnKey, Conn<S>>,
+    started: Instant,
+    last_tick: Option<Instant>,
+    stale_logged: bool,
+    status_requested: HashMap<String, Instant>,
+    logs: Vec<(LogLevel, String)>,
+}
+
+/// Within this long after start, no TICK yet is normal.
+const TICK_GRACE: Duration = Duration::from_secs(3);
+/// A device's status is refetched at most this often.
+const STATUS_REFRESH: Duration = Duration::from_secs(5);
+
+impl<S: ServerSide> Engine<S> {
+    pub fn new(
+        config: Config,
+        server: S,
+        shared: Arc<Mutex<Shared>>,
+        to_service: Option<mpsc::Sender<ToService>>,
+    ) -> Self {
+        Engine {
+            config,
+            server,
+            shared,
+            to_service,
+            conns: HashMap::new(),
+            started: Instant::now(),
+            last_tick: None,
+            stale_logged: false,
+            status_requested: HashMap::new(),
+            logs: Vec::new(),
+        }
+    }
+
+    /// Log lines produced since the last call (lib.rs writes them to the broker log).
+    pub fn take_logs(&mut self) -> Vec<(LogLevel, String)> {
+        std::mem::take(&mut self.logs)
+    }
+
+    fn log(&mut self, level: LogLevel, msg: String) {
+        self.logs.push((level, msg));
+    }
+
+    fn send(&self, msg: ToService) {
+        if let Some(tx) = &self.to_service {
+            // Never block the broker: when the queue is full the event is dropped.
+            let _ = tx.try_send(msg);
+        }
+    }
+
+    fn event(
+        &self,
+        kind: ConnectionEventKind,
+        client_id: &str,
+        address: Option<&str>,
+        reason: Option<&str>,
+    ) {
+        self.send(ToService::Event(ConnectionEvent {
+            kind,
+            client_id: client_id.to_string(),
+            at: rfc3339_now(),
+            address: address.map(str::to_string),
+            reason: reason.map(str::to_string),
+            broker: self.config.broker_name.clone(),
+        }));
+    }
+
+    fn refuse(&mut self, client_id: &str, address: Option<&str>, reason: &str) -> AuthOutcome {
+        self.log(
+            LogLevel::Notice,
+            format!(
+                "devid: refused client {client_id:?} from {}: {reason}",
+                address.unwrap_or("?")
+            ),
+        );
+        self.event(
+            ConnectionEventKind::AuthFailure,
+            client_id,
+            address,
+            Some(reason),
+        );
+        AuthOutcome::Deny
+    }
+
+    /// Checks that must hold before any device is admitted: TICK works, state is fresh.
+    fn gate(&mut self) -> Result<(), String> {
+        if self.last_tick.is_none() && self.started.elapsed() > TICK_GRACE {
+            self.log(
+                LogLevel::Error,
+                "devid: no TICK event received; set `per_listener_settings false` (revocations cannot be applied). Refusing every device.".into(),
+            );
+            return Err("plugin misconfigured: no TICK (per_listener_settings true?)".into());
+        }
+        let last = lock(&self.shared).last_contact;
+        if !state::is_fresh(last, state::unix_now(), self.config.max_staleness) {
+            if !self.stale_logged {
+                self.stale_logged = true;
+                self.log(
+                    LogLevel::Error,
+                    format!(
+                        "devid: REVOCATION STATE STALE: the service has not been reached for more than {} s (last contact: {}). FAILING CLOSED: refusing every device until the feed catches up.",
+                        self.config.max_staleness.as_secs(),
+                        last.map(|t| t.to_string()).unwrap_or_else(|| "never".into())
+                    ),
+                );
+            }
+            return Err("revocation state stale; failing closed".into());
+        }
+        if self.stale_logged {
+            self.stale_logged = false;
+            self.log(
+                LogLevel::Info,
+                "devid: revocation state fresh again; admitting devices".into(),
+            );
+        }
+        Ok(())
+    }
+
+    /// Revocation state and allow-list for an identity.
+    fn admissible(&self, id: &Verified, address: Option<&str>) -> Result<(), String> {
+        let g = lock(&self.shared);
+        g.revocations
+            .check(&id.client_id, &id.serial)
+            .map_err(|d| d.as_str().to_string())?;
+        if let Some(st) = g.revocations.statuses.get(&id.client_id) {
+            if !cidr::allowed(&st.allowed_cidrs, address) {
+                return Err(format!(
+                    "source address {} not in the device's allow-list",
+                    address.unwrap_or("?")
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn request_status(&mut self, client_id: &str) {
+        let due = self
+            .status_requested
+            .get(client_id)
+            .is_none_or(|t| t.elapsed() >= STATUS_REFRESH);
+        if due {
+            self.status_requested
+                .insert(client_id.to_string(), Instant::now());
+            self.send(ToService::FetchStatus(client_id.to_string()));
+        }
+    }
+
+    /// MOSQ_EVT_EXT_AUTH_START: a CONNECT (or a re-authentication) with an auth method.
+    pub fn auth_start(
+        &mut self,
+        key: ConnKey,
+        method: Option<&str>,
+        data: &[u8],
+        client_id: Option<&str>,
+        address: Option<&str>,
+    ) -> AuthOutcome {
+        if method != Some(METHOD) {
+            return AuthOutcome::Defer;
+        }
+        let cid = client_id.unwrap_or("");
+        // A re-authentication keeps the live identity aside; a failed one ends the connection.
+        let previous = match self.conns.remove(&key) {
+            Some(Conn::Authenticated(a)) => Some(a),
+            _ => None,
+        };
+        if let Err(reason) = self.gate() {
+            return self.refuse(cid, address, &reason);
+        }
+        if cid.is_empty() {
+            return self.refuse(cid, address, "empty ClientID");
+        }
+        if let Err(e) = devid_core::clientid::validate(cid) {
+            return self.refuse(cid, address, &format!("bad ClientID: {e}"));
+        }
+        let now = state::unix_now();
+        let (identity, hello) = match self.server.hello(data, cid, now) {
+            Ok(v) => v,
+            Err(e) => {
+                self.refuse(cid, address, &e.reason);
+                return if e.bad_method {
+                    AuthOutcome::Defer
+                } else {
+                    AuthOutcome::Deny
+                };
+            }
+        };
+        if identity.client_id != cid {
+            return self.refuse(cid, address, "ClientID differs from the certificate");
+        }
+        if let Some(p) = &previous {
+            if p.identity.client_id != identity.client_id {
+                return self.refuse(cid, address, "re-authentication with another identity");
+            }
+        }
+        if let Err(reason) = self.admissible(&identity, address) {
+            return self.refuse(cid, address, &reason);
+        }
+        match self.server.accept(hello, now) {
+            Ok((pending, server_hello)) => {
+                self.conns.insert(
+                    key,
+                    Conn::Handshaking {
+                        started: Instant::now(),
+                        identity,
+                        pending,
+                        previous,
+                    },
+                );
+                AuthOutcome::Continue(server_hello)
+            }
+            Err(e) => self.refuse(cid, address, &e.reason),
+        }
+    }
+
+    /// MOSQ_EVT_EXT_AUTH_CONTINUE: the ClientFinish.
+    pub fn auth_continue(
+        &mut self,
+        key: ConnKey,
+        data: &[u8],
+        client_id: Option<&str>,
+        address: Option<&str>,
+    ) -> AuthOutcome {
+        let cid = client_id.unwrap_or("").to_string();
+        let Some(conn) = self.conns.remove(&key) else {
+            return self.refuse(&cid, address, "AUTH without a DEVID-1 exchange in progress");
+        };
+        let (started, identity, pending, previous) = match conn {
+            Conn::Handshaking {
+                started,
+                identity,
+                pending,
+                previous,
+            } => (started, identity, pending, previous),
+            Conn::Authenticated(_) => {
+                return self.refuse(&cid, address, "AUTH after authentication completed");
+            }
+        };
+        if started.elapsed() > self.config.auth_timeout {
+            return self.refuse(&cid, address, "authentication timed out");
+        }
+        // The state may have changed while the device was signing.
+        if let Err(reason) = self.admissible(&identity, address) {
+            return self.refuse(&cid, address, &reason);
+        }
+        let now = state::unix_now();
+        match self.server.finish(pending, data, now) {
+            Ok((keys, server_finish)) => {
+                let reauth = previous.is_some();
+                self.admit(key, identity, Some(keys), Via::Devid1, address, reauth);
+                AuthOutcome::Success(server_finish)
+            }
+            Err(e) => self.refuse(&cid, address, &e.reason),
+        }
+    }
+
+    fn admit(
+        &mut self,
+        key: ConnKey,
+        identity: Verified,
+        keys: Option<S::Keys>,
+        via: Via,
+        address: Option<&str>,
+        reauth: bool,
+    ) {
+        let cid = identity.client_id.clone();
+        self.log(
+            LogLevel::Info,
+            format!(
+                "devid: {} client {cid} (serial {}) from {} via {}",
+                if reauth {
+                    "re-authenticated"
+                } else {
+                    "admitted"
+                },
+                identity.serial,
+                address.unwrap_or("?"),
+                match via {
+                    Via::Devid1 => "DEVID-1",
+                    Via::MutualTls => "mutual TLS",
+                }
+            ),
+        );
+        self.conns.insert(
+            key,
+            Conn::Authenticated(Box::new(Authenticated {
+                identity,
+                keys,
+                via,
+                address: address.map(str::to_string),
+                denied: false,
+            })),
+        );
+        if !reauth {
+            self.event(ConnectionEventKind::Connect, &cid, address, None);
+        }
+        self.request_status(&cid);
+    }
+
+    /// MOSQ_EVT_BASIC_AUTH, which 2.0.11 fires for every CONNECT without an auth method: the
+    /// mutual-TLS path when a client certificate is present, refused otherwise.
+    pub fn basic_auth(
+        &mut self,
+        key: ConnKey,
+        cert_der: Option<&[u8]>,
+        client_id: Option<&str>,
+        address: Option<&str>,
+    ) -> AuthOutcome {
+        let cid = client_id.unwrap_or("");
+        let Some(der) = cert_der else {
+            return self.refuse(
+                cid,
+                address,
+                "no DEVID-1 authentication and no client certificate",
+            );
+        };
+        if let Err(reason) = self.gate() {
+            return self.refuse(cid, address, &reason);
+        }
+        if let Err(e) = devid_core::clientid::validate(cid) {
+            return self.refuse(cid, address, &format!("bad ClientID: {e}"));
+        }
+        let identity = match self.server.verify_tls_client(der, cid, state::unix_now()) {
+            Ok(i) => i,
+            Err(e) => return self.refuse(cid, address, &e.reason),
+        };
+        if identity.client_id != cid {
+            return self.refuse(cid, address, "ClientID differs from the certificate");
+        }
+        if let Err(reason) = self.admissible(&identity, address) {
+            return self.refuse(cid, address, &reason);
+        }
+        self.admit(key, identity, None, Via::MutualTls, address, false);
+        AuthOutcome::Success(Vec::new())
+    }
+
+    /// MOSQ_EVT_ACL_CHECK. Only devid-authenticated connections get anything.
+    pub fn acl(&self, key: ConnKey, access: Access, topic: &str) -> bool {
+        let Some(Conn::Authenticated(a)) = self.conns.get(&key) else {
+            return false;
+        };
+        if a.denied {
+            return false;
+        }
+        let g = lock(&self.shared);
+        let default_policy;
+        let policy = match g.revocations.statuses.get(&a.identity.client_id) {
+            Some(s) => &s.policy,
+            None => {
+                default_policy = TopicPolicy::default();
+                &default_policy
+            }
+        };
+        Expanded::new(policy, &a.identity.client_id).allows(access, topic)
+    }
+
+    /// Whether the connection authenticated through devid (for MESSAGE handling).
+    pub fn is_authenticated(&self, key: ConnKey) -> bool {
+        matches!(self.conns.get(&key), Some(Conn::Authenticated(a)) if !a.denied)
+    }
+
+    /// MOSQ_EVT_DISCONNECT: forget the connection.
+    pub fn disconnect(&mut self, key: ConnKey) {
+        if let Some(Conn::Authenticated(a)) = self.conns.remove(&key) {
+            self.event(
+                ConnectionEventKind::Disconnect,
+                &a.identity.client_id,
+                a.address.as_deref(),
+                None,
+            );
+        }
+    }
+
+    /// MOSQ_EVT_TICK: applies what the service thread sent. Returns the ClientIDs to kick; the
+    /// caller kicks them after releasing every borrow of the engine (a kick re-enters
+    /// DISCONNECT).
+    pub fn tick(&mut self, inbox: impl IntoIterator<Item = FromService>) -> Vec<String> {
+        self.last_tick = Some(Instant::now());
+        let mut kicks = Vec::new();
+        for msg in inbox {
+            match msg {
+                FromService::Log(level, line) => self.log(level, line),
+                FromService::Recheck(r) => self.recheck(&r, &mut kicks),
+            }
+        }
+        // Handshakes that never finished.
+        let timeout = self.config.auth_timeout;
+        self.conns.retain(|_, c| match c {
+            Conn::Handshaking {
+                started, previous, ..
+            } => previous.is_some() || started.elapsed() <= timeout * 3,
+            Conn::Authenticated(_) => true,
+        });
+        kicks.sort();
+        kicks.dedup();
+        kicks
+    }
+
+    fn recheck(&mut self, r: &Recheck, kicks: &mut Vec<String>) {
+        let serials: Vec<String> = r
+            .serials
+            .iter()
+            .map(|s| state::normalize_serial(s))
+            .collect();
+        let mut denied = Vec::new();
+        for (key, conn) in &self.conns {
+            let Conn::Authenticated(a) = conn else {
+                continue;
+            };
+            if a.identity.client_id != r.client_id
+                && !serials.contains(&state::normalize_serial(&a.identity.serial))
+            {
+                continue;
+            }
+            if let Err(reason) = self.admissible(&a.identity, a.address.as_deref()) {
+                denied.push((*key, a.identity.client_id.clone(), reason));
+            }
+        }
+        for (key, cid, reason) in denied {
+            if let Some(Conn::Authenticated(a)) = self.conns.get_mut(&key) {
+                a.denied = true;
+            }
+            self.log(
+                LogLevel::Notice,
+                format!("devid: disconnecting {cid}: {reason}"),
+            );
+            kicks.push(cid);
+        }
+    }
+
+    #[cfg(test)]
+    fn connections(&self) -> usize {
+        self.conns.len()
+    }
+}
+
+fn rfc3339_now() -> String {
+    time::OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| "1970-01-01T00:00:00Z".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use devid_core::api::{
+        DeviceState, DeviceStatus, RevocationAction, RevocationEntry, RevocationScope,
+    };
+    use std::path::PathBuf;
+
+    /// A fake DEVID-1: the ClientHello is `hello:<client_id>:<serial>`, the ClientFinish must be
+    /// `finish`.
+    struct Fake;
+    impl ServerSide for Fake {
+        type Hello = Verified;
+        type Pending = ();
+        type Keys = [u8; 4];
+        fn hello(
+            &self,
+            data: &[u8],
+            _cid: &str,
+            _now: u64,
+        ) -> Result<(Verified, Verified), Refusal> {
+            if data.first() == Some(&0x01) && data.get(1) == Some(&0x02) {
+                return Err(Refusal {
+                    bad_method: true,
+                    reason: "version 2".into(),
+                });
+            }
+            let s = std::str::from_utf8(data).map_err(|_| Refusal::from("utf8"))?;
+            let mut parts = s.split(':');
+            if parts.next() != Some("hello") {
+                return Err("bad ClientHello".into());
+            }
+            let v = Verified {
+                client_id: parts.next().ok_or("no id")?.into(),
+                serial: parts.next().ok_or("no serial")?.into(),
+                fingerprint: "ff".into(),
+                not_after: u64::MAX,
+            };
+            Ok((v.clone(), v))
+        }
+        fn accept(&self, _h: Verified, _now: u64) -> Result<((), Vec<u8>), Refusal> {
+            Ok(((), b"server-hello".to_vec()))
+        }
+        fn finish(&self, _p: (), data: &[u8], _now: u64) -> Result<([u8; 4], Vec<u8>), Refusal> {
+            if data == b"finish" {
+                Ok(([1; 4], b"server-finish".to_vec()))
+            } else {
+                Err("bad ClientFinish".into())
+            }
+        }
+        fn verify_tls_client(&self, der: &[u8], cid: &str, now: u64) -> Result<Verified, Refusal> {
+            self.hello(der, cid, now).map(|(v, _)| v)
+        }
+    }
+
+    fn engine() -> (Engine<Fake>, Arc<Mutex<Shared>>, mpsc::Receiver<ToService>) {
+        let config = Config {
+            service_url: "http://127.0.0.1:1".into(),
+            token: "t".into(),
+            trust_anchor_der: vec![],
+            broker_chain_der: vec![],
+            broker_key_der: vec![],
+            state_dir: PathBuf::from("/nonexistent"),
+            max_staleness: Duration::from_secs(60),
+            auth_timeout: Duration::from_secs(10),
+            broker_name: None,
+        };
+        let shared = Arc::new(Mutex::new(Shared {
+            last_contact: Some(state::unix_now()),
+            ..Shared::default()
+        }));
+        let (tx, rx) = mpsc::channel(100);
+        let mut e = Engine::new(config, Fake, shared.clone(), Some(tx));
+        e.tick(Vec::new());
+        (e, shared, rx)
+    }
+
+    fn connect(e: &mut Engine<Fake>, key: ConnKey, cid: &str, serial: &str) -> AuthOutcome {
+        let hello = format!("hello:{cid}:{serial}");
+        match e.auth_start(
+            key,
+            Some(METHOD),
+            hello.as_bytes(),
+            Some(cid),
+            Some("127.0.0.1"),
+        ) {
+            AuthOutcome::Continue(sh) => {
+                assert_eq!(sh, b"server-hello");
+                e.auth_continue(key, b"finish", Some(cid), Some("127.0.0.1"))
+            }
+            other => other,
+        }
+    }
+
+    fn drain(rx: &mut mpsc::Receiver<ToService>) -> Vec<ToService> {
+        let mut v = Vec::new();
+        while let Ok(m) = rx.try_recv() {
+            v.push(m);
+        }
+        v
+    }
+
+    #[test]
+    fn ok_full_exchange_then_default_policy() {
+        let (mut e, _s, mut rx) = engine();
+        assert_eq!(
+            connect(&mut e, 1, "dev1", "0a"),
+            AuthOutcome::Success(b"server-finish".to_vec())
+        );
+        assert!(e.acl(1, Access::Publish, "devices/dev1/x"));
+        assert!(!e.acl(1, Access::Publish, "devices/dev2/x"));
+        assert!(e.acl(1, Access::Subscribe, "broadcast/#"));
+        let msgs = drain(&mut rx);
+        assert!(msgs.iter().any(|m| matches!(m, ToService::Event(ev) if ev.kind == ConnectionEventKind::Connect && ev.client_id == "dev1")));
+        assert!(msgs
+            .iter()
+            .any(|m| matches!(m, ToService::FetchStatus(id) if id == "dev1")));
+    }
+
+    #[test]
+    fn fail_other_method_is_deferred() {
+        let (mut e, _s, _rx) = engine();
+        assert_eq!(
+            e.auth_start(1, Some("SCRAM-SHA-1"), b"x", Some("dev1"), None),
+            AuthOutcome::Defer
+        );
+        assert_eq!(
+            e.auth_start(1, None, b"x", Some("dev1"), None),
+            AuthOutcome::Defer
+        );
+        // An unknown DEVID-1 version: 0x8C as well, but logged and reported.
+        assert_eq!(
+            e.auth_start(1, Some(METHOD), &[1, 2, 3], Some("dev1"), None),
+            AuthOutcome::Defer
+        );
+    }
+
+    #[test]
+    fn fail_wrong_client_id_empty_id_bad_id() {
+        let (mut e, _s, mut rx) = engine();
+        let out = e.auth_start(1, Some(METHOD), b"hello:dev2:1", Some("dev1"), None);
+        assert_eq!(out, AuthOutcome::Deny);
+        assert_eq!(
+            e.auth_start(2, Some(METHOD), b"hello::1", Some(""), None),
+            AuthOutcome::Deny
+        );
+        assert_eq!(
+            e.auth_start(3, Some(METHOD), b"hello:a/#:1", Some("a/#"), None),
+            AuthOutcome::Deny
+        );
+        assert_eq!(e.connections(), 0);
+        let msgs = drain(&mut rx);
+        assert_eq!(
+            msgs.iter()
+                .filter(|m| matches!(m, ToService::Event(ev) if ev.kind == ConnectionEventKind::AuthFailure))
+                .count(),
+            3
+        );
+    }
+
+    #[test]
+    fn fail_bad_finish_and_out_of_order() {
+        let (mut e, _s, _rx) = engine();
+        assert_eq!(
+            e.auth_continue(1, b"finish", Some("dev1"), None),
+            AuthOutcome::Deny
+        );
+        assert!(matches!(
+            e.auth_start(1, Some(METHOD), b"hello:dev1:1", Some("dev1"), None),
+            AuthOutcome::Continue(_)
+        ));
+        assert_eq!(
+            e.auth_continue(1, b"wrong", Some("dev1"), None),
+            AuthOutcome::Deny
+        );
+        assert!(!e.acl(1, Access::Publish, "devices/dev1/x"));
+    }
+
+    #[test]
+    fn fail_not_authenticated_gets_nothing() {
+        let (mut e, _s, _rx) = engine();
+        assert!(!e.acl(9, Access::Publish, "devices/dev1/x"));
+        assert!(matches!(
+            e.auth_start(1, Some(METHOD), b"hello:dev1:1", Some("dev1"), None),
+            AuthOutcome::Continue(_)
+        ));
+        assert!(
+            !e.acl(1, Access::Publish, "devices/dev1/x"),
+            "handshake unfinished"
+        );
+    }
+
+    #[test]
+    fn fail_revoked_and_suspended_and_kick_on_feed() {
+        let (mut e, shared, _rx) = engine();
+        assert!(matches!(
+            connect(&mut e, 1, "dev1", "0a"),
+            AuthOutcome::Success(_)
+        ));
+        assert!(matches!(
+            connect(&mut e, 2, "dev2", "0b"),
+            AuthOutcome::Success(_)
+        ));
+        let entry = RevocationEntry {
+            seq: 1,
+            scope: RevocationScope::Device,
+            action: RevocationAction::Suspended,
+            client_id: "dev1".into(),
+            serials: vec!["0a".into()],
+            reason: None,
+            at: "x".into(),
+        };
+        let recheck = match lock(&shared).revocations.apply(&entry) {
+            state::Applied::Changed { recheck, .. } => recheck,
+            state::Applied::Duplicate => panic!("duplicate"),
+        };
+        let kicks = e.tick(vec![FromService::Recheck(recheck)]);
+        assert_eq!(kicks, vec!["dev1".to_string()]);
+        assert!(
+            !e.acl(1, Access::Publish, "devices/dev1/x"),
+            "denied until the kick lands"
+        );
+        assert!(e.acl(2, Access::Publish, "devices/dev2/x"));
+        e.disconnect(1);
+        assert_eq!(connect(&mut e, 3, "dev1", "0a"), AuthOutcome::Deny);
+        // A revoked certificate serial, whatever the device.
+        lock(&shared).revocations.apply(&RevocationEntry {
+            seq: 2,
+            scope: RevocationScope::Certificate,
+            action: RevocationAction::Revoked,
+            client_id: "dev3".into(),
+            serials: vec!["0c".into()],
+            reason: None,
+            at: "x".into(),
+        });
+        assert_eq!(connect(&mut e, 4, "dev3", "0C"), AuthOutcome::Deny);
+        assert!(matches!(
+            connect(&mut e, 5, "dev3", "0d"),
+            AuthOutcome::Success(_)
+        ));
+    }
+
+    #[test]
+    fn fetched_policy_and_allow_list_apply() {
+        let (mut e, shared, _rx) = engine();
+        assert!(matches!(
+            connect(&mut e, 1, "dev1", "0a"),
+            AuthOutcome::Success(_)
+        ));
+        let status = DeviceStatus {
+            client_id: "dev1".into(),
+            status: DeviceState::Active,
+            model: None,
+            revoked_serials: vec![],
+            policy: Some(TopicPolicy {
+                publish: vec!["t/%c".into()],
+                subscribe: vec![],
+            }),
+            allowed_cidrs: vec!["10.0.0.0/8".into()],
+            message_auth: "off".into(),
+        };
+        let r = lock(&shared).revocations.apply_status(&status);
+        assert!(e.acl(1, Access::Publish, "t/dev1"));
+        assert!(!e.acl(1, Access::Publish, "devices/dev1/x"));
+        let kicks = e.tick(vec![FromService::Recheck(r)]);
+        assert_eq!(kicks, vec!["dev1".to_string()], "127.0.0.1 is not in 10/8");
+        e.disconnect(1);
+        assert_eq!(connect(&mut e, 2, "dev1", "0a"), AuthOutcome::Deny);
+    }
+
+    #[test]
+    fn fail_closed_when_stale_or_never_contacted() {
+        let (mut e, shared, _rx) = engine();
+        lock(&shared).last_contact = Some(state::unix_now() - 61);
+        assert_eq!(connect(&mut e, 1, "dev1", "0a"), AuthOutcome::Deny);
+        assert!(e
+            .take_logs()
+            .iter()
+            .any(|(_, l)| l.contains("FAILING CLOSED")));
+        lock(&shared).last_contact = None;
+        assert_eq!(connect(&mut e, 1, "dev1", "0a"), AuthOutcome::Deny);
+        lock(&shared).last_contact = Some(state::unix_now() - 59);
+        assert!(matches!(
+            connect(&mut e, 1, "dev1", "0a"),
+            AuthOutcome::Success(_)
+        ));
+    }
+
+    #[test]
+    fn state_is_keyed_by_connection_not_client_id() {
+        let (mut e, _s, _rx) = engine();
+        // Takeover: a second connection with the same ClientID authenticates, then the old
+        // connection's DISCONNECT arrives. The new one must keep its rights.
+        assert!(matches!(
+            connect(&mut e, 1, "dev1", "0a"),
+            AuthOutcome::Success(_)
+        ));
+        assert!(matches!(
+            connect(&mut e, 2, "dev1", "0a"),
+            AuthOutcome::Success(_)
+        ));
+        e.disconnect(1);
+        assert!(e.acl(2, Access::Publish, "devices/dev1/x"));
+        assert!(!e.acl(1, Access::Publish, "devices/dev1/x"));
+    }
+
+    #[test]
+    fn mutual_tls_path() {
+        let (mut e, _s, _rx) = engine();
+        assert_eq!(e.basic_auth(1, None, Some("dev1"), None), AuthOutcome::Deny);
+        assert_eq!(
+            e.basic_auth(1, Some(b"hello:dev2:1"), Some("dev1"), None),
+            AuthOutcome::Deny
+        );
+        assert_eq!(
+            e.basic_auth(1, Some(b"hello:dev1:1"), Some("dev1"), None),
+            AuthOutcome::Success(vec![])
+        );
+        assert!(e.acl(1, Access::Publish, "devices/dev1/x"));
+    }
+
+    #[test]
+    fn reauth_keeps_identity_or_fails() {
+        let (mut e, _s, _rx) = engine();
+        assert!(matches!(
+            connect(&mut e, 1, "dev1", "0a"),
+            AuthOutcome::Success(_)
+        ));
+        assert!(matches!(
+            connect(&mut e, 1, "dev1", "0a"),
+            AuthOutcome::Success(_)
+        ));
+        assert!(e.acl(1, Access::Publish, "devices/dev1/x"));
+        assert_eq!(
+            e.auth_start(1, Some(METHOD), b"hello:dev9:1", Some("dev1"), None),
+            AuthOutcome::Deny
+        );
+        assert!(!e.acl(1, Access::Publish, "devices/dev1/x"));
+    }
+}

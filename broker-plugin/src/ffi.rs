@@ -1,0 +1,194 @@
+//! Hand-written declarations of the Mosquitto 2.0.11 plugin API (mosquitto_broker.h,
+//! mosquitto_plugin.h, mosquitto.h) and the two OpenSSL functions the broker's own libcrypto
+//! provides. Layouts are x86-64/aarch64 LP64, checked against the headers on this machine; the
+//! size assertions below catch a mismatch at compile time.
+//!
+//! Host invariants (the rules Mosquitto imposes, relied on by lib.rs):
+//! - Every callback runs on the broker's single thread; no `mosquitto_*` function may be called
+//!   from any other thread.
+//! - `data_out` of the extended-auth events is freed by the broker with `free()`: allocate it
+//!   with libc `malloc`.
+//! - Strings handed to callbacks (`client_id`, `address`, `topic`, `auth_method`) live only for
+//!   the call: copy what is kept.
+//! - `mosquitto_kick_client_by_clientid` runs the DISCONNECT callback synchronously, inside the
+//!   call.
+//! - `mosquitto_client_certificate` returns a new reference: release it with `X509_free`.
+
+#![allow(non_camel_case_types)]
+
+use std::ffi::{c_char, c_int, c_long, c_void};
+
+/// Opaque `struct mosquitto` (one client connection).
+#[repr(C)]
+pub struct mosquitto {
+    _private: [u8; 0],
+}
+
+/// Opaque `mosquitto_plugin_id_t`.
+#[repr(C)]
+pub struct mosquitto_plugin_id_t {
+    _private: [u8; 0],
+}
+
+/// Opaque `mosquitto_property` (a linked list of MQTT v5 properties).
+#[repr(C)]
+pub struct mosquitto_property {
+    _private: [u8; 0],
+}
+
+#[repr(C)]
+pub struct mosquitto_opt {
+    pub key: *mut c_char,
+    pub value: *mut c_char,
+}
+
+pub const MOSQ_ERR_AUTH_CONTINUE: c_int = -4;
+pub const MOSQ_ERR_SUCCESS: c_int = 0;
+pub const MOSQ_ERR_NOMEM: c_int = 1;
+pub const MOSQ_ERR_INVAL: c_int = 3;
+pub const MOSQ_ERR_NOT_SUPPORTED: c_int = 10;
+pub const MOSQ_ERR_AUTH: c_int = 11;
+pub const MOSQ_ERR_ACL_DENIED: c_int = 12;
+pub const MOSQ_ERR_UNKNOWN: c_int = 13;
+pub const MOSQ_ERR_PLUGIN_DEFER: c_int = 17;
+
+pub const MOSQ_ACL_READ: c_int = 0x01;
+pub const MOSQ_ACL_WRITE: c_int = 0x02;
+pub const MOSQ_ACL_SUBSCRIBE: c_int = 0x04;
+
+pub const MOSQ_LOG_INFO: c_int = 0x01;
+pub const MOSQ_LOG_NOTICE: c_int = 0x02;
+pub const MOSQ_LOG_WARNING: c_int = 0x04;
+pub const MOSQ_LOG_ERR: c_int = 0x08;
+
+pub const MOSQ_EVT_ACL_CHECK: c_int = 2;
+pub const MOSQ_EVT_BASIC_AUTH: c_int = 3;
+pub const MOSQ_EVT_EXT_AUTH_START: c_int = 4;
+pub const MOSQ_EVT_EXT_AUTH_CONTINUE: c_int = 5;
+pub const MOSQ_EVT_MESSAGE: c_int = 7;
+pub const MOSQ_EVT_TICK: c_int = 9;
+pub const MOSQ_EVT_DISCONNECT: c_int = 10;
+
+pub const MQTT_PROP_USER_PROPERTY: c_int = 38;
+
+#[repr(C)]
+pub struct mosquitto_evt_acl_check {
+    pub future: *mut c_void,
+    pub client: *mut mosquitto,
+    pub topic: *const c_char,
+    pub payload: *const c_void,
+    pub properties: *mut mosquitto_property,
+    pub access: c_int,
+    pub payloadlen: u32,
+    pub qos: u8,
+    pub retain: bool,
+    pub future2: [*mut c_void; 4],
+}
+
+#[repr(C)]
+pub struct mosquitto_evt_basic_auth {
+    pub future: *mut c_void,
+    pub client: *mut mosquitto,
+    pub username: *mut c_char,
+    pub password: *mut c_char,
+    pub future2: [*mut c_void; 4],
+}
+
+#[repr(C)]
+pub struct mosquitto_evt_extended_auth {
+    pub future: *mut c_void,
+    pub client: *mut mosquitto,
+    pub data_in: *const c_void,
+    pub data_out: *mut c_void,
+    pub data_in_len: u16,
+    pub data_out_len: u16,
+    pub auth_method: *const c_char,
+    pub future2: [*mut c_void; 3],
+}
+
+#[repr(C)]
+pub struct mosquitto_evt_message {
+    pub future: *mut c_void,
+    pub client: *mut mosquitto,
+    pub topic: *mut c_char,
+    pub payload: *mut c_void,
+    pub properties: *mut mosquitto_property,
+    pub reason_string: *mut c_char,
+    pub payloadlen: u32,
+    pub qos: u8,
+    pub reason_code: u8,
+    pub retain: bool,
+    pub future2: [*mut c_void; 4],
+}
+
+#[repr(C)]
+pub struct mosquitto_evt_tick {
+    pub future: *mut c_void,
+    pub now_ns: c_long,
+    pub next_ns: c_long,
+    pub now_s: libc::time_t,
+    pub next_s: libc::time_t,
+    pub future2: [*mut c_void; 4],
+}
+
+#[repr(C)]
+pub struct mosquitto_evt_disconnect {
+    pub future: *mut c_void,
+    pub client: *mut mosquitto,
+    pub reason: c_int,
+    pub future2: [*mut c_void; 4],
+}
+
+// The notes give these offsets for x86-64; keep them honest.
+#[cfg(target_pointer_width = "64")]
+const _: () = {
+    assert!(std::mem::size_of::<mosquitto_evt_extended_auth>() == 72);
+    assert!(std::mem::offset_of!(mosquitto_evt_extended_auth, data_in_len) == 32);
+    assert!(std::mem::offset_of!(mosquitto_evt_extended_auth, data_out_len) == 34);
+    assert!(std::mem::offset_of!(mosquitto_evt_extended_auth, auth_method) == 40);
+};
+
+pub type MOSQ_FUNC_generic_callback =
+    unsafe extern "C" fn(event: c_int, event_data: *mut c_void, userdata: *mut c_void) -> c_int;
+
+extern "C" {
+    pub fn mosquitto_callback_register(
+        identifier: *mut mosquitto_plugin_id_t,
+        event: c_int,
+        cb_func: MOSQ_FUNC_generic_callback,
+        event_data: *const c_void,
+        userdata: *mut c_void,
+    ) -> c_int;
+    pub fn mosquitto_callback_unregister(
+        identifier: *mut mosquitto_plugin_id_t,
+        event: c_int,
+        cb_func: MOSQ_FUNC_generic_callback,
+        event_data: *const c_void,
+    ) -> c_int;
+    pub fn mosquitto_log_printf(level: c_int, fmt: *const c_char, ...);
+    pub fn mosquitto_client_address(client: *const mosquitto) -> *const c_char;
+    pub fn mosquitto_client_id(client: *const mosquitto) -> *const c_char;
+    pub fn mosquitto_client_certificate(client: *const mosquitto) -> *mut c_void;
+    pub fn mosquitto_client_protocol_version(client: *const mosquitto) -> c_int;
+    pub fn mosquitto_set_username(client: *mut mosquitto, username: *const c_char) -> c_int;
+    pub fn mosquitto_kick_client_by_clientid(clientid: *const c_char, with_will: bool) -> c_int;
+
+    pub fn mosquitto_property_next(
+        proplist: *const mosquitto_property,
+    ) -> *const mosquitto_property;
+    pub fn mosquitto_property_identifier(property: *const mosquitto_property) -> c_int;
+    pub fn mosquitto_property_read_string_pair(
+        proplist: *const mosquitto_property,
+        identifier: c_int,
+        name: *mut *mut c_char,
+        value: *mut *mut c_char,
+        skip_first: bool,
+    ) -> *const mosquitto_property;
+    pub fn mosquitto_property_free_all(properties: *mut *mut mosquitto_property);
+    pub fn mosquitto_free(mem: *mut c_void);
+
+    // From the broker's libcrypto (already loaded in the process); see the notes.
+    pub fn i2d_X509(x: *mut c_void, out: *mut *mut u8) -> c_int;
+    pub fn X509_free(x: *mut c_void);
+    pub fn CRYPTO_free(ptr: *mut c_void, file: *const c_char, line: c_int);
+}

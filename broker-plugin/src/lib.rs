@@ -1,0 +1,592 @@
+//! devid's Mosquitto 2.0 plugin (`libdevid_mosquitto.so`): DEVID-1 enhanced authentication, the
+//! mutual-TLS path, topic ACLs from the service's policy, live revocation from the service's feed,
+//! and connection events reported to the service.
+//!
+//! Layout:
+//! - [`ffi`]: hand-written declarations of the Mosquitto API and the host's rules;
+//! - this file: the exported entry points and callbacks, each a few lines behind a panic
+//!   boundary that fails closed, marshalling to [`engine`];
+//! - [`engine`]: the broker-thread logic (no FFI), keyed by connection;
+//! - [`devid1`]: the adapter to `devid_core::protocol`'s server half, plus the mutual-TLS check;
+//! - [`service`]: the background thread (revocation feed, device status, events);
+//! - [`state`], [`policy`], [`cidr`], [`config`]: safe building blocks.
+//!
+//! Configuration: see README / `docs` (`plugin_opt_service_url`, `token_file`, `trust_anchor`,
+//! `broker_cert`, `broker_key`, `state_dir`, `max_staleness`, `auth_timeout`, `broker_name`).
+//! `per_listener_settings` must be `false`: with `true` TICK never fires, so revocations could
+//! not be applied; the plugin refuses to load twice and refuses every device when no TICK
+//! arrives.
+
+pub mod cidr;
+pub mod config;
+pub mod devid1;
+pub mod engine;
+pub mod ffi;
+pub mod policy;
+pub mod service;
+pub mod state;
+
+use std::cell::RefCell;
+use std::ffi::{c_char, c_int, c_void, CStr, CString};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::engine::{AuthOutcome, ConnKey, Engine};
+use crate::ffi::*;
+use crate::policy::Access;
+use crate::service::{FromService, LogLevel, Shared};
+
+/// Everything the plugin holds, behind the `userdata` pointer. Only the broker thread touches
+/// it (the service thread has its own `Arc`s).
+struct Plugin {
+    id: *mut mosquitto_plugin_id_t,
+    engine: RefCell<Engine<devid1::Devid1Server>>,
+    service: RefCell<service::Handle>,
+}
+
+/// One instance per process: a second `mosquitto_plugin_init` means the plugin is configured
+/// per listener (`per_listener_settings true`) or listed twice.
+static LOADED: AtomicBool = AtomicBool::new(false);
+
+const EVENTS: &[c_int] = &[
+    MOSQ_EVT_EXT_AUTH_START,
+    MOSQ_EVT_EXT_AUTH_CONTINUE,
+    MOSQ_EVT_BASIC_AUTH,
+    MOSQ_EVT_ACL_CHECK,
+    MOSQ_EVT_MESSAGE,
+    MOSQ_EVT_TICK,
+    MOSQ_EVT_DISCONNECT,
+];
+
+fn log(level: LogLevel, msg: &str) {
+    let level = match level {
+        LogLevel::Info => MOSQ_LOG_INFO,
+        LogLevel::Notice => MOSQ_LOG_NOTICE,
+        LogLevel::Warning => MOSQ_LOG_WARNING,
+        LogLevel::Error => MOSQ_LOG_ERR,
+    };
+    let line = CString::new(msg.replace('\0', "?")).unwrap_or_default();
+    // SAFETY: a "%s" format with one NUL-terminated string argument; broker thread only.
+    unsafe { mosquitto_log_printf(level, c"%s".as_ptr(), line.as_ptr()) };
+}
+
+/// Copies a C string the broker lends us; None for NULL or non-UTF-8.
+///
+/// # Safety
+/// `p` is NULL or a NUL-terminated string valid for the call.
+unsafe fn opt_str(p: *const c_char) -> Option<String> {
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: non-NULL, NUL-terminated by the caller's contract.
+    unsafe { CStr::from_ptr(p) }
+        .to_str()
+        .ok()
+        .map(str::to_string)
+}
+
+/// # Safety
+/// `client` is a live connection handed to a callback.
+unsafe fn client_info(client: *const mosquitto) -> (Option<String>, Option<String>) {
+    // SAFETY: the broker's accessors accept any live client.
+    unsafe {
+        (
+            opt_str(mosquitto_client_id(client)),
+            opt_str(mosquitto_client_address(client)),
+        )
+    }
+}
+
+/// Runs `f` behind a panic boundary; a panic yields `on_panic` (fail closed).
+fn guard(on_panic: c_int, f: impl FnOnce() -> c_int) -> c_int {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(rc) => rc,
+        Err(_) => {
+            // Logging itself could be what panicked; keep this minimal.
+            let _ = catch_unwind(|| {
+                log(
+                    LogLevel::Error,
+                    "devid: internal error (panic) in a callback; failing closed",
+                )
+            });
+            on_panic
+        }
+    }
+}
+
+/// # Safety
+/// `userdata` is the pointer registered by `mosquitto_plugin_init` (or NULL).
+unsafe fn plugin<'a>(userdata: *mut c_void) -> Option<&'a Plugin> {
+    // SAFETY: userdata is a leaked Box<Plugin> until cleanup unregisters every callback.
+    unsafe { (userdata as *const Plugin).as_ref() }
+}
+
+fn flush_logs(p: &Plugin) {
+    let logs = match p.engine.try_borrow_mut() {
+        Ok(mut e) => e.take_logs(),
+        Err(_) => return,
+    };
+    for (level, line) in logs {
+        log(level, &line);
+    }
+}
+
+#[no_mangle]
+pub extern "C" fn mosquitto_plugin_version(count: c_int, versions: *const c_int) -> c_int {
+    guard(-1, || {
+        if versions.is_null() || count <= 0 {
+            return -1;
+        }
+        // SAFETY: the broker passes `count` ints.
+        let offered = unsafe { std::slice::from_raw_parts(versions, count as usize) };
+        if offered.contains(&5) {
+            5
+        } else {
+            -1
+        }
+    })
+}
+
+/// Collects `plugin_opt_*` pairs.
+///
+/// # Safety
+/// `opts` points to `n` options with NUL-terminated keys and values (or is NULL with n == 0).
+unsafe fn collect_options(
+    opts: *const mosquitto_opt,
+    n: c_int,
+) -> Result<Vec<(String, String)>, String> {
+    if n <= 0 || opts.is_null() {
+        return Ok(Vec::new());
+    }
+    // SAFETY: the broker passes `n` options.
+    let opts = unsafe { std::slice::from_raw_parts(opts, n as usize) };
+    let mut out = Vec::new();
+    for o in opts {
+        // SAFETY: NULL-checked inside; strings valid for the call.
+        let (k, v) = unsafe { (opt_str(o.key), opt_str(o.value)) };
+        match (k, v) {
+            (Some(k), Some(v)) => out.push((k, v)),
+            _ => return Err("an option key or value is not UTF-8".into()),
+        }
+    }
+    Ok(out)
+}
+
+fn init(
+    id: *mut mosquitto_plugin_id_t,
+    userdata: *mut *mut c_void,
+    opts: Vec<(String, String)>,
+) -> Result<(), String> {
+    if LOADED.swap(true, Ordering::SeqCst) {
+        return Err(
+            "the plugin is loaded twice: set `per_listener_settings false` and list it once".into(),
+        );
+    }
+    let config = config::Config::from_options(&opts).map_err(|e| e.to_string())?;
+    let server = devid1::Devid1Server::new(&config)?;
+    let cached = state::RevocationState::load(&config.state_dir)?;
+    let contact = state::load_contact(&config.state_dir);
+    log(
+        LogLevel::Info,
+        &format!(
+            "devid: plugin starting; service {}, cached revocation state: {}",
+            config.service_url,
+            match &cached {
+                Some(s) => format!(
+                    "seq {}, {} serials, {} devices",
+                    s.seq,
+                    s.serials.len(),
+                    s.devices.len()
+                ),
+                None => "none".into(),
+            }
+        ),
+    );
+    let shared = Arc::new(Mutex::new(Shared {
+        revocations: cached.unwrap_or_default(),
+        last_contact: contact,
+    }));
+    let handle = service::start(config.clone(), shared.clone())?;
+    let engine = Engine::new(config, server, shared, Some(handle.to_service.clone()));
+    let p = Box::into_raw(Box::new(Plugin {
+        id,
+        engine: RefCell::new(engine),
+        service: RefCell::new(handle),
+    }));
+    for &ev in EVENTS {
+        // SAFETY: id comes from the broker; callback and userdata stay valid until cleanup.
+        let rc =
+            unsafe { mosquitto_callback_register(id, ev, callback, std::ptr::null(), p.cast()) };
+        if rc != MOSQ_ERR_SUCCESS {
+            // SAFETY: p came from Box::into_raw above and no callback can be running (init runs
+            // on the broker thread before any client).
+            unsafe { teardown(p) };
+            return Err(format!(
+                "cannot register callback for event {ev}: error {rc}"
+            ));
+        }
+    }
+    // SAFETY: the broker passes a valid out-pointer.
+    unsafe { *userdata = p.cast() };
+    Ok(())
+}
+
+/// Unregisters callbacks, stops the service thread, frees the plugin.
+///
+/// # Safety
+/// `p` came from `Box::into_raw` in `init` and is not used afterwards.
+unsafe fn teardown(p: *mut Plugin) {
+    // SAFETY: per the contract.
+    let plugin = unsafe { Box::from_raw(p) };
+    for &ev in EVENTS {
+        // SAFETY: unregistering a callback that may or may not be registered is harmless.
+        unsafe { mosquitto_callback_unregister(plugin.id, ev, callback, std::ptr::null()) };
+    }
+    plugin.service.borrow_mut().stop();
+    // Lines the service thread produced while stopping.
+    let late: Vec<FromService> = plugin.service.borrow().from_service.try_iter().collect();
+    for m in late {
+        if let FromService::Log(level, line) = m {
+            log(level, &line);
+        }
+    }
+    drop(plugin);
+    LOADED.store(false, Ordering::SeqCst);
+}
+
+#[no_mangle]
+pub extern "C" fn mosquitto_plugin_init(
+    id: *mut mosquitto_plugin_id_t,
+    userdata: *mut *mut c_void,
+    opts: *mut mosquitto_opt,
+    n: c_int,
+) -> c_int {
+    guard(MOSQ_ERR_UNKNOWN, || {
+        if id.is_null() || userdata.is_null() {
+            return MOSQ_ERR_INVAL;
+        }
+        // SAFETY: options as the broker passes them.
+        let result = unsafe { collect_options(opts, n) }.and_then(|o| init(id, userdata, o));
+        match result {
+            Ok(()) => {
+                log(LogLevel::Info, "devid: plugin loaded");
+                MOSQ_ERR_SUCCESS
+            }
+            Err(e) => {
+                log(
+                    LogLevel::Error,
+                    &format!("devid: plugin configuration error: {e}. Refusing to start."),
+                );
+                MOSQ_ERR_INVAL
+            }
+        }
+    })
+}
+
+#[no_mangle]
+pub extern "C" fn mosquitto_plugin_cleanup(
+    userdata: *mut c_void,
+    _opts: *mut mosquitto_opt,
+    _n: c_int,
+) -> c_int {
+    guard(MOSQ_ERR_UNKNOWN, || {
+        if !userdata.is_null() {
+            // SAFETY: userdata is the Box<Plugin> from init; cleanup is the last call.
+            unsafe { teardown(userdata.cast()) };
+        }
+        MOSQ_ERR_SUCCESS
+    })
+}
+
+/// The single registered callback; dispatches on the event.
+unsafe extern "C" fn callback(
+    event: c_int,
+    event_data: *mut c_void,
+    userdata: *mut c_void,
+) -> c_int {
+    let fail = match event {
+        MOSQ_EVT_ACL_CHECK | MOSQ_EVT_MESSAGE => MOSQ_ERR_ACL_DENIED,
+        MOSQ_EVT_TICK | MOSQ_EVT_DISCONNECT => MOSQ_ERR_SUCCESS,
+        _ => MOSQ_ERR_AUTH,
+    };
+    guard(fail, || {
+        // SAFETY: userdata registered by init.
+        let Some(p) = (unsafe { plugin(userdata) }) else {
+            return fail;
+        };
+        if event_data.is_null() {
+            return fail;
+        }
+        // SAFETY (all arms): event_data points to the struct that matches `event`.
+        let rc = unsafe {
+            match event {
+                MOSQ_EVT_EXT_AUTH_START => on_ext_auth(p, &mut *event_data.cast(), true),
+                MOSQ_EVT_EXT_AUTH_CONTINUE => on_ext_auth(p, &mut *event_data.cast(), false),
+                MOSQ_EVT_BASIC_AUTH => on_basic_auth(p, &*event_data.cast()),
+                MOSQ_EVT_ACL_CHECK => on_acl(p, &*event_data.cast()),
+                MOSQ_EVT_MESSAGE => on_message(p, &mut *event_data.cast()),
+                MOSQ_EVT_TICK => on_tick(p),
+                MOSQ_EVT_DISCONNECT => on_disconnect(p, &*event_data.cast()),
+                _ => fail,
+            }
+        };
+        flush_logs(p);
+        rc
+    })
+}
+
+/// Copies `bytes` into a libc-malloc'd buffer for `data_out` (the broker frees it with free()).
+fn set_data_out(ev: &mut mosquitto_evt_extended_auth, bytes: &[u8]) -> Result<(), ()> {
+    ev.data_out = std::ptr::null_mut();
+    ev.data_out_len = 0;
+    if bytes.is_empty() {
+        return Ok(());
+    }
+    let len = u16::try_from(bytes.len()).map_err(|_| ())?;
+    // SAFETY: malloc of a non-zero size; checked for NULL; filled before handing over.
+    unsafe {
+        let buf = libc::malloc(bytes.len()).cast::<u8>();
+        if buf.is_null() {
+            return Err(());
+        }
+        std::ptr::copy_nonoverlapping(bytes.as_ptr(), buf, bytes.len());
+        ev.data_out = buf.cast();
+    }
+    ev.data_out_len = len;
+    Ok(())
+}
+
+/// # Safety
+/// `ev` is the broker's extended-auth event for this call.
+unsafe fn on_ext_auth(p: &Plugin, ev: &mut mosquitto_evt_extended_auth, start: bool) -> c_int {
+    let key = ev.client as ConnKey;
+    if ev.client.is_null() {
+        return MOSQ_ERR_AUTH;
+    }
+    // SAFETY: live client; strings valid for the call.
+    let (cid, addr) = unsafe { client_info(ev.client) };
+    let data: &[u8] = if ev.data_in.is_null() || ev.data_in_len == 0 {
+        &[]
+    } else {
+        // SAFETY: the broker passes data_in_len bytes.
+        unsafe { std::slice::from_raw_parts(ev.data_in.cast(), usize::from(ev.data_in_len)) }
+    };
+    let outcome = {
+        let Ok(mut engine) = p.engine.try_borrow_mut() else {
+            return MOSQ_ERR_AUTH;
+        };
+        if start {
+            // SAFETY: auth_method is NULL or a string valid for the call.
+            let method = unsafe { opt_str(ev.auth_method) };
+            engine.auth_start(
+                key,
+                method.as_deref(),
+                data,
+                cid.as_deref(),
+                addr.as_deref(),
+            )
+        } else {
+            engine.auth_continue(key, data, cid.as_deref(), addr.as_deref())
+        }
+    };
+    match outcome {
+        AuthOutcome::Continue(out) => match set_data_out(ev, &out) {
+            Ok(()) => MOSQ_ERR_AUTH_CONTINUE,
+            Err(()) => MOSQ_ERR_AUTH,
+        },
+        AuthOutcome::Success(out) => {
+            if set_data_out(ev, &out).is_err() {
+                return MOSQ_ERR_AUTH;
+            }
+            // The CONNECT username is never checked on this path: clear it so nothing trusts it.
+            // SAFETY: live client; NULL clears.
+            unsafe { mosquitto_set_username(ev.client, std::ptr::null()) };
+            MOSQ_ERR_SUCCESS
+        }
+        AuthOutcome::Deny => MOSQ_ERR_AUTH,
+        AuthOutcome::Defer => MOSQ_ERR_PLUGIN_DEFER,
+    }
+}
+
+/// The client certificate of a TLS connection, as DER.
+///
+/// # Safety
+/// `client` is a live connection.
+unsafe fn client_certificate_der(client: *const mosquitto) -> Option<Vec<u8>> {
+    // SAFETY: returns NULL or a new X509 reference that we free below.
+    let x509 = unsafe { mosquitto_client_certificate(client) };
+    if x509.is_null() {
+        return None;
+    }
+    // SAFETY: x509 is valid until X509_free; i2d_X509 with NULL out returns the length, then
+    // writes exactly that many bytes and advances the pointer.
+    let der = unsafe {
+        let len = i2d_X509(x509, std::ptr::null_mut());
+        let der = if len > 0 {
+            let mut buf = vec![0u8; len as usize];
+            let mut ptr = buf.as_mut_ptr();
+            let written = i2d_X509(x509, &mut ptr);
+            (written == len).then_some(buf)
+        } else {
+            None
+        };
+        X509_free(x509);
+        der
+    };
+    der
+}
+
+/// # Safety
+/// `ev` is the broker's basic-auth event for this call.
+unsafe fn on_basic_auth(p: &Plugin, ev: &mosquitto_evt_basic_auth) -> c_int {
+    if ev.client.is_null() {
+        return MOSQ_ERR_AUTH;
+    }
+    // SAFETY: live client.
+    let (cid, addr) = unsafe { client_info(ev.client) };
+    // SAFETY: live client.
+    let cert = unsafe { client_certificate_der(ev.client) };
+    let outcome = {
+        let Ok(mut engine) = p.engine.try_borrow_mut() else {
+            return MOSQ_ERR_AUTH;
+        };
+        engine.basic_auth(
+            ev.client as ConnKey,
+            cert.as_deref(),
+            cid.as_deref(),
+            addr.as_deref(),
+        )
+    };
+    match outcome {
+        AuthOutcome::Success(_) => MOSQ_ERR_SUCCESS,
+        _ => MOSQ_ERR_AUTH,
+    }
+}
+
+/// # Safety
+/// `ev` is the broker's ACL event for this call.
+unsafe fn on_acl(p: &Plugin, ev: &mosquitto_evt_acl_check) -> c_int {
+    let access = match ev.access {
+        MOSQ_ACL_WRITE => Access::Publish,
+        MOSQ_ACL_SUBSCRIBE => Access::Subscribe,
+        MOSQ_ACL_READ => Access::Deliver,
+        _ => return MOSQ_ERR_ACL_DENIED,
+    };
+    // SAFETY: topic is NULL or valid for the call.
+    let Some(topic) = (unsafe { opt_str(ev.topic) }) else {
+        return MOSQ_ERR_ACL_DENIED;
+    };
+    let Ok(engine) = p.engine.try_borrow() else {
+        return MOSQ_ERR_ACL_DENIED;
+    };
+    if engine.acl(ev.client as ConnKey, access, &topic) {
+        MOSQ_ERR_SUCCESS
+    } else {
+        MOSQ_ERR_ACL_DENIED
+    }
+}
+
+/// Incoming PUBLISH: only devid-authenticated clients may publish at all, and `devid-*` user
+/// properties a client sent itself are stripped so subscribers can trust them.
+///
+/// # Safety
+/// `ev` is the broker's message event for this call.
+unsafe fn on_message(p: &Plugin, ev: &mut mosquitto_evt_message) -> c_int {
+    let authenticated = match p.engine.try_borrow() {
+        Ok(engine) => engine.is_authenticated(ev.client as ConnKey),
+        Err(_) => false,
+    };
+    if !authenticated {
+        return MOSQ_ERR_ACL_DENIED;
+    }
+    // SAFETY: the property list belongs to the message for this call.
+    unsafe { strip_devid_properties(&mut ev.properties) };
+    MOSQ_ERR_SUCCESS
+}
+
+/// Removes user properties whose name starts with `devid-` from a property list.
+///
+/// The list is Mosquitto's `struct mqtt5__property`, a singly linked list whose first field is
+/// `next` (lib/property_mosq.h, stable since 1.6); it is relinked in place and each removed
+/// node freed with the broker's own `mosquitto_property_free_all` on a one-node list.
+///
+/// # Safety
+/// `head` is the message's property list, owned by the broker for this call.
+unsafe fn strip_devid_properties(head: &mut *mut mosquitto_property) {
+    let mut link: *mut *mut mosquitto_property = head;
+    // SAFETY: every node comes from the broker's list; `next` is the first field.
+    unsafe {
+        while !(*link).is_null() {
+            let node = *link;
+            if is_devid_user_property(node) {
+                let next_field = node.cast::<*mut mosquitto_property>();
+                *link = *next_field;
+                *next_field = std::ptr::null_mut();
+                let mut single = node;
+                mosquitto_property_free_all(&mut single);
+            } else {
+                link = node.cast::<*mut mosquitto_property>();
+            }
+        }
+    }
+}
+
+/// # Safety
+/// `node` is a live property node.
+unsafe fn is_devid_user_property(node: *const mosquitto_property) -> bool {
+    // SAFETY: live node.
+    if unsafe { mosquitto_property_identifier(node) } != MQTT_PROP_USER_PROPERTY {
+        return false;
+    }
+    let mut name: *mut c_char = std::ptr::null_mut();
+    let mut value: *mut c_char = std::ptr::null_mut();
+    // SAFETY: reads this node (skip_first false) into two mosquitto-allocated strings.
+    let found = unsafe {
+        mosquitto_property_read_string_pair(
+            node,
+            MQTT_PROP_USER_PROPERTY,
+            &mut name,
+            &mut value,
+            false,
+        )
+    };
+    // Only trust the answer if it is about this very node.
+    let hit = found == node
+        && !name.is_null()
+        // SAFETY: NUL-terminated copy.
+        && unsafe { CStr::from_ptr(name) }.to_bytes().starts_with(b"devid-");
+    // SAFETY: both strings were allocated by mosquitto (or are NULL).
+    unsafe {
+        mosquitto_free(name.cast());
+        mosquitto_free(value.cast());
+    }
+    hit
+}
+
+fn on_tick(p: &Plugin) -> c_int {
+    let inbox: Vec<FromService> = match p.service.try_borrow() {
+        Ok(s) => s.from_service.try_iter().collect(),
+        Err(_) => return MOSQ_ERR_SUCCESS,
+    };
+    let kicks = match p.engine.try_borrow_mut() {
+        Ok(mut e) => e.tick(inbox),
+        Err(_) => return MOSQ_ERR_SUCCESS,
+    };
+    flush_logs(p);
+    // No borrow is held here: a kick re-enters DISCONNECT synchronously.
+    for cid in kicks {
+        if let Ok(c) = CString::new(cid) {
+            // SAFETY: broker thread, NUL-terminated id.
+            unsafe { mosquitto_kick_client_by_clientid(c.as_ptr(), false) };
+        }
+    }
+    MOSQ_ERR_SUCCESS
+}
+
+fn on_disconnect(p: &Plugin, ev: &mosquitto_evt_disconnect) -> c_int {
+    if let Ok(mut e) = p.engine.try_borrow_mut() {
+        e.disconnect(ev.client as ConnKey);
+    }
+    MOSQ_ERR_SUCCESS
+}

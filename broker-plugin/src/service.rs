@@ -1,0 +1,541 @@
+//! The background thread: everything that talks to devid-server. It never calls into Mosquitto;
+//! it updates the shared state and hands work to the broker thread through a channel that the
+//! TICK event drains.
+//!
+//! Inside the thread a current-thread tokio runtime runs three jobs:
+//! - the revocation feed: catch up with `GET /v1/revocations?since=N`, then follow
+//!   `/v1/revocations/stream` (SSE, resumed with `Last-Event-ID`); on any error, back off and
+//!   start again from the persisted seq. While the stream is open the service counts as reachable.
+//! - device status: fetch `GET /v1/devices/{id}/status` when the broker thread asks.
+//! - events: batch connection events and `POST /v1/events` them about once a second.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use devid_core::api::{ConnectionEvent, DeviceStatus, EventBatch, RevocationEntry, RevocationPage};
+use futures::StreamExt;
+use tokio::sync::{mpsc, watch};
+
+use crate::config::Config;
+use crate::state::{self, Applied, Recheck, RevocationState};
+
+/// Broker thread -> service thread.
+#[derive(Debug)]
+pub enum ToService {
+    FetchStatus(String),
+    Event(ConnectionEvent),
+}
+
+/// Service thread -> broker thread (drained in TICK).
+#[derive(Debug, PartialEq, Eq)]
+pub enum FromService {
+    /// Re-check the connections of this device/these serials against the state; kick the ones
+    /// that no longer pass.
+    Recheck(Recheck),
+    /// A line for the broker log (the background thread may not call mosquitto_log_printf).
+    Log(LogLevel, String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogLevel {
+    Info,
+    Notice,
+    Warning,
+    Error,
+}
+
+/// State shared by both threads. Locked briefly, never across a network call or a broker call.
+#[derive(Debug, Default)]
+pub struct Shared {
+    pub revocations: RevocationState,
+    /// Unix seconds of the last successful contact with the service.
+    pub last_contact: Option<u64>,
+}
+
+pub fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
+    // A panic while holding the lock leaves consistent data (each update is a single apply);
+    // keep going rather than take the broker down.
+    shared.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Most events kept while the service is unreachable; the oldest are dropped beyond this.
+const MAX_PENDING_EVENTS: usize = 10_000;
+/// Most events per POST (the API's limit is 1,000).
+const BATCH: usize = 1_000;
+
+pub struct Handle {
+    pub to_service: mpsc::Sender<ToService>,
+    pub from_service: std::sync::mpsc::Receiver<FromService>,
+    shutdown: watch::Sender<bool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Handle {
+    /// Stops the thread and waits for it (called from plugin cleanup).
+    pub fn stop(&mut self) {
+        let _ = self.shutdown.send(true);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+struct Ctx {
+    config: Config,
+    http: reqwest::Client,
+    shared: Arc<Mutex<Shared>>,
+    out: std::sync::mpsc::Sender<FromService>,
+}
+
+impl Ctx {
+    fn log(&self, level: LogLevel, msg: String) {
+        let _ = self.out.send(FromService::Log(level, msg));
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{}", self.config.service_url, path)
+    }
+
+    fn mark_contact(&self) {
+        let now = state::unix_now();
+        lock(&self.shared).last_contact = Some(now);
+        if let Err(e) = state::save_contact(&self.config.state_dir, now) {
+            self.log(
+                LogLevel::Warning,
+                format!("devid: cannot persist contact time: {e}"),
+            );
+        }
+    }
+
+    fn persist(&self) {
+        let snapshot = lock(&self.shared).revocations.clone();
+        if let Err(e) = snapshot.save(&self.config.state_dir) {
+            self.log(
+                LogLevel::Error,
+                format!("devid: cannot persist revocation state: {e}"),
+            );
+        }
+    }
+
+    /// Applies feed entries; returns whether a gap was seen.
+    fn apply_entries(&self, entries: &[RevocationEntry]) -> bool {
+        let mut gap = false;
+        let mut rechecks = Vec::new();
+        {
+            let mut g = lock(&self.shared);
+            for e in entries {
+                if let Applied::Changed { recheck, gap: g2 } = g.revocations.apply(e) {
+                    gap |= g2;
+                    rechecks.push(recheck);
+                }
+            }
+        }
+        if !rechecks.is_empty() {
+            self.persist();
+            for r in rechecks {
+                let _ = self.out.send(FromService::Recheck(r));
+            }
+        }
+        gap
+    }
+}
+
+fn http_client(config: &Config) -> Result<reqwest::Client, String> {
+    // The plugin never touches the process-wide rustls provider: Mosquitto is not our process.
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls_pki_types::CertificateDer::from(
+            config.trust_anchor_der.clone(),
+        ))
+        .map_err(|e| format!("trust anchor unusable for TLS to the service: {e}"))?;
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS setup: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let mut headers = reqwest::header::HeaderMap::new();
+    let mut auth = reqwest::header::HeaderValue::from_str(&format!("Bearer {}", config.token))
+        .map_err(|_| "the token holds characters not allowed in an HTTP header".to_string())?;
+    auth.set_sensitive(true);
+    headers.insert(reqwest::header::AUTHORIZATION, auth);
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .default_headers(headers)
+        .connect_timeout(Duration::from_secs(3))
+        .no_proxy()
+        .build()
+        .map_err(|e| format!("HTTP client: {e}"))
+}
+
+/// Starts the background thread. The caller has loaded the cached state into `shared`.
+pub fn start(config: Config, shared: Arc<Mutex<Shared>>) -> Result<Handle, String> {
+    let http = http_client(&config)?;
+    let (to_service, rx) = mpsc::channel(MAX_PENDING_EVENTS);
+    let (out, from_service) = std::sync::mpsc::channel();
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let ctx = Arc::new(Ctx {
+        config,
+        http,
+        shared,
+        out,
+    });
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the service runtime: {e}"))?;
+    let thread = std::thread::Builder::new()
+        .name("devid-service".into())
+        .spawn(move || {
+            runtime.block_on(run(ctx, rx, shutdown_rx));
+        })
+        .map_err(|e| format!("cannot start the service thread: {e}"))?;
+    Ok(Handle {
+        to_service,
+        from_service,
+        shutdown,
+        thread: Some(thread),
+    })
+}
+
+async fn run(
+    ctx: Arc<Ctx>,
+    mut rx: mpsc::Receiver<ToService>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let feed = tokio::spawn(feed_loop(ctx.clone()));
+    let mut pending: Vec<ConnectionEvent> = Vec::new();
+    let mut flush = tokio::time::interval(Duration::from_millis(1000));
+    flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => break,
+            msg = rx.recv() => match msg {
+                None => break,
+                Some(ToService::FetchStatus(id)) => {
+                    tokio::spawn(fetch_status(ctx.clone(), id));
+                }
+                Some(ToService::Event(e)) => {
+                    if pending.len() >= MAX_PENDING_EVENTS {
+                        pending.remove(0);
+                    }
+                    pending.push(e);
+                }
+            },
+            _ = flush.tick() => {
+                if !pending.is_empty() {
+                    post_events(&ctx, &mut pending).await;
+                }
+            }
+        }
+    }
+    // Last chance for events seen just before shutdown; bounded so cleanup cannot hang.
+    if !pending.is_empty() {
+        let _ = tokio::time::timeout(Duration::from_secs(2), post_events(&ctx, &mut pending)).await;
+    }
+    feed.abort();
+}
+
+async fn post_events(ctx: &Ctx, pending: &mut Vec<ConnectionEvent>) {
+    while !pending.is_empty() {
+        let n = pending.len().min(BATCH);
+        let batch = EventBatch {
+            events: pending[..n].to_vec(),
+        };
+        let res = ctx
+            .http
+            .post(ctx.url("/v1/events"))
+            .timeout(Duration::from_secs(5))
+            .json(&batch)
+            .send()
+            .await;
+        match res {
+            Ok(r) if r.status().is_success() => {
+                pending.drain(..n);
+            }
+            Ok(r) if r.status().is_client_error() => {
+                // The service refuses this batch for good (e.g. 400/403): retrying cannot help.
+                ctx.log(
+                    LogLevel::Warning,
+                    format!("devid: service refused {n} events: HTTP {}", r.status()),
+                );
+                pending.drain(..n);
+            }
+            Ok(r) => {
+                ctx.log(
+                    LogLevel::Warning,
+                    format!("devid: posting events failed: HTTP {}", r.status()),
+                );
+                return;
+            }
+            Err(e) => {
+                ctx.log(
+                    LogLevel::Warning,
+                    format!("devid: posting events failed: {e}"),
+                );
+                return;
+            }
+        }
+    }
+}
+
+async fn fetch_status(ctx: Arc<Ctx>, client_id: String) {
+    let res = ctx
+        .http
+        .get(ctx.url(&format!("/v1/devices/{client_id}/status")))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await;
+    let status: DeviceStatus = match res {
+        Ok(r) if r.status().is_success() => match r.json().await {
+            Ok(s) => s,
+            Err(e) => {
+                ctx.log(
+                    LogLevel::Warning,
+                    format!("devid: status of {client_id}: bad answer: {e}"),
+                );
+                return;
+            }
+        },
+        Ok(r) => {
+            ctx.log(
+                LogLevel::Warning,
+                format!("devid: status of {client_id}: HTTP {}", r.status()),
+            );
+            return;
+        }
+        Err(e) => {
+            ctx.log(
+                LogLevel::Warning,
+                format!("devid: status of {client_id}: {e}"),
+            );
+            return;
+        }
+    };
+    if status.client_id != client_id {
+        ctx.log(
+            LogLevel::Warning,
+            format!(
+                "devid: status of {client_id}: answer is about {}",
+                status.client_id
+            ),
+        );
+        return;
+    }
+    let recheck = lock(&ctx.shared).revocations.apply_status(&status);
+    ctx.persist();
+    let _ = ctx.out.send(FromService::Recheck(recheck));
+}
+
+async fn feed_loop(ctx: Arc<Ctx>) {
+    let mut backoff = Duration::from_millis(200);
+    let mut was_up = true;
+    loop {
+        match follow_feed(&ctx).await {
+            Ok(()) => {
+                backoff = Duration::from_millis(200);
+            }
+            Err(e) => {
+                if was_up {
+                    ctx.log(
+                        LogLevel::Warning,
+                        format!("devid: revocation feed unavailable: {e}; retrying"),
+                    );
+                }
+                was_up = false;
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+                continue;
+            }
+        }
+        if !was_up {
+            ctx.log(
+                LogLevel::Info,
+                "devid: revocation feed reachable again".into(),
+            );
+            was_up = true;
+        }
+    }
+}
+
+/// One round: catch up, then follow the stream until it ends or fails.
+async fn follow_feed(ctx: &Ctx) -> Result<(), String> {
+    catch_up(ctx).await?;
+    let since = lock(&ctx.shared).revocations.seq;
+    let resp = ctx
+        .http
+        .get(ctx.url("/v1/revocations/stream"))
+        .header("Last-Event-ID", since.to_string())
+        .header("Accept", "text/event-stream")
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    if !resp.status().is_success() {
+        return Err(format!("stream: HTTP {}", resp.status()));
+    }
+    ctx.mark_contact();
+    let mut body = resp.bytes_stream();
+    let mut parser = SseParser::default();
+    let mut alive = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            chunk = body.next() => {
+                let chunk = match chunk {
+                    None => return Err("stream closed by the service".into()),
+                    Some(Err(e)) => return Err(format!("stream: {e}")),
+                    Some(Ok(c)) => c,
+                };
+                for ev in parser.push(&chunk) {
+                    if ev.event.as_deref().unwrap_or("message") != "revocation" {
+                        continue;
+                    }
+                    let entry: RevocationEntry = serde_json::from_str(&ev.data)
+                        .map_err(|e| format!("stream: bad entry: {e}"))?;
+                    if ctx.apply_entries(std::slice::from_ref(&entry)) {
+                        // Entries were skipped: fetch them with a catch-up.
+                        return Err("stream skipped entries; catching up".into());
+                    }
+                }
+            }
+            _ = alive.tick() => ctx.mark_contact(),
+        }
+    }
+}
+
+async fn catch_up(ctx: &Ctx) -> Result<(), String> {
+    loop {
+        let since = lock(&ctx.shared).revocations.seq;
+        let resp = ctx
+            .http
+            .get(ctx.url(&format!("/v1/revocations?since={since}&limit=1000")))
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        if !resp.status().is_success() {
+            return Err(format!("catch-up: HTTP {}", resp.status()));
+        }
+        let page: RevocationPage = resp.json().await.map_err(|e| format!("catch-up: {e}"))?;
+        ctx.apply_entries(&page.entries);
+        let now = lock(&ctx.shared).revocations.seq;
+        if page.entries.is_empty() || now >= page.head {
+            if now < page.head {
+                return Err(format!(
+                    "catch-up: service head is {} but it returned nothing after {now}",
+                    page.head
+                ));
+            }
+            ctx.mark_contact();
+            return Ok(());
+        }
+    }
+}
+
+/// One server-sent event.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct SseEvent {
+    pub id: Option<String>,
+    pub event: Option<String>,
+    pub data: String,
+}
+
+/// A minimal incremental parser for `text/event-stream` (the WHATWG rules we need: fields
+/// `id`, `event`, `data`, comments, LF or CRLF line ends, blank line ends an event).
+#[derive(Debug, Default)]
+pub struct SseParser {
+    buf: Vec<u8>,
+    cur: SseEvent,
+    has_data: bool,
+}
+
+/// Upper bound for one line; a longer one is dropped (the service never sends such lines).
+const MAX_LINE: usize = 1 << 20;
+
+impl SseParser {
+    pub fn push(&mut self, chunk: &[u8]) -> Vec<SseEvent> {
+        self.buf.extend_from_slice(chunk);
+        let mut out = Vec::new();
+        while let Some(pos) = self.buf.iter().position(|&b| b == b'\n') {
+            let mut line: Vec<u8> = self.buf.drain(..=pos).collect();
+            line.pop();
+            if line.last() == Some(&b'\r') {
+                line.pop();
+            }
+            let line = String::from_utf8_lossy(&line).into_owned();
+            if line.is_empty() {
+                if self.has_data || self.cur.event.is_some() {
+                    out.push(std::mem::take(&mut self.cur));
+                }
+                self.has_data = false;
+                self.cur = SseEvent::default();
+                continue;
+            }
+            if line.starts_with(':') {
+                continue;
+            }
+            let (field, value) = match line.split_once(':') {
+                Some((f, v)) => (f.to_string(), v.strip_prefix(' ').unwrap_or(v).to_string()),
+                None => (line.clone(), String::new()),
+            };
+            match field.as_str() {
+                "id" => self.cur.id = Some(value),
+                "event" => self.cur.event = Some(value),
+                "data" => {
+                    if self.has_data {
+                        self.cur.data.push('\n');
+                    }
+                    self.cur.data.push_str(&value);
+                    self.has_data = true;
+                }
+                _ => {}
+            }
+        }
+        if self.buf.len() > MAX_LINE {
+            self.buf.clear();
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sse_parses_events_split_across_chunks() {
+        let mut p = SseParser::default();
+        let mut all = Vec::new();
+        let text = ": keep-alive\n\nid: 1\nevent: revocation\ndata: {\"a\":1}\n\nid: 2\r\nevent: revocation\r\ndata: x\r\ndata: y\r\n\r\n";
+        for chunk in text.as_bytes().chunks(3) {
+            all.extend(p.push(chunk));
+        }
+        assert_eq!(
+            all,
+            vec![
+                SseEvent {
+                    id: Some("1".into()),
+                    event: Some("revocation".into()),
+                    data: "{\"a\":1}".into()
+                },
+                SseEvent {
+                    id: Some("2".into()),
+                    event: Some("revocation".into()),
+                    data: "x\ny".into()
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn sse_ignores_comments_and_incomplete_events() {
+        let mut p = SseParser::default();
+        assert!(p.push(b":ping\n\n:ping\n\n").is_empty());
+        assert!(p.push(b"data: partial").is_empty());
+    }
+}
