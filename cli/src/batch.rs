@@ -1,0 +1,947 @@
+//! `devid device register-batch`: the manufacturing line's hot path.
+//!
+//! Flow: read and check the whole CSV (bad rows are reported by line and never sent) → load the
+//! output directory's state → for each chunk of rows still to do: make keys and CSRs on all cores
+//! (or read them from --csr-dir), append the new keys to the journal and fsync it, *then* send the
+//! chunk; write each `<ClientID>.crt` / `.key`, then append the chunk to `manifest.csv` and fsync
+//! it. A couple of chunks are in flight at once.
+//!
+//! Why a re-run registers every serial exactly once: a serial is done when it is in
+//! `manifest.csv` and its files exist. Anything else is sent again with the very CSR it was sent
+//! with before (kept in the journal), and the server answers a repeated serial + CSR with the
+//! existing device (200, `created: false`) instead of issuing again. A key is in the journal on
+//! disk before its CSR ever leaves the machine, so no issued certificate can lack its key.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::io::{BufRead as _, BufReader, IsTerminal as _, Seek as _, SeekFrom, Write as _};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use devid_core::api::{BatchRequest, BatchResponse, RegisterRequest, Registered};
+use futures::StreamExt as _;
+use reqwest::Method;
+use serde::{Deserialize, Serialize};
+
+use crate::cli::{BatchArgs, OutputFormat};
+use crate::client::Api;
+use crate::cmd::{create_dir, print_json, print_text, write_private, write_public};
+use crate::error::{io_err, problem_line, CliError, Exit, Result};
+use crate::keys;
+use crate::table;
+
+/// The name a hardware serial gets in file names: `[A-Za-z0-9._-]` kept, anything else (and a
+/// leading dot) as `%XX`.
+pub fn file_key(serial: &str) -> String {
+    let mut out = String::with_capacity(serial.len());
+    for (i, b) in serial.bytes().enumerate() {
+        let keep = b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || (b == b'.' && i > 0);
+        if keep {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// One good CSV row.
+#[derive(Debug, Clone)]
+pub struct Row {
+    /// 1-based line in the CSV file (the header is line 1).
+    pub line: u64,
+    pub serial: String,
+    pub model: Option<String>,
+    pub client_id: Option<String>,
+    pub metadata: Option<serde_json::Value>,
+}
+
+/// A row that failed, for the summary and `failures.csv`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Failure {
+    pub line: u64,
+    pub hardware_serial: String,
+    pub error: String,
+}
+
+/// Reads and checks the CSV. Errors about the file as a whole (unreadable, bad header) are
+/// usage errors; errors about a row become [`Failure`]s.
+pub fn read_csv(path: &Path) -> Result<(Vec<Row>, Vec<Failure>)> {
+    let file =
+        File::open(path).map_err(|e| io_err(format!("cannot read CSV {}", path.display()), e))?;
+    let mut rdr = csv::ReaderBuilder::new()
+        .flexible(true)
+        .trim(csv::Trim::All)
+        .from_reader(BufReader::new(file));
+    let headers: Vec<String> = rdr
+        .headers()
+        .map_err(|e| CliError::usage(format!("CSV {}: {e}", path.display())))?
+        .iter()
+        .map(str::to_string)
+        .collect();
+    let mut seen_h = HashSet::new();
+    for h in &headers {
+        if h.is_empty() {
+            return Err(CliError::usage(format!(
+                "CSV {}: the header has an empty column name",
+                path.display()
+            )));
+        }
+        if !seen_h.insert(h.as_str()) {
+            return Err(CliError::usage(format!(
+                "CSV {}: column {h:?} appears twice in the header",
+                path.display()
+            )));
+        }
+    }
+    let col = |name: &str| headers.iter().position(|h| h == name);
+    let serial_col = col("hardware_serial").ok_or_else(|| {
+        CliError::usage(format!(
+            "CSV {}: the header lacks the hardware_serial column (expected hardware_serial,model[,client_id][,metadata…])",
+            path.display()
+        ))
+    })?;
+    let model_col = col("model").ok_or_else(|| {
+        CliError::usage(format!(
+            "CSV {}: the header lacks the model column (expected hardware_serial,model[,client_id][,metadata…])",
+            path.display()
+        ))
+    })?;
+    let client_col = col("client_id");
+
+    let mut rows = Vec::new();
+    let mut failures = Vec::new();
+    let mut first_line: HashMap<String, u64> = HashMap::new();
+    for rec in rdr.records() {
+        let rec = match rec {
+            Ok(r) => r,
+            Err(e) => {
+                let line = e.position().map(|p| p.line()).unwrap_or(0);
+                failures.push(Failure {
+                    line,
+                    hardware_serial: String::new(),
+                    error: format!("line {line}: unreadable: {e}"),
+                });
+                continue;
+            }
+        };
+        let line = rec.position().map(|p| p.line()).unwrap_or(0);
+        let serial = rec.get(serial_col).unwrap_or("").to_string();
+        let fail = |error: String| Failure {
+            line,
+            hardware_serial: serial.clone(),
+            error: format!("line {line}: {error}"),
+        };
+        if rec.len() != headers.len() {
+            failures.push(fail(format!(
+                "has {} columns, the header has {} ({})",
+                rec.len(),
+                headers.len(),
+                headers.join(",")
+            )));
+            continue;
+        }
+        if serial.is_empty() {
+            failures.push(fail("hardware_serial is empty".into()));
+            continue;
+        }
+        if let Some(first) = first_line.get(&serial) {
+            failures.push(fail(format!(
+                "hardware_serial {serial:?} duplicates line {first}"
+            )));
+            continue;
+        }
+        let client_id = client_col
+            .and_then(|c| rec.get(c))
+            .filter(|s| !s.is_empty())
+            .map(str::to_string);
+        if let Some(id) = &client_id {
+            if let Err(e) = devid_core::clientid::validate(id) {
+                failures.push(fail(format!("client_id {id:?}: {e}")));
+                continue;
+            }
+        }
+        let model = rec
+            .get(model_col)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string);
+        let mut meta = serde_json::Map::new();
+        for (i, h) in headers.iter().enumerate() {
+            if i == serial_col || i == model_col || Some(i) == client_col {
+                continue;
+            }
+            if let Some(v) = rec.get(i).filter(|v| !v.is_empty()) {
+                meta.insert(h.clone(), serde_json::Value::String(v.to_string()));
+            }
+        }
+        first_line.insert(serial.clone(), line);
+        rows.push(Row {
+            line,
+            serial,
+            model,
+            client_id,
+            metadata: (!meta.is_empty()).then_some(serde_json::Value::Object(meta)),
+        });
+    }
+    Ok((rows, failures))
+}
+
+/// One journal line: a key made here and the CSR it signed, recorded before the CSR is sent.
+#[derive(Serialize, Deserialize)]
+struct JournalEntry {
+    hardware_serial: String,
+    key: String,
+    csr: String,
+}
+
+/// One `manifest.csv` line.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ManifestRow {
+    pub hardware_serial: String,
+    pub model: String,
+    pub client_id: String,
+    pub serial: String,
+    pub fingerprint_sha256: String,
+    pub not_after: String,
+}
+
+const MANIFEST_HEADER: &str =
+    "hardware_serial,model,client_id,serial,fingerprint_sha256,not_after\n";
+
+/// Opens an append-only line file, cutting off a torn last line left by a killed run, and
+/// returns its complete lines.
+fn open_lines(path: &Path, private: bool) -> Result<(File, Vec<String>)> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(if private { 0o600 } else { 0o644 })
+        .open(path)
+        .map_err(|e| io_err(format!("cannot open {}", path.display()), e))?;
+    let mut lines = Vec::new();
+    let mut good_len: u64 = 0;
+    {
+        let mut rdr = BufReader::new(&f);
+        let mut buf = Vec::new();
+        loop {
+            buf.clear();
+            let n = rdr
+                .read_until(b'\n', &mut buf)
+                .map_err(|e| io_err(format!("cannot read {}", path.display()), e))?;
+            if n == 0 || buf.last() != Some(&b'\n') {
+                break;
+            }
+            good_len += n as u64;
+            lines.push(String::from_utf8_lossy(&buf[..n - 1]).into_owned());
+        }
+    }
+    f.set_len(good_len)
+        .map_err(|e| io_err(format!("cannot repair {}", path.display()), e))?;
+    f.seek(SeekFrom::End(0))
+        .map_err(|e| io_err(format!("cannot open {}", path.display()), e))?;
+    Ok((f, lines))
+}
+
+fn append_sync(f: &Mutex<File>, data: &[u8], what: &Path) -> Result<()> {
+    let mut f = f
+        .lock()
+        .map_err(|_| CliError::failed("an earlier write failed"))?;
+    f.write_all(data)
+        .and_then(|_| f.sync_data())
+        .map_err(|e| io_err(format!("cannot write {}", what.display()), e))
+}
+
+/// Keeps two runs from working on one output directory.
+struct DirLock(PathBuf);
+
+impl DirLock {
+    fn take(state: &Path) -> Result<DirLock> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = state.join("lock");
+        for _ in 0..2 {
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+            {
+                Ok(mut f) => {
+                    let _ = writeln!(f, "{}", std::process::id());
+                    return Ok(DirLock(path));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let pid = std::fs::read_to_string(&path).unwrap_or_default();
+                    let pid = pid.trim();
+                    let alive = !pid.is_empty() && Path::new("/proc").join(pid).exists();
+                    if alive && pid != std::process::id().to_string() {
+                        return Err(CliError::new(
+                            Exit::Conflict,
+                            format!(
+                                "another register-batch (pid {pid}) is working on this directory ({})",
+                                path.display()
+                            ),
+                        ));
+                    }
+                    // A killed run left it behind.
+                    let _ = std::fs::remove_file(&path);
+                }
+                Err(e) => return Err(io_err(format!("cannot create {}", path.display()), e)),
+            }
+        }
+        Err(CliError::failed(format!("cannot take {}", path.display())))
+    }
+}
+
+impl Drop for DirLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// What `register-batch -o json` prints.
+#[derive(Debug, Serialize)]
+pub struct BatchSummary {
+    /// Data rows in the CSV.
+    pub rows: usize,
+    /// Devices newly registered by this run.
+    pub registered: usize,
+    /// Sent again and found already registered with the same CSR (an earlier run's answer was
+    /// lost); their certificates were written.
+    pub already_registered: usize,
+    /// Done by an earlier run (in manifest.csv with their files); not sent.
+    pub skipped: usize,
+    pub failed: usize,
+    pub failures: Vec<Failure>,
+    pub elapsed_seconds: f64,
+    /// (registered + already_registered) / elapsed.
+    pub devices_per_second: f64,
+    pub out: String,
+}
+
+struct Item {
+    row: Row,
+    csr: String,
+    key: Option<String>,
+}
+
+struct Shared {
+    api: Api,
+    out: PathBuf,
+    generate: bool,
+    csr_dir: Option<PathBuf>,
+    threads: usize,
+    journal: HashMap<String, (String, String)>,
+    journal_file: Mutex<File>,
+    journal_path: PathBuf,
+    manifest_file: Mutex<File>,
+    manifest_path: PathBuf,
+    chain_written: Mutex<bool>,
+    failures: Mutex<Vec<Failure>>,
+    registered: AtomicUsize,
+    already: AtomicUsize,
+    progress: Progress,
+}
+
+enum Progress {
+    Bar(indicatif::ProgressBar),
+    Lines {
+        total: usize,
+        done: AtomicUsize,
+        start: Instant,
+    },
+}
+
+impl Progress {
+    fn new(total: usize) -> Progress {
+        if std::io::stderr().is_terminal() {
+            let bar = indicatif::ProgressBar::new(total as u64);
+            if let Ok(style) = indicatif::ProgressStyle::with_template(
+                "{bar:40} {pos}/{len} devices  {per_sec}  ETA {eta}  {msg}",
+            ) {
+                bar.set_style(style);
+            }
+            Progress::Bar(bar)
+        } else {
+            Progress::Lines {
+                total,
+                done: AtomicUsize::new(0),
+                start: Instant::now(),
+            }
+        }
+    }
+
+    fn add(&self, n: usize) {
+        match self {
+            Progress::Bar(b) => b.inc(n as u64),
+            Progress::Lines { total, done, start } => {
+                let d = done.fetch_add(n, Ordering::SeqCst) + n;
+                let secs = start.elapsed().as_secs_f64().max(1e-3);
+                eprintln!("progress: {d}/{total} devices ({:.0}/s)", d as f64 / secs);
+            }
+        }
+    }
+
+    fn note(&self, msg: String) {
+        match self {
+            Progress::Bar(b) => b.println(msg),
+            Progress::Lines { .. } => eprintln!("{msg}"),
+        }
+    }
+
+    fn finish(&self) {
+        if let Progress::Bar(b) = self {
+            b.finish_and_clear();
+        }
+    }
+}
+
+pub async fn run(api: &Api, out: OutputFormat, a: BatchArgs) -> Result<ExitCode> {
+    let started = Instant::now();
+    let (rows, mut bad) = read_csv(&a.csv)?;
+    let total_rows = rows.len() + bad.len();
+    create_dir(&a.out)?;
+    let state = a.out.join(".devid-batch");
+    create_dir(&state)?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| io_err(format!("cannot protect {}", state.display()), e))?;
+    }
+    let _lock = DirLock::take(&state)?;
+
+    let journal_path = state.join("journal.jsonl");
+    let (journal_file, jlines) = open_lines(&journal_path, true)?;
+    let mut journal = HashMap::new();
+    for l in jlines {
+        if let Ok(e) = serde_json::from_str::<JournalEntry>(&l) {
+            journal.insert(e.hardware_serial, (e.key, e.csr));
+        }
+    }
+    let manifest_path = a.out.join("manifest.csv");
+    let (mut manifest_file, mlines) = open_lines(&manifest_path, false)?;
+    if mlines.is_empty() {
+        manifest_file
+            .write_all(MANIFEST_HEADER.as_bytes())
+            .and_then(|_| manifest_file.sync_data())
+            .map_err(|e| io_err(format!("cannot write {}", manifest_path.display()), e))?;
+    }
+    let mut done: HashMap<String, ManifestRow> = HashMap::new();
+    if !mlines.is_empty() {
+        let text = mlines.join("\n");
+        let mut rdr = csv::Reader::from_reader(text.as_bytes());
+        for m in rdr.deserialize::<ManifestRow>().flatten() {
+            done.insert(m.hardware_serial.clone(), m);
+        }
+    }
+
+    // What is left to do: rows not in the manifest, or whose files went missing.
+    let mut todo = Vec::new();
+    let mut skipped = 0;
+    for r in rows {
+        let finished = done.get(&r.serial).is_some_and(|m| {
+            a.out.join(format!("{}.crt", m.client_id)).is_file()
+                && (!a.generate_keys || a.out.join(format!("{}.key", m.client_id)).is_file())
+        });
+        if finished {
+            skipped += 1;
+        } else {
+            todo.push(r);
+        }
+    }
+
+    let threads = a
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
+        .max(1);
+    let shared = Arc::new(Shared {
+        api: api.clone(),
+        out: a.out.clone(),
+        generate: a.generate_keys,
+        csr_dir: a.csr_dir.clone(),
+        threads,
+        journal,
+        journal_file: Mutex::new(journal_file),
+        journal_path,
+        manifest_file: Mutex::new(manifest_file),
+        manifest_path,
+        chain_written: Mutex::new(a.out.join("chain.pem").is_file()),
+        failures: Mutex::new(Vec::new()),
+        registered: AtomicUsize::new(0),
+        already: AtomicUsize::new(0),
+        progress: Progress::new(todo.len()),
+    });
+    if skipped > 0 {
+        shared.progress.note(format!(
+            "resuming: {skipped} devices were registered by an earlier run"
+        ));
+    }
+
+    let chunk = a.chunk as usize;
+    let chunks: Vec<Vec<Row>> = todo.chunks(chunk).map(<[Row]>::to_vec).collect();
+    let mut results = futures::stream::iter(chunks)
+        .map(|c| {
+            let s = shared.clone();
+            async move { process_chunk(s, c).await }
+        })
+        .buffer_unordered(a.in_flight as usize);
+    let mut fatal = None;
+    while let Some(r) = results.next().await {
+        if let Err(e) = r {
+            fatal = Some(e);
+            break;
+        }
+    }
+    drop(results);
+    shared.progress.finish();
+
+    if fatal.is_none()
+        && !*shared
+            .chain_written
+            .lock()
+            .map_err(|_| CliError::failed("lock"))?
+    {
+        // Nothing was sent (all done earlier or all rows bad): still leave the chain there.
+        if let Ok(chain) = crate::cmd::ca_chain(api).await {
+            write_public(&a.out.join("chain.pem"), chain.as_bytes())?;
+        }
+    }
+
+    let mut failures = std::mem::take(
+        &mut *shared
+            .failures
+            .lock()
+            .map_err(|_| CliError::failed("lock"))?,
+    );
+    failures.append(&mut bad);
+    failures.sort_by_key(|f| f.line);
+    let failures_path = a.out.join("failures.csv");
+    if failures.is_empty() {
+        let _ = std::fs::remove_file(&failures_path);
+    } else {
+        let mut w = csv::Writer::from_writer(Vec::new());
+        for f in &failures {
+            w.serialize(f)
+                .map_err(|e| CliError::failed(format!("cannot encode failures.csv: {e}")))?;
+        }
+        let bytes = w
+            .into_inner()
+            .map_err(|e| CliError::failed(format!("cannot encode failures.csv: {e}")))?;
+        write_public(&failures_path, &bytes)?;
+    }
+
+    let registered = shared.registered.load(Ordering::SeqCst);
+    let already = shared.already.load(Ordering::SeqCst);
+    let elapsed = started.elapsed().as_secs_f64();
+    // The journal holds a second copy of every key: drop it once every row is done.
+    if fatal.is_none() && failures.is_empty() {
+        let _ = std::fs::remove_file(&shared.journal_path);
+    }
+    let summary = BatchSummary {
+        rows: total_rows,
+        registered,
+        already_registered: already,
+        skipped,
+        failed: failures.len(),
+        failures,
+        elapsed_seconds: (elapsed * 1000.0).round() / 1000.0,
+        devices_per_second: ((registered + already) as f64 / elapsed.max(1e-6)).round(),
+        out: a.out.display().to_string(),
+    };
+    for f in &summary.failures {
+        eprintln!("failed: {}", f.error);
+    }
+    match out {
+        OutputFormat::Json => {
+            print_json(&summary)?;
+        }
+        OutputFormat::Table => {
+            let mut fields = vec![
+                ("rows", summary.rows.to_string()),
+                ("registered", summary.registered.to_string()),
+                ("already registered", summary.already_registered.to_string()),
+                ("skipped (done earlier)", summary.skipped.to_string()),
+                ("failed", summary.failed.to_string()),
+                ("elapsed", format!("{:.2}s", summary.elapsed_seconds)),
+                ("rate", format!("{} devices/s", summary.devices_per_second)),
+                ("output", summary.out.clone()),
+            ];
+            if summary.failed > 0 {
+                fields.push(("failures", failures_path.display().to_string()));
+            }
+            print_text(&table::fields(&fields))?;
+        }
+    }
+    if let Some(e) = fatal {
+        return Err(CliError::new(
+            e.exit,
+            format!("{}; stopped (re-run the same command to resume)", e.message),
+        ));
+    }
+    if summary.failed > 0 {
+        return Err(CliError::failed(format!(
+            "{} of {} rows failed; see {}",
+            summary.failed,
+            summary.rows,
+            failures_path.display()
+        )));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Makes or loads the keys and CSRs of a chunk, on `threads` threads. Keys made here are
+/// appended to the journal (and fsynced) before this returns.
+fn prepare(s: &Shared, rows: Vec<Row>) -> Result<(Vec<Item>, Vec<Failure>)> {
+    let n = rows.len();
+    let per = n.div_ceil(s.threads).max(1);
+    let prepared: Vec<std::result::Result<(Item, bool), Failure>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = rows
+            .chunks(per)
+            .map(|part| {
+                scope.spawn(move || part.iter().map(|r| prepare_one(s, r)).collect::<Vec<_>>())
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    vec![Err(Failure {
+                        line: 0,
+                        hardware_serial: String::new(),
+                        error: "a key-making thread panicked".into(),
+                    })]
+                })
+            })
+            .collect()
+    });
+    let mut items = Vec::with_capacity(n);
+    let mut failures = Vec::new();
+    let mut journal = Vec::new();
+    for p in prepared {
+        match p {
+            Ok((item, new)) => {
+                if new {
+                    let e = JournalEntry {
+                        hardware_serial: item.row.serial.clone(),
+                        key: item.key.clone().unwrap_or_default(),
+                        csr: item.csr.clone(),
+                    };
+                    let line = serde_json::to_string(&e)
+                        .map_err(|e| CliError::failed(format!("cannot encode the journal: {e}")))?;
+                    journal.extend_from_slice(line.as_bytes());
+                    journal.push(b'\n');
+                }
+                items.push(item);
+            }
+            Err(f) => failures.push(f),
+        }
+    }
+    if !journal.is_empty() {
+        append_sync(&s.journal_file, &journal, &s.journal_path)?;
+    }
+    Ok((items, failures))
+}
+
+/// The item for one row and whether its key is new (to be journaled).
+fn prepare_one(s: &Shared, r: &Row) -> std::result::Result<(Item, bool), Failure> {
+    let fail = |error: String| Failure {
+        line: r.line,
+        hardware_serial: r.serial.clone(),
+        error: format!("line {}: {error}", r.line),
+    };
+    if s.generate {
+        if let Some((key, csr)) = s.journal.get(&r.serial) {
+            return Ok((
+                Item {
+                    row: r.clone(),
+                    csr: csr.clone(),
+                    key: Some(key.clone()),
+                },
+                false,
+            ));
+        }
+        let k = keys::generate(&r.serial).map_err(fail)?;
+        Ok((
+            Item {
+                row: r.clone(),
+                csr: k.csr_pem,
+                key: Some(k.key_pem),
+            },
+            true,
+        ))
+    } else {
+        let dir = s.csr_dir.as_deref().unwrap_or(Path::new("."));
+        let base = file_key(&r.serial);
+        let candidates = [
+            dir.join(format!("{base}.csr")),
+            dir.join(format!("{base}.pem")),
+        ];
+        let path = candidates
+            .iter()
+            .find(|p| p.is_file())
+            .ok_or_else(|| fail(format!("no CSR file {} (or .pem)", candidates[0].display())))?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| fail(format!("cannot read CSR {}: {e}", path.display())))?;
+        keys::check_csr(&text).map_err(|e| fail(format!("CSR {}: {e}", path.display())))?;
+        Ok((
+            Item {
+                row: r.clone(),
+                csr: text,
+                key: None,
+            },
+            false,
+        ))
+    }
+}
+
+async fn process_chunk(s: Arc<Shared>, rows: Vec<Row>) -> Result<()> {
+    let n_rows = rows.len();
+    let s2 = s.clone();
+    let (items, prep_failures) = tokio::task::spawn_blocking(move || prepare(&s2, rows))
+        .await
+        .map_err(|e| CliError::failed(format!("key making stopped: {e}")))??;
+    if !prep_failures.is_empty() {
+        s.progress.add(prep_failures.len());
+        s.failures
+            .lock()
+            .map_err(|_| CliError::failed("lock"))?
+            .extend(prep_failures);
+    }
+    let _ = n_rows;
+    send_items(&s, items).await
+}
+
+/// Sends items as one batch; a failing item (named by the problem's `index`) is recorded and the
+/// rest sent again without it; a body too large is split; transport errors and 5xx are retried.
+async fn send_items(s: &Arc<Shared>, mut items: Vec<Item>) -> Result<()> {
+    let mut attempt = 0u32;
+    while !items.is_empty() {
+        let req = BatchRequest {
+            items: items
+                .iter()
+                .map(|i| RegisterRequest {
+                    hardware_serial: i.row.serial.clone(),
+                    model: i.row.model.clone(),
+                    client_id: i.row.client_id.clone(),
+                    metadata: i.row.metadata.clone(),
+                    csr: Some(i.csr.clone()),
+                    generate_key: false,
+                })
+                .collect(),
+        };
+        let sent = s
+            .api
+            .request(Method::POST, "/v1/devices/batch")
+            .json(&req)
+            .send()
+            .await;
+        let retry_reason = match sent {
+            Ok(resp) if resp.status().is_success() => {
+                let body: BatchResponse = s.api.json(resp).await?;
+                let s2 = s.clone();
+                return tokio::task::spawn_blocking(move || store(&s2, items, body))
+                    .await
+                    .map_err(|e| CliError::failed(format!("writing results stopped: {e}")))?;
+            }
+            Ok(resp) => {
+                let status = resp.status().as_u16();
+                let err = s.api.error_from_response(resp).await;
+                let index = err.problem.as_ref().and_then(|p| p.index);
+                match (status, index) {
+                    (400..=499, Some(i)) if i < items.len() => {
+                        let bad = items.remove(i);
+                        s.failures
+                            .lock()
+                            .map_err(|_| CliError::failed("lock"))?
+                            .push(Failure {
+                                line: bad.row.line,
+                                hardware_serial: bad.row.serial.clone(),
+                                error: format!(
+                                    "line {}: {}",
+                                    bad.row.line,
+                                    err.problem
+                                        .as_deref()
+                                        .map(problem_line)
+                                        .unwrap_or(err.message)
+                                ),
+                            });
+                        s.progress.add(1);
+                        continue;
+                    }
+                    (413, _) if items.len() > 1 => {
+                        let second = items.split_off(items.len() / 2);
+                        Box::pin(send_items(s, items)).await?;
+                        return Box::pin(send_items(s, second)).await;
+                    }
+                    (500..=599, _) | (429, _) => err.message,
+                    _ => return Err(err),
+                }
+            }
+            Err(e) => s.api.transport_error(&e).message,
+        };
+        attempt += 1;
+        if attempt > 8 {
+            return Err(CliError::failed(format!(
+                "{retry_reason} (gave up after {attempt} attempts)"
+            )));
+        }
+        let wait = Duration::from_millis(250 * (1 << attempt.min(6)));
+        s.progress.note(format!(
+            "{retry_reason}; retrying {} devices in {:.1}s",
+            items.len(),
+            wait.as_secs_f64()
+        ));
+        tokio::time::sleep(wait).await;
+    }
+    Ok(())
+}
+
+/// Writes the certificates and keys of a registered chunk, then records it in the manifest.
+fn store(s: &Shared, items: Vec<Item>, body: BatchResponse) -> Result<()> {
+    if body.items.len() != items.len() {
+        return Err(CliError::failed(format!(
+            "the server answered {} items for {} sent",
+            body.items.len(),
+            items.len()
+        )));
+    }
+    let by_serial: HashMap<&str, &Registered> = body
+        .items
+        .iter()
+        .map(|r| (r.hardware_serial.as_str(), r))
+        .collect();
+    {
+        let mut chain_written = s
+            .chain_written
+            .lock()
+            .map_err(|_| CliError::failed("lock"))?;
+        if !*chain_written {
+            if let Some(first) = body.items.first() {
+                write_public(&s.out.join("chain.pem"), first.chain.as_bytes())?;
+                *chain_written = true;
+            }
+        }
+    }
+    let mut manifest = csv::WriterBuilder::new()
+        .has_headers(false)
+        .from_writer(Vec::new());
+    let (mut created, mut existing) = (0, 0);
+    for item in &items {
+        let reg = by_serial.get(item.row.serial.as_str()).ok_or_else(|| {
+            CliError::failed(format!(
+                "the server's answer lacks hardware_serial {:?}",
+                item.row.serial
+            ))
+        })?;
+        devid_core::clientid::validate(&reg.client_id)
+            .map_err(|e| CliError::failed(format!("server answered an unusable ClientID: {e}")))?;
+        write_public(
+            &s.out.join(format!("{}.crt", reg.client_id)),
+            reg.certificate.as_bytes(),
+        )?;
+        if let Some(key) = &item.key {
+            write_private(
+                &s.out.join(format!("{}.key", reg.client_id)),
+                key.as_bytes(),
+            )?;
+        }
+        manifest
+            .serialize(ManifestRow {
+                hardware_serial: item.row.serial.clone(),
+                model: reg.model.clone().unwrap_or_default(),
+                client_id: reg.client_id.clone(),
+                serial: reg.serial.clone(),
+                fingerprint_sha256: reg.fingerprint_sha256.clone(),
+                not_after: reg.not_after.clone(),
+            })
+            .map_err(|e| CliError::failed(format!("cannot encode manifest.csv: {e}")))?;
+        if reg.created {
+            created += 1;
+        } else {
+            existing += 1;
+        }
+    }
+    let bytes = manifest
+        .into_inner()
+        .map_err(|e| CliError::failed(format!("cannot encode manifest.csv: {e}")))?;
+    append_sync(&s.manifest_file, &bytes, &s.manifest_path)?;
+    s.registered.fetch_add(created, Ordering::SeqCst);
+    s.already.fetch_add(existing, Ordering::SeqCst);
+    s.progress.add(items.len());
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_keys_are_safe_names() {
+        assert_eq!(file_key("SN-0001_a.b"), "SN-0001_a.b");
+        assert_eq!(file_key("../etc"), "%2E.%2Fetc");
+        assert_eq!(file_key("a b/c"), "a%20b%2Fc");
+    }
+
+    #[test]
+    fn csv_rows_are_checked_and_reported_by_line() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("d.csv");
+        std::fs::write(
+            &p,
+            "hardware_serial,model,client_id,batch\n\
+             SN1,thermo,,B7\n\
+             SN2,thermo\n\
+             SN1,thermo,,B8\n\
+             SN3,thermo,bad/id,B7\n\
+             ,thermo,,B7\n\
+             SN4,,MYID1,\n",
+        )
+        .expect("write");
+        let (rows, bad) = read_csv(&p).expect("read");
+        let serials: Vec<&str> = rows.iter().map(|r| r.serial.as_str()).collect();
+        assert_eq!(serials, ["SN1", "SN4"]);
+        assert_eq!(rows[0].metadata, Some(serde_json::json!({"batch": "B7"})));
+        assert_eq!(rows[1].client_id.as_deref(), Some("MYID1"));
+        assert_eq!(rows[1].model, None);
+        assert_eq!(rows[1].metadata, None);
+        let lines: Vec<u64> = bad.iter().map(|f| f.line).collect();
+        assert_eq!(lines, [3, 4, 5, 6]);
+        assert!(bad[0].error.contains("has 2 columns"), "{}", bad[0].error);
+        assert!(
+            bad[1].error.contains("duplicates line 2"),
+            "{}",
+            bad[1].error
+        );
+        assert!(bad[2].error.contains("client_id"), "{}", bad[2].error);
+        assert!(bad[3].error.contains("empty"), "{}", bad[3].error);
+    }
+
+    #[test]
+    fn csv_without_model_column_is_a_usage_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("d.csv");
+        std::fs::write(&p, "hardware_serial,client_id\nSN1,X\n").expect("write");
+        let e = read_csv(&p).expect_err("must fail");
+        assert_eq!(e.exit, Exit::Usage);
+        assert!(e.message.contains("model"));
+    }
+
+    #[test]
+    fn torn_last_line_is_cut_off() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("j");
+        std::fs::write(&p, "one\ntwo\nthr").expect("write");
+        let (mut f, lines) = open_lines(&p, true).expect("open");
+        assert_eq!(lines, ["one", "two"]);
+        f.write_all(b"three\n").expect("append");
+        drop(f);
+        assert_eq!(
+            std::fs::read_to_string(&p).expect("read"),
+            "one\ntwo\nthree\n"
+        );
+    }
+}

@@ -1,0 +1,366 @@
+//! The command line: clap types only. They are turned into settings in `settings.rs` and run in
+//! `cmd/`; nothing outside this binary sees them.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+const MAIN_HELP: &str = "\
+Examples:
+  devid ca show
+  devid --token-file devid-data/admin.token device list --status active
+  devid --profile factory-line-3 device register-batch --csv devices.csv --generate-keys --out flash/
+  devid -o json device show THERMO7KQ2M4XH9C3VBN8Da
+
+Server and token (flag > environment > profile):
+  --server / DEVID_SERVER (default http://127.0.0.1:8080)
+  --token / DEVID_TOKEN, --token-file / DEVID_TOKEN_FILE; with neither and the default local
+  server, ./devid-data/admin.token is used when it exists.
+  --profile / DEVID_PROFILE selects [profiles.NAME] in $XDG_CONFIG_HOME/devid/config.toml
+  (default ~/.config/devid/config.toml; DEVID_CONFIG names another file), e.g.
+    default_profile = \"factory-line-3\"
+    [profiles.factory-line-3]
+    server = \"https://devid.example.com\"
+    token_file = \"/etc/devid/line3.token\"
+    output = \"table\"
+
+Output: -o table (for people) or -o json (for scripts; the documented objects of
+core/src/api.rs, one JSON document per command, one JSON line per entry for `revocations watch`).
+
+Exit codes: 0 success, 1 operation failed, 2 usage, 3 authentication or permission,
+4 not found, 5 conflict.";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "devid",
+    version,
+    about = "devid: device identities for IoT fleets (the manufacturing line's and the operator's tool)",
+    after_help = MAIN_HELP,
+    propagate_version = true
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args, Clone, Default)]
+pub struct GlobalArgs {
+    /// devid-server base URL [env: DEVID_SERVER] [default: http://127.0.0.1:8080]
+    #[arg(long, global = true, value_name = "URL")]
+    pub server: Option<String>,
+    /// API token [env: DEVID_TOKEN]
+    #[arg(long, global = true, value_name = "TOKEN")]
+    pub token: Option<String>,
+    /// File holding the API token [env: DEVID_TOKEN_FILE]
+    #[arg(long, global = true, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Profile from the config file [env: DEVID_PROFILE]
+    #[arg(long, global = true, value_name = "NAME")]
+    pub profile: Option<String>,
+    /// Output format [env: DEVID_OUTPUT] [default: table]
+    #[arg(short = 'o', long, global = true, value_enum)]
+    pub output: Option<OutputFormat>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputFormat {
+    Table,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// The certificate authority's chain
+    #[command(subcommand)]
+    Ca(CaCommand),
+    /// Register, list, show, revoke, suspend and resume devices
+    #[command(subcommand)]
+    Device(DeviceCommand),
+    /// Single certificates
+    #[command(subcommand)]
+    Cert(CertCommand),
+    /// The revocation feed
+    #[command(subcommand)]
+    Revocations(RevocationsCommand),
+    /// The certificate revocation list
+    #[command(subcommand)]
+    Crl(CrlCommand),
+    /// API tokens (admin)
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// The audit log
+    #[command(
+        after_help = "Examples:\n  devid audit --since 24h\n  devid audit --actor line-3 -o json"
+    )]
+    Audit(AuditArgs),
+    /// Shell completions
+    #[command(
+        after_help = "Examples:\n  devid completions bash > /etc/bash_completion.d/devid\n  devid completions zsh > ~/.zfunc/_devid\n  devid completions fish > ~/.config/fish/completions/devid.fish"
+    )]
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CaCommand {
+    /// Subject, validity and fingerprints of each CA certificate (issuing CA first, root last)
+    #[command(after_help = "Examples:\n  devid ca show\n  devid ca show -o json")]
+    Show,
+    /// Write the CA chain (PEM, issuing CA first, root last)
+    #[command(
+        after_help = "Examples:\n  devid ca export --out chain.pem\n  devid ca export --out - | openssl x509 -noout -subject"
+    )]
+    Export {
+        /// Where to write it; `-` for standard output
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DeviceCommand {
+    /// Register one device and write its certificate
+    #[command(
+        after_help = "Examples:\n  devid device register --serial SN0001 --model thermo-v2 --generate-key --out flash/\n  devid device register --serial SN0002 --csr sn0002.csr --out flash/\n\nWrites <ClientID>.crt, chain.pem and with --generate-key <ClientID>.key (mode 0600) to --out;\nprints the ClientID."
+    )]
+    Register(RegisterArgs),
+    /// Register devices from a CSV file (the manufacturing line; resumable)
+    #[command(after_help = BATCH_HELP)]
+    RegisterBatch(BatchArgs),
+    /// List devices
+    #[command(
+        after_help = "Examples:\n  devid device list --status active --model thermo-v2\n  devid device list --since 7d --limit 1000 -o json"
+    )]
+    List(ListArgs),
+    /// A device's status, certificates and last contact
+    #[command(after_help = "Examples:\n  devid device show THERMO7KQ2M4XH9C3VBN8Da")]
+    Show {
+        /// ClientID
+        id: String,
+    },
+    /// Revoke a device and all its certificates (final)
+    #[command(
+        after_help = "Examples:\n  devid device revoke THERMO7KQ2M4XH9C3VBN8Da --reason keyCompromise --yes\n\nReasons: unspecified, keyCompromise, affiliationChanged, superseded, cessationOfOperation,\nprivilegeWithdrawn."
+    )]
+    Revoke {
+        /// ClientID
+        id: String,
+        #[arg(long)]
+        reason: String,
+        /// Do not ask for confirmation
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
+    /// Put a device on hold (its certificates go on the CRL as certificateHold)
+    #[command(
+        after_help = "Examples:\n  devid device suspend THERMO7KQ2M4XH9C3VBN8Da --comment \"returned for repair\""
+    )]
+    Suspend {
+        /// ClientID
+        id: String,
+        #[arg(long)]
+        comment: Option<String>,
+    },
+    /// Lift a device's hold
+    #[command(after_help = "Examples:\n  devid device resume THERMO7KQ2M4XH9C3VBN8Da")]
+    Resume {
+        /// ClientID
+        id: String,
+    },
+}
+
+const BATCH_HELP: &str = "\
+Examples:
+  devid device register-batch --csv line3.csv --generate-keys --out flash/
+  devid device register-batch --csv line3.csv --csr-dir csrs/ --out flash/ --chunk 500
+
+CSV: a header `hardware_serial,model[,client_id][,metadata columns…]`; extra columns go into the
+device's metadata as strings. With --csr-dir the CSR of serial S is read from DIR/S.csr (or
+DIR/S.pem). With --generate-keys each key pair and CSR are made here; keys never leave the
+machine.
+
+The output directory then holds <ClientID>.crt (and <ClientID>.key, mode 0600, with
+--generate-keys), chain.pem, manifest.csv (hardware_serial,model,client_id,serial,
+fingerprint_sha256,not_after: one line per registered device) and .devid-batch/ (the journal
+that makes a re-run resume: keys are recorded there before their CSR is sent). Re-running the
+same command after an interruption registers every serial exactly once. Rows that fail are
+listed in failures.csv (row,hardware_serial,error) and make the exit code 1.";
+
+#[derive(Debug, Args)]
+pub struct RegisterArgs {
+    /// Hardware serial number
+    #[arg(long)]
+    pub serial: String,
+    #[arg(long)]
+    pub model: Option<String>,
+    /// A ClientID burned into firmware (default: devid makes one)
+    #[arg(long)]
+    pub client_id: Option<String>,
+    /// PEM CSR made on the device
+    #[arg(
+        long,
+        value_name = "FILE",
+        conflicts_with = "generate_key",
+        required_unless_present = "generate_key"
+    )]
+    pub csr: Option<PathBuf>,
+    /// Make the key pair here and write <ClientID>.key (mode 0600)
+    #[arg(long)]
+    pub generate_key: bool,
+    /// Metadata entries KEY=VALUE (repeatable)
+    #[arg(long = "meta", value_name = "KEY=VALUE")]
+    pub metadata: Vec<String>,
+    /// Output directory
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct BatchArgs {
+    /// CSV file: hardware_serial,model[,client_id][,metadata…]
+    #[arg(long, value_name = "FILE")]
+    pub csv: PathBuf,
+    /// Directory of per-serial CSRs (S.csr or S.pem)
+    #[arg(
+        long,
+        value_name = "DIR",
+        conflicts_with = "generate_keys",
+        required_unless_present = "generate_keys"
+    )]
+    pub csr_dir: Option<PathBuf>,
+    /// Make each device's key pair and CSR here
+    #[arg(long)]
+    pub generate_keys: bool,
+    /// Output directory
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Devices per request (at most 10000)
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub chunk: u32,
+    /// Requests in flight at once
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=16))]
+    pub in_flight: u32,
+    /// Threads making keys (default: all cores)
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// active, suspended or revoked
+    #[arg(long)]
+    pub status: Option<String>,
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Created after: RFC 3339 time or an age like 30m, 24h, 7d
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Most devices to show
+    #[arg(long, default_value_t = 100)]
+    pub limit: u32,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CertCommand {
+    /// Revoke one certificate
+    #[command(
+        after_help = "Examples:\n  devid cert revoke 5f0c3a9e1b2d4c6e8f0a1b2c3d4e5f60 --reason superseded"
+    )]
+    Revoke {
+        /// Serial number, hex
+        serial: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Show one certificate
+    #[command(after_help = "Examples:\n  devid cert show 5f0c3a9e1b2d4c6e8f0a1b2c3d4e5f60")]
+    Show {
+        /// Serial number, hex
+        serial: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RevocationsCommand {
+    /// Feed entries after a sequence number
+    #[command(
+        after_help = "Examples:\n  devid revocations list\n  devid revocations list --since 120 -o json"
+    )]
+    List {
+        /// Show entries after this sequence number
+        #[arg(long, default_value_t = 0)]
+        since: i64,
+    },
+    /// Follow the live feed, printing each entry as it comes (reconnects on its own)
+    #[command(
+        after_help = "Examples:\n  devid revocations watch\n  devid revocations watch --since 120 -o json | jq .client_id"
+    )]
+    Watch {
+        /// Start after this sequence number
+        #[arg(long)]
+        since: Option<i64>,
+        /// Exit after this many entries
+        #[arg(long)]
+        count: Option<u64>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CrlCommand {
+    /// Download the CRL (DER)
+    #[command(
+        after_help = "Examples:\n  devid crl fetch --out crl.der --verify\n  openssl crl -inform DER -in crl.der -noout -text"
+    )]
+    Fetch {
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// Check the CRL's signature against the CA chain before writing it
+        #[arg(long)]
+        verify: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a token (the secret is printed once)
+    #[command(
+        after_help = "Examples:\n  devid token create --role factory --name line-3 --models thermo-v2 --expires 30d\n  devid token create --role auditor --name audit-2026"
+    )]
+    Create {
+        /// admin, factory, broker or auditor
+        #[arg(long)]
+        role: String,
+        #[arg(long)]
+        name: String,
+        /// Factory tokens: the models it may register (comma-separated)
+        #[arg(long, value_delimiter = ',')]
+        models: Option<Vec<String>>,
+        /// Lifetime: 3600s, 90m, 12h, 30d
+        #[arg(long)]
+        expires: Option<String>,
+    },
+    /// List tokens
+    #[command(after_help = "Examples:\n  devid token list")]
+    List,
+    /// Revoke a token
+    #[command(after_help = "Examples:\n  devid token revoke 3f9a2c")]
+    Revoke { id: String },
+}
+
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// RFC 3339 time or an age like 30m, 24h, 7d
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Token id or name
+    #[arg(long)]
+    pub actor: Option<String>,
+    /// Most entries to show
+    #[arg(long, default_value_t = 100)]
+    pub limit: u32,
+}

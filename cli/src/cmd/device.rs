@@ -1,0 +1,288 @@
+//! `devid device …` except register-batch (in `batch.rs`).
+
+use std::io::{BufRead as _, IsTerminal as _, Write as _};
+use std::process::ExitCode;
+
+use devid_core::api::{
+    Device, DeviceList, DeviceListQuery, DeviceState, ReasonRequest, RegisterRequest, Registered,
+    RevokeRequest,
+};
+
+use crate::batch::file_key;
+use crate::cli::{DeviceCommand, ListArgs, OutputFormat, RegisterArgs};
+use crate::client::{seg, Api};
+use crate::error::{io_err, CliError, Result};
+use crate::keys;
+use crate::table::{self, Table};
+
+pub async fn run(api: &Api, out: OutputFormat, c: DeviceCommand) -> Result<ExitCode> {
+    match c {
+        DeviceCommand::Register(a) => register(api, out, a).await,
+        DeviceCommand::RegisterBatch(a) => crate::batch::run(api, out, a).await,
+        DeviceCommand::List(a) => list(api, out, a).await,
+        DeviceCommand::Show { id } => {
+            let d: Device = api.get(&format!("/v1/devices/{}", seg(&id))).await?;
+            print_device(out, &d)
+        }
+        DeviceCommand::Revoke { id, reason, yes } => {
+            let reason = super::parse_reason(&reason)?;
+            if !yes && std::io::stdin().is_terminal() {
+                eprint!(
+                    "Revoke device {id} and all its certificates ({})? This cannot be undone. [y/N] ",
+                    reason.as_str()
+                );
+                let _ = std::io::stderr().flush();
+                let mut answer = String::new();
+                std::io::stdin()
+                    .lock()
+                    .read_line(&mut answer)
+                    .map_err(|e| io_err("cannot read the answer", e))?;
+                if !matches!(answer.trim(), "y" | "Y" | "yes" | "YES") {
+                    return Err(CliError::failed("not revoked (not confirmed)"));
+                }
+            }
+            let d: Device = api
+                .post(
+                    &format!("/v1/devices/{}/revoke", seg(&id)),
+                    &RevokeRequest { reason },
+                )
+                .await?;
+            print_device(out, &d)
+        }
+        DeviceCommand::Suspend { id, comment } => {
+            let d: Device = api
+                .post(
+                    &format!("/v1/devices/{}/suspend", seg(&id)),
+                    &ReasonRequest { comment },
+                )
+                .await?;
+            print_device(out, &d)
+        }
+        DeviceCommand::Resume { id } => {
+            let d: Device = api
+                .post(
+                    &format!("/v1/devices/{}/resume", seg(&id)),
+                    &serde_json::json!({}),
+                )
+                .await?;
+            print_device(out, &d)
+        }
+    }
+}
+
+pub fn device_text(d: &Device) -> String {
+    let mut s = table::fields(&[
+        ("client_id", d.client_id.clone()),
+        ("hardware_serial", d.hardware_serial.clone()),
+        ("model", table::opt(&d.model)),
+        ("status", d.status.as_str().to_string()),
+        ("created_at", d.created_at.clone()),
+        ("revoked_at", table::opt(&d.revoked_at)),
+        (
+            "revocation_reason",
+            table::opt(&d.revocation_reason.map(|r| r.as_str().to_string())),
+        ),
+        ("last_seen", table::opt(&d.last_seen)),
+        ("last_address", table::opt(&d.last_address)),
+        (
+            "metadata",
+            match &d.metadata {
+                Some(m) if m.as_object().is_none_or(|o| !o.is_empty()) => m.to_string(),
+                _ => "-".into(),
+            },
+        ),
+    ]);
+    s.push('\n');
+    let mut t = Table::new(&[
+        "serial",
+        "status",
+        "profile",
+        "not_before",
+        "not_after",
+        "fingerprint_sha256",
+    ]);
+    for c in &d.certificates {
+        t.row(vec![
+            c.serial.clone(),
+            c.status.as_str().to_string(),
+            c.profile.clone(),
+            c.not_before.clone(),
+            c.not_after.clone(),
+            c.fingerprint_sha256.clone(),
+        ]);
+    }
+    s.push_str(&t.render());
+    s
+}
+
+fn print_device(out: OutputFormat, d: &Device) -> Result<ExitCode> {
+    match out {
+        OutputFormat::Json => super::print_json(d),
+        OutputFormat::Table => super::print_text(&device_text(d)),
+    }
+}
+
+async fn list(api: &Api, out: OutputFormat, a: ListArgs) -> Result<ExitCode> {
+    let status = a
+        .status
+        .as_deref()
+        .map(|s| {
+            DeviceState::parse(s).ok_or_else(|| {
+                CliError::usage(format!(
+                    "unknown status {s:?}; use active, suspended or revoked"
+                ))
+            })
+        })
+        .transpose()?;
+    let created_after = a.since.as_deref().map(super::parse_since).transpose()?;
+    let mut items = Vec::new();
+    let mut cursor = None;
+    let next_cursor = loop {
+        let remaining = (a.limit as usize).saturating_sub(items.len());
+        let q = DeviceListQuery {
+            status,
+            model: a.model.clone(),
+            created_after: created_after.clone(),
+            limit: Some(u32::try_from(remaining.clamp(1, 1000)).unwrap_or(1000)),
+            cursor: cursor.take(),
+        };
+        let page: DeviceList = api.get_query("/v1/devices", &q).await?;
+        items.extend(page.items);
+        match page.next_cursor {
+            Some(c) if items.len() < a.limit as usize => cursor = Some(c),
+            other => break other,
+        }
+    };
+    items.truncate(a.limit as usize);
+    let list = DeviceList { items, next_cursor };
+    match out {
+        OutputFormat::Json => super::print_json(&list),
+        OutputFormat::Table => {
+            let mut t = Table::new(&[
+                "client_id",
+                "hardware_serial",
+                "model",
+                "status",
+                "created_at",
+                "last_seen",
+            ]);
+            for d in &list.items {
+                t.row(vec![
+                    d.client_id.clone(),
+                    d.hardware_serial.clone(),
+                    table::opt(&d.model),
+                    d.status.as_str().to_string(),
+                    d.created_at.clone(),
+                    table::opt(&d.last_seen),
+                ]);
+            }
+            let mut s = t.render();
+            if list.next_cursor.is_some() {
+                s.push_str(&format!(
+                    "(first {} shown; raise --limit for more)\n",
+                    list.items.len()
+                ));
+            }
+            super::print_text(&s)
+        }
+    }
+}
+
+fn parse_metadata(entries: &[String]) -> Result<Option<serde_json::Value>> {
+    if entries.is_empty() {
+        return Ok(None);
+    }
+    let mut map = serde_json::Map::new();
+    for e in entries {
+        let (k, v) = e
+            .split_once('=')
+            .ok_or_else(|| CliError::usage(format!("--meta {e:?}: expected KEY=VALUE")))?;
+        map.insert(k.to_string(), serde_json::Value::String(v.to_string()));
+    }
+    Ok(Some(serde_json::Value::Object(map)))
+}
+
+async fn register(api: &Api, out: OutputFormat, a: RegisterArgs) -> Result<ExitCode> {
+    if let Some(id) = &a.client_id {
+        devid_core::clientid::validate(id)
+            .map_err(|e| CliError::usage(format!("--client-id {id:?}: {e}")))?;
+    }
+    if a.serial.trim().is_empty() {
+        return Err(CliError::usage("--serial must not be empty"));
+    }
+    let metadata = parse_metadata(&a.metadata)?;
+    super::create_dir(&a.out)?;
+    // With --generate-key the key and its CSR are kept in a pending file before the CSR is sent,
+    // so a re-run after a lost answer sends the same CSR (the server then returns the existing
+    // device) and the key is never lost.
+    let pending = a.out.join(format!(".pending-{}.pem", file_key(&a.serial)));
+    let (csr, key_pem) = if a.generate_key {
+        match std::fs::read_to_string(&pending) {
+            Ok(text) => split_pending(&text).ok_or_else(|| {
+                CliError::failed(format!(
+                    "{} is damaged; remove it to make a new key",
+                    pending.display()
+                ))
+            })?,
+            Err(_) => {
+                let k = keys::generate(&a.serial).map_err(CliError::failed)?;
+                super::write_private(&pending, format!("{}{}", k.key_pem, k.csr_pem).as_bytes())?;
+                (k.csr_pem, Some(k.key_pem))
+            }
+        }
+    } else {
+        let path = a
+            .csr
+            .as_ref()
+            .ok_or_else(|| CliError::usage("give --csr FILE or --generate-key"))?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| io_err(format!("cannot read CSR {}", path.display()), e))?;
+        keys::check_csr(&text)
+            .map_err(|e| CliError::failed(format!("CSR {}: {e}", path.display())))?;
+        (text, None)
+    };
+    let req = RegisterRequest {
+        hardware_serial: a.serial.clone(),
+        model: a.model.clone(),
+        client_id: a.client_id.clone(),
+        metadata,
+        csr: Some(csr),
+        generate_key: false,
+    };
+    let reg: Registered = api.post("/v1/devices", &req).await?;
+    devid_core::clientid::validate(&reg.client_id)
+        .map_err(|e| CliError::failed(format!("server answered an unusable ClientID: {e}")))?;
+    super::write_public(
+        &a.out.join(format!("{}.crt", reg.client_id)),
+        reg.certificate.as_bytes(),
+    )?;
+    super::write_public(&a.out.join("chain.pem"), reg.chain.as_bytes())?;
+    if let Some(key) = key_pem {
+        super::write_private(
+            &a.out.join(format!("{}.key", reg.client_id)),
+            key.as_bytes(),
+        )?;
+        let _ = std::fs::remove_file(&pending);
+    }
+    match out {
+        OutputFormat::Json => super::print_json(&reg),
+        OutputFormat::Table => {
+            if !reg.created {
+                eprintln!("already registered with this CSR; wrote the existing certificate");
+            }
+            println!("{}", reg.client_id);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// The (CSR, key) of a pending file: the key's PEM followed by the CSR's PEM, both kept
+/// byte for byte so the re-sent CSR is the one sent before.
+fn split_pending(text: &str) -> Option<(String, Option<String>)> {
+    let at = text.find("-----BEGIN CERTIFICATE REQUEST-----")?;
+    let (key, csr) = text.split_at(at);
+    if !key.contains("PRIVATE KEY") || keys::check_csr(csr).is_err() {
+        return None;
+    }
+    Some((csr.to_string(), Some(key.to_string())))
+}

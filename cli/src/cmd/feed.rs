@@ -1,0 +1,263 @@
+//! `devid revocations list` and `devid revocations watch` (Server-Sent Events, resumed with
+//! Last-Event-ID after any disconnection).
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use devid_core::api::{RevocationEntry, RevocationPage};
+use futures::StreamExt;
+use reqwest::Method;
+
+use crate::cli::{OutputFormat, RevocationsCommand};
+use crate::client::Api;
+use crate::error::{CliError, Exit, Result};
+use crate::table::Table;
+
+const HEADERS: [&str; 7] = [
+    "seq",
+    "at",
+    "action",
+    "scope",
+    "client_id",
+    "reason",
+    "serials",
+];
+
+fn cells(e: &RevocationEntry) -> Vec<String> {
+    vec![
+        e.seq.to_string(),
+        e.at.clone(),
+        format!("{:?}", e.action).to_lowercase(),
+        format!("{:?}", e.scope).to_lowercase(),
+        e.client_id.clone(),
+        e.reason
+            .map(|r| r.as_str().to_string())
+            .unwrap_or("-".into()),
+        if e.serials.is_empty() {
+            "-".into()
+        } else {
+            e.serials.join(",")
+        },
+    ]
+}
+
+pub async fn run(api: &Api, out: OutputFormat, c: RevocationsCommand) -> Result<ExitCode> {
+    match c {
+        RevocationsCommand::List { since } => list(api, out, since).await,
+        RevocationsCommand::Watch { since, count } => watch(api, out, since, count).await,
+    }
+}
+
+async fn list(api: &Api, out: OutputFormat, since: i64) -> Result<ExitCode> {
+    let mut entries = Vec::new();
+    let mut after = since;
+    let head = loop {
+        let page: RevocationPage = api
+            .get_query(
+                "/v1/revocations",
+                &[("since", after.to_string()), ("limit", "1000".to_string())],
+            )
+            .await?;
+        let last = page.entries.last().map(|e| e.seq);
+        entries.extend(page.entries);
+        match last {
+            Some(seq) if seq < page.head && seq > after => after = seq,
+            _ => break page.head,
+        }
+    };
+    let page = RevocationPage { entries, head };
+    match out {
+        OutputFormat::Json => super::print_json(&page),
+        OutputFormat::Table => {
+            let mut t = Table::new(&HEADERS);
+            for e in &page.entries {
+                t.row(cells(e));
+            }
+            let mut s = t.render();
+            s.push_str(&format!("head: {}\n", page.head));
+            super::print_text(&s)
+        }
+    }
+}
+
+/// One parsed Server-Sent Event.
+#[derive(Debug, Default, PartialEq)]
+pub struct SseEvent {
+    pub id: Option<String>,
+    pub event: Option<String>,
+    pub data: String,
+}
+
+/// An incremental SSE parser (the subset of the WHATWG rules that devid's stream uses: `id`,
+/// `event`, `data`, comments; lines end with LF or CRLF).
+#[derive(Default)]
+pub struct SseParser {
+    buf: Vec<u8>,
+    current: SseEvent,
+    has_data: bool,
+}
+
+impl SseParser {
+    pub fn push(&mut self, bytes: &[u8]) -> Vec<SseEvent> {
+        self.buf.extend_from_slice(bytes);
+        let mut events = Vec::new();
+        while let Some(pos) = self.buf.iter().position(|&b| b == b'\n') {
+            let mut line: Vec<u8> = self.buf.drain(..=pos).collect();
+            line.pop();
+            if line.last() == Some(&b'\r') {
+                line.pop();
+            }
+            let line = String::from_utf8_lossy(&line).into_owned();
+            if line.is_empty() {
+                if self.has_data {
+                    events.push(std::mem::take(&mut self.current));
+                } else {
+                    self.current = SseEvent::default();
+                }
+                self.has_data = false;
+                continue;
+            }
+            if line.starts_with(':') {
+                continue;
+            }
+            let (field, value) = match line.split_once(':') {
+                Some((f, v)) => (f, v.strip_prefix(' ').unwrap_or(v)),
+                None => (line.as_str(), ""),
+            };
+            match field {
+                "id" => self.current.id = Some(value.to_string()),
+                "event" => self.current.event = Some(value.to_string()),
+                "data" => {
+                    if self.has_data {
+                        self.current.data.push('\n');
+                    }
+                    self.current.data.push_str(value);
+                    self.has_data = true;
+                }
+                _ => {}
+            }
+        }
+        events
+    }
+}
+
+async fn watch(
+    api: &Api,
+    out: OutputFormat,
+    since: Option<i64>,
+    count: Option<u64>,
+) -> Result<ExitCode> {
+    let mut last_id: Option<String> = since.map(|s| s.to_string());
+    let mut printed: u64 = 0;
+    let mut backoff = Duration::from_millis(500);
+    if out == OutputFormat::Table {
+        println!("{}", Table::new(&HEADERS).render().trim_end());
+    }
+    if count == Some(0) {
+        return Ok(ExitCode::SUCCESS);
+    }
+    loop {
+        let mut rb = api
+            .request(Method::GET, "/v1/revocations/stream")
+            .header("Accept", "text/event-stream");
+        if let Some(id) = &last_id {
+            rb = rb.header("Last-Event-ID", id.as_str());
+        }
+        let resp = match rb.send().await {
+            Ok(r) if r.status().is_success() => r,
+            Ok(r) => {
+                let err = api.error_from_response(r).await;
+                if err.exit != Exit::Failed || err.status().is_some_and(|s| s < 500) {
+                    return Err(err);
+                }
+                eprintln!("{}; reconnecting in {:?}", err.message, backoff);
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+                continue;
+            }
+            Err(e) => {
+                eprintln!(
+                    "{}; reconnecting in {:?}",
+                    api.transport_error(&e).message,
+                    backoff
+                );
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(500);
+        let mut parser = SseParser::default();
+        let mut stream = resp.bytes_stream();
+        let reason = loop {
+            match stream.next().await {
+                Some(Ok(bytes)) => {
+                    for ev in parser.push(&bytes) {
+                        if ev.event.as_deref().is_some_and(|e| e != "revocation") {
+                            if let Some(id) = ev.id {
+                                last_id = Some(id);
+                            }
+                            continue;
+                        }
+                        let entry: RevocationEntry =
+                            serde_json::from_str(&ev.data).map_err(|e| {
+                                CliError::failed(format!(
+                                    "unexpected event from {}: {e}",
+                                    api.base()
+                                ))
+                            })?;
+                        last_id = Some(ev.id.unwrap_or_else(|| entry.seq.to_string()));
+                        match out {
+                            OutputFormat::Json => println!(
+                                "{}",
+                                serde_json::to_string(&entry).map_err(|e| CliError::failed(
+                                    format!("cannot encode JSON: {e}")
+                                ))?
+                            ),
+                            OutputFormat::Table => {
+                                // Fixed-width columns would need the whole stream; print the row
+                                // with two spaces between fields.
+                                println!("{}", cells(&entry).join("  "));
+                            }
+                        }
+                        printed += 1;
+                        if count.is_some_and(|c| printed >= c) {
+                            return Ok(ExitCode::SUCCESS);
+                        }
+                    }
+                }
+                Some(Err(e)) => break api.transport_error(&e).message,
+                None => break format!("{} closed the stream", api.base()),
+            }
+        };
+        eprintln!("{reason}; reconnecting");
+        tokio::time::sleep(backoff).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_events_split_across_chunks() {
+        let mut p = SseParser::default();
+        assert!(p.push(b": keep-alive\n\nid: 7\r\nevent: revoc").is_empty());
+        let evs = p.push(b"ation\ndata: {\"a\":1}\n\nid: 8\ndata: x\ndata: y\n\n");
+        assert_eq!(
+            evs,
+            vec![
+                SseEvent {
+                    id: Some("7".into()),
+                    event: Some("revocation".into()),
+                    data: "{\"a\":1}".into()
+                },
+                SseEvent {
+                    id: Some("8".into()),
+                    event: None,
+                    data: "x\ny".into()
+                }
+            ]
+        );
+    }
+}

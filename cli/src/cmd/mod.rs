@@ -1,0 +1,293 @@
+//! The commands. Each prints a table (for people) or the documented JSON object (for scripts).
+
+mod ca;
+mod crl;
+mod device;
+mod feed;
+mod token;
+
+use std::io::Write as _;
+use std::path::Path;
+use std::process::ExitCode;
+
+use devid_core::api::{AuditPage, AuditQuery, RevocationReason};
+use serde::Serialize;
+
+use crate::cli::{AuditArgs, CertCommand, Command, OutputFormat};
+use crate::client::{seg, Api};
+use crate::error::{io_err, CliError, Result};
+use crate::settings::Settings;
+use crate::table::{self, Table};
+
+pub async fn run(command: Command, settings: Settings) -> Result<ExitCode> {
+    let api = Api::new(&settings)?;
+    let out = settings.output;
+    match command {
+        Command::Ca(c) => ca::run(&api, out, c).await,
+        Command::Device(c) => device::run(&api, out, c).await,
+        Command::Cert(c) => cert(&api, out, c).await,
+        Command::Revocations(c) => feed::run(&api, out, c).await,
+        Command::Crl(c) => crl::run(&api, out, c).await,
+        Command::Token(c) => token::run(&api, out, c).await,
+        Command::Audit(a) => audit(&api, out, a).await,
+        // Handled before the settings are resolved.
+        Command::Completions { .. } => Ok(ExitCode::SUCCESS),
+    }
+}
+
+/// The CA chain (PEM) from `GET /v1/ca`.
+pub async fn ca_chain(api: &Api) -> Result<String> {
+    ca::fetch_chain(api).await
+}
+
+/// Prints a value as pretty JSON on stdout.
+pub fn print_json<T: Serialize + ?Sized>(v: &T) -> Result<ExitCode> {
+    let text = serde_json::to_string_pretty(v)
+        .map_err(|e| CliError::failed(format!("cannot encode JSON: {e}")))?;
+    println!("{text}");
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn print_text(s: &str) -> Result<ExitCode> {
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout.write_all(s.as_bytes());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A revocation reason by its RFC 5280 name; certificateHold is only set by suspension.
+pub fn parse_reason(s: &str) -> Result<RevocationReason> {
+    match RevocationReason::parse(s) {
+        Some(RevocationReason::CertificateHold) => Err(CliError::usage(
+            "certificateHold is set by `devid device suspend`, not by revocation",
+        )),
+        Some(r) => Ok(r),
+        None => {
+            let names: Vec<&str> = RevocationReason::ALL
+                .iter()
+                .filter(|r| **r != RevocationReason::CertificateHold)
+                .map(|r| r.as_str())
+                .collect();
+            Err(CliError::usage(format!(
+                "unknown reason {s:?}; use one of {}",
+                names.join(", ")
+            )))
+        }
+    }
+}
+
+/// `3600`, `3600s`, `90m`, `12h`, `30d`, `2w` as seconds.
+pub fn parse_duration(s: &str) -> Result<u64> {
+    let s = s.trim();
+    let (num, mult) = match s.char_indices().last() {
+        Some((i, 's')) => (&s[..i], 1),
+        Some((i, 'm')) => (&s[..i], 60),
+        Some((i, 'h')) => (&s[..i], 3600),
+        Some((i, 'd')) => (&s[..i], 86_400),
+        Some((i, 'w')) => (&s[..i], 7 * 86_400),
+        _ => (s, 1),
+    };
+    num.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .filter(|n| *n > 0)
+        .ok_or_else(|| {
+            CliError::usage(format!(
+                "{s:?} is not a duration; use e.g. 3600s, 90m, 12h, 30d"
+            ))
+        })
+}
+
+/// An RFC 3339 time, or an age (`24h`, `7d`) counted back from now, as RFC 3339 UTC.
+pub fn parse_since(s: &str) -> Result<String> {
+    use time::format_description::well_known::Rfc3339;
+    if let Ok(t) = time::OffsetDateTime::parse(s, &Rfc3339) {
+        return t
+            .to_offset(time::UtcOffset::UTC)
+            .format(&Rfc3339)
+            .map_err(|e| CliError::usage(format!("{s:?}: {e}")));
+    }
+    let secs = parse_duration(s).map_err(|_| {
+        CliError::usage(format!(
+            "{s:?} is neither an RFC 3339 time (2026-11-25T13:00:00Z) nor an age (30m, 24h, 7d)"
+        ))
+    })?;
+    let secs = i64::try_from(secs).map_err(|_| CliError::usage(format!("{s:?} is too long")))?;
+    let t = time::OffsetDateTime::now_utc() - time::Duration::seconds(secs);
+    t.replace_nanosecond(0)
+        .unwrap_or(t)
+        .format(&Rfc3339)
+        .map_err(|e| CliError::usage(format!("{s:?}: {e}")))
+}
+
+/// Writes a file readable by its owner only (private keys), replacing any old one atomically.
+pub fn write_private(path: &Path, contents: &[u8]) -> Result<()> {
+    write_with_mode(path, contents, 0o600)
+}
+
+/// Writes a file atomically (temporary name, then rename) with the given mode.
+pub fn write_with_mode(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(&tmp)
+        .map_err(|e| io_err(format!("cannot write {}", tmp.display()), e))?;
+    // The mode given to open() is filtered by the umask; set it exactly.
+    f.set_permissions(std::fs::Permissions::from_mode(mode))
+        .map_err(|e| io_err(format!("cannot set the mode of {}", tmp.display()), e))?;
+    f.write_all(contents)
+        .map_err(|e| io_err(format!("cannot write {}", tmp.display()), e))?;
+    drop(f);
+    std::fs::rename(&tmp, path).map_err(|e| io_err(format!("cannot write {}", path.display()), e))
+}
+
+pub fn write_public(path: &Path, contents: &[u8]) -> Result<()> {
+    write_with_mode(path, contents, 0o644)
+}
+
+/// Writes to a file, or to stdout for `-`.
+pub fn write_out(path: &Path, contents: &[u8]) -> Result<()> {
+    if path == Path::new("-") {
+        let mut stdout = std::io::stdout().lock();
+        stdout
+            .write_all(contents)
+            .map_err(|e| io_err("cannot write to standard output", e))
+    } else {
+        write_public(path, contents)
+    }
+}
+
+pub fn create_dir(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| io_err(format!("cannot create directory {}", dir.display()), e))
+}
+
+async fn cert(api: &Api, out: OutputFormat, c: CertCommand) -> Result<ExitCode> {
+    let info: devid_core::api::CertificateInfo = match c {
+        CertCommand::Revoke { serial, reason } => {
+            let reason = parse_reason(&reason)?;
+            api.post(
+                &format!("/v1/certificates/{}/revoke", seg(&serial)),
+                &devid_core::api::RevokeRequest { reason },
+            )
+            .await?
+        }
+        CertCommand::Show { serial } => {
+            api.get(&format!("/v1/certificates/{}", seg(&serial)))
+                .await?
+        }
+    };
+    match out {
+        OutputFormat::Json => print_json(&info),
+        OutputFormat::Table => {
+            let mut s = table::fields(&[
+                ("serial", info.serial.clone()),
+                ("client_id", info.client_id.clone()),
+                ("status", info.status.as_str().to_string()),
+                ("profile", info.profile.clone()),
+                ("not_before", info.not_before.clone()),
+                ("not_after", info.not_after.clone()),
+                ("fingerprint_sha256", info.fingerprint_sha256.clone()),
+                ("revoked_at", table::opt(&info.revoked_at)),
+                (
+                    "revocation_reason",
+                    table::opt(&info.revocation_reason.map(|r| r.as_str().to_string())),
+                ),
+            ]);
+            if let Some(pem) = &info.certificate {
+                s.push('\n');
+                s.push_str(pem);
+            }
+            print_text(&s)
+        }
+    }
+}
+
+async fn audit(api: &Api, out: OutputFormat, a: AuditArgs) -> Result<ExitCode> {
+    let since = a.since.as_deref().map(parse_since).transpose()?;
+    let mut items = Vec::new();
+    let mut cursor = None;
+    let mut next_cursor;
+    loop {
+        let remaining = a
+            .limit
+            .saturating_sub(u32::try_from(items.len()).unwrap_or(u32::MAX));
+        let q = AuditQuery {
+            since: since.clone(),
+            actor: a.actor.clone(),
+            limit: Some(remaining.clamp(1, 1000)),
+            cursor: cursor.take(),
+        };
+        let page: AuditPage = api.get_query("/v1/audit", &q).await?;
+        items.extend(page.items);
+        next_cursor = page.next_cursor;
+        if next_cursor.is_none() || items.len() >= a.limit as usize {
+            break;
+        }
+        cursor = next_cursor.clone();
+    }
+    items.truncate(a.limit as usize);
+    let page = AuditPage { items, next_cursor };
+    match out {
+        OutputFormat::Json => print_json(&page),
+        OutputFormat::Table => {
+            let mut t = Table::new(&["id", "at", "actor", "action", "target", "outcome"]);
+            for e in &page.items {
+                t.row(vec![
+                    e.id.to_string(),
+                    e.at.clone(),
+                    e.actor_name.clone(),
+                    e.action.clone(),
+                    e.target.clone(),
+                    e.outcome.clone(),
+                ]);
+            }
+            print_text(&t.render())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30d").expect("ok"), 30 * 86_400);
+        assert_eq!(parse_duration("90m").expect("ok"), 5400);
+        assert_eq!(parse_duration("3600").expect("ok"), 3600);
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn since_accepts_rfc3339_and_ages() {
+        assert_eq!(
+            parse_since("2026-11-25T14:00:00+01:00").expect("ok"),
+            "2026-11-25T13:00:00Z"
+        );
+        let s = parse_since("1h").expect("ok");
+        assert!(s.ends_with('Z'), "{s}");
+        assert!(parse_since("yesterday").is_err());
+    }
+
+    #[test]
+    fn reasons() {
+        assert_eq!(
+            parse_reason("keyCompromise").expect("ok"),
+            RevocationReason::KeyCompromise
+        );
+        assert!(parse_reason("certificateHold").is_err());
+        let e = parse_reason("stolen").expect_err("unknown");
+        assert!(e.message.contains("keyCompromise"));
+    }
+}
