@@ -1,0 +1,614 @@
+//! An async MQTT v5 client over a [`Connection`]: a background task owns the socket, answers
+//! keep-alive and acknowledgements, and hands messages and disconnects to the application as
+//! typed [`Event`]s.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+use crate::connection::{AuthError, ClientError, Connection};
+use crate::mqtt::{
+    Packet, Properties, Property, PubResponse, Publish, QoS, ReasonCode, ReasonOnly, SubAck,
+    Subscribe, SubscriptionOptions, Unsubscribe,
+};
+
+/// A message received on a subscription.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    pub topic: String,
+    pub payload: Vec<u8>,
+    pub qos: QoS,
+    pub retain: bool,
+    /// User properties, in order.
+    pub user_properties: Vec<(String, String)>,
+    /// Every property as received (user properties included).
+    pub properties: Properties,
+}
+
+/// How an outgoing PUBLISH is protected with the session keys (issue 5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Protection {
+    #[default]
+    None,
+    /// `devid-seq` and `devid-mac` user properties.
+    Mac,
+    /// `devid-seq`, `devid-seal` = 1 and an AES-256-GCM payload.
+    Seal,
+}
+
+/// A message to publish.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutgoingMessage {
+    pub topic: String,
+    pub payload: Vec<u8>,
+    pub qos: QoS,
+    pub retain: bool,
+    pub user_properties: Vec<(String, String)>,
+    pub protection: Protection,
+}
+
+impl OutgoingMessage {
+    pub fn new(topic: impl Into<String>, payload: impl Into<Vec<u8>>, qos: QoS) -> Self {
+        Self {
+            topic: topic.into(),
+            payload: payload.into(),
+            qos,
+            retain: false,
+            user_properties: Vec::new(),
+            protection: Protection::None,
+        }
+    }
+}
+
+/// The broker's answer to a QoS 1 PUBLISH, SUBSCRIBE or UNSUBSCRIBE.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ack {
+    pub reason: ReasonCode,
+    pub reason_string: Option<String>,
+}
+
+/// What happens on the connection that the application did not ask for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    Message(Message),
+    /// The broker sent DISCONNECT (e.g. 0x98 Administrative action when the device is revoked,
+    /// 0x8E Session taken over). The connection is closed after this event.
+    Disconnected {
+        reason: ReasonCode,
+        reason_string: Option<String>,
+    },
+    /// The connection ended without a DISCONNECT from the broker (end of stream, I/O error,
+    /// keep-alive timeout, a bad packet). The text says why.
+    Closed(String),
+}
+
+/// Session hooks: protection of outgoing PUBLISHes and re-authentication (AUTH 0x19), both of
+/// which need the session keys the authentication produced.
+pub trait SessionHook: Send + 'static {
+    /// Adds `devid-seq` / `devid-mac` or seals the payload, as `protection` asks.
+    fn protect(&mut self, publish: &mut Publish, protection: Protection) -> Result<(), AuthError>;
+    /// The Authentication Method and Data of an AUTH 0x19.
+    fn reauth_start(&mut self) -> Result<(String, Vec<u8>), AuthError>;
+    /// Answers an AUTH 0x18 during re-authentication.
+    fn reauth_challenge(&mut self, data: &[u8]) -> Result<Vec<u8>, AuthError>;
+    /// Checks the AUTH 0x00 data and switches to the new keys (sequence restarts at 1).
+    fn reauth_finish(&mut self, data: &[u8]) -> Result<(), AuthError>;
+}
+
+type Reply<T> = oneshot::Sender<Result<T, ClientError>>;
+
+enum Command {
+    Publish(
+        OutgoingMessage,
+        oneshot::Sender<Result<Option<Ack>, ClientError>>,
+    ),
+    Subscribe(
+        Vec<(String, SubscriptionOptions)>,
+        oneshot::Sender<Result<Vec<ReasonCode>, ClientError>>,
+    ),
+    Unsubscribe(
+        Vec<String>,
+        oneshot::Sender<Result<Vec<ReasonCode>, ClientError>>,
+    ),
+    Ping(oneshot::Sender<Result<Duration, ClientError>>),
+    Reauthenticate(oneshot::Sender<Result<(), ClientError>>),
+    Disconnect(ReasonCode, oneshot::Sender<Result<(), ClientError>>),
+}
+
+/// A connected client. Dropping it closes the command channel; the task then sends
+/// DISCONNECT 0x00 and closes the connection.
+pub struct Client {
+    cmd: mpsc::Sender<Command>,
+    events: mpsc::UnboundedReceiver<Event>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Client {
+    /// Starts the background task on an already connected (CONNACK received) connection.
+    /// `keep_alive` is the one in force (seconds, 0 = none).
+    pub fn start(conn: Connection, keep_alive: u16, hook: Option<Box<dyn SessionHook>>) -> Self {
+        let (cmd_tx, cmd_rx) = mpsc::channel(64);
+        let (ev_tx, ev_rx) = mpsc::unbounded_channel();
+        let task = Task {
+            conn,
+            cmd_rx,
+            events: ev_tx,
+            keep_alive: Duration::from_secs(u64::from(keep_alive)),
+            hook,
+            next_id: 0,
+            pending_pub: HashMap::new(),
+            pending_sub: HashMap::new(),
+            pings: VecDeque::new(),
+            last_sent: Instant::now(),
+            reauth: None,
+        };
+        Self {
+            cmd: cmd_tx,
+            events: ev_rx,
+            task: Some(tokio::spawn(task.run())),
+        }
+    }
+
+    async fn call<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, ClientError>>) -> Command,
+    ) -> Result<T, ClientError> {
+        let (tx, rx) = oneshot::channel();
+        self.cmd
+            .send(make(tx))
+            .await
+            .map_err(|_| ClientError::Closed)?;
+        rx.await.map_err(|_| ClientError::Closed)?
+    }
+
+    /// Publishes; for QoS 1 waits for the PUBACK and returns its reason code (a refusal such
+    /// as 0x87 Not authorized is an `Ack`, not an error). QoS 0 returns `None` once written.
+    pub async fn publish(&self, msg: OutgoingMessage) -> Result<Option<Ack>, ClientError> {
+        self.call(|tx| Command::Publish(msg, tx)).await
+    }
+
+    /// Subscribes and returns the SUBACK reason codes, one per filter.
+    pub async fn subscribe(
+        &self,
+        filters: Vec<(String, SubscriptionOptions)>,
+    ) -> Result<Vec<ReasonCode>, ClientError> {
+        self.call(|tx| Command::Subscribe(filters, tx)).await
+    }
+
+    /// Unsubscribes and returns the UNSUBACK reason codes.
+    pub async fn unsubscribe(&self, filters: Vec<String>) -> Result<Vec<ReasonCode>, ClientError> {
+        self.call(|tx| Command::Unsubscribe(filters, tx)).await
+    }
+
+    /// Sends PINGREQ and returns the round-trip time to PINGRESP.
+    pub async fn ping(&self) -> Result<Duration, ClientError> {
+        self.call(Command::Ping).await
+    }
+
+    /// Re-authenticates on the live connection (AUTH 0x19), rotating the session keys. A
+    /// refusal ends the connection (Mosquitto answers CONNACK 0x87 and closes).
+    pub async fn reauthenticate(&self) -> Result<(), ClientError> {
+        self.call(Command::Reauthenticate).await
+    }
+
+    /// The next event, or `None` once the connection is gone and every event was read.
+    pub async fn next_event(&mut self) -> Option<Event> {
+        self.events.recv().await
+    }
+
+    /// Sends DISCONNECT 0x00 and waits for the connection to close.
+    pub async fn disconnect(mut self) -> Result<(), ClientError> {
+        let r = self
+            .call(|tx| Command::Disconnect(ReasonCode::SUCCESS, tx))
+            .await;
+        if let Some(t) = self.task.take() {
+            let _ = t.await;
+        }
+        r
+    }
+}
+
+enum Pending {
+    Publish(oneshot::Sender<Result<Option<Ack>, ClientError>>),
+    Sub(oneshot::Sender<Result<Vec<ReasonCode>, ClientError>>),
+}
+
+struct Task {
+    conn: Connection,
+    cmd_rx: mpsc::Receiver<Command>,
+    events: mpsc::UnboundedSender<Event>,
+    keep_alive: Duration,
+    hook: Option<Box<dyn SessionHook>>,
+    next_id: u16,
+    pending_pub: HashMap<u16, Pending>,
+    pending_sub: HashMap<u16, Pending>,
+    /// Outstanding PINGREQs in order: when sent, and who asked (None: keep-alive).
+    pings: VecDeque<(Instant, Option<Reply<Duration>>)>,
+    last_sent: Instant,
+    reauth: Option<oneshot::Sender<Result<(), ClientError>>>,
+}
+
+/// How the task loop ends.
+enum End {
+    /// The application asked; reply after the DISCONNECT went out.
+    Requested(ReasonCode, Option<Reply<()>>),
+    Event(Event),
+}
+
+impl Task {
+    async fn run(mut self) {
+        let end = self.run_loop().await;
+        let event = match end {
+            End::Requested(reason, reply) => {
+                let r = self.conn.disconnect(reason).await;
+                if let Some(tx) = reply {
+                    let _ = tx.send(r);
+                }
+                None
+            }
+            End::Event(ev) => Some(ev),
+        };
+        // Fail whatever is still waiting.
+        for (_, p) in self.pending_pub.drain().chain(self.pending_sub.drain()) {
+            match p {
+                Pending::Publish(tx) => drop(tx.send(Err(ClientError::Closed))),
+                Pending::Sub(tx) => drop(tx.send(Err(ClientError::Closed))),
+            }
+        }
+        if let Some(ev) = event {
+            if let Some(tx) = self.reauth.take() {
+                let err = match &ev {
+                    Event::Disconnected {
+                        reason,
+                        reason_string,
+                    } => ClientError::Disconnected {
+                        reason: *reason,
+                        reason_string: reason_string.clone(),
+                    },
+                    _ => ClientError::Closed,
+                };
+                let _ = tx.send(Err(err));
+            }
+            let _ = self.events.send(ev);
+        }
+    }
+
+    fn next_packet_id(&mut self) -> u16 {
+        loop {
+            self.next_id = self.next_id.wrapping_add(1);
+            if self.next_id != 0
+                && !self.pending_pub.contains_key(&self.next_id)
+                && !self.pending_sub.contains_key(&self.next_id)
+            {
+                return self.next_id;
+            }
+        }
+    }
+
+    async fn send(&mut self, p: &Packet) -> Result<(), ClientError> {
+        self.conn.send(p).await?;
+        self.last_sent = Instant::now();
+        Ok(())
+    }
+
+    async fn run_loop(&mut self) -> End {
+        loop {
+            let ka = self.keep_alive;
+            let ping_due = if let Some((sent, _)) = self.pings.front() {
+                // A PINGRESP is overdue after one keep-alive period (at least 5 s).
+                *sent + ka.max(Duration::from_secs(5))
+            } else {
+                self.last_sent + ka
+            };
+            let ka_active = !ka.is_zero() || !self.pings.is_empty();
+            tokio::select! {
+                r = self.conn.recv() => {
+                    match r {
+                        Ok(Some(p)) => {
+                            if let Err(e) = self.incoming(p).await {
+                                return End::Event(e);
+                            }
+                        }
+                        Ok(None) => return End::Event(Event::Closed("the broker closed the connection".into())),
+                        Err(e) => return End::Event(Event::Closed(e.to_string())),
+                    }
+                }
+                c = self.cmd_rx.recv() => {
+                    match c {
+                        None => return End::Requested(ReasonCode::SUCCESS, None),
+                        Some(Command::Disconnect(reason, tx)) => return End::Requested(reason, Some(tx)),
+                        Some(c) => {
+                            if let Err(e) = self.command(c).await {
+                                return End::Event(Event::Closed(e.to_string()));
+                            }
+                        }
+                    }
+                }
+                _ = tokio::time::sleep_until(ping_due), if ka_active => {
+                    if !self.pings.is_empty() {
+                        return End::Event(Event::Closed("keep-alive timeout: no PINGRESP".into()));
+                    }
+                    if let Err(e) = self.send(&Packet::PingReq).await {
+                        return End::Event(Event::Closed(e.to_string()));
+                    }
+                    self.pings.push_back((Instant::now(), None));
+                }
+            }
+        }
+    }
+
+    /// Handles one command; an error here is a broken connection.
+    async fn command(&mut self, c: Command) -> Result<(), ClientError> {
+        match c {
+            Command::Publish(m, tx) => {
+                let packet_id = match m.qos {
+                    QoS::AtMostOnce => None,
+                    QoS::AtLeastOnce => Some(self.next_packet_id()),
+                    QoS::ExactlyOnce => {
+                        let _ = tx.send(Err(ClientError::Protocol(
+                            "publishing at QoS 2 is not supported".into(),
+                        )));
+                        return Ok(());
+                    }
+                };
+                let mut p = Publish {
+                    dup: false,
+                    qos: m.qos,
+                    retain: m.retain,
+                    topic: m.topic,
+                    packet_id,
+                    properties: m
+                        .user_properties
+                        .into_iter()
+                        .map(|(k, v)| Property::UserProperty(k, v))
+                        .collect(),
+                    payload: m.payload,
+                };
+                if m.protection != Protection::None {
+                    let r = match self.hook.as_mut() {
+                        Some(h) => h.protect(&mut p, m.protection).map_err(ClientError::Auth),
+                        None => Err(ClientError::Protocol(
+                            "message protection needs an authenticated session".into(),
+                        )),
+                    };
+                    if let Err(e) = r {
+                        let _ = tx.send(Err(e));
+                        return Ok(());
+                    }
+                }
+                // An encoding error (bad topic, too large) is the caller's, not the link's.
+                let mut probe = Vec::new();
+                if let Err(e) =
+                    Packet::Publish(p.clone()).encode_limited(&mut probe, self.conn.max_outgoing)
+                {
+                    let _ = tx.send(Err(e.into()));
+                    return Ok(());
+                }
+                self.send(&Packet::Publish(p)).await?;
+                match packet_id {
+                    None => drop(tx.send(Ok(None))),
+                    Some(id) => {
+                        self.pending_pub.insert(id, Pending::Publish(tx));
+                    }
+                }
+            }
+            Command::Subscribe(filters, tx) => {
+                let id = self.next_packet_id();
+                let p = Packet::Subscribe(Subscribe {
+                    packet_id: id,
+                    properties: Properties::new(),
+                    filters,
+                });
+                if let Err(e) = p.to_bytes() {
+                    let _ = tx.send(Err(e.into()));
+                    return Ok(());
+                }
+                self.send(&p).await?;
+                self.pending_sub.insert(id, Pending::Sub(tx));
+            }
+            Command::Unsubscribe(filters, tx) => {
+                let id = self.next_packet_id();
+                let p = Packet::Unsubscribe(Unsubscribe {
+                    packet_id: id,
+                    properties: Properties::new(),
+                    filters,
+                });
+                if let Err(e) = p.to_bytes() {
+                    let _ = tx.send(Err(e.into()));
+                    return Ok(());
+                }
+                self.send(&p).await?;
+                self.pending_sub.insert(id, Pending::Sub(tx));
+            }
+            Command::Ping(tx) => {
+                self.send(&Packet::PingReq).await?;
+                self.pings.push_back((Instant::now(), Some(tx)));
+            }
+            Command::Reauthenticate(tx) => {
+                if self.reauth.is_some() {
+                    let _ = tx.send(Err(ClientError::Protocol(
+                        "a re-authentication is already running".into(),
+                    )));
+                    return Ok(());
+                }
+                let Some(h) = self.hook.as_mut() else {
+                    let _ = tx.send(Err(ClientError::Protocol(
+                        "re-authentication needs an authenticated session".into(),
+                    )));
+                    return Ok(());
+                };
+                let (method, data) = match h.reauth_start() {
+                    Ok(x) => x,
+                    Err(e) => {
+                        let _ = tx.send(Err(e.into()));
+                        return Ok(());
+                    }
+                };
+                self.send(&Packet::Auth(ReasonOnly {
+                    reason: ReasonCode::RE_AUTHENTICATE,
+                    properties: Properties::new()
+                        .with(Property::AuthenticationMethod(method))
+                        .with(Property::AuthenticationData(data)),
+                }))
+                .await?;
+                self.reauth = Some(tx);
+            }
+            Command::Disconnect(..) => {
+                // Handled by the loop.
+            }
+        }
+        Ok(())
+    }
+
+    /// Handles one incoming packet; `Err` ends the connection with that event.
+    async fn incoming(&mut self, p: Packet) -> Result<(), Event> {
+        let closed = |e: ClientError| Event::Closed(e.to_string());
+        match p {
+            Packet::Publish(p) => {
+                let ack = match (p.qos, p.packet_id) {
+                    (QoS::AtLeastOnce, Some(id)) => Some(Packet::PubAck(PubResponse {
+                        packet_id: id,
+                        reason: ReasonCode::SUCCESS,
+                        properties: Properties::new(),
+                    })),
+                    (QoS::ExactlyOnce, Some(id)) => Some(Packet::PubRec(PubResponse {
+                        packet_id: id,
+                        reason: ReasonCode::SUCCESS,
+                        properties: Properties::new(),
+                    })),
+                    _ => None,
+                };
+                let user_properties = p
+                    .properties
+                    .user_properties()
+                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                    .collect();
+                let _ = self.events.send(Event::Message(Message {
+                    topic: p.topic,
+                    payload: p.payload,
+                    qos: p.qos,
+                    retain: p.retain,
+                    user_properties,
+                    properties: p.properties,
+                }));
+                if let Some(a) = ack {
+                    self.send(&a).await.map_err(closed)?;
+                }
+            }
+            Packet::PubRel(r) => {
+                self.send(&Packet::PubComp(PubResponse {
+                    packet_id: r.packet_id,
+                    reason: ReasonCode::SUCCESS,
+                    properties: Properties::new(),
+                }))
+                .await
+                .map_err(closed)?;
+            }
+            Packet::PubAck(r) => match self.pending_pub.remove(&r.packet_id) {
+                Some(Pending::Publish(tx)) => {
+                    let _ = tx.send(Ok(Some(Ack {
+                        reason: r.reason,
+                        reason_string: r.properties.reason_string().map(str::to_owned),
+                    })));
+                }
+                _ => {
+                    return Err(Event::Closed(format!(
+                        "PUBACK for unknown packet id {}",
+                        r.packet_id
+                    )))
+                }
+            },
+            Packet::SubAck(s) | Packet::UnsubAck(s) => {
+                let SubAck {
+                    packet_id, reasons, ..
+                } = s;
+                match self.pending_sub.remove(&packet_id) {
+                    Some(Pending::Sub(tx)) => drop(tx.send(Ok(reasons))),
+                    _ => {
+                        return Err(Event::Closed(format!(
+                            "acknowledgement for unknown packet id {packet_id}"
+                        )))
+                    }
+                }
+            }
+            Packet::PingResp => match self.pings.pop_front() {
+                Some((sent, tx)) => {
+                    if let Some(tx) = tx {
+                        let _ = tx.send(Ok(sent.elapsed()));
+                    }
+                }
+                None => return Err(Event::Closed("unexpected PINGRESP".into())),
+            },
+            Packet::Disconnect(d) => {
+                return Err(Event::Disconnected {
+                    reason: d.reason,
+                    reason_string: d.properties.reason_string().map(str::to_owned),
+                })
+            }
+            Packet::Auth(a) => self.incoming_auth(a).await?,
+            // Mosquitto 2.0.11 answers a failed re-authentication with CONNACK 0x87.
+            Packet::ConnAck(c) if self.reauth.is_some() => {
+                return Err(Event::Disconnected {
+                    reason: c.reason,
+                    reason_string: c.properties.reason_string().map(str::to_owned),
+                })
+            }
+            other => {
+                return Err(Event::Closed(format!(
+                    "unexpected {:?} from the broker",
+                    other.packet_type()
+                )))
+            }
+        }
+        Ok(())
+    }
+
+    async fn incoming_auth(&mut self, a: ReasonOnly) -> Result<(), Event> {
+        let (Some(tx), Some(hook)) = (self.reauth.take(), self.hook.as_mut()) else {
+            return Err(Event::Closed("AUTH outside a re-authentication".into()));
+        };
+        let data = a.properties.authentication_data().unwrap_or(&[]).to_vec();
+        match a.reason {
+            ReasonCode::CONTINUE_AUTHENTICATION => match hook.reauth_challenge(&data) {
+                Ok(reply) => {
+                    let method = a
+                        .properties
+                        .authentication_method()
+                        .unwrap_or("")
+                        .to_owned();
+                    self.reauth = Some(tx);
+                    self.send(&Packet::Auth(ReasonOnly {
+                        reason: ReasonCode::CONTINUE_AUTHENTICATION,
+                        properties: Properties::new()
+                            .with(Property::AuthenticationMethod(method))
+                            .with(Property::AuthenticationData(reply)),
+                    }))
+                    .await
+                    .map_err(|e| Event::Closed(e.to_string()))?;
+                }
+                Err(e) => {
+                    let msg = e.to_string();
+                    let _ = tx.send(Err(e.into()));
+                    return Err(Event::Closed(format!("re-authentication failed: {msg}")));
+                }
+            },
+            ReasonCode::SUCCESS => match hook.reauth_finish(&data) {
+                Ok(()) => drop(tx.send(Ok(()))),
+                Err(e) => {
+                    let msg = e.to_string();
+                    let _ = tx.send(Err(e.into()));
+                    return Err(Event::Closed(format!("re-authentication failed: {msg}")));
+                }
+            },
+            _ => {
+                let _ = tx.send(Err(ClientError::Protocol(
+                    "AUTH 0x19 from the broker".into(),
+                )));
+                return Err(Event::Closed("AUTH 0x19 from the broker".into()));
+            }
+        }
+        Ok(())
+    }
+}
