@@ -79,6 +79,11 @@ pub enum Event {
         reason: ReasonCode,
         reason_string: Option<String>,
     },
+    /// A re-authentication (asked for, or by the [`Rotation`] policy) succeeded: the new
+    /// keys are in force from the next PUBLISH.
+    Reauthenticated {
+        session_id: String,
+    },
     /// The connection ended without a DISCONNECT from the broker (end of stream, I/O error,
     /// keep-alive timeout, a bad packet). The text says why.
     Closed(String),
@@ -93,8 +98,18 @@ pub trait SessionHook: Send + 'static {
     fn reauth_start(&mut self) -> Result<(String, Vec<u8>), AuthError>;
     /// Answers an AUTH 0x18 during re-authentication.
     fn reauth_challenge(&mut self, data: &[u8]) -> Result<Vec<u8>, AuthError>;
-    /// Checks the AUTH 0x00 data and switches to the new keys (sequence restarts at 1).
-    fn reauth_finish(&mut self, data: &[u8]) -> Result<(), AuthError>;
+    /// Checks the AUTH 0x00 data and switches to the new keys (sequence restarts at 1);
+    /// returns the new session id for the [`Event::Reauthenticated`] event.
+    fn reauth_finish(&mut self, data: &[u8]) -> Result<String, AuthError>;
+}
+
+/// When the client rotates the session keys on its own (AUTH 0x19).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Rotation {
+    /// After this many protected PUBLISHes.
+    pub after_messages: Option<u64>,
+    /// After this long.
+    pub after: Option<Duration>,
 }
 
 type Reply<T> = oneshot::Sender<Result<T, ClientError>>;
@@ -129,6 +144,17 @@ impl Client {
     /// Starts the background task on an already connected (CONNACK received) connection.
     /// `keep_alive` is the one in force (seconds, 0 = none).
     pub fn start(conn: Connection, keep_alive: u16, hook: Option<Box<dyn SessionHook>>) -> Self {
+        Self::start_with_rotation(conn, keep_alive, hook, Rotation::default())
+    }
+
+    /// Like [`Client::start`], rotating keys by re-authentication as `rotation` says (needs a
+    /// session hook).
+    pub fn start_with_rotation(
+        conn: Connection,
+        keep_alive: u16,
+        hook: Option<Box<dyn SessionHook>>,
+        rotation: Rotation,
+    ) -> Self {
         let (cmd_tx, cmd_rx) = mpsc::channel(64);
         let (ev_tx, ev_rx) = mpsc::unbounded_channel();
         let task = Task {
@@ -143,6 +169,10 @@ impl Client {
             pings: VecDeque::new(),
             last_sent: Instant::now(),
             reauth: None,
+            reauth_running: false,
+            rotation,
+            since_rotation: 0,
+            rotated_at: Instant::now(),
         };
         Self {
             cmd: cmd_tx,
@@ -227,7 +257,13 @@ struct Task {
     /// Outstanding PINGREQs in order: when sent, and who asked (None: keep-alive).
     pings: VecDeque<(Instant, Option<Reply<Duration>>)>,
     last_sent: Instant,
-    reauth: Option<oneshot::Sender<Result<(), ClientError>>>,
+    /// Who waits for the running re-authentication (None: the rotation policy started it).
+    reauth: Option<Reply<()>>,
+    reauth_running: bool,
+    rotation: Rotation,
+    /// Protected PUBLISHes since the last (re-)authentication.
+    since_rotation: u64,
+    rotated_at: Instant,
 }
 
 /// How the task loop ends.
@@ -258,7 +294,7 @@ impl Task {
             }
         }
         if let Some(ev) = event {
-            if let Some(tx) = self.reauth.take() {
+            if let (true, Some(tx)) = (self.reauth_running, self.reauth.take()) {
                 let err = match &ev {
                     Event::Disconnected {
                         reason,
@@ -303,7 +339,15 @@ impl Task {
                 self.last_sent + ka
             };
             let ka_active = !ka.is_zero() || !self.pings.is_empty();
+            let rotate_at = self.rotation.after.map(|d| self.rotated_at + d);
+            let rotate_active = rotate_at.is_some() && self.hook.is_some() && !self.reauth_running;
+            let rotate_at = rotate_at.unwrap_or_else(Instant::now);
             tokio::select! {
+                _ = tokio::time::sleep_until(rotate_at), if rotate_active => {
+                    if let Err(e) = self.start_reauth(None).await {
+                        return End::Event(Event::Closed(e.to_string()));
+                    }
+                }
                 r = self.conn.recv() => {
                     match r {
                         Ok(Some(p)) => {
@@ -337,6 +381,42 @@ impl Task {
                 }
             }
         }
+    }
+
+    /// Sends AUTH 0x19. Local refusals go to `reply`; an `Err` is a broken connection.
+    async fn start_reauth(&mut self, reply: Option<Reply<()>>) -> Result<(), ClientError> {
+        let refuse = |reply: Option<Reply<()>>, e: ClientError| {
+            if let Some(tx) = reply {
+                let _ = tx.send(Err(e));
+            }
+            Ok(())
+        };
+        if self.reauth_running {
+            return refuse(
+                reply,
+                ClientError::Protocol("a re-authentication is already running".into()),
+            );
+        }
+        let Some(h) = self.hook.as_mut() else {
+            return refuse(
+                reply,
+                ClientError::Protocol("re-authentication needs an authenticated session".into()),
+            );
+        };
+        let (method, data) = match h.reauth_start() {
+            Ok(x) => x,
+            Err(e) => return refuse(reply, e.into()),
+        };
+        self.send(&Packet::Auth(ReasonOnly {
+            reason: ReasonCode::RE_AUTHENTICATE,
+            properties: Properties::new()
+                .with(Property::AuthenticationMethod(method))
+                .with(Property::AuthenticationData(data)),
+        }))
+        .await?;
+        self.reauth = reply;
+        self.reauth_running = true;
+        Ok(())
     }
 
     /// Handles one command; an error here is a broken connection.
@@ -387,6 +467,17 @@ impl Task {
                     return Ok(());
                 }
                 self.send(&Packet::Publish(p)).await?;
+                if m.protection != Protection::None {
+                    self.since_rotation += 1;
+                    if self
+                        .rotation
+                        .after_messages
+                        .is_some_and(|n| self.since_rotation >= n)
+                        && !self.reauth_running
+                    {
+                        self.start_reauth(None).await?;
+                    }
+                }
                 match packet_id {
                     None => drop(tx.send(Ok(None))),
                     Some(id) => {
@@ -426,35 +517,7 @@ impl Task {
                 self.send(&Packet::PingReq).await?;
                 self.pings.push_back((Instant::now(), Some(tx)));
             }
-            Command::Reauthenticate(tx) => {
-                if self.reauth.is_some() {
-                    let _ = tx.send(Err(ClientError::Protocol(
-                        "a re-authentication is already running".into(),
-                    )));
-                    return Ok(());
-                }
-                let Some(h) = self.hook.as_mut() else {
-                    let _ = tx.send(Err(ClientError::Protocol(
-                        "re-authentication needs an authenticated session".into(),
-                    )));
-                    return Ok(());
-                };
-                let (method, data) = match h.reauth_start() {
-                    Ok(x) => x,
-                    Err(e) => {
-                        let _ = tx.send(Err(e.into()));
-                        return Ok(());
-                    }
-                };
-                self.send(&Packet::Auth(ReasonOnly {
-                    reason: ReasonCode::RE_AUTHENTICATE,
-                    properties: Properties::new()
-                        .with(Property::AuthenticationMethod(method))
-                        .with(Property::AuthenticationData(data)),
-                }))
-                .await?;
-                self.reauth = Some(tx);
-            }
+            Command::Reauthenticate(tx) => self.start_reauth(Some(tx)).await?,
             Command::Disconnect(..) => {
                 // Handled by the loop.
             }
@@ -549,7 +612,7 @@ impl Task {
             }
             Packet::Auth(a) => self.incoming_auth(a).await?,
             // Mosquitto 2.0.11 answers a failed re-authentication with CONNACK 0x87.
-            Packet::ConnAck(c) if self.reauth.is_some() => {
+            Packet::ConnAck(c) if self.reauth_running => {
                 return Err(Event::Disconnected {
                     reason: c.reason,
                     reason_string: c.properties.reason_string().map(str::to_owned),
@@ -566,10 +629,18 @@ impl Task {
     }
 
     async fn incoming_auth(&mut self, a: ReasonOnly) -> Result<(), Event> {
-        let (Some(tx), Some(hook)) = (self.reauth.take(), self.hook.as_mut()) else {
+        let (true, Some(hook)) = (self.reauth_running, self.hook.as_mut()) else {
             return Err(Event::Closed("AUTH outside a re-authentication".into()));
         };
         let data = a.properties.authentication_data().unwrap_or(&[]).to_vec();
+        let failed = |this: &mut Self, e: ClientError| {
+            let msg = e.to_string();
+            if let Some(tx) = this.reauth.take() {
+                let _ = tx.send(Err(e));
+            }
+            this.reauth_running = false;
+            Event::Closed(format!("re-authentication failed: {msg}"))
+        };
         match a.reason {
             ReasonCode::CONTINUE_AUTHENTICATION => match hook.reauth_challenge(&data) {
                 Ok(reply) => {
@@ -578,7 +649,6 @@ impl Task {
                         .authentication_method()
                         .unwrap_or("")
                         .to_owned();
-                    self.reauth = Some(tx);
                     self.send(&Packet::Auth(ReasonOnly {
                         reason: ReasonCode::CONTINUE_AUTHENTICATION,
                         properties: Properties::new()
@@ -588,25 +658,25 @@ impl Task {
                     .await
                     .map_err(|e| Event::Closed(e.to_string()))?;
                 }
-                Err(e) => {
-                    let msg = e.to_string();
-                    let _ = tx.send(Err(e.into()));
-                    return Err(Event::Closed(format!("re-authentication failed: {msg}")));
-                }
+                Err(e) => return Err(failed(self, e.into())),
             },
             ReasonCode::SUCCESS => match hook.reauth_finish(&data) {
-                Ok(()) => drop(tx.send(Ok(()))),
-                Err(e) => {
-                    let msg = e.to_string();
-                    let _ = tx.send(Err(e.into()));
-                    return Err(Event::Closed(format!("re-authentication failed: {msg}")));
+                Ok(session_id) => {
+                    self.reauth_running = false;
+                    self.since_rotation = 0;
+                    self.rotated_at = Instant::now();
+                    if let Some(tx) = self.reauth.take() {
+                        let _ = tx.send(Ok(()));
+                    }
+                    let _ = self.events.send(Event::Reauthenticated { session_id });
                 }
+                Err(e) => return Err(failed(self, e.into())),
             },
             _ => {
-                let _ = tx.send(Err(ClientError::Protocol(
-                    "AUTH 0x19 from the broker".into(),
-                )));
-                return Err(Event::Closed("AUTH 0x19 from the broker".into()));
+                return Err(failed(
+                    self,
+                    ClientError::Protocol("AUTH 0x19 from the broker".into()),
+                ))
             }
         }
         Ok(())

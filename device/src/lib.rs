@@ -3,18 +3,28 @@
 //! - [`mqtt`]: a small, strict, sans-IO MQTT v5 codec.
 //! - [`connection`]: a framed connection over any stream and the CONNECT / AUTH / CONNACK
 //!   exchange, driving an [`connection::Authenticator`].
-//! - [`client`]: the async client (background task, typed events).
+//! - [`client`]: the async client (background task, keep-alive, typed events, key rotation).
+//! - [`devid1`]: DEVID-1 as an authenticator (full handshake and resumption), the ticket file,
+//!   and the session hook that MACs or seals PUBLISHes.
+//! - [`connect`]: one call to connect a device (resume, fall back), or a plain/mTLS client.
 //! - [`transport`]: TCP and TLS (rustls on ring).
 //! - [`credentials`]: certificate chain and key files.
+//!
+//! Architecture invariant: the protocol logic lives in `devid_core::protocol` (sans-IO); this
+//! crate only moves its bytes through MQTT packets.
 
 pub mod client;
+pub mod connect;
 pub mod connection;
 pub mod credentials;
+pub mod devid1;
 pub mod mqtt;
 pub mod transport;
 
-pub use client::{Ack, Client, Event, Message, OutgoingMessage, Protection, SessionHook};
+pub use client::{Ack, Client, Event, Message, OutgoingMessage, Protection, Rotation, SessionHook};
+pub use connect::{connect_devid1, connect_plain, DeviceOptions, SessionInfo};
 pub use connection::{
     handshake, AuthError, Authenticator, ClientError, ConnectOptions, Connected, Connection, NoAuth,
 };
+pub use devid1::{Devid1, Devid1Session};
 pub use transport::{open, server_name, tls_config, TlsOptions, Transport};
