@@ -1,1 +1,42 @@
-fn main() {}
+//! `devid-server`: thin binary around the devid_server library.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use devid_server::config::{Cli, Command};
+use devid_server::serve;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    serve::init_tracing();
+    let settings = match cli.opts.resolve() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("devid-server: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("devid-server: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command.unwrap_or(Command::Run) {
+            Command::Run => serve::run(settings).await,
+            Command::Init => serve::init(&settings).await.map(|_| ()),
+            Command::ImportCa { cert, key, chain } => {
+                serve::import_ca(&settings, &cert, &key, &chain).await
+            }
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("devid-server: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,241 @@
+//! Settings: flag > environment > `devid.toml` > built-in default.
+//!
+//! clap resolves flags and environment variables; the file fills in what neither gave. The
+//! resolved [`Settings`] is what the rest of the server sees: clap types stay in this module.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Parser, Subcommand};
+use devid_core::profile::Validity;
+use serde::Deserialize;
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+pub const DEFAULT_DATA_DIR: &str = "devid-data";
+/// 10,000 CSRs of about 600 bytes each, with JSON around them, fit well inside this.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "devid-server",
+    version,
+    about = "devid's certificate authority and device registry"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub opts: Opts,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the service (the default).
+    Run,
+    /// Create the data directory, the CA and the admin token, then exit.
+    Init,
+    /// Import an existing issuing CA (so devid chains under your own root), then exit.
+    ImportCa {
+        /// Issuing CA certificate, PEM.
+        #[arg(long)]
+        cert: PathBuf,
+        /// Its private key, PKCS#8 PEM (ECDSA P-256).
+        #[arg(long)]
+        key: PathBuf,
+        /// The chain above it up to the root, PEM.
+        #[arg(long)]
+        chain: PathBuf,
+    },
+}
+
+#[derive(Debug, Args, Default)]
+pub struct Opts {
+    /// Config file (TOML). Default: ./devid.toml when it exists.
+    #[arg(long, env = "DEVID_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:8080].
+    #[arg(long, env = "DEVID_LISTEN", global = true)]
+    pub listen: Option<SocketAddr>,
+    /// Where state lives: the SQLite database, the CA keys, the admin token [default: ./devid-data].
+    #[arg(long, env = "DEVID_DATA_DIR", global = true)]
+    pub data_dir: Option<PathBuf>,
+    /// postgres://... to keep the registry in PostgreSQL instead of SQLite.
+    #[arg(long, env = "DEVID_DATABASE_URL", global = true)]
+    pub database_url: Option<String>,
+    /// Base URL clients reach this service at; names the CRL in certificates [default: http://<listen>].
+    #[arg(long, env = "DEVID_PUBLIC_URL", global = true)]
+    pub public_url: Option<String>,
+    /// Organization (O) in issued certificates and the CA's names.
+    #[arg(long, env = "DEVID_ORGANIZATION", global = true)]
+    pub organization: Option<String>,
+    /// Device certificate validity: `20y`, `365d`, `3600s`, or `none` (notAfter 99991231235959Z) [default: 20y].
+    #[arg(long, env = "DEVID_CERT_VALIDITY", global = true)]
+    pub cert_validity: Option<String>,
+    /// Largest request body accepted, in bytes [default: 33554432].
+    #[arg(long, env = "DEVID_MAX_BODY_BYTES", global = true)]
+    pub max_body_bytes: Option<usize>,
+}
+
+/// What `devid.toml` may hold: the same settings as the flags.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub listen: Option<SocketAddr>,
+    pub data_dir: Option<PathBuf>,
+    pub database_url: Option<String>,
+    pub public_url: Option<String>,
+    pub organization: Option<String>,
+    pub cert_validity: Option<String>,
+    pub max_body_bytes: Option<usize>,
+}
+
+/// Resolved settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub database_url: Option<String>,
+    /// None: `http://<the address actually bound>`.
+    pub public_url: Option<String>,
+    pub organization: Option<String>,
+    pub cert_validity: Validity,
+    pub max_body_bytes: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is invalid: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid certificate validity {0:?}: use e.g. 20y, 365d, 3600s or none")]
+    Validity(String),
+    #[error("--database-url must start with postgres:// or postgresql://")]
+    DatabaseUrl,
+}
+
+/// Parses `20y`, `365d`, `3600s` or `none`.
+pub fn parse_validity(s: &str) -> Result<Validity, ConfigError> {
+    let err = || ConfigError::Validity(s.to_string());
+    let s = s.trim();
+    if s.eq_ignore_ascii_case("none") {
+        return Ok(Validity::NoExpiry);
+    }
+    let (num, unit) = s.split_at(s.len().saturating_sub(1));
+    let n: u64 = num.parse().map_err(|_| err())?;
+    if n == 0 {
+        return Err(err());
+    }
+    match unit {
+        "y" => Ok(Validity::Years(u32::try_from(n).map_err(|_| err())?)),
+        "d" => Ok(Validity::Seconds(n.checked_mul(86_400).ok_or_else(err)?)),
+        "s" => Ok(Validity::Seconds(n)),
+        _ => Err(err()),
+    }
+}
+
+impl Opts {
+    /// Fills what flags and environment left open from the config file, then the defaults.
+    pub fn resolve(self) -> Result<Settings, ConfigError> {
+        let file = match &self.config {
+            Some(path) => read_file(path)?,
+            None if Path::new("devid.toml").exists() => read_file(Path::new("devid.toml"))?,
+            None => FileConfig::default(),
+        };
+        let listen = self.listen.or(file.listen).unwrap_or_else(|| {
+            // A constant that parses.
+            DEFAULT_LISTEN
+                .parse()
+                .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8080)))
+        });
+        let database_url = self.database_url.or(file.database_url);
+        if let Some(url) = &database_url {
+            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                return Err(ConfigError::DatabaseUrl);
+            }
+        }
+        let public_url = self
+            .public_url
+            .or(file.public_url)
+            .map(|u| u.trim_end_matches('/').to_string());
+        let cert_validity = match self.cert_validity.or(file.cert_validity) {
+            Some(v) => parse_validity(&v)?,
+            None => Validity::Years(20),
+        };
+        Ok(Settings {
+            listen,
+            data_dir: self
+                .data_dir
+                .or(file.data_dir)
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+            database_url,
+            public_url,
+            organization: self.organization.or(file.organization),
+            cert_validity,
+            max_body_bytes: self
+                .max_body_bytes
+                .or(file.max_body_bytes)
+                .unwrap_or(DEFAULT_MAX_BODY_BYTES),
+        })
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validity_forms() {
+        assert_eq!(parse_validity("20y").ok(), Some(Validity::Years(20)));
+        assert_eq!(parse_validity("2d").ok(), Some(Validity::Seconds(172_800)));
+        assert_eq!(parse_validity("none").ok(), Some(Validity::NoExpiry));
+        for bad in ["", "y", "0y", "-1d", "10w", "abc"] {
+            assert!(parse_validity(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn flag_beats_file_and_file_beats_default() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("devid.toml");
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:9000\"\norganization = \"Acme\"\ncert_validity = \"none\"\n",
+        )
+        .expect("write");
+        let opts = Opts {
+            config: Some(path.clone()),
+            organization: Some("Flag Corp".into()),
+            ..Opts::default()
+        };
+        let s = opts.resolve().expect("resolve");
+        assert_eq!(s.organization.as_deref(), Some("Flag Corp"));
+        assert_eq!(s.listen.to_string(), "127.0.0.1:9000");
+        assert_eq!(s.cert_validity, Validity::NoExpiry);
+        assert_eq!(s.public_url, None);
+        assert_eq!(s.data_dir, PathBuf::from("devid-data"));
+
+        std::fs::write(&path, "listn = \"x\"\n").expect("write");
+        let err = Opts {
+            config: Some(path),
+            ..Opts::default()
+        }
+        .resolve()
+        .expect_err("unknown key");
+        assert!(err.to_string().contains("listn"), "{err}");
+    }
+}

@@ -1,0 +1,27 @@
+//! devid-server: the certificate authority and device registry behind devid's REST API.
+//!
+//! Code map:
+//! - [`config`]: settings from flags, environment and `devid.toml` (in that order of precedence).
+//! - [`app`]: the shared state and `fn app(state) -> Router`; each module in [`routes`] exposes
+//!   its own `router()`.
+//! - [`error`]: the one error type, rendered as RFC 9457 problem+json.
+//! - [`auth`]: bearer tokens and roles.
+//! - [`registry`]: the registration pipeline (validate, sign in parallel, group-commit).
+//! - [`feed`]: revocation feed fan-out (in-process, and PostgreSQL LISTEN/NOTIFY) and the CRL.
+//! - [`ca`]: the certificate authority (keys on disk, issuance, CRL signing).
+//! - [`store`]: SQLite and PostgreSQL storage.
+//! - [`metrics`], [`openapi`]: operations.
+
+pub mod app;
+pub mod auth;
+pub mod ca;
+pub mod config;
+pub mod error;
+pub mod feed;
+pub mod metrics;
+pub mod openapi;
+pub mod registry;
+pub mod routes;
+pub mod serve;
+pub mod store;
+pub mod timefmt;

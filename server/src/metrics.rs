@@ -1,0 +1,148 @@
+//! Prometheus text metrics, kept by hand: a few counters, a gauge and one latency histogram do
+//! not justify a metrics framework (and the common exporter crates pull in a second TLS stack).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Upper bounds (seconds) of the issuance latency histogram.
+const BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+];
+
+#[derive(Default)]
+pub struct Metrics {
+    /// (method, route, status) -> count.
+    requests: Mutex<BTreeMap<(String, String, u16), u64>>,
+    certificates_issued: AtomicU64,
+    revocations: AtomicU64,
+    feed_head: AtomicI64,
+    /// Per-bucket counts (not cumulative), then +Inf.
+    latency_buckets: [AtomicU64; BUCKETS.len() + 1],
+    latency_sum_micros: AtomicU64,
+    latency_count: AtomicU64,
+}
+
+impl Metrics {
+    pub fn request(&self, method: &str, route: &str, status: u16) {
+        if let Ok(mut map) = self.requests.lock() {
+            *map.entry((method.to_string(), route.to_string(), status))
+                .or_default() += 1;
+        }
+    }
+
+    /// `count` certificates issued by one call that took `elapsed` (a batch counts once in the
+    /// latency histogram).
+    pub fn issued(&self, count: usize, elapsed: Duration) {
+        if count == 0 {
+            return;
+        }
+        self.certificates_issued
+            .fetch_add(count as u64, Ordering::Relaxed);
+        let secs = elapsed.as_secs_f64();
+        let bucket = BUCKETS
+            .iter()
+            .position(|&b| secs <= b)
+            .unwrap_or(BUCKETS.len());
+        self.latency_buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        self.latency_sum_micros
+            .fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
+        self.latency_count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn revoked(&self) {
+        self.revocations.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn set_feed_head(&self, head: i64) {
+        self.feed_head.fetch_max(head, Ordering::Relaxed);
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(2048);
+        out.push_str("# HELP devid_http_requests_total HTTP requests by route and status.\n");
+        out.push_str("# TYPE devid_http_requests_total counter\n");
+        if let Ok(map) = self.requests.lock() {
+            for ((method, route, status), n) in map.iter() {
+                let _ = writeln!(
+                    out,
+                    "devid_http_requests_total{{method=\"{method}\",route=\"{route}\",status=\"{status}\"}} {n}"
+                );
+            }
+        }
+        let _ = write!(
+            out,
+            "# HELP devid_certificates_issued_total Device certificates issued.\n\
+             # TYPE devid_certificates_issued_total counter\n\
+             devid_certificates_issued_total {}\n\
+             # HELP devid_revocations_total Revocation, suspension and resumption changes made by this process.\n\
+             # TYPE devid_revocations_total counter\n\
+             devid_revocations_total {}\n\
+             # HELP devid_revocation_feed_head Newest sequence number of the revocation feed.\n\
+             # TYPE devid_revocation_feed_head gauge\n\
+             devid_revocation_feed_head {}\n",
+            self.certificates_issued.load(Ordering::Relaxed),
+            self.revocations.load(Ordering::Relaxed),
+            self.feed_head.load(Ordering::Relaxed),
+        );
+        out.push_str(
+            "# HELP devid_issuance_seconds Time to register and issue (one observation per call).\n",
+        );
+        out.push_str("# TYPE devid_issuance_seconds histogram\n");
+        let mut cumulative = 0;
+        for (i, bound) in BUCKETS.iter().enumerate() {
+            cumulative += self.latency_buckets[i].load(Ordering::Relaxed);
+            let _ = writeln!(
+                out,
+                "devid_issuance_seconds_bucket{{le=\"{bound}\"}} {cumulative}"
+            );
+        }
+        cumulative += self.latency_buckets[BUCKETS.len()].load(Ordering::Relaxed);
+        let _ = writeln!(
+            out,
+            "devid_issuance_seconds_bucket{{le=\"+Inf\"}} {cumulative}"
+        );
+        let _ = writeln!(
+            out,
+            "devid_issuance_seconds_sum {}",
+            self.latency_sum_micros.load(Ordering::Relaxed) as f64 / 1e6
+        );
+        let _ = writeln!(
+            out,
+            "devid_issuance_seconds_count {}",
+            self.latency_count.load(Ordering::Relaxed)
+        );
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counts_and_cumulative_buckets() {
+        let m = Metrics::default();
+        m.issued(3, Duration::from_micros(700));
+        m.issued(1, Duration::from_secs(10));
+        m.request("POST", "/v1/devices", 201);
+        m.set_feed_head(5);
+        m.set_feed_head(4);
+        let text = m.render();
+        assert!(
+            text.contains("devid_certificates_issued_total 4\n"),
+            "{text}"
+        );
+        assert!(text.contains("devid_issuance_seconds_bucket{le=\"0.0005\"} 0\n"));
+        assert!(text.contains("devid_issuance_seconds_bucket{le=\"0.001\"} 1\n"));
+        assert!(text.contains("devid_issuance_seconds_bucket{le=\"5\"} 1\n"));
+        assert!(text.contains("devid_issuance_seconds_bucket{le=\"+Inf\"} 2\n"));
+        assert!(text.contains("devid_revocation_feed_head 5\n"));
+        assert!(text.contains(
+            "devid_http_requests_total{method=\"POST\",route=\"/v1/devices\",status=\"201\"} 1"
+        ));
+    }
+}

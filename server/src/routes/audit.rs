@@ -1,0 +1,62 @@
+//! The audit log (admin and auditor).
+
+use axum::extract::State;
+use axum::routing::get;
+use axum::{Json, Router};
+use devid_core::api::{AuditEntry, AuditPage, AuditQuery, Role};
+
+use crate::app::{ApiQuery, AppState};
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::routes::devices::{decode_cursor, encode_cursor};
+use crate::timefmt::{self, rfc3339};
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/v1/audit", get(list))
+}
+
+async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<AuditQuery>,
+) -> Result<Json<AuditPage>, ApiError> {
+    caller.require(&[Role::Admin, Role::Auditor])?;
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::BadRequest("limit must be 1 to 1000".into()));
+    }
+    let since = q
+        .since
+        .as_deref()
+        .map(|s| {
+            timefmt::parse_rfc3339(s)
+                .ok_or_else(|| ApiError::BadRequest(format!("since {s:?} is not an RFC 3339 time")))
+        })
+        .transpose()?;
+    let after_id = q.cursor.as_deref().map(decode_cursor).transpose()?;
+    let rows = state
+        .store
+        .list_audit(since, q.actor.as_deref(), after_id, limit + 1)
+        .await?;
+    let more = rows.len() > limit as usize;
+    let rows = &rows[..rows.len().min(limit as usize)];
+    Ok(Json(AuditPage {
+        items: rows
+            .iter()
+            .map(|r| AuditEntry {
+                id: r.id,
+                at: rfc3339(r.record.at),
+                actor_id: r.record.actor.id.clone(),
+                actor_name: r.record.actor.name.clone(),
+                action: r.record.action.clone(),
+                target: r.record.target.clone(),
+                outcome: r.record.outcome.clone(),
+            })
+            .collect(),
+        next_cursor: if more {
+            rows.last().map(|r| encode_cursor(r.id))
+        } else {
+            None
+        },
+    }))
+}

@@ -1,0 +1,145 @@
+//! The revocation feed: paged (`GET /v1/revocations?since=N`) and live (Server-Sent Events).
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::routing::get;
+use axum::{Json, Router};
+use devid_core::api::{RevocationEntry, RevocationPage, Role};
+use futures::Stream;
+use serde::Deserialize;
+
+use crate::app::{ApiQuery, AppState};
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::store::FeedEntryRow;
+use crate::timefmt::rfc3339;
+
+const FOLLOWERS: &[Role] = &[Role::Admin, Role::Auditor, Role::Broker];
+/// Even without a signal, a stream looks at the store this often (belt and braces for a lost
+/// NOTIFY).
+const POLL_EVERY: Duration = Duration::from_secs(5);
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/revocations", get(page))
+        .route("/v1/revocations/stream", get(stream))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PageQuery {
+    #[serde(default)]
+    since: i64,
+    limit: Option<u32>,
+}
+
+pub fn entry_json(e: &FeedEntryRow) -> RevocationEntry {
+    RevocationEntry {
+        seq: e.seq,
+        scope: e.scope,
+        action: e.action,
+        client_id: e.client_id.clone(),
+        serials: e.serials.clone(),
+        reason: e.reason,
+        at: rfc3339(e.at),
+    }
+}
+
+async fn page(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<PageQuery>,
+) -> Result<Json<RevocationPage>, ApiError> {
+    caller.require(FOLLOWERS)?;
+    let limit = q.limit.unwrap_or(1000);
+    if !(1..=10_000).contains(&limit) || q.since < 0 {
+        return Err(ApiError::BadRequest(
+            "since must be >= 0 and limit 1 to 10000".into(),
+        ));
+    }
+    let (entries, head) = state.store.feed_since(q.since, limit).await?;
+    Ok(Json(RevocationPage {
+        entries: entries.iter().map(entry_json).collect(),
+        head,
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StreamQuery {
+    since: Option<i64>,
+}
+
+struct Cursor {
+    state: AppState,
+    after: i64,
+    buffer: VecDeque<FeedEntryRow>,
+    head: tokio::sync::watch::Receiver<i64>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+}
+
+/// Live feed. Starts after `Last-Event-ID` (a reconnect), else after `?since=N`, else at the
+/// current head (only new entries). Each event: `id: <seq>`, `event: revocation`, `data: <json>`.
+async fn stream(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    ApiQuery(q): ApiQuery<StreamQuery>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    caller.require(FOLLOWERS)?;
+    let last_event_id = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.trim()
+                .parse::<i64>()
+                .map_err(|_| ApiError::BadRequest("Last-Event-ID must be a sequence number".into()))
+        })
+        .transpose()?;
+    let after = match last_event_id.or(q.since) {
+        Some(n) => n,
+        None => state.store.feed_head().await?,
+    };
+    let cursor = Cursor {
+        head: state.feed.subscribe(),
+        shutdown: state.shutdown.clone(),
+        state,
+        after,
+        buffer: VecDeque::new(),
+    };
+    let events = futures::stream::unfold(cursor, |mut c| async move {
+        loop {
+            if let Some(e) = c.buffer.pop_front() {
+                c.after = e.seq;
+                let data = serde_json::to_string(&entry_json(&e)).unwrap_or_default();
+                let event = Event::default()
+                    .id(e.seq.to_string())
+                    .event("revocation")
+                    .data(data);
+                return Some((Ok(event), c));
+            }
+            if *c.shutdown.borrow() {
+                return None;
+            }
+            match c.state.store.feed_since(c.after, 500).await {
+                Ok((entries, _)) if !entries.is_empty() => {
+                    c.buffer.extend(entries);
+                    continue;
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "revocation stream: store read failed"),
+            }
+            tokio::select! {
+                _ = c.head.changed() => {}
+                _ = c.shutdown.changed() => {}
+                _ = tokio::time::sleep(POLL_EVERY) => {}
+            }
+        }
+    });
+    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}

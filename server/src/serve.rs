@@ -1,0 +1,245 @@
+//! Start-up, serving and shutdown.
+
+use std::io::Write as _;
+use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use devid_core::api::Role;
+use devid_core::profile::ProfileSettings;
+use tokio::sync::watch;
+
+use crate::app::{app, AppState};
+use crate::auth::{new_token, TokenCache};
+use crate::ca::Ca;
+use crate::config::Settings;
+use crate::feed::Feed;
+use crate::metrics::Metrics;
+use crate::registry::Registry;
+use crate::store::{Actor, AuditRecord, Store};
+use crate::timefmt;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Logs to stderr; JSON lines when `DEVID_LOG_FORMAT=json`. Level from `RUST_LOG` (default info).
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if std::env::var("DEVID_LOG_FORMAT").is_ok_and(|v| v == "json") {
+        let _ = builder.json().try_init();
+    } else {
+        let _ = builder.try_init();
+    }
+}
+
+/// Everything a running service needs, made ready.
+pub struct Ready {
+    pub store: Store,
+    pub ca: Arc<Ca>,
+    /// Where the admin token was written on this start (first start only).
+    pub admin_token_file: Option<PathBuf>,
+}
+
+fn create_private_dir(dir: &Path) -> Result<(), BoxError> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| format!("cannot create data directory {}: {e}", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| format!("cannot restrict data directory {}: {e}", dir.display()))?;
+    Ok(())
+}
+
+pub async fn open_store(settings: &Settings) -> Result<Store, BoxError> {
+    create_private_dir(&settings.data_dir)?;
+    let store = match &settings.database_url {
+        Some(url) => Store::connect_postgres(url)
+            .await
+            .map_err(|e| format!("cannot connect to PostgreSQL: {e}"))?,
+        None => {
+            let path = settings.data_dir.join("devid.db");
+            Store::connect_sqlite(&path, true)
+                .await
+                .map_err(|e| format!("cannot open {}: {e}", path.display()))?
+        }
+    };
+    store
+        .migrate()
+        .await
+        .map_err(|e| format!("database migration failed: {e}"))?;
+    Ok(store)
+}
+
+fn passphrase() -> Option<String> {
+    std::env::var("DEVID_CA_PASSPHRASE")
+        .ok()
+        .filter(|p| !p.is_empty())
+}
+
+/// Opens the store, creates or loads the CA, and on the very first start makes the admin token.
+pub async fn init(settings: &Settings) -> Result<Ready, BoxError> {
+    let store = open_store(settings).await?;
+    let data_dir = settings.data_dir.clone();
+    let org = settings.organization.clone();
+    let (ca, created) = tokio::task::spawn_blocking(move || {
+        Ca::init_or_load(&data_dir, passphrase().as_deref(), org.as_deref())
+    })
+    .await??;
+    if created {
+        tracing::info!(dir = %settings.data_dir.join("ca").display(), "created root and issuing CA");
+    }
+    let admin_token_file = bootstrap_admin(&store, &settings.data_dir).await?;
+    Ok(Ready {
+        store,
+        ca: Arc::new(ca),
+        admin_token_file,
+    })
+}
+
+/// Creates the admin token when the database has no token at all, and writes it (mode 0600) to
+/// `<data-dir>/admin.token`. The token itself never reaches a log.
+async fn bootstrap_admin(store: &Store, data_dir: &Path) -> Result<Option<PathBuf>, BoxError> {
+    let rng = ring::rand::SystemRandom::new();
+    let token =
+        new_token(&rng, Role::Admin, "admin (bootstrap)", None, None).map_err(|e| e.to_string())?;
+    let path = data_dir.join("admin.token");
+    let tmp = data_dir.join(format!("admin.token.{}.tmp", token.row.id));
+    {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+        writeln!(f, "{}", token.secret)?;
+        f.sync_all()?;
+    }
+    let audit = AuditRecord {
+        at: timefmt::now(),
+        actor: Actor {
+            id: "system".into(),
+            name: "devid-server".into(),
+        },
+        action: "token.create".into(),
+        target: format!("{} (admin (bootstrap), admin)", token.row.id),
+        outcome: "ok".into(),
+    };
+    let inserted = store.bootstrap_admin(&token.row, &audit).await;
+    match inserted {
+        Ok(true) => {
+            std::fs::rename(&tmp, &path)?;
+            println!("devid-server: admin token written to {}", path.display());
+            tracing::info!(path = %path.display(), "admin token written");
+            Ok(Some(path))
+        }
+        Ok(false) => {
+            let _ = std::fs::remove_file(&tmp);
+            Ok(None)
+        }
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            Err(e.into())
+        }
+    }
+}
+
+pub async fn import_ca(
+    settings: &Settings,
+    cert: &Path,
+    key: &Path,
+    chain: &Path,
+) -> Result<(), BoxError> {
+    create_private_dir(&settings.data_dir)?;
+    let read = |p: &Path| {
+        std::fs::read_to_string(p).map_err(|e| format!("cannot read {}: {e}", p.display()))
+    };
+    let (cert, key, chain) = (read(cert)?, read(key)?, read(chain)?);
+    let ca = Ca::import(
+        &settings.data_dir,
+        &cert,
+        &key,
+        &chain,
+        passphrase().as_deref(),
+    )?;
+    println!(
+        "devid-server: imported issuing CA into {} ({} bytes of chain)",
+        settings.data_dir.join("ca").display(),
+        ca.chain_pem().len()
+    );
+    Ok(())
+}
+
+/// Runs the service until SIGTERM or Ctrl-C, then drains in-flight requests and stops.
+pub async fn run(settings: Settings) -> Result<(), BoxError> {
+    let ready = init(&settings).await?;
+    let listener = tokio::net::TcpListener::bind(settings.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", settings.listen))?;
+    let addr = listener.local_addr()?;
+    let metrics = Arc::new(Metrics::default());
+    let profile = ProfileSettings {
+        organization: settings.organization.clone(),
+        validity: settings.cert_validity,
+        crl_url: Some(format!(
+            "{}/v1/crl",
+            settings
+                .public_url
+                .clone()
+                .unwrap_or_else(|| format!("http://{addr}"))
+        )),
+    };
+    let feed = Feed::start(ready.store.clone(), ready.ca.clone(), metrics.clone())
+        .await
+        .map_err(|e| e.to_string())?;
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let state = AppState {
+        registry: Registry::new(
+            ready.store.clone(),
+            ready.ca.clone(),
+            profile.clone(),
+            metrics.clone(),
+        ),
+        store: ready.store,
+        ca: ready.ca,
+        settings: Arc::new(settings),
+        profile: Arc::new(profile),
+        feed,
+        metrics,
+        tokens: Arc::new(TokenCache::default()),
+        shutdown: shutdown_rx,
+    };
+    println!("devid-server: listening on http://{addr}");
+    tracing::info!(%addr, "listening");
+    axum::serve(listener, app(state))
+        .with_graceful_shutdown(async move {
+            wait_for_signal().await;
+            tracing::info!("shutting down");
+            let _ = shutdown_tx.send(true);
+        })
+        .await?;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
