@@ -11,7 +11,10 @@ use rustls_pki_types::{CertificateDer, ServerName, TrustAnchor, UnixTime};
 use webpki::{EndEntityCert, KeyUsage};
 use x509_parser::certificate::X509Certificate;
 use x509_parser::extensions::GeneralName;
-use x509_parser::oid_registry::{OID_EC_P256, OID_KEY_TYPE_EC_PUBLIC_KEY};
+use x509_parser::extensions::ParsedExtension;
+use x509_parser::oid_registry::{
+    OID_EC_P256, OID_KEY_TYPE_EC_PUBLIC_KEY, OID_X509_EXT_EXTENDED_KEY_USAGE,
+};
 use x509_parser::prelude::FromDer;
 
 use super::error::{ConfigError, Error};
@@ -248,6 +251,35 @@ fn bound_client_id(cert: &X509Certificate<'_>) -> Result<String, Error> {
     Ok(cn.to_string())
 }
 
+/// The leaf must carry an EKU extension that lists `oid`.
+///
+/// webpki applies its EKU rule to every certificate of the path, so `KeyUsage::required` would
+/// refuse intermediates without EKU (the usual case); the path check therefore uses
+/// `required_if_present` (an intermediate with EKU must list the purpose too) and this function
+/// insists on presence at the leaf.
+fn require_leaf_eku(cert: &X509Certificate<'_>, oid: &[u8]) -> Result<(), Error> {
+    let missing = Error::BadCertificate("leaf lacks the required extendedKeyUsage");
+    let eku = cert
+        .tbs_certificate
+        .extensions()
+        .iter()
+        .find(|e| e.oid == OID_X509_EXT_EXTENDED_KEY_USAGE)
+        .ok_or_else(|| missing.clone())?;
+    let ParsedExtension::ExtendedKeyUsage(eku) = eku.parsed_extension() else {
+        return Err(Error::BadCertificate("bad extendedKeyUsage"));
+    };
+    let wanted = if oid == EKU_CLIENT_AUTH {
+        eku.client_auth
+    } else {
+        eku.server_auth
+    };
+    if wanted {
+        Ok(())
+    } else {
+        Err(missing)
+    }
+}
+
 /// Verifies a device's `certs` (leaf first) against the anchor at `now`: the whole chain, the
 /// devid profile and the binding. Does not compare with the CONNECT's ClientID.
 pub(crate) fn verify_device_chain(
@@ -270,13 +302,14 @@ pub(crate) fn verify_device_chain(
             &anchor.anchors,
             &inter,
             unix(now),
-            KeyUsage::required(EKU_CLIENT_AUTH),
+            KeyUsage::required_if_present(EKU_CLIENT_AUTH),
             None,
             None,
         )
         .map_err(Error::CertificateChain)?;
 
     let cert = parse_x509(leaf)?;
+    require_leaf_eku(&cert, EKU_CLIENT_AUTH)?;
     let ku = cert
         .key_usage()
         .map_err(|_| Error::BadCertificate("bad keyUsage"))?
@@ -355,16 +388,18 @@ pub(crate) fn verify_broker_chain(
         &anchor.anchors,
         &inter,
         unix(now),
-        KeyUsage::required(EKU_SERVER_AUTH),
+        KeyUsage::required_if_present(EKU_SERVER_AUTH),
         None,
         None,
     )
     .map_err(Error::CertificateChain)?;
+    let cert = parse_x509(leaf)?;
+    require_leaf_eku(&cert, EKU_SERVER_AUTH)?;
     if let Some(name) = broker_name {
         ee.verify_is_valid_for_subject_name(name)
             .map_err(|_| Error::BrokerNameMismatch)?;
     }
-    p256_public_key(&parse_x509(leaf)?)
+    p256_public_key(&cert)
 }
 
 /// Reads the ClientID a device certificate binds, and its public key (configuration time).

@@ -167,16 +167,6 @@ impl TicketKeys {
         let mut nonce = [0u8; NONCE_LEN];
         rng.fill(&mut nonce)
             .map_err(|_| Error::Internal("random number generator failed"))?;
-        self.seal_with_nonce(contents, nonce)
-    }
-
-    /// Seals with a given nonce: for test vectors only (a repeated nonce breaks AES-GCM).
-    #[doc(hidden)]
-    pub fn seal_with_nonce(
-        &self,
-        contents: &TicketContents,
-        nonce: [u8; NONCE_LEN],
-    ) -> Result<Vec<u8>, Error> {
         let mut out = Vec::with_capacity(4 + NONCE_LEN + 120 + TAG_LEN);
         out.extend_from_slice(&self.current.id.to_be_bytes());
         out.extend_from_slice(&nonce);
