@@ -48,19 +48,19 @@ pub struct Cli {
 #[derive(Debug, Args, Clone, Default)]
 pub struct GlobalArgs {
     /// devid-server base URL [env: DEVID_SERVER] [default: http://127.0.0.1:8080]
-    #[arg(long, global = true, value_name = "URL")]
+    #[arg(long, global = true, help_heading = "Global options", value_name = "URL")]
     pub server: Option<String>,
     /// API token [env: DEVID_TOKEN]
-    #[arg(long, global = true, value_name = "TOKEN")]
+    #[arg(long, global = true, help_heading = "Global options", value_name = "TOKEN")]
     pub token: Option<String>,
     /// File holding the API token [env: DEVID_TOKEN_FILE]
-    #[arg(long, global = true, value_name = "FILE")]
+    #[arg(long, global = true, help_heading = "Global options", value_name = "FILE")]
     pub token_file: Option<PathBuf>,
     /// Profile from the config file [env: DEVID_PROFILE]
-    #[arg(long, global = true, value_name = "NAME")]
+    #[arg(long, global = true, help_heading = "Global options", value_name = "NAME")]
     pub profile: Option<String>,
     /// Output format [env: DEVID_OUTPUT] [default: table]
-    #[arg(short = 'o', long, global = true, value_enum)]
+    #[arg(short = 'o', long, global = true, value_enum, help_heading = "Global options")]
     pub output: Option<OutputFormat>,
 }
 
@@ -187,9 +187,11 @@ machine.
 The output directory then holds <ClientID>.crt (and <ClientID>.key, mode 0600, with
 --generate-keys), chain.pem, manifest.csv (hardware_serial,model,client_id,serial,
 fingerprint_sha256,not_after: one line per registered device) and .devid-batch/ (the journal
-that makes a re-run resume: keys are recorded there before their CSR is sent). Re-running the
-same command after an interruption registers every serial exactly once. Rows that fail are
-listed in failures.csv (row,hardware_serial,error) and make the exit code 1.";
+that makes a re-run resume: keys are recorded there before their CSR is sent; removed once every
+row is done). Re-running the same command after an interruption (Ctrl-C, a killed process, a
+server restart) registers every serial exactly once and reuses what was issued. Rows that fail
+(bad CSV rows are never sent) are listed in failures.csv (line,hardware_serial,error) and make
+the exit code 1; the other rows are registered.";
 
 #[derive(Debug, Args)]
 pub struct RegisterArgs {
