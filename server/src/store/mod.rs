@@ -5,10 +5,26 @@
 //! Every mutating method writes its audit record(s) in the same transaction as the change, so an
 //! acknowledged change always has its audit entry and vice versa.
 //!
-//! SKELETON written by the lead to fix the interface; the store engineer owns this file and fills
-//! in the bodies (signatures may gain fields; tell the lead about any change).
+//!
+//! Layout: this file holds the types, the `Store` handle and the backend-independent logic (how a
+//! registration batch is classified). `sqlite.rs` and `postgres.rs` hold connection setup and the
+//! few statements that differ (locks, NOTIFY); `common.rs` holds the SQL both share and is
+//! compiled once per backend (see the note at its top).
+//!
+//! Performance: registration does a constant number of statements per call (chunked multi-row
+//! `IN (...)` look-ups and multi-row `VALUES` inserts), because sqlx's SQLite driver costs tens of
+//! microseconds per statement.
 
-use devid_core::api::{CertState, DeviceState, RevocationAction, RevocationReason, RevocationScope, Role};
+mod postgres;
+mod sqlite;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use devid_core::api::{
+    CertState, DeviceState, RevocationAction, RevocationReason, RevocationScope, Role,
+};
 
 /// Who did something: a token, or the service itself.
 #[derive(Debug, Clone)]
@@ -127,7 +143,7 @@ pub enum RegOutcome {
 }
 
 /// Why one registration item was refused.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RegConflict {
     /// The hardware_serial is registered with a different CSR (or with a generated key).
     SerialTaken,
@@ -199,4 +215,582 @@ pub enum StoreError {
     Database(#[from] sqlx::Error),
     #[error("migration error: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+/// An extra setting stored with a device for the broker (issues 4 and 5). Absent fields fall
+/// back to the model's settings.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DevicePolicyRow {
+    /// CIDRs the device may connect from; None: anywhere (or the model's setting).
+    pub allowed_cidrs: Option<Vec<String>>,
+    /// Serialized `TopicPolicy` JSON; None: the model's.
+    pub topic_policy: Option<String>,
+    /// `off` or `required`; None: the model's.
+    pub message_auth: Option<String>,
+}
+
+/// Per-model settings (issues 3 to 5).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelRow {
+    pub name: String,
+    pub client_id_prefix: Option<String>,
+    /// Serialized `TopicPolicy` JSON.
+    pub topic_policy: Option<String>,
+    pub message_auth: Option<String>,
+    pub updated_at: i64,
+}
+
+/// A connection event as the store records it (issue 4).
+#[derive(Debug, Clone)]
+pub struct DeviceEvent {
+    pub client_id: String,
+    pub at: i64,
+    pub address: Option<String>,
+    /// True for an authentication failure, false for a successful connect.
+    pub auth_failure: bool,
+}
+
+/// Counters kept per device from connection events.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeviceActivity {
+    pub last_seen: Option<i64>,
+    pub last_address: Option<String>,
+    pub connect_count: i64,
+    pub auth_failure_count: i64,
+    pub last_auth_failure: Option<i64>,
+}
+
+/// PostgreSQL NOTIFY channel carrying the seq of each new feed entry.
+pub const FEED_CHANNEL: &str = "devid_feed";
+
+/// How often `register` retries a transaction that lost a uniqueness race (PostgreSQL, several
+/// processes) before giving up with the database error.
+const REGISTER_ATTEMPTS: usize = 6;
+
+/// The storage handle. Cheap to clone (an `Arc` inside); all methods take `&self`.
+#[derive(Clone)]
+pub struct Store {
+    backend: Arc<Backend>,
+}
+
+enum Backend {
+    Sqlite(sqlite::Backend),
+    Postgres(postgres::Backend),
+}
+
+/// Runs the same expression on whichever backend this store has; both backend types have
+/// methods of the same names and signatures (most of them come from `common.rs`).
+macro_rules! on_backend {
+    ($self:ident, $b:ident => $e:expr) => {
+        match &*$self.backend {
+            Backend::Sqlite($b) => $e,
+            Backend::Postgres($b) => $e,
+        }
+    };
+}
+
+impl Store {
+    /// Opens (creating if missing) a SQLite database in WAL mode: one writer connection, which
+    /// serializes writes the way SQLite does anyway, plus a small read pool.
+    /// `durable`: synchronous=FULL (every commit reaches the disk) instead of NORMAL.
+    pub async fn connect_sqlite(path: &Path, durable: bool) -> Result<Store, StoreError> {
+        let b = sqlite::Backend::connect(path, durable).await?;
+        Ok(Store {
+            backend: Arc::new(Backend::Sqlite(b)),
+        })
+    }
+
+    /// Connects a pool of 16 connections to PostgreSQL.
+    pub async fn connect_postgres(url: &str) -> Result<Store, StoreError> {
+        let b = postgres::Backend::connect(url).await?;
+        Ok(Store {
+            backend: Arc::new(Backend::Postgres(b)),
+        })
+    }
+
+    /// Applies the embedded migrations of this backend (safe to run from several processes).
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        on_backend!(self, b => b.migrate().await)
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        matches!(&*self.backend, Backend::Postgres(_))
+    }
+
+    /// A trivial query: the database is reachable.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        on_backend!(self, b => b.ping().await)
+    }
+
+    /// Closes the pools (waits for connections in use to come back).
+    pub async fn close(&self) {
+        on_backend!(self, b => b.close().await)
+    }
+
+    // ---- tokens ------------------------------------------------------------------------------
+
+    /// Inserts `t` only if there is no token at all (first start). Atomic across processes on
+    /// PostgreSQL (an advisory lock) and on SQLite (`BEGIN IMMEDIATE`). True if inserted.
+    pub async fn bootstrap_admin(
+        &self,
+        t: &TokenRow,
+        audit: &AuditRecord,
+    ) -> Result<bool, StoreError> {
+        on_backend!(self, b => b.bootstrap_admin(t, audit).await)
+    }
+
+    pub async fn insert_token(&self, t: &TokenRow, audit: &AuditRecord) -> Result<(), StoreError> {
+        on_backend!(self, b => b.insert_token(t, audit).await)
+    }
+
+    pub async fn find_token_by_hash(&self, hash: &[u8]) -> Result<Option<TokenRow>, StoreError> {
+        on_backend!(self, b => b.find_token_by_hash(hash).await)
+    }
+
+    /// All tokens, oldest first.
+    pub async fn list_tokens(&self) -> Result<Vec<TokenRow>, StoreError> {
+        on_backend!(self, b => b.list_tokens().await)
+    }
+
+    /// Sets `revoked_at` (a second revocation keeps the first time). NotFound if no such id.
+    pub async fn revoke_token(
+        &self,
+        id: &str,
+        at: i64,
+        audit: &AuditRecord,
+    ) -> Result<TokenRow, StoreError> {
+        on_backend!(self, b => b.revoke_token(id, at, audit).await)
+    }
+
+    // ---- registration ------------------------------------------------------------------------
+
+    /// Stores new devices with their first certificate, in one transaction, with a constant
+    /// number of statements per call (chunked by the backend's bind limit).
+    ///
+    /// Per item, in order: a hardware_serial already stored (or created by an earlier item of
+    /// this call) whose current certificate has the same `csr_sha256` (Some) is `Existing`;
+    /// otherwise that serial is `SerialTaken`; a ClientID owned by another device is
+    /// `ClientIdTaken`; else the device is created, with one `device.register` audit row.
+    /// `AllOrNothing`: the first conflict stores nothing and returns `BatchConflict`.
+    /// A uniqueness race with another process is retried with a fresh classification, so callers
+    /// see `Existing`/`SerialTaken` rather than a database error.
+    pub async fn register(
+        &self,
+        items: &[NewDevice],
+        mode: RegMode,
+        actor: &Actor,
+        at: i64,
+    ) -> Result<Vec<Result<RegOutcome, RegConflict>>, StoreError> {
+        let mut attempt = 1;
+        loop {
+            let r = on_backend!(self, b => b.register_once(items, mode, actor, at).await);
+            match r {
+                Err(StoreError::Database(e))
+                    if is_unique_violation(&e) && attempt < REGISTER_ATTEMPTS =>
+                {
+                    attempt += 1;
+                    tracing::debug!(attempt, "registration lost a uniqueness race; retrying");
+                }
+                other => return other,
+            }
+        }
+    }
+
+    // ---- queries -----------------------------------------------------------------------------
+
+    /// A device and its certificates, newest first.
+    pub async fn get_device(&self, client_id: &str) -> Result<Option<DeviceWithCerts>, StoreError> {
+        on_backend!(self, b => b.get_device(client_id).await)
+    }
+
+    /// The device registered under a hardware serial.
+    pub async fn get_device_by_serial(
+        &self,
+        hardware_serial: &str,
+    ) -> Result<Option<DeviceWithCerts>, StoreError> {
+        on_backend!(self, b => b.get_device_by_serial(hardware_serial).await)
+    }
+
+    pub async fn hardware_serial_exists(&self, hardware_serial: &str) -> Result<bool, StoreError> {
+        on_backend!(self, b => b.hardware_serial_exists(hardware_serial).await)
+    }
+
+    pub async fn client_id_exists(&self, client_id: &str) -> Result<bool, StoreError> {
+        on_backend!(self, b => b.client_id_exists(client_id).await)
+    }
+
+    /// Devices with id > `after_id`, ordered by id, at most `limit` (0 means 100; capped at
+    /// 10,000). `created_after` is exclusive.
+    pub async fn list_devices(&self, f: &DeviceFilter) -> Result<Vec<DeviceRow>, StoreError> {
+        on_backend!(self, b => b.list_devices(f).await)
+    }
+
+    pub async fn count_devices(&self) -> Result<i64, StoreError> {
+        on_backend!(self, b => b.count_devices().await)
+    }
+
+    pub async fn get_certificate(&self, serial: &str) -> Result<Option<CertRow>, StoreError> {
+        on_backend!(self, b => b.get_certificate(serial).await)
+    }
+
+    // ---- revocation --------------------------------------------------------------------------
+
+    /// Revokes the device and all its certificates not yet revoked (hold ones included), appends
+    /// one feed entry and an audit row, in one transaction. `certificateHold` is not a reason for
+    /// a revocation (use `suspend_device`).
+    pub async fn revoke_device(
+        &self,
+        client_id: &str,
+        reason: RevocationReason,
+        at: i64,
+        actor: &Actor,
+    ) -> Result<(DeviceWithCerts, FeedEntryRow), StoreError> {
+        if reason == RevocationReason::CertificateHold {
+            return Err(StoreError::InvalidTransition(
+                "certificateHold is set by suspending a device, not by revoking it".into(),
+            ));
+        }
+        on_backend!(self, b => b.revoke_device(client_id, reason, at, actor).await)
+    }
+
+    /// Puts an active device's good certificates on hold. Already suspended: no change, None.
+    pub async fn suspend_device(
+        &self,
+        client_id: &str,
+        at: i64,
+        actor: &Actor,
+    ) -> Result<(DeviceWithCerts, Option<FeedEntryRow>), StoreError> {
+        on_backend!(self, b => b.suspend_device(client_id, at, actor).await)
+    }
+
+    /// Lifts a suspension (hold certificates back to good). Already active: no change, None.
+    pub async fn resume_device(
+        &self,
+        client_id: &str,
+        at: i64,
+        actor: &Actor,
+    ) -> Result<(DeviceWithCerts, Option<FeedEntryRow>), StoreError> {
+        on_backend!(self, b => b.resume_device(client_id, at, actor).await)
+    }
+
+    /// Revokes one certificate (good or on hold). The device's state is unchanged.
+    pub async fn revoke_certificate(
+        &self,
+        serial: &str,
+        reason: RevocationReason,
+        at: i64,
+        actor: &Actor,
+    ) -> Result<(CertRow, FeedEntryRow), StoreError> {
+        if reason == RevocationReason::CertificateHold {
+            return Err(StoreError::InvalidTransition(
+                "certificateHold is set by suspending a device, not by revoking it".into(),
+            ));
+        }
+        on_backend!(self, b => b.revoke_certificate(serial, reason, at, actor).await)
+    }
+
+    // ---- feed --------------------------------------------------------------------------------
+
+    /// Entries with seq > `since`, oldest first, at most `limit` (0 means 100; capped at
+    /// 10,000), and the current head (0 when the feed is empty), read from one snapshot.
+    pub async fn feed_since(
+        &self,
+        since: i64,
+        limit: u32,
+    ) -> Result<(Vec<FeedEntryRow>, i64), StoreError> {
+        on_backend!(self, b => b.feed_since(since, limit).await)
+    }
+
+    pub async fn feed_head(&self) -> Result<i64, StoreError> {
+        on_backend!(self, b => b.feed_head().await)
+    }
+
+    /// PostgreSQL: LISTENs on [`FEED_CHANNEL`] on a dedicated connection and spawns a task that
+    /// sends the seq of every feed entry committed by ANY process (this one included) into
+    /// `sink`. After a lost connection it reconnects and sends the current head, since
+    /// notifications in the gap are lost: treat every value as "the head is at least N" and
+    /// read `feed_since(last_seen)`. The task ends when every receiver of `sink` is gone... or
+    /// never, if receivers keep existing; abort the handle on shutdown.
+    /// SQLite: returns Ok(None) and does nothing (a single process; broadcast in-process).
+    pub async fn spawn_feed_listener(
+        &self,
+        sink: tokio::sync::broadcast::Sender<i64>,
+    ) -> Result<Option<tokio::task::JoinHandle<()>>, StoreError> {
+        match &*self.backend {
+            Backend::Sqlite(_) => Ok(None),
+            Backend::Postgres(b) => b.spawn_feed_listener(sink).await.map(Some),
+        }
+    }
+
+    // ---- CRL ---------------------------------------------------------------------------------
+
+    /// Every certificate on hold or revoked, by serial.
+    pub async fn crl_listing(&self) -> Result<Vec<CrlListing>, StoreError> {
+        on_backend!(self, b => b.crl_listing().await)
+    }
+
+    pub async fn crl_get(&self) -> Result<Option<CrlRow>, StoreError> {
+        on_backend!(self, b => b.crl_get().await)
+    }
+
+    /// Compare-and-set: stores `row` only if the stored CRL's number is
+    /// `expected_previous_number` (None: no CRL stored yet) and `row.number` is greater than it.
+    /// False when another writer got there first (re-read and decide again).
+    pub async fn crl_put(
+        &self,
+        row: &CrlRow,
+        expected_previous_number: Option<i64>,
+    ) -> Result<bool, StoreError> {
+        if let Some(prev) = expected_previous_number {
+            if row.number <= prev {
+                return Ok(false);
+            }
+        }
+        on_backend!(self, b => b.crl_put(row, expected_previous_number).await)
+    }
+
+    // ---- audit -------------------------------------------------------------------------------
+
+    pub async fn insert_audit(&self, rec: &AuditRecord) -> Result<(), StoreError> {
+        on_backend!(self, b => b.insert_audit(rec).await)
+    }
+
+    /// Audit rows oldest first: `at >= since`, actor matching a token id or a token name,
+    /// `id > after_id` (cursor), at most `limit` (0 means 100; capped at 10,000).
+    pub async fn list_audit(
+        &self,
+        since: Option<i64>,
+        actor: Option<&str>,
+        after_id: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<AuditRow>, StoreError> {
+        on_backend!(self, b => b.list_audit(since, actor, after_id, limit).await)
+    }
+
+    // ---- later issues: connection events, per-device and per-model policy ---------------------
+
+    /// Applies connection events: connects set last_seen/last_address and count up; auth
+    /// failures count up. Events for unknown ClientIDs are skipped. Returns how many applied.
+    pub async fn record_events(&self, events: &[DeviceEvent]) -> Result<usize, StoreError> {
+        on_backend!(self, b => b.record_events(events).await)
+    }
+
+    pub async fn device_activity(
+        &self,
+        client_id: &str,
+    ) -> Result<Option<DeviceActivity>, StoreError> {
+        on_backend!(self, b => b.device_activity(client_id).await)
+    }
+
+    pub async fn get_device_policy(
+        &self,
+        client_id: &str,
+    ) -> Result<Option<DevicePolicyRow>, StoreError> {
+        on_backend!(self, b => b.get_device_policy(client_id).await)
+    }
+
+    /// Replaces a device's policy (all three fields) and writes `audit`. NotFound if no device.
+    pub async fn set_device_policy(
+        &self,
+        client_id: &str,
+        p: &DevicePolicyRow,
+        audit: &AuditRecord,
+    ) -> Result<(), StoreError> {
+        on_backend!(self, b => b.set_device_policy(client_id, p, audit).await)
+    }
+
+    pub async fn get_model(&self, name: &str) -> Result<Option<ModelRow>, StoreError> {
+        on_backend!(self, b => b.get_model(name).await)
+    }
+
+    pub async fn list_models(&self) -> Result<Vec<ModelRow>, StoreError> {
+        on_backend!(self, b => b.list_models().await)
+    }
+
+    /// Inserts or replaces a model's settings and writes `audit`.
+    pub async fn put_model(&self, m: &ModelRow, audit: &AuditRecord) -> Result<(), StoreError> {
+        on_backend!(self, b => b.put_model(m, audit).await)
+    }
+}
+
+// ---- backend-independent helpers ----------------------------------------------------------
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .is_some_and(|d| d.is_unique_violation())
+}
+
+/// A stored value that does not parse (only possible if someone edited the database by hand).
+fn corrupt(what: &str, value: &str) -> StoreError {
+    StoreError::Database(sqlx::Error::Decode(
+        format!("stored {what} {value:?} is not valid").into(),
+    ))
+}
+
+fn parse_device_state(s: &str) -> Result<DeviceState, StoreError> {
+    DeviceState::parse(s).ok_or_else(|| corrupt("device status", s))
+}
+
+fn parse_cert_state(s: &str) -> Result<CertState, StoreError> {
+    CertState::parse(s).ok_or_else(|| corrupt("certificate status", s))
+}
+
+fn parse_reason(s: Option<String>) -> Result<Option<RevocationReason>, StoreError> {
+    s.map(|s| RevocationReason::parse(&s).ok_or_else(|| corrupt("revocation reason", &s)))
+        .transpose()
+}
+
+fn parse_role(s: &str) -> Result<Role, StoreError> {
+    Role::parse(s).ok_or_else(|| corrupt("role", s))
+}
+
+fn parse_scope(s: &str) -> Result<RevocationScope, StoreError> {
+    match s {
+        "device" => Ok(RevocationScope::Device),
+        "certificate" => Ok(RevocationScope::Certificate),
+        _ => Err(corrupt("feed scope", s)),
+    }
+}
+
+fn scope_str(s: RevocationScope) -> &'static str {
+    match s {
+        RevocationScope::Device => "device",
+        RevocationScope::Certificate => "certificate",
+    }
+}
+
+fn parse_action(s: &str) -> Result<RevocationAction, StoreError> {
+    match s {
+        "revoked" => Ok(RevocationAction::Revoked),
+        "suspended" => Ok(RevocationAction::Suspended),
+        "resumed" => Ok(RevocationAction::Resumed),
+        _ => Err(corrupt("feed action", s)),
+    }
+}
+
+fn action_str(a: RevocationAction) -> &'static str {
+    match a {
+        RevocationAction::Revoked => "revoked",
+        RevocationAction::Suspended => "suspended",
+        RevocationAction::Resumed => "resumed",
+    }
+}
+
+fn json_list(v: &[String]) -> String {
+    serde_json::Value::from(v.to_vec()).to_string()
+}
+
+fn parse_json_list(what: &str, s: &str) -> Result<Vec<String>, StoreError> {
+    serde_json::from_str(s).map_err(|_| corrupt(what, s))
+}
+
+/// 0 means the default of 100; at most 10,000.
+fn clamp_limit(limit: u32) -> i64 {
+    match limit {
+        0 => 100,
+        n => i64::from(n.min(10_000)),
+    }
+}
+
+/// `$start, $start+1, ..., $start+n-1` with `prefix` `$` (PostgreSQL) or `?` (SQLite: its
+/// parser looks `$N` names up in a list, quadratic for thousands; `?N` is numbered directly).
+fn placeholders(prefix: char, n: usize, start: usize) -> String {
+    let mut s = String::with_capacity(n * 7);
+    for i in 0..n {
+        if i > 0 {
+            s.push(',');
+        }
+        s.push(prefix);
+        s.push_str(&(start + i).to_string());
+    }
+    s
+}
+
+/// `($1,...,$cols),($cols+1,...)` for `rows` rows, numbering from 1.
+fn values_rows(prefix: char, rows: usize, cols: usize) -> String {
+    let mut s = String::with_capacity(rows * (cols * 7 + 3));
+    for r in 0..rows {
+        if r > 0 {
+            s.push(',');
+        }
+        s.push('(');
+        s.push_str(&placeholders(prefix, cols, 1 + r * cols));
+        s.push(')');
+    }
+    s
+}
+
+/// Where an `Existing` outcome's device comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ExistingRef {
+    /// Stored before this call: its device id.
+    Stored(i64),
+    /// Created by an earlier item of this call: that item's index.
+    InBatch(usize),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Plan {
+    Create,
+    Existing(ExistingRef),
+    Conflict(RegConflict),
+}
+
+/// What the database holds for a hardware serial named in a registration call.
+#[derive(Debug, Clone)]
+struct KnownSerial {
+    device_id: i64,
+    /// csr_sha256 of the device's current certificate.
+    csr_sha256: Option<String>,
+}
+
+/// Applies the registration rules to every item, in order, given what is stored.
+/// `AllOrNothing` stops at the first conflict.
+fn classify(
+    items: &[NewDevice],
+    serials: &HashMap<String, KnownSerial>,
+    client_ids: &std::collections::HashSet<String>,
+    mode: RegMode,
+) -> Result<Vec<Plan>, StoreError> {
+    let mut plans = Vec::with_capacity(items.len());
+    // Serial -> index of the item of this call that creates it; ClientIDs taken by this call.
+    let mut new_serials: HashMap<&str, usize> = HashMap::new();
+    let mut new_client_ids: std::collections::HashSet<&str> = std::collections::HashSet::new();
+    for (index, item) in items.iter().enumerate() {
+        let csr = item.cert.csr_sha256.as_deref();
+        let plan = if let Some(known) = serials.get(&item.hardware_serial) {
+            if csr.is_some() && known.csr_sha256.as_deref() == csr {
+                Plan::Existing(ExistingRef::Stored(known.device_id))
+            } else {
+                Plan::Conflict(RegConflict::SerialTaken)
+            }
+        } else if let Some(&first) = new_serials.get(item.hardware_serial.as_str()) {
+            if csr.is_some() && items[first].cert.csr_sha256.as_deref() == csr {
+                Plan::Existing(ExistingRef::InBatch(first))
+            } else {
+                Plan::Conflict(RegConflict::SerialTaken)
+            }
+        } else if client_ids.contains(&item.client_id)
+            || new_client_ids.contains(item.client_id.as_str())
+        {
+            Plan::Conflict(RegConflict::ClientIdTaken)
+        } else {
+            new_serials.insert(&item.hardware_serial, index);
+            new_client_ids.insert(&item.client_id);
+            Plan::Create
+        };
+        if let (Plan::Conflict(conflict), RegMode::AllOrNothing) = (plan, mode) {
+            return Err(StoreError::BatchConflict { index, conflict });
+        }
+        plans.push(plan);
+    }
+    Ok(plans)
+}
+
+/// Compile-time check: the futures the HTTP handlers await are `Send` (axum needs it).
+#[allow(dead_code)]
+fn _futures_are_send(s: &Store, a: &Actor) {
+    fn send<T: Send>(_: T) {}
+    send(s.suspend_device("x", 0, a));
+    send(s.revoke_device("x", RevocationReason::KeyCompromise, 0, a));
 }

@@ -1,0 +1,1151 @@
+// The SQL both backends share. This file is not a module of its own: `sqlite.rs` and
+// `postgres.rs` each `include!` it after defining `Db`, `Backend { write, read, .. }`,
+// `MAX_BINDS`, `PARAM`, `FOR_UPDATE`, `begin_write`, `lock_feed`, `notify_feed` and `lock_bootstrap`. So
+// the same statements are compiled and type-checked once against each concrete sqlx driver,
+// without generic-database trait bounds and without the Any driver. Hand-written placeholders are `$N`,
+// which both drivers accept; generated long lists use `PARAM` (see `placeholders`). Lock order in every write transaction: device row, then its
+// certificates, then the feed lock (last, held only until commit).
+
+use sqlx::Row as _;
+
+type Tx = sqlx::Transaction<'static, Db>;
+type DbRow = <Db as sqlx::Database>::Row;
+type DbConn = <Db as sqlx::Database>::Connection;
+
+const DEVICE_COLS: &str = "d.id, d.client_id, d.hardware_serial, d.model, d.metadata, d.status, \
+     d.created_at, d.revoked_at, d.reason, d.last_seen, d.last_address";
+const CERT_COLS: &str = "c.serial AS c_serial, d.client_id AS c_client_id, \
+     c.fingerprint AS c_fingerprint, c.der AS c_der, c.not_before AS c_not_before, \
+     c.not_after AS c_not_after, c.status AS c_status, c.profile AS c_profile, \
+     c.csr_sha256 AS c_csr_sha256, c.revoked_at AS c_revoked_at, c.reason AS c_reason, \
+     c.created_at AS c_created_at, c.device_id AS c_device_id";
+const TOKEN_COLS: &str = "id, name, role, models, hash, created_at, expires_at, revoked_at";
+const FEED_COLS: &str = "seq, scope, action, client_id, serials, reason, at";
+const AUDIT_COLS: &str = "id, at, actor_id, actor_name, action, target, outcome";
+const MODEL_COLS: &str = "name, client_id_prefix, topic_policy, message_auth, updated_at";
+
+/// Statements with more rows than this are not kept in sqlx's per-connection statement cache
+/// (each row count is a distinct statement; big ones would only evict the hot small ones).
+const CACHE_MAX_ROWS: usize = 64;
+
+fn device_from_row(r: &DbRow) -> Result<DeviceRow, StoreError> {
+    Ok(DeviceRow {
+        id: r.try_get("id")?,
+        client_id: r.try_get("client_id")?,
+        hardware_serial: r.try_get("hardware_serial")?,
+        model: r.try_get("model")?,
+        metadata: r.try_get("metadata")?,
+        status: parse_device_state(&r.try_get::<String, _>("status")?)?,
+        created_at: r.try_get("created_at")?,
+        revoked_at: r.try_get("revoked_at")?,
+        reason: parse_reason(r.try_get("reason")?)?,
+        last_seen: r.try_get("last_seen")?,
+        last_address: r.try_get("last_address")?,
+    })
+}
+
+/// A certificate from `CERT_COLS`; None when a LEFT JOIN found no certificate.
+fn cert_from_row(r: &DbRow) -> Result<Option<CertRow>, StoreError> {
+    let Some(serial) = r.try_get::<Option<String>, _>("c_serial")? else {
+        return Ok(None);
+    };
+    Ok(Some(CertRow {
+        serial,
+        client_id: r.try_get("c_client_id")?,
+        fingerprint: r.try_get("c_fingerprint")?,
+        der: r.try_get("c_der")?,
+        not_before: r.try_get("c_not_before")?,
+        not_after: r.try_get("c_not_after")?,
+        status: parse_cert_state(&r.try_get::<String, _>("c_status")?)?,
+        profile: r.try_get("c_profile")?,
+        csr_sha256: r.try_get("c_csr_sha256")?,
+        revoked_at: r.try_get("c_revoked_at")?,
+        reason: parse_reason(r.try_get("c_reason")?)?,
+        created_at: r.try_get("c_created_at")?,
+    }))
+}
+
+/// Groups rows of `SELECT DEVICE_COLS, CERT_COLS ... ORDER BY d.id, c.id DESC`.
+fn assemble(rows: &[DbRow]) -> Result<Vec<DeviceWithCerts>, StoreError> {
+    let mut out: Vec<DeviceWithCerts> = Vec::new();
+    for r in rows {
+        let id: i64 = r.try_get("id")?;
+        if out.last().map(|d| d.device.id) != Some(id) {
+            out.push(DeviceWithCerts {
+                device: device_from_row(r)?,
+                certs: Vec::new(),
+            });
+        }
+        if let (Some(cert), Some(last)) = (cert_from_row(r)?, out.last_mut()) {
+            last.certs.push(cert);
+        }
+    }
+    Ok(out)
+}
+
+fn token_from_row(r: &DbRow) -> Result<TokenRow, StoreError> {
+    let models: Option<String> = r.try_get("models")?;
+    Ok(TokenRow {
+        id: r.try_get("id")?,
+        name: r.try_get("name")?,
+        role: parse_role(&r.try_get::<String, _>("role")?)?,
+        models: models
+            .map(|m| parse_json_list("token models", &m))
+            .transpose()?,
+        hash: r.try_get("hash")?,
+        created_at: r.try_get("created_at")?,
+        expires_at: r.try_get("expires_at")?,
+        revoked_at: r.try_get("revoked_at")?,
+    })
+}
+
+fn feed_from_row(r: &DbRow) -> Result<FeedEntryRow, StoreError> {
+    Ok(FeedEntryRow {
+        seq: r.try_get("seq")?,
+        scope: parse_scope(&r.try_get::<String, _>("scope")?)?,
+        action: parse_action(&r.try_get::<String, _>("action")?)?,
+        client_id: r.try_get("client_id")?,
+        serials: parse_json_list("feed serials", &r.try_get::<String, _>("serials")?)?,
+        reason: parse_reason(r.try_get("reason")?)?,
+        at: r.try_get("at")?,
+    })
+}
+
+fn audit_from_row(r: &DbRow) -> Result<AuditRow, StoreError> {
+    Ok(AuditRow {
+        id: r.try_get("id")?,
+        record: AuditRecord {
+            at: r.try_get("at")?,
+            actor: Actor {
+                id: r.try_get("actor_id")?,
+                name: r.try_get("actor_name")?,
+            },
+            action: r.try_get("action")?,
+            target: r.try_get("target")?,
+            outcome: r.try_get("outcome")?,
+        },
+    })
+}
+
+fn model_from_row(r: &DbRow) -> Result<ModelRow, StoreError> {
+    Ok(ModelRow {
+        name: r.try_get("name")?,
+        client_id_prefix: r.try_get("client_id_prefix")?,
+        topic_policy: r.try_get("topic_policy")?,
+        message_auth: r.try_get("message_auth")?,
+        updated_at: r.try_get("updated_at")?,
+    })
+}
+
+async fn insert_audit_on(conn: &mut DbConn, rec: &AuditRecord) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO audit (at, actor_id, actor_name, action, target, outcome) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(rec.at)
+    .bind(&rec.actor.id)
+    .bind(&rec.actor.name)
+    .bind(&rec.action)
+    .bind(&rec.target)
+    .bind(&rec.outcome)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+async fn insert_token_on(conn: &mut DbConn, t: &TokenRow) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO tokens (id, name, role, models, hash, created_at, expires_at, revoked_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(&t.id)
+    .bind(&t.name)
+    .bind(t.role.as_str())
+    .bind(t.models.as_deref().map(json_list))
+    .bind(&t.hash)
+    .bind(t.created_at)
+    .bind(t.expires_at)
+    .bind(t.revoked_at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Devices (with certificates) by internal id, keyed by id.
+async fn load_devices_by_id(
+    conn: &mut DbConn,
+    ids: &[i64],
+) -> Result<HashMap<i64, DeviceWithCerts>, StoreError> {
+    let mut ids = ids.to_vec();
+    ids.sort_unstable();
+    ids.dedup();
+    let mut out = HashMap::with_capacity(ids.len());
+    for chunk in ids.chunks(MAX_BINDS) {
+        let sql = format!(
+            "SELECT {DEVICE_COLS}, {CERT_COLS} FROM devices d \
+             LEFT JOIN certificates c ON c.device_id = d.id \
+             WHERE d.id IN ({}) ORDER BY d.id, c.id DESC",
+            placeholders(PARAM, chunk.len(), 1)
+        );
+        let mut q = sqlx::query(&sql).persistent(chunk.len() <= CACHE_MAX_ROWS);
+        for id in chunk {
+            q = q.bind(*id);
+        }
+        let rows = q.fetch_all(&mut *conn).await?;
+        for d in assemble(&rows)? {
+            out.insert(d.device.id, d);
+        }
+    }
+    Ok(out)
+}
+
+/// One device (with certificates) by a unique text column of `devices d`.
+async fn load_device_where(
+    conn: &mut DbConn,
+    column: &str,
+    value: &str,
+) -> Result<Option<DeviceWithCerts>, StoreError> {
+    let sql = format!(
+        "SELECT {DEVICE_COLS}, {CERT_COLS} FROM devices d \
+         LEFT JOIN certificates c ON c.device_id = d.id \
+         WHERE d.{column} = $1 ORDER BY d.id, c.id DESC"
+    );
+    let rows = sqlx::query(&sql).bind(value).fetch_all(conn).await?;
+    Ok(assemble(&rows)?.into_iter().next())
+}
+
+async fn load_device_by_id(conn: &mut DbConn, id: i64) -> Result<DeviceWithCerts, StoreError> {
+    load_devices_by_id(conn, &[id])
+        .await?
+        .remove(&id)
+        .ok_or(StoreError::NotFound)
+}
+
+/// Takes the device's row lock (PostgreSQL) and returns the row.
+async fn lock_device(tx: &mut Tx, client_id: &str) -> Result<DeviceRow, StoreError> {
+    let sql = format!("SELECT {DEVICE_COLS} FROM devices d WHERE d.client_id = $1{FOR_UPDATE}");
+    let row = sqlx::query(&sql)
+        .bind(client_id)
+        .fetch_optional(&mut **tx)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+    device_from_row(&row)
+}
+
+async fn load_cert(conn: &mut DbConn, serial: &str) -> Result<Option<CertRow>, StoreError> {
+    let sql = format!(
+        "SELECT {CERT_COLS} FROM certificates c JOIN devices d ON d.id = c.device_id \
+         WHERE c.serial = $1"
+    );
+    match sqlx::query(&sql).bind(serial).fetch_optional(conn).await? {
+        Some(r) => cert_from_row(&r),
+        None => Ok(None),
+    }
+}
+
+/// Appends one feed entry: seq = max + 1 under the feed lock, NOTIFY in the same transaction.
+async fn append_feed(
+    tx: &mut Tx,
+    scope: RevocationScope,
+    action: RevocationAction,
+    client_id: &str,
+    serials: Vec<String>,
+    reason: Option<RevocationReason>,
+    at: i64,
+) -> Result<FeedEntryRow, StoreError> {
+    Backend::lock_feed(tx).await?;
+    let seq: i64 = sqlx::query_scalar(
+        "INSERT INTO feed (seq, scope, action, client_id, serials, reason, at) \
+         SELECT COALESCE(MAX(seq), 0) + 1, $1, $2, $3, $4, $5, $6 FROM feed RETURNING seq",
+    )
+    .bind(scope_str(scope))
+    .bind(action_str(action))
+    .bind(client_id)
+    .bind(json_list(&serials))
+    .bind(reason.map(|r| r.as_str()))
+    .bind(at)
+    .fetch_one(&mut **tx)
+    .await?;
+    Backend::notify_feed(tx, seq).await?;
+    Ok(FeedEntryRow {
+        seq,
+        scope,
+        action,
+        client_id: client_id.to_string(),
+        serials,
+        reason,
+        at,
+    })
+}
+
+fn audit_ok(actor: &Actor, action: &str, target: &str, at: i64) -> AuditRecord {
+    AuditRecord {
+        at,
+        actor: actor.clone(),
+        action: action.to_string(),
+        target: target.to_string(),
+        outcome: "ok".to_string(),
+    }
+}
+
+/// What is stored for the serials and ClientIDs named by `items`: one statement per chunk.
+async fn lookup_existing(
+    tx: &mut Tx,
+    items: &[NewDevice],
+) -> Result<
+    (
+        HashMap<String, KnownSerial>,
+        std::collections::HashSet<String>,
+    ),
+    StoreError,
+> {
+    let mut serials = HashMap::new();
+    let mut client_ids = std::collections::HashSet::new();
+    for chunk in items.chunks(MAX_BINDS / 2) {
+        let n = chunk.len();
+        let sql = format!(
+            "SELECT d.id, d.hardware_serial, d.client_id, c.csr_sha256 FROM devices d \
+             LEFT JOIN certificates c ON c.serial = d.current_serial \
+             WHERE d.hardware_serial IN ({}) OR d.client_id IN ({})",
+            placeholders(PARAM, n, 1),
+            placeholders(PARAM, n, n + 1)
+        );
+        let mut q = sqlx::query(&sql).persistent(n <= CACHE_MAX_ROWS);
+        for it in chunk {
+            q = q.bind(&it.hardware_serial);
+        }
+        for it in chunk {
+            q = q.bind(&it.client_id);
+        }
+        for r in q.fetch_all(&mut **tx).await? {
+            client_ids.insert(r.try_get::<String, _>("client_id")?);
+            serials.insert(
+                r.try_get::<String, _>("hardware_serial")?,
+                KnownSerial {
+                    device_id: r.try_get("id")?,
+                    csr_sha256: r.try_get("csr_sha256")?,
+                },
+            );
+        }
+    }
+    Ok((serials, client_ids))
+}
+
+/// Inserts devices with multi-row VALUES; returns hardware_serial -> new id.
+async fn insert_devices(
+    tx: &mut Tx,
+    devs: &[&NewDevice],
+) -> Result<HashMap<String, i64>, StoreError> {
+    const COLS: usize = 7;
+    let mut ids = HashMap::with_capacity(devs.len());
+    for chunk in devs.chunks(MAX_BINDS / COLS) {
+        let sql = format!(
+            "INSERT INTO devices (client_id, hardware_serial, client_id_generated, model, metadata, \
+             current_serial, created_at) VALUES {} RETURNING id, hardware_serial",
+            values_rows(PARAM, chunk.len(), COLS)
+        );
+        let mut q = sqlx::query(&sql).persistent(chunk.len() <= CACHE_MAX_ROWS);
+        for d in chunk {
+            q = q
+                .bind(&d.client_id)
+                .bind(&d.hardware_serial)
+                .bind(d.client_id_generated)
+                .bind(&d.model)
+                .bind(&d.metadata)
+                .bind(&d.cert.serial)
+                .bind(d.created_at);
+        }
+        for r in q.fetch_all(&mut **tx).await? {
+            ids.insert(
+                r.try_get::<String, _>("hardware_serial")?,
+                r.try_get::<i64, _>("id")?,
+            );
+        }
+    }
+    Ok(ids)
+}
+
+async fn insert_certificates(
+    tx: &mut Tx,
+    devs: &[&NewDevice],
+    ids: &HashMap<String, i64>,
+) -> Result<(), StoreError> {
+    const COLS: usize = 9;
+    for chunk in devs.chunks(MAX_BINDS / COLS) {
+        let sql = format!(
+            "INSERT INTO certificates (serial, device_id, fingerprint, der, not_before, not_after, \
+             profile, csr_sha256, created_at) VALUES {}",
+            values_rows(PARAM, chunk.len(), COLS)
+        );
+        let mut q = sqlx::query(&sql).persistent(chunk.len() <= CACHE_MAX_ROWS);
+        for d in chunk {
+            let id = *ids
+                .get(&d.hardware_serial)
+                .ok_or_else(|| corrupt("inserted device id for serial", &d.hardware_serial))?;
+            q = q
+                .bind(&d.cert.serial)
+                .bind(id)
+                .bind(&d.cert.fingerprint)
+                .bind(&d.cert.der)
+                .bind(d.cert.not_before)
+                .bind(d.cert.not_after)
+                .bind(&d.cert.profile)
+                .bind(&d.cert.csr_sha256)
+                .bind(d.created_at);
+        }
+        q.execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+/// One `device.register` audit row per created device; actor and time are bound once per chunk.
+async fn insert_register_audit(
+    tx: &mut Tx,
+    devs: &[&NewDevice],
+    actor: &Actor,
+    at: i64,
+) -> Result<(), StoreError> {
+    for chunk in devs.chunks(MAX_BINDS - 3) {
+        let mut values = String::with_capacity(chunk.len() * 40);
+        for i in 0..chunk.len() {
+            if i > 0 {
+                values.push(',');
+            }
+            values.push_str(&format!(
+                "({PARAM}1,{PARAM}2,{PARAM}3,'device.register',{PARAM}{},'ok')",
+                i + 4
+            ));
+        }
+        let sql = format!(
+            "INSERT INTO audit (at, actor_id, actor_name, action, target, outcome) VALUES {values}"
+        );
+        let mut q = sqlx::query(&sql)
+            .persistent(chunk.len() <= CACHE_MAX_ROWS)
+            .bind(at)
+            .bind(&actor.id)
+            .bind(&actor.name);
+        for d in chunk {
+            q = q.bind(&d.client_id);
+        }
+        q.execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+impl Backend {
+    pub(super) async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.read).await?;
+        Ok(())
+    }
+
+    // ---- tokens ----
+
+    pub(super) async fn bootstrap_admin(
+        &self,
+        t: &TokenRow,
+        audit: &AuditRecord,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.begin_write().await?;
+        Self::lock_bootstrap(&mut tx).await?;
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM tokens")
+            .fetch_one(&mut *tx)
+            .await?;
+        if n > 0 {
+            return Ok(false);
+        }
+        insert_token_on(&mut tx, t).await?;
+        insert_audit_on(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    pub(super) async fn insert_token(
+        &self,
+        t: &TokenRow,
+        audit: &AuditRecord,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        insert_token_on(&mut tx, t).await?;
+        insert_audit_on(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub(super) async fn find_token_by_hash(
+        &self,
+        hash: &[u8],
+    ) -> Result<Option<TokenRow>, StoreError> {
+        let sql = format!("SELECT {TOKEN_COLS} FROM tokens WHERE hash = $1");
+        match sqlx::query(&sql)
+            .bind(hash)
+            .fetch_optional(&self.read)
+            .await?
+        {
+            Some(r) => Ok(Some(token_from_row(&r)?)),
+            None => Ok(None),
+        }
+    }
+
+    pub(super) async fn list_tokens(&self) -> Result<Vec<TokenRow>, StoreError> {
+        let sql = format!("SELECT {TOKEN_COLS} FROM tokens ORDER BY created_at, id");
+        let rows = sqlx::query(&sql).fetch_all(&self.read).await?;
+        rows.iter().map(token_from_row).collect()
+    }
+
+    pub(super) async fn revoke_token(
+        &self,
+        id: &str,
+        at: i64,
+        audit: &AuditRecord,
+    ) -> Result<TokenRow, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let sql = format!(
+            "UPDATE tokens SET revoked_at = COALESCE(revoked_at, $1) WHERE id = $2 RETURNING {TOKEN_COLS}"
+        );
+        let row = sqlx::query(&sql)
+            .bind(at)
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        let t = token_from_row(&row)?;
+        insert_audit_on(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(t)
+    }
+
+    // ---- registration ----
+
+    /// One attempt of `Store::register` (which retries on a uniqueness race).
+    pub(super) async fn register_once(
+        &self,
+        items: &[NewDevice],
+        mode: RegMode,
+        actor: &Actor,
+        at: i64,
+    ) -> Result<Vec<Result<RegOutcome, RegConflict>>, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let (serials, client_ids) = lookup_existing(&mut tx, items).await?;
+        // An AllOrNothing conflict returns here, before anything was written; dropping `tx`
+        // rolls back.
+        let plans = classify(items, &serials, &client_ids, mode)?;
+        let created: Vec<&NewDevice> = items
+            .iter()
+            .zip(&plans)
+            .filter(|(_, p)| **p == Plan::Create)
+            .map(|(it, _)| it)
+            .collect();
+        let ids = if created.is_empty() {
+            HashMap::new()
+        } else {
+            let ids = insert_devices(&mut tx, &created).await?;
+            insert_certificates(&mut tx, &created, &ids).await?;
+            insert_register_audit(&mut tx, &created, actor, at).await?;
+            ids
+        };
+        let existing_id = |r: ExistingRef| -> Result<i64, StoreError> {
+            match r {
+                ExistingRef::Stored(id) => Ok(id),
+                ExistingRef::InBatch(first) => {
+                    let serial = &items[first].hardware_serial;
+                    ids.get(serial)
+                        .copied()
+                        .ok_or_else(|| corrupt("inserted device id for serial", serial))
+                }
+            }
+        };
+        let mut wanted = Vec::new();
+        for p in &plans {
+            if let Plan::Existing(r) = p {
+                wanted.push(existing_id(*r)?);
+            }
+        }
+        let loaded = if wanted.is_empty() {
+            HashMap::new()
+        } else {
+            load_devices_by_id(&mut tx, &wanted).await?
+        };
+        tx.commit().await?;
+        plans
+            .into_iter()
+            .map(|p| match p {
+                Plan::Create => Ok(Ok(RegOutcome::Created)),
+                Plan::Conflict(c) => Ok(Err(c)),
+                Plan::Existing(r) => {
+                    let id = existing_id(r)?;
+                    let d = loaded.get(&id).cloned().ok_or(StoreError::NotFound)?;
+                    Ok(Ok(RegOutcome::Existing(Box::new(d))))
+                }
+            })
+            .collect()
+    }
+
+    // ---- queries ----
+
+    pub(super) async fn get_device(
+        &self,
+        client_id: &str,
+    ) -> Result<Option<DeviceWithCerts>, StoreError> {
+        let mut conn = self.read.acquire().await?;
+        load_device_where(&mut conn, "client_id", client_id).await
+    }
+
+    pub(super) async fn get_device_by_serial(
+        &self,
+        hardware_serial: &str,
+    ) -> Result<Option<DeviceWithCerts>, StoreError> {
+        let mut conn = self.read.acquire().await?;
+        load_device_where(&mut conn, "hardware_serial", hardware_serial).await
+    }
+
+    pub(super) async fn hardware_serial_exists(
+        &self,
+        hardware_serial: &str,
+    ) -> Result<bool, StoreError> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM devices WHERE hardware_serial = $1")
+            .bind(hardware_serial)
+            .fetch_one(&self.read)
+            .await?;
+        Ok(n > 0)
+    }
+
+    pub(super) async fn client_id_exists(&self, client_id: &str) -> Result<bool, StoreError> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM devices WHERE client_id = $1")
+            .bind(client_id)
+            .fetch_one(&self.read)
+            .await?;
+        Ok(n > 0)
+    }
+
+    pub(super) async fn list_devices(
+        &self,
+        f: &DeviceFilter,
+    ) -> Result<Vec<DeviceRow>, StoreError> {
+        let mut q = sqlx::QueryBuilder::<Db>::new(format!(
+            "SELECT {DEVICE_COLS} FROM devices d WHERE d.id > "
+        ));
+        q.push_bind(f.after_id.unwrap_or(0));
+        if let Some(s) = f.status {
+            q.push(" AND d.status = ").push_bind(s.as_str());
+        }
+        if let Some(m) = &f.model {
+            q.push(" AND d.model = ").push_bind(m.as_str());
+        }
+        if let Some(t) = f.created_after {
+            q.push(" AND d.created_at > ").push_bind(t);
+        }
+        q.push(" ORDER BY d.id LIMIT ")
+            .push_bind(clamp_limit(f.limit));
+        let rows = q.build().fetch_all(&self.read).await?;
+        rows.iter().map(device_from_row).collect()
+    }
+
+    pub(super) async fn count_devices(&self) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM devices")
+            .fetch_one(&self.read)
+            .await?)
+    }
+
+    pub(super) async fn get_certificate(
+        &self,
+        serial: &str,
+    ) -> Result<Option<CertRow>, StoreError> {
+        let mut conn = self.read.acquire().await?;
+        load_cert(&mut conn, serial).await
+    }
+
+    // ---- revocation ----
+
+    pub(super) async fn revoke_device(
+        &self,
+        client_id: &str,
+        reason: RevocationReason,
+        at: i64,
+        actor: &Actor,
+    ) -> Result<(DeviceWithCerts, FeedEntryRow), StoreError> {
+        let mut tx = self.begin_write().await?;
+        let dev = lock_device(&mut tx, client_id).await?;
+        if dev.status == DeviceState::Revoked {
+            return Err(StoreError::InvalidTransition(
+                "device is already revoked".into(),
+            ));
+        }
+        let mut serials: Vec<String> = sqlx::query_scalar(
+            "UPDATE certificates SET status = 'revoked', revoked_at = $1, reason = $2 \
+             WHERE device_id = $3 AND status <> 'revoked' RETURNING serial",
+        )
+        .bind(at)
+        .bind(reason.as_str())
+        .bind(dev.id)
+        .fetch_all(&mut *tx)
+        .await?;
+        serials.sort();
+        sqlx::query(
+            "UPDATE devices SET status = 'revoked', revoked_at = $1, reason = $2 WHERE id = $3",
+        )
+        .bind(at)
+        .bind(reason.as_str())
+        .bind(dev.id)
+        .execute(&mut *tx)
+        .await?;
+        let entry = append_feed(
+            &mut tx,
+            RevocationScope::Device,
+            RevocationAction::Revoked,
+            client_id,
+            serials,
+            Some(reason),
+            at,
+        )
+        .await?;
+        insert_audit_on(&mut tx, &audit_ok(actor, "device.revoke", client_id, at)).await?;
+        let d = load_device_by_id(&mut tx, dev.id).await?;
+        tx.commit().await?;
+        Ok((d, entry))
+    }
+
+    pub(super) async fn suspend_device(
+        &self,
+        client_id: &str,
+        at: i64,
+        actor: &Actor,
+    ) -> Result<(DeviceWithCerts, Option<FeedEntryRow>), StoreError> {
+        let mut tx = self.begin_write().await?;
+        let dev = lock_device(&mut tx, client_id).await?;
+        match dev.status {
+            DeviceState::Revoked => {
+                return Err(StoreError::InvalidTransition("device is revoked".into()));
+            }
+            DeviceState::Suspended => {
+                let d = load_device_by_id(&mut tx, dev.id).await?;
+                return Ok((d, None));
+            }
+            DeviceState::Active => {}
+        }
+        let mut serials: Vec<String> = sqlx::query_scalar(
+            "UPDATE certificates SET status = 'hold', revoked_at = $1, reason = 'certificateHold' \
+             WHERE device_id = $2 AND status = 'good' RETURNING serial",
+        )
+        .bind(at)
+        .bind(dev.id)
+        .fetch_all(&mut *tx)
+        .await?;
+        serials.sort();
+        sqlx::query("UPDATE devices SET status = 'suspended' WHERE id = $1")
+            .bind(dev.id)
+            .execute(&mut *tx)
+            .await?;
+        let entry = append_feed(
+            &mut tx,
+            RevocationScope::Device,
+            RevocationAction::Suspended,
+            client_id,
+            serials,
+            Some(RevocationReason::CertificateHold),
+            at,
+        )
+        .await?;
+        insert_audit_on(&mut tx, &audit_ok(actor, "device.suspend", client_id, at)).await?;
+        let d = load_device_by_id(&mut tx, dev.id).await?;
+        tx.commit().await?;
+        Ok((d, Some(entry)))
+    }
+
+    pub(super) async fn resume_device(
+        &self,
+        client_id: &str,
+        at: i64,
+        actor: &Actor,
+    ) -> Result<(DeviceWithCerts, Option<FeedEntryRow>), StoreError> {
+        let mut tx = self.begin_write().await?;
+        let dev = lock_device(&mut tx, client_id).await?;
+        match dev.status {
+            DeviceState::Revoked => {
+                return Err(StoreError::InvalidTransition("device is revoked".into()));
+            }
+            DeviceState::Active => {
+                let d = load_device_by_id(&mut tx, dev.id).await?;
+                return Ok((d, None));
+            }
+            DeviceState::Suspended => {}
+        }
+        let mut serials: Vec<String> = sqlx::query_scalar(
+            "UPDATE certificates SET status = 'good', revoked_at = NULL, reason = NULL \
+             WHERE device_id = $1 AND status = 'hold' RETURNING serial",
+        )
+        .bind(dev.id)
+        .fetch_all(&mut *tx)
+        .await?;
+        serials.sort();
+        sqlx::query("UPDATE devices SET status = 'active' WHERE id = $1")
+            .bind(dev.id)
+            .execute(&mut *tx)
+            .await?;
+        let entry = append_feed(
+            &mut tx,
+            RevocationScope::Device,
+            RevocationAction::Resumed,
+            client_id,
+            serials,
+            None,
+            at,
+        )
+        .await?;
+        insert_audit_on(&mut tx, &audit_ok(actor, "device.resume", client_id, at)).await?;
+        let d = load_device_by_id(&mut tx, dev.id).await?;
+        tx.commit().await?;
+        Ok((d, Some(entry)))
+    }
+
+    pub(super) async fn revoke_certificate(
+        &self,
+        serial: &str,
+        reason: RevocationReason,
+        at: i64,
+        actor: &Actor,
+    ) -> Result<(CertRow, FeedEntryRow), StoreError> {
+        let mut tx = self.begin_write().await?;
+        let device_id: i64 =
+            sqlx::query_scalar("SELECT device_id FROM certificates WHERE serial = $1")
+                .bind(serial)
+                .fetch_optional(&mut *tx)
+                .await?
+                .ok_or(StoreError::NotFound)?;
+        // Device row first, as everywhere else, so that concurrent changes cannot deadlock.
+        let lock = format!("SELECT d.id FROM devices d WHERE d.id = $1{FOR_UPDATE}");
+        sqlx::query(&lock).bind(device_id).execute(&mut *tx).await?;
+        let cert = load_cert(&mut tx, serial)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        if cert.status == CertState::Revoked {
+            return Err(StoreError::InvalidTransition(
+                "certificate is already revoked".into(),
+            ));
+        }
+        sqlx::query("UPDATE certificates SET status = 'revoked', revoked_at = $1, reason = $2 WHERE serial = $3")
+            .bind(at)
+            .bind(reason.as_str())
+            .bind(serial)
+            .execute(&mut *tx)
+            .await?;
+        let entry = append_feed(
+            &mut tx,
+            RevocationScope::Certificate,
+            RevocationAction::Revoked,
+            &cert.client_id,
+            vec![serial.to_string()],
+            Some(reason),
+            at,
+        )
+        .await?;
+        insert_audit_on(&mut tx, &audit_ok(actor, "certificate.revoke", serial, at)).await?;
+        let cert = load_cert(&mut tx, serial)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        tx.commit().await?;
+        Ok((cert, entry))
+    }
+
+    // ---- feed ----
+
+    pub(super) async fn feed_since(
+        &self,
+        since: i64,
+        limit: u32,
+    ) -> Result<(Vec<FeedEntryRow>, i64), StoreError> {
+        let mut conn = self.read.acquire().await?;
+        let sql = format!("SELECT {FEED_COLS} FROM feed WHERE seq > $1 ORDER BY seq LIMIT $2");
+        let rows = sqlx::query(&sql)
+            .bind(since)
+            .bind(clamp_limit(limit))
+            .fetch_all(&mut *conn)
+            .await?;
+        let entries = rows
+            .iter()
+            .map(feed_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        // Read after the entries, so head >= every entry returned.
+        let head: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM feed")
+            .fetch_one(&mut *conn)
+            .await?;
+        Ok((entries, head))
+    }
+
+    pub(super) async fn feed_head(&self) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM feed")
+            .fetch_one(&self.read)
+            .await?)
+    }
+
+    // ---- CRL ----
+
+    pub(super) async fn crl_listing(&self) -> Result<Vec<CrlListing>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT serial, status, reason, COALESCE(revoked_at, created_at) AS revoked_at \
+             FROM certificates WHERE status <> 'good' ORDER BY serial",
+        )
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let status = parse_cert_state(&r.try_get::<String, _>("status")?)?;
+                let reason = parse_reason(r.try_get("reason")?)?;
+                let reason_code = match status {
+                    CertState::Hold => RevocationReason::CertificateHold.code(),
+                    _ => reason.map_or(0, |r| r.code()),
+                };
+                Ok(CrlListing {
+                    serial: r.try_get("serial")?,
+                    revoked_at: r.try_get("revoked_at")?,
+                    reason_code,
+                })
+            })
+            .collect()
+    }
+
+    pub(super) async fn crl_get(&self) -> Result<Option<CrlRow>, StoreError> {
+        let row = sqlx::query(
+            "SELECT number, feed_head, der, this_update, next_update FROM crl WHERE id = 1",
+        )
+        .fetch_optional(&self.read)
+        .await?;
+        row.map(|r| {
+            Ok(CrlRow {
+                number: r.try_get("number")?,
+                feed_head: r.try_get("feed_head")?,
+                der: r.try_get("der")?,
+                this_update: r.try_get("this_update")?,
+                next_update: r.try_get("next_update")?,
+            })
+        })
+        .transpose()
+    }
+
+    pub(super) async fn crl_put(
+        &self,
+        row: &CrlRow,
+        expected_previous_number: Option<i64>,
+    ) -> Result<bool, StoreError> {
+        let q = match expected_previous_number {
+            None => sqlx::query(
+                "INSERT INTO crl (id, number, feed_head, der, this_update, next_update) \
+                 VALUES (1, $1, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING",
+            ),
+            Some(_) => sqlx::query(
+                "UPDATE crl SET number = $1, feed_head = $2, der = $3, this_update = $4, \
+                 next_update = $5 WHERE id = 1 AND number = $6 AND number < $1",
+            ),
+        };
+        let mut q = q
+            .bind(row.number)
+            .bind(row.feed_head)
+            .bind(&row.der)
+            .bind(row.this_update)
+            .bind(row.next_update);
+        if let Some(prev) = expected_previous_number {
+            q = q.bind(prev);
+        }
+        Ok(q.execute(&self.write).await?.rows_affected() == 1)
+    }
+
+    // ---- audit ----
+
+    pub(super) async fn insert_audit(&self, rec: &AuditRecord) -> Result<(), StoreError> {
+        let mut conn = self.write.acquire().await?;
+        insert_audit_on(&mut conn, rec).await
+    }
+
+    pub(super) async fn list_audit(
+        &self,
+        since: Option<i64>,
+        actor: Option<&str>,
+        after_id: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<AuditRow>, StoreError> {
+        let mut q =
+            sqlx::QueryBuilder::<Db>::new(format!("SELECT {AUDIT_COLS} FROM audit WHERE id > "));
+        q.push_bind(after_id.unwrap_or(0));
+        if let Some(t) = since {
+            q.push(" AND at >= ").push_bind(t);
+        }
+        if let Some(a) = actor {
+            q.push(" AND (actor_id = ").push_bind(a);
+            q.push(" OR actor_name = ").push_bind(a).push(")");
+        }
+        q.push(" ORDER BY id LIMIT ").push_bind(clamp_limit(limit));
+        let rows = q.build().fetch_all(&self.read).await?;
+        rows.iter().map(audit_from_row).collect()
+    }
+
+    // ---- later issues ----
+
+    pub(super) async fn record_events(&self, events: &[DeviceEvent]) -> Result<usize, StoreError> {
+        // Fold the events per ClientID first: one row per device in one UPDATE ... FROM VALUES.
+        #[derive(Default)]
+        struct Agg {
+            seen: Option<(i64, Option<String>)>,
+            connects: i64,
+            failures: i64,
+            last_failure: Option<i64>,
+        }
+        let mut per: HashMap<&str, Agg> = HashMap::new();
+        for e in events {
+            let a = per.entry(e.client_id.as_str()).or_default();
+            if e.auth_failure {
+                a.failures += 1;
+                a.last_failure = Some(a.last_failure.map_or(e.at, |t| t.max(e.at)));
+            } else {
+                a.connects += 1;
+                if a.seen.as_ref().is_none_or(|(t, _)| e.at >= *t) {
+                    a.seen = Some((e.at, e.address.clone()));
+                }
+            }
+        }
+        let per: Vec<(&str, Agg)> = per.into_iter().collect();
+        const COLS: usize = 6;
+        let mut applied = 0;
+        let mut tx = self.begin_write().await?;
+        for chunk in per.chunks(MAX_BINDS / COLS) {
+            let sql = format!(
+                "UPDATE devices SET \
+                 last_seen = CASE WHEN v.column2 IS NOT NULL AND (devices.last_seen IS NULL OR v.column2 >= devices.last_seen) THEN v.column2 ELSE devices.last_seen END, \
+                 last_address = CASE WHEN v.column2 IS NOT NULL AND (devices.last_seen IS NULL OR v.column2 >= devices.last_seen) THEN v.column3 ELSE devices.last_address END, \
+                 connect_count = devices.connect_count + v.column4, \
+                 auth_failure_count = devices.auth_failure_count + v.column5, \
+                 last_auth_failure = CASE WHEN v.column6 IS NOT NULL AND (devices.last_auth_failure IS NULL OR v.column6 > devices.last_auth_failure) THEN v.column6 ELSE devices.last_auth_failure END \
+                 FROM (VALUES {}) AS v WHERE devices.client_id = v.column1",
+                values_rows(PARAM, chunk.len(), COLS)
+            );
+            let mut q = sqlx::query(&sql).persistent(chunk.len() <= CACHE_MAX_ROWS);
+            for (cid, a) in chunk {
+                let (seen, addr) = match &a.seen {
+                    Some((t, addr)) => (Some(*t), addr.clone()),
+                    None => (None, None),
+                };
+                q = q
+                    .bind(*cid)
+                    .bind(seen)
+                    .bind(addr)
+                    .bind(a.connects)
+                    .bind(a.failures)
+                    .bind(a.last_failure);
+            }
+            applied += q.execute(&mut *tx).await?.rows_affected() as usize;
+        }
+        tx.commit().await?;
+        Ok(applied)
+    }
+
+    pub(super) async fn device_activity(
+        &self,
+        client_id: &str,
+    ) -> Result<Option<DeviceActivity>, StoreError> {
+        let row = sqlx::query(
+            "SELECT last_seen, last_address, connect_count, auth_failure_count, last_auth_failure \
+             FROM devices WHERE client_id = $1",
+        )
+        .bind(client_id)
+        .fetch_optional(&self.read)
+        .await?;
+        row.map(|r| {
+            Ok(DeviceActivity {
+                last_seen: r.try_get("last_seen")?,
+                last_address: r.try_get("last_address")?,
+                connect_count: r.try_get("connect_count")?,
+                auth_failure_count: r.try_get("auth_failure_count")?,
+                last_auth_failure: r.try_get("last_auth_failure")?,
+            })
+        })
+        .transpose()
+    }
+
+    pub(super) async fn get_device_policy(
+        &self,
+        client_id: &str,
+    ) -> Result<Option<DevicePolicyRow>, StoreError> {
+        let row = sqlx::query(
+            "SELECT allowed_cidrs, topic_policy, message_auth FROM devices WHERE client_id = $1",
+        )
+        .bind(client_id)
+        .fetch_optional(&self.read)
+        .await?;
+        row.map(|r| {
+            let cidrs: Option<String> = r.try_get("allowed_cidrs")?;
+            Ok(DevicePolicyRow {
+                allowed_cidrs: cidrs
+                    .map(|c| parse_json_list("allowed_cidrs", &c))
+                    .transpose()?,
+                topic_policy: r.try_get("topic_policy")?,
+                message_auth: r.try_get("message_auth")?,
+            })
+        })
+        .transpose()
+    }
+
+    pub(super) async fn set_device_policy(
+        &self,
+        client_id: &str,
+        p: &DevicePolicyRow,
+        audit: &AuditRecord,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        let n = sqlx::query(
+            "UPDATE devices SET allowed_cidrs = $1, topic_policy = $2, message_auth = $3 WHERE client_id = $4",
+        )
+        .bind(p.allowed_cidrs.as_deref().map(json_list))
+        .bind(&p.topic_policy)
+        .bind(&p.message_auth)
+        .bind(client_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if n == 0 {
+            return Err(StoreError::NotFound);
+        }
+        insert_audit_on(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub(super) async fn get_model(&self, name: &str) -> Result<Option<ModelRow>, StoreError> {
+        let sql = format!("SELECT {MODEL_COLS} FROM models WHERE name = $1");
+        match sqlx::query(&sql)
+            .bind(name)
+            .fetch_optional(&self.read)
+            .await?
+        {
+            Some(r) => Ok(Some(model_from_row(&r)?)),
+            None => Ok(None),
+        }
+    }
+
+    pub(super) async fn list_models(&self) -> Result<Vec<ModelRow>, StoreError> {
+        let sql = format!("SELECT {MODEL_COLS} FROM models ORDER BY name");
+        let rows = sqlx::query(&sql).fetch_all(&self.read).await?;
+        rows.iter().map(model_from_row).collect()
+    }
+
+    pub(super) async fn put_model(
+        &self,
+        m: &ModelRow,
+        audit: &AuditRecord,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO models (name, client_id_prefix, topic_policy, message_auth, updated_at) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (name) DO UPDATE SET \
+             client_id_prefix = excluded.client_id_prefix, topic_policy = excluded.topic_policy, \
+             message_auth = excluded.message_auth, updated_at = excluded.updated_at",
+        )
+        .bind(&m.name)
+        .bind(&m.client_id_prefix)
+        .bind(&m.topic_policy)
+        .bind(&m.message_auth)
+        .bind(m.updated_at)
+        .execute(&mut *tx)
+        .await?;
+        insert_audit_on(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,1214 @@
+//! Storage tests. Every test runs on SQLite (a temporary directory) and, when
+//! `DEVID_TEST_POSTGRES_URL` is set (e.g. `postgres://postgres@127.0.0.1:5432/postgres`), on a
+//! fresh PostgreSQL database created for the test and dropped afterwards.
+//!
+//! Run: `DEVID_TEST_POSTGRES_URL=postgres://postgres@127.0.0.1:5432/postgres cargo nextest run -p devid-server --test store_api`
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use devid_core::api::{
+    CertState, DeviceState, RevocationAction, RevocationReason, RevocationScope, Role,
+};
+use devid_server::store::*;
+use sqlx::Connection as _;
+use sqlx::Executor as _;
+
+// ---- harness ----------------------------------------------------------------------------------
+
+struct PgDb {
+    admin_url: String,
+    name: String,
+    url: String,
+}
+
+impl Drop for PgDb {
+    fn drop(&mut self) {
+        let admin = self.admin_url.clone();
+        let name = self.name.clone();
+        // Runs even when the test panicked; its own runtime because Drop cannot await.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async {
+                if let Ok(mut c) = sqlx::PgConnection::connect(&admin).await {
+                    let _ = c
+                        .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+struct Env {
+    store: Store,
+    dir: Option<tempfile::TempDir>,
+    pg: Option<PgDb>,
+}
+
+static COUNTER: AtomicU64 = AtomicU64::new(1);
+
+fn unique() -> u64 {
+    COUNTER.fetch_add(1, Ordering::Relaxed)
+}
+
+impl Env {
+    async fn sqlite() -> Env {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::connect_sqlite(&dir.path().join("devid.db"), true)
+            .await
+            .expect("connect sqlite");
+        store.migrate().await.expect("migrate");
+        Env {
+            store,
+            dir: Some(dir),
+            pg: None,
+        }
+    }
+
+    async fn postgres() -> Option<Env> {
+        let admin_url = std::env::var("DEVID_TEST_POSTGRES_URL").ok()?;
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .subsec_nanos();
+        let name = format!("devid_test_{}_{}_{}", std::process::id(), nanos, unique());
+        let mut admin = sqlx::PgConnection::connect(&admin_url)
+            .await
+            .expect("connect admin");
+        admin
+            .execute(format!("CREATE DATABASE {name}").as_str())
+            .await
+            .expect("create database");
+        let base = admin_url.split('?').next().unwrap_or(&admin_url);
+        let (prefix, _) = base.rsplit_once('/').expect("url with a database path");
+        let url = format!("{prefix}/{name}");
+        let pg = PgDb {
+            admin_url,
+            name,
+            url: url.clone(),
+        };
+        let store = Store::connect_postgres(&url)
+            .await
+            .expect("connect postgres");
+        store.migrate().await.expect("migrate");
+        Some(Env {
+            store,
+            dir: None,
+            pg: Some(pg),
+        })
+    }
+
+    /// A second, independent Store on the same database ("another process").
+    async fn another(&self) -> Store {
+        let s = match (&self.dir, &self.pg) {
+            (Some(dir), _) => Store::connect_sqlite(&dir.path().join("devid.db"), true).await,
+            (None, Some(pg)) => Store::connect_postgres(&pg.url).await,
+            _ => unreachable!("an Env has a directory or a database"),
+        }
+        .expect("connect another");
+        s.migrate().await.expect("migrate again");
+        s
+    }
+}
+
+/// Declares `mod <name> { sqlite, postgres }` test pairs running `async fn <name>(Env)`.
+macro_rules! both {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name(super::Env::sqlite().await).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                match super::Env::postgres().await {
+                    Some(env) => super::$name(env).await,
+                    None => eprintln!("DEVID_TEST_POSTGRES_URL not set: skipped"),
+                }
+            }
+        }
+    )*};
+}
+
+both!(
+    migrate_twice_and_ping,
+    tokens_bootstrap_find_list_revoke,
+    register_stores_device_cert_and_audit,
+    replay_same_csr_returns_existing_else_conflicts,
+    duplicates_within_one_call_see_the_earlier_item,
+    all_or_nothing_conflict_leaves_nothing_behind,
+    independent_mode_commits_the_good_items,
+    large_batch_spans_several_chunks,
+    list_devices_filters_and_pages,
+    revoke_device_revokes_all_certs_once,
+    suspend_and_resume_toggle_hold,
+    revoke_certificate_once,
+    feed_seq_increases_by_one_and_pages,
+    crl_compare_and_set,
+    audit_filters_and_pages,
+    concurrent_same_serial_from_two_stores_makes_one_device,
+    concurrent_revocations_from_two_stores_keep_feed_gap_free,
+    feed_listener_sees_other_store_commits,
+    events_policy_and_models,
+);
+
+// ---- helpers ----------------------------------------------------------------------------------
+
+const T0: i64 = 1_764_000_000;
+
+fn actor() -> Actor {
+    Actor {
+        id: "tok1".into(),
+        name: "line-1".into(),
+    }
+}
+
+fn admin() -> Actor {
+    Actor {
+        id: "tok0".into(),
+        name: "admin".into(),
+    }
+}
+
+/// A device with a fresh, unique certificate serial and fingerprint.
+fn dev(serial: &str, client_id: &str, csr: Option<&str>) -> NewDevice {
+    let n = unique();
+    NewDevice {
+        client_id: client_id.to_string(),
+        client_id_generated: false,
+        hardware_serial: serial.to_string(),
+        model: Some("sensor".into()),
+        metadata: Some(r#"{"line":1}"#.into()),
+        created_at: T0,
+        cert: NewCert {
+            serial: format!("{:016x}{:016x}", std::process::id(), n),
+            fingerprint: format!("{:064x}", n),
+            der: vec![0x30, 0x03, (n & 0xff) as u8, 1, 2],
+            not_before: T0,
+            not_after: T0 + 20 * 365 * 86400,
+            csr_sha256: csr.map(str::to_string),
+            profile: "idevid".into(),
+        },
+    }
+}
+
+async fn register_one(s: &Store, d: &NewDevice) -> Result<RegOutcome, RegConflict> {
+    let mut v = s
+        .register(std::slice::from_ref(d), RegMode::Independent, &actor(), T0)
+        .await
+        .expect("register");
+    assert_eq!(v.len(), 1);
+    v.remove(0)
+}
+
+async fn audit_count(s: &Store, action: &str) -> usize {
+    let (mut n, mut after) = (0, None);
+    loop {
+        let page = s
+            .list_audit(None, None, after, 10_000)
+            .await
+            .expect("audit");
+        let Some(last) = page.last() else { return n };
+        after = Some(last.id);
+        n += page.iter().filter(|a| a.record.action == action).count();
+    }
+}
+
+fn token(id: &str, role: Role, hash: &[u8]) -> TokenRow {
+    TokenRow {
+        id: id.into(),
+        name: format!("name-{id}"),
+        role,
+        models: Some(vec!["sensor".into()]),
+        hash: hash.to_vec(),
+        created_at: T0,
+        expires_at: Some(T0 + 3600),
+        revoked_at: None,
+    }
+}
+
+fn audit_rec(actor: &Actor, action: &str, target: &str, at: i64) -> AuditRecord {
+    AuditRecord {
+        at,
+        actor: actor.clone(),
+        action: action.into(),
+        target: target.into(),
+        outcome: "ok".into(),
+    }
+}
+
+// ---- tests ------------------------------------------------------------------------------------
+
+async fn migrate_twice_and_ping(env: Env) {
+    env.store
+        .migrate()
+        .await
+        .expect("second migrate is a no-op");
+    env.store.ping().await.expect("ping");
+    assert_eq!(env.store.is_postgres(), env.pg.is_some());
+    assert_eq!(env.store.feed_head().await.expect("head"), 0);
+    assert!(env.store.crl_get().await.expect("crl").is_none());
+}
+
+async fn tokens_bootstrap_find_list_revoke(env: Env) {
+    let s = &env.store;
+    let a = token("a", Role::Admin, b"hash-a");
+    assert!(s
+        .bootstrap_admin(
+            &a,
+            &audit_rec(
+                &Actor {
+                    id: "system".into(),
+                    name: "system".into()
+                },
+                "token.bootstrap",
+                "a",
+                T0
+            )
+        )
+        .await
+        .expect("bootstrap"));
+    let b = token("b", Role::Admin, b"hash-b");
+    assert!(!s
+        .bootstrap_admin(&b, &audit_rec(&admin(), "token.bootstrap", "b", T0))
+        .await
+        .expect("second bootstrap"));
+    let f = token("f", Role::Factory, b"hash-f");
+    s.insert_token(&f, &audit_rec(&admin(), "token.create", "f", T0 + 1))
+        .await
+        .expect("insert");
+    // Same hash twice is refused.
+    assert!(s
+        .insert_token(
+            &token("g", Role::Broker, b"hash-f"),
+            &audit_rec(&admin(), "token.create", "g", T0)
+        )
+        .await
+        .is_err());
+    let found = s
+        .find_token_by_hash(b"hash-f")
+        .await
+        .expect("find")
+        .expect("some");
+    assert_eq!(found.id, "f");
+    assert_eq!(found.role, Role::Factory);
+    assert_eq!(found.models, Some(vec!["sensor".to_string()]));
+    assert_eq!(found.expires_at, Some(T0 + 3600));
+    assert!(s.find_token_by_hash(b"nope").await.expect("find").is_none());
+    let all: Vec<String> = s
+        .list_tokens()
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|t| t.id)
+        .collect();
+    assert_eq!(all, vec!["a", "f"]);
+    let r = s
+        .revoke_token(
+            "f",
+            T0 + 10,
+            &audit_rec(&admin(), "token.revoke", "f", T0 + 10),
+        )
+        .await
+        .expect("revoke");
+    assert_eq!(r.revoked_at, Some(T0 + 10));
+    let r = s
+        .revoke_token(
+            "f",
+            T0 + 20,
+            &audit_rec(&admin(), "token.revoke", "f", T0 + 20),
+        )
+        .await
+        .expect("revoke again");
+    assert_eq!(
+        r.revoked_at,
+        Some(T0 + 10),
+        "second revocation keeps the first time"
+    );
+    assert!(matches!(
+        s.revoke_token("zzz", T0, &audit_rec(&admin(), "token.revoke", "zzz", T0))
+            .await,
+        Err(StoreError::NotFound)
+    ));
+    assert_eq!(audit_count(s, "token.bootstrap").await, 1);
+    assert_eq!(audit_count(s, "token.create").await, 1);
+    assert_eq!(audit_count(s, "token.revoke").await, 2);
+}
+
+async fn register_stores_device_cert_and_audit(env: Env) {
+    let s = &env.store;
+    let d = dev("HW-1", "SNabc123", Some("csr1"));
+    assert!(matches!(register_one(s, &d).await, Ok(RegOutcome::Created)));
+    let got = s.get_device("SNabc123").await.expect("get").expect("some");
+    assert_eq!(got.device.hardware_serial, "HW-1");
+    assert_eq!(got.device.status, DeviceState::Active);
+    assert_eq!(got.device.model.as_deref(), Some("sensor"));
+    assert_eq!(got.device.metadata.as_deref(), Some(r#"{"line":1}"#));
+    assert_eq!(got.device.created_at, T0);
+    assert_eq!(got.certs.len(), 1);
+    let c = &got.certs[0];
+    assert_eq!(c.serial, d.cert.serial);
+    assert_eq!(c.client_id, "SNabc123");
+    assert_eq!(c.der, d.cert.der);
+    assert_eq!(c.status, CertState::Good);
+    assert_eq!(c.csr_sha256.as_deref(), Some("csr1"));
+    let by_serial = s
+        .get_certificate(&d.cert.serial)
+        .await
+        .expect("cert")
+        .expect("some");
+    assert_eq!(by_serial.fingerprint, d.cert.fingerprint);
+    assert!(s.get_certificate("00").await.expect("cert").is_none());
+    assert!(s.get_device("nobody").await.expect("get").is_none());
+    assert!(s.hardware_serial_exists("HW-1").await.expect("exists"));
+    assert!(!s.hardware_serial_exists("HW-2").await.expect("exists"));
+    assert!(s.client_id_exists("SNabc123").await.expect("exists"));
+    assert_eq!(
+        s.get_device_by_serial("HW-1")
+            .await
+            .expect("get")
+            .expect("some")
+            .device
+            .client_id,
+        "SNabc123"
+    );
+    let audit = s.list_audit(None, None, None, 0).await.expect("audit");
+    assert_eq!(audit.len(), 1);
+    assert_eq!(audit[0].record.action, "device.register");
+    assert_eq!(audit[0].record.target, "SNabc123");
+    assert_eq!(audit[0].record.actor.name, "line-1");
+    assert_eq!(s.count_devices().await.expect("count"), 1);
+}
+
+async fn replay_same_csr_returns_existing_else_conflicts(env: Env) {
+    let s = &env.store;
+    let first = dev("HW-1", "CID1", Some("csr1"));
+    assert!(matches!(
+        register_one(s, &first).await,
+        Ok(RegOutcome::Created)
+    ));
+    // Same serial, same CSR, a freshly generated ClientID and certificate: the stored device.
+    let mut replay = dev("HW-1", "CID-other", Some("csr1"));
+    replay.client_id_generated = true;
+    match register_one(s, &replay).await {
+        Ok(RegOutcome::Existing(d)) => {
+            assert_eq!(d.device.client_id, "CID1");
+            assert_eq!(d.certs.len(), 1);
+            assert_eq!(d.certs[0].serial, first.cert.serial);
+        }
+        other => panic!("expected Existing, got {other:?}"),
+    }
+    assert!(s
+        .get_certificate(&replay.cert.serial)
+        .await
+        .expect("get")
+        .is_none());
+    assert_eq!(
+        register_one(s, &dev("HW-1", "CID2", Some("csr2")))
+            .await
+            .err(),
+        Some(RegConflict::SerialTaken)
+    );
+    assert_eq!(
+        register_one(s, &dev("HW-1", "CID2", None)).await.err(),
+        Some(RegConflict::SerialTaken)
+    );
+    assert_eq!(
+        register_one(s, &dev("HW-2", "CID1", Some("csr3")))
+            .await
+            .err(),
+        Some(RegConflict::ClientIdTaken)
+    );
+    // A device whose key devid generated can never be replayed.
+    assert!(matches!(
+        register_one(s, &dev("HW-3", "CID3", None)).await,
+        Ok(RegOutcome::Created)
+    ));
+    assert_eq!(
+        register_one(s, &dev("HW-3", "CID4", None)).await.err(),
+        Some(RegConflict::SerialTaken)
+    );
+    assert_eq!(s.count_devices().await.expect("count"), 2);
+    assert_eq!(audit_count(s, "device.register").await, 2);
+}
+
+async fn duplicates_within_one_call_see_the_earlier_item(env: Env) {
+    let s = &env.store;
+    let items = vec![
+        dev("HW-1", "C1", Some("csr1")),
+        dev("HW-1", "C1b", Some("csr1")), // replay of item 0
+        dev("HW-1", "C1c", Some("csrX")), // serial taken by item 0
+        dev("HW-2", "C1", Some("csr2")),  // ClientID taken by item 0
+        dev("HW-3", "C3", Some("csr3")),
+    ];
+    let out = s
+        .register(&items, RegMode::Independent, &actor(), T0)
+        .await
+        .expect("register");
+    assert!(matches!(out[0], Ok(RegOutcome::Created)));
+    match &out[1] {
+        Ok(RegOutcome::Existing(d)) => {
+            assert_eq!(d.device.client_id, "C1");
+            assert_eq!(d.certs[0].serial, items[0].cert.serial);
+        }
+        other => panic!("expected Existing, got {other:?}"),
+    }
+    assert_eq!(out[2].as_ref().err(), Some(&RegConflict::SerialTaken));
+    assert_eq!(out[3].as_ref().err(), Some(&RegConflict::ClientIdTaken));
+    assert!(matches!(out[4], Ok(RegOutcome::Created)));
+    assert_eq!(s.count_devices().await.expect("count"), 2);
+    // All or nothing: an in-call replay is fine, an in-call conflict names its index.
+    let ok = vec![
+        dev("HW-10", "C10", Some("a")),
+        dev("HW-10", "C10x", Some("a")),
+    ];
+    let out = s
+        .register(&ok, RegMode::AllOrNothing, &actor(), T0)
+        .await
+        .expect("register");
+    assert!(matches!(out[0], Ok(RegOutcome::Created)));
+    assert!(matches!(out[1], Ok(RegOutcome::Existing(_))));
+    let bad = vec![
+        dev("HW-11", "C11", Some("a")),
+        dev("HW-11", "C11x", Some("b")),
+    ];
+    match s.register(&bad, RegMode::AllOrNothing, &actor(), T0).await {
+        Err(StoreError::BatchConflict {
+            index: 1,
+            conflict: RegConflict::SerialTaken,
+        }) => {}
+        other => panic!("expected BatchConflict at 1, got {other:?}"),
+    }
+    assert!(s.get_device("C11").await.expect("get").is_none());
+}
+
+async fn all_or_nothing_conflict_leaves_nothing_behind(env: Env) {
+    let s = &env.store;
+    assert!(matches!(
+        register_one(s, &dev("HW-0", "TAKEN", Some("c0"))).await,
+        Ok(RegOutcome::Created)
+    ));
+    let before_audit = s
+        .list_audit(None, None, None, 10_000)
+        .await
+        .expect("audit")
+        .len();
+    let mut items: Vec<NewDevice> = (0..100)
+        .map(|i| dev(&format!("B-{i}"), &format!("B{i}"), Some("c")))
+        .collect();
+    items[57].client_id = "TAKEN".into();
+    match s
+        .register(&items, RegMode::AllOrNothing, &actor(), T0)
+        .await
+    {
+        Err(StoreError::BatchConflict {
+            index: 57,
+            conflict: RegConflict::ClientIdTaken,
+        }) => {}
+        other => panic!("expected BatchConflict at 57, got {other:?}"),
+    }
+    assert_eq!(s.count_devices().await.expect("count"), 1);
+    for it in &items {
+        assert!(s
+            .get_certificate(&it.cert.serial)
+            .await
+            .expect("cert")
+            .is_none());
+    }
+    assert!(s.get_device("B0").await.expect("get").is_none());
+    assert_eq!(
+        s.list_audit(None, None, None, 10_000)
+            .await
+            .expect("audit")
+            .len(),
+        before_audit
+    );
+    // The same batch without the conflict goes through whole.
+    items[57].client_id = "B57".into();
+    let out = s
+        .register(&items, RegMode::AllOrNothing, &actor(), T0)
+        .await
+        .expect("register");
+    assert!(out.iter().all(|o| matches!(o, Ok(RegOutcome::Created))));
+    assert_eq!(s.count_devices().await.expect("count"), 101);
+    assert_eq!(audit_count(s, "device.register").await, 101);
+}
+
+async fn independent_mode_commits_the_good_items(env: Env) {
+    let s = &env.store;
+    assert!(matches!(
+        register_one(s, &dev("HW-X", "X", Some("x"))).await,
+        Ok(RegOutcome::Created)
+    ));
+    let items = vec![
+        dev("I-0", "I0", Some("a")),
+        dev("HW-X", "I1", Some("other")),
+        dev("I-2", "X", Some("b")),
+        dev("I-3", "I3", Some("c")),
+    ];
+    let out = s
+        .register(&items, RegMode::Independent, &actor(), T0)
+        .await
+        .expect("register");
+    assert!(matches!(out[0], Ok(RegOutcome::Created)));
+    assert_eq!(out[1].as_ref().err(), Some(&RegConflict::SerialTaken));
+    assert_eq!(out[2].as_ref().err(), Some(&RegConflict::ClientIdTaken));
+    assert!(matches!(out[3], Ok(RegOutcome::Created)));
+    assert!(s.get_device("I0").await.expect("get").is_some());
+    assert!(s.get_device("I3").await.expect("get").is_some());
+    assert!(s.get_device("I1").await.expect("get").is_none());
+    assert_eq!(s.count_devices().await.expect("count"), 3);
+    assert_eq!(audit_count(s, "device.register").await, 3);
+}
+
+async fn large_batch_spans_several_chunks(env: Env) {
+    let s = &env.store;
+    // 12,000 items: more rows than one multi-row INSERT takes on either backend.
+    let items: Vec<NewDevice> = (0..12_000)
+        .map(|i| dev(&format!("L-{i}"), &format!("L{i}"), Some(&format!("c{i}"))))
+        .collect();
+    let out = s
+        .register(&items, RegMode::AllOrNothing, &actor(), T0)
+        .await
+        .expect("register");
+    assert_eq!(out.len(), 12_000);
+    assert!(out.iter().all(|o| matches!(o, Ok(RegOutcome::Created))));
+    assert_eq!(s.count_devices().await.expect("count"), 12_000);
+    let last = s.get_device("L11999").await.expect("get").expect("some");
+    assert_eq!(last.certs[0].serial, items[11_999].cert.serial);
+    // Replaying the whole batch returns every device as Existing and adds nothing.
+    let replay: Vec<NewDevice> = (0..12_000)
+        .map(|i| dev(&format!("L-{i}"), &format!("R{i}"), Some(&format!("c{i}"))))
+        .collect();
+    let out = s
+        .register(&replay, RegMode::AllOrNothing, &actor(), T0)
+        .await
+        .expect("replay");
+    for (i, o) in out.iter().enumerate() {
+        match o {
+            Ok(RegOutcome::Existing(d)) => assert_eq!(d.device.client_id, format!("L{i}")),
+            other => panic!("item {i}: expected Existing, got {other:?}"),
+        }
+    }
+    assert_eq!(s.count_devices().await.expect("count"), 12_000);
+    assert_eq!(audit_count(s, "device.register").await, 12_000);
+}
+
+async fn list_devices_filters_and_pages(env: Env) {
+    let s = &env.store;
+    let mut items = Vec::new();
+    for i in 0..10 {
+        let mut d = dev(&format!("P-{i}"), &format!("P{i}"), Some("c"));
+        d.model = Some(if i % 2 == 0 { "even" } else { "odd" }.into());
+        d.created_at = T0 + i;
+        items.push(d);
+    }
+    s.register(&items, RegMode::AllOrNothing, &actor(), T0)
+        .await
+        .expect("register");
+    s.revoke_device("P3", RevocationReason::KeyCompromise, T0 + 100, &admin())
+        .await
+        .expect("revoke");
+    s.suspend_device("P4", T0 + 100, &admin())
+        .await
+        .expect("suspend");
+    let all = s
+        .list_devices(&DeviceFilter {
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .expect("list");
+    assert_eq!(all.len(), 10);
+    assert!(all.windows(2).all(|w| w[0].id < w[1].id));
+    let page1 = s
+        .list_devices(&DeviceFilter {
+            limit: 4,
+            ..Default::default()
+        })
+        .await
+        .expect("list");
+    let page2 = s
+        .list_devices(&DeviceFilter {
+            limit: 4,
+            after_id: Some(page1[3].id),
+            ..Default::default()
+        })
+        .await
+        .expect("list");
+    assert_eq!(page1.len(), 4);
+    assert_eq!(page2[0].client_id, "P4");
+    let even = s
+        .list_devices(&DeviceFilter {
+            model: Some("even".into()),
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .expect("list");
+    assert_eq!(
+        even.iter()
+            .map(|d| d.client_id.as_str())
+            .collect::<Vec<_>>(),
+        vec!["P0", "P2", "P4", "P6", "P8"]
+    );
+    let revoked = s
+        .list_devices(&DeviceFilter {
+            status: Some(DeviceState::Revoked),
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .expect("list");
+    assert_eq!(revoked.len(), 1);
+    assert_eq!(revoked[0].client_id, "P3");
+    assert_eq!(revoked[0].reason, Some(RevocationReason::KeyCompromise));
+    let suspended = s
+        .list_devices(&DeviceFilter {
+            status: Some(DeviceState::Suspended),
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .expect("list");
+    assert_eq!(suspended[0].client_id, "P4");
+    let late = s
+        .list_devices(&DeviceFilter {
+            created_after: Some(T0 + 7),
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .expect("list");
+    assert_eq!(
+        late.iter()
+            .map(|d| d.client_id.as_str())
+            .collect::<Vec<_>>(),
+        vec!["P8", "P9"]
+    );
+}
+
+async fn revoke_device_revokes_all_certs_once(env: Env) {
+    let s = &env.store;
+    let d = dev("HW-1", "R1", Some("c"));
+    register_one(s, &d).await.expect("register");
+    s.suspend_device("R1", T0 + 1, &admin())
+        .await
+        .expect("suspend");
+    let (got, entry) = s
+        .revoke_device(
+            "R1",
+            RevocationReason::CessationOfOperation,
+            T0 + 5,
+            &admin(),
+        )
+        .await
+        .expect("revoke");
+    assert_eq!(got.device.status, DeviceState::Revoked);
+    assert_eq!(got.device.revoked_at, Some(T0 + 5));
+    assert_eq!(
+        got.device.reason,
+        Some(RevocationReason::CessationOfOperation)
+    );
+    assert!(got.certs.iter().all(|c| c.status == CertState::Revoked
+        && c.reason == Some(RevocationReason::CessationOfOperation)
+        && c.revoked_at == Some(T0 + 5)));
+    assert_eq!(entry.seq, 2);
+    assert_eq!(entry.scope, RevocationScope::Device);
+    assert_eq!(entry.action, RevocationAction::Revoked);
+    assert_eq!(entry.serials, vec![d.cert.serial.clone()]);
+    assert_eq!(entry.client_id, "R1");
+    match s
+        .revoke_device("R1", RevocationReason::KeyCompromise, T0 + 6, &admin())
+        .await
+    {
+        Err(StoreError::InvalidTransition(m)) => assert_eq!(m, "device is already revoked"),
+        other => panic!("expected InvalidTransition, got {other:?}"),
+    }
+    assert!(matches!(
+        s.revoke_device("nobody", RevocationReason::KeyCompromise, T0, &admin())
+            .await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(matches!(
+        s.revoke_device("R1", RevocationReason::CertificateHold, T0, &admin())
+            .await,
+        Err(StoreError::InvalidTransition(_))
+    ));
+    assert!(matches!(
+        s.suspend_device("R1", T0, &admin()).await,
+        Err(StoreError::InvalidTransition(_))
+    ));
+    assert!(matches!(
+        s.resume_device("R1", T0, &admin()).await,
+        Err(StoreError::InvalidTransition(_))
+    ));
+    assert_eq!(s.feed_head().await.expect("head"), 2);
+    assert_eq!(audit_count(s, "device.revoke").await, 1);
+    let crl = s.crl_listing().await.expect("crl");
+    assert_eq!(crl.len(), 1);
+    assert_eq!(crl[0].serial, d.cert.serial);
+    assert_eq!(crl[0].reason_code, 5);
+    assert_eq!(crl[0].revoked_at, T0 + 5);
+}
+
+async fn suspend_and_resume_toggle_hold(env: Env) {
+    let s = &env.store;
+    let d = dev("HW-1", "S1", Some("c"));
+    register_one(s, &d).await.expect("register");
+    let (got, entry) = s
+        .suspend_device("S1", T0 + 1, &admin())
+        .await
+        .expect("suspend");
+    let entry = entry.expect("an entry");
+    assert_eq!(got.device.status, DeviceState::Suspended);
+    assert_eq!(got.certs[0].status, CertState::Hold);
+    assert_eq!(entry.action, RevocationAction::Suspended);
+    assert_eq!(entry.reason, Some(RevocationReason::CertificateHold));
+    assert_eq!(entry.serials, vec![d.cert.serial.clone()]);
+    let crl = s.crl_listing().await.expect("crl");
+    assert_eq!(crl.len(), 1);
+    assert_eq!(crl[0].reason_code, 6);
+    let (_, again) = s
+        .suspend_device("S1", T0 + 2, &admin())
+        .await
+        .expect("suspend again");
+    assert!(again.is_none());
+    let (got, entry) = s
+        .resume_device("S1", T0 + 3, &admin())
+        .await
+        .expect("resume");
+    let entry = entry.expect("an entry");
+    assert_eq!(entry.seq, 2);
+    assert_eq!(entry.action, RevocationAction::Resumed);
+    assert_eq!(got.device.status, DeviceState::Active);
+    assert_eq!(got.certs[0].status, CertState::Good);
+    assert_eq!(got.certs[0].revoked_at, None);
+    assert!(s.crl_listing().await.expect("crl").is_empty());
+    let (_, again) = s
+        .resume_device("S1", T0 + 4, &admin())
+        .await
+        .expect("resume again");
+    assert!(again.is_none());
+    assert_eq!(s.feed_head().await.expect("head"), 2);
+    assert!(matches!(
+        s.suspend_device("nobody", T0, &admin()).await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(matches!(
+        s.resume_device("nobody", T0, &admin()).await,
+        Err(StoreError::NotFound)
+    ));
+    assert_eq!(audit_count(s, "device.suspend").await, 1);
+    assert_eq!(audit_count(s, "device.resume").await, 1);
+}
+
+async fn revoke_certificate_once(env: Env) {
+    let s = &env.store;
+    let d = dev("HW-1", "V1", Some("c"));
+    register_one(s, &d).await.expect("register");
+    let (cert, entry) = s
+        .revoke_certificate(
+            &d.cert.serial,
+            RevocationReason::Superseded,
+            T0 + 9,
+            &admin(),
+        )
+        .await
+        .expect("revoke");
+    assert_eq!(cert.status, CertState::Revoked);
+    assert_eq!(cert.reason, Some(RevocationReason::Superseded));
+    assert_eq!(entry.scope, RevocationScope::Certificate);
+    assert_eq!(entry.client_id, "V1");
+    assert_eq!(entry.serials, vec![d.cert.serial.clone()]);
+    assert!(matches!(
+        s.revoke_certificate(
+            &d.cert.serial,
+            RevocationReason::KeyCompromise,
+            T0,
+            &admin()
+        )
+        .await,
+        Err(StoreError::InvalidTransition(_))
+    ));
+    assert!(matches!(
+        s.revoke_certificate("ffff", RevocationReason::KeyCompromise, T0, &admin())
+            .await,
+        Err(StoreError::NotFound)
+    ));
+    // The device itself stays active.
+    assert_eq!(
+        s.get_device("V1")
+            .await
+            .expect("get")
+            .expect("some")
+            .device
+            .status,
+        DeviceState::Active
+    );
+    let crl = s.crl_listing().await.expect("crl");
+    assert_eq!(crl.len(), 1);
+    assert_eq!(crl[0].reason_code, 4);
+    assert_eq!(audit_count(s, "certificate.revoke").await, 1);
+}
+
+async fn feed_seq_increases_by_one_and_pages(env: Env) {
+    let s = &env.store;
+    let items: Vec<NewDevice> = (0..7)
+        .map(|i| dev(&format!("F-{i}"), &format!("F{i}"), Some("c")))
+        .collect();
+    s.register(&items, RegMode::AllOrNothing, &actor(), T0)
+        .await
+        .expect("register");
+    for i in 0..7 {
+        let (_, e) = s
+            .revoke_device(
+                &format!("F{i}"),
+                RevocationReason::Unspecified,
+                T0 + i,
+                &admin(),
+            )
+            .await
+            .expect("revoke");
+        assert_eq!(e.seq, i + 1);
+    }
+    let (all, head) = s.feed_since(0, 100).await.expect("feed");
+    assert_eq!(head, 7);
+    assert_eq!(
+        all.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        (1..=7).collect::<Vec<_>>()
+    );
+    assert_eq!(all[2].client_id, "F2");
+    assert_eq!(all[2].serials, vec![items[2].cert.serial.clone()]);
+    assert_eq!(all[2].at, T0 + 2);
+    let (page, head) = s.feed_since(3, 2).await.expect("feed");
+    assert_eq!(head, 7);
+    assert_eq!(page.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![4, 5]);
+    let (none, head) = s.feed_since(7, 10).await.expect("feed");
+    assert!(none.is_empty());
+    assert_eq!(head, 7);
+}
+
+async fn crl_compare_and_set(env: Env) {
+    let s = &env.store;
+    let row = |number: i64| CrlRow {
+        number,
+        feed_head: number * 10,
+        der: vec![number as u8; 3],
+        this_update: T0 + number,
+        next_update: T0 + number + 3600,
+    };
+    assert!(s.crl_put(&row(1), None).await.expect("put"));
+    assert!(
+        !s.crl_put(&row(1), None).await.expect("put"),
+        "a second first CRL is refused"
+    );
+    assert!(
+        !s.crl_put(&row(3), Some(2)).await.expect("put"),
+        "wrong previous number"
+    );
+    assert!(
+        !s.crl_put(&row(1), Some(1)).await.expect("put"),
+        "number must increase"
+    );
+    assert!(s.crl_put(&row(2), Some(1)).await.expect("put"));
+    assert!(
+        !s.crl_put(&row(3), Some(1)).await.expect("put"),
+        "lost the race"
+    );
+    let got = s.crl_get().await.expect("get").expect("some");
+    assert_eq!(got.number, 2);
+    assert_eq!(got.feed_head, 20);
+    assert_eq!(got.der, vec![2, 2, 2]);
+    assert_eq!(got.next_update, T0 + 2 + 3600);
+    // Two stores racing for the same next number: exactly one wins.
+    let other = env.another().await;
+    let (r3a, r3b) = (row(3), row(3));
+    let (a, b) = tokio::join!(s.crl_put(&r3a, Some(2)), other.crl_put(&r3b, Some(2)));
+    assert_eq!(
+        [a.expect("a"), b.expect("b")]
+            .iter()
+            .filter(|w| **w)
+            .count(),
+        1
+    );
+    assert_eq!(s.crl_get().await.expect("get").expect("some").number, 3);
+}
+
+async fn audit_filters_and_pages(env: Env) {
+    let s = &env.store;
+    let alice = Actor {
+        id: "t-a".into(),
+        name: "alice".into(),
+    };
+    let bob = Actor {
+        id: "t-b".into(),
+        name: "bob".into(),
+    };
+    for i in 0..6 {
+        let who = if i % 2 == 0 { &alice } else { &bob };
+        s.insert_audit(&AuditRecord {
+            at: T0 + i,
+            actor: who.clone(),
+            action: "thing.do".into(),
+            target: format!("t{i}"),
+            outcome: if i == 5 {
+                "error: nope".into()
+            } else {
+                "ok".into()
+            },
+        })
+        .await
+        .expect("insert");
+    }
+    let all = s.list_audit(None, None, None, 100).await.expect("list");
+    assert_eq!(all.len(), 6);
+    assert!(all.windows(2).all(|w| w[0].id < w[1].id));
+    assert_eq!(all[5].record.outcome, "error: nope");
+    let by_id = s
+        .list_audit(None, Some("t-a"), None, 100)
+        .await
+        .expect("list");
+    assert_eq!(
+        by_id
+            .iter()
+            .map(|a| a.record.target.as_str())
+            .collect::<Vec<_>>(),
+        vec!["t0", "t2", "t4"]
+    );
+    let by_name = s
+        .list_audit(None, Some("bob"), None, 100)
+        .await
+        .expect("list");
+    assert_eq!(by_name.len(), 3);
+    assert!(by_name.iter().all(|a| a.record.actor.id == "t-b"));
+    let since = s
+        .list_audit(Some(T0 + 4), None, None, 100)
+        .await
+        .expect("list");
+    assert_eq!(since.len(), 2);
+    let page = s
+        .list_audit(None, None, Some(all[1].id), 2)
+        .await
+        .expect("list");
+    assert_eq!(
+        page.iter().map(|a| a.id).collect::<Vec<_>>(),
+        vec![all[2].id, all[3].id]
+    );
+}
+
+async fn concurrent_same_serial_from_two_stores_makes_one_device(env: Env) {
+    let a = env.store.clone();
+    let b = env.another().await;
+    for round in 0..5 {
+        let serial = format!("RACE-{round}");
+        let mut tasks = Vec::new();
+        for i in 0..8 {
+            let s = if i % 2 == 0 { a.clone() } else { b.clone() };
+            // Half replay the same CSR, half bring a different one.
+            let csr = if i < 4 { "same" } else { "different" };
+            let d = dev(
+                &serial,
+                &format!("RC{round}x{i}"),
+                Some(&format!("{csr}-{}", if i < 4 { 0 } else { i })),
+            );
+            tasks.push(tokio::spawn(async move {
+                s.register(std::slice::from_ref(&d), RegMode::Independent, &actor(), T0)
+                    .await
+            }));
+        }
+        let mut created = 0;
+        for t in tasks {
+            match t
+                .await
+                .expect("join")
+                .expect("no raw database error")
+                .remove(0)
+            {
+                Ok(RegOutcome::Created) => created += 1,
+                Ok(RegOutcome::Existing(d)) => assert_eq!(d.device.hardware_serial, serial),
+                Err(RegConflict::SerialTaken) => {}
+                Err(c) => panic!("unexpected {c:?}"),
+            }
+        }
+        assert_eq!(created, 1, "round {round}");
+    }
+    assert_eq!(a.count_devices().await.expect("count"), 5);
+    assert_eq!(audit_count(&a, "device.register").await, 5);
+}
+
+async fn concurrent_revocations_from_two_stores_keep_feed_gap_free(env: Env) {
+    let a = env.store.clone();
+    let b = env.another().await;
+    let n = 40;
+    let items: Vec<NewDevice> = (0..n)
+        .map(|i| dev(&format!("CR-{i}"), &format!("CR{i}"), Some("c")))
+        .collect();
+    a.register(&items, RegMode::AllOrNothing, &actor(), T0)
+        .await
+        .expect("register");
+    let mut tasks = Vec::new();
+    for i in 0..n {
+        let s = if i % 2 == 0 { a.clone() } else { b.clone() };
+        tasks.push(tokio::spawn(async move {
+            let cid = format!("CR{i}");
+            if i % 3 == 0 {
+                s.suspend_device(&cid, T0, &admin())
+                    .await
+                    .map(|(_, e)| e.map(|e| e.seq))
+            } else {
+                s.revoke_device(&cid, RevocationReason::KeyCompromise, T0, &admin())
+                    .await
+                    .map(|(_, e)| Some(e.seq))
+            }
+        }));
+    }
+    let mut seqs = Vec::new();
+    for t in tasks {
+        seqs.push(t.await.expect("join").expect("change").expect("an entry"));
+    }
+    seqs.sort_unstable();
+    assert_eq!(seqs, (1..=n as i64).collect::<Vec<_>>());
+    let (feed, head) = b.feed_since(0, 1000).await.expect("feed");
+    assert_eq!(head, n as i64);
+    assert_eq!(
+        feed.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        (1..=n as i64).collect::<Vec<_>>()
+    );
+    let clients: HashSet<&str> = feed.iter().map(|e| e.client_id.as_str()).collect();
+    assert_eq!(clients.len(), n);
+}
+
+async fn feed_listener_sees_other_store_commits(env: Env) {
+    let (tx, mut rx) = tokio::sync::broadcast::channel(16);
+    let b = env.another().await;
+    let handle = b.spawn_feed_listener(tx).await.expect("listen");
+    if !env.store.is_postgres() {
+        assert!(handle.is_none(), "SQLite has no cross-process notification");
+        return;
+    }
+    let handle = handle.expect("a listener task on PostgreSQL");
+    let s = &env.store;
+    register_one(s, &dev("HW-L", "L1", Some("c")))
+        .await
+        .expect("register");
+    s.revoke_device("L1", RevocationReason::KeyCompromise, T0, &admin())
+        .await
+        .expect("revoke");
+    let seq = tokio::time::timeout(Duration::from_secs(2), rx.recv())
+        .await
+        .expect("notified within 2 s")
+        .expect("a value");
+    assert_eq!(seq, 1);
+    handle.abort();
+}
+
+async fn events_policy_and_models(env: Env) {
+    let s = &env.store;
+    register_one(s, &dev("HW-E", "E1", Some("c")))
+        .await
+        .expect("register");
+    let ev = |at: i64, addr: &str, fail: bool| DeviceEvent {
+        client_id: "E1".into(),
+        at,
+        address: Some(addr.into()),
+        auth_failure: fail,
+    };
+    let n = s
+        .record_events(&[
+            ev(T0 + 10, "10.0.0.1:1", false),
+            ev(T0 + 30, "10.0.0.3:1", false),
+            ev(T0 + 20, "10.0.0.2:1", false),
+            ev(T0 + 25, "10.0.0.9:1", true),
+            DeviceEvent {
+                client_id: "nobody".into(),
+                at: T0,
+                address: None,
+                auth_failure: false,
+            },
+        ])
+        .await
+        .expect("events");
+    assert_eq!(n, 1);
+    let act = s
+        .device_activity("E1")
+        .await
+        .expect("activity")
+        .expect("some");
+    assert_eq!(act.last_seen, Some(T0 + 30));
+    assert_eq!(act.last_address.as_deref(), Some("10.0.0.3:1"));
+    assert_eq!(act.connect_count, 3);
+    assert_eq!(act.auth_failure_count, 1);
+    assert_eq!(act.last_auth_failure, Some(T0 + 25));
+    // An older connect does not move last_seen back.
+    s.record_events(&[ev(T0 + 5, "10.0.0.5:1", false)])
+        .await
+        .expect("events");
+    let act = s
+        .device_activity("E1")
+        .await
+        .expect("activity")
+        .expect("some");
+    assert_eq!(act.last_seen, Some(T0 + 30));
+    assert_eq!(act.connect_count, 4);
+    assert_eq!(
+        s.get_device("E1")
+            .await
+            .expect("get")
+            .expect("some")
+            .device
+            .last_seen,
+        Some(T0 + 30)
+    );
+
+    assert_eq!(
+        s.get_device_policy("E1").await.expect("policy"),
+        Some(DevicePolicyRow::default())
+    );
+    let p = DevicePolicyRow {
+        allowed_cidrs: Some(vec!["10.0.0.0/8".into()]),
+        topic_policy: Some(r#"{"publish":[],"subscribe":[]}"#.into()),
+        message_auth: Some("required".into()),
+    };
+    s.set_device_policy("E1", &p, &audit_rec(&admin(), "device.policy", "E1", T0))
+        .await
+        .expect("set");
+    assert_eq!(
+        s.get_device_policy("E1").await.expect("policy"),
+        Some(p.clone())
+    );
+    assert!(matches!(
+        s.set_device_policy("nobody", &p, &audit_rec(&admin(), "device.policy", "x", T0))
+            .await,
+        Err(StoreError::NotFound)
+    ));
+
+    let m = ModelRow {
+        name: "sensor".into(),
+        client_id_prefix: Some("SN".into()),
+        topic_policy: None,
+        message_auth: Some("off".into()),
+        updated_at: T0,
+    };
+    s.put_model(&m, &audit_rec(&admin(), "model.put", "sensor", T0))
+        .await
+        .expect("put");
+    let m2 = ModelRow {
+        client_id_prefix: Some("SX".into()),
+        updated_at: T0 + 1,
+        ..m.clone()
+    };
+    s.put_model(&m2, &audit_rec(&admin(), "model.put", "sensor", T0 + 1))
+        .await
+        .expect("put");
+    assert_eq!(s.get_model("sensor").await.expect("get"), Some(m2.clone()));
+    assert!(s.get_model("other").await.expect("get").is_none());
+    assert_eq!(s.list_models().await.expect("list"), vec![m2]);
+    assert_eq!(audit_count(s, "model.put").await, 2);
+}
