@@ -155,7 +155,9 @@ pub fn verify_tls_client(
         std::slice::from_ref(anchor),
         intermediates,
         unix(now),
-        webpki::KeyUsage::required(EKU_CLIENT_AUTH),
+        // webpki applies the EKU rule to intermediates as well, and devid's CAs carry no EKU:
+        // require clientAuth where present here and insist on it at the leaf below.
+        webpki::KeyUsage::required_if_present(EKU_CLIENT_AUTH),
         None,
         None,
     )
@@ -170,6 +172,13 @@ pub fn verify_tls_client(
         .ok_or("no keyUsage")?;
     if !ku.value.digital_signature() {
         return Err("keyUsage lacks digitalSignature".into());
+    }
+    let eku = cert
+        .extended_key_usage()
+        .map_err(|_| "bad extendedKeyUsage".to_string())?
+        .ok_or("no extendedKeyUsage (clientAuth required)")?;
+    if !eku.value.client_auth {
+        return Err("extendedKeyUsage lacks clientAuth".into());
     }
     let mut cns = cert.subject().iter_common_name();
     let cn = cns
