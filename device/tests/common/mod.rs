@@ -92,3 +92,6 @@ pub fn install_ring() {
     // Tolerate another test having installed it already.
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
+
+pub mod fake_broker;
+pub mod pki;
