@@ -157,6 +157,7 @@ impl Registry {
             .await
             .map_err(ApiError::internal)??;
         let devices: Vec<NewDevice> = signed.iter().map(|s| s.device.clone()).collect();
+        tracing::info!(items = devices.len(), signed_in = ?started.elapsed(), "batch signed; storing");
         let outcomes = self
             .inner
             .store
