@@ -83,3 +83,196 @@ async fn registered_device_connects_publishes_own_topic_and_is_refused_foreign_o
         .log()
         .contains(&format!("admitted client {}", a.client_id)));
 }
+
+/// A device that must still be served after each refusal.
+async fn still_serving(broker: &Broker, good: &DeviceCreds, root: &[u8], after: &str) {
+    let dev = connect(&broker.addr(), good, root, None, Tamper::None)
+        .await
+        .unwrap_or_else(|e| panic!("good device refused after {after}: {e}"));
+    let r = dev
+        .publish(&format!("devices/{}/alive", good.client_id), b"1")
+        .await;
+    assert!(r.is_success(), "after {after}: {r:?}");
+    dev.client.disconnect().await.expect("disconnect");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_bad_authentication_is_refused_and_the_broker_keeps_serving() {
+    let (service, mut broker) = setup().await;
+    let root = service.root_der();
+    let good = service.register_device("hw-good").await;
+    let other = service.register_device("hw-other").await;
+    let now = time::OffsetDateTime::now_utc();
+    let day = time::Duration::days(1);
+
+    // (name, device, CONNECT ClientID, tamper)
+    let foreign_ca = TestCa::new();
+    let foreign = foreign_ca.device(&good.client_id, now - day, now + day);
+    let expired = issue_with_service_ca(&service, &new_client_id("exp"), now - day * 10, now - day);
+    let not_yet = issue_with_service_ca(&service, &new_client_id("nyv"), now + day, now + day * 10);
+    let mut hello_truncated = Vec::new();
+    {
+        // A real ClientHello cut short by one byte.
+        let mut a = Devid1Auth::new(&good, &root, Tamper::None);
+        use devid_e2e::devid_device::connection::Authenticator;
+        let h = a.start().expect("hello");
+        hello_truncated.extend_from_slice(&h[..h.len() - 1]);
+    }
+    let cases: Vec<(&str, DeviceCreds, Option<String>, Tamper)> = vec![
+        (
+            "wrong ClientID",
+            good.clone(),
+            Some(other.client_id.clone()),
+            Tamper::None,
+        ),
+        (
+            "ClientID with wildcard",
+            good.clone(),
+            Some("dev/#".into()),
+            Tamper::None,
+        ),
+        ("certificate from another CA", foreign, None, Tamper::None),
+        ("expired certificate", expired, None, Tamper::None),
+        ("certificate not yet valid", not_yet, None, Tamper::None),
+        (
+            "wrong signature",
+            good.clone(),
+            None,
+            Tamper::FlipFinish(10),
+        ),
+        ("wrong mac", good.clone(), None, Tamper::FlipFinish(80)),
+        (
+            "trailing byte in ClientFinish",
+            good.clone(),
+            None,
+            Tamper::Finish(vec![3; 98]),
+        ),
+        (
+            "garbage ClientHello",
+            good.clone(),
+            None,
+            Tamper::Hello(b"\x01\x01garbage".to_vec()),
+        ),
+        (
+            "empty ClientHello",
+            good.clone(),
+            None,
+            Tamper::Hello(Vec::new()),
+        ),
+        (
+            "truncated ClientHello",
+            good.clone(),
+            None,
+            Tamper::Hello(hello_truncated),
+        ),
+        (
+            "ServerHello type as ClientHello",
+            good.clone(),
+            None,
+            Tamper::Hello(vec![2; 200]),
+        ),
+    ];
+    for (name, creds, cid, tamper) in cases {
+        let r = connect(&broker.addr(), &creds, &root, cid.as_deref(), tamper).await;
+        assert_eq!(refused_with(r), ReasonCode::NOT_AUTHORIZED, "{name}");
+        assert!(broker.running(), "broker died after {name}");
+        still_serving(&broker, &good, &root, name).await;
+    }
+    // An unknown protocol version is answered 0x8C (bad authentication method).
+    let r = connect(
+        &broker.addr(),
+        &good,
+        &root,
+        None,
+        Tamper::Hello(vec![1, 2, 0, 0]),
+    )
+    .await;
+    assert_eq!(refused_with(r), ReasonCode::BAD_AUTHENTICATION_METHOD);
+    still_serving(&broker, &good, &root, "unknown version").await;
+    let log = broker.log();
+    let refusals = log
+        .lines()
+        .filter(|l| l.contains("devid: refused client"))
+        .count();
+    assert_eq!(refusals, 13, "{log}");
+    eprintln!(
+        "{}",
+        log.lines()
+            .filter(|l| l.contains("devid: refused"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    broker.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoked_and_suspended_devices_are_refused_and_kicked_within_a_second() {
+    let (service, broker) = setup().await;
+    let root = service.root_der();
+    let victim = service.register_device("hw-victim").await;
+    let held = service.register_device("hw-held").await;
+    let bystander = service.register_device("hw-bystander").await;
+
+    let mut v = connect(&broker.addr(), &victim, &root, None, Tamper::None)
+        .await
+        .expect("victim admitted before revocation");
+    let mut h = connect(&broker.addr(), &held, &root, None, Tamper::None)
+        .await
+        .expect("held admitted before suspension");
+    let mut by = connect(&broker.addr(), &bystander, &root, None, Tamper::None)
+        .await
+        .expect("bystander");
+
+    // Revoke: DISCONNECT 0x98 within 1 s of the revoke call returning.
+    service.revoke(&victim.client_id).await;
+    let t0 = std::time::Instant::now();
+    match v.event(Duration::from_secs(1)).await {
+        Some(Event::Disconnected { reason, .. }) => {
+            assert_eq!(reason, ReasonCode::ADMINISTRATIVE_ACTION)
+        }
+        other => panic!("revoked device not disconnected within 1 s: {other:?}"),
+    }
+    eprintln!("revocation to DISCONNECT: {:?}", t0.elapsed());
+    let r = connect(&broker.addr(), &victim, &root, None, Tamper::None).await;
+    assert_eq!(
+        refused_with(r),
+        ReasonCode::NOT_AUTHORIZED,
+        "revoked reconnect"
+    );
+
+    // Suspend: kicked and refused; resume: admitted again.
+    service.suspend(&held.client_id).await;
+    match h.event(Duration::from_secs(1)).await {
+        Some(Event::Disconnected { reason, .. }) => {
+            assert_eq!(reason, ReasonCode::ADMINISTRATIVE_ACTION)
+        }
+        other => panic!("suspended device not disconnected within 1 s: {other:?}"),
+    }
+    let r = connect(&broker.addr(), &held, &root, None, Tamper::None).await;
+    assert_eq!(
+        refused_with(r),
+        ReasonCode::NOT_AUTHORIZED,
+        "suspended reconnect"
+    );
+    service.resume(&held.client_id).await;
+    let mut ok = false;
+    for _ in 0..40 {
+        if connect(&broker.addr(), &held, &root, None, Tamper::None)
+            .await
+            .is_ok()
+        {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(ok, "resumed device still refused after 2 s");
+
+    // The bystander was never touched.
+    assert!(by.event(Duration::from_millis(200)).await.is_none());
+    let r = by
+        .publish(&format!("devices/{}/x", bystander.client_id), b"1")
+        .await;
+    assert!(r.is_success());
+    drop(broker);
+}
