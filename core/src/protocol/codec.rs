@@ -117,6 +117,7 @@ pub(crate) fn put_u8_prefixed(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
