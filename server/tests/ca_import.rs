@@ -2,8 +2,6 @@
 
 mod ca_common;
 
-use std::path::Path;
-
 use ca_common::{openssl, read, settings, write};
 use devid_core::csr::parse_csr_pem;
 use devid_core::profile::DeviceIdentity;

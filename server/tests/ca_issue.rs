@@ -144,7 +144,7 @@ fn device_cert_from_a_greedy_csr_gets_the_profile_and_verifies() {
     let now_s = now.replace_nanosecond(0).expect("ns");
     assert_eq!(issued.not_before, now_s - time::Duration::seconds(60));
     assert_eq!(issued.not_after.year(), now.year() + 20);
-    let fmt = time::format_description::parse(
+    let fmt = time::format_description::parse_borrowed::<2>(
         "[month repr:short] [day padding:space] [hour]:[minute]:[second] [year] GMT",
     )
     .expect("format");
