@@ -583,3 +583,31 @@ fn regenerate_vectors() {
     check_against_crate(&v, &o);
     std::fs::write(PATH, serde_json::to_string_pretty(&v).unwrap() + "\n").unwrap();
 }
+
+/// Every hex value of the vector appears in docs/protocol.md (rendered by
+/// `tests/vectors/render_doc.py`).
+#[test]
+fn protocol_doc_carries_the_vector() {
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(PATH).unwrap()).unwrap();
+    let doc_path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/protocol.md");
+    let doc: String = std::fs::read_to_string(doc_path)
+        .unwrap()
+        .split('\n')
+        .collect();
+    fn walk(v: &Value, out: &mut Vec<String>) {
+        match v {
+            Value::String(s) if s.len() >= 24 && s.bytes().all(|b| b.is_ascii_hexdigit()) => {
+                out.push(s.clone())
+            }
+            Value::Array(a) => a.iter().for_each(|x| walk(x, out)),
+            Value::Object(o) => o.values().for_each(|x| walk(x, out)),
+            _ => {}
+        }
+    }
+    let mut hexes = Vec::new();
+    walk(&v, &mut hexes);
+    assert!(hexes.len() > 50);
+    for hx in hexes {
+        assert!(doc.contains(&hx), "docs/protocol.md lacks {hx}");
+    }
+}
