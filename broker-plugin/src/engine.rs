@@ -155,7 +155,7 @@ pub struct Engine<S: ServerSide> {
 /// Within this long after start, no TICK yet is normal.
 const TICK_GRACE: Duration = Duration::from_secs(3);
 /// A device's status is refetched at most this often.
-const STATUS_REFRESH: Duration = Duration::from_secs(5);
+const STATUS_REFRESH: Duration = Duration::from_secs(1);
 
 impl<S: ServerSide> Engine<S> {
     pub fn new(

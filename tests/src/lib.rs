@@ -418,15 +418,19 @@ pub struct Broker {
 }
 
 impl Broker {
-    pub fn start(settings: BrokerSettings) -> Broker {
-        let dir = Arc::new(tempfile::tempdir().expect("tempdir"));
-        let mut b = Broker {
+    /// A broker with its directory and ports, not started yet (see [`Broker::launch`]).
+    pub fn prepare(settings: BrokerSettings) -> Broker {
+        Broker {
             port: free_port(),
             tls_port: free_port(),
-            dir,
+            dir: Arc::new(tempfile::tempdir().expect("tempdir")),
             settings,
             proc: None,
-        };
+        }
+    }
+
+    pub fn start(settings: BrokerSettings) -> Broker {
+        let mut b = Broker::prepare(settings);
         b.launch()
             .unwrap_or_else(|log| panic!("mosquitto did not start; log:\n{log}"));
         b
