@@ -23,6 +23,40 @@ use crate::Failure;
 pub(crate) enum BenchCmd {
     /// Connect, CONNACK, DISCONNECT, repeat, from N concurrent devices.
     Connect(ConnectBench),
+    /// Publish throughput of one device: N messages in flight, optionally MACed or sealed.
+    Publish(PublishBench),
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Protect {
+    None,
+    Mac,
+    Seal,
+}
+
+#[derive(Args)]
+pub(crate) struct PublishBench {
+    #[command(flatten)]
+    common: crate::Common,
+    /// Topic (default devices/<ClientID>/bench).
+    #[arg(long)]
+    topic: Option<String>,
+    /// Payload bytes.
+    #[arg(long, default_value_t = 256)]
+    size: usize,
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=1))]
+    qos: u8,
+    /// Publishes in flight at once.
+    #[arg(long, default_value_t = 64)]
+    inflight: usize,
+    /// Seconds to run.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    #[arg(long, value_enum, default_value_t = Protect::None)]
+    protect: Protect,
+    /// The broker's PID, to report its CPU time over the run.
+    #[arg(long)]
+    broker_pid: Option<u32>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -264,7 +298,137 @@ fn percentile(sorted: &[u32], p: f64) -> f64 {
 }
 
 pub(crate) async fn run(cmd: BenchCmd) -> Result<(), Failure> {
-    let BenchCmd::Connect(b) = cmd;
+    match cmd {
+        BenchCmd::Connect(b) => run_connect(b).await,
+        BenchCmd::Publish(b) => run_publish(b).await,
+    }
+}
+
+async fn run_publish(b: PublishBench) -> Result<(), Failure> {
+    if b.inflight == 0 || b.duration.is_nan() || b.duration <= 0.0 {
+        return Err(Failure::usage("--inflight and --duration must be positive"));
+    }
+    if b.protect != Protect::None && b.common.mtls {
+        return Err(Failure::usage("--protect needs DEVID-1 (not --mtls)"));
+    }
+    let s = crate::setup(&b.common)?;
+    let client = Arc::new(crate::connect(&s, devid_device::Rotation::default()).await?);
+    let topic = b
+        .topic
+        .clone()
+        .unwrap_or_else(|| format!("devices/{}/bench", s.creds.client_id));
+    let qos = if b.qos == 1 {
+        devid_device::mqtt::QoS::AtLeastOnce
+    } else {
+        devid_device::mqtt::QoS::AtMostOnce
+    };
+    let mut msg = devid_device::OutgoingMessage::new(topic, vec![0x5a; b.size], qos);
+    msg.protection = match b.protect {
+        Protect::None => devid_device::Protection::None,
+        Protect::Mac => devid_device::Protection::Mac,
+        Protect::Seal => devid_device::Protection::Seal,
+    };
+    let cpu0 = cpu_seconds(None);
+    let bcpu0 = b.broker_pid.and_then(|p| cpu_seconds(Some(p)));
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs_f64(b.duration);
+    let handles: Vec<_> = (0..b.inflight)
+        .map(|_| {
+            let (client, msg) = (client.clone(), msg.clone());
+            tokio::spawn(async move {
+                let mut t = Tally::default();
+                while Instant::now() < deadline {
+                    match client.publish(msg.clone()).await {
+                        Ok(None) => t.latencies_us.push(0),
+                        Ok(Some(a)) if a.reason.is_success() => t.latencies_us.push(0),
+                        Ok(Some(a)) => {
+                            *t.errors.entry(format!("PUBACK {}", a.reason)).or_default() += 1
+                        }
+                        Err(e) => {
+                            *t.errors.entry(e.to_string()).or_default() += 1;
+                            break;
+                        }
+                    }
+                }
+                t
+            })
+        })
+        .collect();
+    let mut sent = 0usize;
+    let mut errors: BTreeMap<String, u64> = BTreeMap::new();
+    for h in handles {
+        let t = h
+            .await
+            .map_err(|e| Failure::failed(format!("worker failed: {e}")))?;
+        sent += t.latencies_us.len();
+        for (k, v) in t.errors {
+            *errors.entry(k).or_default() += v;
+        }
+    }
+    // PINGRESP comes after the broker has read every PUBLISH before it.
+    client.ping().await?;
+    let elapsed = started.elapsed().as_secs_f64();
+    let cpu = cpu_seconds(None).zip(cpu0).map(|(a, b)| a - b);
+    let bcpu = b
+        .broker_pid
+        .and_then(|p| cpu_seconds(Some(p)))
+        .zip(bcpu0)
+        .map(|(a, b)| a - b);
+    if let Ok(c) = Arc::try_unwrap(client) {
+        c.disconnect().await?;
+    }
+    let rate = sent as f64 / elapsed;
+    let protect = match b.protect {
+        Protect::None => "none",
+        Protect::Mac => "mac",
+        Protect::Seal => "seal",
+    };
+    if b.common.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "bench": "publish",
+                "qos": b.qos,
+                "size": b.size,
+                "protect": protect,
+                "inflight": b.inflight,
+                "seconds": elapsed,
+                "messages": sent,
+                "per_second": rate,
+                "errors": errors,
+                "client_cpu_seconds": cpu,
+                "broker_cpu_seconds": bcpu,
+            })
+        );
+    } else {
+        println!(
+            "publish qos={} size={} protect={protect} inflight={} seconds={elapsed:.2}",
+            b.qos, b.size, b.inflight
+        );
+        println!("messages={sent} ({rate:.0}/s)");
+        if let Some(c) = cpu {
+            println!(
+                "client CPU {c:.2} s ({:.0}% of one core)",
+                100.0 * c / elapsed
+            );
+        }
+        if let Some(c) = bcpu {
+            println!(
+                "broker CPU {c:.2} s ({:.0}% of one core)",
+                100.0 * c / elapsed
+            );
+        }
+        for (k, v) in &errors {
+            println!("error x{v}: {k}");
+        }
+    }
+    if sent == 0 || !errors.is_empty() {
+        return Err(Failure::failed("publishes failed"));
+    }
+    Ok(())
+}
+
+async fn run_connect(b: ConnectBench) -> Result<(), Failure> {
     if b.concurrency == 0 || b.duration.is_nan() || b.duration <= 0.0 {
         return Err(Failure::usage(
             "--concurrency and --duration must be positive",

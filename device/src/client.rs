@@ -240,6 +240,18 @@ impl Client {
     }
 }
 
+/// After a failed send: an encoding error goes to the caller (nothing was written); anything
+/// else breaks the connection.
+fn reply_or_fail<T>(tx: Reply<T>, e: ClientError) -> Result<(), ClientError> {
+    match e {
+        ClientError::Encode(_) => {
+            let _ = tx.send(Err(e));
+            Ok(())
+        }
+        other => Err(other),
+    }
+}
+
 enum Pending {
     Publish(oneshot::Sender<Result<Option<Ack>, ClientError>>),
     Sub(oneshot::Sender<Result<Vec<ReasonCode>, ClientError>>),
@@ -458,15 +470,11 @@ impl Task {
                         return Ok(());
                     }
                 }
-                // An encoding error (bad topic, too large) is the caller's, not the link's.
-                let mut probe = Vec::new();
-                if let Err(e) =
-                    Packet::Publish(p.clone()).encode_limited(&mut probe, self.conn.max_outgoing)
-                {
-                    let _ = tx.send(Err(e.into()));
-                    return Ok(());
+                // An encoding error (bad topic, too large) is the caller's, not the link's:
+                // nothing was written, the connection goes on.
+                if let Err(e) = self.send(&Packet::Publish(p)).await {
+                    return reply_or_fail(tx, e);
                 }
-                self.send(&Packet::Publish(p)).await?;
                 if m.protection != Protection::None {
                     self.since_rotation += 1;
                     if self
@@ -492,11 +500,9 @@ impl Task {
                     properties: Properties::new(),
                     filters,
                 });
-                if let Err(e) = p.to_bytes() {
-                    let _ = tx.send(Err(e.into()));
-                    return Ok(());
+                if let Err(e) = self.send(&p).await {
+                    return reply_or_fail(tx, e);
                 }
-                self.send(&p).await?;
                 self.pending_sub.insert(id, Pending::Sub(tx));
             }
             Command::Unsubscribe(filters, tx) => {
@@ -506,11 +512,9 @@ impl Task {
                     properties: Properties::new(),
                     filters,
                 });
-                if let Err(e) = p.to_bytes() {
-                    let _ = tx.send(Err(e.into()));
-                    return Ok(());
+                if let Err(e) = self.send(&p).await {
+                    return reply_or_fail(tx, e);
                 }
-                self.send(&p).await?;
                 self.pending_sub.insert(id, Pending::Sub(tx));
             }
             Command::Ping(tx) => {

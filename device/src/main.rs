@@ -245,7 +245,7 @@ pub(crate) fn setup(common: &Common) -> Result<Setup, Failure> {
 }
 
 /// Connects as the setup says; prints the session line.
-async fn connect(s: &Setup, rotation: Rotation) -> Result<Client, Failure> {
+pub(crate) async fn connect(s: &Setup, rotation: Rotation) -> Result<Client, Failure> {
     let c = &s.common;
     let client_id = c
         .client_id

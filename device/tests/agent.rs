@@ -182,6 +182,55 @@ async fn connect_publish_and_refusals_with_devid1() {
         assert_eq!(v["resumed"].as_u64().unwrap() > 0, resumed, "{out}");
         assert!(v["client_cpu_seconds"].as_f64().is_some(), "{out}");
     }
+
+    // bench publish: MACed QoS 1 and sealed QoS 0, every message verified by the broker.
+    let mut verified_before = 0;
+    while let Ok(e) = broker.events.try_recv() {
+        verified_before += usize::from(matches!(e, BrokerEvent::Published { verified: true, .. }));
+    }
+    assert_eq!(verified_before, 0);
+    let mut total = 0;
+    for (qos, protect) in [("1", "mac"), ("0", "seal")] {
+        let o = agent(
+            &[
+                &["bench", "publish"],
+                &base[..],
+                &[
+                    "--qos",
+                    qos,
+                    "--protect",
+                    protect,
+                    "--duration",
+                    "0.3",
+                    "--inflight",
+                    "8",
+                    "--json",
+                ],
+            ]
+            .concat(),
+        )
+        .await;
+        let (out, err) = text(&o);
+        assert!(o.status.success(), "{out}{err}");
+        let v: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+        let n = v["messages"].as_u64().unwrap();
+        assert!(n > 0, "{out}");
+        total += n;
+    }
+    let mut verified = 0u64;
+    let mut unverified = 0u64;
+    while let Ok(e) = broker.events.try_recv() {
+        match e {
+            BrokerEvent::Published { verified: true, .. } => verified += 1,
+            BrokerEvent::Published { .. } => unverified += 1,
+            _ => {}
+        }
+    }
+    assert_eq!(unverified, 0);
+    assert_eq!(
+        verified, total,
+        "every message the bench counted reached the broker verified"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
