@@ -726,6 +726,14 @@ fn install(
             // ENOTEMPTY / EEXIST: another process (or an earlier run) got there first.
             if ca_dir.join(ISSUING_CRT).exists() {
                 Ok(Installed::SomeoneElses)
+            } else if ca_dir.exists() {
+                Err(CaError::Corrupt {
+                    path: ca_dir.to_path_buf(),
+                    reason: format!(
+                        "the directory exists but holds no {ISSUING_CRT}; move it away to \
+                         create a new CA"
+                    ),
+                })
             } else {
                 Err(CaError::Io {
                     path: ca_dir.to_path_buf(),

@@ -309,3 +309,26 @@ fn concurrent_first_starts_in_processes_make_one_ca() {
     assert_eq!(roots.len(), 1, "all processes use the same root");
     write(tmp.path(), "marker", "done");
 }
+
+#[test]
+fn a_leftover_non_empty_ca_dir_without_certificates_is_refused() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    std::fs::create_dir_all(tmp.path().join("ca")).expect("mkdir");
+    write(&tmp.path().join("ca"), "notes.txt", "not a CA");
+    let err = Ca::init_or_load(tmp.path(), None, None).expect_err("refused");
+    assert!(matches!(err, CaError::Corrupt { .. }), "{err:?}");
+    assert!(err.to_string().contains("move it away"), "{err}");
+    // Nothing else was written, and no temporary directory is left.
+    let names: Vec<_> = std::fs::read_dir(tmp.path())
+        .expect("dir")
+        .map(|e| e.expect("e").file_name())
+        .collect();
+    assert_eq!(names, vec![std::ffi::OsString::from("ca")]);
+
+    // An empty leftover directory is simply replaced.
+    let tmp2 = tempfile::tempdir().expect("tmp");
+    std::fs::create_dir_all(tmp2.path().join("ca")).expect("mkdir");
+    let (_, created) = Ca::init_or_load(tmp2.path(), None, None).expect("init");
+    assert!(created);
+    assert_eq!(mode(&tmp2.path().join("ca")), 0o700);
+}

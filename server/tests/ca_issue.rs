@@ -443,3 +443,32 @@ fn csr_refusals_name_the_problem() {
     assert!(!all.contains("verify OK"), "{all}");
     let _ = read(dir, "good.csr");
 }
+
+#[test]
+fn ldevid_profile_is_short_lived_and_verifies() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path();
+    let ca = new_ca(dir);
+    let csr = parse_csr_pem(&ca_common::rcgen_csr()).expect("csr");
+    let now = time::OffsetDateTime::now_utc();
+    let issued = ca
+        .issue_device_profile(
+            devid_core::profile::Profile::LDevId {
+                lifetime: std::time::Duration::from_secs(24 * 3600),
+            },
+            csr.public_key(),
+            &id("dev1", "HW1"),
+            &settings(),
+            now,
+            &SystemRandom::new(),
+        )
+        .expect("issued");
+    assert_eq!(
+        issued.not_after,
+        now.replace_nanosecond(0).expect("ns") + time::Duration::hours(24)
+    );
+    write(dir, "ldev.pem", &issued.pem);
+    verify_ok(dir, &["ldev.pem"], "sslclient");
+    let text = openssl(dir, &["x509", "-in", "ldev.pem", "-noout", "-text"]);
+    assert!(text.contains("URI:urn:devid:dev1"), "{text}");
+}
