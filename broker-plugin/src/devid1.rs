@@ -163,7 +163,7 @@ pub fn verify_tls_client(
     )
     .map_err(|e| format!("certificate chain: {e}"))?;
     let cert = match X509Certificate::from_der(leaf_der) {
-        Ok((rest, c)) if rest.is_empty() => c,
+        Ok((&[], c)) => c,
         _ => return Err("unparsable certificate".into()),
     };
     let ku = cert

@@ -59,6 +59,7 @@ const EVENTS: &[c_int] = &[
     MOSQ_EVT_DISCONNECT,
 ];
 
+#[cfg(not(test))]
 fn log(level: LogLevel, msg: &str) {
     let level = match level {
         LogLevel::Info => MOSQ_LOG_INFO,
@@ -69,6 +70,12 @@ fn log(level: LogLevel, msg: &str) {
     let line = CString::new(msg.replace('\0', "?")).unwrap_or_default();
     // SAFETY: a "%s" format with one NUL-terminated string argument; broker thread only.
     unsafe { mosquitto_log_printf(level, c"%s".as_ptr(), line.as_ptr()) };
+}
+
+/// Unit tests run without a broker: lines go to a thread-local list instead.
+#[cfg(test)]
+fn log(level: LogLevel, msg: &str) {
+    tests::LOGS.with(|l| l.borrow_mut().push((level, msg.to_string())));
 }
 
 /// Copies a C string the broker lends us; None for NULL or non-UTF-8.
@@ -132,8 +139,10 @@ fn flush_logs(p: &Plugin) {
     }
 }
 
+/// # Safety
+/// Called by Mosquitto: `versions` points to `count` ints (NULL is refused).
 #[no_mangle]
-pub extern "C" fn mosquitto_plugin_version(count: c_int, versions: *const c_int) -> c_int {
+pub unsafe extern "C" fn mosquitto_plugin_version(count: c_int, versions: *const c_int) -> c_int {
     guard(-1, || {
         if versions.is_null() || count <= 0 {
             return -1;
@@ -255,8 +264,11 @@ unsafe fn teardown(p: *mut Plugin) {
     LOADED.store(false, Ordering::SeqCst);
 }
 
+/// # Safety
+/// Called once by Mosquitto on its thread with valid `id` and `userdata` pointers and `n`
+/// options at `opts`.
 #[no_mangle]
-pub extern "C" fn mosquitto_plugin_init(
+pub unsafe extern "C" fn mosquitto_plugin_init(
     id: *mut mosquitto_plugin_id_t,
     userdata: *mut *mut c_void,
     opts: *mut mosquitto_opt,
@@ -284,8 +296,10 @@ pub extern "C" fn mosquitto_plugin_init(
     })
 }
 
+/// # Safety
+/// Called once by Mosquitto at shutdown with the `userdata` that init stored.
 #[no_mangle]
-pub extern "C" fn mosquitto_plugin_cleanup(
+pub unsafe extern "C" fn mosquitto_plugin_cleanup(
     userdata: *mut c_void,
     _opts: *mut mosquitto_opt,
     _n: c_int,
@@ -421,7 +435,7 @@ unsafe fn client_certificate_der(client: *const mosquitto) -> Option<Vec<u8>> {
     }
     // SAFETY: x509 is valid until X509_free; i2d_X509 with NULL out returns the length, then
     // writes exactly that many bytes and advances the pointer.
-    let der = unsafe {
+    unsafe {
         let len = i2d_X509(x509, std::ptr::null_mut());
         let der = if len > 0 {
             let mut buf = vec![0u8; len as usize];
@@ -433,8 +447,7 @@ unsafe fn client_certificate_der(client: *const mosquitto) -> Option<Vec<u8>> {
         };
         X509_free(x509);
         der
-    };
-    der
+    }
 }
 
 /// # Safety
@@ -589,4 +602,68 @@ fn on_disconnect(p: &Plugin, ev: &mosquitto_evt_disconnect) -> c_int {
         e.disconnect(ev.client as ConnKey);
     }
     MOSQ_ERR_SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    thread_local! {
+        pub(super) static LOGS: RefCell<Vec<(LogLevel, String)>> = const { RefCell::new(Vec::new()) };
+    }
+
+    #[test]
+    fn panic_in_a_callback_fails_closed_and_is_logged() {
+        let rc = guard(MOSQ_ERR_AUTH, || panic!("boom"));
+        assert_eq!(rc, MOSQ_ERR_AUTH);
+        let rc = guard(MOSQ_ERR_ACL_DENIED, || panic!("boom"));
+        assert_eq!(rc, MOSQ_ERR_ACL_DENIED);
+        assert_eq!(guard(MOSQ_ERR_AUTH, || MOSQ_ERR_SUCCESS), MOSQ_ERR_SUCCESS);
+        LOGS.with(|l| {
+            let l = l.borrow();
+            assert_eq!(l.len(), 2);
+            assert!(l[0].1.contains("failing closed"));
+        });
+    }
+
+    #[test]
+    fn data_out_is_a_libc_malloc_copy() {
+        let mut ev = mosquitto_evt_extended_auth {
+            future: std::ptr::null_mut(),
+            client: std::ptr::null_mut(),
+            data_in: std::ptr::null(),
+            data_out: std::ptr::null_mut(),
+            data_in_len: 0,
+            data_out_len: 0,
+            auth_method: std::ptr::null(),
+            future2: [std::ptr::null_mut(); 3],
+        };
+        set_data_out(&mut ev, b"server hello").expect("alloc");
+        assert_eq!(ev.data_out_len, 12);
+        // SAFETY: data_out holds data_out_len bytes from libc malloc; freed the way the broker
+        // frees it.
+        unsafe {
+            let got = std::slice::from_raw_parts(ev.data_out.cast::<u8>(), 12);
+            assert_eq!(got, b"server hello");
+            libc::free(ev.data_out);
+        }
+        set_data_out(&mut ev, b"").expect("empty");
+        assert!(ev.data_out.is_null());
+        assert_eq!(ev.data_out_len, 0);
+        assert!(
+            set_data_out(&mut ev, &vec![0u8; 65_536]).is_err(),
+            "over 65535 bytes"
+        );
+        assert!(ev.data_out.is_null());
+    }
+
+    #[test]
+    fn plugin_version_accepts_only_5() {
+        // SAFETY: valid arrays of the given lengths.
+        unsafe {
+            assert_eq!(mosquitto_plugin_version(4, [5, 4, 3, 2].as_ptr()), 5);
+            assert_eq!(mosquitto_plugin_version(3, [4, 3, 2].as_ptr()), -1);
+            assert_eq!(mosquitto_plugin_version(0, std::ptr::null()), -1);
+        }
+    }
 }

@@ -568,6 +568,8 @@ pub enum Tamper {
     FlipFinish(usize),
     /// Send these bytes as the ClientFinish.
     Finish(Vec<u8>),
+    /// Wait this long before answering the ServerHello (blocks the calling worker thread).
+    DelayFinish(Duration),
 }
 
 enum St {
@@ -634,6 +636,7 @@ impl Authenticator for Devid1Auth {
                 }
             }
             Tamper::Finish(b) => finish = b.clone(),
+            Tamper::DelayFinish(d) => std::thread::sleep(*d),
             _ => {}
         }
         Ok(finish)

@@ -276,3 +276,71 @@ async fn revoked_and_suspended_devices_are_refused_and_kicked_within_a_second() 
     assert!(r.is_success());
     drop(broker);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_id_takeover_keeps_the_new_connection_authorized() {
+    // State is keyed by connection: on a takeover the old connection's DISCONNECT fires after
+    // the new one authenticated, and must not strip the new one's rights.
+    let (service, mut broker) = setup().await;
+    let root = service.root_der();
+    let dev = service.register_device("hw-takeover").await;
+    let topic = format!("devices/{}/t", dev.client_id);
+    let mut old = connect(&broker.addr(), &dev, &root, None, Tamper::None)
+        .await
+        .expect("first connection");
+    let new = connect(&broker.addr(), &dev, &root, None, Tamper::None)
+        .await
+        .expect("second connection");
+    // Mosquitto 2.0.11 closes the old connection (DISCONNECT 0x8E or just the socket).
+    match old.event(Duration::from_secs(2)).await {
+        Some(Event::Disconnected { reason, .. }) => assert_eq!(reason, ReasonCode(0x8E)),
+        Some(Event::Closed(_)) => {}
+        other => panic!("old connection not taken over: {other:?}"),
+    }
+    let r = new.publish(&topic, b"1").await;
+    assert!(r.is_success(), "new connection lost its rights: {r:?}");
+    assert_eq!(new.subscribe(&topic).await, ReasonCode::GRANTED_QOS_1);
+    // Revoking kicks the live connection (a kick re-enters DISCONNECT inside the call).
+    let mut new = new;
+    service.revoke(&dev.client_id).await;
+    match new.event(Duration::from_secs(1)).await {
+        Some(Event::Disconnected { reason, .. }) => {
+            assert_eq!(reason, ReasonCode::ADMINISTRATIVE_ACTION)
+        }
+        other => panic!("not kicked: {other:?}"),
+    }
+    assert!(broker.running());
+    // The plugin's cleanup stops and joins its thread: the broker exits promptly on SIGTERM.
+    let t = std::time::Instant::now();
+    broker.stop();
+    assert!(
+        t.elapsed() < Duration::from_secs(4),
+        "slow shutdown: {:?}",
+        t.elapsed()
+    );
+    assert!(broker.log().contains("terminating"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handshake_slower_than_auth_timeout_is_refused() {
+    let service = Service::start().await;
+    let identity = service.enroll_broker(NAME).await;
+    let mut settings = BrokerSettings::new(&service, identity);
+    settings.extra.push("plugin_opt_auth_timeout 1".into());
+    let broker = Broker::start(settings);
+    let root = service.root_der();
+    let dev = service.register_device("hw-slow").await;
+    let r = connect(
+        &broker.addr(),
+        &dev,
+        &root,
+        None,
+        Tamper::DelayFinish(Duration::from_millis(2200)),
+    )
+    .await;
+    assert_eq!(refused_with(r), ReasonCode::NOT_AUTHORIZED);
+    assert!(broker.log().contains("timed out"), "{}", broker.log());
+    connect(&broker.addr(), &dev, &root, None, Tamper::None)
+        .await
+        .expect("a prompt handshake still works");
+}
