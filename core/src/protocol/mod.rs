@@ -122,6 +122,16 @@ pub use server::{
 };
 pub use ticket::{ResumptionTicket, TicketContents, TicketKey, TicketKeys};
 
+/// Entry points for the fuzz targets in `fuzz/`: parsers that the public API only reaches
+/// behind authentication. Not part of the stable API.
+#[doc(hidden)]
+pub mod fuzzing {
+    /// The strict parser of an opened ticket's plaintext.
+    pub fn parse_ticket_plaintext(plain: &[u8]) -> Result<super::TicketContents, super::Error> {
+        super::ticket::parse_plaintext(plain).map_err(|_| super::Error::BadTicket)
+    }
+}
+
 /// The MQTT v5 Authentication Method of DEVID-1.
 pub const AUTH_METHOD: &str = "DEVID-1";
 /// The protocol version byte in ClientHello and ResumeHello.

@@ -80,8 +80,8 @@ impl ServerHandshake {
         client_hello: &[u8],
         now: UnixTime,
     ) -> Result<PendingClientHello, Error> {
-        check_client_id(client_id)?;
         let ch = ClientHello::read(client_hello)?;
+        check_client_id(client_id)?;
         let now = unix_secs(now);
         let device = verify_device(&config.anchor, config.cache.as_deref(), &ch.certs, now)?;
         if device.identity().client_id != client_id {
@@ -106,8 +106,8 @@ impl ServerHandshake {
         resume_hello: &[u8],
         now: UnixTime,
     ) -> Result<PendingResume, Error> {
-        check_client_id(client_id)?;
         let rh = ResumeHello::read(resume_hello)?;
+        check_client_id(client_id)?;
         let keys = config.tickets.as_ref().ok_or(Error::BadTicket)?;
         let contents = keys.open(rh.ticket)?;
         let now = unix_secs(now);

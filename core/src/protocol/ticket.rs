@@ -224,7 +224,7 @@ impl TicketKeys {
     }
 }
 
-fn parse_plaintext(plain: &[u8]) -> Result<TicketContents, DecodeError> {
+pub(crate) fn parse_plaintext(plain: &[u8]) -> Result<TicketContents, DecodeError> {
     Reader::read_all(plain, |r| {
         if r.u8()? != TICKET_FORMAT {
             return Err(DecodeError::BadValue);
