@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use crate::connection::{AuthError, ClientError, Connection};
+use crate::connection::{AuthError, ClientError, Connected, Connection};
 use crate::mqtt::{
     Packet, Properties, Property, PubResponse, Publish, QoS, ReasonCode, ReasonOnly, SubAck,
     Subscribe, SubscriptionOptions, Unsubscribe,
@@ -112,6 +112,27 @@ pub struct Rotation {
     pub after: Option<Duration>,
 }
 
+/// How the client task runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientSettings {
+    /// Seconds; 0 disables keep-alive pings.
+    pub keep_alive: u16,
+    /// QoS 1 PUBLISHes in flight at most.
+    pub receive_maximum: u16,
+    pub rotation: Rotation,
+}
+
+impl ClientSettings {
+    /// The keep-alive and Receive Maximum the broker's CONNACK put in force.
+    pub fn from_connected<O>(c: &Connected<O>) -> Self {
+        Self {
+            keep_alive: c.keep_alive,
+            receive_maximum: c.connack.properties.receive_maximum().unwrap_or(u16::MAX),
+            rotation: Rotation::default(),
+        }
+    }
+}
+
 type Reply<T> = oneshot::Sender<Result<T, ClientError>>;
 
 enum Command {
@@ -142,19 +163,33 @@ pub struct Client {
 
 impl Client {
     /// Starts the background task on an already connected (CONNACK received) connection.
-    /// `keep_alive` is the one in force (seconds, 0 = none).
+    /// `keep_alive` is the one in force (seconds, 0 = none). Without the CONNACK at hand this
+    /// keeps at most 20 QoS 1 PUBLISHes in flight (Mosquitto's default Receive Maximum); use
+    /// [`Client::start_with`] to honour what the broker announced.
     pub fn start(conn: Connection, keep_alive: u16, hook: Option<Box<dyn SessionHook>>) -> Self {
-        Self::start_with_rotation(conn, keep_alive, hook, Rotation::default())
+        Self::start_with(
+            conn,
+            ClientSettings {
+                keep_alive,
+                receive_maximum: 20,
+                rotation: Rotation::default(),
+            },
+            hook,
+        )
     }
 
-    /// Like [`Client::start`], rotating keys by re-authentication as `rotation` says (needs a
-    /// session hook).
-    pub fn start_with_rotation(
+    /// Starts the background task with explicit settings (see
+    /// [`ClientSettings::from_connected`]).
+    pub fn start_with(
         conn: Connection,
-        keep_alive: u16,
+        settings: ClientSettings,
         hook: Option<Box<dyn SessionHook>>,
-        rotation: Rotation,
     ) -> Self {
+        let ClientSettings {
+            keep_alive,
+            receive_maximum,
+            rotation,
+        } = settings;
         let (cmd_tx, cmd_rx) = mpsc::channel(64);
         let (ev_tx, ev_rx) = mpsc::unbounded_channel();
         let task = Task {
@@ -171,6 +206,7 @@ impl Client {
             reauth: None,
             reauth_running: false,
             rotation,
+            receive_maximum: usize::from(receive_maximum.max(1)),
             since_rotation: 0,
             rotated_at: Instant::now(),
         };
@@ -273,6 +309,8 @@ struct Task {
     reauth: Option<Reply<()>>,
     reauth_running: bool,
     rotation: Rotation,
+    /// QoS 1 PUBLISHes the broker accepts in flight (its Receive Maximum).
+    receive_maximum: usize,
     /// Protected PUBLISHes since the last (re-)authentication.
     since_rotation: u64,
     rotated_at: Instant,
@@ -371,7 +409,8 @@ impl Task {
                         Err(e) => return End::Event(Event::Closed(e.to_string())),
                     }
                 }
-                c = self.cmd_rx.recv() => {
+                // At the broker's Receive Maximum, take no command until a PUBACK frees a slot.
+                c = self.cmd_rx.recv(), if self.pending_pub.len() < self.receive_maximum => {
                     match c {
                         None => return End::Requested(ReasonCode::SUCCESS, None),
                         Some(Command::Disconnect(reason, tx)) => return End::Requested(reason, Some(tx)),

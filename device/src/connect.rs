@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use devid_core::protocol::ClientConfig;
 
-use crate::client::{Client, Rotation};
+use crate::client::{Client, ClientSettings, Rotation};
 use crate::connection::{handshake, ClientError, ConnectOptions, Connected, NoAuth};
 use crate::devid1::{forget_ticket, load_ticket, Devid1, Devid1Session};
 use crate::mqtt::ReasonCode;
@@ -90,9 +90,14 @@ async fn attempt(
     auth: &mut Devid1,
 ) -> Result<(Client, SessionInfo), ClientError> {
     let mut conn = open(&opts.broker, &opts.transport).await?;
-    let c = handshake(&mut conn, &opts.connect, Some(auth)).await?;
+    let mut c = handshake(&mut conn, &opts.connect, Some(auth)).await?;
+    let settings = ClientSettings {
+        rotation: opts.rotation,
+        ..ClientSettings::from_connected(&c)
+    };
     let session = c
         .auth
+        .take()
         .ok_or_else(|| ClientError::Protocol("no DEVID-1 session".into()))?;
     let info = SessionInfo {
         session_id: session.keys.session_id_hex(),
@@ -102,8 +107,7 @@ async fn attempt(
         ticket_received: session.ticket.is_some(),
     };
     let hook = Devid1Session::new(opts.config.clone(), session, opts.ticket_file.clone());
-    let client =
-        Client::start_with_rotation(conn, c.keep_alive, Some(Box::new(hook)), opts.rotation);
+    let client = Client::start_with(conn, settings, Some(Box::new(hook)));
     Ok((client, info))
 }
 
@@ -116,6 +120,6 @@ pub async fn connect_plain(
 ) -> Result<(Client, Connected<()>), ClientError> {
     let mut conn = open(broker, transport).await?;
     let c = handshake::<NoAuth>(&mut conn, opts, None).await?;
-    let client = Client::start(conn, c.keep_alive, None);
+    let client = Client::start_with(conn, ClientSettings::from_connected(&c), None);
     Ok((client, c))
 }

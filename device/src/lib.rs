@@ -21,7 +21,9 @@ pub mod devid1;
 pub mod mqtt;
 pub mod transport;
 
-pub use client::{Ack, Client, Event, Message, OutgoingMessage, Protection, Rotation, SessionHook};
+pub use client::{
+    Ack, Client, ClientSettings, Event, Message, OutgoingMessage, Protection, Rotation, SessionHook,
+};
 pub use connect::{connect_devid1, connect_plain, DeviceOptions, SessionInfo};
 pub use connection::{
     handshake, AuthError, Authenticator, ClientError, ConnectOptions, Connected, Connection, NoAuth,

@@ -239,3 +239,33 @@ async fn broker_maximum_packet_size_is_enforced_locally() {
         .unwrap();
     assert!(ack.reason.is_success());
 }
+
+#[tokio::test]
+async fn many_concurrent_qos1_publishes_all_get_their_puback() {
+    // Mosquitto announces Receive Maximum 20 (the client's window is tested in flow.rs).
+    let m = Mosquitto::start("");
+    let (client, connected) =
+        devid_device::connect_plain(&m.addr(), &Transport::Tcp, &ConnectOptions::new("flow"))
+            .await
+            .unwrap();
+    assert_eq!(connected.connack.properties.receive_maximum(), Some(20));
+    let client = std::sync::Arc::new(client);
+    let tasks: Vec<_> = (0..200)
+        .map(|i| {
+            let c = client.clone();
+            tokio::spawn(async move {
+                c.publish(OutgoingMessage::new(
+                    "flow/t",
+                    format!("{i}"),
+                    QoS::AtLeastOnce,
+                ))
+                .await
+            })
+        })
+        .collect();
+    for t in tasks {
+        let ack = t.await.unwrap().unwrap().unwrap();
+        assert!(ack.reason.is_success(), "{ack:?}");
+    }
+    client.ping().await.unwrap();
+}

@@ -316,6 +316,13 @@ impl Properties {
         })
     }
 
+    pub fn receive_maximum(&self) -> Option<u16> {
+        self.0.iter().find_map(|p| match p {
+            Property::ReceiveMaximum(v) => Some(*v),
+            _ => None,
+        })
+    }
+
     pub fn maximum_qos(&self) -> Option<u8> {
         self.0.iter().find_map(|p| match p {
             Property::MaximumQos(v) => Some(*v),
