@@ -57,7 +57,6 @@ async fn fetched_policy_and_allow_list_apply_and_events_reach_the_service() {
     assert_eq!(d.subscribe("broadcast/#").await, ReasonCode::NOT_AUTHORIZED);
 
     // An allow-list that excludes 127.0.0.1: the connected device is dropped and refused.
-    let mut d = d;
     let (s, v) = service
         .call(
             "PUT",
@@ -178,7 +177,8 @@ async fn restart_with_service_down_admits_from_cache_then_fails_closed() {
 async fn bad_options_stop_the_broker_with_a_clear_line() {
     let service = Service::start().await;
     let identity = service.enroll_broker(NAME).await;
-    let cases: Vec<(&str, Box<dyn Fn(&mut BrokerSettings)>)> = vec![
+    type Edit = Box<dyn Fn(&mut BrokerSettings)>;
+    let cases: Vec<(&str, Edit)> = vec![
         (
             "plugin_opt_max_staleness",
             Box::new(|s| s.max_staleness = 0),
