@@ -43,6 +43,10 @@ pub struct Config {
     pub auth_timeout: Duration,
     /// A name for events (`broker` field); defaults to the broker certificate's subject if unset.
     pub broker_name: Option<String>,
+    /// Ticket keys (the file's text, checked at start): enables resumption and tickets.
+    pub ticket_keys: Option<String>,
+    /// Lifetime of issued tickets.
+    pub ticket_lifetime: u32,
 }
 
 impl fmt::Debug for Config {
@@ -213,7 +217,28 @@ impl Config {
         let state_dir = PathBuf::from(required(&map, "state_dir")?);
         check_state_dir(&state_dir)?;
 
+        let ticket_keys = match map.get("ticket_key_file") {
+            None => None,
+            Some(path) => {
+                let path = path.trim();
+                let text = String::from_utf8(read_file("ticket_key_file", path)?)
+                    .map_err(|_| err(format!("plugin_opt_ticket_key_file: {path} is not UTF-8")))?;
+                devid_core::protocol::TicketKeys::parse(&text)
+                    .map_err(|e| err(format!("plugin_opt_ticket_key_file: {path}: {e}")))?;
+                Some(text)
+            }
+        };
+        let ticket_lifetime = seconds(&map, "ticket_lifetime", 86_400, 30 * 86_400)?;
+        if map.contains_key("ticket_lifetime") && ticket_keys.is_none() {
+            return Err(err(
+                "plugin_opt_ticket_lifetime needs plugin_opt_ticket_key_file",
+            ));
+        }
+
         Ok(Config {
+            ticket_keys,
+            // At most 30 days: fits a u32.
+            ticket_lifetime: u32::try_from(ticket_lifetime.as_secs()).unwrap_or(u32::MAX),
             service_url,
             token,
             trust_anchor_der,
@@ -316,6 +341,28 @@ mod tests {
             let e = Config::from_options(&o).expect_err(skip);
             assert!(e.0.contains(skip), "{skip}: {e}");
         }
+    }
+
+    #[test]
+    fn ticket_keys_are_checked() {
+        let (f, mut opts) = setup();
+        let c = Config::from_options(&opts).expect("valid");
+        assert!(c.ticket_keys.is_none());
+        let path = f.dir.path().join("tickets");
+        std::fs::write(&path, format!("1 {}\n", "ab".repeat(32))).expect("w");
+        opts.push(("ticket_key_file".into(), path.display().to_string()));
+        let c = Config::from_options(&opts).expect("valid");
+        assert!(c.ticket_keys.is_some());
+        assert_eq!(c.ticket_lifetime, 86_400);
+        std::fs::write(&path, "1 abc\n").expect("w");
+        let e = Config::from_options(&opts).expect_err("bad key");
+        assert!(e.0.contains("ticket_key_file"), "{e}");
+        let (_f, mut opts) = setup();
+        opts.push(("ticket_lifetime".into(), "60".into()));
+        assert!(
+            Config::from_options(&opts).is_err(),
+            "lifetime without keys"
+        );
     }
 
     #[test]

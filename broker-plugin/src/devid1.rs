@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use devid_core::protocol::{
-    EcdsaSigner, ExpectClientFinish, MemoryCertCache, PendingClientHello, ServerConfig,
-    ServerHandshake, ServerStart, SessionKeys,
+    EcdsaSigner, ExpectClientFinish, ExpectResumeProof, MemoryCertCache, PendingClientHello,
+    PendingResume, ServerConfig, ServerHandshake, ServerStart, SessionKeys, TicketKeys,
 };
 use ring::rand::SystemRandom;
 use rustls_pki_types::{CertificateDer, TrustAnchor, UnixTime};
@@ -35,7 +35,7 @@ impl Devid1Server {
     pub fn new(c: &Config) -> Result<Self, String> {
         let signer = EcdsaSigner::from_pkcs8_der(&c.broker_key_der)
             .map_err(|e| format!("plugin_opt_broker_key: {e}"))?;
-        let config = ServerConfig::new(
+        let mut config = ServerConfig::new(
             &c.trust_anchor_der,
             c.broker_chain_der.clone(),
             Arc::new(signer),
@@ -43,6 +43,11 @@ impl Devid1Server {
         .map_err(|e| format!("plugin_opt_broker_cert/broker_key: {e}"))?
         .with_cert_cache(Arc::new(MemoryCertCache::new(CERT_CACHE)))
         .with_timeout(c.auth_timeout.as_secs());
+        if let Some(text) = &c.ticket_keys {
+            let keys =
+                TicketKeys::parse(text).map_err(|e| format!("plugin_opt_ticket_key_file: {e}"))?;
+            config = config.with_ticket_keys(keys, c.ticket_lifetime);
+        }
         let anchor =
             webpki::anchor_from_trusted_cert(&CertificateDer::from(c.trust_anchor_der.as_slice()))
                 .map_err(|e| format!("plugin_opt_trust_anchor: {e}"))?
@@ -72,17 +77,25 @@ fn refusal(e: devid_core::protocol::Error) -> Refusal {
     }
 }
 
+/// A first message read and checked: a full handshake or a resumption.
+pub enum Hello {
+    Full(PendingClientHello),
+    Resume(PendingResume),
+}
+
+/// Waiting for the ClientFinish or the ResumeProof.
+pub enum Pending {
+    Full(ExpectClientFinish),
+    Resume(ExpectResumeProof),
+}
+
 impl ServerSide for Devid1Server {
-    type Hello = PendingClientHello;
-    type Pending = ExpectClientFinish;
+    type Hello = Hello;
+    type Pending = Pending;
     type Keys = SessionKeys;
 
-    fn hello(
-        &self,
-        data: &[u8],
-        client_id: &str,
-        now: u64,
-    ) -> Result<(Verified, PendingClientHello), Refusal> {
+    fn hello(&self, data: &[u8], client_id: &str, now: u64) -> Result<(Verified, Hello), Refusal> {
+        // Without plugin_opt_ticket_key_file core refuses a ResumeHello (no ticket keys).
         match ServerHandshake::start(&self.config, client_id, data, unix(now)).map_err(refusal)? {
             ServerStart::Full(pending) => {
                 let id = pending.identity();
@@ -91,35 +104,50 @@ impl ServerSide for Devid1Server {
                     serial: id.serial_hex.clone(),
                     fingerprint: id.fingerprint_hex(),
                     not_after: id.not_after,
+                    resumed: false,
                 };
-                Ok((v, pending))
+                Ok((v, Hello::Full(pending)))
             }
-            // No ticket keys are configured yet, so core refuses resumptions before this point;
-            // refuse here as well in case that changes.
-            ServerStart::Resume(_) => Err(Refusal {
-                bad_method: false,
-                reason: "resumption is not enabled on this broker".into(),
-            }),
+            ServerStart::Resume(pending) => {
+                let t = pending.ticket();
+                let v = Verified {
+                    client_id: t.client_id.clone(),
+                    serial: t.cert_serial.clone(),
+                    // The ticket does not carry the fingerprint; the serial identifies the
+                    // certificate for revocation.
+                    fingerprint: String::new(),
+                    not_after: t.cert_not_after,
+                    resumed: true,
+                };
+                Ok((v, Hello::Resume(pending)))
+            }
         }
     }
 
-    fn accept(
-        &self,
-        hello: PendingClientHello,
-        _now: u64,
-    ) -> Result<(ExpectClientFinish, Vec<u8>), Refusal> {
-        hello.accept(&self.rng).map_err(refusal)
+    fn accept(&self, hello: Hello, _now: u64) -> Result<(Pending, Vec<u8>), Refusal> {
+        match hello {
+            Hello::Full(h) => h
+                .accept(&self.rng)
+                .map(|(p, out)| (Pending::Full(p), out))
+                .map_err(refusal),
+            Hello::Resume(h) => h
+                .accept(&self.rng)
+                .map(|(p, out)| (Pending::Resume(p), out))
+                .map_err(refusal),
+        }
     }
 
     fn finish(
         &self,
-        pending: ExpectClientFinish,
+        pending: Pending,
         data: &[u8],
         now: u64,
     ) -> Result<(SessionKeys, Vec<u8>), Refusal> {
-        let (session, finish) = pending
-            .handle(data, unix(now), &self.rng)
-            .map_err(refusal)?;
+        let (session, finish) = match pending {
+            Pending::Full(p) => p.handle(data, unix(now), &self.rng),
+            Pending::Resume(p) => p.handle(data, unix(now), &self.rng),
+        }
+        .map_err(refusal)?;
         Ok((session.keys, finish))
     }
 
@@ -216,5 +244,6 @@ pub fn verify_tls_client(
         serial: crate::state::normalize_serial(&serial),
         fingerprint: hex::encode(ring::digest::digest(&ring::digest::SHA256, leaf_der)),
         not_after,
+        resumed: false,
     })
 }

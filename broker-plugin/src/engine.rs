@@ -37,6 +37,8 @@ pub struct Verified {
     pub serial: String,
     pub fingerprint: String,
     pub not_after: u64,
+    /// True for a DEVID-1 resumption (symmetric only, from a ticket).
+    pub resumed: bool,
 }
 
 /// Why the protocol refused: `bad_method` selects CONNACK 0x8C (unknown method or version)
@@ -331,7 +333,11 @@ impl<S: ServerSide> Engine<S> {
             }
         };
         if identity.client_id != cid {
-            return self.refuse(cid, address, "ClientID differs from the certificate");
+            return self.refuse(
+                cid,
+                address,
+                "ClientID differs from the certificate or ticket",
+            );
         }
         if let Some(p) = &previous {
             if p.identity.client_id != identity.client_id {
@@ -421,6 +427,7 @@ impl<S: ServerSide> Engine<S> {
                 identity.serial,
                 address.unwrap_or("?"),
                 match via {
+                    Via::Devid1 if identity.resumed => "DEVID-1 resumption",
                     Via::Devid1 => "DEVID-1",
                     Via::MutualTls => "mutual TLS",
                 }
@@ -628,6 +635,7 @@ mod tests {
                 serial: parts.next().ok_or("no serial")?.into(),
                 fingerprint: "ff".into(),
                 not_after: u64::MAX,
+                resumed: false,
             };
             Ok((v.clone(), v))
         }
@@ -657,6 +665,8 @@ mod tests {
             max_staleness: Duration::from_secs(60),
             auth_timeout: Duration::from_secs(10),
             broker_name: None,
+            ticket_keys: None,
+            ticket_lifetime: 0,
         };
         let shared = Arc::new(Mutex::new(Shared {
             last_contact: Some(state::unix_now()),

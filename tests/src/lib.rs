@@ -393,6 +393,8 @@ pub struct BrokerSettings {
     pub tls: bool,
     /// Extra raw lines for the config.
     pub extra: Vec<String>,
+    /// Contents of a ticket key file (`<id> <64 hex>` lines): enables resumption.
+    pub ticket_keys: Option<String>,
 }
 
 impl BrokerSettings {
@@ -404,6 +406,7 @@ impl BrokerSettings {
             per_listener_settings: false,
             tls: false,
             extra: Vec::new(),
+            ticket_keys: None,
         }
     }
 }
@@ -481,6 +484,13 @@ impl Broker {
             format!("plugin_opt_state_dir {}", d.join("state").display()),
             format!("plugin_opt_max_staleness {}", s.max_staleness),
         ]);
+        if let Some(keys) = &s.ticket_keys {
+            std::fs::write(d.join("tickets.keys"), keys).expect("ticket keys");
+            conf.push(format!(
+                "plugin_opt_ticket_key_file {}",
+                d.join("tickets.keys").display()
+            ));
+        }
         conf.extend(s.extra.iter().cloned());
         conf.push(String::new());
         let conf_path = d.join("mosquitto.conf");
@@ -649,6 +659,84 @@ impl Authenticator for Devid1Auth {
         st.handle(data, rustls_pki_types::UnixTime::now())
             .map_err(aerr)
     }
+}
+
+enum RSt {
+    Init,
+    Challenge(devid_core::protocol::ExpectResumeChallenge),
+    Finish(devid_core::protocol::ExpectResumeFinish),
+    Done,
+}
+
+/// DEVID-1 resumption (ResumeHello / ResumeProof) as an `Authenticator`.
+pub struct ResumeAuth {
+    ticket: devid_core::protocol::ResumptionTicket,
+    rng: SystemRandom,
+    st: RSt,
+}
+
+impl ResumeAuth {
+    pub fn new(ticket: &devid_core::protocol::ResumptionTicket) -> ResumeAuth {
+        ResumeAuth {
+            ticket: ticket.clone(),
+            rng: SystemRandom::new(),
+            st: RSt::Init,
+        }
+    }
+}
+
+impl Authenticator for ResumeAuth {
+    type Outcome = ClientSession;
+
+    fn method(&self) -> &str {
+        devid_core::protocol::AUTH_METHOD
+    }
+
+    fn start(&mut self) -> Result<Vec<u8>, AuthError> {
+        let (st, hello) =
+            devid_core::protocol::ClientResume::start(&self.ticket, &self.rng).map_err(aerr)?;
+        self.st = RSt::Challenge(st);
+        Ok(hello)
+    }
+
+    fn challenge(&mut self, data: &[u8]) -> Result<Vec<u8>, AuthError> {
+        let RSt::Challenge(st) = std::mem::replace(&mut self.st, RSt::Done) else {
+            return Err(AuthError("unexpected AUTH".into()));
+        };
+        let (next, proof) = st.handle(data).map_err(aerr)?;
+        self.st = RSt::Finish(next);
+        Ok(proof)
+    }
+
+    fn finish(&mut self, data: &[u8]) -> Result<ClientSession, AuthError> {
+        let RSt::Finish(st) = std::mem::replace(&mut self.st, RSt::Done) else {
+            return Err(AuthError("unexpected CONNACK".into()));
+        };
+        st.handle(data, rustls_pki_types::UnixTime::now())
+            .map_err(aerr)
+    }
+}
+
+/// Resumes a session with a ticket over TCP.
+pub async fn resume(
+    addr: &str,
+    client_id: &str,
+    ticket: &devid_core::protocol::ResumptionTicket,
+) -> Result<Device, ClientError> {
+    let mut auth = ResumeAuth::new(ticket);
+    let mut conn = devid_device::open(addr, &Transport::Tcp).await?;
+    let opts = ConnectOptions::new(client_id.to_string());
+    let connected = devid_device::handshake(&mut conn, &opts, Some(&mut auth)).await?;
+    Ok(Device {
+        client: Client::start(conn, connected.keep_alive, None),
+        session: connected.auth,
+        client_id: client_id.to_string(),
+    })
+}
+
+/// A random ticket key file with one key.
+pub fn ticket_key_file(id: u32) -> String {
+    format!("{id} {}\n", hex::encode(rand_bytes::<32>()))
 }
 
 /// A connected device.
