@@ -8,6 +8,7 @@
 //!
 //! Nothing is acknowledged before its transaction commits.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -69,7 +70,13 @@ struct Inner {
     rng: SystemRandom,
     metrics: Arc<Metrics>,
     group: mpsc::Sender<GroupItem>,
+    /// Model -> ClientID prefix, with when it was read.
+    prefixes: std::sync::Mutex<HashMap<String, (Instant, String)>>,
 }
+
+/// How long a model's ClientID prefix is used without reading it again (a change made through
+/// this process applies at once; through another process within this time).
+const PREFIX_TTL: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl Registry {
     /// Starts the group committer on the current tokio runtime.
@@ -84,6 +91,7 @@ impl Registry {
                 rng: SystemRandom::new(),
                 metrics,
                 group: tx,
+                prefixes: std::sync::Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -94,7 +102,8 @@ impl Registry {
         caller: &Caller,
         req: RegisterRequest,
     ) -> Result<Registered, ApiError> {
-        let checked = self.check(caller, req)?;
+        let prefixes = self.prefixes_for([req.model.as_deref()]).await?;
+        let checked = self.check(caller, req, &prefixes)?;
         let started = Instant::now();
         let signed = self.sign(checked)?;
         let (reply_tx, reply_rx) = oneshot::channel();
@@ -130,11 +139,16 @@ impl Registry {
         caller: &Caller,
         items: Vec<RegisterRequest>,
     ) -> Result<(Vec<Registered>, usize), ApiError> {
-        let mut serials = std::collections::HashMap::with_capacity(items.len());
-        let mut ids = std::collections::HashMap::with_capacity(items.len());
+        let prefixes = self
+            .prefixes_for(items.iter().map(|i| i.model.as_deref()))
+            .await?;
+        let mut serials = HashMap::with_capacity(items.len());
+        let mut ids = HashMap::with_capacity(items.len());
         let mut checked = Vec::with_capacity(items.len());
         for (index, req) in items.into_iter().enumerate() {
-            let c = self.check(caller, req).map_err(|e| e.at_index(index))?;
+            let c = self
+                .check(caller, req, &prefixes)
+                .map_err(|e| e.at_index(index))?;
             if let Some(first) = serials.insert(c.hardware_serial.clone(), index) {
                 return Err(ApiError::unprocessable(format!(
                     "hardware_serial {:?} also appears at item {first}",
@@ -187,8 +201,57 @@ impl Registry {
         Ok((answers, created))
     }
 
+    /// Forgets a model's cached prefix (after its settings change).
+    pub fn forget_model(&self, model: &str) {
+        if let Ok(mut map) = self.inner.prefixes.lock() {
+            map.remove(model);
+        }
+    }
+
+    /// The ClientID prefix of each model named: its configured prefix, else one derived from
+    /// its name.
+    async fn prefixes_for<'a>(
+        &self,
+        models: impl IntoIterator<Item = Option<&'a str>>,
+    ) -> Result<HashMap<String, String>, ApiError> {
+        let mut wanted: Vec<&str> = models.into_iter().flatten().collect();
+        wanted.sort_unstable();
+        wanted.dedup();
+        let mut out = HashMap::with_capacity(wanted.len());
+        let mut missing = Vec::new();
+        if let Ok(map) = self.inner.prefixes.lock() {
+            for m in wanted {
+                match map.get(m) {
+                    Some((at, p)) if at.elapsed() < PREFIX_TTL => {
+                        out.insert(m.to_string(), p.clone());
+                    }
+                    _ => missing.push(m),
+                }
+            }
+        }
+        for m in missing {
+            let prefix = self
+                .inner
+                .store
+                .get_model(m)
+                .await?
+                .and_then(|row| row.client_id_prefix)
+                .unwrap_or_else(|| clientid::default_prefix(m));
+            if let Ok(mut map) = self.inner.prefixes.lock() {
+                map.insert(m.to_string(), (Instant::now(), prefix.clone()));
+            }
+            out.insert(m.to_string(), prefix);
+        }
+        Ok(out)
+    }
+
     /// Cheap, synchronous checks of one item.
-    fn check(&self, caller: &Caller, req: RegisterRequest) -> Result<Checked, ApiError> {
+    fn check(
+        &self,
+        caller: &Caller,
+        req: RegisterRequest,
+        prefixes: &HashMap<String, String>,
+    ) -> Result<Checked, ApiError> {
         let serial = req.hardware_serial.trim();
         if serial.is_empty() {
             return Err(ApiError::unprocessable("hardware_serial is empty"));
@@ -247,14 +310,14 @@ impl Registry {
                 let prefix = req
                     .model
                     .as_deref()
-                    .map(clientid::default_prefix)
-                    .unwrap_or_default();
+                    .and_then(|m| prefixes.get(m))
+                    .map_or("", String::as_str);
                 let mut random = [0u8; 10];
                 self.inner
                     .rng
                     .fill(&mut random)
                     .map_err(|_| ApiError::internal("rng failure"))?;
-                let id = clientid::generate(&prefix, &random)
+                let id = clientid::generate(prefix, &random)
                     .map_err(|e| ApiError::internal(format!("client id generation: {e}")))?;
                 (id, true)
             }

@@ -948,3 +948,134 @@ async fn config_precedence_flag_over_env_over_file() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("organisation"));
 }
+
+#[tokio::test]
+async fn models_policies_allowlists_and_events() {
+    for backend in backends().await {
+        let server = Server::start(&backend).await;
+        let admin = server.token.clone();
+        let body = json!({"client_id_prefix": "TH", "topics": {"publish": ["t/%c/up"], "subscribe": ["t/%c/down", "all/#"]}, "message_auth": "required"});
+        let (status, model) = server
+            .send(Method::PUT, "/v1/models/thermo", Some(&admin), Some(&body))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{model}");
+        for bad in [
+            json!({"client_id_prefix": "toolong"}),
+            json!({"message_auth": "maybe"}),
+            json!({"topics": {"publish": ["a/#/b"], "subscribe": []}}),
+        ] {
+            let (status, _) = server
+                .send(Method::PUT, "/v1/models/thermo", Some(&admin), Some(&bad))
+                .await;
+            assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{bad}");
+        }
+        let (_, reg) = server
+            .admin_post(
+                "/v1/devices",
+                &json!({"hardware_serial": "MP1", "model": "thermo", "generate_key": true}),
+            )
+            .await;
+        let id = reg["client_id"].as_str().unwrap().to_string();
+        assert!(id.starts_with("TH"), "{id}");
+        let broker = server.token("broker", None).await;
+        let (_, status) = server
+            .get(&format!("/v1/devices/{id}/status"), Some(&broker))
+            .await;
+        assert_eq!(status["policy"]["publish"], json!([format!("t/{id}/up")]));
+        assert_eq!(
+            status["policy"]["subscribe"],
+            json!([format!("t/{id}/down"), "all/#"])
+        );
+        assert_eq!(status["message_auth"], "required");
+        // A per-device override beats the model; an allow-list is per device.
+        let (status_code, st) = server
+            .send(
+                Method::PUT,
+                &format!("/v1/devices/{id}/policy"),
+                Some(&admin),
+                Some(&json!({"message_auth": "off"})),
+            )
+            .await;
+        assert_eq!(status_code, StatusCode::OK, "{st}");
+        assert_eq!(st["message_auth"], "off");
+        let (code, st) = server
+            .send(
+                Method::PUT,
+                &format!("/v1/devices/{id}/allowlist"),
+                Some(&admin),
+                Some(&json!({"cidrs": ["10.1.0.0/16", "127.0.0.1"]})),
+            )
+            .await;
+        assert_eq!(code, StatusCode::OK, "{st}");
+        assert_eq!(st["allowed_cidrs"], json!(["10.1.0.0/16", "127.0.0.1"]));
+        let (code, _) = server
+            .send(
+                Method::PUT,
+                &format!("/v1/devices/{id}/allowlist"),
+                Some(&admin),
+                Some(&json!({"cidrs": ["10.1.0.0/99"]})),
+            )
+            .await;
+        assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY);
+        // Connection events from a broker set last_seen and last_address.
+        let events = json!({"events": [
+            {"kind": "connect", "client_id": id, "at": "2026-11-25T12:00:00Z", "address": "127.0.0.1:5555"},
+            {"kind": "auth_failure", "client_id": id, "at": "2026-11-25T12:01:00Z", "reason": "bad signature"},
+            {"kind": "disconnect", "client_id": id, "at": "2026-11-25T12:02:00Z"}
+        ]});
+        let (code, _) = server.post("/v1/events", Some(&broker), &events).await;
+        assert_eq!(code, StatusCode::ACCEPTED);
+        let (_, dev) = server.admin_get(&format!("/v1/devices/{id}")).await;
+        assert_eq!(dev["last_seen"], "2026-11-25T12:00:00Z", "{dev}");
+        assert_eq!(dev["last_address"], "127.0.0.1:5555");
+        let (code, _) = server
+            .post(
+                "/v1/events",
+                Some(&broker),
+                &json!({"events": [{"kind": "connect", "client_id": id, "at": "noon"}]}),
+            )
+            .await;
+        assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY);
+        let (_, models) = server.get("/v1/models", Some(&broker)).await;
+        assert_eq!(models["items"][0]["name"], "thermo");
+    }
+}
+
+#[tokio::test]
+async fn brokers_are_enrolled_with_a_server_certificate() {
+    let server = Server::start(&Backend::Sqlite).await;
+    let (_key, csr_pem) = csr("ignored");
+    let (status, cert) = server
+        .admin_post(
+            "/v1/brokers",
+            &json!({"name": "mqtt.example.com", "csr": csr_pem}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{cert}");
+    let dir = tempfile::tempdir().unwrap();
+    let c = write(dir.path(), "b.pem", cert["certificate"].as_str().unwrap());
+    let chain = write(dir.path(), "chain.pem", cert["chain"].as_str().unwrap());
+    let out = run_ok(
+        Command::new("openssl")
+            .args(["verify", "-purpose", "sslserver", "-CAfile"])
+            .arg(server.root_pem())
+            .arg("-untrusted")
+            .arg(&chain)
+            .arg(&c),
+    );
+    assert!(out.contains(": OK"), "{out}");
+    let text = run_ok(
+        Command::new("openssl")
+            .args(["x509", "-noout", "-text", "-in"])
+            .arg(&c),
+    );
+    assert!(text.contains("DNS:mqtt.example.com"), "{text}");
+    assert!(text.contains("TLS Web Server Authentication"), "{text}");
+    let (status, _) = server
+        .admin_post(
+            "/v1/brokers",
+            &json!({"name": "not a name", "csr": csr_pem}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+}

@@ -219,6 +219,7 @@ async fn put_model(
             .store
             .put_model(&row, &ok_record(&caller, "model.update", &model))
             .await?;
+        state.registry.forget_model(&model);
         Ok(settings)
     }
     .await;

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Makes sure what the tests need is installed and running: openssl (an independent checker),
+# Mosquitto 2.0 (the real broker the end-to-end tests start on their own ports), and PostgreSQL
+# at 127.0.0.1:5432 with trust auth. Idempotent; installs from Debian's packages when missing.
+set -euo pipefail
+
+need_apt=()
+command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
+command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need_apt+=(mosquitto)
+command -v pg_ctlcluster >/dev/null 2>&1 || need_apt+=(postgresql)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "setup: installing ${need_apt[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
+  echo "setup: starting PostgreSQL"
+  version=$(ls /etc/postgresql | sort -V | tail -n 1)
+  conf=/etc/postgresql/$version/main/pg_hba.conf
+  # Trust local TCP connections: the tests create and drop their own databases.
+  if ! grep -q '^host all all 127.0.0.1/32 trust' "$conf"; then
+    sed -i '1i host all all 127.0.0.1/32 trust' "$conf"
+  fi
+  pg_ctlcluster --skip-systemctl-redirect "$version" main start
+  for _ in $(seq 1 30); do
+    pg_isready -q -h 127.0.0.1 -p 5432 && break
+    sleep 1
+  done
+fi
+pg_isready -h 127.0.0.1 -p 5432
