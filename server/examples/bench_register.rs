@@ -53,7 +53,10 @@ fn parse_args() -> Args {
         }
         i += 2;
     }
-    assert!(!a.token.is_empty(), "--token or --token-file is required");
+    assert!(
+        !a.token.is_empty() || a.mode == "cfssl",
+        "--token or --token-file is required"
+    );
     a
 }
 
@@ -194,7 +197,37 @@ async fn main() {
             }
             devices = total;
         }
-        other => panic!("--mode single|batch, not {other}"),
+        "cfssl" => {
+            // The peer baseline: cfssl's HTTP signer (`cfssl serve`), same CSRs, same concurrency.
+            let next = Arc::new(AtomicUsize::new(0));
+            let mut tasks = Vec::new();
+            for _ in 0..args.concurrency {
+                let (client, next, csrs) = (client.clone(), next.clone(), csrs.clone());
+                let url = format!("{}/api/v1/cfssl/sign", args.url);
+                tasks.push(tokio::spawn(async move {
+                    let mut lat = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        if i >= csrs.len() {
+                            break;
+                        }
+                        let body = json!({"certificate_request": csrs[i]});
+                        let t = Instant::now();
+                        let resp = client.post(&url).json(&body).send().await.unwrap();
+                        let status = resp.status();
+                        let _ = resp.bytes().await.unwrap();
+                        assert!(status.is_success(), "HTTP {status}");
+                        lat.push(t.elapsed());
+                    }
+                    lat
+                }));
+            }
+            for t in tasks {
+                latencies.extend(t.await.unwrap());
+            }
+            devices = latencies.len();
+        }
+        other => panic!("--mode single|batch|cfssl, not {other}"),
     }
     let elapsed = started.elapsed();
     latencies.sort();

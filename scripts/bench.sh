@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Registration benchmark (issue: server). Builds release binaries, starts a devid-server on
+# SQLite (temp data dir) and on PostgreSQL (fresh database), and registers devices over HTTP with
+# CSRs made beforehand: single registrations at concurrency 16, and batches of 1,000.
+# With cfssl installed (Debian golang-cfssl), measures cfssl's HTTP signer in the same run.
+# Prints one JSON line per measurement. Usage: scripts/bench.sh [single_count] [batch_count]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SINGLE=${1:-30000}
+BATCH=${2:-100000}
+PG_ADMIN_URL=${DEVID_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres}
+cargo build --release -q -p devid-server --bin devid-server --example bench_register
+BIN=target/release/devid-server
+BENCH=target/release/examples/bench_register
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+trap cleanup EXIT
+
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+start_server() { # name, extra args...
+  local name=$1; shift
+  local p; p=$(port)
+  "$BIN" --listen "127.0.0.1:$p" --data-dir "$work/$name" "$@" >"$work/$name.log" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 1 100); do grep -q "listening on" "$work/$name.log" 2>/dev/null && break; sleep 0.1; done
+  echo "http://127.0.0.1:$p"
+}
+
+run() { # backend label, url, token file
+  local label=$1 url=$2 token=$3
+  echo "# $label: $SINGLE single registrations, concurrency 16" >&2
+  "$BENCH" --url "$url" --token-file "$token" --mode single --count "$SINGLE" --concurrency 16 --prefix "s$RANDOM" | sed "s/^{/{\"backend\":\"$label\",/"
+  echo "# $label: $BATCH devices in batches of 1000" >&2
+  "$BENCH" --url "$url" --token-file "$token" --mode batch --count "$BATCH" --batch 1000 --concurrency 2 --prefix "b$RANDOM" | sed "s/^{/{\"backend\":\"$label\",/"
+}
+
+echo "# $(date -u +%FT%TZ) $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)" >&2
+url=$(start_server sqlite)
+run sqlite "$url" "$work/sqlite/admin.token"
+kill "${pids[-1]}"
+
+db="devid_bench_$RANDOM"
+psql -q "$PG_ADMIN_URL" -c "CREATE DATABASE $db" >/dev/null
+url=$(start_server postgres --database-url "${PG_ADMIN_URL%/*}/$db")
+run postgres "$url" "$work/postgres/admin.token"
+kill "${pids[-1]}"
+
+if command -v cfssl >/dev/null 2>&1; then
+  mkdir -p "$work/cfssl" && cd "$work/cfssl"
+  echo '{"CN":"bench CA","key":{"algo":"ecdsa","size":256}}' | cfssl gencert -initca - 2>/dev/null | cfssljson -bare ca
+  echo '{"signing":{"default":{"usages":["digital signature","client auth"],"expiry":"87600h"}}}' > config.json
+  p=$(port)
+  cfssl serve -address 127.0.0.1 -port "$p" -ca ca.pem -ca-key ca-key.pem -config config.json >"$work/cfssl.log" 2>&1 &
+  pids+=($!)
+  cd - >/dev/null
+  for _ in $(seq 1 100); do curl -s "http://127.0.0.1:$p/api/v1/cfssl/scaninfo" >/dev/null 2>&1 && break; sleep 0.1; done
+  echo "# cfssl serve (stores nothing): $SINGLE signatures, concurrency 16" >&2
+  "$BENCH" --url "http://127.0.0.1:$p" --mode cfssl --count "$SINGLE" --concurrency 16 | sed 's/^{/{"backend":"cfssl-nodb",/'
+fi
