@@ -82,7 +82,17 @@ fn usage_errors_exit_2() {
     run_in(
         d.path(),
         &[],
-        &["device", "register", "--serial", "S", "--out", "o", "--csr", "c", "--generate-key"],
+        &[
+            "device",
+            "register",
+            "--serial",
+            "S",
+            "--out",
+            "o",
+            "--csr",
+            "c",
+            "--generate-key",
+        ],
     )
     .code(2);
     run_in(d.path(), &[], &["-o", "yaml", "ca", "show"]).code(2);
@@ -94,7 +104,12 @@ fn usage_errors_exit_2() {
     )
     .code(2);
     assert!(r.stderr.contains("keyCompromise"), "{}", r.stderr);
-    run_in(d.path(), &[], &["token", "create", "--role", "root", "--name", "n"]).code(2);
+    run_in(
+        d.path(),
+        &[],
+        &["token", "create", "--role", "root", "--name", "n"],
+    )
+    .code(2);
     // An unknown profile.
     let r = run_in(d.path(), &[], &["--profile", "nope", "ca", "show"]).code(2);
     assert!(r.stderr.contains("nope"), "{}", r.stderr);
@@ -125,16 +140,17 @@ fn profile_selects_server_and_flag_overrides_it() {
     std::fs::create_dir_all(&cfg).expect("mkdir");
     std::fs::write(
         cfg.join("config.toml"),
-        format!(
-            "[profiles.line3]\nserver = \"http://127.0.0.1:{p1}\"\ntoken = \"t\"\n"
-        ),
+        format!("[profiles.line3]\nserver = \"http://127.0.0.1:{p1}\"\ntoken = \"t\"\n"),
     )
     .expect("write");
     let r = run_in(d.path(), &[], &["--profile", "line3", "ca", "show"]).code(1);
     assert!(r.stderr.contains(&format!(":{p1} ")), "{}", r.stderr);
     let r = run_in(
         d.path(),
-        &[("DEVID_PROFILE", "line3"), ("DEVID_SERVER", &format!("http://127.0.0.1:{p2}"))],
+        &[
+            ("DEVID_PROFILE", "line3"),
+            ("DEVID_SERVER", &format!("http://127.0.0.1:{p2}")),
+        ],
         &["ca", "show"],
     )
     .code(1);

@@ -161,10 +161,7 @@ impl Server {
             }
             if let Some(c) = self.child.as_mut() {
                 if let Ok(Some(status)) = c.try_wait() {
-                    panic!(
-                        "devid-server exited early ({status}); log:\n{}",
-                        self.log()
-                    );
+                    panic!("devid-server exited early ({status}); log:\n{}", self.log());
                 }
             }
             assert!(
@@ -228,7 +225,9 @@ impl Server {
     /// Creates a token with the given role and returns its secret.
     pub fn token(&self, role: &str, name: &str) -> String {
         let r = self
-            .devid(&["-o", "json", "token", "create", "--role", role, "--name", name])
+            .devid(&[
+                "-o", "json", "token", "create", "--role", role, "--name", name,
+            ])
             .ok();
         r.json()["token"]
             .as_str()

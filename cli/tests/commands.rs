@@ -1,0 +1,553 @@
+//! Every command against a real devid-server (SQLite, temporary data directory), in table and
+//! JSON output, with its exit code. Needs `cargo build --workspace` first (see common/mod.rs).
+
+mod common;
+
+use std::io::{BufRead as _, BufReader};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+fn wait_exit(child: &mut std::process::Child, timeout: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(st) = child.try_wait().expect("try_wait") {
+            return st;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("child did not exit within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+use common::{make_csr, mode, openssl_verify, Server};
+
+fn filters() -> Vec<(&'static str, &'static str)> {
+    vec![
+        (r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", "[TIME]"),
+        (r"\b[0-9a-f]{64}\b", "[SHA256]"),
+        (r"\b[0-9a-f]{40}\b", "[SHA1]"),
+        (r"\b[0-9a-f]{30,34}\b", "[SERIAL]"),
+        (r"\bthermo[0-9A-Za-z]{17}\b", "[CLIENT_ID]"),
+        (r"\b[0-9a-f]{12}\b", "[TOKEN_ID]"),
+    ]
+}
+
+#[test]
+fn ca_show_and_export() {
+    let s = Server::start();
+    let r = s.devid(&["ca", "show"]).ok();
+    assert!(r.stdout.contains("role:       issuing"), "{}", r.stdout);
+    assert!(r.stdout.contains("role:       root"), "{}", r.stdout);
+    insta::with_settings!({filters => filters()}, {
+        insta::assert_snapshot!("ca_show_table", r.stdout);
+    });
+
+    let j = s.devid(&["-o", "json", "ca", "show"]).ok().json();
+    let certs = j["certificates"].as_array().expect("certificates");
+    assert_eq!(certs.len(), 2);
+    assert_eq!(certs[0]["role"], "issuing");
+    assert_eq!(certs[1]["role"], "root");
+    assert_eq!(certs[1]["subject"], certs[1]["issuer"]);
+    assert_eq!(certs[0]["issuer"], certs[1]["subject"]);
+    assert_eq!(
+        certs[0]["fingerprint_sha256"].as_str().expect("fp").len(),
+        64
+    );
+
+    let out = s.work().join("chain.pem");
+    s.devid(&["ca", "export", "--out", out.to_str().expect("utf8")])
+        .ok();
+    let text = std::fs::read_to_string(&out).expect("chain written");
+    assert_eq!(text.matches("BEGIN CERTIFICATE").count(), 2);
+    let stdout = s.devid(&["ca", "export", "--out", "-"]).ok().stdout;
+    assert_eq!(stdout, text);
+}
+
+#[test]
+fn device_lifecycle_in_table_and_json() {
+    let s = Server::start();
+    let w = s.work();
+    let out = w.join("flash");
+    let out_s = out.to_str().expect("utf8");
+
+    // register --generate-key: prints the ClientID, writes crt, chain, key (0600).
+    let r = s
+        .devid(&[
+            "device",
+            "register",
+            "--serial",
+            "SN-0001",
+            "--model",
+            "thermo-v2",
+            "--meta",
+            "line=3",
+            "--generate-key",
+            "--out",
+            out_s,
+        ])
+        .ok();
+    let id = r.stdout.trim().to_string();
+    devid_core::clientid::verify_check(&id).expect("a generated ClientID");
+    let crt = out.join(format!("{id}.crt"));
+    let key = out.join(format!("{id}.key"));
+    assert_eq!(mode(&key), 0o600);
+    openssl_verify(&out.join("chain.pem"), &crt).expect("openssl verify");
+
+    // register --csr, JSON: the Registered object.
+    let (_k, csr) = make_csr("SN-0002");
+    let csr_path = w.join("sn2.csr");
+    std::fs::write(&csr_path, &csr).expect("write csr");
+    let csr_s = csr_path.to_str().expect("utf8");
+    let j = s
+        .devid(&[
+            "-o",
+            "json",
+            "device",
+            "register",
+            "--serial",
+            "SN-0002",
+            "--model",
+            "thermo-v2",
+            "--csr",
+            csr_s,
+            "--out",
+            out_s,
+        ])
+        .ok()
+        .json();
+    assert_eq!(j["created"], true);
+    let id2 = j["client_id"].as_str().expect("client_id").to_string();
+    assert!(out.join(format!("{id2}.crt")).is_file());
+    assert!(!out.join(format!("{id2}.key")).exists());
+    // The same serial and CSR again: the existing device, not a new certificate.
+    let again = s
+        .devid(&[
+            "-o", "json", "device", "register", "--serial", "SN-0002", "--csr", csr_s, "--out",
+            out_s,
+        ])
+        .ok()
+        .json();
+    assert_eq!(again["created"], false);
+    assert_eq!(again["serial"], j["serial"]);
+    // A different CSR for the same serial: conflict, exit 5.
+    let (_k, other) = make_csr("SN-0002");
+    std::fs::write(&csr_path, &other).expect("write csr");
+    let r = s
+        .devid(&[
+            "device", "register", "--serial", "SN-0002", "--csr", csr_s, "--out", out_s,
+        ])
+        .code(5);
+    assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);
+    assert!(r.stderr.starts_with("error: "), "{}", r.stderr);
+    // A garbage CSR is refused before anything is sent.
+    std::fs::write(&csr_path, "not a csr").expect("write");
+    s.devid(&[
+        "device", "register", "--serial", "SN-9", "--csr", csr_s, "--out", out_s,
+    ])
+    .code(1);
+
+    // list: table and JSON, filters.
+    let r = s.devid(&["device", "list"]).ok();
+    assert!(r.stdout.starts_with("CLIENT_ID"), "{}", r.stdout);
+    assert!(r.stdout.contains(&id) && r.stdout.contains(&id2));
+    let j = s
+        .devid(&[
+            "-o", "json", "device", "list", "--status", "active", "--since", "1h",
+        ])
+        .ok()
+        .json();
+    assert_eq!(j["items"].as_array().expect("items").len(), 2);
+    let j = s
+        .devid(&["-o", "json", "device", "list", "--limit", "1"])
+        .ok()
+        .json();
+    assert_eq!(j["items"].as_array().expect("items").len(), 1);
+    assert!(j["next_cursor"].is_string());
+    let j = s
+        .devid(&["-o", "json", "device", "list", "--model", "nope"])
+        .ok()
+        .json();
+    assert_eq!(j["items"].as_array().expect("items").len(), 0);
+    s.devid(&["device", "list", "--status", "gone"]).code(2);
+
+    // show: table snapshot and JSON.
+    let r = s.devid(&["device", "show", &id]).ok();
+    insta::with_settings!({filters => filters()}, {
+        insta::assert_snapshot!("device_show_table", r.stdout);
+    });
+    let j = s.devid(&["-o", "json", "device", "show", &id]).ok().json();
+    assert_eq!(j["status"], "active");
+    assert_eq!(j["metadata"]["line"], "3");
+    let cert_serial = j["certificates"][0]["serial"]
+        .as_str()
+        .expect("serial")
+        .to_string();
+    // Not found: exit 4 (a well-formed ClientID that does not exist).
+    let missing = devid_core::clientid::generate("thermo", &[7; 10]).expect("id");
+    s.devid(&["device", "show", &missing]).code(4);
+
+    // suspend / resume.
+    let j = s
+        .devid(&[
+            "-o",
+            "json",
+            "device",
+            "suspend",
+            &id,
+            "--comment",
+            "repair",
+        ])
+        .ok()
+        .json();
+    assert_eq!(j["status"], "suspended");
+    assert_eq!(j["certificates"][0]["status"], "hold");
+    let r = s.devid(&["device", "resume", &id]).ok();
+    assert!(
+        r.stdout.contains("status:            active"),
+        "{}",
+        r.stdout
+    );
+
+    // cert show / revoke.
+    let r = s.devid(&["cert", "show", &cert_serial]).ok();
+    assert!(r.stdout.contains("BEGIN CERTIFICATE"), "{}", r.stdout);
+    let j = s
+        .devid(&[
+            "-o",
+            "json",
+            "cert",
+            "revoke",
+            &cert_serial,
+            "--reason",
+            "superseded",
+        ])
+        .ok()
+        .json();
+    assert_eq!(j["status"], "revoked");
+    assert_eq!(j["revocation_reason"], "superseded");
+    s.devid(&["cert", "revoke", "00ff", "--reason", "superseded"])
+        .code(4);
+
+    // device revoke: --yes, or no terminal (tests run without one).
+    let r = s
+        .devid(&["device", "revoke", &id2, "--reason", "keyCompromise"])
+        .ok();
+    assert!(
+        r.stdout.contains("status:            revoked"),
+        "{}",
+        r.stdout
+    );
+    let j = s.devid(&["-o", "json", "device", "show", &id2]).ok().json();
+    assert_eq!(j["revocation_reason"], "keyCompromise");
+
+    // revocations list: suspend, resume, cert revoke, device revoke.
+    let j = s.devid(&["-o", "json", "revocations", "list"]).ok().json();
+    let entries = j["entries"].as_array().expect("entries");
+    let actions: Vec<&str> = entries
+        .iter()
+        .map(|e| e["action"].as_str().expect("action"))
+        .collect();
+    assert_eq!(actions, ["suspended", "resumed", "revoked", "revoked"]);
+    assert_eq!(j["head"], 4);
+    let j = s
+        .devid(&["-o", "json", "revocations", "list", "--since", "3"])
+        .ok()
+        .json();
+    assert_eq!(j["entries"].as_array().expect("entries").len(), 1);
+    let r = s.devid(&["revocations", "list"]).ok();
+    assert!(r.stdout.starts_with("SEQ"), "{}", r.stdout);
+    assert!(r.stdout.ends_with("head: 4\n"), "{}", r.stdout);
+
+    // crl fetch --verify: both revoked serials listed; openssl agrees.
+    let crl = w.join("crl.der");
+    let crl_s = crl.to_str().expect("utf8");
+    let j = s
+        .devid(&["-o", "json", "crl", "fetch", "--out", crl_s, "--verify"])
+        .ok()
+        .json();
+    assert_eq!(j["verified"], true);
+    assert_eq!(j["revoked_serials"].as_array().expect("serials").len(), 2);
+    assert!(j["revoked_serials"]
+        .as_array()
+        .expect("serials")
+        .iter()
+        .any(|v| v == &serde_json::json!(cert_serial)));
+    let r = s.devid(&["crl", "fetch", "--out", crl_s]).ok();
+    assert!(r.stdout.contains("not checked"), "{}", r.stdout);
+    let o = std::process::Command::new("openssl")
+        .args(["crl", "-inform", "DER", "-noout", "-in", crl_s])
+        .output()
+        .expect("openssl");
+    assert!(o.status.success());
+
+    // audit: the registrations and revocations are there.
+    let j = s.devid(&["-o", "json", "audit"]).ok().json();
+    let actions: Vec<&str> = j["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|e| e["action"].as_str().expect("action"))
+        .collect();
+    assert!(actions.contains(&"device.register"), "{actions:?}");
+    assert!(actions.contains(&"device.revoke"), "{actions:?}");
+    let r = s.devid(&["audit", "--since", "1h"]).ok();
+    assert!(r.stdout.starts_with("ID"), "{}", r.stdout);
+}
+
+#[test]
+fn tokens_roles_and_exit_codes() {
+    let s = Server::start();
+    // list: table (a fresh server has the bootstrap admin token only, so the order is fixed).
+    let r = s.devid(&["token", "list"]).ok();
+    insta::with_settings!({filters => filters()}, {
+        insta::assert_snapshot!("token_list_table", r.stdout);
+    });
+    // create: table shows the secret once; JSON carries it.
+    let r = s
+        .devid(&[
+            "token",
+            "create",
+            "--role",
+            "factory",
+            "--name",
+            "line-3",
+            "--models",
+            "thermo-v2",
+            "--expires",
+            "30d",
+        ])
+        .ok();
+    assert!(r.stdout.contains("token:"), "{}", r.stdout);
+    assert!(r.stderr.contains("shown once"), "{}", r.stderr);
+    let factory = r
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("token:"))
+        .expect("token line")
+        .trim()
+        .to_string();
+    let auditor = s.token("auditor", "audit-1");
+
+    // list: JSON.
+    let j = s.devid(&["-o", "json", "token", "list"]).ok().json();
+    let items = j["items"].as_array().expect("items");
+    assert_eq!(items.len(), 3);
+    let line3 = items
+        .iter()
+        .find(|t| t["name"] == "line-3")
+        .expect("line-3");
+    assert_eq!(line3["models"], serde_json::json!(["thermo-v2"]));
+    assert!(line3["expires_at"].is_string());
+    assert!(items.iter().all(|t| t.get("token").is_none()));
+
+    // The factory token registers its model, not another (403: exit 3), and cannot list.
+    let out = s.work().join("f");
+    let out_s = out.to_str().expect("utf8");
+    s.devid_as(
+        &factory,
+        &[
+            "device",
+            "register",
+            "--serial",
+            "F1",
+            "--model",
+            "thermo-v2",
+            "--generate-key",
+            "--out",
+            out_s,
+        ],
+    )
+    .ok();
+    s.devid_as(
+        &factory,
+        &[
+            "device",
+            "register",
+            "--serial",
+            "F2",
+            "--model",
+            "other",
+            "--generate-key",
+            "--out",
+            out_s,
+        ],
+    )
+    .code(3);
+    s.devid_as(&factory, &["device", "list"]).code(3);
+    // The auditor reads but does not change.
+    s.devid_as(&auditor, &["device", "list"]).ok();
+    s.devid_as(&auditor, &["token", "list"]).ok();
+    let r = s
+        .devid_as(
+            &auditor,
+            &["token", "create", "--role", "admin", "--name", "x"],
+        )
+        .code(3);
+    assert!(r.stderr.contains("403"), "{}", r.stderr);
+    // A bad token: 401, exit 3; no token at all: the hint says how to give one.
+    s.devid_as("devid_nope_nope", &["device", "list"]).code(3);
+    let r = common::run_in(
+        &s.work(),
+        &[("DEVID_SERVER", s.url.as_str())],
+        &["device", "list"],
+    )
+    .code(3);
+    assert!(r.stderr.contains("--token-file"), "{}", r.stderr);
+
+    // audit --actor.
+    let j = s
+        .devid(&["-o", "json", "audit", "--actor", "line-3"])
+        .ok()
+        .json();
+    let items = j["items"].as_array().expect("items");
+    assert!(!items.is_empty());
+    assert!(
+        items.iter().all(|e| e["actor_name"] == "line-3"),
+        "{items:?}"
+    );
+
+    // revoke: the token stops working.
+    let id = line3["id"].as_str().expect("id");
+    let j = s.devid(&["-o", "json", "token", "revoke", id]).ok().json();
+    assert!(j["revoked_at"].is_string());
+    s.devid_as(
+        &factory,
+        &[
+            "device",
+            "register",
+            "--serial",
+            "F3",
+            "--model",
+            "thermo-v2",
+            "--generate-key",
+            "--out",
+            out_s,
+        ],
+    )
+    .code(3);
+    s.devid(&["token", "revoke", "ffffffffffff"]).code(4);
+}
+
+/// Lines of a child's stdout, read on a thread so a test can wait with a timeout.
+struct Lines(std::sync::mpsc::Receiver<String>);
+
+impl Lines {
+    fn new(stdout: std::process::ChildStdout) -> Lines {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Lines(rx)
+    }
+
+    #[track_caller]
+    fn json(&self, timeout: Duration) -> serde_json::Value {
+        let line = self
+            .0
+            .recv_timeout(timeout)
+            .unwrap_or_else(|e| panic!("no line from watch within {timeout:?}: {e}"));
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
+    }
+}
+
+#[test]
+fn watch_follows_the_feed_and_resumes_after_a_server_restart() {
+    let mut s = Server::start();
+    let out = s.work().join("w");
+    let out_s = out.to_str().expect("utf8");
+    let mut ids = Vec::new();
+    for serial in ["W1", "W2", "W3"] {
+        let r = s
+            .devid(&[
+                "device",
+                "register",
+                "--serial",
+                serial,
+                "--model",
+                "thermo-v2",
+                "--generate-key",
+                "--out",
+                out_s,
+            ])
+            .ok();
+        ids.push(r.stdout.trim().to_string());
+    }
+    s.devid(&["device", "suspend", &ids[0]]).ok();
+    s.devid(&["device", "resume", &ids[0]]).ok();
+
+    // --since 1 sends Last-Event-ID: 1, so entry 2 (made before the watch started) comes first.
+    let mut child = s
+        .devid_cmd()
+        .args([
+            "-o",
+            "json",
+            "revocations",
+            "watch",
+            "--since",
+            "1",
+            "--count",
+            "3",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn watch");
+    let lines = Lines::new(child.stdout.take().expect("stdout"));
+    let first = lines.json(Duration::from_secs(30));
+    assert_eq!(first["seq"], 2);
+    assert_eq!(first["action"], "resumed");
+
+    s.devid(&["device", "suspend", &ids[1]]).ok();
+    let live = lines.json(Duration::from_secs(30));
+    assert_eq!(live["seq"], 3);
+    assert_eq!(live["client_id"], ids[1].as_str());
+
+    // The server goes away and comes back; the watch reconnects on its own and continues
+    // after the last entry it printed.
+    s.restart();
+    s.devid(&[
+        "device",
+        "revoke",
+        &ids[2],
+        "--reason",
+        "keyCompromise",
+        "--yes",
+    ])
+    .ok();
+    let after = lines.json(Duration::from_secs(60));
+    assert_eq!(after["seq"], 4);
+    assert_eq!(after["reason"], "keyCompromise");
+    let status = wait_exit(&mut child, Duration::from_secs(30));
+    assert!(status.success(), "watch exited with {status}");
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut err)
+        .expect("stderr");
+    assert!(err.contains("reconnecting"), "{err}");
+
+    // Table form prints a header and one line per entry.
+    let r = s
+        .devid(&["revocations", "watch", "--since", "0", "--count", "2"])
+        .ok();
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{}", r.stdout);
+    assert!(lines[0].starts_with("SEQ"));
+    assert!(lines[1].starts_with("1  "));
+}
+
+#[test]
+fn default_token_file_is_used_for_the_default_local_server_only() {
+    // The default server is 127.0.0.1:8080, which a test cannot count on owning; check instead
+    // that a token file in ./devid-data is NOT used for another server.
+    let s = Server::start();
+    let w = s.work();
+    std::fs::create_dir_all(w.join("devid-data")).expect("mkdir");
+    std::fs::copy(s.token_file(), w.join("devid-data/admin.token")).expect("copy");
+    common::run_in(&w, &[("DEVID_SERVER", s.url.as_str())], &["token", "list"]).code(3);
+}
