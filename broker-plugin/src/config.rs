@@ -20,6 +20,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "broker_name",
     "ticket_key_file",
     "ticket_lifetime",
+    "max_refused_messages",
 ];
 
 /// The checked configuration. File contents are read at start; the files are not re-read.
@@ -47,6 +48,8 @@ pub struct Config {
     pub ticket_keys: Option<String>,
     /// Lifetime of issued tickets.
     pub ticket_lifetime: u32,
+    /// Refused PUBLISHes in a row after which the connection is dropped.
+    pub max_refused_messages: u32,
 }
 
 impl fmt::Debug for Config {
@@ -235,7 +238,20 @@ impl Config {
             ));
         }
 
+        let max_refused_messages = match map.get("max_refused_messages") {
+            None => 10,
+            Some(v) => match v.trim().parse::<u32>() {
+                Ok(n) if (1..=1_000_000).contains(&n) => n,
+                _ => {
+                    return Err(err(format!(
+                        "plugin_opt_max_refused_messages: {v:?} is not a number in 1..=1000000"
+                    )))
+                }
+            },
+        };
+
         Ok(Config {
+            max_refused_messages,
             ticket_keys,
             // At most 30 days: fits a u32.
             ticket_lifetime: u32::try_from(ticket_lifetime.as_secs()).unwrap_or(u32::MAX),

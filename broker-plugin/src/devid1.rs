@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use devid_core::protocol::{
     EcdsaSigner, ExpectClientFinish, ExpectResumeProof, MemoryCertCache, PendingClientHello,
-    PendingResume, ServerConfig, ServerHandshake, ServerStart, SessionKeys, TicketKeys,
+    PendingResume, PublishAuth, PublishVerifier, ServerConfig, ServerHandshake, ServerStart,
+    SessionKeys, TicketKeys,
 };
 use ring::rand::SystemRandom;
 use rustls_pki_types::{CertificateDer, TrustAnchor, UnixTime};
@@ -149,6 +150,31 @@ impl ServerSide for Devid1Server {
         }
         .map_err(refusal)?;
         Ok((session.keys, finish))
+    }
+
+    type Verifier = PublishVerifier;
+
+    fn verifier(&self, keys: &SessionKeys) -> PublishVerifier {
+        PublishVerifier::new(keys)
+    }
+
+    fn verify_message(
+        &self,
+        verifier: &mut PublishVerifier,
+        user_properties: &[(String, String)],
+        topic: &str,
+        payload: &mut Vec<u8>,
+    ) -> Result<bool, String> {
+        let props = user_properties
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()));
+        match PublishAuth::from_properties(props).map_err(|e| e.to_string())? {
+            None => Ok(false),
+            Some(auth) => verifier
+                .verify(&auth, topic, payload)
+                .map(|()| true)
+                .map_err(|e| e.to_string()),
+        }
     }
 
     fn verify_tls_client(

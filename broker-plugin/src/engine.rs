@@ -83,6 +83,18 @@ pub trait ServerSide {
         data: &[u8],
         now: u64,
     ) -> Result<(Self::Keys, Vec<u8>), Refusal>;
+    /// Per-session PUBLISH verifier (message MAC / seal, replay window).
+    type Verifier;
+    fn verifier(&self, keys: &Self::Keys) -> Self::Verifier;
+    /// Checks a PUBLISH's `devid-*` user properties. Ok(false): none present. Ok(true): verified
+    /// (a sealed payload is decrypted in place). Err: malformed, replayed or not authentic.
+    fn verify_message(
+        &self,
+        verifier: &mut Self::Verifier,
+        user_properties: &[(String, String)],
+        topic: &str,
+        payload: &mut Vec<u8>,
+    ) -> Result<bool, String>;
     /// Checks a TLS client certificate (leaf DER) with the same rules for this ClientID.
     fn verify_tls_client(
         &self,
@@ -105,6 +117,21 @@ pub enum AuthOutcome {
     Defer,
 }
 
+/// What to do with an incoming PUBLISH.
+#[derive(Debug, PartialEq, Eq)]
+pub enum MessageVerdict {
+    /// Forward it. `verified`: add `devid-verified` = this ClientID. `payload`: replace the
+    /// payload (a sealed message, decrypted).
+    Accept {
+        verified: Option<String>,
+        payload: Option<Vec<u8>>,
+    },
+    /// PUBACK/PUBREC 0x87 (QoS 1/2) or dropped (QoS 0).
+    Refuse,
+    /// Too many refusals in a row: drop the connection.
+    Disconnect,
+}
+
 /// How a connection authenticated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Via {
@@ -125,15 +152,10 @@ enum Conn<S: ServerSide> {
 
 struct Authenticated<S: ServerSide> {
     identity: Verified,
-    #[allow(
-        dead_code,
-        reason = "the session keys are for per-message authentication (issue 5)"
-    )]
-    keys: Option<S::Keys>,
-    #[allow(
-        dead_code,
-        reason = "issue 5 marks messages of mutual-TLS devices devid-verified"
-    )]
+    /// Checks this session's PUBLISHes (DEVID-1 only; new keys after a re-authentication).
+    verifier: Option<S::Verifier>,
+    /// PUBLISHes refused in a row.
+    refused_in_row: u32,
     via: Via,
     address: Option<String>,
     /// Set when the revocation state or allow-list turned against the connection: everything is
@@ -437,7 +459,8 @@ impl<S: ServerSide> Engine<S> {
             key,
             Conn::Authenticated(Box::new(Authenticated {
                 identity,
-                keys,
+                verifier: keys.as_ref().map(|k| self.server.verifier(k)),
+                refused_in_row: 0,
                 via,
                 address: address.map(str::to_string),
                 denied: false,
@@ -509,6 +532,96 @@ impl<S: ServerSide> Engine<S> {
     /// Whether the connection authenticated through devid (for MESSAGE handling).
     pub fn is_authenticated(&self, key: ConnKey) -> bool {
         matches!(self.conns.get(&key), Some(Conn::Authenticated(a)) if !a.denied)
+    }
+
+    /// MOSQ_EVT_MESSAGE: per-message authentication (issue 5). With the device's policy
+    /// `message_auth = required`, a DEVID-1 device's PUBLISH must carry a valid `devid-mac` or
+    /// `devid-seal` with a `devid-seq` above the last accepted one. A PUBLISH that carries devid
+    /// properties is checked whatever the policy (a claim that fails is refused). Messages of
+    /// mutual-TLS devices are marked verified (the TLS channel authenticates them).
+    pub fn message(
+        &mut self,
+        key: ConnKey,
+        topic: &str,
+        user_properties: &[(String, String)],
+        payload: &[u8],
+    ) -> MessageVerdict {
+        let max = self.config.max_refused_messages;
+        let required = {
+            let Some(Conn::Authenticated(a)) = self.conns.get(&key) else {
+                return MessageVerdict::Refuse;
+            };
+            if a.denied {
+                return MessageVerdict::Refuse;
+            }
+            lock(&self.shared)
+                .revocations
+                .statuses
+                .get(&a.identity.client_id)
+                .is_some_and(|s| s.message_auth == "required")
+        };
+        let Some(Conn::Authenticated(a)) = self.conns.get_mut(&key) else {
+            return MessageVerdict::Refuse;
+        };
+        let cid = a.identity.client_id.clone();
+        let outcome: Result<MessageVerdict, String> = match (a.via, a.verifier.as_mut()) {
+            (Via::MutualTls, _) => Ok(MessageVerdict::Accept {
+                verified: Some(cid.clone()),
+                payload: None,
+            }),
+            (Via::Devid1, None) => Err("no session keys".into()),
+            (Via::Devid1, Some(v)) => {
+                let mut buf = payload.to_vec();
+                match self
+                    .server
+                    .verify_message(v, user_properties, topic, &mut buf)
+                {
+                    Ok(true) => Ok(MessageVerdict::Accept {
+                        verified: Some(cid.clone()),
+                        payload: (buf != payload).then_some(buf),
+                    }),
+                    Ok(false) if required => Err("message authentication required".into()),
+                    Ok(false) => Ok(MessageVerdict::Accept {
+                        verified: None,
+                        payload: None,
+                    }),
+                    Err(e) => Err(e),
+                }
+            }
+        };
+        match outcome {
+            Ok(v) => {
+                a.refused_in_row = 0;
+                v
+            }
+            Err(reason) => {
+                a.refused_in_row += 1;
+                let n = a.refused_in_row;
+                let address = a.address.clone();
+                self.log(
+                    LogLevel::Notice,
+                    format!(
+                        "devid: refused PUBLISH from {cid} on {topic:?}: {reason} ({n} in a row)"
+                    ),
+                );
+                if n >= max {
+                    a_mark_denied(&mut self.conns, key);
+                    self.log(
+                        LogLevel::Notice,
+                        format!("devid: disconnecting {cid}: {n} refused PUBLISHes in a row"),
+                    );
+                    self.event(
+                        ConnectionEventKind::AuthFailure,
+                        &cid,
+                        address.as_deref(),
+                        Some("too many refused messages"),
+                    );
+                    MessageVerdict::Disconnect
+                } else {
+                    MessageVerdict::Refuse
+                }
+            }
+        }
     }
 
     /// MOSQ_EVT_DISCONNECT: forget the connection.
@@ -586,6 +699,12 @@ impl<S: ServerSide> Engine<S> {
     }
 }
 
+fn a_mark_denied<S: ServerSide>(conns: &mut HashMap<ConnKey, Conn<S>>, key: ConnKey) {
+    if let Some(Conn::Authenticated(a)) = conns.get_mut(&key) {
+        a.denied = true;
+    }
+}
+
 fn rfc3339_now() -> String {
     time::OffsetDateTime::now_utc()
         .replace_nanosecond(0)
@@ -649,6 +768,34 @@ mod tests {
                 Err("bad ClientFinish".into())
             }
         }
+        type Verifier = u64;
+        fn verifier(&self, _k: &[u8; 4]) -> u64 {
+            0
+        }
+        /// `devid-seq` = n and `devid-mac` = "good"; `devid-seal` = 1 reverses the payload.
+        fn verify_message(
+            &self,
+            last: &mut u64,
+            props: &[(String, String)],
+            _topic: &str,
+            payload: &mut Vec<u8>,
+        ) -> Result<bool, String> {
+            let get = |n: &str| props.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str());
+            let Some(seq) = get("devid-seq") else {
+                return Ok(false);
+            };
+            let seq: u64 = seq.parse().map_err(|_| "bad seq".to_string())?;
+            if seq <= *last {
+                return Err("replay".into());
+            }
+            match (get("devid-mac"), get("devid-seal")) {
+                (Some("good"), None) => {}
+                (None, Some("1")) => payload.reverse(),
+                _ => return Err("bad mac".into()),
+            }
+            *last = seq;
+            Ok(true)
+        }
         fn verify_tls_client(&self, der: &[u8], cid: &str, now: u64) -> Result<Verified, Refusal> {
             self.hello(der, cid, now).map(|(v, _)| v)
         }
@@ -667,6 +814,7 @@ mod tests {
             broker_name: None,
             ticket_keys: None,
             ticket_lifetime: 0,
+            max_refused_messages: 3,
         };
         let shared = Arc::new(Mutex::new(Shared {
             last_contact: Some(state::unix_now()),
@@ -920,6 +1068,111 @@ mod tests {
             AuthOutcome::Success(vec![])
         );
         assert!(e.acl(1, Access::Publish, "devices/dev1/x"));
+    }
+
+    fn props(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn message_auth_required_refuses_unprotected_replayed_and_bad_then_disconnects() {
+        let (mut e, shared, _rx) = engine();
+        assert!(matches!(
+            connect(&mut e, 1, "dev1", "0a"),
+            AuthOutcome::Success(_)
+        ));
+        // Policy off: unprotected passes unmarked; a protected one is verified and marked.
+        assert_eq!(
+            e.message(1, "t", &[], b"x"),
+            MessageVerdict::Accept {
+                verified: None,
+                payload: None
+            }
+        );
+        let good = props(&[("devid-seq", "1"), ("devid-mac", "good")]);
+        assert_eq!(
+            e.message(1, "t", &good, b"x"),
+            MessageVerdict::Accept {
+                verified: Some("dev1".into()),
+                payload: None
+            }
+        );
+        // A claim that fails is refused even with the policy off.
+        assert_eq!(
+            e.message(1, "t", &good, b"x"),
+            MessageVerdict::Refuse,
+            "replay"
+        );
+        let st = DeviceStatus {
+            client_id: "dev1".into(),
+            status: DeviceState::Active,
+            model: None,
+            revoked_serials: vec![],
+            policy: None,
+            allowed_cidrs: vec![],
+            message_auth: "required".into(),
+        };
+        lock(&shared).revocations.apply_status(&st);
+        let sealed = props(&[("devid-seq", "2"), ("devid-seal", "1")]);
+        assert_eq!(
+            e.message(1, "t", &sealed, b"abc"),
+            MessageVerdict::Accept {
+                verified: Some("dev1".into()),
+                payload: Some(b"cba".to_vec())
+            }
+        );
+        assert_eq!(e.message(1, "t", &[], b"x"), MessageVerdict::Refuse);
+        let bad = props(&[("devid-seq", "9"), ("devid-mac", "bad")]);
+        assert_eq!(e.message(1, "t", &bad, b"x"), MessageVerdict::Refuse);
+        assert_eq!(
+            e.message(1, "t", &bad, b"x"),
+            MessageVerdict::Disconnect,
+            "3 in a row"
+        );
+        assert!(!e.acl(1, Access::Publish, "devices/dev1/x"));
+        // Not authenticated: refused.
+        assert_eq!(e.message(7, "t", &good, b"x"), MessageVerdict::Refuse);
+    }
+
+    #[test]
+    fn reauth_resets_the_replay_window() {
+        let (mut e, _s, _rx) = engine();
+        assert!(matches!(
+            connect(&mut e, 1, "dev1", "0a"),
+            AuthOutcome::Success(_)
+        ));
+        let p5 = props(&[("devid-seq", "5"), ("devid-mac", "good")]);
+        assert!(matches!(
+            e.message(1, "t", &p5, b"x"),
+            MessageVerdict::Accept { .. }
+        ));
+        assert!(matches!(
+            connect(&mut e, 1, "dev1", "0a"),
+            AuthOutcome::Success(_)
+        ));
+        let p1 = props(&[("devid-seq", "1"), ("devid-mac", "good")]);
+        assert!(matches!(
+            e.message(1, "t", &p1, b"x"),
+            MessageVerdict::Accept { .. }
+        ));
+    }
+
+    #[test]
+    fn mutual_tls_messages_are_marked_verified() {
+        let (mut e, _s, _rx) = engine();
+        assert!(matches!(
+            e.basic_auth(1, Some(b"hello:dev1:1"), Some("dev1"), None),
+            AuthOutcome::Success(_)
+        ));
+        assert_eq!(
+            e.message(1, "t", &[], b"x"),
+            MessageVerdict::Accept {
+                verified: Some("dev1".into()),
+                payload: None
+            }
+        );
     }
 
     #[test]

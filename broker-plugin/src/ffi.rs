@@ -51,6 +51,7 @@ pub const MOSQ_ERR_AUTH: c_int = 11;
 pub const MOSQ_ERR_ACL_DENIED: c_int = 12;
 pub const MOSQ_ERR_UNKNOWN: c_int = 13;
 pub const MOSQ_ERR_PLUGIN_DEFER: c_int = 17;
+pub const MOSQ_ERR_ADMINISTRATIVE_ACTION: c_int = 30;
 
 pub const MOSQ_ACL_READ: c_int = 0x01;
 pub const MOSQ_ACL_WRITE: c_int = 0x02;
@@ -185,7 +186,14 @@ extern "C" {
         skip_first: bool,
     ) -> *const mosquitto_property;
     pub fn mosquitto_property_free_all(properties: *mut *mut mosquitto_property);
+    pub fn mosquitto_property_add_string_pair(
+        proplist: *mut *mut mosquitto_property,
+        identifier: c_int,
+        name: *const c_char,
+        value: *const c_char,
+    ) -> c_int;
     pub fn mosquitto_free(mem: *mut c_void);
+    pub fn mosquitto_malloc(size: usize) -> *mut c_void;
 
     // From the broker's libcrypto (already loaded in the process); see the notes.
     pub fn i2d_X509(x: *mut c_void, out: *mut *mut u8) -> c_int;

@@ -32,7 +32,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::engine::{AuthOutcome, ConnKey, Engine};
+use crate::engine::{AuthOutcome, ConnKey, Engine, MessageVerdict};
 use crate::ffi::*;
 use crate::policy::Access;
 use crate::service::{FromService, LogLevel, Shared};
@@ -500,22 +500,115 @@ unsafe fn on_acl(p: &Plugin, ev: &mosquitto_evt_acl_check) -> c_int {
     }
 }
 
-/// Incoming PUBLISH: only devid-authenticated clients may publish at all, and `devid-*` user
-/// properties a client sent itself are stripped so subscribers can trust them.
+/// Incoming PUBLISH: only devid-authenticated clients may publish at all; per-message
+/// authentication (issue 5) decides; `devid-*` user properties a client sent itself are always
+/// stripped, and `devid-verified` = ClientID is added to verified messages, so subscribers can
+/// trust it.
 ///
 /// # Safety
 /// `ev` is the broker's message event for this call.
 unsafe fn on_message(p: &Plugin, ev: &mut mosquitto_evt_message) -> c_int {
-    let authenticated = match p.engine.try_borrow() {
-        Ok(engine) => engine.is_authenticated(ev.client as ConnKey),
-        Err(_) => false,
+    // SAFETY: the property list and payload belong to the message for this call.
+    let props = unsafe { user_properties(ev.properties) };
+    let payload: &[u8] = if ev.payload.is_null() || ev.payloadlen == 0 {
+        &[]
+    } else {
+        // SAFETY: the broker passes payloadlen bytes.
+        unsafe { std::slice::from_raw_parts(ev.payload.cast(), ev.payloadlen as usize) }
     };
-    if !authenticated {
-        return MOSQ_ERR_ACL_DENIED;
+    // SAFETY: topic is NULL or valid for the call.
+    let topic = unsafe { opt_str(ev.topic) }.unwrap_or_default();
+    let verdict = match p.engine.try_borrow_mut() {
+        Ok(mut engine) => engine.message(ev.client as ConnKey, &topic, &props, payload),
+        Err(_) => return MOSQ_ERR_ACL_DENIED,
+    };
+    match verdict {
+        MessageVerdict::Refuse => MOSQ_ERR_ACL_DENIED,
+        MessageVerdict::Disconnect => MOSQ_ERR_ADMINISTRATIVE_ACTION,
+        MessageVerdict::Accept { verified, payload } => {
+            // SAFETY: the message's own list, relinked in place.
+            unsafe { strip_devid_properties(&mut ev.properties) };
+            if let Some(new) = payload {
+                // SAFETY: see replace_payload.
+                if unsafe { replace_payload(ev, &new) }.is_err() {
+                    return MOSQ_ERR_ACL_DENIED;
+                }
+            }
+            if let Some(cid) = verified {
+                let (Ok(name), Ok(value)) = (CString::new("devid-verified"), CString::new(cid))
+                else {
+                    return MOSQ_ERR_ACL_DENIED;
+                };
+                // SAFETY: appends a copy of both strings to the message's list.
+                let rc = unsafe {
+                    mosquitto_property_add_string_pair(
+                        &mut ev.properties,
+                        MQTT_PROP_USER_PROPERTY,
+                        name.as_ptr(),
+                        value.as_ptr(),
+                    )
+                };
+                if rc != MOSQ_ERR_SUCCESS {
+                    return MOSQ_ERR_ACL_DENIED;
+                }
+            }
+            MOSQ_ERR_SUCCESS
+        }
     }
-    // SAFETY: the property list belongs to the message for this call.
-    unsafe { strip_devid_properties(&mut ev.properties) };
-    MOSQ_ERR_SUCCESS
+}
+
+/// Replaces the payload with a `mosquitto_malloc` copy (the broker frees the old one).
+///
+/// # Safety
+/// `ev` is the broker's message event for this call.
+unsafe fn replace_payload(ev: &mut mosquitto_evt_message, new: &[u8]) -> Result<(), ()> {
+    let len = u32::try_from(new.len()).map_err(|_| ())?;
+    // SAFETY: a fresh allocation of at least one byte, filled before handing it over.
+    unsafe {
+        let buf = mosquitto_malloc(new.len().max(1)).cast::<u8>();
+        if buf.is_null() {
+            return Err(());
+        }
+        std::ptr::copy_nonoverlapping(new.as_ptr(), buf, new.len());
+        ev.payload = buf.cast();
+    }
+    ev.payloadlen = len;
+    Ok(())
+}
+
+/// The user properties of a property list, in order (pairs that are not UTF-8 are skipped).
+///
+/// # Safety
+/// `list` is NULL or a live property list.
+unsafe fn user_properties(list: *const mosquitto_property) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut node = list;
+    while !node.is_null() {
+        let mut name: *mut c_char = std::ptr::null_mut();
+        let mut value: *mut c_char = std::ptr::null_mut();
+        // SAFETY: live node; reads this node only (skip_first false, and we check the answer
+        // is this node); both strings are mosquitto-allocated copies freed below.
+        unsafe {
+            if mosquitto_property_identifier(node) == MQTT_PROP_USER_PROPERTY {
+                let found = mosquitto_property_read_string_pair(
+                    node,
+                    MQTT_PROP_USER_PROPERTY,
+                    &mut name,
+                    &mut value,
+                    false,
+                );
+                if found == node {
+                    if let (Some(n), Some(v)) = (opt_str(name), opt_str(value)) {
+                        out.push((n, v));
+                    }
+                }
+                mosquitto_free(name.cast());
+                mosquitto_free(value.cast());
+            }
+            node = mosquitto_property_next(node);
+        }
+    }
+    out
 }
 
 /// Removes user properties whose name starts with `devid-` from a property list.
