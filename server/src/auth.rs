@@ -114,10 +114,13 @@ pub fn new_token(
     Ok(NewToken { secret, row })
 }
 
+/// What the database said about a token hash, and when.
+type CachedLookup = (Instant, Option<TokenRow>);
+
 /// Validated tokens by hash, each with the instant it was read from the database.
 #[derive(Default)]
 pub struct TokenCache {
-    entries: Mutex<HashMap<Vec<u8>, (Instant, Option<TokenRow>)>>,
+    entries: Mutex<HashMap<Vec<u8>, CachedLookup>>,
 }
 
 impl TokenCache {

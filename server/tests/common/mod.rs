@@ -237,6 +237,8 @@ pub async fn json_of(resp: reqwest::Response) -> (StatusCode, Value) {
     (status, v)
 }
 
+// The child goes back to the caller, whose Server waits for it (stop, kill, or Drop).
+#[allow(clippy::zombie_processes)]
 fn spawn(
     backend: &Backend,
     data_dir: &Path,
