@@ -766,6 +766,34 @@ pub async fn connect(
     })
 }
 
+/// Connects with DEVID-1 and runs the client with devid_device's session hook (MAC/seal of
+/// outgoing PUBLISHes, re-authentication with AUTH 0x19). Returns the device and a signer on
+/// the first session's keys (to forge "old key" messages).
+pub async fn connect_with_session(
+    addr: &str,
+    creds: &DeviceCreds,
+    root_der: &[u8],
+) -> Result<(Device, devid_core::protocol::PublishSigner), ClientError> {
+    let mut auth = Devid1Auth::new(creds, root_der, Tamper::None);
+    let config = auth.config.clone();
+    let mut conn = devid_device::open(addr, &Transport::Tcp).await?;
+    let opts = ConnectOptions::new(creds.client_id.clone());
+    let connected = devid_device::handshake(&mut conn, &opts, Some(&mut auth)).await?;
+    let session = connected
+        .auth
+        .ok_or_else(|| ClientError::Protocol("no DEVID-1 session".into()))?;
+    let old = devid_core::protocol::PublishSigner::new(&session.keys);
+    let hook = devid_device::Devid1Session::new(config, session, None);
+    Ok((
+        Device {
+            client: Client::start(conn, connected.keep_alive, Some(Box::new(hook))),
+            session: None,
+            client_id: creds.client_id.clone(),
+        },
+        old,
+    ))
+}
+
 /// Connects over TLS with a client certificate and no auth method (the mutual-TLS path).
 pub async fn connect_tls(
     addr: &str,

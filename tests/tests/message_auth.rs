@@ -189,3 +189,53 @@ async fn too_many_refused_messages_in_a_row_disconnect() {
     }
     assert!(broker.log().contains("refused PUBLISHes in a row"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_reauthentication_old_keys_are_refused() {
+    let service = Service::start().await;
+    let identity = service.enroll_broker(NAME).await;
+    let broker = Broker::start(BrokerSettings::new(&service, identity));
+    let root = service.root_der();
+    let dev = service.register_device("hw-reauth").await;
+    let (d, mut old) = connect_with_session(&broker.addr(), &dev, &root)
+        .await
+        .expect("admitted");
+    let topic = format!("devices/{}/data", dev.client_id);
+    let mac = |payload: &[u8]| {
+        let mut m = OutgoingMessage::new(topic.clone(), payload.to_vec(), QoS::AtLeastOnce);
+        m.protection = devid_e2e::devid_device::Protection::Mac;
+        m
+    };
+    // seq 1 under the first keys (the hook MACs it).
+    let a = d
+        .client
+        .publish(mac(b"1"))
+        .await
+        .expect("publish")
+        .expect("puback");
+    assert!(a.reason.is_success(), "{a:?}");
+    let _ = old.mac(&topic, b"skip").expect("seq 1 used by the hook");
+
+    // AUTH 0x19: a full DEVID-1 handshake on the live connection, new keys.
+    d.client.reauthenticate().await.expect("re-authentication");
+    assert!(
+        broker.log().contains("re-authenticated client"),
+        "{}",
+        broker.log()
+    );
+
+    // A MAC made with the old keys (next seq 2) is refused now.
+    let tag = old.mac(&topic, b"old").expect("mac");
+    assert_eq!(
+        publish(&d, &topic, b"old".to_vec(), tag_props(&tag)).await,
+        ReasonCode::NOT_AUTHORIZED
+    );
+    // The new keys, seq restarting at 1, are accepted.
+    let a = d
+        .client
+        .publish(mac(b"new"))
+        .await
+        .expect("publish")
+        .expect("puback");
+    assert!(a.reason.is_success(), "{a:?}");
+}
