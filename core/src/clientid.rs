@@ -31,9 +31,15 @@ const BODY_ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClientIdError {
     Empty,
-    TooLong { len: usize, max: usize },
+    TooLong {
+        len: usize,
+        max: usize,
+    },
     /// A character outside `[0-9A-Za-z]`, with its position (0-based, in characters).
-    BadCharacter { ch: char, position: usize },
+    BadCharacter {
+        ch: char,
+        position: usize,
+    },
     /// The check character does not match: the id is probably mistyped.
     CheckMismatch,
 }
@@ -43,7 +49,10 @@ impl fmt::Display for ClientIdError {
         match self {
             ClientIdError::Empty => write!(f, "ClientID is empty"),
             ClientIdError::TooLong { len, max } => {
-                write!(f, "ClientID has {len} characters; at most {max} are allowed")
+                write!(
+                    f,
+                    "ClientID has {len} characters; at most {max} are allowed"
+                )
             }
             ClientIdError::BadCharacter { ch, position } => write!(
                 f,
@@ -227,7 +236,10 @@ mod tests {
         assert_eq!(validate(""), Err(ClientIdError::Empty));
         assert!(matches!(
             validate("a+b"),
-            Err(ClientIdError::BadCharacter { ch: '+', position: 1 })
+            Err(ClientIdError::BadCharacter {
+                ch: '+',
+                position: 1
+            })
         ));
         for bad in ["a#", "a/b", "a b", "tab\t", "ü", "x-y", "a_b"] {
             assert!(
