@@ -31,9 +31,11 @@ pub(crate) fn sha256(parts: &[&[u8]]) -> [u8; 32] {
     to32(ctx.finish().as_ref())
 }
 
+/// The first 32 bytes of a SHA-256 or HMAC-SHA256 output (always exactly 32 bytes long).
 pub(crate) fn to32(s: &[u8]) -> [u8; 32] {
     let mut out = [0u8; 32];
-    out.copy_from_slice(&s[..32]);
+    let n = s.len().min(32);
+    out[..n].copy_from_slice(&s[..n]);
     out
 }
 
