@@ -18,6 +18,9 @@
 //!   names, EKU serverAuth and clientAuth, same serial, key-identifier and CRL rules; default
 //!   validity 2 years.
 //! - [`root_ca_params`] and [`issuing_ca_params`]: the CA certificates made on first start.
+//!
+//! Key identifiers: the SKI is rcgen's `KeyIdMethod::Sha256`, the first 160 bits of SHA-256
+//! over the subject's SubjectPublicKeyInfo DER; the AKI is copied from the issuing CA's SKI.
 
 use std::time::Duration;
 

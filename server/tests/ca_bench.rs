@@ -101,6 +101,28 @@ fn bench_issuance() {
         (per * threads) as f64 / all.as_secs_f64()
     );
 
+    let t = Instant::now();
+    for pem in pems.iter() {
+        parse_csr_pem(pem).expect("csr");
+    }
+    let check_only = t.elapsed();
+    println!(
+        "1 thread, CSR check only (PEM, parse, verify): {:.0}/s",
+        n as f64 / check_only.as_secs_f64()
+    );
+    let ders: Vec<Vec<u8>> = pems
+        .iter()
+        .map(|p| pem::parse(p).expect("pem").into_contents())
+        .collect();
+    let t = Instant::now();
+    for der in &ders {
+        devid_core::csr::parse_csr_der(der).expect("csr");
+    }
+    println!(
+        "1 thread, CSR check only (DER, parse, verify): {:.0}/s",
+        n as f64 / t.elapsed().as_secs_f64()
+    );
+
     let csr = parse_csr_pem(&pems[0]).expect("csr");
     let rng = SystemRandom::new();
     let now = time::OffsetDateTime::now_utc();
