@@ -130,3 +130,66 @@ fn leaf_public_key(cert: &CertificateDer<'_>) -> Result<Vec<u8>, String> {
         .map_err(|e| format!("cannot parse the certificate: {e}"))?;
     Ok(c.public_key().subject_public_key.data.to_vec())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sec1_and_pkcs8_keys_both_load_as_the_same_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let sec1 = dir.path().join("sec1.pem");
+        let pkcs8 = dir.path().join("pkcs8.pem");
+        // openssl (as an independent tool) writes the SEC1 "EC PRIVATE KEY" form, then PKCS#8.
+        let ok = std::process::Command::new("openssl")
+            .args([
+                "ecparam",
+                "-name",
+                "prime256v1",
+                "-genkey",
+                "-noout",
+                "-out",
+            ])
+            .arg(&sec1)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+        assert!(std::fs::read_to_string(&sec1)
+            .unwrap()
+            .contains("BEGIN EC PRIVATE KEY"));
+        let ok = std::process::Command::new("openssl")
+            .args(["pkcs8", "-topk8", "-nocrypt", "-in"])
+            .arg(&sec1)
+            .arg("-out")
+            .arg(&pkcs8)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+        let rng = ring::rand::SystemRandom::new();
+        let public = |p: &Path| {
+            let k = load_key(p).unwrap();
+            let pair = ring::signature::EcdsaKeyPair::from_pkcs8(
+                &ring::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+                k.secret_pkcs8_der(),
+                &rng,
+            )
+            .unwrap();
+            ring::signature::KeyPair::public_key(&pair)
+                .as_ref()
+                .to_vec()
+        };
+        assert_eq!(public(&sec1), public(&pkcs8));
+    }
+
+    #[test]
+    fn rejects_files_without_a_key_or_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("x.pem");
+        std::fs::write(&f, "not pem").unwrap();
+        assert!(load_key(&f).is_err());
+        assert!(load_certs(&f).is_err());
+        assert!(load_key(&dir.path().join("missing")).is_err());
+    }
+}
