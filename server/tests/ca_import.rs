@@ -452,3 +452,36 @@ fn import_refusals_are_clear_and_write_nothing() {
     .expect("import");
     assert!(data.join("ca/issuing.crt").exists());
 }
+
+#[test]
+fn a_second_server_can_import_the_first_servers_ca() {
+    // Scale-out with separate data directories: copy the issuing CA over by import.
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (first, _) = Ca::init_or_load(&tmp.path().join("a"), None, Some("Acme")).expect("init");
+    let ca_dir = tmp.path().join("a/ca");
+    let second = Ca::import(
+        &tmp.path().join("b"),
+        &read(&ca_dir, "issuing.crt"),
+        &read(&ca_dir, "issuing.key"),
+        &read(&ca_dir, "chain.pem"),
+        None,
+    )
+    .expect("import");
+    assert_eq!(second.chain_pem(), first.chain_pem());
+    assert_eq!(second.issuing_key_id(), first.issuing_key_id());
+    let dir = tmp.path();
+    ca_common::write_ca_pems(dir, &first);
+    write(dir, "dev.pem", issue(&second, "dev1"));
+    let out = openssl(
+        dir,
+        &[
+            "verify",
+            "-CAfile",
+            "root.pem",
+            "-untrusted",
+            "issuing.pem",
+            "dev.pem",
+        ],
+    );
+    assert!(out.contains("dev.pem: OK"), "{out}");
+}
