@@ -135,6 +135,34 @@ async fn connect_publish_and_refusals_with_devid1() {
     assert_eq!(o.status.code(), Some(1), "{out}{err}");
     assert!(err.contains("0x87 Not authorized"), "{err}");
 
+    // A refused SUBSCRIBE and a refused PUBLISH: exit 1 with the reason code named.
+    let o = agent(
+        &[
+            &["subscribe"],
+            &base[..],
+            &["--topic", "forbidden/x", "--timeout", "1"],
+        ]
+        .concat(),
+    )
+    .await;
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}{err}");
+    assert!(out.contains("SUBACK 0x87 Not authorized"), "{out}");
+    assert!(err.contains("refused: SUBACK 0x87 Not authorized"), "{err}");
+    let o = agent(
+        &[
+            &["publish"],
+            &base[..],
+            &["--topic", "forbidden/x", "--message", "m", "--qos", "1"],
+        ]
+        .concat(),
+    )
+    .await;
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}{err}");
+    assert!(err.contains("refused: PUBACK 0x87 Not authorized"), "{err}");
+    while broker.events.try_recv().is_ok() {}
+
     // Usage errors: exit 2.
     let o = agent(&["connect", "--broker", &addr]).await;
     assert_eq!(o.status.code(), Some(2));

@@ -290,3 +290,34 @@ async fn broker_refusal_of_a_wrong_client_id_is_a_typed_refusal() {
         BrokerEvent::Refused { reason: 0x87, .. }
     ));
 }
+
+#[tokio::test]
+async fn a_kick_is_a_typed_disconnect_event_with_0x98() {
+    let w = World::new();
+    let mut broker = FakeBroker::start(w.server_config(1)).await;
+    let mut opts = w.device(&broker, None);
+    opts.resume = false;
+    let (mut client, _) = connect_devid1(&opts).await.unwrap();
+    broker.next_event().await;
+    client
+        .publish(OutgoingMessage::new("kick/me", "", QoS::AtMostOnce))
+        .await
+        .unwrap();
+    match tokio::time::timeout(Duration::from_secs(5), client.next_event()).await {
+        Ok(Some(Event::Disconnected { reason, .. })) => {
+            assert_eq!(reason, ReasonCode::ADMINISTRATIVE_ACTION);
+            assert_eq!(reason.to_string(), "0x98 Administrative action");
+        }
+        e => panic!("{e:?}"),
+    }
+    assert!(
+        client.next_event().await.is_none(),
+        "nothing after the disconnect"
+    );
+    assert!(matches!(
+        client
+            .publish(OutgoingMessage::new("t", "", QoS::AtMostOnce))
+            .await,
+        Err(ClientError::Closed)
+    ));
+}

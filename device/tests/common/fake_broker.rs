@@ -182,6 +182,26 @@ async fn serve(
     }
     while let Some(p) = conn.recv().await? {
         match p {
+            // Stand-in for a revocation: the broker kicks the device (DISCONNECT 0x98).
+            Packet::Publish(p) if p.topic == "kick/me" => {
+                conn.send(&Packet::Disconnect(ReasonOnly {
+                    reason: ReasonCode::ADMINISTRATIVE_ACTION,
+                    properties: Properties::new(),
+                }))
+                .await?;
+                return Ok(());
+            }
+            // Stand-in for the plugin's topic policy: nothing under forbidden/.
+            Packet::Publish(p) if p.topic.starts_with("forbidden/") => {
+                if let Some(id) = p.packet_id {
+                    conn.send(&Packet::PubAck(PubResponse {
+                        packet_id: id,
+                        reason: ReasonCode::NOT_AUTHORIZED,
+                        properties: Properties::new(),
+                    }))
+                    .await?;
+                }
+            }
             Packet::Publish(mut p) => {
                 let auth = PublishAuth::from_properties(p.properties.user_properties());
                 let (verified, seq) = match (auth, verifier.as_mut()) {
@@ -214,7 +234,13 @@ async fn serve(
                 let reasons = s
                     .filters
                     .iter()
-                    .map(|(_, o)| ReasonCode(o.qos as u8))
+                    .map(|(f, o)| {
+                        if f.starts_with("forbidden/") {
+                            ReasonCode::NOT_AUTHORIZED
+                        } else {
+                            ReasonCode(o.qos as u8)
+                        }
+                    })
                     .collect();
                 conn.send(&Packet::SubAck(SubAck {
                     packet_id: s.packet_id,
