@@ -74,6 +74,9 @@ def main():
     ap.add_argument("--concurrency", type=int, default=32)
     ap.add_argument("--duration", type=float, default=10)
     ap.add_argument("--modes", default="devid1,resume,mtls")
+    ap.add_argument("--publish-seconds", type=float, default=0,
+                    help="also measure publish throughput (256-byte payloads, QoS 0 and 1) "
+                         "with message auth off vs required (MAC, seal), this long per run")
     ap.add_argument("--keep", action="store_true", help="keep the temp directory")
     a = ap.parse_args()
     target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
@@ -102,6 +105,22 @@ def main():
 
         fleet = os.path.join(work, "fleet")
         os.mkdir(fleet)
+        pubdir = os.path.join(work, "publishers")
+        os.mkdir(pubdir)
+        publishers = {}
+        for mode in ("off", "required"):
+            r = call(url, token, "POST", "/v1/devices",
+                     {"hardware_serial": f"pub-{mode}", "generate_key": True})
+            chain = pem_blocks(r["chain"])[:-1]
+            crt = os.path.join(pubdir, f"{r['client_id']}.crt")
+            with open(crt, "w") as f:
+                f.write(r["certificate"].rstrip("\n") + "\n" + "".join(chain))
+            kp = os.path.join(pubdir, f"{r['client_id']}.key")
+            with open(kp, "w") as f:
+                f.write(r["private_key"])
+            os.chmod(kp, 0o600)
+            call(url, token, "PUT", f"/v1/devices/{r['client_id']}/policy", {"message_auth": mode})
+            publishers[mode] = (crt, kp)
         for i in range(a.devices):
             r = call(url, token, "POST", "/v1/devices",
                      {"hardware_serial": f"bench-{i:05d}", "generate_key": True})
@@ -170,7 +189,36 @@ def main():
             r = json.loads(out.stdout.strip().splitlines()[-1])
             results.append(r)
             print(json.dumps(r), flush=True)
+        pub_results = []
+        if a.publish_seconds > 0:
+            runs = [("off", "none", q) for q in (0, 1)] + \
+                   [("required", p, q) for p in ("mac", "seal") for q in (0, 1)]
+            for policy, protect, qos in runs:
+                crt, kp = publishers[policy]
+                out = subprocess.run(
+                    [agent_bin, "bench", "publish", "--broker", f"127.0.0.1:{mport}",
+                     "--cert", crt, "--key", kp, "--root", root, "--broker-name", name,
+                     "--no-resume", "--qos", str(qos), "--size", "256", "--protect", protect,
+                     "--duration", str(a.publish_seconds), "--broker-pid", str(mq.pid),
+                     "--json"],
+                    capture_output=True, text=True)
+                if out.returncode != 0:
+                    print(out.stdout, out.stderr, file=sys.stderr)
+                    sys.exit(f"bench publish {policy}/{protect}/{qos} failed")
+                r = json.loads(out.stdout.strip().splitlines()[-1])
+                r["policy"] = policy
+                pub_results.append(r)
+                print(json.dumps(r), flush=True)
         print()
+        if pub_results:
+            print("| message auth | protection | QoS | messages/s | client CPU % | broker CPU % |")
+            print("|---|---|---|---|---|---|")
+            for r in pub_results:
+                s_ = r["seconds"]
+                print(f"| {r['policy']} | {r['protect']} | {r['qos']} | {r['per_second']:.0f} "
+                      f"| {100 * (r['client_cpu_seconds'] or 0) / s_:.0f} "
+                      f"| {100 * (r['broker_cpu_seconds'] or 0) / s_:.0f} |")
+            print()
         print("| mode | connects/s | p50 ms | p99 ms | client CPU % | broker CPU % | errors |")
         print("|---|---|---|---|---|---|---|")
         for r in results:
