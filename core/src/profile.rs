@@ -47,6 +47,8 @@ pub const MAX_LDEVID_LIFETIME_SECS: u64 = 90 * 24 * 3600;
 /// ub-organization-name.
 const UB_COMMON_NAME: usize = 64;
 const UB_SERIAL_NUMBER: usize = 64;
+/// Longest hardware serial a certificate can carry (the X.520 upper bound of serialNumber).
+pub const MAX_HARDWARE_SERIAL_LEN: usize = UB_SERIAL_NUMBER;
 const UB_ORGANIZATION_NAME: usize = 64;
 /// Longest CRL URL accepted.
 const MAX_URL_LEN: usize = 2048;

@@ -199,6 +199,18 @@ pub fn conflict_message(c: &RegConflict) -> &'static str {
     }
 }
 
+impl From<crate::ca::CaError> for ApiError {
+    /// Errors caused by the request (e.g. a hardware serial the profile cannot carry) are 422;
+    /// the rest are internal.
+    fn from(e: crate::ca::CaError) -> Self {
+        if e.is_client_error() {
+            ApiError::unprocessable(e.to_string())
+        } else {
+            ApiError::Internal(e.to_string())
+        }
+    }
+}
+
 impl From<JsonRejection> for ApiError {
     fn from(rejection: JsonRejection) -> Self {
         let status = rejection.status();

@@ -28,7 +28,7 @@ use crate::store::{
 };
 use crate::timefmt;
 
-const MAX_SERIAL_LEN: usize = 128;
+const MAX_SERIAL_LEN: usize = devid_core::profile::MAX_HARDWARE_SERIAL_LEN;
 const MAX_MODEL_LEN: usize = 64;
 const MAX_METADATA_BYTES: usize = 16 * 1024;
 /// Most single registrations stored in one shared transaction.
@@ -348,14 +348,14 @@ impl Registry {
                     let issued = inner
                         .ca
                         .issue_device(&csr, &id, &inner.profile, now, &inner.rng)
-                        .map_err(ApiError::internal)?;
+                        .map_err(ApiError::from)?;
                     (issued, Some(hex::encode(csr.csr_sha256())), None)
                 }
                 None => {
                     let (issued, key) = inner
                         .ca
                         .issue_device_with_new_key(&id, &inner.profile, now, &inner.rng)
-                        .map_err(ApiError::internal)?;
+                        .map_err(ApiError::from)?;
                     (issued, None, Some(key))
                 }
             };

@@ -1079,3 +1079,18 @@ async fn brokers_are_enrolled_with_a_server_certificate() {
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
 }
+
+#[tokio::test]
+async fn a_hardware_serial_the_profile_cannot_carry_is_422_not_500() {
+    let server = Server::start(&Backend::Sqlite).await;
+    let long = "S".repeat(100);
+    let (status, problem) = server
+        .admin_post(
+            "/v1/devices",
+            &json!({"hardware_serial": long, "generate_key": true}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
+    let (_, list) = server.admin_get("/v1/devices").await;
+    assert_eq!(list["items"].as_array().unwrap().len(), 0);
+}

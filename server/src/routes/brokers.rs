@@ -73,7 +73,7 @@ async fn enroll(
                 time::OffsetDateTime::now_utc(),
                 &ring::rand::SystemRandom::new(),
             )
-            .map_err(ApiError::internal)?;
+            .map_err(ApiError::from)?;
         state
             .store
             .insert_audit(&AuditRecord {
