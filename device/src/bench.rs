@@ -155,6 +155,7 @@ fn load_devices(b: &ConnectBench) -> Result<Vec<Device>, Failure> {
                 let signer = EcdsaSigner::from_pkcs8_der(creds.key_pkcs8.secret_pkcs8_der())
                     .map_err(|e| Failure::usage(e.to_string()))?;
                 let chain = creds.chain.iter().map(|c| c.to_vec()).collect();
+                // load_certs returns at least one certificate: root[0] exists.
                 let mut c = ClientConfig::new(&root[0], chain, Arc::new(signer))
                     .map_err(|e| Failure::usage(format!("{}: {e}", crt.display())))?;
                 if let Some(n) = &b.broker_name {

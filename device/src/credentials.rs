@@ -32,6 +32,7 @@ pub struct DeviceCredentials {
 
 impl DeviceCredentials {
     pub fn load(cert: &Path, key: &Path) -> Result<Self, CredentialError> {
+        // load_certs returns at least one certificate, so chain[0] (the leaf) exists.
         let chain = load_certs(cert)?;
         let key_pkcs8 = load_key(key)?;
         let client_id = common_name(&chain[0]).map_err(|m| err(cert, m))?;

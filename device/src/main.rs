@@ -227,6 +227,7 @@ pub(crate) fn setup(common: &Common) -> Result<Setup, Failure> {
         let signer = EcdsaSigner::from_pkcs8_der(creds.key_pkcs8.secret_pkcs8_der())
             .map_err(|e| Failure::usage(e.to_string()))?;
         let chain = creds.chain.iter().map(|c| c.to_vec()).collect();
+        // load_certs returns at least one certificate: root[0] exists.
         let mut config = ClientConfig::new(&root[0], chain, Arc::new(signer))
             .map_err(|e| Failure::usage(e.to_string()))?;
         if let Some(n) = &common.broker_name {
