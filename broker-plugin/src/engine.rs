@@ -529,11 +529,6 @@ impl<S: ServerSide> Engine<S> {
         Expanded::new(policy, &a.identity.client_id).allows(access, topic)
     }
 
-    /// Whether the connection authenticated through devid (for MESSAGE handling).
-    pub fn is_authenticated(&self, key: ConnKey) -> bool {
-        matches!(self.conns.get(&key), Some(Conn::Authenticated(a)) if !a.denied)
-    }
-
     /// MOSQ_EVT_MESSAGE: per-message authentication (issue 5). With the device's policy
     /// `message_auth = required`, a DEVID-1 device's PUBLISH must carry a valid `devid-mac` or
     /// `devid-seal` with a `devid-seq` above the last accepted one. A PUBLISH that carries devid
@@ -656,6 +651,9 @@ impl<S: ServerSide> Engine<S> {
             } => previous.is_some() || started.elapsed() <= timeout * 3,
             Conn::Authenticated(_) => true,
         });
+        // Forget fetch times once they no longer throttle anything (bounded memory).
+        self.status_requested
+            .retain(|_, t| t.elapsed() < STATUS_REFRESH);
         kicks.sort();
         kicks.dedup();
         kicks
