@@ -321,3 +321,43 @@ async fn a_kick_is_a_typed_disconnect_event_with_0x98() {
         Err(ClientError::Closed)
     ));
 }
+
+#[tokio::test]
+async fn devid1_over_tls() {
+    let w = World::new();
+    let mut broker = FakeBroker::start_tls(
+        w.server_config(1),
+        w.broker_chain.clone(),
+        w.broker_key.clone(),
+    )
+    .await;
+    let mut opts = w.device(&broker, Some("mqtt.test"));
+    opts.resume = false;
+    let roots = vec![w.pki.root_der().into()];
+    let addr = broker.addr.clone();
+    let tls = |name: &str| Transport::Tls {
+        config: devid_device::tls_config(devid_device::TlsOptions {
+            roots: roots.clone(),
+            client_auth: None,
+            tls13_only: false,
+            resumption: true,
+        })
+        .unwrap(),
+        server_name: devid_device::server_name(&addr, Some(name)).unwrap(),
+    };
+    opts.transport = tls("mqtt.test");
+    let (client, info) = connect_devid1(&opts).await.unwrap();
+    assert!(matches!(
+        broker.next_event().await,
+        BrokerEvent::Connected { session_id, .. } if session_id == info.session_id
+    ));
+    client.disconnect().await.unwrap();
+    // The TLS name check is enforced too.
+    opts.transport = tls("wrong.test");
+    let err = connect_devid1(&opts).await.err().unwrap();
+    assert!(matches!(err, ClientError::Tls(_)), "{err}");
+    // Plain TCP to a TLS port fails cleanly (no CONNACK).
+    opts.transport = Transport::Tcp;
+    opts.connect.connect_timeout = Duration::from_secs(2);
+    assert!(connect_devid1(&opts).await.is_err());
+}

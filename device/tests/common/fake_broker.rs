@@ -73,6 +73,41 @@ impl FakeBroker {
         }
     }
 
+    /// The same over TLS with this server certificate chain and PKCS#8 key.
+    pub async fn start_tls(config: Arc<ServerConfig>, chain: Vec<Vec<u8>>, key: Vec<u8>) -> Self {
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+        let tls = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            chain.into_iter().map(CertificateDer::from).collect(),
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key)),
+        )
+        .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let task = tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let (config, tx, acceptor) = (config.clone(), tx.clone(), acceptor.clone());
+                tokio::spawn(async move {
+                    if let Ok(tls) = acceptor.accept(tcp).await {
+                        let _ = serve(Connection::new(tls), config, tx).await;
+                    }
+                });
+            }
+        });
+        FakeBroker {
+            addr,
+            events: rx,
+            task,
+        }
+    }
+
     pub async fn next_event(&mut self) -> BrokerEvent {
         tokio::time::timeout(std::time::Duration::from_secs(10), self.events.recv())
             .await
