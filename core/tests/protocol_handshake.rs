@@ -679,3 +679,37 @@ fn all_refusals_but_method_and_version_are_0x87() {
     }
     assert_eq!(Error::UnsupportedVersion(9).reason_code(), 0x8C);
 }
+
+#[test]
+fn mutual_tls_path_runs_the_same_certificate_checks() {
+    let env = Env::new();
+    let (chain, _) = env.pki.issue(&Leaf::device(CLIENT_ID));
+    let certs: Vec<&[u8]> = chain.iter().map(|c| c.as_slice()).collect();
+    let id = env
+        .server
+        .verify_device_certificate(CLIENT_ID, &certs, now())
+        .unwrap();
+    assert_eq!(id.client_id, CLIENT_ID);
+    assert_eq!(id.serial_hex, "8a010203040506");
+    assert_eq!(
+        env.server.verify_device_certificate("OTHER", &certs, now()),
+        Err(Error::ClientIdMismatch)
+    );
+    assert!(matches!(
+        env.server
+            .verify_device_certificate(CLIENT_ID, &certs, at(NOW + 86_400 * 400)),
+        Err(Error::CertificateChain(_))
+    ));
+    assert!(env
+        .server
+        .verify_device_certificate(CLIENT_ID, &certs[..1], now())
+        .is_err());
+    let mut leaf = Leaf::device(CLIENT_ID);
+    leaf.ekus = vec![];
+    let (chain, _) = env.pki.issue(&leaf);
+    let certs: Vec<&[u8]> = chain.iter().map(|c| c.as_slice()).collect();
+    assert!(env
+        .server
+        .verify_device_certificate(CLIENT_ID, &certs, now())
+        .is_err());
+}

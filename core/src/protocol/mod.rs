@@ -295,6 +295,27 @@ impl ServerConfig {
         self
     }
 
+    /// Runs the device-certificate checks of a ClientHello on a chain obtained another way (the
+    /// mutual-TLS path): `certs` leaf first, then intermediates; chain to the trust anchor,
+    /// validity at `now`, EKU clientAuth, keyUsage digitalSignature, P-256, CN/SAN binding and
+    /// equality with `client_id`. Uses the certificate cache when configured.
+    pub fn verify_device_certificate(
+        &self,
+        client_id: &str,
+        certs: &[&[u8]],
+        now: UnixTime,
+    ) -> Result<DeviceIdentity, Error> {
+        if certs.is_empty() || certs.len() > MAX_CERTS {
+            return Err(Error::BadCertificate("1 to 4 certificates required"));
+        }
+        server::check_client_id(client_id)?;
+        let v = certs::verify_device(&self.anchor, self.cache.as_deref(), certs, unix_secs(now))?;
+        if v.identity().client_id != client_id {
+            return Err(Error::ClientIdMismatch);
+        }
+        Ok(v.identity().clone())
+    }
+
     /// The time allowed from the first message to the last, in seconds.
     pub fn with_timeout(mut self, secs: u64) -> Self {
         self.timeout_secs = secs;

@@ -127,7 +127,7 @@ impl ServerHandshake {
     }
 }
 
-fn check_client_id(client_id: &str) -> Result<(), Error> {
+pub(crate) fn check_client_id(client_id: &str) -> Result<(), Error> {
     if client_id.is_empty() {
         return Err(Error::EmptyClientId);
     }
