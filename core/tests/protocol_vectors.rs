@@ -483,6 +483,38 @@ fn vectors_reproduce() {
     });
     let o = run(&i, device, broker);
     check_against_crate(&v, &o);
+    check_ticket_layout(&v, &i);
+}
+
+/// Opens the vector's ticket with plain AES-256-GCM and checks the documented layout.
+fn check_ticket_layout(v: &Value, i: &Inputs) {
+    let t = h(&v["derived"]["full"]["ticket"]);
+    assert_eq!(&t[..4], &i.ticket_key_id.to_be_bytes());
+    assert_eq!(&t[4..16], &i.ticket_nonce[..]);
+    let key = ring::aead::LessSafeKey::new(
+        ring::aead::UnboundKey::new(&ring::aead::AES_256_GCM, &i.ticket_key).unwrap(),
+    );
+    let aad = [b"DEVID-1 ticket" as &[u8], &i.ticket_key_id.to_be_bytes()].concat();
+    let mut buf = t[16..].to_vec();
+    let plain = key
+        .open_in_place(
+            ring::aead::Nonce::try_assume_unique_for_key(&t[4..16]).unwrap(),
+            ring::aead::Aad::from(&aad),
+            &mut buf,
+        )
+        .unwrap()
+        .to_vec();
+    let id = v["inputs"]["client_id"].as_str().unwrap().as_bytes();
+    let serial = b"8a010203040506";
+    let mut want = vec![0x01, id.len() as u8];
+    want.extend_from_slice(id);
+    want.push(serial.len() as u8);
+    want.extend_from_slice(serial);
+    want.extend_from_slice(&h(&v["derived"]["full"]["keys"]["resumption_secret"]));
+    want.extend_from_slice(&i.now.to_be_bytes());
+    want.extend_from_slice(&(i.now + u64::from(i.ticket_lifetime)).to_be_bytes());
+    want.extend_from_slice(&(NOW + 86_400 * 3650).to_be_bytes());
+    assert_eq!(plain, want, "ticket plaintext layout");
 }
 
 #[test]
