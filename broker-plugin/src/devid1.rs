@@ -19,6 +19,9 @@ use crate::engine::{Refusal, ServerSide, Verified};
 /// How many verified device certificates are cached (by fingerprint).
 const CERT_CACHE: usize = 100_000;
 
+/// The user properties of per-message authentication.
+const PROTOCOL_PROPERTIES: &[&str] = &["devid-seq", "devid-mac", "devid-seal"];
+
 /// id-kp-clientAuth.
 const EKU_CLIENT_AUTH: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x02];
 
@@ -165,8 +168,11 @@ impl ServerSide for Devid1Server {
         topic: &str,
         payload: &mut Vec<u8>,
     ) -> Result<bool, String> {
+        // Only the protocol's own properties are a claim to check; any other `devid-*` one
+        // (e.g. a forged `devid-verified`) is simply stripped by the caller.
         let props = user_properties
             .iter()
+            .filter(|(k, _)| PROTOCOL_PROPERTIES.contains(&k.as_str()))
             .map(|(k, v)| (k.as_str(), v.as_str()));
         match PublishAuth::from_properties(props).map_err(|e| e.to_string())? {
             None => Ok(false),

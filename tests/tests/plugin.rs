@@ -273,7 +273,7 @@ async fn client_sent_devid_properties_never_reach_subscribers() {
     msg.user_properties = vec![
         ("devid-verified".into(), "someone-else".into()),
         ("keep".into(), "me".into()),
-        ("devid-seq".into(), "1".into()),
+        ("devid-anything".into(), "1".into()),
         ("also".into(), "kept".into()),
     ];
     let ack = d
@@ -313,10 +313,19 @@ async fn mutual_tls_devices_are_checked_with_the_same_rules() {
     let d = connect_tls(&tls_addr, NAME, &good, &root, None)
         .await
         .expect("mTLS device admitted");
-    let r = d
-        .publish(&format!("devices/{}/t", good.client_id), b"1")
-        .await;
+    let mut d = d;
+    let own = format!("devices/{}/t", good.client_id);
+    assert_eq!(d.subscribe(&own).await, ReasonCode::GRANTED_QOS_1);
+    let r = d.publish(&own, b"1").await;
     assert!(r.is_success(), "{r:?}");
+    // Messages of mutual-TLS devices are marked verified (the TLS channel authenticates them).
+    match d.event(Duration::from_secs(5)).await {
+        Some(Event::Message(m)) => assert_eq!(
+            m.user_properties,
+            vec![("devid-verified".to_string(), good.client_id.clone())]
+        ),
+        other => panic!("message not delivered: {other:?}"),
+    }
     assert_eq!(
         d.publish(&format!("devices/{}/t", other.client_id), b"1")
             .await,
@@ -329,7 +338,6 @@ async fn mutual_tls_devices_are_checked_with_the_same_rules() {
     assert!(!refused_with(r).is_success());
 
     // Revoked: kicked and refused on this path too.
-    let mut d = d;
     service.revoke(&good.client_id).await;
     match d.event(Duration::from_secs(1)).await {
         Some(Event::Disconnected { .. }) | Some(Event::Closed(_)) => {}
