@@ -350,3 +350,24 @@ async fn mutual_tls_devices_are_checked_with_the_same_rules() {
         .await
         .expect("other mTLS device");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_cache_and_no_service_refuses_everyone() {
+    let service = Service::start().await;
+    let identity = service.enroll_broker(NAME).await;
+    let mut settings = BrokerSettings::new(&service, identity);
+    // Nothing listens there: the plugin never reaches a service and has no cached state.
+    settings.service_url = format!("http://127.0.0.1:{}", free_port());
+    let broker = Broker::start(settings);
+    let dev = service.register_device("hw-nocache").await;
+    let r = connect(
+        &broker.addr(),
+        &dev,
+        &service.root_der(),
+        None,
+        Tamper::None,
+    )
+    .await;
+    assert_eq!(refused_with(r), ReasonCode::NOT_AUTHORIZED);
+    assert!(broker.log().contains("FAILING CLOSED"), "{}", broker.log());
+}

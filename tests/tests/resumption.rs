@@ -87,3 +87,29 @@ async fn without_ticket_keys_no_ticket_is_issued() {
         .expect("admitted");
     assert!(d.session.as_ref().expect("session").ticket.is_none());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_ticket_is_refused() {
+    let service = Service::start().await;
+    let identity = service.enroll_broker(NAME).await;
+    let mut settings = BrokerSettings::new(&service, identity);
+    settings.ticket_keys = Some(ticket_key_file(7));
+    settings.extra.push("plugin_opt_ticket_lifetime 1".into());
+    let broker = Broker::start(settings);
+    let root = service.root_der();
+    let dev = service.register_device("hw-expire").await;
+    let d = connect(&broker.addr(), &dev, &root, None, Tamper::None)
+        .await
+        .expect("full handshake");
+    let ticket = d
+        .session
+        .as_ref()
+        .and_then(|s| s.ticket.clone())
+        .expect("ticket");
+    assert_eq!(ticket.lifetime, 1);
+    d.client.disconnect().await.expect("disconnect");
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let r = resume(&broker.addr(), &dev.client_id, &ticket).await;
+    assert_eq!(refused_with(r), ReasonCode::NOT_AUTHORIZED);
+    assert!(broker.log().contains("expired"), "{}", broker.log());
+}
