@@ -194,6 +194,8 @@ pub fn start(config: Config, shared: Arc<Mutex<Shared>>) -> Result<Handle, Strin
         .name("devid-service".into())
         .spawn(move || {
             runtime.block_on(run(ctx, rx, shutdown_rx));
+            // Do not let a stuck DNS lookup (a blocking task) hold up the broker's shutdown.
+            runtime.shutdown_timeout(Duration::from_secs(1));
         })
         .map_err(|e| format!("cannot start the service thread: {e}"))?;
     Ok(Handle {
