@@ -133,6 +133,9 @@ impl ClientSettings {
     }
 }
 
+/// How long a re-authentication may take before the connection is given up.
+const REAUTH_TIMEOUT: Duration = Duration::from_secs(10);
+
 type Reply<T> = oneshot::Sender<Result<T, ClientError>>;
 
 enum Command {
@@ -205,6 +208,7 @@ impl Client {
             last_sent: Instant::now(),
             reauth: None,
             reauth_running: false,
+            reauth_started: Instant::now(),
             rotation,
             receive_maximum: usize::from(receive_maximum.max(1)),
             since_rotation: 0,
@@ -254,7 +258,9 @@ impl Client {
     }
 
     /// Re-authenticates on the live connection (AUTH 0x19), rotating the session keys. A
-    /// refusal ends the connection (Mosquitto answers CONNACK 0x87 and closes).
+    /// refusal ends the connection (Mosquitto answers CONNACK 0x87 and closes). While it runs,
+    /// other requests wait, so no PUBLISH protected with the old keys can cross the switch; it
+    /// must finish within 10 s or the connection is closed.
     pub async fn reauthenticate(&self) -> Result<(), ClientError> {
         self.call(Command::Reauthenticate).await
     }
@@ -308,6 +314,7 @@ struct Task {
     /// Who waits for the running re-authentication (None: the rotation policy started it).
     reauth: Option<Reply<()>>,
     reauth_running: bool,
+    reauth_started: Instant,
     rotation: Rotation,
     /// QoS 1 PUBLISHes the broker accepts in flight (its Receive Maximum).
     receive_maximum: usize,
@@ -410,7 +417,12 @@ impl Task {
                     }
                 }
                 // At the broker's Receive Maximum, take no command until a PUBACK frees a slot.
-                c = self.cmd_rx.recv(), if self.pending_pub.len() < self.receive_maximum => {
+                // During a re-authentication take no command either: a PUBLISH protected with
+                // the old keys could reach the broker after it switched to the new ones.
+                _ = tokio::time::sleep_until(self.reauth_started + REAUTH_TIMEOUT), if self.reauth_running => {
+                    return End::Event(Event::Closed("re-authentication timed out".into()));
+                }
+                c = self.cmd_rx.recv(), if self.pending_pub.len() < self.receive_maximum && !self.reauth_running => {
                     match c {
                         None => return End::Requested(ReasonCode::SUCCESS, None),
                         Some(Command::Disconnect(reason, tx)) => return End::Requested(reason, Some(tx)),
@@ -467,6 +479,7 @@ impl Task {
         .await?;
         self.reauth = reply;
         self.reauth_running = true;
+        self.reauth_started = Instant::now();
         Ok(())
     }
 

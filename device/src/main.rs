@@ -63,12 +63,6 @@ enum Cmd {
         /// Publish the message this many times.
         #[arg(long, default_value_t = 1)]
         count: u64,
-        /// Rotate keys (AUTH 0x19) after this many protected messages.
-        #[arg(long)]
-        rotate_messages: Option<u64>,
-        /// Rotate keys after this many minutes.
-        #[arg(long)]
-        rotate_minutes: Option<u64>,
     },
     /// Subscribe and print messages.
     Subscribe {
@@ -131,6 +125,23 @@ pub(crate) struct Common {
     /// Machine-readable output (one JSON object per line).
     #[arg(long)]
     json: bool,
+    /// Rotate keys (AUTH 0x19) after this many MACed or sealed messages (DEVID-1 only).
+    #[arg(long)]
+    rotate_messages: Option<u64>,
+    /// Rotate keys after this many minutes (DEVID-1 only).
+    #[arg(long)]
+    rotate_minutes: Option<u64>,
+}
+
+impl Common {
+    fn rotation(&self) -> Rotation {
+        Rotation {
+            after_messages: self.rotate_messages,
+            after: self
+                .rotate_minutes
+                .map(|m| Duration::from_secs(m.saturating_mul(60))),
+        }
+    }
 }
 
 fn parse_kv(s: &str) -> Result<(String, String), String> {
@@ -379,7 +390,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     match cli.cmd {
         Cmd::Connect { common, stay } => {
             let s = setup(&common)?;
-            let mut client = connect(&s, Rotation::default()).await?;
+            let mut client = connect(&s, common.rotation()).await?;
             if !stay {
                 client.disconnect().await?;
                 return Ok(());
@@ -410,18 +421,12 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             seal,
             user_properties,
             count,
-            rotate_messages,
-            rotate_minutes,
         } => {
             let s = setup(&common)?;
             if (mac || seal) && s.config.is_none() {
                 return Err(Failure::usage("--mac and --seal need DEVID-1 (not --mtls)"));
             }
-            let rotation = Rotation {
-                after_messages: rotate_messages,
-                after: rotate_minutes.map(|m| Duration::from_secs(m * 60)),
-            };
-            let mut client = connect(&s, rotation).await?;
+            let mut client = connect(&s, common.rotation()).await?;
             let qos = if qos == 1 {
                 QoS::AtLeastOnce
             } else {
@@ -479,7 +484,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             timeout,
         } => {
             let s = setup(&common)?;
-            let mut client = connect(&s, Rotation::default()).await?;
+            let mut client = connect(&s, common.rotation()).await?;
             let qos = QoS::from_u8(qos).ok_or_else(|| Failure::usage("--qos 0, 1 or 2"))?;
             let codes = client
                 .subscribe(vec![(topic, SubscriptionOptions::qos(qos))])

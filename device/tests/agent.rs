@@ -163,6 +163,47 @@ async fn connect_publish_and_refusals_with_devid1() {
     assert!(err.contains("refused: PUBACK 0x87 Not authorized"), "{err}");
     while broker.events.try_recv().is_ok() {}
 
+    // Rotation by policy from the command line: every message verifies, seq restarts after
+    // each AUTH 0x19, and no PUBLISH is sent with old keys while a rotation runs.
+    let o = agent(
+        &[
+            &["publish"],
+            &base[..],
+            &[
+                "--topic",
+                &topic,
+                "--message",
+                "m",
+                "--qos",
+                "0",
+                "--mac",
+                "--count",
+                "6",
+                "--rotate-messages",
+                "2",
+            ],
+        ]
+        .concat(),
+    )
+    .await;
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}{err}");
+    let mut seqs = Vec::new();
+    let mut rotations = 0;
+    while let Ok(e) = broker.events.try_recv() {
+        match e {
+            BrokerEvent::Published { seq, verified, .. } => {
+                assert!(verified, "{out}");
+                seqs.push(seq.unwrap());
+            }
+            BrokerEvent::Reauthenticated { .. } => rotations += 1,
+            BrokerEvent::Refused { why, .. } => panic!("refused: {why}"),
+            BrokerEvent::Connected { .. } => {}
+        }
+    }
+    assert_eq!(seqs, [1, 2, 1, 2, 1, 2], "{out}");
+    assert!(rotations >= 2, "{rotations}");
+
     // Usage errors: exit 2.
     let o = agent(&["connect", "--broker", &addr]).await;
     assert_eq!(o.status.code(), Some(2));
