@@ -313,7 +313,7 @@ async fn run_publish(b: PublishBench) -> Result<(), Failure> {
         return Err(Failure::usage("--protect needs DEVID-1 (not --mtls)"));
     }
     let s = crate::setup(&b.common)?;
-    let client = Arc::new(crate::connect(&s, devid_device::Rotation::default()).await?);
+    let client = Arc::new(crate::connect(&s, b.common.rotation()).await?);
     let topic = b
         .topic
         .clone()
