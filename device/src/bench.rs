@@ -38,7 +38,7 @@ pub(crate) enum Protect {
 pub(crate) struct PublishBench {
     #[command(flatten)]
     common: crate::Common,
-    /// Topic (default devices/<ClientID>/bench).
+    /// Topic (default `devices/<ClientID>/bench`).
     #[arg(long)]
     topic: Option<String>,
     /// Payload bytes.
