@@ -344,3 +344,63 @@ async fn a_handshake_slower_than_auth_timeout_is_refused() {
         .await
         .expect("a prompt handshake still works");
 }
+
+/// A tiny deterministic generator (xorshift64*), so a failure can be replayed.
+struct Xs(u64);
+impl Xs {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn bytes(&mut self, max: usize) -> Vec<u8> {
+        let n = (self.next() as usize) % (max + 1);
+        (0..n).map(|_| self.next() as u8).collect()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_and_mutated_authentication_data_never_hurts_the_broker() {
+    let (service, mut broker) = setup().await;
+    let root = service.root_der();
+    let good = service.register_device("hw-fuzz").await;
+    // A real ClientHello to mutate.
+    let real = {
+        use devid_e2e::devid_device::connection::Authenticator;
+        Devid1Auth::new(&good, &root, Tamper::None)
+            .start()
+            .expect("hello")
+    };
+    let mut rng = Xs(0x5eed_1234_abcd_0001);
+    for i in 0..150 {
+        let tamper = match i % 3 {
+            0 => Tamper::Hello(rng.bytes(700)),
+            1 => {
+                let mut h = real.clone();
+                for _ in 0..1 + rng.next() % 4 {
+                    let at = (rng.next() as usize) % h.len();
+                    h[at] ^= 1 << (rng.next() % 8);
+                }
+                Tamper::Hello(h)
+            }
+            _ => Tamper::Finish(rng.bytes(200)),
+        };
+        let r = connect(&broker.addr(), &good, &root, None, tamper.clone()).await;
+        match r {
+            // A mutation inside the nonce or the key share may still be a valid hello; then
+            // the device side itself fails on the transcript (or the handshake completes).
+            Ok(_) => assert!(
+                matches!(tamper, Tamper::Hello(_)),
+                "case {i} admitted: {tamper:?}"
+            ),
+            Err(e) => assert!(
+                e.reason_code().is_none_or(|c| !c.is_success()),
+                "case {i}: {e}"
+            ),
+        }
+    }
+    assert!(broker.running(), "broker died");
+    still_serving(&broker, &good, &root, "random input").await;
+    broker.stop();
+}
