@@ -194,8 +194,18 @@ fn init(
     }
     let config = config::Config::from_options(&opts).map_err(|e| e.to_string())?;
     let server = devid1::Devid1Server::new(&config)?;
-    let cached = state::RevocationState::load(&config.state_dir)?;
-    let contact = state::load_contact(&config.state_dir);
+    // A cache that cannot be read is not trusted at all: start empty and forget the contact
+    // time, so every device is refused until the feed has caught up from the beginning.
+    let (cached, contact) = match state::RevocationState::load(&config.state_dir) {
+        Ok(cached) => (cached, state::load_contact(&config.state_dir)),
+        Err(e) => {
+            log(
+                LogLevel::Error,
+                &format!("devid: revocation cache unusable ({e}); starting empty and refusing every device until the service is reached"),
+            );
+            (None, None)
+        }
+    };
     log(
         LogLevel::Info,
         &format!(

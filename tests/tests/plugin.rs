@@ -371,3 +371,41 @@ async fn no_cache_and_no_service_refuses_everyone() {
     assert_eq!(refused_with(r), ReasonCode::NOT_AUTHORIZED);
     assert!(broker.log().contains("FAILING CLOSED"), "{}", broker.log());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_cache_fails_closed_until_the_feed_catches_up() {
+    let mut service = Service::start().await;
+    let identity = service.enroll_broker(NAME).await;
+    let mut broker = Broker::start(BrokerSettings::new(&service, identity));
+    let root = service.root_der();
+    let dev = service.register_device("hw-corrupt").await;
+    connect(&broker.addr(), &dev, &root, None, Tamper::None)
+        .await
+        .expect("admitted");
+    // Corrupt cache, service down: the fresh contact time must not be trusted.
+    service.stop();
+    broker.stop();
+    std::fs::write(broker.state_dir().join("state.json"), b"{not json").expect("corrupt");
+    broker.restart();
+    let r = connect(&broker.addr(), &dev, &root, None, Tamper::None).await;
+    assert_eq!(refused_with(r), ReasonCode::NOT_AUTHORIZED);
+    assert!(
+        broker.log().contains("revocation cache unusable"),
+        "{}",
+        broker.log()
+    );
+    // Service back: caught up from the beginning, admitted again.
+    service.restart();
+    let mut ok = false;
+    for _ in 0..60 {
+        if connect(&broker.addr(), &dev, &root, None, Tamper::None)
+            .await
+            .is_ok()
+        {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ok, "not admitted after the catch-up");
+}
