@@ -122,6 +122,12 @@ pub enum Command {
         after_help = "Examples:\n  devid audit --since 24h\n  devid audit --actor line-3 -o json"
     )]
     Audit(AuditArgs),
+    /// Broker certificates
+    #[command(subcommand)]
+    Broker(BrokerCommand),
+    /// Per-model settings: ClientID prefix, topic policy, message authentication
+    #[command(subcommand)]
+    Model(ModelCommand),
     /// Shell completions
     #[command(
         after_help = "Examples:\n  devid completions bash > /etc/bash_completion.d/devid\n  devid completions zsh > ~/.zfunc/_devid\n  devid completions fish > ~/.config/fish/completions/devid.fish"
@@ -197,6 +203,87 @@ pub enum DeviceCommand {
     Resume {
         /// ClientID
         id: String,
+    },
+    /// What brokers see: status, revoked serials, topic policy, allowed networks
+    #[command(after_help = "Examples:\n  devid device status THERMO7KQ2M4XH9C3VBN8Da")]
+    Status {
+        /// ClientID
+        id: String,
+    },
+    /// Set a device's topic policy or message authentication (overrides its model's)
+    #[command(
+        after_help = "Examples:\n  devid device policy THERMO7KQ2M4XH9C3VBN8Da --publish 'devices/%c/#' --subscribe 'devices/%c/#,broadcast/#'\n  devid device policy THERMO7KQ2M4XH9C3VBN8Da --message-auth required\n\n%c stands for the device's ClientID."
+    )]
+    Policy {
+        /// ClientID
+        id: String,
+        /// Topic filters it may publish to (comma-separated)
+        #[arg(long, value_delimiter = ',')]
+        publish: Option<Vec<String>>,
+        /// Topic filters it may subscribe to (comma-separated)
+        #[arg(long, value_delimiter = ',')]
+        subscribe: Option<Vec<String>>,
+        /// off or required
+        #[arg(long)]
+        message_auth: Option<String>,
+    },
+    /// Set the networks a device may connect from
+    #[command(
+        after_help = "Examples:\n  devid device allowlist THERMO7KQ2M4XH9C3VBN8Da 10.20.0.0/16 2001:db8::/32\n  devid device allowlist THERMO7KQ2M4XH9C3VBN8Da --clear"
+    )]
+    Allowlist {
+        /// ClientID
+        id: String,
+        /// CIDRs or single addresses
+        #[arg(required_unless_present = "clear")]
+        cidrs: Vec<String>,
+        /// Allow any address
+        #[arg(long, conflicts_with = "cidrs")]
+        clear: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BrokerCommand {
+    /// Make a broker key here and get its certificate from devid
+    #[command(
+        after_help = "Examples:\n  devid broker enroll --name mqtt.example.com --out /etc/mosquitto/devid/\n\nWrites <name>.key (mode 0600, made here, never sent), <name>.crt and chain.pem."
+    )]
+    Enroll {
+        /// The broker's DNS name (CN and SAN)
+        #[arg(long)]
+        name: String,
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ModelCommand {
+    /// List models with settings
+    #[command(after_help = "Examples:\n  devid model list")]
+    List,
+    /// One model's settings
+    #[command(after_help = "Examples:\n  devid model show thermo-v2")]
+    Show { model: String },
+    /// Change a model's settings (unnamed settings keep their values)
+    #[command(
+        after_help = "Examples:\n  devid model set thermo-v2 --prefix THERMO\n  devid model set thermo-v2 --publish 'devices/%c/#' --subscribe 'devices/%c/#,broadcast/#' --message-auth required"
+    )]
+    Set {
+        model: String,
+        /// ClientID prefix for new devices: 1 to 6 of [0-9A-Za-z]
+        #[arg(long)]
+        prefix: Option<String>,
+        /// Topic filters devices may publish to (comma-separated, %c = ClientID)
+        #[arg(long, value_delimiter = ',')]
+        publish: Option<Vec<String>>,
+        /// Topic filters devices may subscribe to (comma-separated, %c = ClientID)
+        #[arg(long, value_delimiter = ',')]
+        subscribe: Option<Vec<String>>,
+        /// off or required
+        #[arg(long)]
+        message_auth: Option<String>,
     },
 }
 

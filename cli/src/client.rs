@@ -127,6 +127,17 @@ impl Api {
         self.json(resp).await
     }
 
+    pub async fn put<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T> {
+        let resp = self
+            .send(self.request(Method::PUT, path).json(body))
+            .await?;
+        self.json(resp).await
+    }
+
     pub async fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
         let resp = self.send(self.request(Method::DELETE, path)).await?;
         self.json(resp).await

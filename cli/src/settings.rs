@@ -98,6 +98,14 @@ fn load_config(path: Option<&Path>) -> Result<Option<ConfigFile>> {
     })
 }
 
+/// `~/x` as `$HOME/x`.
+fn expand_home(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> PathBuf {
+    match (path.strip_prefix("~"), env("HOME")) {
+        (Ok(rest), Some(home)) if !home.is_empty() => Path::new(&home).join(rest),
+        _ => path.to_path_buf(),
+    }
+}
+
 fn read_token_file(path: &Path, cwd: &Path) -> Result<String> {
     let full = if path.is_absolute() {
         path.to_path_buf()
@@ -198,6 +206,7 @@ pub fn resolve(
     } else if let Some(t) = &profile.token {
         (Some(t.clone()), TokenSource::Profile(pname.clone()))
     } else if let Some(f) = &profile.token_file {
+        let f = &expand_home(f, env);
         (
             Some(read_token_file(f, cwd)?),
             TokenSource::ProfileFile(pname.clone(), f.clone()),
@@ -377,6 +386,23 @@ token_file = "ops.token"
         let e = f.resolve(&flags).expect_err("must fail");
         assert_eq!(e.exit, crate::error::Exit::Usage);
         assert!(e.message.contains("line3, ops"), "{}", e.message);
+    }
+
+    #[test]
+    fn profile_token_file_expands_tilde() {
+        let mut f = Fixture::new();
+        f.file("home/t.token", "tilde-secret");
+        f.env.insert(
+            "HOME".into(),
+            f.dir.path().join("home").display().to_string(),
+        );
+        f.config("[profiles.p]\ntoken_file = \"~/t.token\"\n");
+        let flags = GlobalArgs {
+            profile: Some("p".into()),
+            ..Default::default()
+        };
+        let s = f.resolve(&flags).expect("resolve");
+        assert_eq!(s.token.as_deref(), Some("tilde-secret"));
     }
 
     #[test]

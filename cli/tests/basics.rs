@@ -46,6 +46,13 @@ fn every_command_has_an_example() {
         &["token", "revoke"],
         &["audit"],
         &["completions"],
+        &["device", "status"],
+        &["device", "policy"],
+        &["device", "allowlist"],
+        &["broker", "enroll"],
+        &["model", "list"],
+        &["model", "show"],
+        &["model", "set"],
     ];
     for c in commands {
         let mut args = c.to_vec();

@@ -328,9 +328,9 @@ fn bad_rows_are_reported_by_line_and_the_others_land() {
         );
     }
     insta::with_settings!({filters => vec![
-        (r"elapsed: +[0-9.]+s", "elapsed: [ELAPSED]"),
-        (r"rate: +[0-9.]+ devices/s", "rate: [RATE]"),
-        (r"(output|failures): +\S+", "$1: [PATH]"),
+        (r"(elapsed: +)[0-9.]+s", "${1}[ELAPSED]"),
+        (r"(rate: +)[0-9.]+ devices/s", "${1}[RATE]"),
+        (r"((output|failures): +)\S+", "${1}[PATH]"),
     ]}, {
         insta::assert_snapshot!("batch_summary_with_failures", r.stdout);
     });

@@ -551,3 +551,130 @@ fn default_token_file_is_used_for_the_default_local_server_only() {
     std::fs::copy(s.token_file(), w.join("devid-data/admin.token")).expect("copy");
     common::run_in(&w, &[("DEVID_SERVER", s.url.as_str())], &["token", "list"]).code(3);
 }
+
+#[test]
+fn broker_model_and_device_policy_commands() {
+    let s = Server::start();
+    let w = s.work();
+
+    // broker enroll: key made here (0600), certificate verifies against the chain.
+    let dir = w.join("broker");
+    let dir_s = dir.to_str().expect("utf8");
+    let j = s
+        .devid(&[
+            "-o",
+            "json",
+            "broker",
+            "enroll",
+            "--name",
+            "mqtt.example.com",
+            "--out",
+            dir_s,
+        ])
+        .ok()
+        .json();
+    assert_eq!(j["name"], "mqtt.example.com");
+    assert_eq!(mode(&dir.join("mqtt.example.com.key")), 0o600);
+    openssl_verify(&dir.join("chain.pem"), &dir.join("mqtt.example.com.crt"))
+        .expect("broker cert verifies");
+    s.devid(&["broker", "enroll", "--name", "bad name", "--out", dir_s])
+        .code(2);
+
+    // model set / show / list.
+    let j = s
+        .devid(&[
+            "-o",
+            "json",
+            "model",
+            "set",
+            "thermo-v2",
+            "--prefix",
+            "THERMO",
+            "--message-auth",
+            "required",
+        ])
+        .ok()
+        .json();
+    assert_eq!(j["client_id_prefix"], "THERMO");
+    assert_eq!(j["message_auth"], "required");
+    // Unnamed settings keep their values.
+    let j = s
+        .devid(&[
+            "-o",
+            "json",
+            "model",
+            "set",
+            "thermo-v2",
+            "--publish",
+            "t/%c/up",
+        ])
+        .ok()
+        .json();
+    assert_eq!(j["client_id_prefix"], "THERMO");
+    assert_eq!(j["topics"]["publish"], serde_json::json!(["t/%c/up"]));
+    let r = s.devid(&["model", "show", "thermo-v2"]).ok();
+    assert!(
+        r.stdout.contains("client_id_prefix: THERMO"),
+        "{}",
+        r.stdout
+    );
+    let r = s.devid(&["model", "list"]).ok();
+    assert!(r.stdout.contains("thermo-v2"), "{}", r.stdout);
+    s.devid(&["model", "set", "thermo-v2", "--prefix", "TOOLONGPREFIX"])
+        .code(2);
+
+    // A new device takes the model's prefix; status, policy, allowlist.
+    let out = w.join("flash");
+    let id = s
+        .devid(&[
+            "device",
+            "register",
+            "--serial",
+            "P1",
+            "--model",
+            "thermo-v2",
+            "--generate-key",
+            "--out",
+            out.to_str().expect("utf8"),
+        ])
+        .ok()
+        .stdout
+        .trim()
+        .to_string();
+    assert!(id.starts_with("THERMO"), "{id}");
+    let j = s
+        .devid(&["-o", "json", "device", "status", &id])
+        .ok()
+        .json();
+    assert_eq!(j["status"], "active");
+    let j = s
+        .devid(&[
+            "-o",
+            "json",
+            "device",
+            "policy",
+            &id,
+            "--subscribe",
+            "a/#,b/#",
+        ])
+        .ok()
+        .json();
+    assert_eq!(j["policy"]["subscribe"], serde_json::json!(["a/#", "b/#"]));
+    let j = s
+        .devid(&[
+            "-o",
+            "json",
+            "device",
+            "allowlist",
+            &id,
+            "10.20.0.0/16",
+            "192.0.2.7",
+        ])
+        .ok()
+        .json();
+    assert_eq!(j["allowed_cidrs"].as_array().expect("cidrs").len(), 2);
+    let r = s.devid(&["device", "allowlist", &id, "--clear"]).ok();
+    assert!(r.stdout.contains("allowed_cidrs:   any"), "{}", r.stdout);
+    s.devid(&["device", "allowlist", &id, "not-a-cidr"]).code(1);
+    s.devid(&["device", "policy", &id]).code(2);
+}

@@ -163,6 +163,72 @@ pub async fn run(api: &Api, out: OutputFormat, c: CrlCommand) -> Result<ExitCode
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rcgen::{
+        BasicConstraints, CertificateParams, CertificateRevocationListParams, DnType, IsCa, Issuer,
+        KeyIdMethod, KeyPair, KeyUsagePurpose, SerialNumber, PKCS_ECDSA_P256_SHA256,
+    };
+
+    /// A root and an issuing CA; returns the chain (issuing first) and the issuing CA's signer.
+    fn ca(name: &str) -> (Vec<Vec<u8>>, CertificateParams, KeyPair) {
+        let mk = |cn: &str| {
+            let mut p = CertificateParams::default();
+            p.distinguished_name.push(DnType::CommonName, cn);
+            p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+            p
+        };
+        let root_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).expect("key");
+        let root_params = mk(&format!("{name} root"));
+        let root = root_params.self_signed(&root_key).expect("root");
+        let issuing_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).expect("key");
+        let issuing_params = mk(&format!("{name} issuing"));
+        let root_issuer = Issuer::from_params(&root_params, &root_key);
+        let issuing = issuing_params
+            .signed_by(&issuing_key, &root_issuer)
+            .expect("issuing");
+        (
+            vec![issuing.der().to_vec(), root.der().to_vec()],
+            issuing_params,
+            issuing_key,
+        )
+    }
+
+    fn crl_by(params: &CertificateParams, key: &KeyPair) -> Vec<u8> {
+        let now = ::time::OffsetDateTime::now_utc();
+        let crl = CertificateRevocationListParams {
+            this_update: now,
+            next_update: now + ::time::Duration::days(1),
+            crl_number: SerialNumber::from(7u64),
+            issuing_distribution_point: None,
+            revoked_certs: vec![],
+            key_identifier_method: KeyIdMethod::Sha256,
+        };
+        crl.signed_by(&Issuer::from_params(params, key))
+            .expect("crl")
+            .der()
+            .to_vec()
+    }
+
+    #[test]
+    fn crl_verifies_against_its_own_chain_only() {
+        let (chain_a, params_a, key_a) = ca("A");
+        let (chain_b, _params_b, _key_b) = ca("B");
+        let crl = crl_by(&params_a, &key_a);
+        verify_crl(&crl, &chain_a).expect("own chain");
+        let e = verify_crl(&crl, &chain_b).expect_err("other chain");
+        assert!(e.message.contains("issuer"), "{}", e.message);
+        // Same issuer name, different key: the signature check fails.
+        let (chain_a2, _p, _k) = ca("A");
+        let e = verify_crl(&crl, &chain_a2).expect_err("impostor");
+        assert!(e.message.contains("signature"), "{}", e.message);
+        // A tampered CRL fails.
+        let mut bad = crl.clone();
+        let n = bad.len();
+        bad[n - 3] ^= 1;
+        assert!(verify_crl(&bad, &chain_a).is_err());
+        // A chain missing its root fails.
+        assert!(verify_crl(&crl, &chain_a[..1]).is_err());
+    }
 
     #[test]
     fn serial_hex_strips_sign_octet() {

@@ -58,6 +58,17 @@ pub async fn run(api: &Api, out: OutputFormat, c: DeviceCommand) -> Result<ExitC
                 .await?;
             print_device(out, &d)
         }
+        DeviceCommand::Status { id } => super::fleet::status(api, out, &id).await,
+        DeviceCommand::Policy {
+            id,
+            publish,
+            subscribe,
+            message_auth,
+        } => super::fleet::policy(api, out, &id, publish, subscribe, message_auth).await,
+        DeviceCommand::Allowlist { id, cidrs, clear } => {
+            let cidrs = if clear { Vec::new() } else { cidrs };
+            super::fleet::allowlist(api, out, &id, cidrs).await
+        }
         DeviceCommand::Resume { id } => {
             let d: Device = api
                 .post(

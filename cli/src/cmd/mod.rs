@@ -4,6 +4,7 @@ mod ca;
 mod crl;
 mod device;
 mod feed;
+pub mod fleet;
 mod token;
 
 use std::io::Write as _;
@@ -30,6 +31,8 @@ pub async fn run(command: Command, settings: Settings) -> Result<ExitCode> {
         Command::Crl(c) => crl::run(&api, out, c).await,
         Command::Token(c) => token::run(&api, out, c).await,
         Command::Audit(a) => audit(&api, out, a).await,
+        Command::Broker(c) => fleet::broker(&api, out, c).await,
+        Command::Model(c) => fleet::model(&api, out, c).await,
         // Handled before the settings are resolved.
         Command::Completions { .. } => Ok(ExitCode::SUCCESS),
     }
