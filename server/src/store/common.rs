@@ -1,9 +1,10 @@
 // The SQL both backends share. This file is not a module of its own: `sqlite.rs` and
 // `postgres.rs` each `include!` it after defining `Db`, `Backend { write, read, .. }`,
-// `MAX_BINDS`, `PARAM`, `FOR_UPDATE`, `begin_write`, `lock_feed`, `notify_feed` and `lock_bootstrap`. So
+// `MAX_BINDS`, `NUMBERED_PARAMS`, `FOR_UPDATE`, `begin_write`, `lock_feed`, `notify_feed` and `lock_bootstrap`. So
 // the same statements are compiled and type-checked once against each concrete sqlx driver,
 // without generic-database trait bounds and without the Any driver. Hand-written placeholders are `$N`,
-// which both drivers accept; generated long lists use `PARAM` (see `placeholders`). Lock order in every write transaction: device row, then its
+// which both drivers accept; generated long lists follow
+// `NUMBERED_PARAMS` (see `placeholders`). Lock order in every write transaction: device row, then its
 // certificates, then the feed lock (last, held only until commit).
 
 use sqlx::Row as _;
@@ -185,7 +186,7 @@ async fn load_devices_by_id(
             "SELECT {DEVICE_COLS}, {CERT_COLS} FROM devices d \
              LEFT JOIN certificates c ON c.device_id = d.id \
              WHERE d.id IN ({}) ORDER BY d.id, c.id DESC",
-            placeholders(PARAM, chunk.len(), 1)
+            placeholders(NUMBERED_PARAMS, chunk.len(), 1)
         );
         let mut q = sqlx::query(&sql).persistent(chunk.len() <= CACHE_MAX_ROWS);
         for id in chunk {
@@ -307,8 +308,8 @@ async fn lookup_existing(
             "SELECT d.id, d.hardware_serial, d.client_id, c.csr_sha256 FROM devices d \
              LEFT JOIN certificates c ON c.serial = d.current_serial \
              WHERE d.hardware_serial IN ({}) OR d.client_id IN ({})",
-            placeholders(PARAM, n, 1),
-            placeholders(PARAM, n, n + 1)
+            placeholders(NUMBERED_PARAMS, n, 1),
+            placeholders(NUMBERED_PARAMS, n, n + 1)
         );
         let mut q = sqlx::query(&sql).persistent(n <= CACHE_MAX_ROWS);
         for it in chunk {
@@ -342,7 +343,7 @@ async fn insert_devices(
         let sql = format!(
             "INSERT INTO devices (client_id, hardware_serial, client_id_generated, model, metadata, \
              current_serial, created_at) VALUES {} RETURNING id, hardware_serial",
-            values_rows(PARAM, chunk.len(), COLS)
+            values_rows(NUMBERED_PARAMS, chunk.len(), COLS)
         );
         let mut q = sqlx::query(&sql).persistent(chunk.len() <= CACHE_MAX_ROWS);
         for d in chunk {
@@ -375,7 +376,7 @@ async fn insert_certificates(
         let sql = format!(
             "INSERT INTO certificates (serial, device_id, fingerprint, der, not_before, not_after, \
              profile, csr_sha256, created_at) VALUES {}",
-            values_rows(PARAM, chunk.len(), COLS)
+            values_rows(NUMBERED_PARAMS, chunk.len(), COLS)
         );
         let mut q = sqlx::query(&sql).persistent(chunk.len() <= CACHE_MAX_ROWS);
         for d in chunk {
@@ -398,34 +399,28 @@ async fn insert_certificates(
     Ok(())
 }
 
-/// One `device.register` audit row per created device; actor and time are bound once per chunk.
+/// One `device.register` audit row per created device.
 async fn insert_register_audit(
     tx: &mut Tx,
     devs: &[&NewDevice],
     actor: &Actor,
     at: i64,
 ) -> Result<(), StoreError> {
-    for chunk in devs.chunks(MAX_BINDS - 3) {
-        let mut values = String::with_capacity(chunk.len() * 40);
-        for i in 0..chunk.len() {
-            if i > 0 {
-                values.push(',');
-            }
-            values.push_str(&format!(
-                "({PARAM}1,{PARAM}2,{PARAM}3,'device.register',{PARAM}{},'ok')",
-                i + 4
-            ));
-        }
+    const COLS: usize = 6;
+    for chunk in devs.chunks(MAX_BINDS / COLS) {
         let sql = format!(
-            "INSERT INTO audit (at, actor_id, actor_name, action, target, outcome) VALUES {values}"
+            "INSERT INTO audit (at, actor_id, actor_name, action, target, outcome) VALUES {}",
+            values_rows(NUMBERED_PARAMS, chunk.len(), COLS)
         );
-        let mut q = sqlx::query(&sql)
-            .persistent(chunk.len() <= CACHE_MAX_ROWS)
-            .bind(at)
-            .bind(&actor.id)
-            .bind(&actor.name);
+        let mut q = sqlx::query(&sql).persistent(chunk.len() <= CACHE_MAX_ROWS);
         for d in chunk {
-            q = q.bind(&d.client_id);
+            q = q
+                .bind(at)
+                .bind(&actor.id)
+                .bind(&actor.name)
+                .bind("device.register")
+                .bind(&d.client_id)
+                .bind("ok");
         }
         q.execute(&mut **tx).await?;
     }
@@ -1014,7 +1009,7 @@ impl Backend {
                  auth_failure_count = devices.auth_failure_count + v.column5, \
                  last_auth_failure = CASE WHEN v.column6 IS NOT NULL AND (devices.last_auth_failure IS NULL OR v.column6 > devices.last_auth_failure) THEN v.column6 ELSE devices.last_auth_failure END \
                  FROM (VALUES {}) AS v WHERE devices.client_id = v.column1",
-                values_rows(PARAM, chunk.len(), COLS)
+                values_rows(NUMBERED_PARAMS, chunk.len(), COLS)
             );
             let mut q = sqlx::query(&sql).persistent(chunk.len() <= CACHE_MAX_ROWS);
             for (cid, a) in chunk {

@@ -692,29 +692,35 @@ fn clamp_limit(limit: u32) -> i64 {
     }
 }
 
-/// `$start, $start+1, ..., $start+n-1` with `prefix` `$` (PostgreSQL) or `?` (SQLite: its
-/// parser looks `$N` names up in a list, quadratic for thousands; `?N` is numbered directly).
-fn placeholders(prefix: char, n: usize, start: usize) -> String {
+/// Placeholders for generated lists: `$start, ..., $start+n-1` when `numbered` (PostgreSQL),
+/// else `?, ?, ...` (SQLite: `sqlite3_bind_parameter_name`, which sqlx calls for every
+/// parameter, scans a list of the statement's named/numbered parameters, which is quadratic for
+/// thousands of them; anonymous `?` are not in that list).
+fn placeholders(numbered: bool, n: usize, start: usize) -> String {
     let mut s = String::with_capacity(n * 7);
     for i in 0..n {
         if i > 0 {
             s.push(',');
         }
-        s.push(prefix);
-        s.push_str(&(start + i).to_string());
+        if numbered {
+            s.push('$');
+            s.push_str(&(start + i).to_string());
+        } else {
+            s.push('?');
+        }
     }
     s
 }
 
-/// `($1,...,$cols),($cols+1,...)` for `rows` rows, numbering from 1.
-fn values_rows(prefix: char, rows: usize, cols: usize) -> String {
+/// `($1,...,$cols),($cols+1,...)` (or all `?`) for `rows` rows, numbering from 1.
+fn values_rows(numbered: bool, rows: usize, cols: usize) -> String {
     let mut s = String::with_capacity(rows * (cols * 7 + 3));
     for r in 0..rows {
         if r > 0 {
             s.push(',');
         }
         s.push('(');
-        s.push_str(&placeholders(prefix, cols, 1 + r * cols));
+        s.push_str(&placeholders(numbered, cols, 1 + r * cols));
         s.push(')');
     }
     s

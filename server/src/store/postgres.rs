@@ -13,8 +13,8 @@ type Db = sqlx::Postgres;
 
 /// PostgreSQL's protocol allows at most 65,535 bind parameters per statement.
 const MAX_BINDS: usize = 65_000;
-/// Prefix of numbered placeholders in generated lists.
-const PARAM: char = '$';
+/// Generated lists use `$N`.
+const NUMBERED_PARAMS: bool = true;
 const FOR_UPDATE: &str = " FOR UPDATE";
 
 /// Advisory lock keys (arbitrary constants, "devid" + purpose).

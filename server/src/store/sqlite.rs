@@ -14,8 +14,8 @@ type Db = sqlx::Sqlite;
 
 /// SQLite allows at most 32,766 host parameters per statement.
 const MAX_BINDS: usize = 32_000;
-/// Prefix of numbered placeholders in generated lists.
-const PARAM: char = '?';
+/// Generated lists use anonymous `?` (see `placeholders`).
+const NUMBERED_PARAMS: bool = false;
 /// The single writer connection already serializes every write transaction.
 const FOR_UPDATE: &str = "";
 
