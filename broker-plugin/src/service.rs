@@ -288,23 +288,39 @@ async fn post_events(ctx: &Ctx, pending: &mut Vec<ConnectionEvent>) {
 }
 
 async fn fetch_status(ctx: Arc<Ctx>, client_id: String) {
-    let res = ctx
+    let known = lock(&ctx.shared)
+        .revocations
+        .statuses
+        .get(&client_id)
+        .and_then(|c| c.etag.clone());
+    let mut req = ctx
         .http
         .get(ctx.url(&format!("/v1/devices/{client_id}/status")))
-        .timeout(Duration::from_secs(5))
-        .send()
-        .await;
-    let status: DeviceStatus = match res {
-        Ok(r) if r.status().is_success() => match r.json().await {
-            Ok(s) => s,
-            Err(e) => {
-                ctx.log(
-                    LogLevel::Warning,
-                    format!("devid: status of {client_id}: bad answer: {e}"),
-                );
-                return;
+        .timeout(Duration::from_secs(5));
+    if let Some(tag) = &known {
+        req = req.header(reqwest::header::IF_NONE_MATCH, tag);
+    }
+    let res = req.send().await;
+    let (status, etag): (DeviceStatus, Option<String>) = match res {
+        // Unchanged since the cached answer.
+        Ok(r) if r.status() == reqwest::StatusCode::NOT_MODIFIED => return,
+        Ok(r) if r.status().is_success() => {
+            let etag = r
+                .headers()
+                .get(reqwest::header::ETAG)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            match r.json().await {
+                Ok(s) => (s, etag),
+                Err(e) => {
+                    ctx.log(
+                        LogLevel::Warning,
+                        format!("devid: status of {client_id}: bad answer: {e}"),
+                    );
+                    return;
+                }
             }
-        },
+        }
         Ok(r) => {
             ctx.log(
                 LogLevel::Warning,
@@ -330,7 +346,9 @@ async fn fetch_status(ctx: Arc<Ctx>, client_id: String) {
         );
         return;
     }
-    let recheck = lock(&ctx.shared).revocations.apply_status(&status);
+    let recheck = lock(&ctx.shared)
+        .revocations
+        .apply_status_tagged(&status, etag);
     ctx.persist();
     let _ = ctx.out.send(FromService::Recheck(recheck));
 }

@@ -38,6 +38,9 @@ pub struct CachedStatus {
     pub policy: TopicPolicy,
     pub allowed_cidrs: Vec<String>,
     pub message_auth: String,
+    /// The answer's ETag, sent back as If-None-Match on the next fetch.
+    #[serde(default)]
+    pub etag: Option<String>,
 }
 
 impl From<&DeviceStatus> for CachedStatus {
@@ -46,6 +49,7 @@ impl From<&DeviceStatus> for CachedStatus {
             policy: s.policy.clone().unwrap_or_default(),
             allowed_cidrs: s.allowed_cidrs.clone(),
             message_auth: s.message_auth.clone(),
+            etag: None,
         }
     }
 }
@@ -164,6 +168,11 @@ impl RevocationState {
     /// feed remains the source for suspension and resumption, so an older answer cannot undo a
     /// newer feed entry).
     pub fn apply_status(&mut self, s: &DeviceStatus) -> Recheck {
+        self.apply_status_tagged(s, None)
+    }
+
+    /// [`apply_status`](Self::apply_status), remembering the answer's ETag.
+    pub fn apply_status_tagged(&mut self, s: &DeviceStatus, etag: Option<String>) -> Recheck {
         let serials: Vec<String> = s
             .revoked_serials
             .iter()
@@ -176,8 +185,9 @@ impl RevocationState {
                 self.serials.insert(x.clone(), SerialState::Revoked);
             }
         }
-        self.statuses
-            .insert(s.client_id.clone(), CachedStatus::from(s));
+        let mut cached = CachedStatus::from(s);
+        cached.etag = etag;
+        self.statuses.insert(s.client_id.clone(), cached);
         Recheck {
             client_id: s.client_id.clone(),
             serials,
@@ -384,7 +394,8 @@ mod tests {
             allowed_cidrs: vec!["10.0.0.0/8".into()],
             message_auth: "off".into(),
         };
-        s.apply_status(&st);
+        s.apply_status_tagged(&st, Some("\"abc\"".into()));
+        assert_eq!(s.statuses["a"].etag.as_deref(), Some("\"abc\""));
         assert_eq!(s.check("a", "1"), Err(Denial::DeviceSuspended));
         assert_eq!(s.statuses["a"].policy, TopicPolicy::default());
         assert_eq!(
