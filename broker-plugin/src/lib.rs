@@ -192,6 +192,18 @@ fn init(
             "the plugin is loaded twice: set `per_listener_settings false` and list it once".into(),
         );
     }
+    let result = init_once(id, userdata, opts);
+    if result.is_err() {
+        LOADED.store(false, Ordering::SeqCst);
+    }
+    result
+}
+
+fn init_once(
+    id: *mut mosquitto_plugin_id_t,
+    userdata: *mut *mut c_void,
+    opts: Vec<(String, String)>,
+) -> Result<(), String> {
     let config = config::Config::from_options(&opts).map_err(|e| e.to_string())?;
     let server = devid1::Devid1Server::new(&config)?;
     // A cache that cannot be read is not trusted at all: start empty and forget the contact
