@@ -1,11 +1,15 @@
 // The SQL both backends share. This file is not a module of its own: `sqlite.rs` and
-// `postgres.rs` each `include!` it after defining `Db`, `Backend { write, read, .. }`,
-// `MAX_BINDS`, `NUMBERED_PARAMS`, `FOR_UPDATE`, `begin_write`, `lock_feed`, `notify_feed` and `lock_bootstrap`. So
-// the same statements are compiled and type-checked once against each concrete sqlx driver,
-// without generic-database trait bounds and without the Any driver. Hand-written placeholders are `$N`,
-// which both drivers accept; generated long lists follow
-// `NUMBERED_PARAMS` (see `placeholders`). Lock order in every write transaction: device row, then its
-// certificates, then the feed lock (last, held only until commit).
+// `postgres.rs` each `include!` it after defining `Db`, `Backend { write, read, .. }`, the
+// constants `MAX_BINDS`, `NUMBERED_PARAMS`, `CACHE_MAX_ROWS`, `FOR_UPDATE`, the hooks
+// `begin_write`, `lock_feed`, `notify_feed`, `lock_bootstrap`, and the bulk statements of
+// registration (`lookup_existing`, `insert_devices`, `insert_certificates`,
+// `insert_register_audit`, `load_devices_by_id`: multi-row VALUES on SQLite, arrays with
+// UNNEST/ANY on PostgreSQL). So the same statements are compiled and type-checked against each
+// concrete sqlx driver, without generic-database trait bounds and without the Any driver.
+// Hand-written placeholders are `$N`, which both drivers accept.
+//
+// Lock order in every write transaction: device row, then its certificates, then the feed lock
+// (last, held only until commit).
 
 use sqlx::Row as _;
 
@@ -24,10 +28,6 @@ const TOKEN_COLS: &str = "id, name, role, models, hash, created_at, expires_at, 
 const FEED_COLS: &str = "seq, scope, action, client_id, serials, reason, at";
 const AUDIT_COLS: &str = "id, at, actor_id, actor_name, action, target, outcome";
 const MODEL_COLS: &str = "name, client_id_prefix, topic_policy, message_auth, updated_at";
-
-/// Statements with more rows than this are not kept in sqlx's per-connection statement cache
-/// (each row count is a distinct statement; big ones would only evict the hot small ones).
-const CACHE_MAX_ROWS: usize = 64;
 
 fn device_from_row(r: &DbRow) -> Result<DeviceRow, StoreError> {
     Ok(DeviceRow {
@@ -172,34 +172,6 @@ async fn insert_token_on(conn: &mut DbConn, t: &TokenRow) -> Result<(), StoreErr
     Ok(())
 }
 
-/// Devices (with certificates) by internal id, keyed by id.
-async fn load_devices_by_id(
-    conn: &mut DbConn,
-    ids: &[i64],
-) -> Result<HashMap<i64, DeviceWithCerts>, StoreError> {
-    let mut ids = ids.to_vec();
-    ids.sort_unstable();
-    ids.dedup();
-    let mut out = HashMap::with_capacity(ids.len());
-    for chunk in ids.chunks(MAX_BINDS) {
-        let sql = format!(
-            "SELECT {DEVICE_COLS}, {CERT_COLS} FROM devices d \
-             LEFT JOIN certificates c ON c.device_id = d.id \
-             WHERE d.id IN ({}) ORDER BY d.id, c.id DESC",
-            placeholders(NUMBERED_PARAMS, chunk.len(), 1)
-        );
-        let mut q = sqlx::query(&sql).persistent(chunk.len() <= CACHE_MAX_ROWS);
-        for id in chunk {
-            q = q.bind(*id);
-        }
-        let rows = q.fetch_all(&mut *conn).await?;
-        for d in assemble(&rows)? {
-            out.insert(d.device.id, d);
-        }
-    }
-    Ok(out)
-}
-
 /// One device (with certificates) by a unique text column of `devices d`.
 async fn load_device_where(
     conn: &mut DbConn,
@@ -287,144 +259,6 @@ fn audit_ok(actor: &Actor, action: &str, target: &str, at: i64) -> AuditRecord {
         target: target.to_string(),
         outcome: "ok".to_string(),
     }
-}
-
-/// What is stored for the serials and ClientIDs named by `items`: one statement per chunk.
-async fn lookup_existing(
-    tx: &mut Tx,
-    items: &[NewDevice],
-) -> Result<
-    (
-        HashMap<String, KnownSerial>,
-        std::collections::HashSet<String>,
-    ),
-    StoreError,
-> {
-    let mut serials = HashMap::new();
-    let mut client_ids = std::collections::HashSet::new();
-    for chunk in items.chunks(MAX_BINDS / 2) {
-        let n = chunk.len();
-        let sql = format!(
-            "SELECT d.id, d.hardware_serial, d.client_id, c.csr_sha256 FROM devices d \
-             LEFT JOIN certificates c ON c.serial = d.current_serial \
-             WHERE d.hardware_serial IN ({}) OR d.client_id IN ({})",
-            placeholders(NUMBERED_PARAMS, n, 1),
-            placeholders(NUMBERED_PARAMS, n, n + 1)
-        );
-        let mut q = sqlx::query(&sql).persistent(n <= CACHE_MAX_ROWS);
-        for it in chunk {
-            q = q.bind(&it.hardware_serial);
-        }
-        for it in chunk {
-            q = q.bind(&it.client_id);
-        }
-        for r in q.fetch_all(&mut **tx).await? {
-            client_ids.insert(r.try_get::<String, _>("client_id")?);
-            serials.insert(
-                r.try_get::<String, _>("hardware_serial")?,
-                KnownSerial {
-                    device_id: r.try_get("id")?,
-                    csr_sha256: r.try_get("csr_sha256")?,
-                },
-            );
-        }
-    }
-    Ok((serials, client_ids))
-}
-
-/// Inserts devices with multi-row VALUES; returns hardware_serial -> new id.
-async fn insert_devices(
-    tx: &mut Tx,
-    devs: &[&NewDevice],
-) -> Result<HashMap<String, i64>, StoreError> {
-    const COLS: usize = 7;
-    let mut ids = HashMap::with_capacity(devs.len());
-    for chunk in devs.chunks(MAX_BINDS / COLS) {
-        let sql = format!(
-            "INSERT INTO devices (client_id, hardware_serial, client_id_generated, model, metadata, \
-             current_serial, created_at) VALUES {} RETURNING id, hardware_serial",
-            values_rows(NUMBERED_PARAMS, chunk.len(), COLS)
-        );
-        let mut q = sqlx::query(&sql).persistent(chunk.len() <= CACHE_MAX_ROWS);
-        for d in chunk {
-            q = q
-                .bind(&d.client_id)
-                .bind(&d.hardware_serial)
-                .bind(d.client_id_generated)
-                .bind(&d.model)
-                .bind(&d.metadata)
-                .bind(&d.cert.serial)
-                .bind(d.created_at);
-        }
-        for r in q.fetch_all(&mut **tx).await? {
-            ids.insert(
-                r.try_get::<String, _>("hardware_serial")?,
-                r.try_get::<i64, _>("id")?,
-            );
-        }
-    }
-    Ok(ids)
-}
-
-async fn insert_certificates(
-    tx: &mut Tx,
-    devs: &[&NewDevice],
-    ids: &HashMap<String, i64>,
-) -> Result<(), StoreError> {
-    const COLS: usize = 9;
-    for chunk in devs.chunks(MAX_BINDS / COLS) {
-        let sql = format!(
-            "INSERT INTO certificates (serial, device_id, fingerprint, der, not_before, not_after, \
-             profile, csr_sha256, created_at) VALUES {}",
-            values_rows(NUMBERED_PARAMS, chunk.len(), COLS)
-        );
-        let mut q = sqlx::query(&sql).persistent(chunk.len() <= CACHE_MAX_ROWS);
-        for d in chunk {
-            let id = *ids
-                .get(&d.hardware_serial)
-                .ok_or_else(|| corrupt("inserted device id for serial", &d.hardware_serial))?;
-            q = q
-                .bind(&d.cert.serial)
-                .bind(id)
-                .bind(&d.cert.fingerprint)
-                .bind(&d.cert.der)
-                .bind(d.cert.not_before)
-                .bind(d.cert.not_after)
-                .bind(&d.cert.profile)
-                .bind(&d.cert.csr_sha256)
-                .bind(d.created_at);
-        }
-        q.execute(&mut **tx).await?;
-    }
-    Ok(())
-}
-
-/// One `device.register` audit row per created device.
-async fn insert_register_audit(
-    tx: &mut Tx,
-    devs: &[&NewDevice],
-    actor: &Actor,
-    at: i64,
-) -> Result<(), StoreError> {
-    const COLS: usize = 6;
-    for chunk in devs.chunks(MAX_BINDS / COLS) {
-        let sql = format!(
-            "INSERT INTO audit (at, actor_id, actor_name, action, target, outcome) VALUES {}",
-            values_rows(NUMBERED_PARAMS, chunk.len(), COLS)
-        );
-        let mut q = sqlx::query(&sql).persistent(chunk.len() <= CACHE_MAX_ROWS);
-        for d in chunk {
-            q = q
-                .bind(at)
-                .bind(&actor.id)
-                .bind(&actor.name)
-                .bind("device.register")
-                .bind(&d.client_id)
-                .bind("ok");
-        }
-        q.execute(&mut **tx).await?;
-    }
-    Ok(())
 }
 
 impl Backend {

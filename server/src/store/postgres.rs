@@ -16,6 +16,8 @@ const MAX_BINDS: usize = 65_000;
 /// Generated lists use `$N`.
 const NUMBERED_PARAMS: bool = true;
 const FOR_UPDATE: &str = " FOR UPDATE";
+/// Statements with more rows than this are not kept in sqlx's per-connection statement cache.
+const CACHE_MAX_ROWS: usize = 64;
 
 /// Advisory lock keys (arbitrary constants, "devid" + purpose).
 const LOCK_FEED: i64 = 0x6465_7669_6401;
@@ -125,6 +127,191 @@ impl Backend {
             }
         }))
     }
+}
+
+// ---- bulk statements: one fixed statement each, the rows passed as arrays ----
+// (one bind per column instead of one per value: no bind limit, no chunking, and the statement
+// is prepared once per connection whatever the batch size)
+
+/// What is stored for the serials and ClientIDs named by `items`.
+async fn lookup_existing(
+    tx: &mut Tx,
+    items: &[NewDevice],
+) -> Result<
+    (
+        HashMap<String, KnownSerial>,
+        std::collections::HashSet<String>,
+    ),
+    StoreError,
+> {
+    let serials: Vec<&str> = items.iter().map(|i| i.hardware_serial.as_str()).collect();
+    let client_ids: Vec<&str> = items.iter().map(|i| i.client_id.as_str()).collect();
+    let rows = sqlx::query(
+        "SELECT d.id, d.hardware_serial, d.client_id, c.csr_sha256 FROM devices d \
+         LEFT JOIN certificates c ON c.serial = d.current_serial \
+         WHERE d.hardware_serial = ANY($1) OR d.client_id = ANY($2)",
+    )
+    .bind(&serials)
+    .bind(&client_ids)
+    .fetch_all(&mut **tx)
+    .await?;
+    let mut known = HashMap::with_capacity(rows.len());
+    let mut taken = std::collections::HashSet::with_capacity(rows.len());
+    for r in rows {
+        taken.insert(r.try_get::<String, _>("client_id")?);
+        known.insert(
+            r.try_get::<String, _>("hardware_serial")?,
+            KnownSerial {
+                device_id: r.try_get("id")?,
+                csr_sha256: r.try_get("csr_sha256")?,
+            },
+        );
+    }
+    Ok((known, taken))
+}
+
+/// Inserts devices; returns hardware_serial -> new id.
+async fn insert_devices(
+    tx: &mut Tx,
+    devs: &[&NewDevice],
+) -> Result<HashMap<String, i64>, StoreError> {
+    let rows = sqlx::query(
+        "INSERT INTO devices (client_id, hardware_serial, client_id_generated, model, metadata, \
+         current_serial, created_at) \
+         SELECT * FROM UNNEST($1::text[], $2::text[], $3::bool[], $4::text[], $5::text[], \
+         $6::text[], $7::int8[]) RETURNING id, hardware_serial",
+    )
+    .bind(
+        devs.iter()
+            .map(|d| d.client_id.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        devs.iter()
+            .map(|d| d.hardware_serial.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        devs.iter()
+            .map(|d| d.client_id_generated)
+            .collect::<Vec<_>>(),
+    )
+    .bind(devs.iter().map(|d| d.model.as_deref()).collect::<Vec<_>>())
+    .bind(
+        devs.iter()
+            .map(|d| d.metadata.as_deref())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        devs.iter()
+            .map(|d| d.cert.serial.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(devs.iter().map(|d| d.created_at).collect::<Vec<_>>())
+    .fetch_all(&mut **tx)
+    .await?;
+    let mut ids = HashMap::with_capacity(rows.len());
+    for r in rows {
+        ids.insert(
+            r.try_get::<String, _>("hardware_serial")?,
+            r.try_get::<i64, _>("id")?,
+        );
+    }
+    Ok(ids)
+}
+
+async fn insert_certificates(
+    tx: &mut Tx,
+    devs: &[&NewDevice],
+    ids: &HashMap<String, i64>,
+) -> Result<(), StoreError> {
+    let device_ids = devs
+        .iter()
+        .map(|d| {
+            ids.get(&d.hardware_serial)
+                .copied()
+                .ok_or_else(|| corrupt("inserted device id for serial", &d.hardware_serial))
+        })
+        .collect::<Result<Vec<i64>, _>>()?;
+    sqlx::query(
+        "INSERT INTO certificates (serial, device_id, fingerprint, der, not_before, not_after, \
+         profile, csr_sha256, created_at) \
+         SELECT * FROM UNNEST($1::text[], $2::int8[], $3::text[], $4::bytea[], $5::int8[], \
+         $6::int8[], $7::text[], $8::text[], $9::int8[])",
+    )
+    .bind(
+        devs.iter()
+            .map(|d| d.cert.serial.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(device_ids)
+    .bind(
+        devs.iter()
+            .map(|d| d.cert.fingerprint.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        devs.iter()
+            .map(|d| d.cert.der.as_slice())
+            .collect::<Vec<_>>(),
+    )
+    .bind(devs.iter().map(|d| d.cert.not_before).collect::<Vec<_>>())
+    .bind(devs.iter().map(|d| d.cert.not_after).collect::<Vec<_>>())
+    .bind(
+        devs.iter()
+            .map(|d| d.cert.profile.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        devs.iter()
+            .map(|d| d.cert.csr_sha256.as_deref())
+            .collect::<Vec<_>>(),
+    )
+    .bind(devs.iter().map(|d| d.created_at).collect::<Vec<_>>())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// One `device.register` audit row per created device.
+async fn insert_register_audit(
+    tx: &mut Tx,
+    devs: &[&NewDevice],
+    actor: &Actor,
+    at: i64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO audit (at, actor_id, actor_name, action, target, outcome) \
+         SELECT $1, $2, $3, 'device.register', t, 'ok' FROM UNNEST($4::text[]) AS t",
+    )
+    .bind(at)
+    .bind(&actor.id)
+    .bind(&actor.name)
+    .bind(
+        devs.iter()
+            .map(|d| d.client_id.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Devices (with certificates) by internal id, keyed by id.
+async fn load_devices_by_id(
+    conn: &mut DbConn,
+    ids: &[i64],
+) -> Result<HashMap<i64, DeviceWithCerts>, StoreError> {
+    let sql = format!(
+        "SELECT {DEVICE_COLS}, {CERT_COLS} FROM devices d \
+         LEFT JOIN certificates c ON c.device_id = d.id \
+         WHERE d.id = ANY($1) ORDER BY d.id, c.id DESC"
+    );
+    let rows = sqlx::query(&sql).bind(ids).fetch_all(conn).await?;
+    Ok(assemble(&rows)?
+        .into_iter()
+        .map(|d| (d.device.id, d))
+        .collect())
 }
 
 include!("common.rs");

@@ -18,6 +18,9 @@ const MAX_BINDS: usize = 32_000;
 const NUMBERED_PARAMS: bool = false;
 /// The single writer connection already serializes every write transaction.
 const FOR_UPDATE: &str = "";
+/// Statements with more rows than this are not kept in sqlx's per-connection statement cache
+/// (each row count is a distinct statement; big ones would only evict the hot small ones).
+const CACHE_MAX_ROWS: usize = 64;
 
 pub(super) struct Backend {
     write: SqlitePool,
@@ -83,6 +86,174 @@ impl Backend {
     async fn lock_bootstrap(_tx: &mut Tx) -> Result<(), StoreError> {
         Ok(())
     }
+}
+
+// ---- bulk statements: multi-row VALUES and IN lists, chunked by MAX_BINDS ----
+
+/// Devices (with certificates) by internal id, keyed by id.
+async fn load_devices_by_id(
+    conn: &mut DbConn,
+    ids: &[i64],
+) -> Result<HashMap<i64, DeviceWithCerts>, StoreError> {
+    let mut ids = ids.to_vec();
+    ids.sort_unstable();
+    ids.dedup();
+    let mut out = HashMap::with_capacity(ids.len());
+    for chunk in ids.chunks(MAX_BINDS) {
+        let sql = format!(
+            "SELECT {DEVICE_COLS}, {CERT_COLS} FROM devices d \
+             LEFT JOIN certificates c ON c.device_id = d.id \
+             WHERE d.id IN ({}) ORDER BY d.id, c.id DESC",
+            placeholders(NUMBERED_PARAMS, chunk.len(), 1)
+        );
+        let mut q = sqlx::query(&sql).persistent(chunk.len() <= CACHE_MAX_ROWS);
+        for id in chunk {
+            q = q.bind(*id);
+        }
+        let rows = q.fetch_all(&mut *conn).await?;
+        for d in assemble(&rows)? {
+            out.insert(d.device.id, d);
+        }
+    }
+    Ok(out)
+}
+
+/// What is stored for the serials and ClientIDs named by `items`: one statement per chunk.
+async fn lookup_existing(
+    tx: &mut Tx,
+    items: &[NewDevice],
+) -> Result<
+    (
+        HashMap<String, KnownSerial>,
+        std::collections::HashSet<String>,
+    ),
+    StoreError,
+> {
+    let mut serials = HashMap::new();
+    let mut client_ids = std::collections::HashSet::new();
+    for chunk in items.chunks(MAX_BINDS / 2) {
+        let n = chunk.len();
+        let sql = format!(
+            "SELECT d.id, d.hardware_serial, d.client_id, c.csr_sha256 FROM devices d \
+             LEFT JOIN certificates c ON c.serial = d.current_serial \
+             WHERE d.hardware_serial IN ({}) OR d.client_id IN ({})",
+            placeholders(NUMBERED_PARAMS, n, 1),
+            placeholders(NUMBERED_PARAMS, n, n + 1)
+        );
+        let mut q = sqlx::query(&sql).persistent(n <= CACHE_MAX_ROWS);
+        for it in chunk {
+            q = q.bind(&it.hardware_serial);
+        }
+        for it in chunk {
+            q = q.bind(&it.client_id);
+        }
+        for r in q.fetch_all(&mut **tx).await? {
+            client_ids.insert(r.try_get::<String, _>("client_id")?);
+            serials.insert(
+                r.try_get::<String, _>("hardware_serial")?,
+                KnownSerial {
+                    device_id: r.try_get("id")?,
+                    csr_sha256: r.try_get("csr_sha256")?,
+                },
+            );
+        }
+    }
+    Ok((serials, client_ids))
+}
+
+/// Inserts devices with multi-row VALUES; returns hardware_serial -> new id.
+async fn insert_devices(
+    tx: &mut Tx,
+    devs: &[&NewDevice],
+) -> Result<HashMap<String, i64>, StoreError> {
+    const COLS: usize = 7;
+    let mut ids = HashMap::with_capacity(devs.len());
+    for chunk in devs.chunks(MAX_BINDS / COLS) {
+        let sql = format!(
+            "INSERT INTO devices (client_id, hardware_serial, client_id_generated, model, metadata, \
+             current_serial, created_at) VALUES {} RETURNING id, hardware_serial",
+            values_rows(NUMBERED_PARAMS, chunk.len(), COLS)
+        );
+        let mut q = sqlx::query(&sql).persistent(chunk.len() <= CACHE_MAX_ROWS);
+        for d in chunk {
+            q = q
+                .bind(&d.client_id)
+                .bind(&d.hardware_serial)
+                .bind(d.client_id_generated)
+                .bind(&d.model)
+                .bind(&d.metadata)
+                .bind(&d.cert.serial)
+                .bind(d.created_at);
+        }
+        for r in q.fetch_all(&mut **tx).await? {
+            ids.insert(
+                r.try_get::<String, _>("hardware_serial")?,
+                r.try_get::<i64, _>("id")?,
+            );
+        }
+    }
+    Ok(ids)
+}
+
+async fn insert_certificates(
+    tx: &mut Tx,
+    devs: &[&NewDevice],
+    ids: &HashMap<String, i64>,
+) -> Result<(), StoreError> {
+    const COLS: usize = 9;
+    for chunk in devs.chunks(MAX_BINDS / COLS) {
+        let sql = format!(
+            "INSERT INTO certificates (serial, device_id, fingerprint, der, not_before, not_after, \
+             profile, csr_sha256, created_at) VALUES {}",
+            values_rows(NUMBERED_PARAMS, chunk.len(), COLS)
+        );
+        let mut q = sqlx::query(&sql).persistent(chunk.len() <= CACHE_MAX_ROWS);
+        for d in chunk {
+            let id = *ids
+                .get(&d.hardware_serial)
+                .ok_or_else(|| corrupt("inserted device id for serial", &d.hardware_serial))?;
+            q = q
+                .bind(&d.cert.serial)
+                .bind(id)
+                .bind(&d.cert.fingerprint)
+                .bind(&d.cert.der)
+                .bind(d.cert.not_before)
+                .bind(d.cert.not_after)
+                .bind(&d.cert.profile)
+                .bind(&d.cert.csr_sha256)
+                .bind(d.created_at);
+        }
+        q.execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+/// One `device.register` audit row per created device.
+async fn insert_register_audit(
+    tx: &mut Tx,
+    devs: &[&NewDevice],
+    actor: &Actor,
+    at: i64,
+) -> Result<(), StoreError> {
+    const COLS: usize = 6;
+    for chunk in devs.chunks(MAX_BINDS / COLS) {
+        let sql = format!(
+            "INSERT INTO audit (at, actor_id, actor_name, action, target, outcome) VALUES {}",
+            values_rows(NUMBERED_PARAMS, chunk.len(), COLS)
+        );
+        let mut q = sqlx::query(&sql).persistent(chunk.len() <= CACHE_MAX_ROWS);
+        for d in chunk {
+            q = q
+                .bind(at)
+                .bind(&actor.id)
+                .bind(&actor.name)
+                .bind("device.register")
+                .bind(&d.client_id)
+                .bind("ok");
+        }
+        q.execute(&mut **tx).await?;
+    }
+    Ok(())
 }
 
 include!("common.rs");
