@@ -156,6 +156,7 @@ both!(
     concurrent_revocations_from_two_stores_keep_feed_gap_free,
     feed_listener_sees_other_store_commits,
     events_policy_and_models,
+    bootstrap_admin_is_atomic_across_stores,
 );
 
 // ---- helpers ----------------------------------------------------------------------------------
@@ -1211,4 +1212,34 @@ async fn events_policy_and_models(env: Env) {
     assert!(s.get_model("other").await.expect("get").is_none());
     assert_eq!(s.list_models().await.expect("list"), vec![m2]);
     assert_eq!(audit_count(s, "model.put").await, 2);
+}
+
+async fn bootstrap_admin_is_atomic_across_stores(env: Env) {
+    let other = env.another().await;
+    let mut tasks = Vec::new();
+    for i in 0..6 {
+        let s = if i % 2 == 0 {
+            env.store.clone()
+        } else {
+            other.clone()
+        };
+        tasks.push(tokio::spawn(async move {
+            let t = token(
+                &format!("boot{i}"),
+                Role::Admin,
+                format!("hash{i}").as_bytes(),
+            );
+            s.bootstrap_admin(&t, &audit_rec(&admin(), "token.bootstrap", &t.id, T0))
+                .await
+        }));
+    }
+    let mut inserted = 0;
+    for t in tasks {
+        if t.await.expect("join").expect("bootstrap") {
+            inserted += 1;
+        }
+    }
+    assert_eq!(inserted, 1);
+    assert_eq!(env.store.list_tokens().await.expect("list").len(), 1);
+    assert_eq!(audit_count(&env.store, "token.bootstrap").await, 1);
 }

@@ -509,9 +509,9 @@ impl Store {
     /// sends the seq of every feed entry committed by ANY process (this one included) into
     /// `sink`. After a lost connection it reconnects and sends the current head, since
     /// notifications in the gap are lost: treat every value as "the head is at least N" and
-    /// read `feed_since(last_seen)`. The task ends when every receiver of `sink` is gone... or
-    /// never, if receivers keep existing; abort the handle on shutdown.
-    /// SQLite: returns Ok(None) and does nothing (a single process; broadcast in-process).
+    /// read `feed_since(last_delivered)`. The task runs until the handle is aborted (a send with
+    /// no receivers is not an error).
+    /// SQLite: returns Ok(None) and does nothing (one process; broadcast in-process).
     pub async fn spawn_feed_listener(
         &self,
         sink: tokio::sync::broadcast::Sender<i64>,
@@ -799,4 +799,81 @@ fn _futures_are_send(s: &Store, a: &Actor) {
     fn send<T: Send>(_: T) {}
     send(s.suspend_device("x", 0, a));
     send(s.revoke_device("x", RevocationReason::KeyCompromise, 0, a));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(serial: &str, cid: &str, csr: Option<&str>) -> NewDevice {
+        NewDevice {
+            client_id: cid.into(),
+            client_id_generated: false,
+            hardware_serial: serial.into(),
+            model: None,
+            metadata: None,
+            created_at: 0,
+            cert: NewCert {
+                serial: format!("s-{serial}-{cid}"),
+                fingerprint: format!("f-{serial}-{cid}"),
+                der: vec![],
+                not_before: 0,
+                not_after: 0,
+                csr_sha256: csr.map(str::to_string),
+                profile: "idevid".into(),
+            },
+        }
+    }
+
+    #[test]
+    fn classify_applies_the_rules_in_order() {
+        let mut stored = HashMap::new();
+        stored.insert(
+            "S1".to_string(),
+            KnownSerial {
+                device_id: 7,
+                csr_sha256: Some("a".into()),
+            },
+        );
+        let taken: std::collections::HashSet<String> = ["C1".to_string()].into();
+        let items = vec![
+            item("S1", "X", Some("a")),  // replay of a stored device
+            item("S1", "X", Some("b")),  // other CSR
+            item("S2", "C1", Some("c")), // ClientID taken
+            item("S3", "C3", None),      // created
+            item("S3", "C4", None),      // same serial, generated key: taken
+            item("S4", "C3", Some("d")), // ClientID taken by item 3
+            item("S5", "C5", Some("e")), // created
+            item("S5", "C6", Some("e")), // replay of item 6
+        ];
+        let plans = classify(&items, &stored, &taken, RegMode::Independent).expect("independent");
+        assert_eq!(
+            plans,
+            vec![
+                Plan::Existing(ExistingRef::Stored(7)),
+                Plan::Conflict(RegConflict::SerialTaken),
+                Plan::Conflict(RegConflict::ClientIdTaken),
+                Plan::Create,
+                Plan::Conflict(RegConflict::SerialTaken),
+                Plan::Conflict(RegConflict::ClientIdTaken),
+                Plan::Create,
+                Plan::Existing(ExistingRef::InBatch(6)),
+            ]
+        );
+        match classify(&items, &stored, &taken, RegMode::AllOrNothing) {
+            Err(StoreError::BatchConflict {
+                index: 1,
+                conflict: RegConflict::SerialTaken,
+            }) => {}
+            other => panic!("expected BatchConflict at 1, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn placeholders_numbered_and_anonymous() {
+        assert_eq!(placeholders(true, 3, 4), "$4,$5,$6");
+        assert_eq!(placeholders(false, 3, 4), "?,?,?");
+        assert_eq!(values_rows(true, 2, 2), "($1,$2),($3,$4)");
+        assert_eq!(values_rows(false, 2, 2), "(?,?),(?,?)");
+    }
 }
