@@ -157,6 +157,7 @@ both!(
     feed_listener_sees_other_store_commits,
     events_policy_and_models,
     bootstrap_admin_is_atomic_across_stores,
+    racing_changes_to_one_device_apply_once,
 );
 
 // ---- helpers ----------------------------------------------------------------------------------
@@ -1242,4 +1243,58 @@ async fn bootstrap_admin_is_atomic_across_stores(env: Env) {
     assert_eq!(inserted, 1);
     assert_eq!(env.store.list_tokens().await.expect("list").len(), 1);
     assert_eq!(audit_count(&env.store, "token.bootstrap").await, 1);
+}
+
+async fn racing_changes_to_one_device_apply_once(env: Env) {
+    let a = env.store.clone();
+    let b = env.another().await;
+    let d = dev("HW-RR", "RR", Some("c"));
+    register_one(&a, &d).await.expect("register");
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let s = if i % 2 == 0 { a.clone() } else { b.clone() };
+        let serial = d.cert.serial.clone();
+        tasks.push(tokio::spawn(async move {
+            match i % 4 {
+                0 | 1 => s
+                    .revoke_device("RR", RevocationReason::KeyCompromise, T0, &admin())
+                    .await
+                    .map(|_| "device"),
+                2 => s
+                    .revoke_certificate(&serial, RevocationReason::Superseded, T0, &admin())
+                    .await
+                    .map(|_| "certificate"),
+                _ => s
+                    .suspend_device("RR", T0, &admin())
+                    .await
+                    .map(|_| "suspend"),
+            }
+        }));
+    }
+    let mut device_revocations = 0;
+    for t in tasks {
+        match t.await.expect("join") {
+            Ok("device") => device_revocations += 1,
+            Ok(_) => {}
+            Err(StoreError::InvalidTransition(_)) => {}
+            Err(e) => panic!("unexpected error {e:?}"),
+        }
+    }
+    assert_eq!(device_revocations, 1, "a device is revoked exactly once");
+    let (feed, head) = a.feed_since(0, 100).await.expect("feed");
+    assert_eq!(
+        feed.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        (1..=head).collect::<Vec<_>>()
+    );
+    let revoked_serial_entries = feed
+        .iter()
+        .filter(|e| e.action == RevocationAction::Revoked && !e.serials.is_empty())
+        .count();
+    assert_eq!(
+        revoked_serial_entries, 1,
+        "the certificate is revoked by exactly one entry"
+    );
+    let got = a.get_device("RR").await.expect("get").expect("some");
+    assert_eq!(got.device.status, DeviceState::Revoked);
+    assert_eq!(got.certs[0].status, CertState::Revoked);
 }
