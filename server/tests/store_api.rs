@@ -158,6 +158,7 @@ both!(
     events_policy_and_models,
     bootstrap_admin_is_atomic_across_stores,
     racing_changes_to_one_device_apply_once,
+    reopening_keeps_devices_feed_and_crl,
 );
 
 // ---- helpers ----------------------------------------------------------------------------------
@@ -1297,4 +1298,34 @@ async fn racing_changes_to_one_device_apply_once(env: Env) {
     let got = a.get_device("RR").await.expect("get").expect("some");
     assert_eq!(got.device.status, DeviceState::Revoked);
     assert_eq!(got.certs[0].status, CertState::Revoked);
+}
+
+async fn reopening_keeps_devices_feed_and_crl(env: Env) {
+    let d = dev("HW-K", "K1", Some("c"));
+    register_one(&env.store, &d).await.expect("register");
+    env.store
+        .revoke_device("K1", RevocationReason::KeyCompromise, T0, &admin())
+        .await
+        .expect("revoke");
+    let crl = CrlRow {
+        number: 1,
+        feed_head: 1,
+        der: vec![1, 2, 3],
+        this_update: T0,
+        next_update: T0 + 60,
+    };
+    assert!(env.store.crl_put(&crl, None).await.expect("crl"));
+    env.store.close().await;
+    let s = env.another().await;
+    let got = s.get_device("K1").await.expect("get").expect("some");
+    assert_eq!(got.device.status, DeviceState::Revoked);
+    assert_eq!(got.certs[0].serial, d.cert.serial);
+    assert_eq!(s.feed_head().await.expect("head"), 1);
+    assert_eq!(s.crl_get().await.expect("crl").expect("some").number, 1);
+    // Numbering continues after a restart.
+    register_one(&s, &dev("HW-K2", "K2", Some("c")))
+        .await
+        .expect("register");
+    let (_, e) = s.suspend_device("K2", T0, &admin()).await.expect("suspend");
+    assert_eq!(e.expect("entry").seq, 2);
 }
