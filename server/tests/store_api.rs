@@ -159,6 +159,7 @@ both!(
     bootstrap_admin_is_atomic_across_stores,
     racing_changes_to_one_device_apply_once,
     reopening_keeps_devices_feed_and_crl,
+    overlapping_batches_from_two_stores_do_not_fail,
 );
 
 // ---- helpers ----------------------------------------------------------------------------------
@@ -1328,4 +1329,37 @@ async fn reopening_keeps_devices_feed_and_crl(env: Env) {
         .expect("register");
     let (_, e) = s.suspend_device("K2", T0, &admin()).await.expect("suspend");
     assert_eq!(e.expect("entry").seq, 2);
+}
+
+async fn overlapping_batches_from_two_stores_do_not_fail(env: Env) {
+    let a = env.store.clone();
+    let b = env.another().await;
+    // The same 300 serials (same CSRs) in opposite orders, several times, from both stores.
+    let mut tasks = Vec::new();
+    for round in 0..6 {
+        let s = if round % 2 == 0 { a.clone() } else { b.clone() };
+        let mut items: Vec<NewDevice> = (0..300)
+            .map(|i| {
+                dev(
+                    &format!("OV-{i:03}"),
+                    &format!("OV{round}x{i}"),
+                    Some(&format!("c{i}")),
+                )
+            })
+            .collect();
+        if round % 2 == 1 {
+            items.reverse();
+        }
+        tasks.push(tokio::spawn(async move {
+            s.register(&items, RegMode::Independent, &actor(), T0).await
+        }));
+    }
+    for t in tasks {
+        let out = t.await.expect("join").expect("no raw database error");
+        assert!(out
+            .iter()
+            .all(|o| matches!(o, Ok(RegOutcome::Created) | Ok(RegOutcome::Existing(_)))));
+    }
+    assert_eq!(a.count_devices().await.expect("count"), 300);
+    assert_eq!(audit_count(&a, "device.register").await, 300);
 }

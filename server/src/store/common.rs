@@ -358,12 +358,13 @@ impl Backend {
         // An AllOrNothing conflict returns here, before anything was written; dropping `tx`
         // rolls back.
         let plans = classify(items, &serials, &client_ids, mode)?;
-        let created: Vec<&NewDevice> = items
+        let mut created: Vec<&NewDevice> = items
             .iter()
             .zip(&plans)
             .filter(|(_, p)| **p == Plan::Create)
             .map(|(it, _)| it)
             .collect();
+        created.sort_unstable_by(|a, b| a.hardware_serial.cmp(&b.hardware_serial));
         let ids = if created.is_empty() {
             HashMap::new()
         } else {

@@ -372,8 +372,10 @@ impl Store {
     /// otherwise that serial is `SerialTaken`; a ClientID owned by another device is
     /// `ClientIdTaken`; else the device is created, with one `device.register` audit row.
     /// `AllOrNothing`: the first conflict stores nothing and returns `BatchConflict`.
-    /// A uniqueness race with another process is retried with a fresh classification, so callers
-    /// see `Existing`/`SerialTaken` rather than a database error.
+    /// A uniqueness race (or deadlock) with another process is retried with a fresh
+    /// classification, so callers see `Existing`/`SerialTaken` rather than a database error.
+    /// New devices are inserted in hardware_serial order, so that concurrent batches take their
+    /// unique-index locks in the same order.
     pub async fn register(
         &self,
         items: &[NewDevice],
@@ -385,9 +387,7 @@ impl Store {
         loop {
             let r = on_backend!(self, b => b.register_once(items, mode, actor, at).await);
             match r {
-                Err(StoreError::Database(e))
-                    if is_unique_violation(&e) && attempt < REGISTER_ATTEMPTS =>
-                {
+                Err(StoreError::Database(e)) if is_retryable(&e) && attempt < REGISTER_ATTEMPTS => {
                     attempt += 1;
                     tracing::debug!(attempt, "registration lost a uniqueness race; retrying");
                 }
@@ -615,9 +615,13 @@ impl Store {
 
 // ---- backend-independent helpers ----------------------------------------------------------
 
-fn is_unique_violation(e: &sqlx::Error) -> bool {
-    e.as_database_error()
-        .is_some_and(|d| d.is_unique_violation())
+/// A transaction that lost a race with another process and is worth running again: a unique
+/// violation (the other side inserted the same serial or ClientID first), or, on PostgreSQL, a
+/// detected deadlock (40P01) or serialization failure (40001).
+fn is_retryable(e: &sqlx::Error) -> bool {
+    e.as_database_error().is_some_and(|d| {
+        d.is_unique_violation() || matches!(d.code().as_deref(), Some("40P01") | Some("40001"))
+    })
 }
 
 /// A stored value that does not parse (only possible if someone edited the database by hand).
