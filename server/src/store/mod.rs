@@ -278,6 +278,17 @@ enum Backend {
     Postgres(postgres::Backend),
 }
 
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = if self.is_postgres() {
+            "postgres"
+        } else {
+            "sqlite"
+        };
+        f.debug_struct("Store").field("backend", &kind).finish()
+    }
+}
+
 /// Runs the same expression on whichever backend this store has; both backend types have
 /// methods of the same names and signatures (most of them come from `common.rs`).
 macro_rules! on_backend {
