@@ -1,5 +1,5 @@
 //! A measurement, not a timed test (ignored by default): rows/s of a 10,000-item AllOrNothing
-//! registration, and of groups of 64 single registrations (Independent), on SQLite (durable)
+//! registration, and of groups of 1, 16 and 64 single registrations (Independent), on SQLite (durable)
 //! and, when `DEVID_TEST_POSTGRES_URL` is set, on a fresh PostgreSQL database.
 //!
 //! Run: `DEVID_TEST_POSTGRES_URL=postgres://postgres@127.0.0.1:5432/postgres cargo test --release -p devid-server --test store_bench -- --ignored --nocapture`
@@ -58,21 +58,23 @@ async fn measure(label: &str, store: &Store) {
             10_000.0 / dt.as_secs_f64()
         );
     }
-    let groups = 100;
-    let t = Instant::now();
-    for g in 0..groups {
-        let group = items(&format!("G{g}x"), 64);
-        store
-            .register(&group, RegMode::Independent, &actor, 0)
-            .await
-            .expect("register");
+    for size in [1usize, 16, 64] {
+        let groups = 200;
+        let t = Instant::now();
+        for g in 0..groups {
+            let group = items(&format!("G{size}x{g}x"), size);
+            store
+                .register(&group, RegMode::Independent, &actor, 0)
+                .await
+                .expect("register");
+        }
+        let dt = t.elapsed();
+        println!(
+            "{label}: groups of {size} Independent registrations: {:.2} ms per group = {:.0} rows/s",
+            dt.as_secs_f64() * 1e3 / groups as f64,
+            (groups * size) as f64 / dt.as_secs_f64()
+        );
     }
-    let dt = t.elapsed();
-    println!(
-        "{label}: group of 64 Independent registrations: {:.2} ms per group = {:.0} rows/s",
-        dt.as_secs_f64() * 1e3 / groups as f64,
-        (groups * 64) as f64 / dt.as_secs_f64()
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
