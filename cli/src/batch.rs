@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cli::{BatchArgs, OutputFormat};
 use crate::client::Api;
-use crate::cmd::{create_dir, print_json, print_text, write_private, write_public};
+use crate::cmd::{create_dir, print_json, print_text, write_direct, write_public};
 use crate::error::{io_err, problem_line, CliError, Exit, Result};
 use crate::keys;
 use crate::table;
@@ -341,6 +341,7 @@ struct Shared {
     manifest_file: Mutex<File>,
     manifest_path: PathBuf,
     chain_written: Mutex<bool>,
+    file_writer: Mutex<()>,
     failures: Mutex<Vec<Failure>>,
     registered: AtomicUsize,
     already: AtomicUsize,
@@ -444,8 +445,8 @@ pub async fn run(api: &Api, out: OutputFormat, a: BatchArgs) -> Result<ExitCode>
     let mut skipped = 0;
     for r in rows {
         let finished = done.get(&r.serial).is_some_and(|m| {
-            a.out.join(format!("{}.crt", m.client_id)).is_file()
-                && (!a.generate_keys || a.out.join(format!("{}.key", m.client_id)).is_file())
+            nonempty(&a.out.join(format!("{}.crt", m.client_id)))
+                && (!a.generate_keys || nonempty(&a.out.join(format!("{}.key", m.client_id))))
         });
         if finished {
             skipped += 1;
@@ -470,6 +471,7 @@ pub async fn run(api: &Api, out: OutputFormat, a: BatchArgs) -> Result<ExitCode>
         manifest_file: Mutex::new(manifest_file),
         manifest_path,
         chain_written: Mutex::new(a.out.join("chain.pem").is_file()),
+        file_writer: Mutex::new(()),
         failures: Mutex::new(Vec::new()),
         registered: AtomicUsize::new(0),
         already: AtomicUsize::new(0),
@@ -591,6 +593,10 @@ pub async fn run(api: &Api, out: OutputFormat, a: BatchArgs) -> Result<ExitCode>
         )));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn nonempty(p: &Path) -> bool {
+    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.len() > 0)
 }
 
 /// Makes or loads the keys and CSRs of a chunk, on `threads` threads. Keys made here are
@@ -826,12 +832,10 @@ fn store(s: &Shared, items: Vec<Item>, body: BatchResponse) -> Result<()> {
             }
         }
     }
-    let mut manifest = csv::WriterBuilder::new()
-        .has_headers(false)
-        .from_writer(Vec::new());
-    let (mut created, mut existing) = (0, 0);
+    // Match each item to its answer, then write the files.
+    let mut pairs = Vec::with_capacity(items.len());
     for item in &items {
-        let reg = by_serial.get(item.row.serial.as_str()).ok_or_else(|| {
+        let reg = *by_serial.get(item.row.serial.as_str()).ok_or_else(|| {
             CliError::failed(format!(
                 "the server's answer lacks hardware_serial {:?}",
                 item.row.serial
@@ -839,16 +843,36 @@ fn store(s: &Shared, items: Vec<Item>, body: BatchResponse) -> Result<()> {
         })?;
         devid_core::clientid::validate(&reg.client_id)
             .map_err(|e| CliError::failed(format!("server answered an unusable ClientID: {e}")))?;
-        write_public(
-            &s.out.join(format!("{}.crt", reg.client_id)),
-            reg.certificate.as_bytes(),
-        )?;
-        if let Some(key) = &item.key {
-            write_private(
-                &s.out.join(format!("{}.key", reg.client_id)),
-                key.as_bytes(),
+        pairs.push((item, reg));
+    }
+    {
+        // One chunk writes files at a time, on one thread: creating files in one directory from
+        // several threads only contends on the directory's lock in the kernel (measured: 3x the
+        // system time with two writers on ext4).
+        let _one_writer = s
+            .file_writer
+            .lock()
+            .map_err(|_| CliError::failed("an earlier write failed"))?;
+        for (item, reg) in &pairs {
+            write_direct(
+                &s.out.join(format!("{}.crt", reg.client_id)),
+                reg.certificate.as_bytes(),
+                false,
             )?;
+            if let Some(key) = &item.key {
+                write_direct(
+                    &s.out.join(format!("{}.key", reg.client_id)),
+                    key.as_bytes(),
+                    true,
+                )?;
+            }
         }
+    }
+    let mut manifest = csv::WriterBuilder::new()
+        .has_headers(false)
+        .from_writer(Vec::new());
+    let (mut created, mut existing) = (0, 0);
+    for (item, reg) in &pairs {
         manifest
             .serialize(ManifestRow {
                 hardware_serial: item.row.serial.clone(),

@@ -29,7 +29,15 @@ fn cells(e: &RevocationEntry) -> Vec<String> {
         e.at.clone(),
         format!("{:?}", e.action).to_lowercase(),
         format!("{:?}", e.scope).to_lowercase(),
-        e.client_id.clone(),
+        if e.client_id.is_empty() {
+            // Scope model: settings of every device of a model changed.
+            e.model
+                .as_ref()
+                .map(|m| format!("model:{m}"))
+                .unwrap_or_else(|| "-".into())
+        } else {
+            e.client_id.clone()
+        },
         e.reason
             .map(|r| r.as_str().to_string())
             .unwrap_or("-".into()),

@@ -152,6 +152,27 @@ pub fn write_with_mode(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
     std::fs::rename(&tmp, path).map_err(|e| io_err(format!("cannot write {}", path.display()), e))
 }
 
+/// Writes a file in place (no temporary name): for register-batch's per-device files, where a
+/// torn file can only belong to a chunk not yet in the manifest, which a re-run writes again.
+/// Keys get mode 0600 even when the file existed before.
+pub fn write_direct(path: &Path, contents: &[u8], private: bool) -> Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let mode = if private { 0o600 } else { 0o644 };
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(path)
+        .map_err(|e| io_err(format!("cannot write {}", path.display()), e))?;
+    if private {
+        f.set_permissions(std::fs::Permissions::from_mode(mode))
+            .map_err(|e| io_err(format!("cannot set the mode of {}", path.display()), e))?;
+    }
+    f.write_all(contents)
+        .map_err(|e| io_err(format!("cannot write {}", path.display()), e))
+}
+
 pub fn write_public(path: &Path, contents: &[u8]) -> Result<()> {
     write_with_mode(path, contents, 0o644)
 }
