@@ -30,11 +30,7 @@ fn cells(e: &RevocationEntry) -> Vec<String> {
         format!("{:?}", e.action).to_lowercase(),
         format!("{:?}", e.scope).to_lowercase(),
         if e.client_id.is_empty() {
-            // Scope model: settings of every device of a model changed.
-            e.model
-                .as_ref()
-                .map(|m| format!("model:{m}"))
-                .unwrap_or_else(|| "-".into())
+            "-".into()
         } else {
             e.client_id.clone()
         },
