@@ -958,6 +958,7 @@ mod tests {
             serials: vec!["0a".into()],
             reason: None,
             at: "x".into(),
+            model: None,
         };
         let recheck = match lock(&shared).revocations.apply(&entry) {
             state::Applied::Changed { recheck, .. } => recheck,
@@ -981,6 +982,7 @@ mod tests {
             serials: vec!["0c".into()],
             reason: None,
             at: "x".into(),
+            model: None,
         });
         assert_eq!(connect(&mut e, 4, "dev3", "0C"), AuthOutcome::Deny);
         assert!(matches!(

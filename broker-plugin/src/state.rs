@@ -94,16 +94,14 @@ impl Denial {
     }
 }
 
-/// Serials are compared as lowercase hex without leading zero bytes' worth of ambiguity: the
-/// API promises lowercase hex, and the plugin computes its own the same way.
+/// Serials are compared in core's canonical form ([`DeviceIdentity::serial_hex`]: lowercase
+/// hex, leading zero bytes removed), which is also what the service stores and publishes.
+/// Text that is not hexadecimal cannot match any certificate; it is kept lowercased so it is
+/// still recorded.
+///
+/// [`DeviceIdentity::serial_hex`]: devid_core::protocol::DeviceIdentity::serial_hex
 pub fn normalize_serial(s: &str) -> String {
-    let s = s.trim().to_ascii_lowercase().replace(':', "");
-    let t = s.trim_start_matches('0');
-    if t.is_empty() {
-        "0".to_string()
-    } else {
-        t.to_string()
-    }
+    devid_core::protocol::normalize_serial_hex(s).unwrap_or_else(|| s.trim().to_ascii_lowercase())
 }
 
 /// Outcome of applying one feed entry.
@@ -154,6 +152,8 @@ impl RevocationState {
                     self.devices.remove(&e.client_id);
                 }
             }
+            // Settings changed, not revocation state: the re-check that follows fetches them.
+            (RevocationAction::Updated, _) => {}
         }
         Applied::Changed {
             recheck: Recheck {
@@ -211,8 +211,16 @@ impl RevocationState {
     pub fn load(dir: &Path) -> Result<Option<RevocationState>, String> {
         let path = dir.join(STATE_FILE);
         match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
+            Ok(bytes) => serde_json::from_slice::<RevocationState>(&bytes)
+                .map(|mut st| {
+                    // Files written before serials took core's canonical form stripped leading
+                    // zero digits rather than bytes: re-key them.
+                    st.serials = std::mem::take(&mut st.serials)
+                        .into_iter()
+                        .map(|(k, v)| (normalize_serial(&k), v))
+                        .collect();
+                    Some(st)
+                })
                 .map_err(|e| format!("{} is corrupt: {e}", path.display())),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(format!("cannot read {}: {e}", path.display())),
@@ -284,6 +292,7 @@ mod tests {
             serials: serials.iter().map(|s| s.to_string()).collect(),
             reason: Some(RevocationReason::KeyCompromise),
             at: "2026-11-25T13:00:00Z".into(),
+            model: None,
         }
     }
 
@@ -303,7 +312,7 @@ mod tests {
             Applied::Changed {
                 recheck: Recheck {
                     client_id: "a".into(),
-                    serials: vec!["a1b".into()]
+                    serials: vec!["0a1b".into()]
                 },
                 gap: false
             }
@@ -446,9 +455,14 @@ mod tests {
     }
 
     #[test]
-    fn serials_normalize() {
-        assert_eq!(normalize_serial("00:0A:ff"), "aff");
-        assert_eq!(normalize_serial("0"), "0");
-        assert_eq!(normalize_serial("000"), "0");
+    fn serials_normalize_like_core_and_the_service() {
+        // Leading zero bytes go, a leading zero digit of a non-zero byte stays (as in
+        // DeviceIdentity::serial_hex and devid-server's normalize_serial).
+        assert_eq!(normalize_serial("00:0A:ff"), "0aff");
+        assert_eq!(normalize_serial("aff"), "0aff");
+        assert_eq!(normalize_serial(" 4F3A "), "4f3a");
+        assert_eq!(normalize_serial("0"), "00");
+        assert_eq!(normalize_serial("000"), "00");
+        assert_eq!(normalize_serial("xyz"), "xyz");
     }
 }

@@ -409,6 +409,10 @@ pub enum RevocationAction {
     Suspended,
     /// The hold is lifted.
     Resumed,
+    /// Settings changed (topic policy, allow-list, message authentication): brokers fetch the
+    /// device's status again (scope device) or that of every connected device of the model
+    /// (scope model) and apply it to live connections.
+    Updated,
 }
 
 /// Whether an entry is about a whole device or one certificate.
@@ -417,6 +421,8 @@ pub enum RevocationAction {
 pub enum RevocationScope {
     Device,
     Certificate,
+    /// Every device of `model` (only with [`RevocationAction::Updated`]).
+    Model,
 }
 
 /// One entry of the revocation feed. `seq` is strictly increasing and gap-free in commit order.
@@ -431,6 +437,9 @@ pub struct RevocationEntry {
     #[serde(default)]
     pub reason: Option<RevocationReason>,
     pub at: String,
+    /// Scope model: the model whose settings changed (`client_id` is then empty).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

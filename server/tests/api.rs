@@ -1038,6 +1038,30 @@ async fn models_policies_allowlists_and_events() {
         assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY);
         let (_, models) = server.get("/v1/models", Some(&broker)).await;
         assert_eq!(models["items"][0]["name"], "thermo");
+        // Settings changes are announced on the feed, so brokers apply them to live connections.
+        let (_, feed) = server.get("/v1/revocations", Some(&broker)).await;
+        let updates: Vec<(String, String, Value)> = feed["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["action"] == "updated")
+            .map(|e| {
+                (
+                    e["scope"].as_str().unwrap().to_string(),
+                    e["client_id"].as_str().unwrap().to_string(),
+                    e["model"].clone(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            updates,
+            vec![
+                ("model".to_string(), String::new(), json!("thermo")),
+                ("device".to_string(), id.clone(), Value::Null),
+                ("device".to_string(), id.clone(), Value::Null),
+            ],
+            "{feed}"
+        );
     }
 }
 

@@ -215,10 +215,11 @@ async fn put_model(
             message_auth: settings.message_auth.clone(),
             updated_at: timefmt::now(),
         };
-        state
+        let entry = state
             .store
             .put_model(&row, &ok_record(&caller, "model.update", &model))
             .await?;
+        state.feed.notify(entry.seq);
         state.registry.forget_model(&model);
         Ok(settings)
     }

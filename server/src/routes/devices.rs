@@ -465,10 +465,11 @@ async fn set_allowlist(
             "device.allowlist",
             &format!("{client_id}: {}", req.cidrs.join(" ")),
         );
-        state
+        let entry = state
             .store
             .set_device_policy(&client_id, &row, &audit)
             .await?;
+        state.feed.notify(entry.seq);
         find(&state, &client_id).await
     }
     .await;
@@ -503,10 +504,11 @@ async fn set_policy(
             row.message_auth = Some(m.clone());
         }
         let audit = ok_record(&caller, "device.policy", &client_id);
-        state
+        let entry = state
             .store
             .set_device_policy(&client_id, &row, &audit)
             .await?;
+        state.feed.notify(entry.seq);
         find(&state, &client_id).await
     }
     .await;

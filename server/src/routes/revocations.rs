@@ -9,7 +9,7 @@ use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::routing::get;
 use axum::{Json, Router};
-use devid_core::api::{RevocationEntry, RevocationPage, Role};
+use devid_core::api::{RevocationEntry, RevocationPage, RevocationScope, Role};
 use futures::Stream;
 use serde::Deserialize;
 
@@ -39,14 +39,20 @@ struct PageQuery {
 }
 
 pub fn entry_json(e: &FeedEntryRow) -> RevocationEntry {
+    // A model-scoped entry keeps the model name where device entries keep the ClientID.
+    let (client_id, model) = match e.scope {
+        RevocationScope::Model => (String::new(), Some(e.client_id.clone())),
+        _ => (e.client_id.clone(), None),
+    };
     RevocationEntry {
         seq: e.seq,
         scope: e.scope,
         action: e.action,
-        client_id: e.client_id.clone(),
+        client_id,
         serials: e.serials.clone(),
         reason: e.reason,
         at: rfc3339(e.at),
+        model,
     }
 }
 

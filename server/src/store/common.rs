@@ -917,7 +917,7 @@ impl Backend {
         client_id: &str,
         p: &DevicePolicyRow,
         audit: &AuditRecord,
-    ) -> Result<(), StoreError> {
+    ) -> Result<FeedEntryRow, StoreError> {
         let mut tx = self.begin_write().await?;
         let n = sqlx::query(
             "UPDATE devices SET allowed_cidrs = $1, topic_policy = $2, message_auth = $3 WHERE client_id = $4",
@@ -933,8 +933,18 @@ impl Backend {
             return Err(StoreError::NotFound);
         }
         insert_audit_on(&mut tx, audit).await?;
+        let entry = append_feed(
+            &mut tx,
+            RevocationScope::Device,
+            RevocationAction::Updated,
+            client_id,
+            Vec::new(),
+            None,
+            audit.at,
+        )
+        .await?;
         tx.commit().await?;
-        Ok(())
+        Ok(entry)
     }
 
     pub(super) async fn get_model(&self, name: &str) -> Result<Option<ModelRow>, StoreError> {
@@ -959,7 +969,7 @@ impl Backend {
         &self,
         m: &ModelRow,
         audit: &AuditRecord,
-    ) -> Result<(), StoreError> {
+    ) -> Result<FeedEntryRow, StoreError> {
         let mut tx = self.begin_write().await?;
         sqlx::query(
             "INSERT INTO models (name, client_id_prefix, topic_policy, message_auth, updated_at) \
@@ -975,7 +985,17 @@ impl Backend {
         .execute(&mut *tx)
         .await?;
         insert_audit_on(&mut tx, audit).await?;
+        let entry = append_feed(
+            &mut tx,
+            RevocationScope::Model,
+            RevocationAction::Updated,
+            &m.name,
+            Vec::new(),
+            None,
+            audit.at,
+        )
+        .await?;
         tx.commit().await?;
-        Ok(())
+        Ok(entry)
     }
 }

@@ -600,13 +600,14 @@ impl Store {
         on_backend!(self, b => b.get_device_policy(client_id).await)
     }
 
-    /// Replaces a device's policy (all three fields) and writes `audit`. NotFound if no device.
+    /// Replaces a device's policy (all three fields), writes `audit` and appends an `updated`
+    /// feed entry (scope device) so brokers apply it to a live connection. NotFound if no device.
     pub async fn set_device_policy(
         &self,
         client_id: &str,
         p: &DevicePolicyRow,
         audit: &AuditRecord,
-    ) -> Result<(), StoreError> {
+    ) -> Result<FeedEntryRow, StoreError> {
         on_backend!(self, b => b.set_device_policy(client_id, p, audit).await)
     }
 
@@ -618,8 +619,13 @@ impl Store {
         on_backend!(self, b => b.list_models().await)
     }
 
-    /// Inserts or replaces a model's settings and writes `audit`.
-    pub async fn put_model(&self, m: &ModelRow, audit: &AuditRecord) -> Result<(), StoreError> {
+    /// Inserts or replaces a model's settings, writes `audit` and appends an `updated` feed entry
+    /// (scope model; the entry's client_id column holds the model name).
+    pub async fn put_model(
+        &self,
+        m: &ModelRow,
+        audit: &AuditRecord,
+    ) -> Result<FeedEntryRow, StoreError> {
         on_backend!(self, b => b.put_model(m, audit).await)
     }
 }
@@ -663,6 +669,7 @@ fn parse_scope(s: &str) -> Result<RevocationScope, StoreError> {
     match s {
         "device" => Ok(RevocationScope::Device),
         "certificate" => Ok(RevocationScope::Certificate),
+        "model" => Ok(RevocationScope::Model),
         _ => Err(corrupt("feed scope", s)),
     }
 }
@@ -671,6 +678,7 @@ fn scope_str(s: RevocationScope) -> &'static str {
     match s {
         RevocationScope::Device => "device",
         RevocationScope::Certificate => "certificate",
+        RevocationScope::Model => "model",
     }
 }
 
@@ -679,6 +687,7 @@ fn parse_action(s: &str) -> Result<RevocationAction, StoreError> {
         "revoked" => Ok(RevocationAction::Revoked),
         "suspended" => Ok(RevocationAction::Suspended),
         "resumed" => Ok(RevocationAction::Resumed),
+        "updated" => Ok(RevocationAction::Updated),
         _ => Err(corrupt("feed action", s)),
     }
 }
@@ -688,6 +697,7 @@ fn action_str(a: RevocationAction) -> &'static str {
         RevocationAction::Revoked => "revoked",
         RevocationAction::Suspended => "suspended",
         RevocationAction::Resumed => "resumed",
+        RevocationAction::Updated => "updated",
     }
 }
 
