@@ -219,7 +219,7 @@ fn batch_rides_out_a_server_restart() {
     let csv = w.join("line.csv");
     write_csv(&csv, N, "R");
     let out = w.join("flash");
-    let child = s
+    let mut child = s
         .devid_cmd()
         .args([
             "-o",
@@ -243,10 +243,18 @@ fn batch_rides_out_a_server_restart() {
         assert!(Instant::now() < deadline, "batch made no progress");
         std::thread::sleep(Duration::from_millis(10));
     }
+    assert!(
+        child.try_wait().expect("try_wait").is_none(),
+        "the batch ended before the server restart"
+    );
     s.restart();
     let o = child.wait_with_output().expect("wait");
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{stderr}");
+    // It noticed the outage and retried rather than giving up.
+    assert!(stderr.contains("retrying"), "{stderr}");
+    // Without a terminal, progress comes as plain lines.
+    assert!(stderr.contains("progress: "), "{stderr}");
     let summary: serde_json::Value = serde_json::from_slice(&o.stdout).expect("summary");
     assert_eq!(summary["failed"], 0, "{summary}");
     check_outputs(&out, N, true);

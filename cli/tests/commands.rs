@@ -678,3 +678,62 @@ fn broker_model_and_device_policy_commands() {
     s.devid(&["device", "allowlist", &id, "not-a-cidr"]).code(1);
     s.devid(&["device", "policy", &id]).code(2);
 }
+
+/// Runs devid under `script` so it has a terminal, typing `input`.
+fn on_terminal(s: &Server, args: &str, input: &str) -> (i32, String) {
+    use std::io::Write as _;
+    let cmd = format!("{} {args}", env!("CARGO_BIN_EXE_devid"));
+    let mut child = std::process::Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .env("DEVID_SERVER", &s.url)
+        .env("DEVID_TOKEN_FILE", s.token_file())
+        .env("XDG_CONFIG_HOME", s.work().join("xdg"))
+        .current_dir(s.work())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("script");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.as_bytes())
+        .expect("type");
+    let status = wait_exit(&mut child, Duration::from_secs(30));
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().expect("stdout"), &mut out)
+        .expect("read");
+    (status.code().unwrap_or(-1), out)
+}
+
+#[test]
+fn revoke_asks_for_confirmation_on_a_terminal() {
+    let s = Server::start();
+    let out = s.work().join("t");
+    let id = s
+        .devid(&[
+            "device",
+            "register",
+            "--serial",
+            "T1",
+            "--generate-key",
+            "--out",
+            out.to_str().expect("utf8"),
+        ])
+        .ok()
+        .stdout
+        .trim()
+        .to_string();
+    let args = format!("device revoke {id} --reason keyCompromise");
+    let (code, text) = on_terminal(&s, &args, "n\n");
+    assert!(text.contains("[y/N]"), "{text}");
+    assert_eq!(code, 1, "{text}");
+    let j = s.devid(&["-o", "json", "device", "show", &id]).ok().json();
+    assert_eq!(j["status"], "active");
+
+    let (code, text) = on_terminal(&s, &args, "y\n");
+    assert_eq!(code, 0, "{text}");
+    let j = s.devid(&["-o", "json", "device", "show", &id]).ok().json();
+    assert_eq!(j["status"], "revoked");
+}
