@@ -7,11 +7,10 @@ use std::time::Duration;
 use devid_core::protocol::{
     EcdsaSigner, ExpectClientFinish, ExpectResumeProof, MemoryCertCache, PendingClientHello,
     PendingResume, PublishAuth, PublishVerifier, ServerConfig, ServerHandshake, ServerStart,
-    SessionKeys, TicketKeys,
+    SessionKeys, TicketKeys, MAX_CERTS,
 };
 use ring::rand::SystemRandom;
-use rustls_pki_types::{CertificateDer, TrustAnchor, UnixTime};
-use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
+use rustls_pki_types::UnixTime;
 
 use crate::config::Config;
 use crate::engine::{Refusal, ServerSide, Verified};
@@ -22,17 +21,13 @@ const CERT_CACHE: usize = 100_000;
 /// The user properties of per-message authentication.
 const PROTOCOL_PROPERTIES: &[&str] = &["devid-seq", "devid-mac", "devid-seal"];
 
-/// id-kp-clientAuth.
-const EKU_CLIENT_AUTH: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x02];
-
 pub struct Devid1Server {
     config: Arc<ServerConfig>,
     rng: SystemRandom,
-    anchor: TrustAnchor<'static>,
     /// Intermediates for the mutual-TLS path: Mosquitto hands over only the leaf, so the
     /// issuing CA is taken from the broker's own chain (devid issues brokers and devices from
     /// the same CA).
-    intermediates: Vec<CertificateDer<'static>>,
+    intermediates: Vec<Vec<u8>>,
 }
 
 impl Devid1Server {
@@ -52,20 +47,10 @@ impl Devid1Server {
                 TicketKeys::parse(text).map_err(|e| format!("plugin_opt_ticket_key_file: {e}"))?;
             config = config.with_ticket_keys(keys, c.ticket_lifetime);
         }
-        let anchor =
-            webpki::anchor_from_trusted_cert(&CertificateDer::from(c.trust_anchor_der.as_slice()))
-                .map_err(|e| format!("plugin_opt_trust_anchor: {e}"))?
-                .to_owned();
         Ok(Devid1Server {
             config: Arc::new(config),
             rng: SystemRandom::new(),
-            anchor,
-            intermediates: c
-                .broker_chain_der
-                .iter()
-                .skip(1)
-                .map(|d| CertificateDer::from(d.clone()))
-                .collect(),
+            intermediates: c.broker_chain_der.iter().skip(1).cloned().collect(),
         })
     }
 }
@@ -189,93 +174,21 @@ impl ServerSide for Devid1Server {
         client_id: &str,
         now: u64,
     ) -> Result<Verified, Refusal> {
-        verify_tls_client(&self.anchor, &self.intermediates, leaf_der, client_id, now).map_err(
-            |reason| Refusal {
-                bad_method: false,
-                reason,
-            },
-        )
-    }
-}
-
-/// The mutual-TLS device check: chain to the devid root (P-256/SHA-256 only), valid now,
-/// EKU clientAuth required, keyUsage digitalSignature, CN and SAN URI `urn:devid:<ClientID>`
-/// both equal to the CONNECT's ClientID.
-pub fn verify_tls_client(
-    anchor: &TrustAnchor<'static>,
-    intermediates: &[CertificateDer<'static>],
-    leaf_der: &[u8],
-    client_id: &str,
-    now: u64,
-) -> Result<Verified, String> {
-    let der = CertificateDer::from(leaf_der);
-    let ee = webpki::EndEntityCert::try_from(&der).map_err(|e| format!("certificate: {e}"))?;
-    ee.verify_for_usage(
-        &[webpki::ring::ECDSA_P256_SHA256],
-        std::slice::from_ref(anchor),
-        intermediates,
-        unix(now),
-        // webpki applies the EKU rule to intermediates as well, and devid's CAs carry no EKU:
-        // require clientAuth where present here and insist on it at the leaf below.
-        webpki::KeyUsage::required_if_present(EKU_CLIENT_AUTH),
-        None,
-        None,
-    )
-    .map_err(|e| format!("certificate chain: {e}"))?;
-    let cert = match X509Certificate::from_der(leaf_der) {
-        Ok((&[], c)) => c,
-        _ => return Err("unparsable certificate".into()),
-    };
-    let ku = cert
-        .key_usage()
-        .map_err(|_| "bad keyUsage".to_string())?
-        .ok_or("no keyUsage")?;
-    if !ku.value.digital_signature() {
-        return Err("keyUsage lacks digitalSignature".into());
-    }
-    let eku = cert
-        .extended_key_usage()
-        .map_err(|_| "bad extendedKeyUsage".to_string())?
-        .ok_or("no extendedKeyUsage (clientAuth required)")?;
-    if !eku.value.client_auth {
-        return Err("extendedKeyUsage lacks clientAuth".into());
-    }
-    let mut cns = cert.subject().iter_common_name();
-    let cn = cns
-        .next()
-        .and_then(|a| a.as_str().ok())
-        .ok_or("certificate has no CN")?
-        .to_string();
-    if cns.next().is_some() {
-        return Err("certificate has several CNs".into());
-    }
-    let urns: Vec<&str> = cert
-        .subject_alternative_name()
-        .map_err(|_| "bad subjectAltName".to_string())?
-        .map(|san| {
-            san.value
-                .general_names
-                .iter()
-                .filter_map(|n| match n {
-                    GeneralName::URI(u) => u.strip_prefix(devid_core::protocol::DEVID_URN_PREFIX),
-                    _ => None,
-                })
-                .collect()
+        // Mosquitto hands over only the leaf: the issuing CA comes from the broker's chain.
+        let mut certs: Vec<&[u8]> = Vec::with_capacity(1 + self.intermediates.len());
+        certs.push(leaf_der);
+        certs.extend(self.intermediates.iter().map(Vec::as_slice));
+        certs.truncate(MAX_CERTS);
+        let id = self
+            .config
+            .verify_device_certificate(client_id, &certs, unix(now))
+            .map_err(refusal)?;
+        Ok(Verified {
+            fingerprint: id.fingerprint_hex(),
+            client_id: id.client_id,
+            serial: id.serial_hex,
+            not_after: id.not_after,
+            resumed: false,
         })
-        .unwrap_or_default();
-    if urns.len() != 1 || urns[0] != cn {
-        return Err("certificate CN and SAN URI do not agree".into());
     }
-    if cn != client_id {
-        return Err("ClientID differs from the certificate".into());
-    }
-    let not_after = u64::try_from(cert.validity().not_after.timestamp()).unwrap_or(0);
-    let serial = hex::encode(cert.tbs_certificate.raw_serial());
-    Ok(Verified {
-        client_id: cn,
-        serial: crate::state::normalize_serial(&serial),
-        fingerprint: hex::encode(ring::digest::digest(&ring::digest::SHA256, leaf_der)),
-        not_after,
-        resumed: false,
-    })
 }

@@ -211,12 +211,35 @@ fn validity(cert: &X509Certificate<'_>) -> (u64, u64) {
 }
 
 fn serial_hex(cert: &X509Certificate<'_>) -> String {
-    let raw = cert.raw_serial();
+    serial_hex_of(cert.raw_serial())
+}
+
+/// The canonical text of a certificate serial: lowercase hex of the big-endian magnitude with
+/// leading zero bytes removed (a zero serial is `00`). This is [`DeviceIdentity::serial_hex`]
+/// and the form devid-server stores and publishes.
+fn serial_hex_of(raw: &[u8]) -> String {
     let first = raw
         .iter()
         .position(|b| *b != 0)
         .unwrap_or(raw.len().saturating_sub(1));
     hex::encode(&raw[first..])
+}
+
+/// Normalizes a serial as written by people, openssl or the service (any case, `:` separators,
+/// an odd number of digits, leading zero bytes) to the canonical form of
+/// [`DeviceIdentity::serial_hex`]. `None` when it is not hexadecimal or is empty.
+pub fn normalize_serial_hex(s: &str) -> Option<String> {
+    let digits: Vec<u8> = s.trim().bytes().filter(|b| *b != b':').collect();
+    if digits.is_empty() {
+        return None;
+    }
+    let mut padded = Vec::with_capacity(digits.len() + 1);
+    if digits.len() % 2 == 1 {
+        padded.push(b'0');
+    }
+    padded.extend_from_slice(&digits);
+    let raw = hex::decode(&padded).ok()?;
+    Some(serial_hex_of(&raw))
 }
 
 /// The ClientID a device certificate binds: the CN, which must equal the SAN URI
@@ -415,4 +438,31 @@ pub(crate) fn own_device_cert(der: &[u8]) -> Result<(String, [u8; 65]), ConfigEr
 pub(crate) fn own_public_key(der: &[u8]) -> Result<[u8; 65], ConfigError> {
     let cert = parse_x509(der).map_err(|e| ConfigError(format!("certificate: {e}")))?;
     p256_public_key(&cert).map_err(|e| ConfigError(format!("certificate: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serial_text_normalizes_to_the_certificate_form() {
+        assert_eq!(serial_hex_of(&[0x00, 0x0a, 0xff]), "0aff");
+        assert_eq!(serial_hex_of(&[0x4f, 0x00]), "4f00");
+        assert_eq!(serial_hex_of(&[0x00]), "00");
+        for (text, want) in [
+            ("00:0A:ff", Some("0aff")),
+            ("aff", Some("0aff")),
+            ("4F:00", Some("4f00")),
+            (" 000 ", Some("00")),
+            ("", None),
+            ("xyz", None),
+            ("0g", None),
+        ] {
+            assert_eq!(normalize_serial_hex(text).as_deref(), want, "{text:?}");
+        }
+        // devid serials: 16 bytes, first byte 0x40..=0x7f, i.e. 32 lowercase digits unchanged.
+        let s = "4aa0b1c2d3e4f5061728394a5b6c7d8e";
+        assert_eq!(normalize_serial_hex(s).as_deref(), Some(s));
+        assert_eq!(normalize_serial_hex(&s.to_uppercase()).as_deref(), Some(s));
+    }
 }

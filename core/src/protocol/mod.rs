@@ -105,7 +105,10 @@ mod publish;
 mod server;
 mod ticket;
 
-pub use certs::{CertCache, DeviceIdentity, MemoryCertCache, VerifiedDeviceCert, DEVID_URN_PREFIX};
+pub use certs::{
+    normalize_serial_hex, CertCache, DeviceIdentity, MemoryCertCache, VerifiedDeviceCert,
+    DEVID_URN_PREFIX,
+};
 pub use client::{
     ClientHandshake, ClientResume, ClientSession, ExpectResumeChallenge, ExpectResumeFinish,
     ExpectServerFinish, ExpectServerHello,
