@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use devid_core::protocol::{
     EcdsaSigner, ExpectClientFinish, ExpectResumeProof, MemoryCertCache, PendingClientHello,
-    PendingResume, PublishAuth, PublishVerifier, ServerConfig, ServerHandshake, ServerStart,
+    PendingResume, PkOps, PublishAuth, PublishVerifier, ServerConfig, ServerHandshake, ServerStart,
     SessionKeys, TicketKeys, MAX_CERTS,
 };
 use ring::rand::SystemRandom;
@@ -131,13 +131,13 @@ impl ServerSide for Devid1Server {
         pending: Pending,
         data: &[u8],
         now: u64,
-    ) -> Result<(SessionKeys, Vec<u8>), Refusal> {
+    ) -> Result<(SessionKeys, Vec<u8>, PkOps), Refusal> {
         let (session, finish) = match pending {
             Pending::Full(p) => p.handle(data, unix(now), &self.rng),
             Pending::Resume(p) => p.handle(data, unix(now), &self.rng),
         }
         .map_err(refusal)?;
-        Ok((session.keys, finish))
+        Ok((session.keys, finish, session.pk_ops))
     }
 
     type Verifier = PublishVerifier;

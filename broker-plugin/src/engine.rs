@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use devid_core::api::{ConnectionEvent, ConnectionEventKind, TopicPolicy};
+use devid_core::protocol::PkOps;
 use tokio::sync::mpsc;
 
 use crate::cidr;
@@ -76,13 +77,14 @@ pub trait ServerSide {
     ) -> Result<(Verified, Self::Hello), Refusal>;
     /// Accepts the device: returns the ServerHello.
     fn accept(&self, hello: Self::Hello, now: u64) -> Result<(Self::Pending, Vec<u8>), Refusal>;
-    /// Checks the ClientFinish: returns the keys and the ServerFinish.
+    /// Checks the ClientFinish: returns the keys, the ServerFinish and the public-key
+    /// operations the whole exchange took on this side.
     fn finish(
         &self,
         pending: Self::Pending,
         data: &[u8],
         now: u64,
-    ) -> Result<(Self::Keys, Vec<u8>), Refusal>;
+    ) -> Result<(Self::Keys, Vec<u8>, PkOps), Refusal>;
     /// Per-session PUBLISH verifier (message MAC / seal, replay window).
     type Verifier;
     fn verifier(&self, keys: &Self::Keys) -> Self::Verifier;
@@ -418,9 +420,16 @@ impl<S: ServerSide> Engine<S> {
         }
         let now = state::unix_now();
         match self.server.finish(pending, data, now) {
-            Ok((keys, server_finish)) => {
+            Ok((keys, server_finish, pk_ops)) => {
                 let reauth = previous.is_some();
-                self.admit(key, identity, Some(keys), Via::Devid1, address, reauth);
+                self.admit(
+                    key,
+                    identity,
+                    Some((keys, pk_ops)),
+                    Via::Devid1,
+                    address,
+                    reauth,
+                );
                 AuthOutcome::Success(server_finish)
             }
             Err(e) => self.refuse(&cid, address, &e.reason),
@@ -431,16 +440,20 @@ impl<S: ServerSide> Engine<S> {
         &mut self,
         key: ConnKey,
         identity: Verified,
-        keys: Option<S::Keys>,
+        keys: Option<(S::Keys, PkOps)>,
         via: Via,
         address: Option<&str>,
         reauth: bool,
     ) {
         let cid = identity.client_id.clone();
+        let (keys, pk_ops) = match keys {
+            Some((k, ops)) => (Some(k), format!("; pk_ops={ops}")),
+            None => (None, String::new()),
+        };
         self.log(
             LogLevel::Info,
             format!(
-                "devid: {} client {cid} (serial {}) from {} via {}",
+                "devid: {} client {cid} (serial {}) from {} via {}{pk_ops}",
                 if reauth {
                     "re-authenticated"
                 } else {
@@ -452,7 +465,7 @@ impl<S: ServerSide> Engine<S> {
                     Via::Devid1 if identity.resumed => "DEVID-1 resumption",
                     Via::Devid1 => "DEVID-1",
                     Via::MutualTls => "mutual TLS",
-                }
+                },
             ),
         );
         self.conns.insert(
@@ -759,9 +772,14 @@ mod tests {
         fn accept(&self, _h: Verified, _now: u64) -> Result<((), Vec<u8>), Refusal> {
             Ok(((), b"server-hello".to_vec()))
         }
-        fn finish(&self, _p: (), data: &[u8], _now: u64) -> Result<([u8; 4], Vec<u8>), Refusal> {
+        fn finish(
+            &self,
+            _p: (),
+            data: &[u8],
+            _now: u64,
+        ) -> Result<([u8; 4], Vec<u8>, PkOps), Refusal> {
             if data == b"finish" {
-                Ok(([1; 4], b"server-finish".to_vec()))
+                Ok(([1; 4], b"server-finish".to_vec(), PkOps::default()))
             } else {
                 Err("bad ClientFinish".into())
             }

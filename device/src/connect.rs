@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use devid_core::protocol::ClientConfig;
+use devid_core::protocol::{ClientConfig, PkOps};
 
 use crate::client::{Client, ClientSettings, Rotation};
 use crate::connection::{handshake, ClientError, ConnectOptions, Connected, NoAuth};
@@ -56,6 +56,9 @@ pub struct SessionInfo {
     pub resume_refused: Option<Option<ReasonCode>>,
     /// A ticket for the next connection was received.
     pub ticket_received: bool,
+    /// The public-key operations the handshake of this session took on the device (zero for
+    /// a resumption; a refused resumption that fell back is not included).
+    pub pk_ops: PkOps,
 }
 
 /// Connects with DEVID-1 and starts the client with the session hook (MAC/seal, rotation).
@@ -105,6 +108,7 @@ async fn attempt(
         resumed: session.resumed,
         resume_refused: None,
         ticket_received: session.ticket.is_some(),
+        pk_ops: session.pk_ops,
     };
     let hook = Devid1Session::new(opts.config.clone(), session, opts.ticket_file.clone());
     let client = Client::start_with(conn, settings, Some(Box::new(hook)));

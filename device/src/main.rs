@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use devid_core::protocol::{ClientConfig, EcdsaSigner};
+use devid_core::protocol::{pk_operations, ClientConfig, EcdsaSigner};
 use devid_device::credentials::{load_certs, DeviceCredentials};
 use devid_device::devid1::ticket_path_for_key;
 use devid_device::mqtt::{QoS, ReasonCode, SubscriptionOptions};
@@ -297,14 +297,19 @@ pub(crate) async fn connect(s: &Setup, rotation: Rotation) -> Result<Client, Fai
                         "resumed": info.resumed,
                         "resume_refused": info.resume_refused.map(|r| r.map(|r| r.0)),
                         "ticket": info.ticket_received,
+                        // This session's handshake, and everything this process did so far
+                        // (including a refused resumption's fallback).
+                        "pk_ops": pk_ops_json(info.pk_ops),
+                        "pk_ops_process": pk_ops_json(pk_operations()),
                     })
                 );
             } else {
                 println!(
-                    "session_id={} client_id={} resumed={}{}",
+                    "session_id={} client_id={} resumed={} pk_ops={}{}",
                     info.session_id,
                     info.client_id,
                     info.resumed,
+                    info.pk_ops.total(),
                     match info.resume_refused {
                         Some(Some(r)) => format!(" (resumption refused: {r}; full handshake)"),
                         Some(None) => " (resumption failed; full handshake)".into(),
@@ -323,6 +328,16 @@ fn refusal(e: ClientError) -> Failure {
         Some(r) => Failure::failed(format!("refused: {r} ({e})")),
         None => Failure::failed(e.to_string()),
     }
+}
+
+fn pk_ops_json(ops: devid_core::protocol::PkOps) -> serde_json::Value {
+    serde_json::json!({
+        "total": ops.total(),
+        "ecdh_keygen": ops.ecdh_keygen,
+        "ecdh_agree": ops.ecdh_agree,
+        "ecdsa_sign": ops.ecdsa_sign,
+        "ecdsa_verify": ops.ecdsa_verify,
+    })
 }
 
 fn print_event(ev: &Event, json: bool) {

@@ -26,8 +26,9 @@ const EKU_CLIENT_AUTH: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x02]
 const EKU_SERVER_AUTH: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x01];
 
 /// The only signature algorithm DEVID-1 accepts in a certificate chain.
+/// Counted, so that [`PkOps`](super::PkOps) includes chain signature checks.
 const SIG_ALGS: &[&dyn rustls_pki_types::SignatureVerificationAlgorithm] =
-    &[webpki::ring::ECDSA_P256_SHA256];
+    &[&super::pk::CountedP256Sha256];
 
 /// The URI SAN prefix binding a certificate to a ClientID.
 pub const DEVID_URN_PREFIX: &str = "urn:devid:";

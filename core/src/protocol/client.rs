@@ -16,6 +16,7 @@ use super::messages::{
     encode_resume_proof, read_resume_challenge, ClientFinish, ClientHello, Finish, ResumeHello,
     ServerHello, RESUME_FINISH, SERVER_FINISH,
 };
+use super::pk::{record, Meter, Op, PkOps};
 use super::ticket::ResumptionTicket;
 use super::{random_nonce, unix_secs, ClientConfig, Error};
 
@@ -32,6 +33,8 @@ pub struct ClientSession {
     pub ticket: Option<ResumptionTicket>,
     /// True when this session came from a resumption.
     pub resumed: bool,
+    /// The public-key operations this side did for this session (none for a resumption).
+    pub pk_ops: PkOps,
 }
 
 /// Entry point of the device side of a full handshake.
@@ -44,7 +47,9 @@ impl ClientHandshake {
         config: &Arc<ClientConfig>,
         rng: &dyn SecureRandom,
     ) -> Result<(ExpectServerHello, Vec<u8>), Error> {
+        let meter = Meter::start();
         let nonce_c = random_nonce(rng)?;
+        record(Op::Keygen);
         let eph = EphemeralPrivateKey::generate(&ECDH_P256, rng)
             .map_err(|_| Error::Internal("ephemeral key generation failed"))?;
         let share = eph
@@ -57,6 +62,7 @@ impl ClientHandshake {
                 eph,
                 nonce_c,
                 client_hello: hello.clone(),
+                pk: meter.finish(),
             },
             hello,
         ))
@@ -69,6 +75,7 @@ pub struct ExpectServerHello {
     eph: EphemeralPrivateKey,
     nonce_c: [u8; 32],
     client_hello: Vec<u8>,
+    pk: PkOps,
 }
 
 impl ExpectServerHello {
@@ -80,6 +87,7 @@ impl ExpectServerHello {
         now: UnixTime,
         rng: &dyn SecureRandom,
     ) -> Result<(ExpectServerFinish, Vec<u8>), Error> {
+        let meter = Meter::start();
         let sh = ServerHello::read(server_hello)?;
         let broker_key = verify_broker_chain(
             &self.config.anchor,
@@ -87,6 +95,7 @@ impl ExpectServerHello {
             &sh.certs,
             unix_secs(now),
         )?;
+        record(Op::Agree);
         let z = agreement::agree_ephemeral(
             self.eph,
             &UnparsedPublicKey::new(&ECDH_P256, sh.share),
@@ -105,6 +114,7 @@ impl ExpectServerHello {
         let hello_ok = ServerHelloVerified(());
 
         let th2 = sha256(&[&self.client_hello, server_hello]);
+        record(Op::Sign);
         let sig_c = self
             .config
             .key
@@ -120,6 +130,7 @@ impl ExpectServerHello {
                 secret,
                 k_bmac_bytes: k_bmac.bytes,
                 transcript,
+                pk: self.pk + meter.finish(),
                 _verified: hello_ok,
             },
             finish,
@@ -133,6 +144,7 @@ pub struct ExpectServerFinish {
     k_bmac_bytes: [u8; 32],
     /// ClientHello || ServerHello || ClientFinish.
     transcript: Vec<u8>,
+    pk: PkOps,
     _verified: ServerHelloVerified,
 }
 
@@ -149,6 +161,7 @@ impl ExpectServerFinish {
             "ServerFinish",
             now,
             false,
+            self.pk,
         )
     }
 }
@@ -163,7 +176,9 @@ fn finish(
     name: &'static str,
     now: UnixTime,
     resumed: bool,
+    pk: PkOps,
 ) -> Result<ClientSession, Error> {
+    let meter = Meter::start();
     let f = Finish::read(bytes, ty, name)?;
     super::keys::MacKey::new(*k_bmac).verify(&[th3, f.maced_part], f.mac)?;
     let keys = secret.session_keys(th3);
@@ -177,6 +192,7 @@ fn finish(
         keys,
         ticket,
         resumed,
+        pk_ops: pk + meter.finish(),
     })
 }
 
@@ -189,6 +205,7 @@ impl ClientResume {
         ticket: &ResumptionTicket,
         rng: &dyn SecureRandom,
     ) -> Result<(ExpectResumeChallenge, Vec<u8>), Error> {
+        let meter = Meter::start();
         let nonce_c = random_nonce(rng)?;
         let hello = ResumeHello::encode(&nonce_c, &ticket.ticket)?;
         Ok((
@@ -196,6 +213,7 @@ impl ClientResume {
                 nonce_c,
                 resumption_secret: Secret(ticket.resumption_secret),
                 resume_hello: hello.clone(),
+                pk: meter.finish(),
             },
             hello,
         ))
@@ -207,11 +225,13 @@ pub struct ExpectResumeChallenge {
     nonce_c: [u8; 32],
     resumption_secret: Secret,
     resume_hello: Vec<u8>,
+    pk: PkOps,
 }
 
 impl ExpectResumeChallenge {
     /// Returns the ResumeProof to send in AUTH 0x18 and the state awaiting the ResumeFinish.
     pub fn handle(self, challenge: &[u8]) -> Result<(ExpectResumeFinish, Vec<u8>), Error> {
+        let meter = Meter::start();
         let nonce_s = read_resume_challenge(challenge)?;
         let secret_r = extract(&self.nonce_c, nonce_s, &self.resumption_secret.0);
         let thr = sha256(&[&self.resume_hello, challenge]);
@@ -224,6 +244,7 @@ impl ExpectResumeChallenge {
                 secret_r,
                 k_bmac_bytes: k_bmac.bytes,
                 th3,
+                pk: self.pk + meter.finish(),
             },
             proof,
         ))
@@ -235,6 +256,7 @@ pub struct ExpectResumeFinish {
     secret_r: Secret,
     k_bmac_bytes: [u8; 32],
     th3: [u8; 32],
+    pk: PkOps,
 }
 
 impl ExpectResumeFinish {
@@ -249,6 +271,7 @@ impl ExpectResumeFinish {
             "ResumeFinish",
             now,
             true,
+            self.pk,
         )
     }
 }

@@ -153,6 +153,7 @@ pub(crate) fn verify_sig(
     th: &Th,
     sig: &[u8; 64],
 ) -> Result<(), Error> {
+    super::pk::record(super::pk::Op::Verify);
     ring::signature::UnparsedPublicKey::new(&ring::signature::ECDSA_P256_SHA256_FIXED, public_key)
         .verify(&signed_message(label, th), sig)
         .map_err(|_| Error::BadSignature)

@@ -101,6 +101,7 @@ mod codec;
 mod error;
 mod keys;
 mod messages;
+mod pk;
 mod publish;
 mod server;
 mod ticket;
@@ -115,6 +116,7 @@ pub use client::{
 };
 pub use error::{ConfigError, DecodeError, Error, REASON_BAD_AUTH_METHOD, REASON_NOT_AUTHORIZED};
 pub use keys::{EcdsaSigner, HandshakeSigner, SessionKeys};
+pub use pk::{pk_operations, PkOps};
 pub use publish::{
     is_devid_property, Protection, PublishAuth, PublishSigner, PublishTag, PublishVerifier,
     MESSAGE_MAC_LEN, PROP_MAC, PROP_PREFIX, PROP_SEAL, PROP_SEQ, PROP_VERIFIED, SEAL_TAG_LEN,

@@ -17,6 +17,7 @@ use super::messages::{
     encode_resume_challenge, read_resume_proof, ClientFinish, ClientHello, Finish, ResumeHello,
     ServerHello, CLIENT_HELLO, RESUME_FINISH, RESUME_HELLO, SERVER_FINISH,
 };
+use super::pk::{record, Meter, Op, PkOps};
 use super::ticket::TicketContents;
 use super::{random_nonce, unix_secs, Error, ServerConfig};
 
@@ -34,6 +35,8 @@ pub struct ServerSession {
     pub keys: SessionKeys,
     /// True when this session came from a resumption.
     pub resumed: bool,
+    /// The public-key operations this side did for this session (none for a resumption).
+    pub pk_ops: PkOps,
 }
 
 /// The first message of an exchange, read and checked; the caller decides whether to go on.
@@ -83,7 +86,9 @@ impl ServerHandshake {
         let ch = ClientHello::read(client_hello)?;
         check_client_id(client_id)?;
         let now = unix_secs(now);
+        let meter = Meter::start();
         let device = verify_device(&config.anchor, config.cache.as_deref(), &ch.certs, now)?;
+        let pk = meter.finish();
         if device.identity().client_id != client_id {
             return Err(Error::ClientIdMismatch);
         }
@@ -94,6 +99,7 @@ impl ServerHandshake {
             share_c: *ch.share,
             client_hello: client_hello.to_vec(),
             device,
+            pk,
             _verified: DeviceCertVerified(()),
         })
     }
@@ -106,6 +112,7 @@ impl ServerHandshake {
         resume_hello: &[u8],
         now: UnixTime,
     ) -> Result<PendingResume, Error> {
+        let meter = Meter::start();
         let rh = ResumeHello::read(resume_hello)?;
         check_client_id(client_id)?;
         let keys = config.tickets.as_ref().ok_or(Error::BadTicket)?;
@@ -123,6 +130,7 @@ impl ServerHandshake {
             nonce_c: *rh.nonce,
             resume_hello: resume_hello.to_vec(),
             contents,
+            pk: meter.finish(),
         })
     }
 }
@@ -150,6 +158,8 @@ pub struct PendingClientHello {
     share_c: [u8; 65],
     client_hello: Vec<u8>,
     device: Arc<VerifiedDeviceCert>,
+    /// Public-key operations so far (chain checks; none on a cache hit).
+    pk: PkOps,
     _verified: DeviceCertVerified,
 }
 
@@ -162,12 +172,15 @@ impl PendingClientHello {
     /// Does the ECDH and signs: returns the ServerHello (AUTH 0x18 data) and the state
     /// awaiting the ClientFinish.
     pub fn accept(self, rng: &dyn SecureRandom) -> Result<(ExpectClientFinish, Vec<u8>), Error> {
+        let meter = Meter::start();
         let nonce_s = random_nonce(rng)?;
+        record(Op::Keygen);
         let eph = EphemeralPrivateKey::generate(&ECDH_P256, rng)
             .map_err(|_| Error::Internal("ephemeral key generation failed"))?;
         let share_s = eph
             .compute_public_key()
             .map_err(|_| Error::Internal("ephemeral public key failed"))?;
+        record(Op::Agree);
         let z = agreement::agree_ephemeral(
             eph,
             &UnparsedPublicKey::new(&ECDH_P256, &self.share_c),
@@ -183,6 +196,7 @@ impl PendingClientHello {
         let mut server_hello =
             ServerHello::encode_signed_part(&nonce_s, share_s.as_ref(), &self.config.certs)?;
         let th1 = sha256(&[&self.client_hello, &server_hello]);
+        record(Op::Sign);
         let sig_s = self
             .config
             .key
@@ -204,6 +218,7 @@ impl PendingClientHello {
                 k_dmac,
                 transcript,
                 device: self.device,
+                pk: self.pk + meter.finish(),
                 _verified: self._verified,
             },
             server_hello,
@@ -221,6 +236,7 @@ pub struct ExpectClientFinish {
     /// ClientHello || ServerHello.
     transcript: Vec<u8>,
     device: Arc<VerifiedDeviceCert>,
+    pk: PkOps,
     _verified: DeviceCertVerified,
 }
 
@@ -240,6 +256,7 @@ impl ExpectClientFinish {
         rng: &dyn SecureRandom,
     ) -> Result<(ServerSession, Vec<u8>), Error> {
         check_timeout(&self.config, self.started, now)?;
+        let meter = Meter::start();
         let cf = ClientFinish::read(client_finish)?;
         let th2 = sha256(&[&self.transcript]);
         verify_sig(self.device.public_key(), LABEL_DEVICE_SIG, &th2, cf.sig)?;
@@ -265,6 +282,7 @@ impl ExpectClientFinish {
                 cert_serial: identity.serial_hex.clone(),
                 keys,
                 resumed: false,
+                pk_ops: self.pk + meter.finish(),
             },
             finish,
         ))
@@ -319,6 +337,7 @@ pub struct PendingResume {
     nonce_c: [u8; 32],
     resume_hello: Vec<u8>,
     contents: TicketContents,
+    pk: PkOps,
 }
 
 impl PendingResume {
@@ -329,6 +348,7 @@ impl PendingResume {
 
     /// Returns the ResumeChallenge (AUTH 0x18 data) and the state awaiting the ResumeProof.
     pub fn accept(self, rng: &dyn SecureRandom) -> Result<(ExpectResumeProof, Vec<u8>), Error> {
+        let meter = Meter::start();
         let nonce_s = random_nonce(rng)?;
         let challenge = encode_resume_challenge(&nonce_s);
         let secret_r = extract(&self.nonce_c, &nonce_s, &self.contents.resumption_secret);
@@ -345,6 +365,7 @@ impl PendingResume {
                 thr,
                 transcript,
                 contents: self.contents,
+                pk: self.pk + meter.finish(),
             },
             challenge,
         ))
@@ -362,6 +383,7 @@ pub struct ExpectResumeProof {
     /// ResumeHello || ResumeChallenge.
     transcript: Vec<u8>,
     contents: TicketContents,
+    pk: PkOps,
 }
 
 impl ExpectResumeProof {
@@ -379,6 +401,7 @@ impl ExpectResumeProof {
         rng: &dyn SecureRandom,
     ) -> Result<(ServerSession, Vec<u8>), Error> {
         check_timeout(&self.config, self.started, now)?;
+        let meter = Meter::start();
         let mac_c = read_resume_proof(resume_proof)?;
         self.k_dmac.verify(&[&self.thr], mac_c)?;
         let th3 = sha256(&[&self.transcript, resume_proof]);
@@ -402,6 +425,7 @@ impl ExpectResumeProof {
                 cert_serial: c.cert_serial.clone(),
                 keys,
                 resumed: true,
+                pk_ops: self.pk + meter.finish(),
             },
             finish,
         ))
