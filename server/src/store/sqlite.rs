@@ -39,7 +39,9 @@ impl Backend {
                 SqliteSynchronous::Normal
             })
             .busy_timeout(Duration::from_secs(5))
-            .foreign_keys(true);
+            .foreign_keys(true)
+            // Statement journals of multi-row inserts stay in memory instead of temp files.
+            .pragma("temp_store", "memory");
         // The writer connects first so that the file exists and is in WAL mode before readers.
         let write = SqlitePoolOptions::new()
             .max_connections(1)
