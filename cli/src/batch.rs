@@ -362,9 +362,14 @@ impl Progress {
         if std::io::stderr().is_terminal() {
             let bar = indicatif::ProgressBar::new(total as u64);
             if let Ok(style) = indicatif::ProgressStyle::with_template(
-                "{bar:40} {pos}/{len} devices  {per_sec}  ETA {eta}  {msg}",
+                "{bar:40} {pos}/{len} devices  {rate}  ETA {eta}  {msg}",
             ) {
-                bar.set_style(style);
+                bar.set_style(style.with_key(
+                    "rate",
+                    |s: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                        let _ = write!(w, "{:.0}/s", s.per_sec());
+                    },
+                ));
             }
             Progress::Bar(bar)
         } else {

@@ -153,7 +153,7 @@ impl Api {
 }
 
 /// A short reason for a transport failure, from the innermost I/O error when there is one.
-fn transport_reason(e: &reqwest::Error) -> String {
+pub fn transport_reason(e: &reqwest::Error) -> String {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
     let mut io_kind = None;
     let mut innermost = e.to_string();

@@ -230,7 +230,13 @@ async fn watch(
                         }
                     }
                 }
-                Some(Err(e)) => break api.transport_error(&e).message,
+                Some(Err(e)) => {
+                    break format!(
+                        "lost the stream from {} ({})",
+                        api.base(),
+                        crate::client::transport_reason(&e)
+                    )
+                }
                 None => break format!("{} closed the stream", api.base()),
             }
         };
