@@ -145,27 +145,39 @@ fn killed_batch_resumes_and_registers_every_serial_exactly_once() {
         "250",
     ];
 
-    let mut child = s
-        .devid_cmd()
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn batch");
-    // Kill it (SIGKILL) once some chunks are recorded but not all.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while data_lines(&out.join("manifest.csv")) < 500 {
-        assert!(Instant::now() < deadline, "batch made no progress");
-        assert!(
-            child.try_wait().expect("try_wait").is_none(),
-            "batch ended before it could be killed"
-        );
-        std::thread::sleep(Duration::from_millis(20));
+    // Interrupt it twice: Ctrl-C (SIGINT), then a kill (SIGKILL), each once more chunks are
+    // recorded but not all.
+    let mut before = 0;
+    for (signal, at_least) in [("-INT", 500), ("-KILL", 1500)] {
+        let mut child = s
+            .devid_cmd()
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn batch");
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while data_lines(&out.join("manifest.csv")) < at_least {
+            assert!(Instant::now() < deadline, "batch made no progress");
+            assert!(
+                child.try_wait().expect("try_wait").is_none(),
+                "batch ended before it could be interrupted"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let st = std::process::Command::new("kill")
+            .arg(signal)
+            .arg(child.id().to_string())
+            .status()
+            .expect("kill");
+        assert!(st.success());
+        let status = child.wait().expect("wait");
+        assert!(!status.success(), "the interrupted run reported success");
+        let now = data_lines(&out.join("manifest.csv"));
+        assert!(now < N, "the batch finished before the {signal} ({now})");
+        assert!(now >= before);
+        before = now;
     }
-    child.kill().expect("kill");
-    child.wait().expect("wait");
-    let before = data_lines(&out.join("manifest.csv"));
-    assert!(before < N, "the batch finished before the kill ({before})");
 
     // Re-run: finishes, skipping what the first run recorded.
     let r = s
