@@ -9,7 +9,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::{Args, Subcommand, ValueEnum};
-use devid_core::protocol::{ClientConfig, EcdsaSigner, ResumptionTicket};
+use devid_core::protocol::{
+    BrokerCertCache, ClientConfig, EcdsaSigner, MemoryBrokerCertCache, ResumptionTicket,
+};
 use devid_device::credentials::{load_certs, DeviceCredentials};
 use devid_device::mqtt::ReasonCode;
 use devid_device::{
@@ -97,6 +99,10 @@ pub(crate) struct ConnectBench {
     /// The broker's PID, to report its CPU time over the run.
     #[arg(long)]
     broker_pid: Option<u32>,
+    /// Verify the broker's certificate chain on every handshake instead of caching it by
+    /// fingerprint (shared by all simulated devices, as one root).
+    #[arg(long)]
+    no_broker_cert_cache: bool,
     #[arg(long)]
     json: bool,
 }
@@ -146,6 +152,11 @@ fn load_devices(b: &ConnectBench) -> Result<Vec<Device>, Failure> {
         Some(p) => load_certs(p).map_err(|e| Failure::usage(e.to_string()))?,
         None => root.clone(),
     };
+    let broker_cache: Option<Arc<dyn BrokerCertCache>> = if b.no_broker_cert_cache {
+        None
+    } else {
+        Some(Arc::new(MemoryBrokerCertCache::new(16)))
+    };
     let mut devices = Vec::new();
     for (crt, key) in find_devices(&b.devices)? {
         let creds =
@@ -162,6 +173,9 @@ fn load_devices(b: &ConnectBench) -> Result<Vec<Device>, Failure> {
                     c = c
                         .with_broker_name(n)
                         .map_err(|e| Failure::usage(e.to_string()))?;
+                }
+                if let Some(cache) = &broker_cache {
+                    c = c.with_broker_cert_cache(cache.clone());
                 }
                 (Some(Arc::new(c)), Transport::Tcp)
             }

@@ -390,14 +390,108 @@ pub(crate) fn verify_device(
     Ok(verified)
 }
 
-/// Verifies the broker's `certs` (leaf first) at `now`: chain to the anchor, EKU serverAuth,
-/// the configured name as SAN DNS. Returns the broker's P-256 public key.
-pub(crate) fn verify_broker_chain(
+/// A broker certificate whose path to the anchor verified (chain signatures, validity, EKU
+/// serverAuth at the leaf, P-256 key), as kept in a [`BrokerCertCache`]. The broker name is not
+/// part of it: it is checked on every handshake.
+#[derive(Clone, PartialEq, Eq)]
+pub struct VerifiedBrokerCert {
+    fingerprint: [u8; 32],
+    leaf_der: Arc<[u8]>,
+    public_key: [u8; 65],
+    valid_from: u64,
+    valid_until: u64,
+}
+
+impl fmt::Debug for VerifiedBrokerCert {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VerifiedBrokerCert")
+            .field("fingerprint", &hex::encode(self.fingerprint))
+            .field("valid_from", &self.valid_from)
+            .field("valid_until", &self.valid_until)
+            .finish_non_exhaustive()
+    }
+}
+
+impl VerifiedBrokerCert {
+    /// SHA-256 of the leaf DER.
+    pub fn fingerprint(&self) -> &[u8; 32] {
+        &self.fingerprint
+    }
+
+    /// The broker's P-256 public key, SEC1 uncompressed.
+    pub fn public_key(&self) -> &[u8; 65] {
+        &self.public_key
+    }
+
+    /// True when the verified path (leaf and intermediates) is valid at `now` (Unix seconds).
+    pub fn valid_at(&self, now: u64) -> bool {
+        self.valid_from <= now && now <= self.valid_until
+    }
+}
+
+/// The device-side store of verified broker certificates, keyed by the SHA-256 of the leaf
+/// DER, so a device (or a load tool with many devices) that reconnects skips the chain's
+/// signature checks. Only paths that verified are inserted; on a hit the handshake still checks
+/// the validity window, the broker name, sig_s, mac_s and mac_f. A cache belongs to one
+/// [`ClientConfig`](super::ClientConfig) trust anchor (share it only between configs with the
+/// same root).
+pub trait BrokerCertCache: Send + Sync {
+    /// The entry for this leaf fingerprint, if any.
+    fn get(&self, fingerprint: &[u8; 32]) -> Option<Arc<VerifiedBrokerCert>>;
+    /// Remembers a verified broker certificate.
+    fn insert(&self, cert: Arc<VerifiedBrokerCert>);
+}
+
+/// A bounded in-memory [`BrokerCertCache`]; when full it is emptied (a device talks to a few
+/// brokers).
+pub struct MemoryBrokerCertCache {
+    capacity: usize,
+    map: Mutex<HashMap<[u8; 32], Arc<VerifiedBrokerCert>>>,
+}
+
+impl MemoryBrokerCertCache {
+    /// A cache holding up to `capacity` broker certificates.
+    pub fn new(capacity: usize) -> Self {
+        MemoryBrokerCertCache {
+            capacity: capacity.max(1),
+            map: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Number of cached certificates.
+    pub fn len(&self) -> usize {
+        self.map.lock().map(|m| m.len()).unwrap_or(0)
+    }
+
+    /// True when nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl BrokerCertCache for MemoryBrokerCertCache {
+    fn get(&self, fingerprint: &[u8; 32]) -> Option<Arc<VerifiedBrokerCert>> {
+        // A poisoned lock only means another thread panicked mid-insert: treat as a miss.
+        self.map.lock().ok()?.get(fingerprint).cloned()
+    }
+
+    fn insert(&self, cert: Arc<VerifiedBrokerCert>) {
+        if let Ok(mut map) = self.map.lock() {
+            if map.len() >= self.capacity {
+                map.clear();
+            }
+            map.insert(cert.fingerprint, cert);
+        }
+    }
+}
+
+/// Verifies the broker's path (leaf first) at `now`: chain to the anchor, EKU serverAuth, a
+/// P-256 key. The name is checked separately ([`check_broker_name`]).
+fn verify_broker_path(
     anchor: &Anchor,
-    broker_name: Option<&ServerName<'static>>,
     certs: &[&[u8]],
     now: u64,
-) -> Result<[u8; 65], Error> {
+) -> Result<VerifiedBrokerCert, Error> {
     let (leaf, intermediates) = certs
         .split_first()
         .ok_or(Error::BadCertificate("no certificate"))?;
@@ -407,23 +501,75 @@ pub(crate) fn verify_broker_chain(
         .iter()
         .map(|c| CertificateDer::from(*c))
         .collect();
-    ee.verify_for_usage(
-        SIG_ALGS,
-        &anchor.anchors,
-        &inter,
-        unix(now),
-        KeyUsage::required_if_present(EKU_SERVER_AUTH),
-        None,
-        None,
-    )
-    .map_err(Error::CertificateChain)?;
+    let path = ee
+        .verify_for_usage(
+            SIG_ALGS,
+            &anchor.anchors,
+            &inter,
+            unix(now),
+            KeyUsage::required_if_present(EKU_SERVER_AUTH),
+            None,
+            None,
+        )
+        .map_err(Error::CertificateChain)?;
     let cert = parse_x509(leaf)?;
     require_leaf_eku(&cert, EKU_SERVER_AUTH)?;
-    if let Some(name) = broker_name {
-        ee.verify_is_valid_for_subject_name(name)
-            .map_err(|_| Error::BrokerNameMismatch)?;
+    let public_key = p256_public_key(&cert)?;
+    let (mut valid_from, mut valid_until) = validity(&cert);
+    for ic in path.intermediate_certificates() {
+        let (f, u) = validity(&parse_x509(ic.der().as_ref())?);
+        valid_from = valid_from.max(f);
+        valid_until = valid_until.min(u);
     }
-    p256_public_key(&cert)
+    Ok(VerifiedBrokerCert {
+        fingerprint: sha256(&[leaf]),
+        leaf_der: Arc::from(*leaf),
+        public_key,
+        valid_from,
+        valid_until,
+    })
+}
+
+/// The configured broker name must be a SAN DNS name of the leaf.
+fn check_broker_name(leaf: &[u8], name: &ServerName<'static>) -> Result<(), Error> {
+    let leaf_der = CertificateDer::from(leaf);
+    let ee = EndEntityCert::try_from(&leaf_der).map_err(Error::CertificateChain)?;
+    ee.verify_is_valid_for_subject_name(name)
+        .map_err(|_| Error::BrokerNameMismatch)
+}
+
+/// Verifies the broker's `certs` (leaf first) at `now`: chain to the anchor, EKU serverAuth,
+/// the configured name as SAN DNS, through `cache` when given (a hit skips the chain's
+/// signature checks but not the validity window or the name). Returns the broker's P-256
+/// public key.
+pub(crate) fn verify_broker_chain(
+    anchor: &Anchor,
+    broker_name: Option<&ServerName<'static>>,
+    cache: Option<&dyn BrokerCertCache>,
+    certs: &[&[u8]],
+    now: u64,
+) -> Result<[u8; 65], Error> {
+    let leaf = *certs
+        .first()
+        .ok_or(Error::BadCertificate("no certificate"))?;
+    let hit = cache.and_then(|c| c.get(&sha256(&[leaf]))).filter(|hit| {
+        // The fingerprint covers the whole leaf DER, so the entry is this very certificate.
+        hit.valid_at(now) && *hit.leaf_der == *leaf
+    });
+    let verified = match hit {
+        Some(hit) => hit,
+        None => {
+            let v = Arc::new(verify_broker_path(anchor, certs, now)?);
+            if let Some(c) = cache {
+                c.insert(v.clone());
+            }
+            v
+        }
+    };
+    if let Some(name) = broker_name {
+        check_broker_name(leaf, name)?;
+    }
+    Ok(verified.public_key)
 }
 
 /// Reads the ClientID a device certificate binds, and its public key (configuration time).

@@ -92,6 +92,7 @@ impl ExpectServerHello {
         let broker_key = verify_broker_chain(
             &self.config.anchor,
             self.config.broker_name.as_ref(),
+            self.config.broker_cache.as_deref(),
             &sh.certs,
             unix_secs(now),
         )?;

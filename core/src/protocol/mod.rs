@@ -107,8 +107,8 @@ mod server;
 mod ticket;
 
 pub use certs::{
-    normalize_serial_hex, CertCache, DeviceIdentity, MemoryCertCache, VerifiedDeviceCert,
-    DEVID_URN_PREFIX,
+    normalize_serial_hex, BrokerCertCache, CertCache, DeviceIdentity, MemoryBrokerCertCache,
+    MemoryCertCache, VerifiedBrokerCert, VerifiedDeviceCert, DEVID_URN_PREFIX,
 };
 pub use client::{
     ClientHandshake, ClientResume, ClientSession, ExpectResumeChallenge, ExpectResumeFinish,
@@ -214,6 +214,7 @@ pub struct ClientConfig {
     key: Arc<dyn HandshakeSigner>,
     client_id: String,
     broker_name: Option<ServerName<'static>>,
+    broker_cache: Option<Arc<dyn BrokerCertCache>>,
 }
 
 impl ClientConfig {
@@ -233,6 +234,7 @@ impl ClientConfig {
             key,
             client_id,
             broker_name: None,
+            broker_cache: None,
         })
     }
 
@@ -242,6 +244,15 @@ impl ClientConfig {
             .map_err(|_| ConfigError(format!("{name:?} is not a valid broker name")))?;
         self.broker_name = Some(name);
         Ok(self)
+    }
+
+    /// Cache verified broker certificates by leaf fingerprint until the path's notAfter, so a
+    /// reconnect skips the chain's signature checks. A hit still checks the validity window and
+    /// the broker name, and sig_s, mac_s and mac_f are verified as always. Share one cache
+    /// between configs only when they have the same trust anchor.
+    pub fn with_broker_cert_cache(mut self, cache: Arc<dyn BrokerCertCache>) -> Self {
+        self.broker_cache = Some(cache);
+        self
     }
 
     /// The ClientID the device certificate binds: use it as the CONNECT's ClientID.
