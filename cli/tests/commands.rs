@@ -737,3 +737,44 @@ fn revoke_asks_for_confirmation_on_a_terminal() {
     let j = s.devid(&["-o", "json", "device", "show", &id]).ok().json();
     assert_eq!(j["status"], "revoked");
 }
+
+#[test]
+fn register_keeps_its_key_when_the_answer_is_lost_and_reuses_it() {
+    let s = Server::start();
+    let w = s.work();
+    let out = w.join("one");
+    let out_s = out.to_str().expect("utf8");
+    let args = [
+        "device",
+        "register",
+        "--serial",
+        "LOST-1",
+        "--model",
+        "thermo-v2",
+        "--generate-key",
+        "--out",
+        out_s,
+    ];
+    // The server cannot be reached: the key and CSR wait in a pending file (0600).
+    let dead = format!("http://127.0.0.1:{}", common::free_port());
+    let r = common::run_in(
+        &w,
+        &[("DEVID_SERVER", dead.as_str()), ("DEVID_TOKEN", "x")],
+        &args,
+    )
+    .code(1);
+    assert!(r.stderr.contains("could not reach"), "{}", r.stderr);
+    let pending = out.join(".pending-LOST-1.pem");
+    assert_eq!(mode(&pending), 0o600);
+    let pending_text = std::fs::read_to_string(&pending).expect("pending");
+
+    // Re-run against the server: the pending CSR is sent, its key becomes <ClientID>.key.
+    let id = s.devid(&args).ok().stdout.trim().to_string();
+    assert!(!pending.exists());
+    let key = std::fs::read_to_string(out.join(format!("{id}.key"))).expect("key");
+    assert!(
+        pending_text.starts_with(&key),
+        "the key is not the pending one"
+    );
+    openssl_verify(&out.join("chain.pem"), &out.join(format!("{id}.crt"))).expect("verify");
+}
