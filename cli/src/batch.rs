@@ -789,7 +789,7 @@ async fn send_items(s: &Arc<Shared>, mut items: Vec<Item>) -> Result<()> {
                         return Box::pin(send_items(s, second)).await;
                     }
                     (500..=599, _) | (429, _) => err.message,
-                    _ => return Err(err),
+                    _ => return Err(name_line(err, &items)),
                 }
             }
             Err(e) => s.api.transport_error(&e).message,
@@ -809,6 +809,23 @@ async fn send_items(s: &Arc<Shared>, mut items: Vec<Item>) -> Result<()> {
         tokio::time::sleep(wait).await;
     }
     Ok(())
+}
+
+/// A fatal batch error whose text names an item (`item 3: ...`) but carries no `index`: say
+/// which CSV line that item came from.
+fn name_line(mut err: CliError, items: &[Item]) -> CliError {
+    let n = err
+        .message
+        .split_once("item ")
+        .and_then(|(_, rest)| rest.split_once(':'))
+        .and_then(|(n, _)| n.parse::<usize>().ok());
+    if let Some(item) = n.and_then(|n| items.get(n)) {
+        err.message = format!(
+            "{} (CSV line {}, hardware_serial {:?})",
+            err.message, item.row.line, item.row.serial
+        );
+    }
+    err
 }
 
 /// Writes the certificates and keys of a registered chunk, then records it in the manifest.

@@ -443,3 +443,60 @@ fn csv_without_required_column_is_a_usage_error_and_sends_nothing() {
     assert!(r.stderr.contains("hardware_serial"), "{}", r.stderr);
     assert!(!out.exists());
 }
+
+#[test]
+fn factory_token_refused_for_a_model_names_the_csv_line() {
+    let s = Server::start();
+    let w = s.work();
+    let factory = s
+        .devid(&[
+            "-o",
+            "json",
+            "token",
+            "create",
+            "--role",
+            "factory",
+            "--name",
+            "line-9",
+            "--models",
+            "thermo-v2",
+        ])
+        .ok()
+        .json()["token"]
+        .as_str()
+        .expect("token")
+        .to_string();
+    let csv = w.join("f.csv");
+    std::fs::write(
+        &csv,
+        "hardware_serial,model\nFA1,thermo-v2\nFA2,other\nFA3,thermo-v2\n",
+    )
+    .expect("write");
+    let out = w.join("flash");
+    let r = s.devid_as(
+        &factory,
+        &[
+            "device",
+            "register-batch",
+            "--csv",
+            csv.to_str().expect("utf8"),
+            "--generate-keys",
+            "--out",
+            out.to_str().expect("utf8"),
+        ],
+    );
+    match r.code {
+        // The server names the item only in the text of a 403: the run stops, naming the line.
+        3 => {
+            assert!(r.stderr.contains("CSV line 3"), "{}", r.stderr);
+            assert!(r.stderr.contains("FA2"), "{}", r.stderr);
+        }
+        // The server gives the 403 an index: only that row fails.
+        1 => {
+            let f = std::fs::read_to_string(out.join("failures.csv")).expect("failures");
+            assert!(f.contains("3,FA2,"), "{f}");
+            assert_eq!(manifest(&out).len(), 2);
+        }
+        _ => panic!("unexpected: {r:#?}"),
+    }
+}
