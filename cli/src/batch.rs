@@ -710,7 +710,6 @@ fn prepare_one(s: &Shared, r: &Row) -> std::result::Result<(Item, bool), Failure
 }
 
 async fn process_chunk(s: Arc<Shared>, rows: Vec<Row>) -> Result<()> {
-    let n_rows = rows.len();
     let s2 = s.clone();
     let (items, prep_failures) = tokio::task::spawn_blocking(move || prepare(&s2, rows))
         .await
@@ -722,7 +721,6 @@ async fn process_chunk(s: Arc<Shared>, rows: Vec<Row>) -> Result<()> {
             .map_err(|_| CliError::failed("lock"))?
             .extend(prep_failures);
     }
-    let _ = n_rows;
     send_items(&s, items).await
 }
 
