@@ -372,6 +372,9 @@ pub struct ListArgs {
     pub status: Option<String>,
     #[arg(long)]
     pub model: Option<String>,
+    /// The hardware serial on the box's label (finds at most one device)
+    #[arg(long)]
+    pub serial: Option<String>,
     /// Created after: RFC 3339 time or an age like 30m, 24h, 7d
     #[arg(long)]
     pub since: Option<String>,

@@ -171,6 +171,13 @@ fn device_lifecycle_in_table_and_json() {
         .json();
     assert_eq!(j["items"].as_array().expect("items").len(), 0);
     s.devid(&["device", "list", "--status", "gone"]).code(2);
+    // By the serial on the box's label.
+    let j = s
+        .devid(&["-o", "json", "device", "list", "--serial", "SN-0002"])
+        .ok()
+        .json();
+    assert_eq!(j["items"].as_array().expect("items").len(), 1);
+    assert_eq!(j["items"][0]["client_id"], id2.as_str());
 
     // show: table snapshot and JSON.
     let r = s.devid(&["device", "show", &id]).ok();

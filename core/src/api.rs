@@ -270,6 +270,9 @@ pub struct BatchResponse {
 pub struct DeviceListQuery {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<DeviceState>,
+    /// Exact hardware serial (the label on the box): at most one device.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hardware_serial: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
     /// RFC 3339.

@@ -40,7 +40,7 @@ impl Caller {
         if roles.contains(&self.role) {
             Ok(())
         } else {
-            Err(ApiError::Forbidden(format!(
+            Err(ApiError::forbidden(format!(
                 "a {} token may not do this",
                 self.role.as_str()
             )))
@@ -59,7 +59,7 @@ impl Caller {
         match (&self.models, model) {
             (None, _) => Ok(()),
             (Some(allowed), Some(m)) if allowed.iter().any(|a| a == m) => Ok(()),
-            (Some(allowed), m) => Err(ApiError::Forbidden(format!(
+            (Some(allowed), m) => Err(ApiError::forbidden(format!(
                 "this token may register models {} only, not {}",
                 allowed.join(", "),
                 m.map_or_else(

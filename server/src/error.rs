@@ -15,8 +15,11 @@ pub enum ApiError {
     BadRequest(String),
     /// 401: no valid token.
     Unauthorized,
-    /// 403: the token's role may not do this.
-    Forbidden(String),
+    /// 403: the token's role may not do this (in a batch: because of item `index`).
+    Forbidden {
+        detail: String,
+        index: Option<usize>,
+    },
     NotFound(String),
     /// 409: the request conflicts with what is stored.
     Conflict {
@@ -41,6 +44,13 @@ pub enum ApiError {
 impl ApiError {
     pub fn unprocessable(detail: impl Into<String>) -> Self {
         ApiError::Unprocessable {
+            detail: detail.into(),
+            index: None,
+        }
+    }
+
+    pub fn forbidden(detail: impl Into<String>) -> Self {
+        ApiError::Forbidden {
             detail: detail.into(),
             index: None,
         }
@@ -72,7 +82,10 @@ impl ApiError {
                 detail: format!("item {index}: {detail}"),
                 index: Some(index),
             },
-            ApiError::Forbidden(detail) => ApiError::Forbidden(format!("item {index}: {detail}")),
+            ApiError::Forbidden { detail, .. } => ApiError::Forbidden {
+                detail: format!("item {index}: {detail}"),
+                index: Some(index),
+            },
             other => other,
         }
     }
@@ -81,7 +94,7 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -96,7 +109,7 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => ("bad-request", "Bad request"),
             ApiError::Unauthorized => ("unauthorized", "Missing or invalid token"),
-            ApiError::Forbidden(_) => ("forbidden", "Not allowed for this token"),
+            ApiError::Forbidden { .. } => ("forbidden", "Not allowed for this token"),
             ApiError::NotFound(_) => ("not-found", "Not found"),
             ApiError::Conflict { .. } => ("conflict", "Conflict"),
             ApiError::PayloadTooLarge(_) => ("payload-too-large", "Request body too large"),
@@ -114,14 +127,13 @@ impl ApiError {
         let (slug, title) = self.slug_and_title();
         let (detail, index) = match self {
             ApiError::BadRequest(d)
-            | ApiError::Forbidden(d)
             | ApiError::NotFound(d)
             | ApiError::PayloadTooLarge(d)
             | ApiError::UnsupportedMediaType(d)
             | ApiError::Unavailable(d) => (Some(d.clone()), None),
-            ApiError::Conflict { detail, index } | ApiError::Unprocessable { detail, index } => {
-                (Some(detail.clone()), *index)
-            }
+            ApiError::Conflict { detail, index }
+            | ApiError::Unprocessable { detail, index }
+            | ApiError::Forbidden { detail, index } => (Some(detail.clone()), *index),
             ApiError::Unauthorized => (
                 Some("send a valid token as 'Authorization: Bearer <token>'".to_string()),
                 None,

@@ -444,6 +444,19 @@ async fn queries_filter_paginate_and_catch_typos() {
             }
         }
         assert_eq!(seen, ["Q0", "Q2", "Q3"]);
+        let (_, by_serial) = server.admin_get("/v1/devices?hardware_serial=Q4").await;
+        assert_eq!(
+            by_serial["items"].as_array().unwrap().len(),
+            1,
+            "{by_serial}"
+        );
+        assert_eq!(by_serial["items"][0]["model"], "b");
+        let (_, wrong_model) = server
+            .admin_get("/v1/devices?hardware_serial=Q4&model=a")
+            .await;
+        assert_eq!(wrong_model["items"].as_array().unwrap().len(), 0);
+        let (_, none) = server.admin_get("/v1/devices?hardware_serial=nope").await;
+        assert_eq!(none["items"].as_array().unwrap().len(), 0);
         let (_, none) = server
             .admin_get("/v1/devices?created_after=2999-01-01T00:00:00Z")
             .await;
@@ -700,6 +713,17 @@ async fn roles_are_enforced() {
             }
         }
     }
+    // In a batch, the refused item is named by index.
+    let (_, c0) = csr("x");
+    let (status, problem) = server
+        .post(
+            "/v1/devices/batch",
+            Some(&limited),
+            &json!({"items": [{"hardware_serial": "LB0", "model": "thermo", "csr": c0}, {"hardware_serial": "LB1", "model": "valve", "generate_key": true}]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(problem["index"], 1, "{problem}");
     // A factory token limited to a model may register only that model.
     let (_, c1) = csr("x");
     let (status, _) = server

@@ -152,6 +152,7 @@ async fn list(api: &Api, out: OutputFormat, a: ListArgs) -> Result<ExitCode> {
         let remaining = (a.limit as usize).saturating_sub(items.len());
         let q = DeviceListQuery {
             status,
+            hardware_serial: a.serial.clone(),
             model: a.model.clone(),
             created_after: created_after.clone(),
             limit: Some(u32::try_from(remaining.clamp(1, 1000)).unwrap_or(1000)),

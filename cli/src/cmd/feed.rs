@@ -29,10 +29,11 @@ fn cells(e: &RevocationEntry) -> Vec<String> {
         e.at.clone(),
         format!("{:?}", e.action).to_lowercase(),
         format!("{:?}", e.scope).to_lowercase(),
-        if e.client_id.is_empty() {
-            "-".into()
-        } else {
-            e.client_id.clone()
+        match (&e.model, e.client_id.is_empty()) {
+            // A model-wide settings change names the model where device entries name a device.
+            (Some(model), _) => format!("model:{model}"),
+            (None, true) => "-".into(),
+            (None, false) => e.client_id.clone(),
         },
         e.reason
             .map(|r| r.as_str().to_string())

@@ -137,16 +137,34 @@ async fn list(
         })
         .transpose()?;
     let after_id = q.cursor.as_deref().map(decode_cursor).transpose()?;
-    let rows = state
-        .store
-        .list_devices(&DeviceFilter {
-            status: q.status,
-            model: q.model,
-            created_after,
-            after_id,
-            limit: limit + 1,
-        })
-        .await?;
+    let rows = match &q.hardware_serial {
+        // The serial is unique: one lookup, then the other filters.
+        Some(serial) => state
+            .store
+            .get_device_by_serial(serial)
+            .await?
+            .map(|d| d.device)
+            .filter(|d| {
+                q.status.is_none_or(|s| s == d.status)
+                    && q.model.as_ref().is_none_or(|m| d.model.as_ref() == Some(m))
+                    && created_after.is_none_or(|t| d.created_at > t)
+                    && after_id.is_none_or(|a| d.id > a)
+            })
+            .into_iter()
+            .collect(),
+        None => {
+            state
+                .store
+                .list_devices(&DeviceFilter {
+                    status: q.status,
+                    model: q.model,
+                    created_after,
+                    after_id,
+                    limit: limit + 1,
+                })
+                .await?
+        }
+    };
     let more = rows.len() > limit as usize;
     let rows = &rows[..rows.len().min(limit as usize)];
     let next_cursor = if more {
