@@ -22,7 +22,7 @@ use tokio::sync::mpsc;
 use crate::cidr;
 use crate::config::Config;
 use crate::policy::{Access, Expanded};
-use crate::service::{lock, FromService, LogLevel, Shared, ToService};
+use crate::service::{lock, FromService, LogLevel, Shared, ToService, Updated};
 use crate::state::{self, Recheck};
 
 /// The authentication method this plugin answers.
@@ -654,6 +654,7 @@ impl<S: ServerSide> Engine<S> {
             match msg {
                 FromService::Log(level, line) => self.log(level, line),
                 FromService::Recheck(r) => self.recheck(&r, &mut kicks),
+                FromService::Updated(u) => self.updated(&u),
             }
         }
         // Handshakes that never finished.
@@ -670,6 +671,41 @@ impl<S: ServerSide> Engine<S> {
         kicks.sort();
         kicks.dedup();
         kicks
+    }
+
+    /// Settings changed in the service: forget when the affected devices' statuses were
+    /// fetched (so a reconnect fetches again) and fetch them now for the connected ones; the
+    /// fresh status applies at once (ACL, message authentication) and its re-check kicks a
+    /// connection that fails the new allow-list.
+    fn updated(&mut self, u: &Updated) {
+        let affected: Vec<String> = match u {
+            Updated::Device(cid) => vec![cid.clone()],
+            Updated::Model(model) => lock(&self.shared)
+                .revocations
+                .statuses
+                .iter()
+                .filter(|(_, s)| s.model.as_deref() == Some(model.as_str()))
+                .map(|(cid, _)| cid.clone())
+                .collect(),
+        };
+        let mut connected: Vec<String> = self
+            .conns
+            .values()
+            .filter_map(|c| match c {
+                Conn::Authenticated(a) if affected.contains(&a.identity.client_id) => {
+                    Some(a.identity.client_id.clone())
+                }
+                _ => None,
+            })
+            .collect();
+        connected.sort();
+        connected.dedup();
+        for cid in &affected {
+            self.status_requested.remove(cid);
+        }
+        for cid in connected {
+            self.request_status(&cid);
+        }
     }
 
     fn recheck(&mut self, r: &Recheck, kicks: &mut Vec<String>) {
@@ -1035,6 +1071,61 @@ mod tests {
         assert_eq!(kicks, vec!["dev1".to_string()], "127.0.0.1 is not in 10/8");
         e.disconnect(1);
         assert_eq!(connect(&mut e, 2, "dev1", "0a"), AuthOutcome::Deny);
+    }
+
+    fn status_of(cid: &str, model: &str) -> DeviceStatus {
+        DeviceStatus {
+            client_id: cid.into(),
+            status: DeviceState::Active,
+            model: Some(model.into()),
+            revoked_serials: vec![],
+            policy: None,
+            allowed_cidrs: vec![],
+            message_auth: "off".into(),
+        }
+    }
+
+    fn fetches(rx: &mut mpsc::Receiver<ToService>) -> Vec<String> {
+        let mut v: Vec<String> = drain(rx)
+            .into_iter()
+            .filter_map(|m| match m {
+                ToService::FetchStatus(id) => Some(id),
+                ToService::Event(_) => None,
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn updated_settings_refetch_the_connected_devices_they_concern() {
+        let (mut e, shared, mut rx) = engine();
+        for (key, cid) in [(1, "dev1"), (2, "dev2"), (3, "dev3")] {
+            assert!(matches!(
+                connect(&mut e, key, cid, "0a"),
+                AuthOutcome::Success(_)
+            ));
+        }
+        {
+            let mut g = lock(&shared);
+            g.revocations.apply_status(&status_of("dev1", "sensor"));
+            g.revocations.apply_status(&status_of("dev2", "sensor"));
+            g.revocations.apply_status(&status_of("dev3", "gateway"));
+            // Cached but not connected here.
+            g.revocations.apply_status(&status_of("dev4", "sensor"));
+        }
+        // The connects just fetched: without an update nothing is fetched again yet.
+        assert_eq!(fetches(&mut rx), ["dev1", "dev2", "dev3"]);
+        e.tick(vec![FromService::Updated(Updated::Device("dev2".into()))]);
+        assert_eq!(
+            fetches(&mut rx),
+            ["dev2"],
+            "fetched again despite the throttle"
+        );
+        e.tick(vec![FromService::Updated(Updated::Model("sensor".into()))]);
+        assert_eq!(fetches(&mut rx), ["dev1", "dev2"], "connected sensors only");
+        e.tick(vec![FromService::Updated(Updated::Device("nobody".into()))]);
+        assert!(fetches(&mut rx).is_empty());
     }
 
     #[test]

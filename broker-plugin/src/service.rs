@@ -12,7 +12,10 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use devid_core::api::{ConnectionEvent, DeviceStatus, EventBatch, RevocationEntry, RevocationPage};
+use devid_core::api::{
+    ConnectionEvent, DeviceStatus, EventBatch, RevocationAction, RevocationEntry, RevocationPage,
+    RevocationScope,
+};
 use futures::StreamExt;
 use tokio::sync::{mpsc, watch};
 
@@ -32,8 +35,35 @@ pub enum FromService {
     /// Re-check the connections of this device/these serials against the state; kick the ones
     /// that no longer pass.
     Recheck(Recheck),
+    /// A device's settings (topic policy, allow-list, message authentication) changed: fetch
+    /// the status again of the connections it concerns.
+    Updated(Updated),
     /// A line for the broker log (the background thread may not call mosquitto_log_printf).
     Log(LogLevel, String),
+}
+
+/// What an `updated` feed entry is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Updated {
+    /// One device (scope device).
+    Device(String),
+    /// Every device of a model (scope model).
+    Model(String),
+}
+
+impl Updated {
+    /// The update an entry announces, if it is an `updated` entry.
+    pub fn of(e: &RevocationEntry) -> Option<Updated> {
+        if e.action != RevocationAction::Updated {
+            return None;
+        }
+        match e.scope {
+            RevocationScope::Model => e.model.clone().map(Updated::Model),
+            RevocationScope::Device | RevocationScope::Certificate => {
+                (!e.client_id.is_empty()).then(|| Updated::Device(e.client_id.clone()))
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,19 +157,28 @@ impl Ctx {
     fn apply_entries(&self, entries: &[RevocationEntry]) -> bool {
         let mut gap = false;
         let mut rechecks = Vec::new();
+        let mut updates = Vec::new();
         {
             let mut g = lock(&self.shared);
             for e in entries {
                 if let Applied::Changed { recheck, gap: g2 } = g.revocations.apply(e) {
                     gap |= g2;
-                    rechecks.push(recheck);
+                    match Updated::of(e) {
+                        // Not a revocation: the broker thread re-fetches the statuses, and the
+                        // re-check follows each fresh status.
+                        Some(u) => updates.push(u),
+                        None => rechecks.push(recheck),
+                    }
                 }
             }
         }
-        if !rechecks.is_empty() {
+        if !rechecks.is_empty() || !updates.is_empty() {
             self.persist();
             for r in rechecks {
                 let _ = self.out.send(FromService::Recheck(r));
+            }
+            for u in updates {
+                let _ = self.out.send(FromService::Updated(u));
             }
         }
         gap
@@ -526,6 +565,28 @@ impl SseParser {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn updated_entries_name_the_device_or_the_model() {
+        let mut e = RevocationEntry {
+            seq: 1,
+            scope: RevocationScope::Device,
+            action: RevocationAction::Updated,
+            client_id: "dev1".into(),
+            serials: vec![],
+            reason: None,
+            at: "x".into(),
+            model: None,
+        };
+        assert_eq!(Updated::of(&e), Some(Updated::Device("dev1".into())));
+        e.scope = RevocationScope::Model;
+        e.client_id = String::new();
+        assert_eq!(Updated::of(&e), None, "scope model without a model");
+        e.model = Some("sensor".into());
+        assert_eq!(Updated::of(&e), Some(Updated::Model("sensor".into())));
+        e.action = RevocationAction::Suspended;
+        assert_eq!(Updated::of(&e), None);
+    }
 
     #[test]
     fn sse_parses_events_split_across_chunks() {

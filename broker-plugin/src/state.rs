@@ -35,6 +35,9 @@ pub enum SerialState {
 /// What the service said about one device, kept for policy and allow-list checks.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CachedStatus {
+    /// The device's model, so a model-wide settings change finds its devices.
+    #[serde(default)]
+    pub model: Option<String>,
     pub policy: TopicPolicy,
     pub allowed_cidrs: Vec<String>,
     pub message_auth: String,
@@ -46,6 +49,7 @@ pub struct CachedStatus {
 impl From<&DeviceStatus> for CachedStatus {
     fn from(s: &DeviceStatus) -> Self {
         CachedStatus {
+            model: s.model.clone(),
             policy: s.policy.clone().unwrap_or_default(),
             allowed_cidrs: s.allowed_cidrs.clone(),
             message_auth: s.message_auth.clone(),

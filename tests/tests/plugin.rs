@@ -409,3 +409,68 @@ async fn a_corrupt_cache_fails_closed_until_the_feed_catches_up() {
     }
     assert!(ok, "not admitted after the catch-up");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settings_changes_reach_live_connections_through_the_feed() {
+    let service = Service::start().await;
+    let identity = service.enroll_broker(NAME).await;
+    let broker = Broker::start(BrokerSettings::new(&service, identity));
+    let root = service.root_der();
+    let dev = service.register_device("hw-live-settings").await;
+    let cid = dev.client_id.clone();
+    let d = connect(&broker.addr(), &dev, &root, None, Tamper::None)
+        .await
+        .expect("admitted");
+    assert!(d
+        .publish(&format!("devices/{cid}/x"), b"1")
+        .await
+        .is_success());
+    // Let the status fetch of the connect land first, so that what follows is the feed's doing.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // A new topic policy: the next publish outside it is refused on the same connection.
+    let (s, v) = service
+        .call(
+            "PUT",
+            &format!("/v1/devices/{cid}/policy"),
+            Some(json!({"topics": {"publish": ["fleet/%c/up"], "subscribe": ["fleet/%c/down"]}})),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let refused = {
+        let mut refused = false;
+        for _ in 0..40 {
+            if d.publish(&format!("devices/{cid}/x"), b"1").await == ReasonCode::NOT_AUTHORIZED {
+                refused = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        refused
+    };
+    assert!(refused, "the old policy still applies 2 s after the change");
+    assert!(d
+        .publish(&format!("fleet/{cid}/up"), b"1")
+        .await
+        .is_success());
+
+    // A tighter allow-list that excludes 127.0.0.1: the live connection is dropped.
+    let (s, v) = service
+        .call(
+            "PUT",
+            &format!("/v1/devices/{cid}/allowlist"),
+            Some(json!({"cidrs": ["10.0.0.0/8"]})),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let mut d = d;
+    match d.event(Duration::from_secs(2)).await {
+        Some(Event::Disconnected { reason, .. }) => {
+            assert_eq!(reason, ReasonCode::ADMINISTRATIVE_ACTION)
+        }
+        other => panic!("not kicked within 2 s of the allow-list change: {other:?}"),
+    }
+    assert!(broker.log().contains("not in the device's allow-list"));
+    let r = connect(&broker.addr(), &dev, &root, None, Tamper::None).await;
+    assert_eq!(refused_with(r), ReasonCode::NOT_AUTHORIZED);
+}
