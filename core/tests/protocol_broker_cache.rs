@@ -31,11 +31,15 @@ impl Setup {
     /// A device config using the shared cache and expecting `name`.
     fn device(&self, name: &str) -> Arc<ClientConfig> {
         Arc::new(
-            ClientConfig::new(&self.env.pki.root_der(), self.chain.clone(), signer(&self.key))
-                .unwrap()
-                .with_broker_name(name)
-                .unwrap()
-                .with_broker_cert_cache(self.cache.clone()),
+            ClientConfig::new(
+                &self.env.pki.root_der(),
+                self.chain.clone(),
+                signer(&self.key),
+            )
+            .unwrap()
+            .with_broker_name(name)
+            .unwrap()
+            .with_broker_cert_cache(self.cache.clone()),
         )
     }
 
