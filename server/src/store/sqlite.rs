@@ -43,14 +43,17 @@ impl Backend {
             // Statement journals of multi-row inserts stay in memory instead of temp files.
             .pragma("temp_store", "memory");
         // The writer connects first so that the file exists and is in WAL mode before readers.
+        // An in-process SQLite connection cannot go stale: no ping round trip before each use.
         let write = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
+            .test_before_acquire(false)
             .acquire_timeout(Duration::from_secs(60))
             .connect_with(opts.clone())
             .await?;
         let read = SqlitePoolOptions::new()
             .max_connections(4)
+            .test_before_acquire(false)
             .connect_with(opts)
             .await?;
         Ok(Backend { write, read })
