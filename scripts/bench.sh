@@ -14,18 +14,25 @@ BIN=target/release/devid-server
 BENCH=target/release/examples/bench_register
 work=$(mktemp -d)
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+db=""
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  sleep 0.5
+  [ -n "$db" ] && psql -q "$PG_ADMIN_URL" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1
+  rm -rf "$work"
+}
 trap cleanup EXIT
 
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-start_server() { # name, extra args...
+start_server() { # name, extra args... (sets URL and SERVER_PID)
   local name=$1; shift
   local p; p=$(port)
   "$BIN" --listen "127.0.0.1:$p" --data-dir "$work/$name" "$@" >"$work/$name.log" 2>&1 &
-  pids+=($!)
+  SERVER_PID=$!
+  pids+=("$SERVER_PID")
   for _ in $(seq 1 100); do grep -q "listening on" "$work/$name.log" 2>/dev/null && break; sleep 0.1; done
-  echo "http://127.0.0.1:$p"
+  URL="http://127.0.0.1:$p"
 }
 
 run() { # backend label, url, token file
@@ -37,15 +44,15 @@ run() { # backend label, url, token file
 }
 
 echo "# $(date -u +%FT%TZ) $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)" >&2
-url=$(start_server sqlite)
-run sqlite "$url" "$work/sqlite/admin.token"
-kill "${pids[-1]}"
+start_server sqlite
+run sqlite "$URL" "$work/sqlite/admin.token"
+kill "$SERVER_PID"
 
 db="devid_bench_$RANDOM"
 psql -q "$PG_ADMIN_URL" -c "CREATE DATABASE $db" >/dev/null
-url=$(start_server postgres --database-url "${PG_ADMIN_URL%/*}/$db")
-run postgres "$url" "$work/postgres/admin.token"
-kill "${pids[-1]}"
+start_server postgres --database-url "${PG_ADMIN_URL%/*}/$db"
+run postgres "$URL" "$work/postgres/admin.token"
+kill "$SERVER_PID"
 
 if command -v cfssl >/dev/null 2>&1; then
   mkdir -p "$work/cfssl" && cd "$work/cfssl"

@@ -82,7 +82,14 @@ impl Registry {
     /// Starts the group committer on the current tokio runtime.
     pub fn new(store: Store, ca: Arc<Ca>, profile: ProfileSettings, metrics: Arc<Metrics>) -> Self {
         let (tx, rx) = mpsc::channel(4096);
-        tokio::spawn(group_committer(store.clone(), rx));
+        // SQLite has one writer, so one committer; PostgreSQL runs several transactions at once,
+        // so several committers share the queue (uniqueness races between them are retried by
+        // the store like those between processes).
+        let committers = if store.is_postgres() { 4 } else { 1 };
+        let rx = Arc::new(tokio::sync::Mutex::new(rx));
+        for _ in 0..committers {
+            tokio::spawn(group_committer(store.clone(), rx.clone()));
+        }
         Registry {
             inner: Arc::new(Inner {
                 store,
@@ -485,15 +492,22 @@ pub fn der_to_pem(der: &[u8]) -> String {
 }
 
 /// Stores whatever single registrations are waiting, one transaction per caller per round.
-async fn group_committer(store: Store, mut rx: mpsc::Receiver<GroupItem>) {
-    while let Some(first) = rx.recv().await {
-        let mut pending = vec![first];
-        while pending.len() < MAX_GROUP {
-            match rx.try_recv() {
-                Ok(item) => pending.push(item),
-                Err(_) => break,
+async fn group_committer(store: Store, rx: Arc<tokio::sync::Mutex<mpsc::Receiver<GroupItem>>>) {
+    loop {
+        // Take whatever is waiting (at least one item), then let the next committer take its
+        // turn at the queue while this one stores.
+        let mut pending = {
+            let mut rx = rx.lock().await;
+            let Some(first) = rx.recv().await else { break };
+            let mut pending = vec![first];
+            while pending.len() < MAX_GROUP {
+                match rx.try_recv() {
+                    Ok(item) => pending.push(item),
+                    Err(_) => break,
+                }
             }
-        }
+            pending
+        };
         // One transaction per actor: the store writes the audit rows with one actor per call.
         while !pending.is_empty() {
             let actor_id = pending[0].actor.id.clone();

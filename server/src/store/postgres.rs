@@ -147,9 +147,15 @@ async fn lookup_existing(
     let serials: Vec<&str> = items.iter().map(|i| i.hardware_serial.as_str()).collect();
     let client_ids: Vec<&str> = items.iter().map(|i| i.client_id.as_str()).collect();
     let rows = sqlx::query(
+        // Two index lookups driven by the arrays: a plan that does not depend on the table's
+        // statistics (`= ANY($1) OR = ANY($2)` became a sequential scan testing every row
+        // against the whole array once the cached plan thought the table was small).
         "SELECT d.id, d.hardware_serial, d.client_id, c.csr_sha256 FROM devices d \
          LEFT JOIN certificates c ON c.serial = d.current_serial \
-         WHERE d.hardware_serial = ANY($1) OR d.client_id = ANY($2)",
+         WHERE d.id IN ( \
+           SELECT d2.id FROM unnest($1::text[]) AS s(v) JOIN devices d2 ON d2.hardware_serial = s.v \
+           UNION \
+           SELECT d3.id FROM unnest($2::text[]) AS s(v) JOIN devices d3 ON d3.client_id = s.v)",
     )
     .bind(&serials)
     .bind(&client_ids)
