@@ -237,7 +237,14 @@ pub(crate) fn setup(common: &Common) -> Result<Setup, Failure> {
     } else {
         let signer = EcdsaSigner::from_pkcs8_der(creds.key_pkcs8.secret_pkcs8_der())
             .map_err(|e| Failure::usage(e.to_string()))?;
-        let chain = creds.chain.iter().map(|c| c.to_vec()).collect();
+        // A certificate file written as "leaf + chain.pem" also holds the root; DEVID-1 never
+        // sends it (the broker has it).
+        let chain = creds
+            .chain
+            .iter()
+            .filter(|c| c.as_ref() != root[0].as_ref())
+            .map(|c| c.to_vec())
+            .collect();
         // load_certs returns at least one certificate: root[0] exists.
         // Re-authentications (key rotation by full handshake) and reconnects of this process
         // skip the broker chain's signature checks; the name and sig_s/mac_s/mac_f still are.
