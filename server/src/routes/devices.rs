@@ -387,27 +387,18 @@ async fn resume(
         .map(|d| Json(device_json(&d)))
 }
 
-/// Normalizes a serial as given by people or openssl: case, colons, leading zero bytes.
+/// Normalizes a serial as given by people or openssl (case, colons, leading zero bytes) to the
+/// form the store and the brokers use.
 pub fn normalize_serial(s: &str) -> Result<String, ApiError> {
-    let cleaned: String = s
-        .chars()
-        .filter(|c| *c != ':')
-        .collect::<String>()
-        .to_ascii_lowercase();
-    let mut bytes = hex::decode(if cleaned.len() % 2 == 1 {
-        format!("0{cleaned}")
-    } else {
-        cleaned
-    })
-    .map_err(|_| ApiError::BadRequest(format!("serial {s:?} is not hexadecimal")))?;
-    let first = bytes.iter().position(|b| *b != 0).unwrap_or(bytes.len());
-    bytes.drain(..first);
-    if bytes.is_empty() || bytes.len() > 20 {
+    let hex = devid_core::protocol::normalize_serial_hex(s)
+        .ok_or_else(|| ApiError::BadRequest(format!("serial {s:?} is not hexadecimal")))?;
+    // A certificate serial is a positive integer of at most 20 bytes (RFC 5280 section 4.1.2.2).
+    if hex == "00" || hex.len() > 40 {
         return Err(ApiError::BadRequest(format!(
             "serial {s:?} is not a certificate serial number"
         )));
     }
-    Ok(hex::encode(bytes))
+    Ok(hex)
 }
 
 async fn show_certificate(
