@@ -16,6 +16,7 @@ use devid_core::api::{
     ConnectionEvent, DeviceStatus, EventBatch, RevocationAction, RevocationEntry, RevocationPage,
     RevocationScope,
 };
+use devid_core::sse::SseParser;
 use futures::StreamExt;
 use tokio::sync::{mpsc, watch};
 
@@ -496,72 +497,6 @@ async fn catch_up(ctx: &Ctx) -> Result<(), String> {
     }
 }
 
-/// One server-sent event.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct SseEvent {
-    pub id: Option<String>,
-    pub event: Option<String>,
-    pub data: String,
-}
-
-/// A minimal incremental parser for `text/event-stream` (the WHATWG rules we need: fields
-/// `id`, `event`, `data`, comments, LF or CRLF line ends, blank line ends an event).
-#[derive(Debug, Default)]
-pub struct SseParser {
-    buf: Vec<u8>,
-    cur: SseEvent,
-    has_data: bool,
-}
-
-/// Upper bound for one line; a longer one is dropped (the service never sends such lines).
-const MAX_LINE: usize = 1 << 20;
-
-impl SseParser {
-    pub fn push(&mut self, chunk: &[u8]) -> Vec<SseEvent> {
-        self.buf.extend_from_slice(chunk);
-        let mut out = Vec::new();
-        while let Some(pos) = self.buf.iter().position(|&b| b == b'\n') {
-            let mut line: Vec<u8> = self.buf.drain(..=pos).collect();
-            line.pop();
-            if line.last() == Some(&b'\r') {
-                line.pop();
-            }
-            let line = String::from_utf8_lossy(&line).into_owned();
-            if line.is_empty() {
-                if self.has_data || self.cur.event.is_some() {
-                    out.push(std::mem::take(&mut self.cur));
-                }
-                self.has_data = false;
-                self.cur = SseEvent::default();
-                continue;
-            }
-            if line.starts_with(':') {
-                continue;
-            }
-            let (field, value) = match line.split_once(':') {
-                Some((f, v)) => (f.to_string(), v.strip_prefix(' ').unwrap_or(v).to_string()),
-                None => (line.clone(), String::new()),
-            };
-            match field.as_str() {
-                "id" => self.cur.id = Some(value),
-                "event" => self.cur.event = Some(value),
-                "data" => {
-                    if self.has_data {
-                        self.cur.data.push('\n');
-                    }
-                    self.cur.data.push_str(&value);
-                    self.has_data = true;
-                }
-                _ => {}
-            }
-        }
-        if self.buf.len() > MAX_LINE {
-            self.buf.clear();
-        }
-        out
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -586,37 +521,5 @@ mod tests {
         assert_eq!(Updated::of(&e), Some(Updated::Model("sensor".into())));
         e.action = RevocationAction::Suspended;
         assert_eq!(Updated::of(&e), None);
-    }
-
-    #[test]
-    fn sse_parses_events_split_across_chunks() {
-        let mut p = SseParser::default();
-        let mut all = Vec::new();
-        let text = ": keep-alive\n\nid: 1\nevent: revocation\ndata: {\"a\":1}\n\nid: 2\r\nevent: revocation\r\ndata: x\r\ndata: y\r\n\r\n";
-        for chunk in text.as_bytes().chunks(3) {
-            all.extend(p.push(chunk));
-        }
-        assert_eq!(
-            all,
-            vec![
-                SseEvent {
-                    id: Some("1".into()),
-                    event: Some("revocation".into()),
-                    data: "{\"a\":1}".into()
-                },
-                SseEvent {
-                    id: Some("2".into()),
-                    event: Some("revocation".into()),
-                    data: "x\ny".into()
-                },
-            ]
-        );
-    }
-
-    #[test]
-    fn sse_ignores_comments_and_incomplete_events() {
-        let mut p = SseParser::default();
-        assert!(p.push(b":ping\n\n:ping\n\n").is_empty());
-        assert!(p.push(b"data: partial").is_empty());
     }
 }

@@ -4,6 +4,7 @@
 //! - [`csr`] and [`profile`]: CSR checks and the certificate profiles (IDevID now, LDevID later).
 //! - [`api`]: the REST API's request and response types, shared by server, CLI and broker plugin.
 //! - [`protocol`]: the DEVID-1 MQTT v5 enhanced-authentication protocol, sans-IO.
+//! - [`sse`]: an incremental Server-Sent Events parser for clients of the revocation feed.
 //!
 //! Architecture invariant: this crate does no I/O and knows nothing of tokio, sqlx or sockets;
 //! time and randomness come in as arguments.
@@ -13,3 +14,4 @@ pub mod clientid;
 pub mod csr;
 pub mod profile;
 pub mod protocol;
+pub mod sse;

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use devid_core::api::{RevocationEntry, RevocationPage};
+use devid_core::sse::SseParser;
 use futures::StreamExt;
 use reqwest::Method;
 
@@ -82,67 +83,6 @@ async fn list(api: &Api, out: OutputFormat, since: i64) -> Result<ExitCode> {
             s.push_str(&format!("head: {}\n", page.head));
             super::print_text(&s)
         }
-    }
-}
-
-/// One parsed Server-Sent Event.
-#[derive(Debug, Default, PartialEq)]
-pub struct SseEvent {
-    pub id: Option<String>,
-    pub event: Option<String>,
-    pub data: String,
-}
-
-/// An incremental SSE parser (the subset of the WHATWG rules that devid's stream uses: `id`,
-/// `event`, `data`, comments; lines end with LF or CRLF).
-#[derive(Default)]
-pub struct SseParser {
-    buf: Vec<u8>,
-    current: SseEvent,
-    has_data: bool,
-}
-
-impl SseParser {
-    pub fn push(&mut self, bytes: &[u8]) -> Vec<SseEvent> {
-        self.buf.extend_from_slice(bytes);
-        let mut events = Vec::new();
-        while let Some(pos) = self.buf.iter().position(|&b| b == b'\n') {
-            let mut line: Vec<u8> = self.buf.drain(..=pos).collect();
-            line.pop();
-            if line.last() == Some(&b'\r') {
-                line.pop();
-            }
-            let line = String::from_utf8_lossy(&line).into_owned();
-            if line.is_empty() {
-                if self.has_data {
-                    events.push(std::mem::take(&mut self.current));
-                } else {
-                    self.current = SseEvent::default();
-                }
-                self.has_data = false;
-                continue;
-            }
-            if line.starts_with(':') {
-                continue;
-            }
-            let (field, value) = match line.split_once(':') {
-                Some((f, v)) => (f, v.strip_prefix(' ').unwrap_or(v)),
-                None => (line.as_str(), ""),
-            };
-            match field {
-                "id" => self.current.id = Some(value.to_string()),
-                "event" => self.current.event = Some(value.to_string()),
-                "data" => {
-                    if self.has_data {
-                        self.current.data.push('\n');
-                    }
-                    self.current.data.push_str(value);
-                    self.has_data = true;
-                }
-                _ => {}
-            }
-        }
-        events
     }
 }
 
@@ -243,32 +183,5 @@ async fn watch(
         };
         eprintln!("{reason}; reconnecting");
         tokio::time::sleep(backoff).await;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_events_split_across_chunks() {
-        let mut p = SseParser::default();
-        assert!(p.push(b": keep-alive\n\nid: 7\r\nevent: revoc").is_empty());
-        let evs = p.push(b"ation\ndata: {\"a\":1}\n\nid: 8\ndata: x\ndata: y\n\n");
-        assert_eq!(
-            evs,
-            vec![
-                SseEvent {
-                    id: Some("7".into()),
-                    event: Some("revocation".into()),
-                    data: "{\"a\":1}".into()
-                },
-                SseEvent {
-                    id: Some("8".into()),
-                    event: None,
-                    data: "x\ny".into()
-                }
-            ]
-        );
     }
 }
