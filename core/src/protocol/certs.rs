@@ -124,17 +124,23 @@ pub trait CertCache: Send + Sync {
     fn insert(&self, cert: Arc<VerifiedDeviceCert>);
 }
 
-/// A bounded in-memory [`CertCache`]; when full it is emptied (cheap and good enough for a
-/// broker whose devices reconnect in waves).
-pub struct MemoryCertCache {
+/// A bounded in-memory certificate cache keyed by leaf fingerprint; when full it is emptied
+/// (cheap, and good enough for brokers whose devices reconnect in waves and for devices that
+/// talk to a few brokers). [`MemoryCertCache`] and [`MemoryBrokerCertCache`] are its two uses.
+pub struct MemoryCache<T> {
     capacity: usize,
-    map: Mutex<HashMap<[u8; 32], Arc<VerifiedDeviceCert>>>,
+    map: Mutex<HashMap<[u8; 32], Arc<T>>>,
 }
 
-impl MemoryCertCache {
+/// The broker side's [`CertCache`] of verified device certificates.
+pub type MemoryCertCache = MemoryCache<VerifiedDeviceCert>;
+/// The device side's [`BrokerCertCache`] of verified broker certificates.
+pub type MemoryBrokerCertCache = MemoryCache<VerifiedBrokerCert>;
+
+impl<T> MemoryCache<T> {
     /// A cache holding up to `capacity` certificates.
     pub fn new(capacity: usize) -> Self {
-        MemoryCertCache {
+        MemoryCache {
             capacity: capacity.max(1),
             map: Mutex::new(HashMap::new()),
         }
@@ -149,21 +155,29 @@ impl MemoryCertCache {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
-}
 
-impl CertCache for MemoryCertCache {
-    fn get(&self, fingerprint: &[u8; 32]) -> Option<Arc<VerifiedDeviceCert>> {
+    fn get_entry(&self, fingerprint: &[u8; 32]) -> Option<Arc<T>> {
         // A poisoned lock only means another thread panicked mid-insert: treat as a miss.
         self.map.lock().ok()?.get(fingerprint).cloned()
     }
 
-    fn insert(&self, cert: Arc<VerifiedDeviceCert>) {
+    fn insert_entry(&self, fingerprint: [u8; 32], cert: Arc<T>) {
         if let Ok(mut map) = self.map.lock() {
             if map.len() >= self.capacity {
                 map.clear();
             }
-            map.insert(cert.identity.fingerprint, cert);
+            map.insert(fingerprint, cert);
         }
+    }
+}
+
+impl CertCache for MemoryCertCache {
+    fn get(&self, fingerprint: &[u8; 32]) -> Option<Arc<VerifiedDeviceCert>> {
+        self.get_entry(fingerprint)
+    }
+
+    fn insert(&self, cert: Arc<VerifiedDeviceCert>) {
+        self.insert_entry(cert.identity.fingerprint, cert);
     }
 }
 
@@ -442,46 +456,13 @@ pub trait BrokerCertCache: Send + Sync {
     fn insert(&self, cert: Arc<VerifiedBrokerCert>);
 }
 
-/// A bounded in-memory [`BrokerCertCache`]; when full it is emptied (a device talks to a few
-/// brokers).
-pub struct MemoryBrokerCertCache {
-    capacity: usize,
-    map: Mutex<HashMap<[u8; 32], Arc<VerifiedBrokerCert>>>,
-}
-
-impl MemoryBrokerCertCache {
-    /// A cache holding up to `capacity` broker certificates.
-    pub fn new(capacity: usize) -> Self {
-        MemoryBrokerCertCache {
-            capacity: capacity.max(1),
-            map: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// Number of cached certificates.
-    pub fn len(&self) -> usize {
-        self.map.lock().map(|m| m.len()).unwrap_or(0)
-    }
-
-    /// True when nothing is cached.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
 impl BrokerCertCache for MemoryBrokerCertCache {
     fn get(&self, fingerprint: &[u8; 32]) -> Option<Arc<VerifiedBrokerCert>> {
-        // A poisoned lock only means another thread panicked mid-insert: treat as a miss.
-        self.map.lock().ok()?.get(fingerprint).cloned()
+        self.get_entry(fingerprint)
     }
 
     fn insert(&self, cert: Arc<VerifiedBrokerCert>) {
-        if let Ok(mut map) = self.map.lock() {
-            if map.len() >= self.capacity {
-                map.clear();
-            }
-            map.insert(cert.fingerprint, cert);
-        }
+        self.insert_entry(cert.fingerprint, cert);
     }
 }
 

@@ -108,7 +108,7 @@ mod ticket;
 
 pub use certs::{
     normalize_serial_hex, BrokerCertCache, CertCache, DeviceIdentity, MemoryBrokerCertCache,
-    MemoryCertCache, VerifiedBrokerCert, VerifiedDeviceCert, DEVID_URN_PREFIX,
+    MemoryCache, MemoryCertCache, VerifiedBrokerCert, VerifiedDeviceCert, DEVID_URN_PREFIX,
 };
 pub use client::{
     ClientHandshake, ClientResume, ClientSession, ExpectResumeChallenge, ExpectResumeFinish,
