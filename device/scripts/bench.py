@@ -5,10 +5,11 @@ Starts a devid-server (temp data dir, free port), registers --devices devices, e
 certificate (openssl makes the key and CSR), starts Mosquitto 2.0.11 with the devid plugin on a
 plain listener and a TLS listener (require_certificate, set_tcp_nodelay), then runs
 `devid-agent bench connect` in modes devid1, resume and mtls against it, with the broker's PID so
-its CPU is reported too. Everything listens on 127.0.0.1 and is stopped by PID at the end.
+its CPU is reported too, and mode plain (anonymous MQTT over TCP) against a second Mosquitto of the
+same binary without the plugin: the broker's connect ceiling. Everything listens on 127.0.0.1 and is stopped by PID at the end.
 
 Usage: device/scripts/bench.py [--profile release|debug] [--devices 64] [--concurrency 32]
-       [--duration 10] [--modes devid1,resume,mtls]
+       [--duration 10] [--modes devid1,resume,mtls,plain]
 Build first: cargo build --release -p devid-server -p devid-mosquitto -p devid-device
 """
 
@@ -73,7 +74,7 @@ def main():
     ap.add_argument("--devices", type=int, default=64)
     ap.add_argument("--concurrency", type=int, default=32)
     ap.add_argument("--duration", type=float, default=10)
-    ap.add_argument("--modes", default="devid1,resume,mtls")
+    ap.add_argument("--modes", default="devid1,resume,mtls,plain")
     ap.add_argument("--publish-seconds", type=float, default=0,
                     help="also measure publish throughput (256-byte payloads, QoS 0 and 1) "
                          "with message auth off vs required (MAC, seal), this long per run")
@@ -174,14 +175,29 @@ def main():
         wait_port(tport, mq, "mosquitto (TLS)")
         time.sleep(1)  # let the plugin catch up with the revocation feed
 
+        # The plain-TCP anonymous baseline: the same Mosquitto binary without the plugin (with
+        # it, every client without devid is refused).
+        pport = free_port()
+        pconf = os.path.join(work, "mosquitto-plain.conf")
+        with open(pconf, "w") as f:
+            f.write("\n".join([
+                "allow_anonymous true", "user root", "persistence false",
+                f"log_dest file {work}/mosquitto-plain.log", "log_type error",
+                f"listener {pport} 127.0.0.1", ""]))
+        plain_mq = subprocess.Popen([MOSQUITTO, "-c", pconf], stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL)
+        procs.append(plain_mq)
+        wait_port(pport, plain_mq, "mosquitto (plain)")
+
         results = []
         for mode in a.modes.split(","):
-            broker = f"127.0.0.1:{tport if mode == 'mtls' else mport}"
+            port = {"mtls": tport, "plain": pport}.get(mode, mport)
+            pid = plain_mq.pid if mode == "plain" else mq.pid
             out = subprocess.run(
-                [agent_bin, "bench", "connect", "--broker", broker, "--devices", fleet,
+                [agent_bin, "bench", "connect", "--broker", f"127.0.0.1:{port}", "--devices", fleet,
                  "--root", root, "--broker-name", name, "--concurrency", str(a.concurrency),
                  "--duration", str(a.duration), "--mode", mode,
-                 "--broker-pid", str(mq.pid), "--json"],
+                 "--broker-pid", str(pid), "--json"],
                 capture_output=True, text=True)
             if out.returncode != 0:
                 print(out.stdout, out.stderr, file=sys.stderr)

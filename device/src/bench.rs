@@ -69,6 +69,9 @@ pub(crate) enum Mode {
     Resume,
     /// TLS 1.3 mutual-TLS MQTT connects, no AUTH (the baseline).
     Mtls,
+    /// Anonymous MQTT connects over plain TCP, no AUTH: the broker's ceiling (point it at a
+    /// listener that admits anonymous clients, i.e. a Mosquitto without the devid plugin).
+    Plain,
 }
 
 #[derive(Args)]
@@ -179,6 +182,7 @@ fn load_devices(b: &ConnectBench) -> Result<Vec<Device>, Failure> {
                 }
                 (Some(Arc::new(c)), Transport::Tcp)
             }
+            Mode::Plain => (None, Transport::Tcp),
             Mode::Mtls => {
                 // TLS 1.3 only and no session resumption: every connect is a full handshake.
                 let config = tls_config(TlsOptions {
@@ -502,6 +506,7 @@ async fn run_connect(b: ConnectBench) -> Result<(), Failure> {
         Mode::Devid1 => "devid1",
         Mode::Resume => "resume",
         Mode::Mtls => "mtls",
+        Mode::Plain => "plain",
     };
     if b.json {
         println!(
