@@ -17,8 +17,7 @@ use crate::feed::Feed;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::routes;
-use crate::store::{AuditRecord, Store};
-use crate::timefmt;
+use crate::store::Store;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -39,16 +38,24 @@ impl AppState {
     /// store in the transaction that makes the change). Best effort: a failure to write it is
     /// logged, and the caller still gets the original error.
     pub async fn audit_failure(&self, caller: &Caller, action: &str, target: &str, err: &ApiError) {
-        let rec = AuditRecord {
-            at: timefmt::now(),
-            actor: caller.actor(),
-            action: action.to_string(),
-            target: target.to_string(),
-            outcome: err.audit_outcome(),
-        };
+        let rec = caller.audit_record(action, target, err.audit_outcome());
         if let Err(e) = self.store.insert_audit(&rec).await {
             tracing::error!(error = %e, action, target, "could not write audit record");
         }
+    }
+
+    /// Passes `result` on, recording it in the audit log first when it is a failure.
+    pub async fn audited<T>(
+        &self,
+        caller: &Caller,
+        action: &str,
+        target: &str,
+        result: Result<T, ApiError>,
+    ) -> Result<T, ApiError> {
+        if let Err(e) = &result {
+            self.audit_failure(caller, action, target, e).await;
+        }
+        result
     }
 }
 

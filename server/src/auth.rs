@@ -18,7 +18,7 @@ use ring::rand::SecureRandom;
 
 use crate::app::AppState;
 use crate::error::ApiError;
-use crate::store::{Actor, Store, StoreError, TokenRow};
+use crate::store::{Actor, AuditRecord, Store, StoreError, TokenRow};
 use crate::timefmt;
 
 /// How long a validated token is trusted without asking the database again.
@@ -52,6 +52,23 @@ impl Caller {
             id: self.token_id.clone(),
             name: self.name.clone(),
         }
+    }
+
+    /// An audit record of this caller doing `action` on `target`, now; `outcome` is `ok` or
+    /// `error: ...`.
+    pub fn audit_record(&self, action: &str, target: &str, outcome: String) -> AuditRecord {
+        AuditRecord {
+            at: timefmt::now(),
+            actor: self.actor(),
+            action: action.to_string(),
+            target: target.to_string(),
+            outcome,
+        }
+    }
+
+    /// The audit record of a successful call.
+    pub fn audit_ok(&self, action: &str, target: &str) -> AuditRecord {
+        self.audit_record(action, target, "ok".to_string())
     }
 
     /// Whether a factory token may register devices of `model`.

@@ -15,9 +15,8 @@ use devid_core::profile::{ProfileSettings, Validity};
 use crate::app::{ApiJson, AppState};
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::routes::devices::ok_record;
 use crate::routes::devices::{validate_message_auth, validate_topics};
-use crate::store::{AuditRecord, DeviceEvent, ModelRow};
+use crate::store::{DeviceEvent, ModelRow};
 use crate::timefmt::{self, rfc3339};
 use devid_core::api::{ConnectionEventKind, TopicPolicy};
 
@@ -76,13 +75,10 @@ async fn enroll(
             .map_err(ApiError::from)?;
         state
             .store
-            .insert_audit(&AuditRecord {
-                at: timefmt::now(),
-                actor: caller.actor(),
-                action: "broker.enroll".into(),
-                target: format!("{} (serial {})", req.name, issued.serial_hex),
-                outcome: "ok".into(),
-            })
+            .insert_audit(&caller.audit_ok(
+                "broker.enroll",
+                &format!("{} (serial {})", req.name, issued.serial_hex),
+            ))
             .await?;
         Ok(BrokerCertificate {
             name: req.name.clone(),
@@ -95,15 +91,10 @@ async fn enroll(
         })
     }
     .await;
-    match result {
-        Ok(cert) => Ok((StatusCode::CREATED, Json(cert))),
-        Err(e) => {
-            state
-                .audit_failure(&caller, "broker.enroll", &req.name, &e)
-                .await;
-            Err(e)
-        }
-    }
+    let cert = state
+        .audited(&caller, "broker.enroll", &req.name, result)
+        .await?;
+    Ok((StatusCode::CREATED, Json(cert)))
 }
 
 /// Connection events from brokers: kept as last_seen / last_address and counts per device.
@@ -217,22 +208,17 @@ async fn put_model(
         };
         let entry = state
             .store
-            .put_model(&row, &ok_record(&caller, "model.update", &model))
+            .put_model(&row, &caller.audit_ok("model.update", &model))
             .await?;
         state.feed.notify(entry.seq);
         state.registry.forget_model(&model);
         Ok(settings)
     }
     .await;
-    match result {
-        Ok(s) => Ok(Json(s)),
-        Err(e) => {
-            state
-                .audit_failure(&caller, "model.update", &model, &e)
-                .await;
-            Err(e)
-        }
-    }
+    state
+        .audited(&caller, "model.update", &model, result)
+        .await
+        .map(Json)
 }
 
 fn model_json(m: &ModelRow) -> Result<ModelSettings, ApiError> {

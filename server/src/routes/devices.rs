@@ -17,7 +17,7 @@ use crate::app::{ApiJson, ApiQuery, AppState};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::registry::der_to_pem;
-use crate::store::{AuditRecord, CertRow, DeviceFilter, DeviceRow, DeviceWithCerts, FeedEntryRow};
+use crate::store::{CertRow, DeviceFilter, DeviceRow, DeviceWithCerts, FeedEntryRow};
 use crate::timefmt::{self, rfc3339, rfc3339_opt};
 
 const READERS: &[Role] = &[Role::Admin, Role::Auditor];
@@ -46,22 +46,16 @@ async fn register(
 ) -> Result<Response, ApiError> {
     caller.require(REGISTRARS)?;
     let target = req.hardware_serial.clone();
-    match state.registry.register_one(&caller, req).await {
-        Ok(answer) => {
-            let status = if answer.created {
-                StatusCode::CREATED
-            } else {
-                StatusCode::OK
-            };
-            Ok((status, Json(answer)).into_response())
-        }
-        Err(e) => {
-            state
-                .audit_failure(&caller, "device.register", &target, &e)
-                .await;
-            Err(e)
-        }
-    }
+    let result = state.registry.register_one(&caller, req).await;
+    let answer = state
+        .audited(&caller, "device.register", &target, result)
+        .await?;
+    let status = if answer.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(answer)).into_response())
 }
 
 #[derive(serde::Deserialize)]
@@ -99,22 +93,20 @@ async fn register_batch(
         state.registry.register_batch(&caller, items).await
     }
     .await;
-    match result {
-        Ok((items, created)) => {
-            let status = if created > 0 {
-                StatusCode::CREATED
-            } else {
-                StatusCode::OK
-            };
-            Ok((status, Json(BatchResponse { items, created })).into_response())
-        }
-        Err(e) => {
-            state
-                .audit_failure(&caller, "device.register_batch", &format!("{n} items"), &e)
-                .await;
-            Err(e)
-        }
-    }
+    let (items, created) = state
+        .audited(
+            &caller,
+            "device.register_batch",
+            &format!("{n} items"),
+            result,
+        )
+        .await?;
+    let status = if created > 0 {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(BatchResponse { items, created })).into_response())
 }
 
 async fn list(
@@ -334,7 +326,8 @@ async fn revoke(
         Ok(d)
     }
     .await;
-    audited(&state, &caller, "device.revoke", &client_id, result)
+    state
+        .audited(&caller, "device.revoke", &client_id, result)
         .await
         .map(|d| Json(device_json(&d)))
 }
@@ -361,7 +354,8 @@ async fn suspend(
         Ok(d)
     }
     .await;
-    audited(&state, &caller, "device.suspend", &client_id, result)
+    state
+        .audited(&caller, "device.suspend", &client_id, result)
         .await
         .map(|d| Json(device_json(&d)))
 }
@@ -382,7 +376,8 @@ async fn resume(
         Ok(d)
     }
     .await;
-    audited(&state, &caller, "device.resume", &client_id, result)
+    state
+        .audited(&caller, "device.resume", &client_id, result)
         .await
         .map(|d| Json(device_json(&d)))
 }
@@ -446,7 +441,8 @@ async fn revoke_certificate(
         Ok(cert)
     }
     .await;
-    audited(&state, &caller, "certificate.revoke", &serial, result)
+    state
+        .audited(&caller, "certificate.revoke", &serial, result)
         .await
         .map(|c| Json(cert_json(&c)))
 }
@@ -469,8 +465,7 @@ async fn set_allowlist(
             .await?
             .unwrap_or_default();
         row.allowed_cidrs = Some(req.cidrs.clone()).filter(|c| !c.is_empty());
-        let audit = ok_record(
-            &caller,
+        let audit = caller.audit_ok(
             "device.allowlist",
             &format!("{client_id}: {}", req.cidrs.join(" ")),
         );
@@ -482,7 +477,9 @@ async fn set_allowlist(
         find(&state, &client_id).await
     }
     .await;
-    let d = audited(&state, &caller, "device.allowlist", &client_id, result).await?;
+    let d = state
+        .audited(&caller, "device.allowlist", &client_id, result)
+        .await?;
     Ok(Json(status_json(&state, &d).await?))
 }
 
@@ -512,7 +509,7 @@ async fn set_policy(
         if let Some(m) = &req.message_auth {
             row.message_auth = Some(m.clone());
         }
-        let audit = ok_record(&caller, "device.policy", &client_id);
+        let audit = caller.audit_ok("device.policy", &client_id);
         let entry = state
             .store
             .set_device_policy(&client_id, &row, &audit)
@@ -521,7 +518,9 @@ async fn set_policy(
         find(&state, &client_id).await
     }
     .await;
-    let d = audited(&state, &caller, "device.policy", &client_id, result).await?;
+    let d = state
+        .audited(&caller, "device.policy", &client_id, result)
+        .await?;
     Ok(Json(status_json(&state, &d).await?))
 }
 
@@ -569,17 +568,6 @@ pub fn validate_cidr(s: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// The audit record of a successful call.
-pub fn ok_record(caller: &Caller, action: &str, target: &str) -> AuditRecord {
-    AuditRecord {
-        at: timefmt::now(),
-        actor: caller.actor(),
-        action: action.to_string(),
-        target: target.to_string(),
-        outcome: "ok".to_string(),
-    }
-}
-
 /// After a committed change: spread the news and refresh the CRL.
 fn changed(state: &AppState, entry: Option<&FeedEntryRow>) {
     if let Some(e) = entry {
@@ -587,21 +575,6 @@ fn changed(state: &AppState, entry: Option<&FeedEntryRow>) {
         state.metrics.revoked();
         state.feed.refresh_crl_soon();
     }
-}
-
-/// Records a failure in the audit log (successes are recorded by the store) and passes the
-/// result on.
-async fn audited<T>(
-    state: &AppState,
-    caller: &Caller,
-    action: &str,
-    target: &str,
-    result: Result<T, ApiError>,
-) -> Result<T, ApiError> {
-    if let Err(e) = &result {
-        state.audit_failure(caller, action, target, e).await;
-    }
-    result
 }
 
 fn summary(d: &DeviceRow) -> DeviceSummary {

@@ -9,7 +9,7 @@ use devid_core::api::{CreateTokenRequest, CreatedToken, Role, TokenInfo, TokenLi
 use crate::app::{ApiJson, AppState};
 use crate::auth::{new_token, Caller};
 use crate::error::ApiError;
-use crate::store::{AuditRecord, TokenRow};
+use crate::store::TokenRow;
 use crate::timefmt::{self, rfc3339, rfc3339_opt};
 
 pub fn router() -> Router<AppState> {
@@ -65,13 +65,10 @@ async fn create(
         };
         let rng = ring::rand::SystemRandom::new();
         let token = new_token(&rng, req.role, name, req.models.clone(), expires_at)?;
-        let audit = AuditRecord {
-            at: timefmt::now(),
-            actor: caller.actor(),
-            action: "token.create".into(),
-            target: format!("{} ({}, {})", token.row.id, name, req.role.as_str()),
-            outcome: "ok".into(),
-        };
+        let audit = caller.audit_ok(
+            "token.create",
+            &format!("{} ({}, {})", token.row.id, name, req.role.as_str()),
+        );
         state.store.insert_token(&token.row, &audit).await?;
         Ok(CreatedToken {
             info: token_json(&token.row),
@@ -79,15 +76,10 @@ async fn create(
         })
     }
     .await;
-    match result {
-        Ok(created) => Ok((StatusCode::CREATED, Json(created))),
-        Err(e) => {
-            state
-                .audit_failure(&caller, "token.create", &req.name, &e)
-                .await;
-            Err(e)
-        }
-    }
+    let created = state
+        .audited(&caller, "token.create", &req.name, result)
+        .await?;
+    Ok((StatusCode::CREATED, Json(created)))
 }
 
 async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<TokenList>, ApiError> {
@@ -104,27 +96,18 @@ async fn revoke(
     Path(id): Path<String>,
 ) -> Result<Json<TokenInfo>, ApiError> {
     caller.require(&[Role::Admin])?;
-    let audit = AuditRecord {
-        at: timefmt::now(),
-        actor: caller.actor(),
-        action: "token.revoke".into(),
-        target: id.clone(),
-        outcome: "ok".into(),
-    };
-    match state.store.revoke_token(&id, timefmt::now(), &audit).await {
-        Ok(row) => {
-            state.tokens.evict(&row.id);
-            Ok(Json(token_json(&row)))
-        }
-        Err(e) => {
-            let e = match e {
-                crate::store::StoreError::NotFound => {
-                    ApiError::NotFound(format!("no token has id {id}"))
-                }
-                other => other.into(),
-            };
-            state.audit_failure(&caller, "token.revoke", &id, &e).await;
-            Err(e)
-        }
-    }
+    let audit = caller.audit_ok("token.revoke", &id);
+    let result = state
+        .store
+        .revoke_token(&id, timefmt::now(), &audit)
+        .await
+        .map_err(|e| match e {
+            crate::store::StoreError::NotFound => {
+                ApiError::NotFound(format!("no token has id {id}"))
+            }
+            other => other.into(),
+        });
+    let row = state.audited(&caller, "token.revoke", &id, result).await?;
+    state.tokens.evict(&row.id);
+    Ok(Json(token_json(&row)))
 }
