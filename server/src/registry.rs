@@ -50,7 +50,8 @@ struct Signed {
     private_key: Option<String>,
 }
 
-type GroupReply = Result<Result<RegOutcome, RegConflict>, ApiError>;
+/// The stored outcome, with the device handed back so the answer is built without a copy.
+type GroupReply = Result<(NewDevice, Result<RegOutcome, RegConflict>), ApiError>;
 
 struct GroupItem {
     actor: Actor,
@@ -119,29 +120,33 @@ impl Registry {
         let signed = tokio::task::spawn_blocking(move || this.sign(checked))
             .await
             .map_err(ApiError::internal)??;
+        let Signed {
+            device,
+            private_key,
+        } = signed;
         let (reply_tx, reply_rx) = oneshot::channel();
-        let client_id = signed.device.client_id.clone();
         self.inner
             .group
             .send(GroupItem {
                 actor: caller.actor(),
-                device: signed.device.clone(),
+                device,
                 reply: reply_tx,
             })
             .await
             .map_err(|_| ApiError::Unavailable("the service is shutting down".into()))?;
-        let outcome = reply_rx
+        let (device, outcome) = reply_rx
             .await
             .map_err(|_| ApiError::internal("group committer dropped a registration"))??;
         match outcome {
             Ok(RegOutcome::Created) => {
                 self.inner.metrics.issued(1, started.elapsed());
-                Ok(self.answer_created(signed))
+                Ok(self.answer_created(device, private_key))
             }
             Ok(RegOutcome::Existing(existing)) => self.answer_existing(&existing),
             Err(conflict) => Err(ApiError::conflict(format!(
-                "{} ({client_id})",
-                conflict_message(&conflict)
+                "{} ({})",
+                conflict_message(&conflict),
+                device.client_id
             ))),
         }
     }
@@ -183,7 +188,10 @@ impl Registry {
         let signed = tokio::task::spawn_blocking(move || this.sign_parallel(checked))
             .await
             .map_err(ApiError::internal)??;
-        let devices: Vec<NewDevice> = signed.iter().map(|s| s.device.clone()).collect();
+        let (devices, keys): (Vec<NewDevice>, Vec<Option<String>>) = signed
+            .into_iter()
+            .map(|s| (s.device, s.private_key))
+            .unzip();
         tracing::info!(items = devices.len(), signed_in = ?started.elapsed(), "batch signed; storing");
         let outcomes = self
             .inner
@@ -196,12 +204,14 @@ impl Registry {
             )
             .await?;
         let mut created = 0;
-        let mut answers = Vec::with_capacity(signed.len());
-        for (index, (s, outcome)) in signed.into_iter().zip(outcomes).enumerate() {
+        let mut answers = Vec::with_capacity(devices.len());
+        for (index, ((device, key), outcome)) in
+            devices.into_iter().zip(keys).zip(outcomes).enumerate()
+        {
             match outcome {
                 Ok(RegOutcome::Created) => {
                     created += 1;
-                    answers.push(self.answer_created(s));
+                    answers.push(self.answer_created(device, key));
                 }
                 Ok(RegOutcome::Existing(existing)) => {
                     answers.push(self.answer_existing(&existing)?)
@@ -446,19 +456,19 @@ impl Registry {
         Ok(out)
     }
 
-    fn answer_created(&self, s: Signed) -> Registered {
-        let cert = &s.device.cert;
+    fn answer_created(&self, device: NewDevice, private_key: Option<String>) -> Registered {
+        let cert = &device.cert;
         Registered {
-            client_id: s.device.client_id,
-            hardware_serial: s.device.hardware_serial,
-            model: s.device.model,
+            client_id: device.client_id,
+            hardware_serial: device.hardware_serial,
+            model: device.model,
             certificate: der_to_pem(&cert.der),
             chain: self.inner.ca.chain_pem().to_string(),
             serial: cert.serial.clone(),
             fingerprint_sha256: cert.fingerprint.clone(),
             not_before: timefmt::rfc3339(cert.not_before),
             not_after: timefmt::rfc3339(cert.not_after),
-            private_key: s.private_key,
+            private_key,
             created: true,
         }
     }
@@ -515,7 +525,8 @@ async fn group_committer(store: Store, rx: Arc<tokio::sync::Mutex<mpsc::Receiver
                 pending.into_iter().partition(|i| i.actor.id == actor_id);
             pending = rest;
             let actor = group[0].actor.clone();
-            let devices: Vec<NewDevice> = group.iter().map(|g| g.device.clone()).collect();
+            let (devices, replies): (Vec<NewDevice>, Vec<_>) =
+                group.into_iter().map(|g| (g.device, g.reply)).unzip();
             let started = Instant::now();
             let result = store
                 .register(&devices, RegMode::Independent, &actor, timefmt::now())
@@ -523,14 +534,15 @@ async fn group_committer(store: Store, rx: Arc<tokio::sync::Mutex<mpsc::Receiver
             tracing::debug!(items = devices.len(), took = ?started.elapsed(), "group committed");
             match result {
                 Ok(outcomes) => {
-                    for (item, outcome) in group.into_iter().zip(outcomes) {
-                        let _ = item.reply.send(Ok(outcome));
+                    for ((device, reply), outcome) in devices.into_iter().zip(replies).zip(outcomes)
+                    {
+                        let _ = reply.send(Ok((device, outcome)));
                     }
                 }
                 Err(e) => {
                     let message = e.to_string();
-                    for item in group {
-                        let _ = item.reply.send(Err(ApiError::internal(&message)));
+                    for reply in replies {
+                        let _ = reply.send(Err(ApiError::internal(&message)));
                     }
                 }
             }
