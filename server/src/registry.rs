@@ -88,8 +88,12 @@ impl Registry {
         // the store like those between processes).
         let committers = if store.is_postgres() { 4 } else { 1 };
         let rx = Arc::new(tokio::sync::Mutex::new(rx));
-        for _ in 0..committers {
-            tokio::spawn(group_committer(store.clone(), rx.clone()));
+        if store.is_postgres() {
+            for _ in 0..committers {
+                tokio::spawn(group_committer(store.clone(), rx.clone()));
+            }
+        } else {
+            spawn_committer_thread(store.clone(), rx);
         }
         Registry {
             inner: Arc::new(Inner {
@@ -113,13 +117,10 @@ impl Registry {
         let prefixes = self.prefixes_for([req.model.as_deref()]).await?;
         let checked = self.check(caller, req, &prefixes)?;
         let started = Instant::now();
-        // Signing (~100 µs of CPU) runs on the blocking pool: if it ran on the async workers,
-        // every statement completion of the group committer would queue behind it, and the
-        // shared transactions (hence throughput) would stretch.
-        let this = self.clone();
-        let signed = tokio::task::spawn_blocking(move || this.sign(checked))
-            .await
-            .map_err(ApiError::internal)??;
+        // Checking and signing take ~100 µs of CPU: short enough to run on this async worker
+        // (a hop to the blocking pool and back cost more, measured). The SQLite committer that
+        // must not queue behind such work has its own thread.
+        let signed = self.sign(checked)?;
         let Signed {
             device,
             private_key,
@@ -499,6 +500,28 @@ pub fn der_to_pem(der: &[u8]) -> String {
         &pem::Pem::new("CERTIFICATE", der.to_vec()),
         pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
     )
+}
+
+/// SQLite's group committer runs on a thread of its own (a current-thread runtime): each of
+/// its commits waits for sqlx's SQLite worker thread, and on the shared async workers the
+/// committer's wake-up would queue behind request handling (CSR checks, signatures, JSON), so
+/// every commit, hence every registration, would wait longer. Its SQLite connection is driven by
+/// sqlx's own worker thread, so it does not belong to any one runtime. The thread ends when the
+/// registry (the queue's sender) is dropped.
+fn spawn_committer_thread(store: Store, rx: Arc<tokio::sync::Mutex<mpsc::Receiver<GroupItem>>>) {
+    let spawned = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .and_then(|rt| {
+            let (store, rx) = (store.clone(), rx.clone());
+            std::thread::Builder::new()
+                .name("devid-committer".into())
+                .spawn(move || rt.block_on(group_committer(store, rx)))
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "no committer thread; committing on the shared runtime");
+        tokio::spawn(group_committer(store, rx));
+    }
 }
 
 /// Stores whatever single registrations are waiting, one transaction per caller per round.

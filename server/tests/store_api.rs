@@ -160,6 +160,8 @@ both!(
     racing_changes_to_one_device_apply_once,
     reopening_keeps_devices_feed_and_crl,
     overlapping_batches_from_two_stores_do_not_fail,
+    conflict_in_a_later_chunk_leaves_nothing_behind,
+    many_rows_in_one_call_keep_each_certificate_with_its_device,
 );
 
 // ---- helpers ----------------------------------------------------------------------------------
@@ -569,6 +571,80 @@ async fn independent_mode_commits_the_good_items(env: Env) {
     assert!(s.get_device("I1").await.expect("get").is_none());
     assert_eq!(s.count_devices().await.expect("count"), 3);
     assert_eq!(audit_count(s, "device.register").await, 3);
+}
+
+/// The conflicting item sits in the last of several statement-sized chunks: the chunks stored
+/// before it must be rolled back with it.
+async fn conflict_in_a_later_chunk_leaves_nothing_behind(env: Env) {
+    let s = &env.store;
+    assert!(matches!(
+        register_one(s, &dev("HW-0", "TAKEN", Some("c0"))).await,
+        Ok(RegOutcome::Created)
+    ));
+    let mut items: Vec<NewDevice> = (0..5_000)
+        .map(|i| dev(&format!("K-{i}"), &format!("K{i}"), Some("c")))
+        .collect();
+    items[4_900].client_id = "TAKEN".into();
+    match s
+        .register(&items, RegMode::AllOrNothing, &actor(), T0)
+        .await
+    {
+        Err(StoreError::BatchConflict {
+            index: 4_900,
+            conflict: RegConflict::ClientIdTaken,
+        }) => {}
+        other => panic!("expected BatchConflict at 4900, got {other:?}"),
+    }
+    assert_eq!(s.count_devices().await.expect("count"), 1);
+    assert!(s.get_device("K0").await.expect("get").is_none());
+    assert!(s
+        .get_certificate(&items[0].cert.serial)
+        .await
+        .expect("cert")
+        .is_none());
+    assert_eq!(audit_count(s, "device.register").await, 1);
+}
+
+/// Every device stored by one multi-row call gets its own certificate (not a neighbour's) and
+/// its own audit row.
+async fn many_rows_in_one_call_keep_each_certificate_with_its_device(env: Env) {
+    let s = &env.store;
+    let items: Vec<NewDevice> = (0..300)
+        .map(|i| dev(&format!("M-{i}"), &format!("M{i}"), Some(&format!("m{i}"))))
+        .collect();
+    let out = s
+        .register(&items, RegMode::Independent, &actor(), T0)
+        .await
+        .expect("register");
+    assert!(out.iter().all(|o| matches!(o, Ok(RegOutcome::Created))));
+    for it in &items {
+        let got = s
+            .get_device(&it.client_id)
+            .await
+            .expect("get")
+            .expect("some");
+        assert_eq!(got.device.hardware_serial, it.hardware_serial);
+        assert_eq!(got.certs.len(), 1, "{}", it.client_id);
+        assert_eq!(got.certs[0].serial, it.cert.serial, "{}", it.client_id);
+        assert_eq!(got.certs[0].fingerprint, it.cert.fingerprint);
+        assert_eq!(got.certs[0].csr_sha256, it.cert.csr_sha256);
+        let cert = s
+            .get_certificate(&it.cert.serial)
+            .await
+            .expect("cert")
+            .expect("some");
+        assert_eq!(cert.client_id, it.client_id);
+    }
+    let audit = s.list_audit(None, None, None, 10_000).await.expect("audit");
+    let targets: HashSet<&str> = audit
+        .iter()
+        .filter(|a| a.record.action == "device.register")
+        .map(|a| a.record.target.as_str())
+        .collect();
+    assert_eq!(targets.len(), 300);
+    assert!(items
+        .iter()
+        .all(|it| targets.contains(it.client_id.as_str())));
 }
 
 async fn large_batch_spans_several_chunks(env: Env) {
@@ -1362,4 +1438,63 @@ async fn overlapping_batches_from_two_stores_do_not_fail(env: Env) {
     }
     assert_eq!(a.count_devices().await.expect("count"), 300);
     assert_eq!(audit_count(&a, "device.register").await, 300);
+}
+
+/// A database made by the first schema keeps its devices and certificates through the later
+/// migrations (0002 rebuilds the certificates table), and registration works on it afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_upgrade_from_the_first_schema_keeps_data() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("devid.db");
+    let first = dir.path().join("first");
+    std::fs::create_dir(&first).expect("mkdir");
+    std::fs::copy(
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../migrations/sqlite/0001_init.sql"
+        ),
+        first.join("0001_init.sql"),
+    )
+    .expect("copy 0001");
+    {
+        let opts = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(&db)
+            .create_if_missing(true)
+            .foreign_keys(true);
+        let pool = sqlx::SqlitePool::connect_with(opts).await.expect("open");
+        sqlx::migrate::Migrator::new(first.as_path())
+            .await
+            .expect("migrator")
+            .run(&pool)
+            .await
+            .expect("0001");
+        pool.execute(
+            "INSERT INTO devices (id, client_id, hardware_serial, created_at) \
+             VALUES (7, 'OLD1', 'HW-OLD', 1);
+             INSERT INTO certificates (serial, device_id, fingerprint, der, not_before, not_after, \
+             status, profile, created_at) \
+             VALUES ('0a0b', 7, 'ff00', x'3000', 1, 2, 'hold', 'idevid', 1);",
+        )
+        .await
+        .expect("old rows");
+        pool.close().await;
+    }
+    let s = Store::connect_sqlite(&db, true).await.expect("connect");
+    s.migrate().await.expect("migrate to the current schema");
+    let old = s.get_device("OLD1").await.expect("get").expect("some");
+    assert_eq!(old.device.hardware_serial, "HW-OLD");
+    assert_eq!(old.certs.len(), 1);
+    assert_eq!(old.certs[0].serial, "0a0b");
+    assert_eq!(old.certs[0].status, CertState::Hold);
+    // The held certificate is still on the CRL listing (its partial index was rebuilt too).
+    let listing = s.crl_listing().await.expect("crl listing");
+    assert_eq!(listing.len(), 1);
+    let new = dev("HW-NEW", "NEW1", Some("n"));
+    assert!(matches!(
+        register_one(&s, &new).await,
+        Ok(RegOutcome::Created)
+    ));
+    let got = s.get_device("NEW1").await.expect("get").expect("some");
+    assert_eq!(got.certs[0].serial, new.cert.serial);
+    assert_eq!(s.count_devices().await.expect("count"), 2);
 }

@@ -41,7 +41,11 @@ impl Backend {
             .busy_timeout(Duration::from_secs(5))
             .foreign_keys(true)
             // Statement journals of multi-row inserts stay in memory instead of temp files.
-            .pragma("temp_store", "memory");
+            .pragma("temp_store", "memory")
+            // Checkpoint every 4,000 WAL pages (16 MiB) instead of 1,000: a page written by
+            // many commits (the tail of a sequential index) is copied to the database once per
+            // checkpoint, so fewer checkpoints copy fewer pages (-17% commit time, measured).
+            .pragma("wal_autocheckpoint", "4000");
         // The writer connects first so that the file exists and is in WAL mode before readers.
         // An in-process SQLite connection cannot go stale: no ping round trip before each use.
         let write = SqlitePoolOptions::new()
@@ -49,12 +53,15 @@ impl Backend {
             .min_connections(1)
             .test_before_acquire(false)
             .acquire_timeout(Duration::from_secs(60))
-            .connect_with(opts.clone())
+            // 64 MiB of page cache (default 2 MiB): index pages that random keys (ClientIDs,
+            // certificate serials) touch stay in memory instead of being read back from the OS
+            // on every registration.
+            .connect_with(opts.clone().pragma("cache_size", "-65536"))
             .await?;
         let read = SqlitePoolOptions::new()
             .max_connections(4)
             .test_before_acquire(false)
-            .connect_with(opts)
+            .connect_with(opts.pragma("cache_size", "-16384"))
             .await?;
         Ok(Backend { write, read })
     }
@@ -91,6 +98,68 @@ impl Backend {
     async fn lock_bootstrap(_tx: &mut Tx) -> Result<(), StoreError> {
         Ok(())
     }
+}
+
+impl Backend {
+    /// Stores `items` as new devices through the `register_new` view (migration 0002): one
+    /// statement, hence one round trip to sqlx's worker thread and one implicit transaction,
+    /// when they fit in one statement; otherwise one statement per chunk in a transaction.
+    /// A uniqueness violation comes back as the database error and nothing is written.
+    pub(super) async fn register_new(
+        &self,
+        items: &[NewDevice],
+        actor: &Actor,
+        at: i64,
+    ) -> Result<(), StoreError> {
+        const COLS: usize = 16;
+        let rows = MAX_BINDS / COLS;
+        if items.len() <= rows {
+            let mut conn = self.write.acquire().await?;
+            return insert_register_new(&mut conn, items, actor, at).await;
+        }
+        let mut tx = self.begin_write().await?;
+        for chunk in items.chunks(rows) {
+            insert_register_new(&mut tx, chunk, actor, at).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+async fn insert_register_new(
+    conn: &mut DbConn,
+    items: &[NewDevice],
+    actor: &Actor,
+    at: i64,
+) -> Result<(), StoreError> {
+    let sql = format!(
+        "INSERT INTO register_new (client_id, hardware_serial, client_id_generated, model, \
+         metadata, created_at, serial, fingerprint, der, not_before, not_after, profile, \
+         csr_sha256, at, actor_id, actor_name) VALUES {}",
+        values_rows(NUMBERED_PARAMS, items.len(), 16)
+    );
+    let mut q = sqlx::query(&sql).persistent(items.len() <= CACHE_MAX_ROWS);
+    for d in items {
+        q = q
+            .bind(&d.client_id)
+            .bind(&d.hardware_serial)
+            .bind(d.client_id_generated)
+            .bind(&d.model)
+            .bind(&d.metadata)
+            .bind(d.created_at)
+            .bind(&d.cert.serial)
+            .bind(&d.cert.fingerprint)
+            .bind(&d.cert.der)
+            .bind(d.cert.not_before)
+            .bind(d.cert.not_after)
+            .bind(&d.cert.profile)
+            .bind(&d.cert.csr_sha256)
+            .bind(at)
+            .bind(&actor.id)
+            .bind(&actor.name);
+    }
+    q.execute(&mut *conn).await?;
+    Ok(())
 }
 
 // ---- bulk statements: multi-row VALUES and IN lists, chunked by MAX_BINDS ----
