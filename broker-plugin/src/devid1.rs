@@ -13,7 +13,7 @@ use ring::rand::SystemRandom;
 use rustls_pki_types::UnixTime;
 
 use crate::config::Config;
-use crate::engine::{Refusal, ServerSide, Verified};
+use crate::engine::{MessageCheck, Refusal, ServerSide, Verified};
 
 /// How many verified device certificates are cached (by fingerprint).
 const CERT_CACHE: usize = 100_000;
@@ -149,21 +149,21 @@ impl ServerSide for Devid1Server {
     fn verify_message(
         &self,
         verifier: &mut PublishVerifier,
-        user_properties: &[(String, String)],
+        devid_properties: &[(&str, &str)],
         topic: &str,
-        payload: &mut Vec<u8>,
-    ) -> Result<bool, String> {
+        payload: &[u8],
+    ) -> Result<MessageCheck, String> {
         // Only the protocol's own properties are a claim to check; any other `devid-*` one
         // (e.g. a forged `devid-verified`) is simply stripped by the caller.
-        let props = user_properties
+        let props = devid_properties
             .iter()
-            .filter(|(k, _)| PROTOCOL_PROPERTIES.contains(&k.as_str()))
-            .map(|(k, v)| (k.as_str(), v.as_str()));
+            .filter(|(k, _)| PROTOCOL_PROPERTIES.contains(k))
+            .copied();
         match PublishAuth::from_properties(props).map_err(|e| e.to_string())? {
-            None => Ok(false),
+            None => Ok(MessageCheck::Unclaimed),
             Some(auth) => verifier
-                .verify(&auth, topic, payload)
-                .map(|()| true)
+                .check(&auth, topic, payload)
+                .map(|plaintext| MessageCheck::Verified { plaintext })
                 .map_err(|e| e.to_string()),
         }
     }

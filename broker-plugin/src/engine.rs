@@ -88,15 +88,15 @@ pub trait ServerSide {
     /// Per-session PUBLISH verifier (message MAC / seal, replay window).
     type Verifier;
     fn verifier(&self, keys: &Self::Keys) -> Self::Verifier;
-    /// Checks a PUBLISH's `devid-*` user properties. Ok(false): none present. Ok(true): verified
-    /// (a sealed payload is decrypted in place). Err: malformed, replayed or not authentic.
+    /// Checks a PUBLISH's `devid-*` user properties (the caller passes those only, name and
+    /// value). Err: malformed, replayed or not authentic.
     fn verify_message(
         &self,
         verifier: &mut Self::Verifier,
-        user_properties: &[(String, String)],
+        devid_properties: &[(&str, &str)],
         topic: &str,
-        payload: &mut Vec<u8>,
-    ) -> Result<bool, String>;
+        payload: &[u8],
+    ) -> Result<MessageCheck, String>;
     /// Checks a TLS client certificate (leaf DER) with the same rules for this ClientID.
     fn verify_tls_client(
         &self,
@@ -117,6 +117,15 @@ pub enum AuthOutcome {
     Deny,
     /// Not ours: CONNACK 0x8C (unknown method) or let another plugin decide.
     Defer,
+}
+
+/// What a PUBLISH's `devid-*` properties prove.
+#[derive(Debug, PartialEq, Eq)]
+pub enum MessageCheck {
+    /// No claim: the message carries no `devid-seq`.
+    Unclaimed,
+    /// Authentic and fresh. For a sealed message, the decrypted payload.
+    Verified { plaintext: Option<Vec<u8>> },
 }
 
 /// What to do with an incoming PUBLISH.
@@ -551,7 +560,7 @@ impl<S: ServerSide> Engine<S> {
         &mut self,
         key: ConnKey,
         topic: &str,
-        user_properties: &[(String, String)],
+        devid_properties: &[(&str, &str)],
         payload: &[u8],
     ) -> MessageVerdict {
         let max = self.config.max_refused_messages;
@@ -579,17 +588,18 @@ impl<S: ServerSide> Engine<S> {
             }),
             (Via::Devid1, None) => Err("no session keys".into()),
             (Via::Devid1, Some(v)) => {
-                let mut buf = payload.to_vec();
                 match self
                     .server
-                    .verify_message(v, user_properties, topic, &mut buf)
+                    .verify_message(v, devid_properties, topic, payload)
                 {
-                    Ok(true) => Ok(MessageVerdict::Accept {
+                    Ok(MessageCheck::Verified { plaintext }) => Ok(MessageVerdict::Accept {
                         verified: Some(cid.clone()),
-                        payload: (buf != payload).then_some(buf),
+                        payload: plaintext,
                     }),
-                    Ok(false) if required => Err("message authentication required".into()),
-                    Ok(false) => Ok(MessageVerdict::Accept {
+                    Ok(MessageCheck::Unclaimed) if required => {
+                        Err("message authentication required".into())
+                    }
+                    Ok(MessageCheck::Unclaimed) => Ok(MessageVerdict::Accept {
                         verified: None,
                         payload: None,
                     }),
@@ -828,25 +838,25 @@ mod tests {
         fn verify_message(
             &self,
             last: &mut u64,
-            props: &[(String, String)],
+            props: &[(&str, &str)],
             _topic: &str,
-            payload: &mut Vec<u8>,
-        ) -> Result<bool, String> {
-            let get = |n: &str| props.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str());
+            payload: &[u8],
+        ) -> Result<MessageCheck, String> {
+            let get = |n: &str| props.iter().find(|(k, _)| *k == n).map(|(_, v)| *v);
             let Some(seq) = get("devid-seq") else {
-                return Ok(false);
+                return Ok(MessageCheck::Unclaimed);
             };
             let seq: u64 = seq.parse().map_err(|_| "bad seq".to_string())?;
             if seq <= *last {
                 return Err("replay".into());
             }
-            match (get("devid-mac"), get("devid-seal")) {
-                (Some("good"), None) => {}
-                (None, Some("1")) => payload.reverse(),
+            let plaintext = match (get("devid-mac"), get("devid-seal")) {
+                (Some("good"), None) => None,
+                (None, Some("1")) => Some(payload.iter().rev().copied().collect()),
                 _ => return Err("bad mac".into()),
-            }
+            };
             *last = seq;
-            Ok(true)
+            Ok(MessageCheck::Verified { plaintext })
         }
         fn verify_tls_client(&self, der: &[u8], cid: &str, now: u64) -> Result<Verified, Refusal> {
             self.hello(der, cid, now).map(|(v, _)| v)
@@ -1179,10 +1189,8 @@ mod tests {
         assert!(e.acl(1, Access::Publish, "devices/dev1/x"));
     }
 
-    fn props(list: &[(&str, &str)]) -> Vec<(String, String)> {
-        list.iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+    fn props<'a>(list: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+        list.to_vec()
     }
 
     #[test]

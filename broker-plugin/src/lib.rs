@@ -78,6 +78,18 @@ fn log(level: LogLevel, msg: &str) {
     tests::LOGS.with(|l| l.borrow_mut().push((level, msg.to_string())));
 }
 
+/// A borrowed view of a NUL-terminated UTF-8 string (None for NULL or non-UTF-8).
+///
+/// # Safety
+/// `p` is NULL or NUL-terminated and stays valid and unchanged for `'a`.
+unsafe fn borrowed_str<'a>(p: *const c_char) -> Option<&'a str> {
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: non-NULL, NUL-terminated and alive for 'a by the caller's contract.
+    unsafe { CStr::from_ptr(p) }.to_str().ok()
+}
+
 /// Copies a C string the broker lends us; None for NULL or non-UTF-8.
 ///
 /// # Safety
@@ -527,11 +539,14 @@ unsafe fn on_acl(p: &Plugin, ev: &mosquitto_evt_acl_check) -> c_int {
 /// stripped, and `devid-verified` = ClientID is added to verified messages, so subscribers can
 /// trust it.
 ///
+/// This runs on the broker's only thread for every message, so the property list is read once:
+/// the same pass collects the `devid-*` pairs for the check and remembers their nodes to unlink.
+///
 /// # Safety
 /// `ev` is the broker's message event for this call.
 unsafe fn on_message(p: &Plugin, ev: &mut mosquitto_evt_message) -> c_int {
-    // SAFETY: the property list and payload belong to the message for this call.
-    let props = unsafe { user_properties(ev.properties) };
+    // SAFETY: the property list belongs to the message for this call.
+    let devid = unsafe { DevidProperties::read(ev.properties) };
     let payload: &[u8] = if ev.payload.is_null() || ev.payloadlen == 0 {
         &[]
     } else {
@@ -539,17 +554,17 @@ unsafe fn on_message(p: &Plugin, ev: &mut mosquitto_evt_message) -> c_int {
         unsafe { std::slice::from_raw_parts(ev.payload.cast(), ev.payloadlen as usize) }
     };
     // SAFETY: topic is NULL or valid for the call.
-    let topic = unsafe { opt_str(ev.topic) }.unwrap_or_default();
+    let topic = unsafe { borrowed_str(ev.topic) }.unwrap_or_default();
     let verdict = match p.engine.try_borrow_mut() {
-        Ok(mut engine) => engine.message(ev.client as ConnKey, &topic, &props, payload),
+        Ok(mut engine) => engine.message(ev.client as ConnKey, topic, &devid.pairs(), payload),
         Err(_) => return MOSQ_ERR_ACL_DENIED,
     };
     match verdict {
         MessageVerdict::Refuse => MOSQ_ERR_ACL_DENIED,
         MessageVerdict::Disconnect => MOSQ_ERR_ADMINISTRATIVE_ACTION,
         MessageVerdict::Accept { verified, payload } => {
-            // SAFETY: the message's own list, relinked in place.
-            unsafe { strip_devid_properties(&mut ev.properties) };
+            // SAFETY: the nodes were read from this very list during this call.
+            unsafe { devid.unlink_from(&mut ev.properties) };
             if let Some(new) = payload {
                 // SAFETY: see replace_payload.
                 if unsafe { replace_payload(ev, &new) }.is_err() {
@@ -557,8 +572,7 @@ unsafe fn on_message(p: &Plugin, ev: &mut mosquitto_evt_message) -> c_int {
                 }
             }
             if let Some(cid) = verified {
-                let (Ok(name), Ok(value)) = (CString::new("devid-verified"), CString::new(cid))
-                else {
+                let Ok(value) = CString::new(cid) else {
                     return MOSQ_ERR_ACL_DENIED;
                 };
                 // SAFETY: appends a copy of both strings to the message's list.
@@ -566,7 +580,7 @@ unsafe fn on_message(p: &Plugin, ev: &mut mosquitto_evt_message) -> c_int {
                     mosquitto_property_add_string_pair(
                         &mut ev.properties,
                         MQTT_PROP_USER_PROPERTY,
-                        name.as_ptr(),
+                        c"devid-verified".as_ptr(),
                         value.as_ptr(),
                     )
                 };
@@ -598,98 +612,108 @@ unsafe fn replace_payload(ev: &mut mosquitto_evt_message, new: &[u8]) -> Result<
     Ok(())
 }
 
-/// The user properties of a property list, in order (pairs that are not UTF-8 are skipped).
-///
-/// # Safety
-/// `list` is NULL or a live property list.
-unsafe fn user_properties(list: *const mosquitto_property) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    let mut node = list;
-    while !node.is_null() {
-        let mut name: *mut c_char = std::ptr::null_mut();
-        let mut value: *mut c_char = std::ptr::null_mut();
-        // SAFETY: live node; reads this node only (skip_first false, and we check the answer
-        // is this node); both strings are mosquitto-allocated copies freed below.
-        unsafe {
-            if mosquitto_property_identifier(node) == MQTT_PROP_USER_PROPERTY {
-                let found = mosquitto_property_read_string_pair(
-                    node,
-                    MQTT_PROP_USER_PROPERTY,
-                    &mut name,
-                    &mut value,
-                    false,
-                );
-                if found == node {
-                    if let (Some(n), Some(v)) = (opt_str(name), opt_str(value)) {
-                        out.push((n, v));
+/// The `devid-*` user properties of one message: their name/value copies (made by
+/// `mosquitto_property_read_string_pair`, freed on drop) and their nodes in the list.
+struct DevidProperties {
+    /// (node, name, value); name and value are NUL-terminated mosquitto allocations.
+    found: Vec<(*mut mosquitto_property, *mut c_char, *mut c_char)>,
+}
+
+impl DevidProperties {
+    /// One pass over `list`. A pair whose name is not UTF-8 cannot be a `devid-*` name; one
+    /// whose value is not UTF-8 is kept for stripping and passed on as an empty value (which
+    /// no check accepts).
+    ///
+    /// # Safety
+    /// `list` is NULL or a live property list that stays unchanged while `self` lives, except
+    /// through `unlink_from`.
+    unsafe fn read(list: *mut mosquitto_property) -> DevidProperties {
+        let mut found = Vec::new();
+        let mut node = list;
+        while !node.is_null() {
+            // SAFETY: live node; reads this node only (skip_first false; the answer must be this
+            // node); both strings are mosquitto-allocated copies, kept or freed below.
+            unsafe {
+                if mosquitto_property_identifier(node) == MQTT_PROP_USER_PROPERTY {
+                    let mut name: *mut c_char = std::ptr::null_mut();
+                    let mut value: *mut c_char = std::ptr::null_mut();
+                    let hit = mosquitto_property_read_string_pair(
+                        node,
+                        MQTT_PROP_USER_PROPERTY,
+                        &mut name,
+                        &mut value,
+                        false,
+                    );
+                    if hit == node
+                        && !name.is_null()
+                        && CStr::from_ptr(name).to_bytes().starts_with(b"devid-")
+                    {
+                        found.push((node, name, value));
+                    } else {
+                        mosquitto_free(name.cast());
+                        mosquitto_free(value.cast());
                     }
                 }
+                node = mosquitto_property_next(node).cast_mut();
+            }
+        }
+        DevidProperties { found }
+    }
+
+    /// (name, value) pairs borrowed from the copies.
+    fn pairs(&self) -> Vec<(&str, &str)> {
+        self.found
+            .iter()
+            .filter_map(|&(_, name, value)| {
+                // SAFETY: NUL-terminated copies owned by self (value may be NULL).
+                let name = unsafe { borrowed_str(name) }?;
+                let value = unsafe { borrowed_str(value) }.unwrap_or_default();
+                Some((name, value))
+            })
+            .collect()
+    }
+
+    /// Unlinks the found nodes from the list and frees them.
+    ///
+    /// The list is Mosquitto's `struct mqtt5__property`, a singly linked list whose first field
+    /// is `next` (lib/property_mosq.h, stable since 1.6); it is relinked in place and each
+    /// removed node freed with the broker's own `mosquitto_property_free_all` on a one-node list.
+    ///
+    /// # Safety
+    /// `head` is the list `read` walked, unchanged since.
+    unsafe fn unlink_from(&self, head: &mut *mut mosquitto_property) {
+        if self.found.is_empty() {
+            return;
+        }
+        let mut link: *mut *mut mosquitto_property = head;
+        // SAFETY: every node comes from the broker's list; `next` is the first field.
+        unsafe {
+            while !(*link).is_null() {
+                let node = *link;
+                if self.found.iter().any(|&(n, _, _)| n == node) {
+                    let next_field = node.cast::<*mut mosquitto_property>();
+                    *link = *next_field;
+                    *next_field = std::ptr::null_mut();
+                    let mut single = node;
+                    mosquitto_property_free_all(&mut single);
+                } else {
+                    link = node.cast::<*mut mosquitto_property>();
+                }
+            }
+        }
+    }
+}
+
+impl Drop for DevidProperties {
+    fn drop(&mut self) {
+        for &(_, name, value) in &self.found {
+            // SAFETY: both were allocated by mosquitto for this struct (or are NULL), freed once.
+            unsafe {
                 mosquitto_free(name.cast());
                 mosquitto_free(value.cast());
             }
-            node = mosquitto_property_next(node);
         }
     }
-    out
-}
-
-/// Removes user properties whose name starts with `devid-` from a property list.
-///
-/// The list is Mosquitto's `struct mqtt5__property`, a singly linked list whose first field is
-/// `next` (lib/property_mosq.h, stable since 1.6); it is relinked in place and each removed
-/// node freed with the broker's own `mosquitto_property_free_all` on a one-node list.
-///
-/// # Safety
-/// `head` is the message's property list, owned by the broker for this call.
-unsafe fn strip_devid_properties(head: &mut *mut mosquitto_property) {
-    let mut link: *mut *mut mosquitto_property = head;
-    // SAFETY: every node comes from the broker's list; `next` is the first field.
-    unsafe {
-        while !(*link).is_null() {
-            let node = *link;
-            if is_devid_user_property(node) {
-                let next_field = node.cast::<*mut mosquitto_property>();
-                *link = *next_field;
-                *next_field = std::ptr::null_mut();
-                let mut single = node;
-                mosquitto_property_free_all(&mut single);
-            } else {
-                link = node.cast::<*mut mosquitto_property>();
-            }
-        }
-    }
-}
-
-/// # Safety
-/// `node` is a live property node.
-unsafe fn is_devid_user_property(node: *const mosquitto_property) -> bool {
-    // SAFETY: live node.
-    if unsafe { mosquitto_property_identifier(node) } != MQTT_PROP_USER_PROPERTY {
-        return false;
-    }
-    let mut name: *mut c_char = std::ptr::null_mut();
-    let mut value: *mut c_char = std::ptr::null_mut();
-    // SAFETY: reads this node (skip_first false) into two mosquitto-allocated strings.
-    let found = unsafe {
-        mosquitto_property_read_string_pair(
-            node,
-            MQTT_PROP_USER_PROPERTY,
-            &mut name,
-            &mut value,
-            false,
-        )
-    };
-    // Only trust the answer if it is about this very node.
-    let hit = found == node
-        && !name.is_null()
-        // SAFETY: NUL-terminated copy.
-        && unsafe { CStr::from_ptr(name) }.to_bytes().starts_with(b"devid-");
-    // SAFETY: both strings were allocated by mosquitto (or are NULL).
-    unsafe {
-        mosquitto_free(name.cast());
-        mosquitto_free(value.cast());
-    }
-    hit
 }
 
 fn on_tick(p: &Plugin) -> c_int {

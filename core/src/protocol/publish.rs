@@ -271,19 +271,34 @@ impl PublishVerifier {
         topic: &str,
         payload: &mut Vec<u8>,
     ) -> Result<(), Error> {
+        if let Some(plain) = self.check(auth, topic, payload)? {
+            *payload = plain;
+        }
+        Ok(())
+    }
+
+    /// Checks one PUBLISH without copying it: `Some(plaintext)` for a sealed message, `None`
+    /// for a MAC'd one (its payload stands as sent). On failure the replay window is unchanged.
+    pub fn check(
+        &mut self,
+        auth: &PublishAuth,
+        topic: &str,
+        payload: &[u8],
+    ) -> Result<Option<Vec<u8>>, Error> {
         if auth.seq <= self.last_seq {
             return Err(Error::Replay {
                 seq: auth.seq,
                 last: self.last_seq,
             });
         }
-        match auth.protection {
+        let plain = match auth.protection {
             Protection::Mac(mac) => {
                 ct_eq(&self.keys.mac(auth.seq, topic, payload)?, &mac)?;
+                None
             }
             Protection::Seal => {
                 let aad = MessageKeys::aad(topic)?;
-                let mut buf = payload.clone();
+                let mut buf = payload.to_vec();
                 let plain_len = self
                     .keys
                     .seal
@@ -291,10 +306,10 @@ impl PublishVerifier {
                     .map_err(|_| Error::BadMac)?
                     .len();
                 buf.truncate(plain_len);
-                *payload = buf;
+                Some(buf)
             }
-        }
+        };
         self.last_seq = auth.seq;
-        Ok(())
+        Ok(plain)
     }
 }
