@@ -394,17 +394,15 @@ impl Store {
         actor: &Actor,
         at: i64,
     ) -> Result<Vec<Result<RegOutcome, RegConflict>>, StoreError> {
-        // SQLite: first try storing every item as new in one statement (the common case on a
+        // First try storing every item as new in one statement (the common case on a
         // manufacturing line). If any of them is a replay or a conflict, that statement wrote
         // nothing, and the classifying path below sorts them out.
-        if let Backend::Sqlite(b) = &*self.backend {
-            match b.register_new(items, actor, at).await {
-                Ok(()) => return Ok(items.iter().map(|_| Ok(RegOutcome::Created)).collect()),
-                Err(StoreError::Database(e)) if is_unique_violation(&e) => {
-                    tracing::debug!("not every registration is new; classifying them");
-                }
-                Err(e) => return Err(e),
+        match on_backend!(self, b => b.register_new(items, actor, at).await) {
+            Ok(()) => return Ok(items.iter().map(|_| Ok(RegOutcome::Created)).collect()),
+            Err(StoreError::Database(e)) if is_retryable(&e) => {
+                tracing::debug!("not every registration is new; classifying them");
             }
+            Err(e) => return Err(e),
         }
         let mut attempt = 1;
         loop {
@@ -648,14 +646,9 @@ impl Store {
 /// violation (the other side inserted the same serial or ClientID first), or, on PostgreSQL, a
 /// detected deadlock (40P01) or serialization failure (40001).
 fn is_retryable(e: &sqlx::Error) -> bool {
-    is_unique_violation(e)
-        || e.as_database_error()
-            .is_some_and(|d| matches!(d.code().as_deref(), Some("40P01") | Some("40001")))
-}
-
-fn is_unique_violation(e: &sqlx::Error) -> bool {
-    e.as_database_error()
-        .is_some_and(|d| d.is_unique_violation())
+    e.as_database_error().is_some_and(|d| {
+        d.is_unique_violation() || matches!(d.code().as_deref(), Some("40P01") | Some("40001"))
+    })
 }
 
 /// A stored value that does not parse (only possible if someone edited the database by hand).
