@@ -1189,6 +1189,128 @@ async fn feed_listener_sees_other_store_commits(env: Env) {
     handle.abort();
 }
 
+/// PostgreSQL only: the listener's connection is killed (as a failover or an idle-connection
+/// reaper would); it reconnects by itself, and an entry committed meanwhile still reaches the
+/// sink, through a new notification or the head it announces after reconnecting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_feed_listener_recovers_from_a_killed_connection() {
+    let Some(env) = Env::postgres().await else {
+        eprintln!("DEVID_TEST_POSTGRES_URL not set: skipped");
+        return;
+    };
+    let (tx, mut rx) = tokio::sync::broadcast::channel(16);
+    let b = env.another().await;
+    let handle = b
+        .spawn_feed_listener(tx)
+        .await
+        .expect("listen")
+        .expect("a listener task on PostgreSQL");
+    let s = &env.store;
+    let db = &env.pg.as_ref().expect("a database").name;
+    let mut pg_admin = sqlx::PgConnection::connect(&env.pg.as_ref().expect("db").admin_url)
+        .await
+        .expect("connect admin");
+    let killed: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = $1 AND query ILIKE 'LISTEN%'",
+    )
+    .bind(db)
+    .fetch_all(&mut pg_admin)
+    .await
+    .expect("terminate the listener");
+    assert_eq!(
+        killed,
+        [true],
+        "exactly the listener's backend was terminated"
+    );
+    register_one(s, &dev("HW-K", "K1", Some("c")))
+        .await
+        .expect("register");
+    s.revoke_device("K1", RevocationReason::KeyCompromise, T0, &admin())
+        .await
+        .expect("revoke");
+    let seq = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match rx.recv().await {
+                Ok(seq) if seq >= 1 => return seq,
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(e) => panic!("sink closed: {e}"),
+            }
+        }
+    })
+    .await
+    .expect("the entry reached the sink within 5 s of the connection being killed");
+    assert_eq!(seq, 1);
+    handle.abort();
+}
+
+/// PostgreSQL only: the listener's connection is killed while the database refuses new
+/// connections, so it cannot reconnect at once; an entry committed in that gap (by a process
+/// whose connection stayed up) reaches the sink once the listener is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_feed_listener_catches_up_after_it_could_not_reconnect() {
+    let Some(env) = Env::postgres().await else {
+        eprintln!("DEVID_TEST_POSTGRES_URL not set: skipped");
+        return;
+    };
+    let (tx, mut rx) = tokio::sync::broadcast::channel(16);
+    let b = env.another().await;
+    let handle = b
+        .spawn_feed_listener(tx)
+        .await
+        .expect("listen")
+        .expect("a listener task on PostgreSQL");
+    let s = &env.store;
+    register_one(s, &dev("HW-G", "G1", Some("c")))
+        .await
+        .expect("register");
+    let pg = env.pg.as_ref().expect("a database");
+    let mut pg_admin = sqlx::PgConnection::connect(&pg.admin_url)
+        .await
+        .expect("connect admin");
+    let allow = |on: bool| format!("ALTER DATABASE {} WITH ALLOW_CONNECTIONS {on}", pg.name);
+    pg_admin
+        .execute(allow(false).as_str())
+        .await
+        .expect("refuse new connections");
+    let killed: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = $1 AND query ILIKE 'LISTEN%'",
+    )
+    .bind(&pg.name)
+    .fetch_all(&mut pg_admin)
+    .await
+    .expect("terminate the listener");
+    // Give the listener time to notice and fail to reconnect.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let revoked = s
+        .revoke_device("G1", RevocationReason::KeyCompromise, T0, &admin())
+        .await;
+    pg_admin
+        .execute(allow(true).as_str())
+        .await
+        .expect("accept connections again");
+    assert_eq!(
+        killed,
+        [true],
+        "exactly the listener's backend was terminated"
+    );
+    revoked.expect("revoke over a connection that stayed up");
+    let seq = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match rx.recv().await {
+                Ok(seq) if seq >= 1 => return seq,
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(e) => panic!("sink closed: {e}"),
+            }
+        }
+    })
+    .await
+    .expect("the entry reached the sink within 5 s of the listener getting back");
+    assert_eq!(seq, 1);
+    handle.abort();
+}
+
 async fn events_policy_and_models(env: Env) {
     let s = &env.store;
     register_one(s, &dev("HW-E", "E1", Some("c")))

@@ -94,6 +94,19 @@ impl Backend {
         let mut listener = PgListener::connect(&self.url).await?;
         listener.listen(FEED_CHANNEL).await?;
         let pool = self.read.clone();
+        // After a gap in listening, notifications sent meanwhile are gone: announce the head.
+        let announce_head = move |sink: tokio::sync::broadcast::Sender<i64>| {
+            let pool = pool.clone();
+            async move {
+                let head: Result<i64, sqlx::Error> =
+                    sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM feed")
+                        .fetch_one(&pool)
+                        .await;
+                if let Ok(head) = head {
+                    let _ = sink.send(head);
+                }
+            }
+        };
         Ok(tokio::spawn(async move {
             loop {
                 match listener.try_recv().await {
@@ -107,21 +120,25 @@ impl Backend {
                         }
                     },
                     Ok(None) => {
-                        // The connection was lost and will be re-established by the next
-                        // try_recv; notifications in between are gone, so announce the head.
-                        tracing::warn!("feed listener lost its connection; reconnecting");
-                        tokio::time::sleep(Duration::from_millis(200)).await;
-                        let head: Result<i64, sqlx::Error> =
-                            sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM feed")
-                                .fetch_one(&pool)
-                                .await;
-                        if let Ok(head) = head {
-                            let _ = sink.send(head);
-                        }
+                        // The connection was lost; try_recv already reconnected and listens
+                        // again (eager reconnect).
+                        tracing::warn!("feed listener lost its connection; reconnected");
+                        announce_head(sink.clone()).await;
                     }
                     Err(e) => {
-                        tracing::warn!(error = %e, "feed listener error; retrying in 1 s");
-                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        // Reconnecting failed (or another error). try_recv would reconnect
+                        // lazily and then only wait, telling no one what was committed in the
+                        // meantime: reconnect here, then announce the head.
+                        tracing::warn!(error = %e, "feed listener error; retrying every 1 s");
+                        loop {
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                            match listener.listen(FEED_CHANNEL).await {
+                                Ok(()) => break,
+                                Err(e) => tracing::debug!(error = %e, "feed listener still down"),
+                            }
+                        }
+                        tracing::info!("feed listener listening again");
+                        announce_head(sink.clone()).await;
                     }
                 }
             }
