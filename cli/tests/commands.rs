@@ -299,8 +299,19 @@ fn device_lifecycle_in_table_and_json() {
         .collect();
     assert!(actions.contains(&"device.register"), "{actions:?}");
     assert!(actions.contains(&"device.revoke"), "{actions:?}");
+    // The suspension's --comment is kept with it.
+    let suspended: Vec<&serde_json::Value> = j["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter(|e| e["action"] == "device.suspend")
+        .collect();
+    assert_eq!(suspended.len(), 1, "{j}");
+    assert_eq!(suspended[0]["detail"], "repair");
     let r = s.devid(&["audit", "--since", "1h"]).ok();
     assert!(r.stdout.starts_with("ID"), "{}", r.stdout);
+    assert!(r.stdout.contains("DETAIL"), "{}", r.stdout);
+    assert!(r.stdout.contains("repair"), "{}", r.stdout);
 }
 
 #[test]

@@ -505,6 +505,9 @@ pub struct AuditEntry {
     pub target: String,
     /// `ok`, or `error: <public message>`.
     pub outcome: String,
+    /// What the caller said about it, e.g. a suspension's comment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]

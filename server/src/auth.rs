@@ -63,6 +63,7 @@ impl Caller {
             action: action.to_string(),
             target: target.to_string(),
             outcome,
+            detail: None,
         }
     }
 

@@ -124,6 +124,7 @@ async fn bootstrap_admin(store: &Store, data_dir: &Path) -> Result<Option<PathBu
         action: "token.create".into(),
         target: format!("{} (admin (bootstrap), admin)", token.row.id),
         outcome: "ok".into(),
+        detail: None,
     };
     let inserted = store.bootstrap_admin(&token.row, &audit).await;
     match inserted {

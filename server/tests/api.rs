@@ -1142,3 +1142,51 @@ async fn a_hardware_serial_the_profile_cannot_carry_is_422_not_500() {
     let (_, list) = server.admin_get("/v1/devices").await;
     assert_eq!(list["items"].as_array().unwrap().len(), 0);
 }
+
+/// A suspension's comment is kept in its audit row (both backends); an over-long one is refused
+/// and suspends nothing.
+#[tokio::test]
+async fn suspension_comment_is_kept_in_the_audit_log() {
+    for backend in backends().await {
+        let server = Server::start(&backend).await;
+        let (_, reg) = server
+            .admin_post(
+                "/v1/devices",
+                &json!({"hardware_serial": "C1", "generate_key": true}),
+            )
+            .await;
+        let id = reg["client_id"].as_str().unwrap().to_string();
+        let (status, body) = server
+            .admin_post(
+                &format!("/v1/devices/{id}/suspend"),
+                &json!({"comment": "x".repeat(501)}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        let (_, dev) = server.admin_get(&format!("/v1/devices/{id}")).await;
+        assert_eq!(
+            dev["status"], "active",
+            "a refused suspension changes nothing"
+        );
+        let (status, _) = server
+            .admin_post(
+                &format!("/v1/devices/{id}/suspend"),
+                &json!({"comment": "returned for repair"}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        let (_, audit) = server.admin_get("/v1/audit?limit=1000").await;
+        let rows: Vec<&Value> = audit["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["action"] == "device.suspend")
+            .collect();
+        assert_eq!(rows.len(), 2, "the refusal and the suspension: {audit}");
+        assert!(rows[0]["outcome"].as_str().unwrap().starts_with("error"));
+        assert!(rows[0].get("detail").is_none(), "{}", rows[0]);
+        assert_eq!(rows[1]["outcome"], "ok");
+        assert_eq!(rows[1]["target"], id.as_str());
+        assert_eq!(rows[1]["detail"], "returned for repair");
+    }
+}

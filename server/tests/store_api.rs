@@ -246,6 +246,7 @@ fn audit_rec(actor: &Actor, action: &str, target: &str, at: i64) -> AuditRecord 
         action: action.into(),
         target: target.into(),
         outcome: "ok".into(),
+        detail: None,
     }
 }
 
@@ -695,7 +696,7 @@ async fn list_devices_filters_and_pages(env: Env) {
     s.revoke_device("P3", RevocationReason::KeyCompromise, T0 + 100, &admin())
         .await
         .expect("revoke");
-    s.suspend_device("P4", T0 + 100, &admin())
+    s.suspend_device("P4", T0 + 100, &admin(), None)
         .await
         .expect("suspend");
     let all = s
@@ -778,7 +779,7 @@ async fn revoke_device_revokes_all_certs_once(env: Env) {
     let s = &env.store;
     let d = dev("HW-1", "R1", Some("c"));
     register_one(s, &d).await.expect("register");
-    s.suspend_device("R1", T0 + 1, &admin())
+    s.suspend_device("R1", T0 + 1, &admin(), None)
         .await
         .expect("suspend");
     let (got, entry) = s
@@ -822,7 +823,7 @@ async fn revoke_device_revokes_all_certs_once(env: Env) {
         Err(StoreError::InvalidTransition(_))
     ));
     assert!(matches!(
-        s.suspend_device("R1", T0, &admin()).await,
+        s.suspend_device("R1", T0, &admin(), None).await,
         Err(StoreError::InvalidTransition(_))
     ));
     assert!(matches!(
@@ -843,7 +844,7 @@ async fn suspend_and_resume_toggle_hold(env: Env) {
     let d = dev("HW-1", "S1", Some("c"));
     register_one(s, &d).await.expect("register");
     let (got, entry) = s
-        .suspend_device("S1", T0 + 1, &admin())
+        .suspend_device("S1", T0 + 1, &admin(), None)
         .await
         .expect("suspend");
     let entry = entry.expect("an entry");
@@ -856,7 +857,7 @@ async fn suspend_and_resume_toggle_hold(env: Env) {
     assert_eq!(crl.len(), 1);
     assert_eq!(crl[0].reason_code, 6);
     let (_, again) = s
-        .suspend_device("S1", T0 + 2, &admin())
+        .suspend_device("S1", T0 + 2, &admin(), None)
         .await
         .expect("suspend again");
     assert!(again.is_none());
@@ -878,7 +879,7 @@ async fn suspend_and_resume_toggle_hold(env: Env) {
     assert!(again.is_none());
     assert_eq!(s.feed_head().await.expect("head"), 2);
     assert!(matches!(
-        s.suspend_device("nobody", T0, &admin()).await,
+        s.suspend_device("nobody", T0, &admin(), None).await,
         Err(StoreError::NotFound)
     ));
     assert!(matches!(
@@ -1043,10 +1044,18 @@ async fn audit_filters_and_pages(env: Env) {
             } else {
                 "ok".into()
             },
+            detail: (i == 3).then(|| "returned for repair".to_string()),
         })
         .await
         .expect("insert");
     }
+    let all = s.list_audit(None, None, None, 100).await.expect("audit");
+    let details: Vec<Option<&str>> = all.iter().map(|a| a.record.detail.as_deref()).collect();
+    assert_eq!(
+        details,
+        [None, None, None, Some("returned for repair"), None, None],
+        "the detail comes back with its row only"
+    );
     let all = s.list_audit(None, None, None, 100).await.expect("list");
     assert_eq!(all.len(), 6);
     assert!(all.windows(2).all(|w| w[0].id < w[1].id));
@@ -1139,7 +1148,7 @@ async fn concurrent_revocations_from_two_stores_keep_feed_gap_free(env: Env) {
         tasks.push(tokio::spawn(async move {
             let cid = format!("CR{i}");
             if i % 3 == 0 {
-                s.suspend_device(&cid, T0, &admin())
+                s.suspend_device(&cid, T0, &admin(), None)
                     .await
                     .map(|(_, e)| e.map(|e| e.seq))
             } else {
@@ -1465,7 +1474,7 @@ async fn racing_changes_to_one_device_apply_once(env: Env) {
                     .await
                     .map(|_| "certificate"),
                 _ => s
-                    .suspend_device("RR", T0, &admin())
+                    .suspend_device("RR", T0, &admin(), None)
                     .await
                     .map(|_| "suspend"),
             }
@@ -1525,7 +1534,10 @@ async fn reopening_keeps_devices_feed_and_crl(env: Env) {
     register_one(&s, &dev("HW-K2", "K2", Some("c")))
         .await
         .expect("register");
-    let (_, e) = s.suspend_device("K2", T0, &admin()).await.expect("suspend");
+    let (_, e) = s
+        .suspend_device("K2", T0, &admin(), None)
+        .await
+        .expect("suspend");
     assert_eq!(e.expect("entry").seq, 2);
 }
 

@@ -263,7 +263,7 @@ async fn audit(api: &Api, out: OutputFormat, a: AuditArgs) -> Result<ExitCode> {
     match out {
         OutputFormat::Json => print_json(&page),
         OutputFormat::Table => {
-            let mut t = Table::new(&["id", "at", "actor", "action", "target", "outcome"]);
+            let mut t = Table::new(&["id", "at", "actor", "action", "target", "outcome", "detail"]);
             for e in &page.items {
                 t.row(vec![
                     e.id.to_string(),
@@ -272,6 +272,7 @@ async fn audit(api: &Api, out: OutputFormat, a: AuditArgs) -> Result<ExitCode> {
                     e.action.clone(),
                     e.target.clone(),
                     e.outcome.clone(),
+                    e.detail.clone().unwrap_or_default(),
                 ]);
             }
             print_text(&t.render())

@@ -51,6 +51,7 @@ async fn list(
                 action: r.record.action.clone(),
                 target: r.record.target.clone(),
                 outcome: r.record.outcome.clone(),
+                detail: r.record.detail.clone(),
             })
             .collect(),
         next_cursor: if more {

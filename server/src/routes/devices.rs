@@ -21,6 +21,8 @@ use crate::store::{CertRow, DeviceFilter, DeviceRow, DeviceWithCerts, FeedEntryR
 use crate::timefmt::{self, rfc3339, rfc3339_opt};
 
 const READERS: &[Role] = &[Role::Admin, Role::Auditor];
+/// Longest comment kept with a suspension.
+const MAX_COMMENT_CHARS: usize = 500;
 const REGISTRARS: &[Role] = &[Role::Admin, Role::Factory];
 const STATUS_READERS: &[Role] = &[Role::Admin, Role::Auditor, Role::Broker];
 
@@ -340,15 +342,31 @@ async fn suspend(
 ) -> Result<Json<Device>, ApiError> {
     caller.require(&[Role::Admin])?;
     let result = async {
-        // The body is optional; when present it must be a ReasonRequest.
-        if !body.is_empty() {
+        // The body is optional; when present it must be a ReasonRequest. Its comment is kept
+        // in the suspension's audit row.
+        let comment = if body.is_empty() {
+            None
+        } else {
             serde_json::from_slice::<ReasonRequest>(&body)
-                .map_err(|e| ApiError::BadRequest(format!("body: {e}")))?;
+                .map_err(|e| ApiError::BadRequest(format!("body: {e}")))?
+                .comment
+        };
+        if let Some(c) = &comment {
+            if c.chars().count() > MAX_COMMENT_CHARS || c.chars().any(char::is_control) {
+                return Err(ApiError::unprocessable(format!(
+                    "comment must be at most {MAX_COMMENT_CHARS} characters, none of them control characters"
+                )));
+            }
         }
         find(&state, &client_id).await?;
         let (d, entry) = state
             .store
-            .suspend_device(&client_id, timefmt::now(), &caller.actor())
+            .suspend_device(
+                &client_id,
+                timefmt::now(),
+                &caller.actor(),
+                comment.as_deref(),
+            )
             .await?;
         changed(&state, entry.as_ref());
         Ok(d)

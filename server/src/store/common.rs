@@ -26,7 +26,7 @@ const CERT_COLS: &str = "c.serial AS c_serial, d.client_id AS c_client_id, \
      c.created_at AS c_created_at, c.device_id AS c_device_id";
 const TOKEN_COLS: &str = "id, name, role, models, hash, created_at, expires_at, revoked_at";
 const FEED_COLS: &str = "seq, scope, action, client_id, serials, reason, at";
-const AUDIT_COLS: &str = "id, at, actor_id, actor_name, action, target, outcome";
+const AUDIT_COLS: &str = "id, at, actor_id, actor_name, action, target, outcome, detail";
 const MODEL_COLS: &str = "name, client_id_prefix, topic_policy, message_auth, updated_at";
 
 fn device_from_row(r: &DbRow) -> Result<DeviceRow, StoreError> {
@@ -124,6 +124,7 @@ fn audit_from_row(r: &DbRow) -> Result<AuditRow, StoreError> {
             action: r.try_get("action")?,
             target: r.try_get("target")?,
             outcome: r.try_get("outcome")?,
+            detail: r.try_get("detail")?,
         },
     })
 }
@@ -140,8 +141,8 @@ fn model_from_row(r: &DbRow) -> Result<ModelRow, StoreError> {
 
 async fn insert_audit_on(conn: &mut DbConn, rec: &AuditRecord) -> Result<(), StoreError> {
     sqlx::query(
-        "INSERT INTO audit (at, actor_id, actor_name, action, target, outcome) \
-         VALUES ($1, $2, $3, $4, $5, $6)",
+        "INSERT INTO audit (at, actor_id, actor_name, action, target, outcome, detail) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
     .bind(rec.at)
     .bind(&rec.actor.id)
@@ -149,6 +150,7 @@ async fn insert_audit_on(conn: &mut DbConn, rec: &AuditRecord) -> Result<(), Sto
     .bind(&rec.action)
     .bind(&rec.target)
     .bind(&rec.outcome)
+    .bind(&rec.detail)
     .execute(conn)
     .await?;
     Ok(())
@@ -258,6 +260,7 @@ fn audit_ok(actor: &Actor, action: &str, target: &str, at: i64) -> AuditRecord {
         action: action.to_string(),
         target: target.to_string(),
         outcome: "ok".to_string(),
+        detail: None,
     }
 }
 
@@ -539,6 +542,7 @@ impl Backend {
         client_id: &str,
         at: i64,
         actor: &Actor,
+        comment: Option<&str>,
     ) -> Result<(DeviceWithCerts, Option<FeedEntryRow>), StoreError> {
         let mut tx = self.begin_write().await?;
         let dev = lock_device(&mut tx, client_id).await?;
@@ -575,7 +579,11 @@ impl Backend {
             at,
         )
         .await?;
-        insert_audit_on(&mut tx, &audit_ok(actor, "device.suspend", client_id, at)).await?;
+        let audit = AuditRecord {
+            detail: comment.map(str::to_string),
+            ..audit_ok(actor, "device.suspend", client_id, at)
+        };
+        insert_audit_on(&mut tx, &audit).await?;
         let d = load_device_by_id(&mut tx, dev.id).await?;
         tx.commit().await?;
         Ok((d, Some(entry)))

@@ -44,6 +44,8 @@ pub struct AuditRecord {
     pub target: String,
     /// `ok` or `error: <public message>`.
     pub outcome: String,
+    /// What the caller said about it, if anything (e.g. a suspension's comment).
+    pub detail: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -480,8 +482,9 @@ impl Store {
         client_id: &str,
         at: i64,
         actor: &Actor,
+        comment: Option<&str>,
     ) -> Result<(DeviceWithCerts, Option<FeedEntryRow>), StoreError> {
-        on_backend!(self, b => b.suspend_device(client_id, at, actor).await)
+        on_backend!(self, b => b.suspend_device(client_id, at, actor, comment).await)
     }
 
     /// Lifts a suspension (hold certificates back to good). Already active: no change, None.
@@ -832,7 +835,7 @@ fn classify(
 #[allow(dead_code)]
 fn _futures_are_send(s: &Store, a: &Actor) {
     fn send<T: Send>(_: T) {}
-    send(s.suspend_device("x", 0, a));
+    send(s.suspend_device("x", 0, a, None));
     send(s.revoke_device("x", RevocationReason::KeyCompromise, 0, a));
 }
 
