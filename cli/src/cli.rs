@@ -16,6 +16,8 @@ Server and token (flag > environment > profile):
   --server / DEVID_SERVER (default http://127.0.0.1:8080)
   --token / DEVID_TOKEN, --token-file / DEVID_TOKEN_FILE; with neither and the default local
   server, ./devid-data/admin.token is used when it exists.
+  --ca-file / DEVID_CA_FILE: PEM CA certificate(s) to trust for an https:// server instead
+  of the system's roots.
   --profile / DEVID_PROFILE selects [profiles.NAME] in $XDG_CONFIG_HOME/devid/config.toml
   (default ~/.config/devid/config.toml; DEVID_CONFIG names another file), e.g.
     default_profile = \"factory-line-3\"
@@ -79,6 +81,15 @@ pub struct GlobalArgs {
         value_name = "NAME"
     )]
     pub profile: Option<String>,
+    /// PEM file of the CA(s) to trust for an https:// server, instead of the system's roots
+    /// [env: DEVID_CA_FILE]
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        value_name = "FILE"
+    )]
+    pub ca_file: Option<PathBuf>,
     /// Output format [env: DEVID_OUTPUT] [default: table]
     #[arg(
         short = 'o',

@@ -21,9 +21,25 @@ pub struct Api {
 
 impl Api {
     pub fn new(settings: &Settings) -> Result<Api> {
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
-            .user_agent(concat!("devid-cli/", env!("CARGO_PKG_VERSION")))
+            .user_agent(concat!("devid-cli/", env!("CARGO_PKG_VERSION")));
+        if let Some(path) = &settings.ca_file {
+            let pem = std::fs::read(path).map_err(|e| {
+                CliError::usage(format!("cannot read CA file {}: {e}", path.display()))
+            })?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .ok()
+                .filter(|c| !c.is_empty())
+                .ok_or_else(|| {
+                    CliError::usage(format!(
+                        "CA file {} holds no PEM certificate",
+                        path.display()
+                    ))
+                })?;
+            builder = builder.tls_certs_only(certs);
+        }
+        let http = builder
             .build()
             .map_err(|e| CliError::failed(format!("cannot set up the HTTP client: {e}")))?;
         Ok(Api {

@@ -35,6 +35,9 @@ pub struct Profile {
     pub token_file: Option<PathBuf>,
     #[serde(default)]
     pub output: Option<OutputFormat>,
+    /// PEM file of the CA(s) to trust for an https:// server (instead of the system's roots).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
 }
 
 /// Where the token came from (for error hints; never the token itself).
@@ -57,6 +60,8 @@ pub struct Settings {
     pub token: Option<String>,
     pub token_source: TokenSource,
     pub output: OutputFormat,
+    /// Trust only the CA certificates in this PEM file (resolved against the working directory).
+    pub ca_file: Option<PathBuf>,
 }
 
 /// The config file's path: `$DEVID_CONFIG`, else `$XDG_CONFIG_HOME/devid/config.toml`, else
@@ -232,11 +237,19 @@ pub fn resolve(
         },
     };
 
+    let ca_file = flags
+        .ca_file
+        .clone()
+        .or_else(|| env_nonempty("DEVID_CA_FILE").map(PathBuf::from))
+        .or_else(|| profile.ca_file.as_deref().map(|f| expand_home(f, env)))
+        .map(|f| if f.is_absolute() { f } else { cwd.join(f) });
+
     Ok(Settings {
         server,
         token,
         token_source,
         output,
+        ca_file,
     })
 }
 
@@ -403,6 +416,38 @@ token_file = "ops.token"
         };
         let s = f.resolve(&flags).expect("resolve");
         assert_eq!(s.token.as_deref(), Some("tilde-secret"));
+    }
+
+    #[test]
+    fn ca_file_flag_over_env_over_profile_relative_to_cwd() {
+        let mut f = Fixture::new();
+        f.env.insert(
+            "HOME".into(),
+            f.dir.path().join("home").display().to_string(),
+        );
+        f.config("[profiles.p]\nca_file = \"~/profile-ca.pem\"\n");
+        let with_profile = GlobalArgs {
+            profile: Some("p".into()),
+            ..Default::default()
+        };
+        let s = f.resolve(&with_profile).expect("resolve");
+        assert_eq!(s.ca_file, Some(f.dir.path().join("home/profile-ca.pem")));
+        f.env.insert("DEVID_CA_FILE".into(), "env-ca.pem".into());
+        let s = f.resolve(&with_profile).expect("resolve");
+        assert_eq!(s.ca_file, Some(f.dir.path().join("env-ca.pem")));
+        let flag = GlobalArgs {
+            ca_file: Some("/etc/flag-ca.pem".into()),
+            ..with_profile
+        };
+        let s = f.resolve(&flag).expect("resolve");
+        assert_eq!(s.ca_file, Some(PathBuf::from("/etc/flag-ca.pem")));
+        assert_eq!(
+            Fixture::new()
+                .resolve(&GlobalArgs::default())
+                .expect("resolve")
+                .ca_file,
+            None
+        );
     }
 
     #[test]
