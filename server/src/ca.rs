@@ -72,7 +72,7 @@ pub enum CaError {
     WrongPassphrase { path: PathBuf },
     #[error(
         "CA key {} is not encrypted but a passphrase was given; unset DEVID_CA_PASSPHRASE \
-         (devid does not re-encrypt existing keys)",
+         (`devid-server change-passphrase` encrypts existing keys)",
         path.display()
     )]
     UnexpectedPassphrase { path: PathBuf },
@@ -195,6 +195,66 @@ impl Ca {
             // Another process created the CA first: use theirs.
             Installed::SomeoneElses => Ok((Ca::load(&ca_dir, passphrase)?, false)),
         }
+    }
+
+    /// Re-encrypts the CA's private keys (issuing, and root when present) under `new`
+    /// (`None`: store them unencrypted), after decrypting them with `old`. Every key is decoded
+    /// and re-encoded before any file is replaced; each file is then replaced atomically
+    /// (a private temporary file, fsynced, renamed over it). A key that already opens with
+    /// `new` is left as it is, so a run cut short can simply be repeated. Finally the CA is
+    /// loaded with `new`. Returns the key files rewritten.
+    pub fn change_passphrase(
+        data_dir: &Path,
+        old: Option<&str>,
+        new: Option<&str>,
+    ) -> Result<Vec<PathBuf>, CaError> {
+        check_passphrase(old)?;
+        check_passphrase(new)?;
+        let ca_dir = data_dir.join(CA_DIR);
+        if !ca_dir.join(ISSUING_CRT).exists() {
+            return Err(CaError::Corrupt {
+                path: ca_dir,
+                reason: format!("no {ISSUING_CRT}: there is no CA to change"),
+            });
+        }
+        let rng = SystemRandom::new();
+        let mut plan: Vec<(PathBuf, String)> = Vec::new();
+        for name in [ISSUING_KEY, ROOT_KEY] {
+            let path = ca_dir.join(name);
+            if name == ROOT_KEY && !path.exists() {
+                continue; // an imported CA has no root key here
+            }
+            check_key_permissions(&path)?;
+            let text = fs::read_to_string(&path).map_err(io_err(&path))?;
+            if opens_with(&text, new) {
+                continue;
+            }
+            let decoded = keystore::decode_key(&text, old).map_err(|e| keystore_err(e, &path))?;
+            if old.is_some() && !decoded.encrypted {
+                return Err(CaError::UnexpectedPassphrase { path });
+            }
+            p256_key_pair(&decoded.pkcs8_der).map_err(|reason| CaError::KeyFile {
+                path: path.clone(),
+                reason,
+            })?;
+            let text = keystore::encode_key(&decoded.pkcs8_der, new, &rng)
+                .map_err(|e| keystore_err(e, &path))?;
+            plan.push((path, text));
+        }
+        let mut tag = [0u8; 8];
+        for (path, text) in &plan {
+            rng.fill(&mut tag).map_err(|_| CaError::Rng)?;
+            let tmp = path.with_extension(format!("key.{}.tmp", hex::encode(tag)));
+            let written = write_private(&tmp, text.as_bytes())
+                .and_then(|()| fs::rename(&tmp, path).map_err(io_err(path)));
+            if let Err(e) = written {
+                let _ = fs::remove_file(&tmp);
+                return Err(e);
+            }
+            sync_dir(&ca_dir)?;
+        }
+        Ca::load(&ca_dir, new)?;
+        Ok(plan.into_iter().map(|(p, _)| p).collect())
     }
 
     /// Loads the CA from `<data_dir>/ca/` without creating one.
@@ -795,6 +855,12 @@ fn check_key_permissions(path: &Path) -> Result<(), CaError> {
         });
     }
     Ok(())
+}
+
+/// Whether a key file's text already decodes as intended for `passphrase` (encrypted under it,
+/// or unencrypted when it is None).
+fn opens_with(text: &str, passphrase: Option<&str>) -> bool {
+    keystore::decode_key(text, passphrase).is_ok_and(|d| d.encrypted == passphrase.is_some())
 }
 
 fn check_passphrase(passphrase: Option<&str>) -> Result<(), CaError> {

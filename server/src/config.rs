@@ -46,6 +46,15 @@ pub enum Command {
         #[arg(long)]
         chain: PathBuf,
     },
+    /// Re-encrypt the CA's private keys under a new passphrase, then exit. The current one comes
+    /// from DEVID_CA_PASSPHRASE (unset for unencrypted keys), the new one from
+    /// DEVID_CA_NEW_PASSPHRASE (never a flag: it would show in the process list and shell
+    /// history). A running server keeps its key in memory; restart it with the new passphrase.
+    ChangePassphrase {
+        /// Store the keys unencrypted instead (DEVID_CA_NEW_PASSPHRASE must then be unset).
+        #[arg(long)]
+        remove: bool,
+    },
 }
 
 #[derive(Debug, Args, Default)]

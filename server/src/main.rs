@@ -30,6 +30,7 @@ fn main() -> ExitCode {
             Command::ImportCa { cert, key, chain } => {
                 serve::import_ca(&settings, &cert, &key, &chain).await
             }
+            Command::ChangePassphrase { remove } => serve::change_passphrase(&settings, remove),
         }
     });
     match result {

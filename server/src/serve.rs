@@ -171,6 +171,42 @@ pub async fn import_ca(
     Ok(())
 }
 
+/// `devid-server change-passphrase`: re-encrypts the CA keys (see [`Ca::change_passphrase`]).
+pub fn change_passphrase(settings: &Settings, remove: bool) -> Result<(), BoxError> {
+    let new = std::env::var("DEVID_CA_NEW_PASSPHRASE")
+        .ok()
+        .filter(|p| !p.is_empty());
+    let new = match (new, remove) {
+        (Some(p), false) => Some(p),
+        (None, true) => None,
+        (Some(_), true) => {
+            return Err("give either --remove or DEVID_CA_NEW_PASSPHRASE, not both".into())
+        }
+        (None, false) => {
+            return Err(
+                "set DEVID_CA_NEW_PASSPHRASE to the new passphrase (or pass --remove)".into(),
+            )
+        }
+    };
+    let changed =
+        Ca::change_passphrase(&settings.data_dir, passphrase().as_deref(), new.as_deref())?;
+    for path in &changed {
+        println!("devid-server: re-encrypted {}", path.display());
+    }
+    if changed.is_empty() {
+        println!("devid-server: the CA keys already use that passphrase; nothing changed");
+    }
+    println!(
+        "devid-server: restart the server(s) {}",
+        if new.is_some() {
+            "with DEVID_CA_PASSPHRASE set to the new passphrase"
+        } else {
+            "without DEVID_CA_PASSPHRASE"
+        }
+    );
+    Ok(())
+}
+
 /// Runs the service until SIGTERM or Ctrl-C, then drains in-flight requests and stops.
 pub async fn run(settings: Settings) -> Result<(), BoxError> {
     let ready = init(&settings).await?;

@@ -147,6 +147,110 @@ fn passphrase_encrypts_keys_and_is_required_to_load() {
 }
 
 #[test]
+fn change_passphrase_reencrypts_both_keys_and_can_be_repeated() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let data = tmp.path();
+    let (ca, _) = Ca::init_or_load(data, None, None).expect("init unencrypted");
+    let ca_dir = data.join("ca");
+    let certs_before: Vec<_> = snapshot(&ca_dir)
+        .into_iter()
+        .filter(|(n, _)| !n.ends_with(".key"))
+        .collect();
+
+    // A wrong current passphrase (here: one given for unencrypted keys) changes nothing.
+    let before = snapshot(&ca_dir);
+    let err = Ca::change_passphrase(data, Some("not set"), Some("new one")).expect_err("refused");
+    assert!(
+        matches!(err, CaError::UnexpectedPassphrase { .. }),
+        "{err:?}"
+    );
+    assert_eq!(snapshot(&ca_dir), before);
+
+    // Unencrypted -> encrypted: both keys, still private, and the CA loads only with it.
+    let changed = Ca::change_passphrase(data, None, Some("first pass")).expect("encrypt");
+    assert_eq!(changed.len(), 2, "{changed:?}");
+    for f in ["root.key", "issuing.key"] {
+        let text = std::fs::read_to_string(ca_dir.join(f)).expect("key");
+        assert!(
+            text.starts_with("-----BEGIN DEVID ENCRYPTED PRIVATE KEY-----\n"),
+            "{f}"
+        );
+        assert_eq!(mode(&ca_dir.join(f)), 0o600, "{f}");
+    }
+    let loaded = Ca::load_from(data, Some("first pass")).expect("load with it");
+    assert_eq!(loaded.issuing_der(), ca.issuing_der());
+    assert!(matches!(
+        Ca::load_from(data, None),
+        Err(CaError::PassphraseRequired { .. })
+    ));
+
+    // Rotation: the old passphrase no longer opens the keys, the new one does.
+    let before = snapshot(&ca_dir);
+    let err = Ca::change_passphrase(data, Some("wrong"), Some("second pass")).expect_err("wrong");
+    assert!(matches!(err, CaError::WrongPassphrase { .. }), "{err:?}");
+    assert_eq!(
+        snapshot(&ca_dir),
+        before,
+        "a wrong passphrase changes nothing"
+    );
+    Ca::change_passphrase(data, Some("first pass"), Some("second pass")).expect("rotate");
+    assert!(matches!(
+        Ca::load_from(data, Some("first pass")),
+        Err(CaError::WrongPassphrase { .. })
+    ));
+    Ca::load_from(data, Some("second pass")).expect("load with the new one");
+    // Repeating the run (as after a crash between the two files) rewrites nothing.
+    let again =
+        Ca::change_passphrase(data, Some("first pass"), Some("second pass")).expect("repeat");
+    assert!(again.is_empty(), "{again:?}");
+
+    // Back to unencrypted keys that openssl reads; the certificates never changed.
+    Ca::change_passphrase(data, Some("second pass"), None).expect("remove");
+    Ca::load_from(data, None).expect("load unencrypted");
+    let out = ca_common::openssl_raw(&ca_dir, &["pkey", "-in", "issuing.key", "-noout"], None);
+    assert!(out.status.success());
+    let certs_after: Vec<_> = snapshot(&ca_dir)
+        .into_iter()
+        .filter(|(n, _)| !n.ends_with(".key"))
+        .collect();
+    assert_eq!(certs_after, certs_before, "only key files change");
+}
+
+/// The command itself: the new passphrase comes from the environment, never a flag.
+#[test]
+fn change_passphrase_command_takes_the_new_passphrase_from_the_environment() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let data = tmp.path().join("data");
+    Ca::init_or_load(&data, Some("old pass"), None).expect("init");
+    let run = |envs: &[(&str, &str)], args: &[&str]| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_devid-server"));
+        c.arg("--data-dir")
+            .arg(&data)
+            .arg("change-passphrase")
+            .args(args);
+        c.env_remove("DEVID_CA_PASSPHRASE")
+            .env_remove("DEVID_CA_NEW_PASSPHRASE");
+        for (k, v) in envs {
+            c.env(k, v);
+        }
+        c.output().expect("run devid-server")
+    };
+    let out = run(&[("DEVID_CA_PASSPHRASE", "old pass")], &[]);
+    assert!(!out.status.success(), "no new passphrase given");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("DEVID_CA_NEW_PASSPHRASE"));
+    let out = run(
+        &[
+            ("DEVID_CA_PASSPHRASE", "old pass"),
+            ("DEVID_CA_NEW_PASSPHRASE", "new pass"),
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("re-encrypted"));
+    Ca::load_from(&data, Some("new pass")).expect("load with the new passphrase");
+}
+
+#[test]
 fn a_passphrase_for_plaintext_keys_is_refused() {
     let tmp = tempfile::tempdir().expect("tmp");
     Ca::init_or_load(tmp.path(), None, None).expect("init");
