@@ -233,8 +233,9 @@ impl Client {
         rx.await.map_err(|_| ClientError::Closed)?
     }
 
-    /// Publishes; for QoS 1 waits for the PUBACK and returns its reason code (a refusal such
-    /// as 0x87 Not authorized is an `Ack`, not an error). QoS 0 returns `None` once written.
+    /// Publishes; for QoS 1 waits for the PUBACK, for QoS 2 for the PUBREC and (unless the
+    /// PUBREC refused it) the PUBCOMP, and returns the reason code (a refusal such as 0x87 Not
+    /// authorized is an `Ack`, not an error). QoS 0 returns `None` once written.
     pub async fn publish(&self, msg: OutgoingMessage) -> Result<Option<Ack>, ClientError> {
         self.call(|tx| Command::Publish(msg, tx)).await
     }
@@ -296,6 +297,11 @@ fn reply_or_fail<T>(tx: Reply<T>, e: ClientError) -> Result<(), ClientError> {
 
 enum Pending {
     Publish(oneshot::Sender<Result<Option<Ack>, ClientError>>),
+    /// A QoS 2 PUBLISH: waiting for PUBREC (`released` false), then for PUBCOMP.
+    Publish2 {
+        tx: oneshot::Sender<Result<Option<Ack>, ClientError>>,
+        released: bool,
+    },
     Sub(oneshot::Sender<Result<Vec<ReasonCode>, ClientError>>),
 }
 
@@ -346,7 +352,9 @@ impl Task {
         // Fail whatever is still waiting.
         for (_, p) in self.pending_pub.drain().chain(self.pending_sub.drain()) {
             match p {
-                Pending::Publish(tx) => drop(tx.send(Err(ClientError::Closed))),
+                Pending::Publish(tx) | Pending::Publish2 { tx, .. } => {
+                    drop(tx.send(Err(ClientError::Closed)))
+                }
                 Pending::Sub(tx) => drop(tx.send(Err(ClientError::Closed))),
             }
         }
@@ -489,13 +497,7 @@ impl Task {
             Command::Publish(m, tx) => {
                 let packet_id = match m.qos {
                     QoS::AtMostOnce => None,
-                    QoS::AtLeastOnce => Some(self.next_packet_id()),
-                    QoS::ExactlyOnce => {
-                        let _ = tx.send(Err(ClientError::Protocol(
-                            "publishing at QoS 2 is not supported".into(),
-                        )));
-                        return Ok(());
-                    }
+                    QoS::AtLeastOnce | QoS::ExactlyOnce => Some(self.next_packet_id()),
                 };
                 let mut p = Publish {
                     dup: false,
@@ -538,9 +540,18 @@ impl Task {
                         self.start_reauth(None).await?;
                     }
                 }
-                match packet_id {
-                    None => drop(tx.send(Ok(None))),
-                    Some(id) => {
+                match (packet_id, m.qos) {
+                    (None, _) => drop(tx.send(Ok(None))),
+                    (Some(id), QoS::ExactlyOnce) => {
+                        self.pending_pub.insert(
+                            id,
+                            Pending::Publish2 {
+                                tx,
+                                released: false,
+                            },
+                        );
+                    }
+                    (Some(id), _) => {
                         self.pending_pub.insert(id, Pending::Publish(tx));
                     }
                 }
@@ -625,6 +636,51 @@ impl Task {
                 .await
                 .map_err(closed)?;
             }
+            // QoS 2, first half: a refusal (0x80 and above) ends the exchange; otherwise
+            // release the message and wait for PUBCOMP.
+            Packet::PubRec(r) => match self.pending_pub.remove(&r.packet_id) {
+                Some(Pending::Publish2 {
+                    tx,
+                    released: false,
+                }) => {
+                    if r.reason.is_success() {
+                        self.pending_pub
+                            .insert(r.packet_id, Pending::Publish2 { tx, released: true });
+                        self.send(&Packet::PubRel(PubResponse {
+                            packet_id: r.packet_id,
+                            reason: ReasonCode::SUCCESS,
+                            properties: Properties::new(),
+                        }))
+                        .await
+                        .map_err(closed)?;
+                    } else {
+                        let _ = tx.send(Ok(Some(Ack {
+                            reason: r.reason,
+                            reason_string: r.properties.reason_string().map(str::to_owned),
+                        })));
+                    }
+                }
+                _ => {
+                    return Err(Event::Closed(format!(
+                        "PUBREC for unknown packet id {}",
+                        r.packet_id
+                    )))
+                }
+            },
+            Packet::PubComp(r) => match self.pending_pub.remove(&r.packet_id) {
+                Some(Pending::Publish2 { tx, released: true }) => {
+                    let _ = tx.send(Ok(Some(Ack {
+                        reason: r.reason,
+                        reason_string: r.properties.reason_string().map(str::to_owned),
+                    })));
+                }
+                _ => {
+                    return Err(Event::Closed(format!(
+                        "PUBCOMP for unknown packet id {}",
+                        r.packet_id
+                    )))
+                }
+            },
             Packet::PubAck(r) => match self.pending_pub.remove(&r.packet_id) {
                 Some(Pending::Publish(tx)) => {
                     let _ = tx.send(Ok(Some(Ack {

@@ -49,7 +49,7 @@ enum Cmd {
         topic: String,
         #[arg(long)]
         message: String,
-        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=1))]
+        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=2))]
         qos: u8,
         /// Authenticate the message with devid-seq and devid-mac.
         #[arg(long, conflicts_with = "seal")]
@@ -452,11 +452,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 return Err(Failure::usage("--mac and --seal need DEVID-1 (not --mtls)"));
             }
             let mut client = connect(&s, common.rotation()).await?;
-            let qos = if qos == 1 {
-                QoS::AtLeastOnce
-            } else {
-                QoS::AtMostOnce
-            };
+            let qos = QoS::from_u8(qos).ok_or_else(|| Failure::usage("--qos 0, 1 or 2"))?;
             let mut msg = OutgoingMessage::new(topic, message.into_bytes(), qos);
             msg.user_properties = user_properties;
             msg.protection = if seal {

@@ -75,6 +75,31 @@ async fn devid_agent_connects_publishes_and_is_refused_when_revoked() {
         "foreign publish accepted: {}",
         text(&o)
     );
+    // QoS 2: the whole exchange on its own topic; refused (in the PUBREC) on another's.
+    let o = agent(
+        dir.path(),
+        &addr,
+        &["publish", "--topic", &own, "--message", "22", "--qos", "2"],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let o = agent(
+        dir.path(),
+        &addr,
+        &[
+            "publish",
+            "--topic",
+            "devices/someoneelse/temp",
+            "--message",
+            "2",
+            "--qos",
+            "2",
+        ],
+    );
+    assert!(
+        !o.status.success(),
+        "foreign QoS 2 publish accepted: {}",
+        text(&o)
+    );
     // The mutual-TLS path with the same certificate.
     let o = agent(dir.path(), &tls_addr, &["connect", "--mtls"]);
     assert!(o.status.success(), "{}", text(&o));

@@ -17,7 +17,18 @@ async fn publish(
     payload: Vec<u8>,
     props: Vec<(String, String)>,
 ) -> ReasonCode {
-    let mut msg = OutgoingMessage::new(topic, payload, QoS::AtLeastOnce);
+    publish_at(d, topic, payload, props, QoS::AtLeastOnce).await
+}
+
+/// The reason code of the PUBACK (QoS 1), or of the refusing PUBREC or the PUBCOMP (QoS 2).
+async fn publish_at(
+    d: &Device,
+    topic: &str,
+    payload: Vec<u8>,
+    props: Vec<(String, String)>,
+    qos: QoS,
+) -> ReasonCode {
+    let mut msg = OutgoingMessage::new(topic, payload, qos);
     msg.user_properties = props;
     d.client
         .publish(msg)
@@ -145,6 +156,36 @@ async fn required_message_auth_refuses_bad_messages_and_marks_good_ones() {
         ReasonCode::NOT_AUTHORIZED
     );
     assert!(d.event(Duration::from_millis(300)).await.is_none());
+
+    // QoS 2: an unprotected PUBLISH is refused in the PUBREC (0x87) and never delivered; a
+    // MAC'd one completes (PUBREC, PUBREL, PUBCOMP) and is delivered verified.
+    assert_eq!(
+        publish_at(&d, &topic, b"q2".to_vec(), vec![], QoS::ExactlyOnce).await,
+        ReasonCode::NOT_AUTHORIZED
+    );
+    assert!(d.event(Duration::from_millis(300)).await.is_none());
+    let tag = signer.mac(&topic, b"q2").expect("mac");
+    assert_eq!(
+        publish_at(
+            &d,
+            &topic,
+            b"q2".to_vec(),
+            tag_props(&tag),
+            QoS::ExactlyOnce
+        )
+        .await,
+        ReasonCode::SUCCESS
+    );
+    match d.event(Duration::from_secs(5)).await {
+        Some(Event::Message(m)) => {
+            assert_eq!(m.payload, b"q2");
+            assert_eq!(
+                m.user_properties,
+                vec![("devid-verified".to_string(), cid.clone())]
+            );
+        }
+        other => panic!("QoS 2 message not delivered: {other:?}"),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
