@@ -33,6 +33,8 @@ const MAX_MODEL_LEN: usize = 64;
 const MAX_METADATA_BYTES: usize = 16 * 1024;
 /// Most single registrations stored in one shared transaction.
 const MAX_GROUP: usize = 256;
+/// Group committers sharing the queue on PostgreSQL.
+const POSTGRES_COMMITTERS: usize = 4;
 
 /// An item that passed the cheap checks.
 struct Checked {
@@ -83,13 +85,12 @@ impl Registry {
     /// Starts the group committer on the current tokio runtime.
     pub fn new(store: Store, ca: Arc<Ca>, profile: ProfileSettings, metrics: Arc<Metrics>) -> Self {
         let (tx, rx) = mpsc::channel(4096);
-        // SQLite has one writer, so one committer; PostgreSQL runs several transactions at once,
-        // so several committers share the queue (uniqueness races between them are retried by
-        // the store like those between processes).
-        let committers = if store.is_postgres() { 4 } else { 1 };
+        // SQLite has one writer, so one committer (on its own thread); PostgreSQL runs several
+        // transactions at once, so several committers share the queue (uniqueness races
+        // between them are retried by the store like those between processes).
         let rx = Arc::new(tokio::sync::Mutex::new(rx));
         if store.is_postgres() {
-            for _ in 0..committers {
+            for _ in 0..POSTGRES_COMMITTERS {
                 tokio::spawn(group_committer(store.clone(), rx.clone()));
             }
         } else {

@@ -87,6 +87,64 @@ impl Backend {
         Ok(())
     }
 
+    /// Stores `items` as new devices in one statement (its own transaction): data-modifying
+    /// CTEs insert the devices, their certificates (joined on the returned ids) and the audit
+    /// rows. One round trip instead of six; a uniqueness violation comes back as the database
+    /// error and nothing is written. Rows go in hardware_serial order, like the classifying
+    /// path, so that concurrent inserts take their unique-index locks in the same order.
+    pub(super) async fn register_new(
+        &self,
+        items: &[NewDevice],
+        actor: &Actor,
+        at: i64,
+    ) -> Result<(), StoreError> {
+        let mut devs: Vec<&NewDevice> = items.iter().collect();
+        devs.sort_unstable_by(|a, b| a.hardware_serial.cmp(&b.hardware_serial));
+        sqlx::query(
+            "WITH input AS ( \
+               SELECT * FROM UNNEST($1::text[], $2::text[], $3::bool[], $4::text[], $5::text[], \
+                 $6::int8[], $7::text[], $8::text[], $9::bytea[], $10::int8[], $11::int8[], \
+                 $12::text[], $13::text[]) \
+               AS t(client_id, hardware_serial, client_id_generated, model, metadata, \
+                    created_at, serial, fingerprint, der, not_before, not_after, profile, \
+                    csr_sha256) \
+             ), dev AS ( \
+               INSERT INTO devices (client_id, hardware_serial, client_id_generated, model, \
+                 metadata, current_serial, created_at) \
+               SELECT client_id, hardware_serial, client_id_generated, model, metadata, serial, \
+                 created_at FROM input \
+               RETURNING id, hardware_serial \
+             ), cert AS ( \
+               INSERT INTO certificates (serial, device_id, fingerprint, der, not_before, \
+                 not_after, profile, csr_sha256, created_at) \
+               SELECT i.serial, dev.id, i.fingerprint, i.der, i.not_before, i.not_after, \
+                 i.profile, i.csr_sha256, i.created_at \
+               FROM input i JOIN dev ON dev.hardware_serial = i.hardware_serial \
+             ) \
+             INSERT INTO audit (at, actor_id, actor_name, action, target, outcome) \
+             SELECT $14, $15, $16, 'device.register', client_id, 'ok' FROM input",
+        )
+        .bind(column(&devs, |d| d.client_id.as_str()))
+        .bind(column(&devs, |d| d.hardware_serial.as_str()))
+        .bind(column(&devs, |d| d.client_id_generated))
+        .bind(column(&devs, |d| d.model.as_deref()))
+        .bind(column(&devs, |d| d.metadata.as_deref()))
+        .bind(column(&devs, |d| d.created_at))
+        .bind(column(&devs, |d| d.cert.serial.as_str()))
+        .bind(column(&devs, |d| d.cert.fingerprint.as_str()))
+        .bind(column(&devs, |d| d.cert.der.as_slice()))
+        .bind(column(&devs, |d| d.cert.not_before))
+        .bind(column(&devs, |d| d.cert.not_after))
+        .bind(column(&devs, |d| d.cert.profile.as_str()))
+        .bind(column(&devs, |d| d.cert.csr_sha256.as_deref()))
+        .bind(at)
+        .bind(&actor.id)
+        .bind(&actor.name)
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
     pub(super) async fn spawn_feed_listener(
         &self,
         sink: tokio::sync::broadcast::Sender<i64>,
@@ -150,6 +208,11 @@ impl Backend {
 // (one bind per column instead of one per value: no bind limit, no chunking, and the statement
 // is prepared once per connection whatever the batch size)
 
+/// One column of `devs`, as the array bound to an UNNEST parameter.
+fn column<'a, T>(devs: &[&'a NewDevice], f: impl Fn(&'a NewDevice) -> T) -> Vec<T> {
+    devs.iter().map(|&d| f(d)).collect()
+}
+
 /// What is stored for the serials and ClientIDs named by `items`.
 async fn lookup_existing(
     tx: &mut Tx,
@@ -204,33 +267,13 @@ async fn insert_devices(
          SELECT * FROM UNNEST($1::text[], $2::text[], $3::bool[], $4::text[], $5::text[], \
          $6::text[], $7::int8[]) RETURNING id, hardware_serial",
     )
-    .bind(
-        devs.iter()
-            .map(|d| d.client_id.as_str())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        devs.iter()
-            .map(|d| d.hardware_serial.as_str())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        devs.iter()
-            .map(|d| d.client_id_generated)
-            .collect::<Vec<_>>(),
-    )
-    .bind(devs.iter().map(|d| d.model.as_deref()).collect::<Vec<_>>())
-    .bind(
-        devs.iter()
-            .map(|d| d.metadata.as_deref())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        devs.iter()
-            .map(|d| d.cert.serial.as_str())
-            .collect::<Vec<_>>(),
-    )
-    .bind(devs.iter().map(|d| d.created_at).collect::<Vec<_>>())
+    .bind(column(devs, |d| d.client_id.as_str()))
+    .bind(column(devs, |d| d.hardware_serial.as_str()))
+    .bind(column(devs, |d| d.client_id_generated))
+    .bind(column(devs, |d| d.model.as_deref()))
+    .bind(column(devs, |d| d.metadata.as_deref()))
+    .bind(column(devs, |d| d.cert.serial.as_str()))
+    .bind(column(devs, |d| d.created_at))
     .fetch_all(&mut **tx)
     .await?;
     let mut ids = HashMap::with_capacity(rows.len());
@@ -241,77 +284,6 @@ async fn insert_devices(
         );
     }
     Ok(ids)
-}
-
-impl Backend {
-    /// Stores `items` as new devices in one statement (its own transaction): data-modifying
-    /// CTEs insert the devices, their certificates (joined on the returned ids) and the audit
-    /// rows. One round trip instead of six; a uniqueness violation comes back as the database
-    /// error and nothing is written. Rows go in hardware_serial order, like the classifying
-    /// path, so that concurrent inserts take their unique-index locks in the same order.
-    pub(super) async fn register_new(
-        &self,
-        items: &[NewDevice],
-        actor: &Actor,
-        at: i64,
-    ) -> Result<(), StoreError> {
-        let mut devs: Vec<&NewDevice> = items.iter().collect();
-        devs.sort_unstable_by(|a, b| a.hardware_serial.cmp(&b.hardware_serial));
-        let col = |f: fn(&NewDevice) -> &str| devs.iter().map(|d| f(d)).collect::<Vec<_>>();
-        let opt = |f: fn(&NewDevice) -> Option<&str>| devs.iter().map(|d| f(d)).collect::<Vec<_>>();
-        let num = |f: fn(&NewDevice) -> i64| devs.iter().map(|d| f(d)).collect::<Vec<_>>();
-        sqlx::query(
-            "WITH input AS ( \
-               SELECT * FROM UNNEST($1::text[], $2::text[], $3::bool[], $4::text[], $5::text[], \
-                 $6::int8[], $7::text[], $8::text[], $9::bytea[], $10::int8[], $11::int8[], \
-                 $12::text[], $13::text[]) \
-               AS t(client_id, hardware_serial, client_id_generated, model, metadata, \
-                    created_at, serial, fingerprint, der, not_before, not_after, profile, \
-                    csr_sha256) \
-             ), dev AS ( \
-               INSERT INTO devices (client_id, hardware_serial, client_id_generated, model, \
-                 metadata, current_serial, created_at) \
-               SELECT client_id, hardware_serial, client_id_generated, model, metadata, serial, \
-                 created_at FROM input \
-               RETURNING id, hardware_serial \
-             ), cert AS ( \
-               INSERT INTO certificates (serial, device_id, fingerprint, der, not_before, \
-                 not_after, profile, csr_sha256, created_at) \
-               SELECT i.serial, dev.id, i.fingerprint, i.der, i.not_before, i.not_after, \
-                 i.profile, i.csr_sha256, i.created_at \
-               FROM input i JOIN dev ON dev.hardware_serial = i.hardware_serial \
-             ) \
-             INSERT INTO audit (at, actor_id, actor_name, action, target, outcome) \
-             SELECT $14, $15, $16, 'device.register', client_id, 'ok' FROM input",
-        )
-        .bind(col(|d| &d.client_id))
-        .bind(col(|d| &d.hardware_serial))
-        .bind(
-            devs.iter()
-                .map(|d| d.client_id_generated)
-                .collect::<Vec<_>>(),
-        )
-        .bind(opt(|d| d.model.as_deref()))
-        .bind(opt(|d| d.metadata.as_deref()))
-        .bind(num(|d| d.created_at))
-        .bind(col(|d| &d.cert.serial))
-        .bind(col(|d| &d.cert.fingerprint))
-        .bind(
-            devs.iter()
-                .map(|d| d.cert.der.as_slice())
-                .collect::<Vec<_>>(),
-        )
-        .bind(num(|d| d.cert.not_before))
-        .bind(num(|d| d.cert.not_after))
-        .bind(col(|d| &d.cert.profile))
-        .bind(opt(|d| d.cert.csr_sha256.as_deref()))
-        .bind(at)
-        .bind(&actor.id)
-        .bind(&actor.name)
-        .execute(&self.write)
-        .await?;
-        Ok(())
-    }
 }
 
 async fn insert_certificates(
@@ -333,35 +305,15 @@ async fn insert_certificates(
          SELECT * FROM UNNEST($1::text[], $2::int8[], $3::text[], $4::bytea[], $5::int8[], \
          $6::int8[], $7::text[], $8::text[], $9::int8[])",
     )
-    .bind(
-        devs.iter()
-            .map(|d| d.cert.serial.as_str())
-            .collect::<Vec<_>>(),
-    )
+    .bind(column(devs, |d| d.cert.serial.as_str()))
     .bind(device_ids)
-    .bind(
-        devs.iter()
-            .map(|d| d.cert.fingerprint.as_str())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        devs.iter()
-            .map(|d| d.cert.der.as_slice())
-            .collect::<Vec<_>>(),
-    )
-    .bind(devs.iter().map(|d| d.cert.not_before).collect::<Vec<_>>())
-    .bind(devs.iter().map(|d| d.cert.not_after).collect::<Vec<_>>())
-    .bind(
-        devs.iter()
-            .map(|d| d.cert.profile.as_str())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        devs.iter()
-            .map(|d| d.cert.csr_sha256.as_deref())
-            .collect::<Vec<_>>(),
-    )
-    .bind(devs.iter().map(|d| d.created_at).collect::<Vec<_>>())
+    .bind(column(devs, |d| d.cert.fingerprint.as_str()))
+    .bind(column(devs, |d| d.cert.der.as_slice()))
+    .bind(column(devs, |d| d.cert.not_before))
+    .bind(column(devs, |d| d.cert.not_after))
+    .bind(column(devs, |d| d.cert.profile.as_str()))
+    .bind(column(devs, |d| d.cert.csr_sha256.as_deref()))
+    .bind(column(devs, |d| d.created_at))
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -381,11 +333,7 @@ async fn insert_register_audit(
     .bind(at)
     .bind(&actor.id)
     .bind(&actor.name)
-    .bind(
-        devs.iter()
-            .map(|d| d.client_id.as_str())
-            .collect::<Vec<_>>(),
-    )
+    .bind(column(devs, |d| d.client_id.as_str()))
     .execute(&mut **tx)
     .await?;
     Ok(())

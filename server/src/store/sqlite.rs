@@ -98,9 +98,7 @@ impl Backend {
     async fn lock_bootstrap(_tx: &mut Tx) -> Result<(), StoreError> {
         Ok(())
     }
-}
 
-impl Backend {
     /// Stores `items` as new devices through the `register_new` view (migration 0002): one
     /// statement, hence one round trip to sqlx's worker thread and one implicit transaction,
     /// when they fit in one statement; otherwise one statement per chunk in a transaction.
@@ -111,8 +109,7 @@ impl Backend {
         actor: &Actor,
         at: i64,
     ) -> Result<(), StoreError> {
-        const COLS: usize = 16;
-        let rows = MAX_BINDS / COLS;
+        let rows = MAX_BINDS / REGISTER_NEW_COLS;
         if items.len() <= rows {
             let mut conn = self.write.acquire().await?;
             return insert_register_new(&mut conn, items, actor, at).await;
@@ -126,6 +123,9 @@ impl Backend {
     }
 }
 
+/// Columns of the `register_new` view, bound per row by `insert_register_new`.
+const REGISTER_NEW_COLS: usize = 16;
+
 async fn insert_register_new(
     conn: &mut DbConn,
     items: &[NewDevice],
@@ -136,7 +136,7 @@ async fn insert_register_new(
         "INSERT INTO register_new (client_id, hardware_serial, client_id_generated, model, \
          metadata, created_at, serial, fingerprint, der, not_before, not_after, profile, \
          csr_sha256, at, actor_id, actor_name) VALUES {}",
-        values_rows(NUMBERED_PARAMS, items.len(), 16)
+        values_rows(NUMBERED_PARAMS, items.len(), REGISTER_NEW_COLS)
     );
     let mut q = sqlx::query(&sql).persistent(items.len() <= CACHE_MAX_ROWS);
     for d in items {
