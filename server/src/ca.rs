@@ -224,21 +224,13 @@ impl Ca {
             if name == ROOT_KEY && !path.exists() {
                 continue; // an imported CA has no root key here
             }
-            check_key_permissions(&path)?;
-            let text = fs::read_to_string(&path).map_err(io_err(&path))?;
+            let text = read_key_file(&path)?;
             if opens_with(&text, new) {
                 continue;
             }
-            let decoded = keystore::decode_key(&text, old).map_err(|e| keystore_err(e, &path))?;
-            if old.is_some() && !decoded.encrypted {
-                return Err(CaError::UnexpectedPassphrase { path });
-            }
-            p256_key_pair(&decoded.pkcs8_der).map_err(|reason| CaError::KeyFile {
-                path: path.clone(),
-                reason,
-            })?;
-            let text = keystore::encode_key(&decoded.pkcs8_der, new, &rng)
-                .map_err(|e| keystore_err(e, &path))?;
+            let (pkcs8_der, _) = decode_key_file(&path, &text, old)?;
+            let text =
+                keystore::encode_key(&pkcs8_der, new, &rng).map_err(|e| keystore_err(e, &path))?;
             plan.push((path, text));
         }
         let mut tag = [0u8; 8];
@@ -495,17 +487,7 @@ impl Ca {
         let chain_der = pem_certificates(&read(CHAIN_PEM)?, CHAIN_PEM)?;
 
         let key_path = ca_dir.join(ISSUING_KEY);
-        check_key_permissions(&key_path)?;
-        let key_text = fs::read_to_string(&key_path).map_err(io_err(&key_path))?;
-        let decoded =
-            keystore::decode_key(&key_text, passphrase).map_err(|e| keystore_err(e, &key_path))?;
-        if passphrase.is_some() && !decoded.encrypted {
-            return Err(CaError::UnexpectedPassphrase { path: key_path });
-        }
-        let key = p256_key_pair(&decoded.pkcs8_der).map_err(|reason| CaError::KeyFile {
-            path: key_path.clone(),
-            reason,
-        })?;
+        let (_, key) = decode_key_file(&key_path, &read_key_file(&key_path)?, passphrase)?;
         if chain_der.first() != Some(&issuing_der) {
             return Err(corrupt(format!(
                 "{CHAIN_PEM} does not start with {ISSUING_CRT}"
@@ -855,6 +837,33 @@ fn check_key_permissions(path: &Path) -> Result<(), CaError> {
         });
     }
     Ok(())
+}
+
+/// A CA key file's text, after checking that only its owner can read it.
+fn read_key_file(path: &Path) -> Result<String, CaError> {
+    check_key_permissions(path)?;
+    fs::read_to_string(path).map_err(io_err(path))
+}
+
+/// Decrypts a CA key file's text with `passphrase` (refused for an unencrypted key, so a
+/// passphrase never silently protects nothing) and insists on ECDSA P-256. Returns the PKCS#8
+/// DER and the key.
+fn decode_key_file(
+    path: &Path,
+    text: &str,
+    passphrase: Option<&str>,
+) -> Result<(Vec<u8>, KeyPair), CaError> {
+    let decoded = keystore::decode_key(text, passphrase).map_err(|e| keystore_err(e, path))?;
+    if passphrase.is_some() && !decoded.encrypted {
+        return Err(CaError::UnexpectedPassphrase {
+            path: path.to_path_buf(),
+        });
+    }
+    let key = p256_key_pair(&decoded.pkcs8_der).map_err(|reason| CaError::KeyFile {
+        path: path.to_path_buf(),
+        reason,
+    })?;
+    Ok((decoded.pkcs8_der, key))
 }
 
 /// Whether a key file's text already decodes as intended for `passphrase` (encrypted under it,
