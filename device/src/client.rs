@@ -69,6 +69,16 @@ pub struct Ack {
     pub reason_string: Option<String>,
 }
 
+impl From<&PubResponse> for Ack {
+    /// The answer a PUBACK, a refusing PUBREC or a PUBCOMP gives.
+    fn from(r: &PubResponse) -> Ack {
+        Ack {
+            reason: r.reason,
+            reason_string: r.properties.reason_string().map(str::to_owned),
+        }
+    }
+}
+
 /// What happens on the connection that the application did not ask for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
@@ -654,10 +664,7 @@ impl Task {
                         .await
                         .map_err(closed)?;
                     } else {
-                        let _ = tx.send(Ok(Some(Ack {
-                            reason: r.reason,
-                            reason_string: r.properties.reason_string().map(str::to_owned),
-                        })));
+                        let _ = tx.send(Ok(Some(Ack::from(&r))));
                     }
                 }
                 _ => {
@@ -669,10 +676,7 @@ impl Task {
             },
             Packet::PubComp(r) => match self.pending_pub.remove(&r.packet_id) {
                 Some(Pending::Publish2 { tx, released: true }) => {
-                    let _ = tx.send(Ok(Some(Ack {
-                        reason: r.reason,
-                        reason_string: r.properties.reason_string().map(str::to_owned),
-                    })));
+                    let _ = tx.send(Ok(Some(Ack::from(&r))));
                 }
                 _ => {
                     return Err(Event::Closed(format!(
@@ -683,10 +687,7 @@ impl Task {
             },
             Packet::PubAck(r) => match self.pending_pub.remove(&r.packet_id) {
                 Some(Pending::Publish(tx)) => {
-                    let _ = tx.send(Ok(Some(Ack {
-                        reason: r.reason,
-                        reason_string: r.properties.reason_string().map(str::to_owned),
-                    })));
+                    let _ = tx.send(Ok(Some(Ack::from(&r))));
                 }
                 _ => {
                     return Err(Event::Closed(format!(
