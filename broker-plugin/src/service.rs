@@ -396,8 +396,9 @@ async fn fetch_status(ctx: Arc<Ctx>, client_id: String) {
 async fn feed_loop(ctx: Arc<Ctx>) {
     let mut backoff = Duration::from_millis(200);
     let mut was_up = true;
+    let mut caught_up_once = false;
     loop {
-        match follow_feed(&ctx).await {
+        match follow_feed(&ctx, &mut caught_up_once).await {
             Ok(()) => {
                 backoff = Duration::from_millis(200);
             }
@@ -424,10 +425,18 @@ async fn feed_loop(ctx: Arc<Ctx>) {
     }
 }
 
-/// One round: catch up, then follow the stream until it ends or fails.
-async fn follow_feed(ctx: &Ctx) -> Result<(), String> {
+/// One round: catch up, then follow the stream until it ends or fails. The first catch-up
+/// since the plugin started is logged: from then on the revocation state is current.
+async fn follow_feed(ctx: &Ctx, caught_up_once: &mut bool) -> Result<(), String> {
     catch_up(ctx).await?;
     let since = lock(&ctx.shared).revocations.seq;
+    if !*caught_up_once {
+        *caught_up_once = true;
+        ctx.log(
+            LogLevel::Info,
+            format!("devid: caught up with the revocation feed at sequence {since}"),
+        );
+    }
     let resp = ctx
         .http
         .get(ctx.url("/v1/revocations/stream"))

@@ -503,11 +503,17 @@ impl Broker {
             .stderr(stderr)
             .spawn()
             .expect("spawn mosquitto");
+        let log_start = self.mosquitto_log().len();
         let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
                 self.proc = Some(Proc::new(child, "mosquitto"));
+                // With per_listener_settings true TICK never runs, so the plugin logs nothing
+                // from its service thread: nothing to wait for.
+                if !self.settings.per_listener_settings {
+                    self.wait_for_feed(log_start, deadline)?;
+                }
                 return Ok(());
             }
             if let Ok(Some(_)) = child.try_wait() {
@@ -519,6 +525,29 @@ impl Broker {
                 return Err(format!("no listener after 20 s\n{}", self.log()));
             }
             std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits until the plugin (after the log's first `from` bytes) has either caught up with
+    /// the revocation feed or found the service unreachable, so that a test's first CONNECT
+    /// meets a plugin whose revocation state is settled rather than racing its first catch-up
+    /// (a device connecting before it is refused as "revocation state stale").
+    fn wait_for_feed(&self, from: usize, deadline: Instant) -> Result<(), String> {
+        loop {
+            let log = self.mosquitto_log();
+            let new = log.get(from..).unwrap_or(&log);
+            if new.contains("caught up with the revocation feed")
+                || new.contains("revocation feed unavailable")
+            {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "the plugin neither caught up with the revocation feed nor found it \
+                     unavailable\n{log}"
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 
@@ -547,6 +576,11 @@ impl Broker {
     pub fn log(&self) -> String {
         let read = |n: &str| std::fs::read_to_string(self.dir.path().join(n)).unwrap_or_default();
         format!("{}{}", read("mosquitto.log"), read("mosquitto.stderr"))
+    }
+
+    /// Mosquitto's own log file (appended to across restarts).
+    fn mosquitto_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("mosquitto.log")).unwrap_or_default()
     }
 
     pub fn addr(&self) -> String {
