@@ -47,6 +47,22 @@ def wait_port(port, proc, what, timeout=30):
     sys.exit(f"{what} did not listen on {port}")
 
 
+def wait_log(path, text, proc, what, timeout=30):
+    """Waits until the log file at `path` contains `text`."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            sys.exit(f"{what} exited with {proc.returncode}")
+        try:
+            with open(path) as f:
+                if text in f.read():
+                    return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    sys.exit(f"{what}: no {text!r} in {path} after {timeout} s")
+
+
 def call(url, token, method, path, body):
     req = urllib.request.Request(
         url + path,
@@ -158,7 +174,7 @@ def main():
             f.write("\n".join([
                 "per_listener_settings false", "allow_anonymous false", "user root",
                 "persistence false", f"log_dest file {work}/mosquitto.log",
-                "log_type error", "log_type warning",
+                "log_type error", "log_type warning", "log_type information",
                 f"listener {mport} 127.0.0.1",
                 f"listener {tport} 127.0.0.1", f"cafile {root}", f"certfile {bchain}",
                 f"keyfile {bkey}", "require_certificate true", "set_tcp_nodelay true",
@@ -173,7 +189,9 @@ def main():
         procs.append(mq)
         wait_port(mport, mq, "mosquitto")
         wait_port(tport, mq, "mosquitto (TLS)")
-        time.sleep(1)  # let the plugin catch up with the revocation feed
+        # Devices connecting before the plugin's first catch-up with the feed would be refused.
+        wait_log(os.path.join(work, "mosquitto.log"), "caught up with the revocation feed", mq,
+                 "mosquitto")
 
         # The plain-TCP anonymous baseline: the same Mosquitto binary without the plugin (with
         # it, every client without devid is refused).
