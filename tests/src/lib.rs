@@ -496,6 +496,8 @@ impl Broker {
         let conf_path = d.join("mosquitto.conf");
         std::fs::write(&conf_path, conf.join("\n")).expect("conf");
         let stderr = std::fs::File::create(d.join("mosquitto.stderr")).expect("stderr file");
+        // Where this launch's lines will start: the log file is appended to across restarts.
+        let log_start = self.mosquitto_log().len();
         let mut child = Command::new(MOSQUITTO)
             .arg("-c")
             .arg(&conf_path)
@@ -503,7 +505,6 @@ impl Broker {
             .stderr(stderr)
             .spawn()
             .expect("spawn mosquitto");
-        let log_start = self.mosquitto_log().len();
         let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
@@ -574,8 +575,8 @@ impl Broker {
 
     /// The broker's log file followed by anything it wrote to stderr.
     pub fn log(&self) -> String {
-        let read = |n: &str| std::fs::read_to_string(self.dir.path().join(n)).unwrap_or_default();
-        format!("{}{}", read("mosquitto.log"), read("mosquitto.stderr"))
+        let stderr = std::fs::read_to_string(self.dir.path().join("mosquitto.stderr"));
+        format!("{}{}", self.mosquitto_log(), stderr.unwrap_or_default())
     }
 
     /// Mosquitto's own log file (appended to across restarts).
