@@ -249,6 +249,9 @@ pub struct Registered {
     pub private_key: Option<String>,
     /// False when the device was already registered with the same CSR (idempotent replay).
     pub created: bool,
+    /// The device's state now: `active` for a new device; a replay may find it suspended or
+    /// revoked, and a caller must not treat such a device as ready to ship.
+    pub status: DeviceState,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -472,6 +472,7 @@ impl Registry {
             not_after: timefmt::rfc3339(cert.not_after),
             private_key,
             created: true,
+            status: devid_core::api::DeviceState::Active,
         }
     }
 
@@ -492,6 +493,7 @@ impl Registry {
             not_after: timefmt::rfc3339(cert.not_after),
             private_key: None,
             created: false,
+            status: existing.device.status,
         })
     }
 }
