@@ -458,7 +458,7 @@ pub enum CrlCommand {
 pub enum TokenCommand {
     /// Create a token (the secret is printed once)
     #[command(
-        after_help = "Examples:\n  devid token create --role factory --name line-3 --models thermo-v2 --expires 30d\n  devid token create --role auditor --name audit-2026"
+        after_help = "Examples:\n  devid token create --role factory --name line-3 --models thermo-v2 --expires 30d --out line3.token\n  devid token create --role auditor --name audit-2026\n  TOKEN=$(devid -o json token create --role broker --name mqtt1 | jq -r .token)"
     )]
     Create {
         /// admin, factory, broker or auditor
@@ -472,6 +472,9 @@ pub enum TokenCommand {
         /// Lifetime: 3600s, 90m, 12h, 30d
         #[arg(long)]
         expires: Option<String>,
+        /// Write the token to FILE (mode 0600, replaced atomically) instead of printing it
+        #[arg(long, value_name = "FILE")]
+        out: Option<std::path::PathBuf>,
     },
     /// List tokens
     #[command(after_help = "Examples:\n  devid token list")]

@@ -2,7 +2,8 @@
 //!
 //! Exit codes (documented in `devid --help`):
 //! 0 success, 1 operation failed, 2 usage, 3 authentication or permission, 4 not found,
-//! 5 conflict.
+//! 5 conflict; 141 (128 + SIGPIPE, as a shell reports a command killed by SIGPIPE) when the
+//! reader of standard output went away, as in `devid device list | head -1`.
 
 use std::fmt;
 
@@ -16,6 +17,8 @@ pub enum Exit {
     Auth = 3,
     NotFound = 4,
     Conflict = 5,
+    /// Standard output was closed by its reader: end quietly, as a command killed by SIGPIPE.
+    Pipe = 141,
 }
 
 impl Exit {
@@ -54,6 +57,11 @@ impl CliError {
 
     pub fn usage(message: impl Into<String>) -> CliError {
         CliError::new(Exit::Usage, message)
+    }
+
+    /// Standard output is gone (its reader closed the pipe): nothing to say, nowhere to say it.
+    pub fn pipe() -> CliError {
+        CliError::new(Exit::Pipe, "standard output was closed")
     }
 
     /// Renders a problem document as one line: `<title>: <detail> (HTTP <status>)`.

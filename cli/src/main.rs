@@ -17,7 +17,7 @@ use std::process::ExitCode;
 use clap::{CommandFactory, Parser};
 
 use crate::cli::{Cli, Command};
-use crate::error::CliError;
+use crate::error::{CliError, Exit};
 
 fn main() -> ExitCode {
     // Another part of the process may have installed it already; either way ring is the provider.
@@ -26,6 +26,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,
+        // The reader of stdout went away (`devid ... | head`): end quietly, like a command
+        // that SIGPIPE ended, with its conventional status.
+        Err(e) if e.exit == Exit::Pipe => ExitCode::from(e.exit as u8),
         Err(e) => {
             let _ = std::io::stdout().flush();
             eprintln!("error: {}", e.message);
@@ -37,8 +40,14 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<ExitCode, CliError> {
     if let Command::Completions { shell } = cli.command {
         let mut cmd = Cli::command();
-        clap_complete::generate(shell, &mut cmd, "devid", &mut std::io::stdout());
-        return Ok(ExitCode::SUCCESS);
+        let mut script = Vec::new();
+        clap_complete::generate(shell, &mut cmd, "devid", &mut script);
+        // `devid completions bash | head` is a reader that has seen enough, not a failure.
+        return match cmd::emit(&script) {
+            Err(e) if e.exit == Exit::Pipe => Ok(ExitCode::SUCCESS),
+            Err(e) => Err(e),
+            Ok(()) => Ok(ExitCode::SUCCESS),
+        };
     }
     let cwd = std::env::current_dir()
         .map_err(|e| CliError::failed(format!("cannot read the working directory: {e}")))?;

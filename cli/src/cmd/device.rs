@@ -282,7 +282,7 @@ async fn register(api: &Api, out: OutputFormat, a: RegisterArgs) -> Result<ExitC
             if !reg.created {
                 eprintln!("already registered with this CSR; wrote the existing certificate");
             }
-            println!("{}", reg.client_id);
+            super::emit(format!("{}\n", reg.client_id).as_bytes())?;
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -86,17 +86,41 @@ async fn list(api: &Api, out: OutputFormat, since: i64) -> Result<ExitCode> {
     }
 }
 
+/// The feed's head now: the sequence number of its newest entry (0 for an empty feed).
+async fn feed_head(api: &Api) -> Result<i64> {
+    let page: RevocationPage = api
+        .get_query(
+            "/v1/revocations",
+            &[("since", "0".to_string()), ("limit", "1".to_string())],
+        )
+        .await?;
+    Ok(page.head)
+}
+
 async fn watch(
     api: &Api,
     out: OutputFormat,
     since: Option<i64>,
     count: Option<u64>,
 ) -> Result<ExitCode> {
-    let mut last_id: Option<String> = since.map(|s| s.to_string());
+    let since = match since {
+        Some(s) => s,
+        None => {
+            // Start at the head as it is now, and say so: without it the command shows only a
+            // header until the next revocation, which looks like a hang.
+            let head = feed_head(api).await?;
+            eprintln!(
+                "following the feed after its head, sequence {head}: waiting for new entries \
+                 (--since 0 replays it from the start)"
+            );
+            head
+        }
+    };
+    let mut last_id: Option<String> = Some(since.to_string());
     let mut printed: u64 = 0;
     let mut backoff = Duration::from_millis(500);
     if out == OutputFormat::Table {
-        println!("{}", Table::new(&HEADERS).render().trim_end());
+        super::emit(format!("{}\n", Table::new(&HEADERS).render().trim_end()).as_bytes())?;
     }
     if count == Some(0) {
         return Ok(ExitCode::SUCCESS);
@@ -153,16 +177,19 @@ async fn watch(
                             })?;
                         last_id = Some(ev.id.unwrap_or_else(|| entry.seq.to_string()));
                         match out {
-                            OutputFormat::Json => println!(
-                                "{}",
-                                serde_json::to_string(&entry).map_err(|e| CliError::failed(
-                                    format!("cannot encode JSON: {e}")
-                                ))?
-                            ),
+                            OutputFormat::Json => super::emit(
+                                format!(
+                                    "{}\n",
+                                    serde_json::to_string(&entry).map_err(|e| {
+                                        CliError::failed(format!("cannot encode JSON: {e}"))
+                                    })?
+                                )
+                                .as_bytes(),
+                            )?,
                             OutputFormat::Table => {
                                 // Fixed-width columns would need the whole stream; print the row
                                 // with two spaces between fields.
-                                println!("{}", cells(&entry).join("  "));
+                                super::emit(format!("{}\n", cells(&entry).join("  ")).as_bytes())?;
                             }
                         }
                         printed += 1;

@@ -47,14 +47,27 @@ pub async fn ca_chain(api: &Api) -> Result<String> {
 pub fn print_json<T: Serialize + ?Sized>(v: &T) -> Result<ExitCode> {
     let text = serde_json::to_string_pretty(v)
         .map_err(|e| CliError::failed(format!("cannot encode JSON: {e}")))?;
-    println!("{text}");
+    emit(format!("{text}\n").as_bytes())?;
     Ok(ExitCode::SUCCESS)
 }
 
 pub fn print_text(s: &str) -> Result<ExitCode> {
-    let mut stdout = std::io::stdout().lock();
-    let _ = stdout.write_all(s.as_bytes());
+    emit(s.as_bytes())?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Writes to standard output and flushes. Every command writes its stdout through here, so a
+/// reader that closes the pipe early ends the command quietly ([`CliError::pipe`]) instead of
+/// a panic in `println!`.
+pub fn emit(bytes: &[u8]) -> Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_all(bytes)
+        .and_then(|()| stdout.flush())
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::BrokenPipe => CliError::pipe(),
+            _ => io_err("cannot write to standard output", e),
+        })
 }
 
 /// A revocation reason by its RFC 5280 name; certificateHold is only set by suspension.
@@ -180,10 +193,7 @@ pub fn write_public(path: &Path, contents: &[u8]) -> Result<()> {
 /// Writes to a file, or to stdout for `-`.
 pub fn write_out(path: &Path, contents: &[u8]) -> Result<()> {
     if path == Path::new("-") {
-        let mut stdout = std::io::stdout().lock();
-        stdout
-            .write_all(contents)
-            .map_err(|e| io_err("cannot write to standard output", e))
+        emit(contents)
     } else {
         write_public(path, contents)
     }

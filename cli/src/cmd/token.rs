@@ -35,6 +35,7 @@ pub async fn run(api: &Api, out: OutputFormat, c: TokenCommand) -> Result<ExitCo
             name,
             models,
             expires,
+            out: token_file,
         } => {
             let role = Role::parse(&role).ok_or_else(|| {
                 CliError::usage(format!(
@@ -52,6 +53,17 @@ pub async fn run(api: &Api, out: OutputFormat, c: TokenCommand) -> Result<ExitCo
                 expires_in,
             };
             let created: CreatedToken = api.post("/v1/tokens", &req).await?;
+            if let Some(path) = token_file {
+                // The secret goes to the file only; stdout gets what describes it.
+                super::write_private(&path, format!("{}\n", created.token).as_bytes())?;
+                eprintln!("wrote the token to {} (mode 0600)", path.display());
+                return match out {
+                    OutputFormat::Json => super::print_json(&created.info),
+                    OutputFormat::Table => {
+                        super::print_text(&table::fields(&info_fields(&created.info)))
+                    }
+                };
+            }
             match out {
                 OutputFormat::Json => super::print_json(&created),
                 OutputFormat::Table => {
