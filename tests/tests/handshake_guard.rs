@@ -107,10 +107,9 @@ async fn stalled_handshakes_are_closed_and_client_hello_floods_are_rate_limited(
     let service = Service::start().await;
     let identity = service.enroll_broker(NAME).await;
     let mut settings = BrokerSettings::new(&service, identity);
+    settings.hello_rate = (RATE, BURST);
     settings.extra.extend([
         format!("plugin_opt_auth_timeout {}", AUTH_TIMEOUT.as_secs()),
-        format!("plugin_opt_hello_rate {RATE}"),
-        format!("plugin_opt_hello_burst {BURST}"),
         format!("plugin_opt_max_pending_per_address {PER_ADDRESS}"),
     ]);
     let broker = Broker::start(settings);
