@@ -21,6 +21,10 @@ pub const KNOWN_KEYS: &[&str] = &[
     "ticket_key_file",
     "ticket_lifetime",
     "max_refused_messages",
+    "max_pending_handshakes",
+    "max_pending_per_address",
+    "hello_rate",
+    "hello_burst",
 ];
 
 /// The checked configuration. File contents are read at start; the files are not re-read.
@@ -50,6 +54,8 @@ pub struct Config {
     pub ticket_lifetime: u32,
     /// Refused PUBLISHes in a row after which the connection is dropped.
     pub max_refused_messages: u32,
+    /// Bounds on unfinished DEVID-1 handshakes and on ClientHellos per source address.
+    pub guard: HandshakeGuard,
 }
 
 impl fmt::Debug for Config {
@@ -264,7 +270,82 @@ impl Config {
             max_staleness: seconds(&map, "max_staleness", 300, 7 * 86400)?,
             auth_timeout: seconds(&map, "auth_timeout", 10, 600)?,
             broker_name: map.get("broker_name").map(|s| s.trim().to_string()),
+            guard: HandshakeGuard::from_map(&map)?,
         })
+    }
+}
+
+/// Bounds on DEVID-1 handshakes that protect the broker's only thread: how many may be
+/// unfinished at once (in total and per source address), and how many ClientHellos a source
+/// address may send (a token bucket checked before any certificate check or other public-key
+/// work). A source address is an IPv4 address or an IPv6 /64.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HandshakeGuard {
+    /// `max_pending_handshakes`: unfinished handshakes in total (default 1000).
+    pub max_pending: usize,
+    /// `max_pending_per_address`: unfinished handshakes per source address (default 32).
+    pub max_pending_per_address: usize,
+    /// `hello_rate`: ClientHellos per second per source address (default 10).
+    pub hello_rate: u32,
+    /// `hello_burst`: ClientHellos a source address may send at once (default 20).
+    pub hello_burst: u32,
+}
+
+impl Default for HandshakeGuard {
+    fn default() -> Self {
+        HandshakeGuard {
+            max_pending: 1000,
+            max_pending_per_address: 32,
+            hello_rate: 10,
+            hello_burst: 20,
+        }
+    }
+}
+
+/// A whole number option in `1..=max`, or `default` when absent.
+fn count(
+    opts: &BTreeMap<String, String>,
+    key: &str,
+    default: u32,
+    max: u32,
+) -> Result<u32, ConfigError> {
+    let Some(v) = opts.get(key) else {
+        return Ok(default);
+    };
+    match v.trim().parse::<u32>() {
+        Ok(n) if (1..=max).contains(&n) => Ok(n),
+        _ => Err(err(format!(
+            "plugin_opt_{key}: {v:?} is not a number in 1..={max}"
+        ))),
+    }
+}
+
+impl HandshakeGuard {
+    fn from_map(map: &BTreeMap<String, String>) -> Result<HandshakeGuard, ConfigError> {
+        let d = HandshakeGuard::default();
+        let g = HandshakeGuard {
+            max_pending: count(
+                map,
+                "max_pending_handshakes",
+                d.max_pending as u32,
+                1_000_000,
+            )? as usize,
+            max_pending_per_address: count(
+                map,
+                "max_pending_per_address",
+                d.max_pending_per_address as u32,
+                1_000_000,
+            )? as usize,
+            hello_rate: count(map, "hello_rate", d.hello_rate, 100_000)?,
+            hello_burst: count(map, "hello_burst", d.hello_burst, 1_000_000)?,
+        };
+        if g.max_pending_per_address > g.max_pending {
+            return Err(err(format!(
+                "plugin_opt_max_pending_per_address ({}) exceeds plugin_opt_max_pending_handshakes ({})",
+                g.max_pending_per_address, g.max_pending
+            )));
+        }
+        Ok(g)
     }
 }
 
@@ -416,5 +497,54 @@ mod tests {
         assert!(Config::from_options(&o).is_err());
         std::fs::write(f.dir.path().join("token"), "two words").expect("w");
         assert!(Config::from_options(&opts).is_err());
+    }
+
+    #[test]
+    fn handshake_guard_defaults_and_bad_values() {
+        let (_f, opts) = setup();
+        let c = Config::from_options(&opts).expect("valid");
+        assert_eq!(c.guard, HandshakeGuard::default());
+        assert_eq!(
+            (c.guard.max_pending, c.guard.max_pending_per_address),
+            (1000, 32)
+        );
+        assert_eq!((c.guard.hello_rate, c.guard.hello_burst), (10, 20));
+        let with = |pairs: &[(&str, &str)]| {
+            let mut o = opts.clone();
+            o.extend(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+            Config::from_options(&o)
+        };
+        let c = with(&[
+            ("max_pending_handshakes", "500"),
+            ("max_pending_per_address", "5"),
+            ("hello_rate", "2"),
+            ("hello_burst", "3"),
+        ])
+        .expect("valid");
+        assert_eq!(
+            c.guard,
+            HandshakeGuard {
+                max_pending: 500,
+                max_pending_per_address: 5,
+                hello_rate: 2,
+                hello_burst: 3
+            }
+        );
+        for (k, v) in [
+            ("max_pending_handshakes", "0"),
+            ("max_pending_per_address", "-1"),
+            ("hello_rate", "fast"),
+            ("hello_burst", "0"),
+            ("hello_rate", "100001"),
+        ] {
+            let e = with(&[(k, v)]).expect_err(k);
+            assert!(e.0.contains(k), "{e}");
+        }
+        let e = with(&[
+            ("max_pending_handshakes", "10"),
+            ("max_pending_per_address", "11"),
+        ])
+        .expect_err("per address above total");
+        assert!(e.0.contains("exceeds"), "{e}");
     }
 }

@@ -83,6 +83,10 @@ impl ServerSide for Devid1Server {
     type Pending = Pending;
     type Keys = SessionKeys;
 
+    fn is_full_hello(&self, data: &[u8]) -> bool {
+        ServerHandshake::is_full_hello(data)
+    }
+
     fn hello(&self, data: &[u8], client_id: &str, now: u64) -> Result<(Verified, Hello), Refusal> {
         // Without plugin_opt_ticket_key_file core refuses a ResumeHello (no ticket keys).
         match ServerHandshake::start(&self.config, client_id, data, unix(now)).map_err(refusal)? {

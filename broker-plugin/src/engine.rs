@@ -11,7 +11,8 @@
 //! answer arrives (drained in TICK) the new policy applies to the next ACL check, and a
 //! connection that now fails its allow-list, or whose device turns out revoked, is kicked.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -68,6 +69,9 @@ pub trait ServerSide {
     type Pending;
     /// Session keys kept for the connection.
     type Keys;
+    /// True when this first message costs public-key work (a ClientHello, not a resumption):
+    /// such messages are rate-limited per source address before `hello` runs.
+    fn is_full_hello(&self, data: &[u8]) -> bool;
     /// Parses and verifies a ClientHello for a CONNECT with this ClientID.
     fn hello(
         &self,
@@ -143,6 +147,14 @@ pub enum MessageVerdict {
     Disconnect,
 }
 
+/// A handshake that outlived `auth_timeout`: the connection to close.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Expired {
+    pub key: ConnKey,
+    /// A re-authentication of a live (authenticated) connection rather than a first exchange.
+    pub reauth: bool,
+}
+
 /// How a connection authenticated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Via {
@@ -153,6 +165,8 @@ pub enum Via {
 enum Conn<S: ServerSide> {
     Handshaking {
         started: Instant,
+        /// The source address (its group is what the pending bounds count).
+        address: Option<String>,
         identity: Verified,
         pending: S::Pending,
         /// Set when this is a re-authentication of a live connection.
@@ -185,6 +199,37 @@ pub struct Engine<S: ServerSide> {
     stale_logged: bool,
     status_requested: HashMap<String, Instant>,
     logs: Vec<(LogLevel, String)>,
+    /// Unfinished handshakes per source address group.
+    pending_by_source: HashMap<String, usize>,
+    /// Handshakes in the order they started (stale entries are skipped when popped).
+    pending_order: VecDeque<(Instant, ConnKey)>,
+    /// ClientHello token buckets per source address group.
+    hello_buckets: HashMap<String, Bucket>,
+}
+
+/// A token bucket: `tokens` as of `at`.
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+/// The group a source address counts in for the handshake bounds: an IPv4 address, an IPv6
+/// /64 (one subscriber's usual allocation), or the text itself when it does not parse.
+pub fn source_group(address: Option<&str>) -> String {
+    let Some(a) = address else {
+        return "?".into();
+    };
+    match a.parse::<IpAddr>() {
+        Ok(IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        },
+        Ok(ip) => ip.to_string(),
+        Err(_) => a.to_string(),
+    }
 }
 
 /// Within this long after start, no TICK yet is normal.
@@ -210,6 +255,9 @@ impl<S: ServerSide> Engine<S> {
             stale_logged: false,
             status_requested: HashMap::new(),
             logs: Vec::new(),
+            pending_by_source: HashMap::new(),
+            pending_order: VecDeque::new(),
+            hello_buckets: HashMap::new(),
         }
     }
 
@@ -326,6 +374,66 @@ impl<S: ServerSide> Engine<S> {
         }
     }
 
+    /// Removes a connection's state, keeping the pending counts right.
+    fn take(&mut self, key: ConnKey) -> Option<Conn<S>> {
+        let conn = self.conns.remove(&key)?;
+        if let Conn::Handshaking { address, .. } = &conn {
+            let source = source_group(address.as_deref());
+            if let Some(n) = self.pending_by_source.get_mut(&source) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    self.pending_by_source.remove(&source);
+                }
+            }
+        }
+        Some(conn)
+    }
+
+    fn pending(&self) -> usize {
+        self.pending_by_source.values().sum()
+    }
+
+    /// The bounds checked before any public-key work: unfinished handshakes in total and from
+    /// this source, then the source's ClientHello rate (full handshakes only).
+    fn admit_hello(&mut self, source: &str, full: bool) -> Result<(), String> {
+        let g = self.config.guard;
+        let total = self.pending();
+        if total >= g.max_pending {
+            return Err(format!(
+                "too many unfinished handshakes ({total}, plugin_opt_max_pending_handshakes)"
+            ));
+        }
+        let here = self.pending_by_source.get(source).copied().unwrap_or(0);
+        if here >= g.max_pending_per_address {
+            return Err(format!(
+                "too many unfinished handshakes from {source} ({here}, plugin_opt_max_pending_per_address)"
+            ));
+        }
+        if !full {
+            return Ok(());
+        }
+        let now = Instant::now();
+        let burst = f64::from(g.hello_burst);
+        let b = self
+            .hello_buckets
+            .entry(source.to_string())
+            .or_insert(Bucket {
+                tokens: burst,
+                at: now,
+            });
+        let refill = now.duration_since(b.at).as_secs_f64() * f64::from(g.hello_rate);
+        b.tokens = (b.tokens + refill).min(burst);
+        b.at = now;
+        if b.tokens < 1.0 {
+            return Err(format!(
+                "ClientHello rate from {source} above {} per second (plugin_opt_hello_rate)",
+                g.hello_rate
+            ));
+        }
+        b.tokens -= 1.0;
+        Ok(())
+    }
+
     /// MOSQ_EVT_EXT_AUTH_START: a CONNECT (or a re-authentication) with an auth method.
     pub fn auth_start(
         &mut self,
@@ -340,7 +448,7 @@ impl<S: ServerSide> Engine<S> {
         }
         let cid = client_id.unwrap_or("");
         // A re-authentication keeps the live identity aside; a failed one ends the connection.
-        let previous = match self.conns.remove(&key) {
+        let previous = match self.take(key) {
             Some(Conn::Authenticated(a)) => Some(a),
             _ => None,
         };
@@ -352,6 +460,11 @@ impl<S: ServerSide> Engine<S> {
         }
         if let Err(e) = devid_core::clientid::validate(cid) {
             return self.refuse(cid, address, &format!("bad ClientID: {e}"));
+        }
+        let source = source_group(address);
+        let full = self.server.is_full_hello(data);
+        if let Err(reason) = self.admit_hello(&source, full) {
+            return self.refuse(cid, address, &reason);
         }
         let now = state::unix_now();
         let (identity, hello) = match self.server.hello(data, cid, now) {
@@ -382,10 +495,14 @@ impl<S: ServerSide> Engine<S> {
         }
         match self.server.accept(hello, now) {
             Ok((pending, server_hello)) => {
+                let started = Instant::now();
+                *self.pending_by_source.entry(source).or_insert(0) += 1;
+                self.pending_order.push_back((started, key));
                 self.conns.insert(
                     key,
                     Conn::Handshaking {
-                        started: Instant::now(),
+                        started,
+                        address: address.map(str::to_string),
                         identity,
                         pending,
                         previous,
@@ -406,7 +523,7 @@ impl<S: ServerSide> Engine<S> {
         address: Option<&str>,
     ) -> AuthOutcome {
         let cid = client_id.unwrap_or("").to_string();
-        let Some(conn) = self.conns.remove(&key) else {
+        let Some(conn) = self.take(key) else {
             return self.refuse(&cid, address, "AUTH without a DEVID-1 exchange in progress");
         };
         let (started, identity, pending, previous) = match conn {
@@ -415,6 +532,7 @@ impl<S: ServerSide> Engine<S> {
                 identity,
                 pending,
                 previous,
+                ..
             } => (started, identity, pending, previous),
             Conn::Authenticated(_) => {
                 return self.refuse(&cid, address, "AUTH after authentication completed");
@@ -644,7 +762,7 @@ impl<S: ServerSide> Engine<S> {
 
     /// MOSQ_EVT_DISCONNECT: forget the connection.
     pub fn disconnect(&mut self, key: ConnKey) {
-        if let Some(Conn::Authenticated(a)) = self.conns.remove(&key) {
+        if let Some(Conn::Authenticated(a)) = self.take(key) {
             self.event(
                 ConnectionEventKind::Disconnect,
                 &a.identity.client_id,
@@ -667,20 +785,72 @@ impl<S: ServerSide> Engine<S> {
                 FromService::Updated(u) => self.updated(&u),
             }
         }
-        // Handshakes that never finished.
-        let timeout = self.config.auth_timeout;
-        self.conns.retain(|_, c| match c {
-            Conn::Handshaking {
-                started, previous, ..
-            } => previous.is_some() || started.elapsed() <= timeout * 3,
-            Conn::Authenticated(_) => true,
-        });
+        // Buckets that have refilled are the same as no bucket (bounded memory).
+        let g = self.config.guard;
+        let full_after = f64::from(g.hello_burst) / f64::from(g.hello_rate);
+        self.hello_buckets
+            .retain(|_, b| b.at.elapsed().as_secs_f64() < full_after);
         // Forget fetch times once they no longer throttle anything (bounded memory).
         self.status_requested
             .retain(|_, t| t.elapsed() < STATUS_REFRESH);
         kicks.sort();
         kicks.dedup();
         kicks
+    }
+
+    /// Handshakes that did not finish within `auth_timeout`: their state is dropped, the
+    /// refusal logged and reported, and the connections returned for the caller to close
+    /// (after releasing every borrow of the engine: closing re-enters DISCONNECT). A stalled
+    /// re-authentication ends its live connection too.
+    pub fn expired_handshakes(&mut self) -> Vec<Expired> {
+        let timeout = self.config.auth_timeout;
+        let mut expired = Vec::new();
+        while let Some(&(started, key)) = self.pending_order.front() {
+            if started.elapsed() <= timeout {
+                break;
+            }
+            self.pending_order.pop_front();
+            // Skip entries whose handshake finished, failed, or was replaced by a newer one.
+            let current = matches!(
+                self.conns.get(&key),
+                Some(Conn::Handshaking { started: s, .. }) if *s == started
+            );
+            if !current {
+                continue;
+            }
+            if let Some(Conn::Handshaking {
+                identity,
+                address,
+                previous,
+                ..
+            }) = self.take(key)
+            {
+                self.refuse(
+                    &identity.client_id,
+                    address.as_deref(),
+                    &format!(
+                        "authentication timed out (no answer within {} s); closing the connection",
+                        timeout.as_secs()
+                    ),
+                );
+                expired.push(Expired {
+                    key,
+                    reauth: previous.is_some(),
+                });
+            }
+        }
+        if !expired.is_empty() {
+            self.log(
+                LogLevel::Notice,
+                format!(
+                    "devid: closing {} connection(s) whose handshake did not finish within {} s; public-key operations since start: {}",
+                    expired.len(),
+                    timeout.as_secs(),
+                    devid_core::protocol::pk_operations()
+                ),
+            );
+        }
+        expired
     }
 
     /// Settings changed in the service: forget when the affected devices' statuses were
@@ -754,6 +924,21 @@ impl<S: ServerSide> Engine<S> {
     fn connections(&self) -> usize {
         self.conns.len()
     }
+
+    /// True while `key` is in its first DEVID-1 exchange (CONNECT sent, not authenticated yet):
+    /// in Mosquitto 2.0.11 such a connection is not in the broker's ClientID index.
+    pub fn in_first_handshake(&self, key: ConnKey) -> bool {
+        matches!(
+            self.conns.get(&key),
+            Some(Conn::Handshaking { previous: None, .. })
+        )
+    }
+
+    /// Unfinished handshakes (for tests).
+    #[cfg(test)]
+    fn pending_handshakes(&self) -> usize {
+        self.pending()
+    }
 }
 
 fn a_mark_denied<S: ServerSide>(conns: &mut HashMap<ConnKey, Conn<S>>, key: ConnKey) {
@@ -776,19 +961,27 @@ fn rfc3339_now() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
+    use crate::config::{Config, HandshakeGuard};
     use devid_core::api::{
         DeviceState, DeviceStatus, RevocationAction, RevocationEntry, RevocationScope,
     };
     use std::path::PathBuf;
 
-    /// A fake DEVID-1: the ClientHello is `hello:<client_id>:<serial>`, the ClientFinish must be
-    /// `finish`.
+    thread_local! {
+        /// How many first messages the fake read (stands for the public-key work).
+        static HELLO_CALLS: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+    }
+
+    /// A fake DEVID-1: the ClientHello is `hello:<client_id>:<serial>` (`resume:...` stands for
+    /// a ResumeHello), the ClientFinish must be `finish`.
     struct Fake;
     impl ServerSide for Fake {
         type Hello = Verified;
         type Pending = ();
         type Keys = [u8; 4];
+        fn is_full_hello(&self, data: &[u8]) -> bool {
+            data.starts_with(b"hello:")
+        }
         fn hello(
             &self,
             data: &[u8],
@@ -801,9 +994,10 @@ mod tests {
                     reason: "version 2".into(),
                 });
             }
+            HELLO_CALLS.with(|c| c.set(c.get() + 1));
             let s = std::str::from_utf8(data).map_err(|_| Refusal::from("utf8"))?;
             let mut parts = s.split(':');
-            if parts.next() != Some("hello") {
+            if !matches!(parts.next(), Some("hello" | "resume")) {
                 return Err("bad ClientHello".into());
             }
             let v = Verified {
@@ -864,7 +1058,13 @@ mod tests {
     }
 
     fn engine() -> (Engine<Fake>, Arc<Mutex<Shared>>, mpsc::Receiver<ToService>) {
-        let config = Config {
+        engine_with(|_| {})
+    }
+
+    fn engine_with(
+        adjust: impl FnOnce(&mut Config),
+    ) -> (Engine<Fake>, Arc<Mutex<Shared>>, mpsc::Receiver<ToService>) {
+        let mut config = Config {
             service_url: "http://127.0.0.1:1".into(),
             token: "t".into(),
             trust_anchor_der: vec![],
@@ -877,12 +1077,19 @@ mod tests {
             ticket_keys: None,
             ticket_lifetime: 0,
             max_refused_messages: 3,
+            guard: HandshakeGuard {
+                max_pending: 1000,
+                max_pending_per_address: 100,
+                hello_rate: 1000,
+                hello_burst: 1000,
+            },
         };
+        adjust(&mut config);
         let shared = Arc::new(Mutex::new(Shared {
             last_contact: Some(state::unix_now()),
             ..Shared::default()
         }));
-        let (tx, rx) = mpsc::channel(100);
+        let (tx, rx) = mpsc::channel(1000);
         let mut e = Engine::new(config, Fake, shared.clone(), Some(tx));
         e.tick(Vec::new());
         (e, shared, rx)
@@ -1309,5 +1516,193 @@ mod tests {
             AuthOutcome::Deny
         );
         assert!(!e.acl(1, Access::Publish, "devices/dev1/x"));
+    }
+
+    fn start(e: &mut Engine<Fake>, key: ConnKey, msg: &str, address: &str) -> AuthOutcome {
+        let cid = msg.split(':').nth(1).unwrap_or("");
+        e.auth_start(key, Some(METHOD), msg.as_bytes(), Some(cid), Some(address))
+    }
+
+    fn auth_failures(rx: &mut mpsc::Receiver<ToService>) -> Vec<String> {
+        drain(rx)
+            .into_iter()
+            .filter_map(|m| match m {
+                ToService::Event(ev) if ev.kind == ConnectionEventKind::AuthFailure => ev.reason,
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn stalled_handshakes_are_closed_after_auth_timeout() {
+        let (mut e, _s, mut rx) = engine_with(|c| c.auth_timeout = Duration::from_millis(200));
+        // Authenticated, then a re-authentication that stalls.
+        assert!(matches!(
+            connect(&mut e, 3, "dev3", "0c"),
+            AuthOutcome::Success(_)
+        ));
+        assert!(matches!(
+            start(&mut e, 3, "hello:dev3:0c", "10.0.0.3"),
+            AuthOutcome::Continue(_)
+        ));
+        // A first exchange that stalls, one that finishes, one that the client abandons.
+        for key in [1, 2, 4] {
+            assert!(matches!(
+                start(&mut e, key, "hello:dev1:0a", "10.0.0.1"),
+                AuthOutcome::Continue(_)
+            ));
+        }
+        assert!(e.in_first_handshake(1));
+        assert!(!e.in_first_handshake(3), "a re-authentication");
+        assert!(matches!(
+            e.auth_continue(2, b"finish", Some("dev1"), None),
+            AuthOutcome::Success(_)
+        ));
+        e.disconnect(4);
+        assert_eq!(e.pending_handshakes(), 2);
+        assert!(e.expired_handshakes().is_empty(), "not yet");
+        let _ = auth_failures(&mut rx);
+        std::thread::sleep(Duration::from_millis(250));
+        assert_eq!(
+            e.expired_handshakes(),
+            vec![
+                Expired {
+                    key: 3,
+                    reauth: true
+                },
+                Expired {
+                    key: 1,
+                    reauth: false
+                }
+            ]
+        );
+        assert!(e.expired_handshakes().is_empty(), "closed once");
+        assert_eq!(e.pending_handshakes(), 0);
+        assert!(e.acl(2, Access::Publish, "devices/dev1/x"), "untouched");
+        assert!(!e.acl(3, Access::Publish, "devices/dev3/x"));
+        let reasons = auth_failures(&mut rx);
+        assert_eq!(reasons.len(), 2, "{reasons:?}");
+        assert!(reasons
+            .iter()
+            .all(|r| r.starts_with("authentication timed out")));
+        assert!(e
+            .take_logs()
+            .iter()
+            .any(|(_, l)| l.contains("dev1") && l.contains("authentication timed out")));
+        // The ClientFinish of a closed handshake finds nothing.
+        assert_eq!(
+            e.auth_continue(1, b"finish", Some("dev1"), None),
+            AuthOutcome::Deny
+        );
+    }
+
+    #[test]
+    fn unfinished_handshakes_are_bounded_per_address_and_in_total() {
+        let (mut e, _s, mut rx) = engine_with(|c| {
+            c.guard.max_pending = 6;
+            c.guard.max_pending_per_address = 2;
+        });
+        let mut key = 0;
+        let mut try_from = |e: &mut Engine<Fake>, address: &str| {
+            key += 1;
+            start(e, key, "hello:dev1:0a", address)
+        };
+        for address in [
+            "10.0.0.1",
+            "10.0.0.1",
+            "10.0.0.2",
+            "2001:db8::1",
+            "2001:db8::2",
+        ] {
+            assert!(matches!(
+                try_from(&mut e, address),
+                AuthOutcome::Continue(_)
+            ));
+        }
+        let calls = HELLO_CALLS.with(|c| c.get());
+        // Per address (an IPv6 /64 counts as one), then in total.
+        assert_eq!(try_from(&mut e, "10.0.0.1"), AuthOutcome::Deny);
+        assert_eq!(try_from(&mut e, "2001:db8::3"), AuthOutcome::Deny);
+        assert_eq!(
+            HELLO_CALLS.with(|c| c.get()),
+            calls,
+            "refused before any work"
+        );
+        assert!(matches!(
+            try_from(&mut e, "10.0.0.3"),
+            AuthOutcome::Continue(_)
+        ));
+        let calls = HELLO_CALLS.with(|c| c.get());
+        assert_eq!(try_from(&mut e, "10.0.0.9"), AuthOutcome::Deny);
+        assert_eq!(
+            HELLO_CALLS.with(|c| c.get()),
+            calls,
+            "refused before any work"
+        );
+        let reasons = auth_failures(&mut rx);
+        assert!(reasons[0].contains("from 10.0.0.1"), "{reasons:?}");
+        assert!(reasons[1].contains("from 2001:db8:0:0::/64"), "{reasons:?}");
+        assert!(
+            reasons[2].contains("too many unfinished handshakes (6"),
+            "{reasons:?}"
+        );
+        // An ended handshake frees its place.
+        e.disconnect(1);
+        assert!(matches!(
+            try_from(&mut e, "10.0.0.1"),
+            AuthOutcome::Continue(_)
+        ));
+        assert_eq!(e.pending_handshakes(), 6);
+    }
+
+    #[test]
+    fn client_hellos_are_rate_limited_per_address_before_any_work() {
+        let (mut e, _s, mut rx) = engine_with(|c| {
+            c.guard.hello_rate = 4;
+            c.guard.hello_burst = 3;
+        });
+        let calls = || HELLO_CALLS.with(|c| c.get());
+        let before = calls();
+        for key in 1..=3 {
+            assert!(matches!(
+                start(&mut e, key, "hello:dev1:0a", "10.0.0.1"),
+                AuthOutcome::Continue(_)
+            ));
+            e.disconnect(key);
+        }
+        assert_eq!(
+            start(&mut e, 4, "hello:dev1:0a", "10.0.0.1"),
+            AuthOutcome::Deny
+        );
+        assert_eq!(calls() - before, 3, "the refused ClientHello was not read");
+        assert!(auth_failures(&mut rx)
+            .iter()
+            .any(|r| r.contains("ClientHello rate from 10.0.0.1")));
+        // Another address has its own bucket; a resumption costs no public-key work.
+        assert!(matches!(
+            start(&mut e, 5, "hello:dev1:0a", "10.0.0.2"),
+            AuthOutcome::Continue(_)
+        ));
+        assert!(matches!(
+            start(&mut e, 6, "resume:dev1:0a", "10.0.0.1"),
+            AuthOutcome::Continue(_)
+        ));
+        // The bucket refills at the rate.
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(matches!(
+            start(&mut e, 7, "hello:dev1:0a", "10.0.0.1"),
+            AuthOutcome::Continue(_)
+        ));
+    }
+
+    #[test]
+    fn source_groups() {
+        assert_eq!(source_group(Some("192.0.2.1")), "192.0.2.1");
+        assert_eq!(source_group(Some("::ffff:192.0.2.1")), "192.0.2.1");
+        assert_eq!(
+            source_group(Some("2001:db8:1:2:3:4:5:6")),
+            "2001:db8:1:2::/64"
+        );
+        assert_eq!(source_group(None), "?");
     }
 }

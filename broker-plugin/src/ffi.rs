@@ -11,7 +11,16 @@
 //! - Strings handed to callbacks (`client_id`, `address`, `topic`, `auth_method`) live only for
 //!   the call: copy what is kept.
 //! - `mosquitto_kick_client_by_clientid` runs the DISCONNECT callback synchronously, inside the
-//!   call.
+//!   call. So does `mosquitto_kick_client_by_username`, which walks every connection (not the
+//!   ClientID index) and kicks each whose username equals the argument (NULL: those without
+//!   one, so never pass NULL).
+//! - A connection in its first enhanced-authentication exchange has its ClientID set but is not
+//!   in the broker's ClientID index (it is added only once authenticated), so kicking by
+//!   ClientID cannot reach it and would hit the authenticated connection of that ClientID.
+//!   When such a connection ends, 2.0.11 still removes "its" ClientID from the index, which
+//!   takes out the authenticated connection's entry: see `lib.rs`, `forget_pending_client_id`.
+//! - Mosquitto calls the DISCONNECT callback for a connection before it frees it, so a
+//!   `struct mosquitto *` the plugin still holds state for is live.
 //! - `mosquitto_client_certificate` returns a new reference: release it with `X509_free`.
 
 #![allow(non_camel_case_types)]
@@ -173,6 +182,7 @@ extern "C" {
     pub fn mosquitto_client_protocol_version(client: *const mosquitto) -> c_int;
     pub fn mosquitto_set_username(client: *mut mosquitto, username: *const c_char) -> c_int;
     pub fn mosquitto_kick_client_by_clientid(clientid: *const c_char, with_will: bool) -> c_int;
+    pub fn mosquitto_kick_client_by_username(username: *const c_char, with_will: bool) -> c_int;
 
     pub fn mosquitto_property_next(
         proplist: *const mosquitto_property,

@@ -398,3 +398,16 @@ fn ok_reauthentication_by_resumption_yields_new_keys() {
     assert_ne!(s0.keys.k_c2s, s1.keys.k_c2s);
     assert_eq!(c1.keys, s1.keys);
 }
+
+#[test]
+fn only_a_client_hello_is_a_full_hello() {
+    let env = Env::new();
+    let (c0, _) = first_session(&env);
+    let rng = SystemRandom::new();
+    let (_, ch) = ClientHandshake::start(&env.client, &rng).unwrap();
+    let (_, rh) = ClientResume::start(c0.ticket.as_ref().unwrap(), &rng).unwrap();
+    assert!(ServerHandshake::is_full_hello(&ch));
+    assert!(!ServerHandshake::is_full_hello(&rh));
+    assert!(!ServerHandshake::is_full_hello(&[]));
+    assert!(!ServerHandshake::is_full_hello(&[0x02, 0x01]));
+}

@@ -395,6 +395,10 @@ pub struct BrokerSettings {
     pub extra: Vec<String>,
     /// Contents of a ticket key file (`<id> <64 hex>` lines): enables resumption.
     pub ticket_keys: Option<String>,
+    /// `plugin_opt_hello_rate` and `plugin_opt_hello_burst`. Tests open many handshakes from
+    /// 127.0.0.1 in quick succession, which the plugin's defaults (10 per second, 20 at once)
+    /// would refuse, so the default here is (1000, 1000).
+    pub hello_rate: (u32, u32),
 }
 
 impl BrokerSettings {
@@ -407,6 +411,7 @@ impl BrokerSettings {
             tls: false,
             extra: Vec::new(),
             ticket_keys: None,
+            hello_rate: (1000, 1000),
         }
     }
 }
@@ -483,6 +488,8 @@ impl Broker {
             format!("plugin_opt_broker_key {}", d.join("broker.key").display()),
             format!("plugin_opt_state_dir {}", d.join("state").display()),
             format!("plugin_opt_max_staleness {}", s.max_staleness),
+            format!("plugin_opt_hello_rate {}", s.hello_rate.0),
+            format!("plugin_opt_hello_burst {}", s.hello_rate.1),
         ]);
         if let Some(keys) = &s.ticket_keys {
             std::fs::write(d.join("tickets.keys"), keys).expect("ticket keys");

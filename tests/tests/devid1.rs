@@ -322,7 +322,7 @@ async fn client_id_takeover_keeps_the_new_connection_authorized() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_handshake_slower_than_auth_timeout_is_refused() {
+async fn a_handshake_slower_than_auth_timeout_is_closed() {
     let service = Service::start().await;
     let identity = service.enroll_broker(NAME).await;
     let mut settings = BrokerSettings::new(&service, identity);
@@ -338,7 +338,16 @@ async fn a_handshake_slower_than_auth_timeout_is_refused() {
         Tamper::DelayFinish(Duration::from_millis(2200)),
     )
     .await;
-    assert_eq!(refused_with(r), ReasonCode::NOT_AUTHORIZED);
+    // The broker closes the connection at the timeout (DISCONNECT 0x98), before the late
+    // ClientFinish; depending on timing the device sees that DISCONNECT or a reset socket.
+    match r {
+        Ok(d) => panic!("{} was admitted", d.client_id),
+        Err(e) => {
+            if let Some(code) = e.reason_code() {
+                assert_eq!(code, ReasonCode::ADMINISTRATIVE_ACTION, "{e}");
+            }
+        }
+    }
     assert!(broker.log().contains("timed out"), "{}", broker.log());
     connect(&broker.addr(), &dev, &root, None, Tamper::None)
         .await

@@ -78,8 +78,11 @@ async fn required_message_auth_refuses_bad_messages_and_marks_good_ones() {
             required = true;
             break;
         }
-        // Accepted while the policy was not known yet: drain the delivery.
+        // Accepted while the policy was not known yet: drain the delivery, and give the
+        // status fetch time (the delivery arrives at once, so without the pause the 40 tries
+        // could all pass in well under a second).
         let _ = d.event(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(required, "message_auth required never applied");
 

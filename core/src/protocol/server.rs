@@ -51,6 +51,13 @@ pub enum ServerStart {
 pub struct ServerHandshake;
 
 impl ServerHandshake {
+    /// True when a first message would cost the broker public-key work (a ClientHello: the
+    /// certificate path, then an ECDH and a signature), false for a ResumeHello or anything
+    /// else. Only the message type is looked at, so a caller can rate-limit before `start`.
+    pub fn is_full_hello(auth_data: &[u8]) -> bool {
+        auth_data.first() == Some(&CLIENT_HELLO)
+    }
+
     /// Reads the first message (CONNECT or AUTH 0x19 Authentication Data), whichever kind it is.
     /// `client_id` is the connection's ClientID.
     pub fn start(
