@@ -8,6 +8,7 @@ use devid_core::api::{
     Device, DeviceList, DeviceListQuery, DeviceState, ReasonRequest, RegisterRequest, Registered,
     RevokeRequest,
 };
+use reqwest::Method;
 
 use crate::batch::file_key;
 use crate::cli::{DeviceCommand, ListArgs, OutputFormat, RegisterArgs};
@@ -15,7 +16,6 @@ use crate::client::{seg, Api};
 use crate::error::{io_err, CliError, Result};
 use crate::keys;
 use crate::table::{self, Table};
-use reqwest::Method;
 
 pub async fn run(api: &Api, out: OutputFormat, c: DeviceCommand) -> Result<ExitCode> {
     match c {
