@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Makes sure what the tests need is installed and running: openssl (an independent checker),
-# Mosquitto 2.0 (the real broker the end-to-end tests start on their own ports), and PostgreSQL
+# Mosquitto 2.0 (the real broker the end-to-end tests start on their own ports) and its stock
+# clients mosquitto_pub/mosquitto_sub (the mutual-TLS end-to-end test), and PostgreSQL
 # at 127.0.0.1:5432 with trust auth. Idempotent; installs from Debian's packages when missing.
 set -euo pipefail
 
 need_apt=()
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need_apt+=(mosquitto)
+command -v mosquitto_pub >/dev/null 2>&1 && command -v mosquitto_sub >/dev/null 2>&1 ||
+  need_apt+=(mosquitto-clients)
 command -v pg_ctlcluster >/dev/null 2>&1 || need_apt+=(postgresql)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing ${need_apt[*]}"

@@ -206,10 +206,39 @@ pub struct ManifestRow {
     pub serial: String,
     pub fingerprint_sha256: String,
     pub not_after: String,
+    /// `<ClientID>.chain.pem` (certificate and issuing CA, for TLS clients), beside the manifest.
+    pub chain_file: String,
 }
 
 const MANIFEST_HEADER: &str =
-    "hardware_serial,model,client_id,serial,fingerprint_sha256,not_after\n";
+    "hardware_serial,model,client_id,serial,fingerprint_sha256,not_after,chain_file\n";
+
+/// The name of a device's `<ClientID>.chain.pem`.
+pub fn chain_file(client_id: &str) -> String {
+    format!("{client_id}.chain.pem")
+}
+
+/// Refuses, before anything is written, an output directory whose manifest has other columns
+/// (written by another version of devid): rows appended to it would not match its header.
+fn check_manifest_header(path: &Path) -> Result<()> {
+    let Ok(f) = File::open(path) else {
+        return Ok(());
+    };
+    let mut header = String::new();
+    BufReader::new(f)
+        .read_line(&mut header)
+        .map_err(|e| io_err(format!("cannot read {}", path.display()), e))?;
+    let header = header.trim_end();
+    if header.is_empty() || header == MANIFEST_HEADER.trim_end() {
+        return Ok(());
+    }
+    Err(CliError::usage(format!(
+        "{} has the columns {header}, this devid writes {}: finish that batch with the devid \
+         that started it, or use another --out directory",
+        path.display(),
+        MANIFEST_HEADER.trim_end()
+    )))
+}
 
 /// Opens an append-only line file, cutting off a torn last line left by a killed run, and
 /// returns its complete lines.
@@ -256,51 +285,90 @@ fn append_sync(f: &Mutex<File>, data: &[u8], what: &Path) -> Result<()> {
         .map_err(|e| io_err(format!("cannot write {}", what.display()), e))
 }
 
-/// Keeps two runs from working on one output directory.
-struct DirLock(PathBuf);
+/// Keeps two runs from working on one output directory: an OS lock (`flock`) on
+/// `.devid-batch/lock`, held for the whole run and released by the kernel when the process
+/// ends, however it ends. A lock file left behind by a killed run is therefore no obstacle, and
+/// two runs can never both decide that the other's lock is stale.
+struct DirLock {
+    file: File,
+    path: PathBuf,
+}
 
 impl DirLock {
-    fn take(state: &Path) -> Result<DirLock> {
-        use std::os::unix::fs::OpenOptionsExt;
+    fn take(out: &Path, state: &Path) -> Result<DirLock> {
+        use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _};
         let path = state.join("lock");
-        for _ in 0..2 {
-            match std::fs::OpenOptions::new()
+        // A run that finishes removes the lock file and its directory while it still holds the
+        // lock: a file locked after that is no longer the one at `path`, so try again.
+        for _ in 0..8 {
+            make_state_dir(state)?;
+            let file = match std::fs::OpenOptions::new()
+                .read(true)
                 .write(true)
-                .create_new(true)
+                .create(true)
+                .truncate(false)
                 .mode(0o600)
                 .open(&path)
             {
-                Ok(mut f) => {
-                    let _ = writeln!(f, "{}", std::process::id());
-                    return Ok(DirLock(path));
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                Ok(f) => f,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io_err(format!("cannot open {}", path.display()), e)),
+            };
+            match file.try_lock() {
+                Ok(()) => {}
+                Err(std::fs::TryLockError::WouldBlock) => {
                     let pid = std::fs::read_to_string(&path).unwrap_or_default();
                     let pid = pid.trim();
-                    let alive = !pid.is_empty() && Path::new("/proc").join(pid).exists();
-                    if alive && pid != std::process::id().to_string() {
-                        return Err(CliError::new(
-                            Exit::Conflict,
-                            format!(
-                                "another register-batch (pid {pid}) is working on this directory ({})",
-                                path.display()
-                            ),
-                        ));
-                    }
-                    // A killed run left it behind.
-                    let _ = std::fs::remove_file(&path);
+                    let who = if pid.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (pid {pid})")
+                    };
+                    return Err(CliError::new(
+                        Exit::Conflict,
+                        format!(
+                            "another register-batch{who} is working on {}; wait for it to end (it holds {})",
+                            out.display(),
+                            path.display()
+                        ),
+                    ));
                 }
-                Err(e) => return Err(io_err(format!("cannot create {}", path.display()), e)),
+                Err(std::fs::TryLockError::Error(e)) => {
+                    return Err(io_err(format!("cannot lock {}", path.display()), e))
+                }
             }
+            let same = match (file.metadata(), std::fs::metadata(&path)) {
+                (Ok(held), Ok(now)) => held.dev() == now.dev() && held.ino() == now.ino(),
+                _ => false,
+            };
+            if !same {
+                continue;
+            }
+            // Which process holds it, for the message a second run prints.
+            let mut f = &file;
+            let _ = f
+                .set_len(0)
+                .and_then(|_| writeln!(f, "{}", std::process::id()));
+            return Ok(DirLock { file, path });
         }
         Err(CliError::failed(format!("cannot take {}", path.display())))
     }
+
+    /// Ends a run that left nothing to resume: removes the lock file and the (then empty)
+    /// state directory while still holding the lock.
+    fn finish(self, state: &Path) {
+        let _ = std::fs::remove_file(&self.path);
+        let _ = std::fs::remove_dir(state);
+        drop(self.file);
+    }
 }
 
-impl Drop for DirLock {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
+/// Creates `.devid-batch/`, readable by its owner only (the journal holds private keys).
+fn make_state_dir(state: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    create_dir(state)?;
+    std::fs::set_permissions(state, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| io_err(format!("cannot protect {}", state.display()), e))
 }
 
 /// What `register-batch -o json` prints.
@@ -343,26 +411,80 @@ struct Shared {
     chain_written: Mutex<bool>,
     file_writer: Mutex<()>,
     failures: Mutex<Vec<Failure>>,
-    registered: AtomicUsize,
-    already: AtomicUsize,
     progress: Progress,
 }
 
-enum Progress {
+/// Where the rows of a run stand. A run's rows are the CSV's rows less those an earlier run
+/// finished; each ends registered (new), already registered (sent again, the device existed) or
+/// failed (refused by the CSV check, the key or CSR step, or the server). Updated from several
+/// tasks at once.
+#[derive(Debug, Default)]
+struct Tally {
+    total: usize,
+    registered: AtomicUsize,
+    already: AtomicUsize,
+    failed: AtomicUsize,
+}
+
+/// A snapshot of a [`Tally`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Counts {
+    total: usize,
+    registered: usize,
+    already: usize,
+    failed: usize,
+}
+
+impl Tally {
+    fn new(total: usize) -> Tally {
+        Tally {
+            total,
+            ..Tally::default()
+        }
+    }
+
+    fn counts(&self) -> Counts {
+        Counts {
+            total: self.total,
+            registered: self.registered.load(Ordering::SeqCst),
+            already: self.already.load(Ordering::SeqCst),
+            failed: self.failed.load(Ordering::SeqCst),
+        }
+    }
+}
+
+impl Counts {
+    /// Rows of this run that have an outcome.
+    fn done(&self) -> usize {
+        self.registered + self.already + self.failed
+    }
+
+    /// `2 registered, 0 already registered, 3 failed`.
+    fn outcomes(&self) -> String {
+        format!(
+            "{} registered, {} already registered, {} failed",
+            self.registered, self.already, self.failed
+        )
+    }
+}
+
+/// The tally, shown as a bar on a terminal, else as a `progress:` line per change.
+struct Progress {
+    tally: Tally,
+    view: View,
+}
+
+enum View {
     Bar(indicatif::ProgressBar),
-    Lines {
-        total: usize,
-        done: AtomicUsize,
-        start: Instant,
-    },
+    Lines { start: Instant },
 }
 
 impl Progress {
-    fn new(total: usize) -> Progress {
-        if std::io::stderr().is_terminal() {
-            let bar = indicatif::ProgressBar::new(total as u64);
+    fn new(tally: Tally) -> Progress {
+        let view = if std::io::stderr().is_terminal() {
+            let bar = indicatif::ProgressBar::new(tally.total as u64);
             if let Ok(style) = indicatif::ProgressStyle::with_template(
-                "{bar:40} {pos}/{len} devices  {rate}  ETA {eta}  {msg}",
+                "{bar:40} {pos}/{len} rows  {rate}  ETA {eta}  {msg}",
             ) {
                 bar.set_style(style.with_key(
                     "rate",
@@ -371,54 +493,80 @@ impl Progress {
                     },
                 ));
             }
-            Progress::Bar(bar)
+            View::Bar(bar)
         } else {
-            Progress::Lines {
-                total,
-                done: AtomicUsize::new(0),
+            View::Lines {
                 start: Instant::now(),
             }
+        };
+        let p = Progress { tally, view };
+        if let View::Bar(bar) = &p.view {
+            let c = p.tally.counts();
+            bar.set_position(c.done() as u64);
+            bar.set_message(c.outcomes());
         }
+        p
     }
 
-    fn add(&self, n: usize) {
-        match self {
-            Progress::Bar(b) => b.inc(n as u64),
-            Progress::Lines { total, done, start } => {
-                let d = done.fetch_add(n, Ordering::SeqCst) + n;
+    /// Rows the server answered with a device ready to ship: `created` new, `existing` found.
+    fn registered(&self, created: usize, existing: usize) {
+        self.tally.registered.fetch_add(created, Ordering::SeqCst);
+        self.tally.already.fetch_add(existing, Ordering::SeqCst);
+        self.show();
+    }
+
+    fn failed(&self, n: usize) {
+        self.tally.failed.fetch_add(n, Ordering::SeqCst);
+        self.show();
+    }
+
+    fn show(&self) {
+        let c = self.tally.counts();
+        match &self.view {
+            View::Bar(bar) => {
+                bar.set_position(c.done() as u64);
+                bar.set_message(c.outcomes());
+            }
+            View::Lines { start } => {
                 let secs = start.elapsed().as_secs_f64().max(1e-3);
-                eprintln!("progress: {d}/{total} devices ({:.0}/s)", d as f64 / secs);
+                eprintln!("{}", progress_line(&c, secs));
             }
         }
     }
 
     fn note(&self, msg: String) {
-        match self {
-            Progress::Bar(b) => b.println(msg),
-            Progress::Lines { .. } => eprintln!("{msg}"),
+        match &self.view {
+            View::Bar(b) => b.println(msg),
+            View::Lines { .. } => eprintln!("{msg}"),
         }
     }
 
     fn finish(&self) {
-        if let Progress::Bar(b) = self {
+        if let View::Bar(b) = &self.view {
             b.finish_and_clear();
         }
     }
+}
+
+/// `progress: 5/8 rows (2 registered, 0 already registered, 3 failed; 40 rows/s)`.
+fn progress_line(c: &Counts, secs: f64) -> String {
+    format!(
+        "progress: {}/{} rows ({}; {:.0} rows/s)",
+        c.done(),
+        c.total,
+        c.outcomes(),
+        c.done() as f64 / secs
+    )
 }
 
 pub async fn run(api: &Api, out: OutputFormat, a: BatchArgs) -> Result<ExitCode> {
     let started = Instant::now();
     let (rows, mut bad) = read_csv(&a.csv)?;
     let total_rows = rows.len() + bad.len();
+    check_manifest_header(&a.out.join("manifest.csv"))?;
     create_dir(&a.out)?;
     let state = a.out.join(".devid-batch");
-    create_dir(&state)?;
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700))
-            .map_err(|e| io_err(format!("cannot protect {}", state.display()), e))?;
-    }
-    let _lock = DirLock::take(&state)?;
+    let lock = DirLock::take(&a.out, &state)?;
 
     let journal_path = state.join("journal.jsonl");
     let (journal_file, jlines) = open_lines(&journal_path, true)?;
@@ -451,6 +599,7 @@ pub async fn run(api: &Api, out: OutputFormat, a: BatchArgs) -> Result<ExitCode>
     for r in rows {
         let finished = done.get(&r.serial).is_some_and(|m| {
             nonempty(&a.out.join(format!("{}.crt", m.client_id)))
+                && nonempty(&a.out.join(chain_file(&m.client_id)))
                 && (!a.generate_keys || nonempty(&a.out.join(format!("{}.key", m.client_id))))
         });
         if finished {
@@ -478,13 +627,16 @@ pub async fn run(api: &Api, out: OutputFormat, a: BatchArgs) -> Result<ExitCode>
         chain_written: Mutex::new(a.out.join("chain.pem").is_file()),
         file_writer: Mutex::new(()),
         failures: Mutex::new(Vec::new()),
-        registered: AtomicUsize::new(0),
-        already: AtomicUsize::new(0),
-        progress: Progress::new(todo.len()),
+        progress: Progress::new({
+            // This run's rows: those still to do, and the CSV's bad rows (failed already).
+            let tally = Tally::new(todo.len() + bad.len());
+            tally.failed.store(bad.len(), Ordering::SeqCst);
+            tally
+        }),
     });
     if skipped > 0 {
         shared.progress.note(format!(
-            "resuming: {skipped} devices were registered by an earlier run"
+            "resuming: {skipped} rows were done by an earlier run"
         ));
     }
 
@@ -541,12 +693,17 @@ pub async fn run(api: &Api, out: OutputFormat, a: BatchArgs) -> Result<ExitCode>
         write_public(&failures_path, &bytes)?;
     }
 
-    let registered = shared.registered.load(Ordering::SeqCst);
-    let already = shared.already.load(Ordering::SeqCst);
+    let Counts {
+        registered,
+        already,
+        ..
+    } = shared.progress.tally.counts();
     let elapsed = started.elapsed().as_secs_f64();
-    // The journal holds a second copy of every key: drop it once every row is done.
+    // The journal holds a second copy of every key: drop it, and the state directory with it,
+    // once every row is done.
     if fatal.is_none() && failures.is_empty() {
         let _ = std::fs::remove_file(&shared.journal_path);
+        lock.finish(&state);
     }
     let summary = BatchSummary {
         rows: total_rows,
@@ -715,11 +872,12 @@ async fn process_chunk(s: Arc<Shared>, rows: Vec<Row>) -> Result<()> {
         .await
         .map_err(|e| CliError::failed(format!("key making stopped: {e}")))??;
     if !prep_failures.is_empty() {
-        s.progress.add(prep_failures.len());
+        let n = prep_failures.len();
         s.failures
             .lock()
             .map_err(|_| CliError::failed("lock"))?
             .extend(prep_failures);
+        s.progress.failed(n);
     }
     send_items(&s, items).await
 }
@@ -778,7 +936,7 @@ async fn send_items(s: &Arc<Shared>, mut items: Vec<Item>) -> Result<()> {
                                         .unwrap_or(err.message)
                                 ),
                             });
-                        s.progress.add(1);
+                        s.progress.failed(1);
                         continue;
                     }
                     (413, _) if items.len() > 1 => {
@@ -852,8 +1010,11 @@ fn store(s: &Shared, items: Vec<Item>, body: BatchResponse) -> Result<()> {
             }
         }
     }
-    // Match each item to its answer, then write the files.
+    // Match each item to its answer, then write the files. A device the server answers as
+    // suspended or revoked (a repeated request finds it as it is now) is not ready to ship:
+    // its row fails and nothing of it is written.
     let mut pairs = Vec::with_capacity(items.len());
+    let mut refused = Vec::new();
     for item in &items {
         let reg = *by_serial.get(item.row.serial.as_str()).ok_or_else(|| {
             CliError::failed(format!(
@@ -863,7 +1024,16 @@ fn store(s: &Shared, items: Vec<Item>, body: BatchResponse) -> Result<()> {
         })?;
         devid_core::clientid::validate(&reg.client_id)
             .map_err(|e| CliError::failed(format!("server answered an unusable ClientID: {e}")))?;
-        pairs.push((item, reg));
+        if let Some(why) = crate::cmd::not_ready(reg) {
+            refused.push(Failure {
+                line: item.row.line,
+                hardware_serial: item.row.serial.clone(),
+                error: format!("line {}: {why}", item.row.line),
+            });
+            continue;
+        }
+        let chain = crate::cmd::device_chain_pem(reg)?;
+        pairs.push((item, reg, chain));
     }
     {
         // One chunk writes files at a time, on one thread: creating files in one directory from
@@ -873,10 +1043,15 @@ fn store(s: &Shared, items: Vec<Item>, body: BatchResponse) -> Result<()> {
             .file_writer
             .lock()
             .map_err(|_| CliError::failed("an earlier write failed"))?;
-        for (item, reg) in &pairs {
+        for (item, reg, chain) in &pairs {
             write_direct(
                 &s.out.join(format!("{}.crt", reg.client_id)),
                 reg.certificate.as_bytes(),
+                false,
+            )?;
+            write_direct(
+                &s.out.join(chain_file(&reg.client_id)),
+                chain.as_bytes(),
                 false,
             )?;
             if let Some(key) = &item.key {
@@ -892,7 +1067,7 @@ fn store(s: &Shared, items: Vec<Item>, body: BatchResponse) -> Result<()> {
         .has_headers(false)
         .from_writer(Vec::new());
     let (mut created, mut existing) = (0, 0);
-    for (item, reg) in &pairs {
+    for (item, reg, _) in &pairs {
         manifest
             .serialize(ManifestRow {
                 hardware_serial: item.row.serial.clone(),
@@ -901,6 +1076,7 @@ fn store(s: &Shared, items: Vec<Item>, body: BatchResponse) -> Result<()> {
                 serial: reg.serial.clone(),
                 fingerprint_sha256: reg.fingerprint_sha256.clone(),
                 not_after: reg.not_after.clone(),
+                chain_file: chain_file(&reg.client_id),
             })
             .map_err(|e| CliError::failed(format!("cannot encode manifest.csv: {e}")))?;
         if reg.created {
@@ -913,9 +1089,17 @@ fn store(s: &Shared, items: Vec<Item>, body: BatchResponse) -> Result<()> {
         .into_inner()
         .map_err(|e| CliError::failed(format!("cannot encode manifest.csv: {e}")))?;
     append_sync(&s.manifest_file, &bytes, &s.manifest_path)?;
-    s.registered.fetch_add(created, Ordering::SeqCst);
-    s.already.fetch_add(existing, Ordering::SeqCst);
-    s.progress.add(items.len());
+    let n_refused = refused.len();
+    if n_refused > 0 {
+        s.failures
+            .lock()
+            .map_err(|_| CliError::failed("lock"))?
+            .extend(refused);
+    }
+    s.progress.registered(created, existing);
+    if n_refused > 0 {
+        s.progress.failed(n_refused);
+    }
     Ok(())
 }
 
@@ -972,6 +1156,75 @@ mod tests {
         let e = read_csv(&p).expect_err("must fail");
         assert_eq!(e.exit, Exit::Usage);
         assert!(e.message.contains("model"));
+    }
+
+    #[test]
+    fn progress_counts_this_runs_rows_by_outcome() {
+        // 8 rows: 2 done by an earlier run (not this run's), 3 refused by the CSV check, 1
+        // refused by the server, 2 registered: this run has 6 rows.
+        let tally = Tally::new(8 - 2);
+        tally.failed.store(3, Ordering::SeqCst);
+        let p = Progress {
+            tally,
+            view: View::Lines {
+                start: Instant::now(),
+            },
+        };
+        assert_eq!(p.tally.counts().done(), 3);
+        p.failed(1);
+        p.registered(2, 0);
+        let c = p.tally.counts();
+        assert_eq!(
+            c,
+            Counts {
+                total: 6,
+                registered: 2,
+                already: 0,
+                failed: 4
+            }
+        );
+        assert_eq!(
+            progress_line(&c, 2.0),
+            "progress: 6/6 rows (2 registered, 0 already registered, 4 failed; 3 rows/s)"
+        );
+        // A chunk found already registered, and one with a refused device.
+        let p = Progress::new(Tally::new(5));
+        p.registered(0, 3);
+        p.failed(1);
+        p.registered(1, 0);
+        let c = p.tally.counts();
+        assert_eq!((c.done(), c.total, c.already), (5, 5, 3));
+        assert_eq!(c.outcomes(), "1 registered, 3 already registered, 1 failed");
+    }
+
+    #[test]
+    fn a_second_lock_on_one_directory_is_refused_until_the_first_ends() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state = dir.path().join(".devid-batch");
+        // A lock file left by a killed run, naming a process that is alive (a PID reused).
+        std::fs::create_dir_all(&state).expect("mkdir");
+        std::fs::write(state.join("lock"), "1\n").expect("write");
+        let first = DirLock::take(dir.path(), &state).expect("a stale lock file is no obstacle");
+        let e = DirLock::take(dir.path(), &state)
+            .err()
+            .expect("a second lock is refused");
+        assert_eq!(e.exit, Exit::Conflict);
+        assert!(
+            e.message.contains(&format!(
+                "another register-batch (pid {}) is working on",
+                std::process::id()
+            )),
+            "{}",
+            e.message
+        );
+        // Finishing removes the state directory; the next run starts afresh.
+        first.finish(&state);
+        assert!(!state.exists());
+        let again = DirLock::take(dir.path(), &state).expect("free again");
+        drop(again);
+        // Dropped without finishing (a run with rows left): free again, directory kept.
+        assert!(state.is_dir());
+        DirLock::take(dir.path(), &state).expect("free after drop");
     }
 
     #[test]

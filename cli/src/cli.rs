@@ -169,7 +169,7 @@ pub enum CaCommand {
 pub enum DeviceCommand {
     /// Register one device and write its certificate
     #[command(
-        after_help = "Examples:\n  devid device register --serial SN0001 --model thermo-v2 --generate-key --out flash/\n  devid device register --serial SN0002 --csr sn0002.csr --out flash/\n\nWrites <ClientID>.crt, chain.pem and with --generate-key <ClientID>.key (mode 0600) to --out;\nprints the ClientID."
+        after_help = "Examples:\n  devid device register --serial SN0001 --model thermo-v2 --generate-key --out flash/\n  devid device register --serial SN0002 --csr sn0002.csr --out flash/\n\nWrites <ClientID>.crt, <ClientID>.chain.pem (the certificate then the issuing CA: the file TLS\nclients send), chain.pem and with --generate-key <ClientID>.key (mode 0600) to --out; prints the\nClientID. A device found suspended or revoked (a repeated request) gets no files: exit code 1."
     )]
     Register(RegisterArgs),
     /// Register devices from a CSV file (the manufacturing line; resumable)
@@ -308,14 +308,16 @@ device's metadata as strings. With --csr-dir the CSR of serial S is read from DI
 DIR/S.pem). With --generate-keys each key pair and CSR are made here; keys never leave the
 machine.
 
-The output directory then holds <ClientID>.crt (and <ClientID>.key, mode 0600, with
---generate-keys), chain.pem, manifest.csv (hardware_serial,model,client_id,serial,
-fingerprint_sha256,not_after: one line per registered device) and .devid-batch/ (the journal
-that makes a re-run resume: keys are recorded there before their CSR is sent; removed once every
-row is done). Re-running the same command after an interruption (Ctrl-C, a killed process, a
-server restart) registers every serial exactly once and reuses what was issued. Rows that fail
-(bad CSV rows are never sent) are listed in failures.csv (line,hardware_serial,error) and make
-the exit code 1; the other rows are registered.";
+The output directory then holds <ClientID>.crt, <ClientID>.chain.pem (the certificate then the
+issuing CA: the file TLS clients send), <ClientID>.key (mode 0600, with --generate-keys),
+chain.pem, manifest.csv (hardware_serial,model,client_id,serial,fingerprint_sha256,not_after,
+chain_file: one line per registered device) and .devid-batch/ (the journal that makes a re-run
+resume: keys are recorded there before their CSR is sent; removed once every row is done).
+Re-running the same command after an interruption (Ctrl-C, a killed process, a server restart)
+registers every serial exactly once and reuses what was issued. Rows that fail (bad CSV rows are
+never sent; a device the server answers as suspended or revoked) are listed in failures.csv
+(line,hardware_serial,error) and make the exit code 1; the other rows are registered. A second
+run on the same --out while one is working is refused with exit code 5.";
 
 #[derive(Debug, Args)]
 pub struct RegisterArgs {

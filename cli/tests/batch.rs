@@ -52,6 +52,17 @@ fn check_outputs(out: &Path, expect: usize, with_keys: bool) -> Vec<HashMap<Stri
         let id = &r["client_id"];
         let pem_text = std::fs::read_to_string(out.join(format!("{id}.crt")))
             .unwrap_or_else(|e| panic!("{id}.crt: {e}"));
+        // <ClientID>.chain.pem: the certificate, then the issuing CA (no root), for TLS clients.
+        assert_eq!(r["chain_file"], format!("{id}.chain.pem"));
+        let chain_file = std::fs::read_to_string(out.join(&r["chain_file"]))
+            .unwrap_or_else(|e| panic!("{id}.chain.pem: {e}"));
+        let blocks = ::pem::parse_many(&chain_file).expect("chain file pem");
+        assert_eq!(blocks.len(), 2, "{id}.chain.pem");
+        assert_eq!(
+            blocks[0].contents(),
+            ::pem::parse(&pem_text).expect("crt pem").contents()
+        );
+        assert_eq!(blocks[1].contents(), &issuing_der[..]);
         let der = ::pem::parse(&pem_text)
             .expect("crt pem")
             .contents()
@@ -207,8 +218,9 @@ fn killed_batch_resumes_and_registers_every_serial_exactly_once() {
         )
         .expect("openssl verify");
     }
-    // The journal (a second copy of the keys) is gone once every row is done.
-    assert!(!out.join(".devid-batch/journal.jsonl").exists());
+    // The journal (a second copy of the keys) is gone once every row is done, and with it the
+    // state directory.
+    assert!(!out.join(".devid-batch").exists());
 
     // A third run has nothing to do.
     let r = s
@@ -347,6 +359,16 @@ fn bad_rows_are_reported_by_line_and_the_others_land() {
             r.stderr
         );
     }
+    // Progress counts every row of the run by its outcome, the CSV's bad rows included.
+    let last = r
+        .stderr
+        .lines()
+        .rfind(|l| l.starts_with("progress: "))
+        .expect("a progress line");
+    assert!(
+        last.starts_with("progress: 11/11 rows (5 registered, 0 already registered, 6 failed;"),
+        "{last}"
+    );
     insta::with_settings!({filters => vec![
         (r"(elapsed: +)[0-9.]+s", "${1}[ELAPSED]"),
         (r"(rate: +)[0-9.]+ devices/s", "${1}[RATE]"),
@@ -499,4 +521,213 @@ fn factory_token_refused_for_a_model_names_the_csv_line() {
         }
         _ => panic!("unexpected: {r:#?}"),
     }
+}
+
+/// Runs register-batch with `--csr-dir` and JSON output.
+fn batch_csr_dir(s: &Server, csv: &Path, csrs: &Path, out: &Path) -> common::Run {
+    s.devid(&[
+        "-o",
+        "json",
+        "device",
+        "register-batch",
+        "--csv",
+        csv.to_str().expect("utf8"),
+        "--csr-dir",
+        csrs.to_str().expect("utf8"),
+        "--out",
+        out.to_str().expect("utf8"),
+    ])
+}
+
+#[test]
+fn rows_answered_with_a_revoked_or_suspended_device_fail() {
+    let s = Server::start();
+    let w = s.work();
+    let csrs = w.join("csrs");
+    std::fs::create_dir_all(&csrs).expect("mkdir");
+    for serial in ["RV1", "SU1", "OK1"] {
+        let (_k, csr) = make_csr(serial);
+        std::fs::write(csrs.join(format!("{serial}.csr")), csr).expect("write csr");
+    }
+    let csv = w.join("line.csv");
+    std::fs::write(
+        &csv,
+        "hardware_serial,model\nRV1,thermo-v2\nSU1,thermo-v2\nOK1,thermo-v2\n",
+    )
+    .expect("csv");
+    let first = w.join("first");
+    batch_csr_dir(&s, &csv, &csrs, &first).ok();
+    let ids: HashMap<String, String> = manifest(&first)
+        .into_iter()
+        .map(|r| (r["hardware_serial"].clone(), r["client_id"].clone()))
+        .collect();
+    s.devid(&[
+        "device",
+        "revoke",
+        &ids["RV1"],
+        "--reason",
+        "keyCompromise",
+        "--yes",
+    ])
+    .ok();
+    s.devid(&["device", "suspend", &ids["SU1"]]).ok();
+
+    // The same rows again (their answers lost, say): the server answers each with the existing
+    // device as it is now. Only the active one is done; the others fail and nothing of them is
+    // written.
+    let out = w.join("again");
+    let r = batch_csr_dir(&s, &csv, &csrs, &out).code(1);
+    let j = r.json();
+    assert_eq!(j["rows"], 3, "{j}");
+    assert_eq!(j["already_registered"], 1, "{j}");
+    assert_eq!(j["registered"], 0, "{j}");
+    assert_eq!(j["failed"], 2, "{j}");
+    assert!(
+        r.stderr.contains(&format!(
+            "line 2: hardware_serial \"RV1\" is registered as device {}, which is revoked",
+            ids["RV1"]
+        )),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("which is suspended"), "{}", r.stderr);
+    let rows = check_outputs(&out, 1, false);
+    assert_eq!(rows[0]["hardware_serial"], "OK1");
+    let failures = std::fs::read_to_string(out.join("failures.csv")).expect("failures.csv");
+    assert!(
+        failures.contains("2,RV1,") && failures.contains("3,SU1,"),
+        "{failures}"
+    );
+    for serial in ["RV1", "SU1"] {
+        let id = &ids[serial];
+        assert!(!out.join(format!("{id}.crt")).exists(), "{id}.crt written");
+        assert!(!out.join(format!("{id}.chain.pem")).exists());
+    }
+    // The last progress line agrees with the summary.
+    let last = r
+        .stderr
+        .lines()
+        .rfind(|l| l.starts_with("progress: "))
+        .expect("a progress line");
+    assert!(
+        last.starts_with("progress: 3/3 rows (0 registered, 1 already registered, 2 failed;"),
+        "{last}"
+    );
+
+    // Once the suspended device is resumed, a re-run writes its files; the revoked one still
+    // fails.
+    s.devid(&["device", "resume", &ids["SU1"]]).ok();
+    let j = batch_csr_dir(&s, &csv, &csrs, &out).code(1).json();
+    assert_eq!(
+        (
+            j["skipped"].as_u64(),
+            j["already_registered"].as_u64(),
+            j["failed"].as_u64()
+        ),
+        (Some(1), Some(1), Some(1)),
+        "{j}"
+    );
+    check_outputs(&out, 2, false);
+}
+
+#[test]
+fn two_runs_on_one_directory_exactly_one_proceeds() {
+    const N: usize = 1000;
+    let s = Server::start();
+    let w = s.work();
+    let csv = w.join("line.csv");
+    write_csv(&csv, N, "L");
+    let out = w.join("flash");
+    // A lock file left by a killed run, naming a process that is alive (its PID reused by this
+    // test): no obstacle.
+    std::fs::create_dir_all(out.join(".devid-batch")).expect("mkdir");
+    std::fs::write(
+        out.join(".devid-batch/lock"),
+        format!("{}\n", std::process::id()),
+    )
+    .expect("stale lock");
+    let spawn = || {
+        s.devid_cmd()
+            .args([
+                "-o",
+                "json",
+                "device",
+                "register-batch",
+                "--csv",
+                csv.to_str().expect("utf8"),
+                "--generate-keys",
+                "--out",
+                out.to_str().expect("utf8"),
+                "--chunk",
+                "200",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn batch")
+    };
+    let (a, b) = (spawn(), spawn());
+    let outputs = [a, b].map(|c| c.wait_with_output().expect("wait"));
+    let mut codes: Vec<i32> = outputs
+        .iter()
+        .map(|o| o.status.code().unwrap_or(-1))
+        .collect();
+    codes.sort();
+    let text = |o: &std::process::Output| String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(
+        codes,
+        [0, 5],
+        "{}\n----\n{}",
+        text(&outputs[0]),
+        text(&outputs[1])
+    );
+    let loser = outputs
+        .iter()
+        .find(|o| o.status.code() == Some(5))
+        .expect("the refused run");
+    let msg = text(loser);
+    assert!(
+        msg.starts_with("error: another register-batch (pid "),
+        "{msg}"
+    );
+    assert!(msg.contains("is working on"), "{msg}");
+    assert!(loser.stdout.is_empty());
+    let winner = outputs
+        .iter()
+        .find(|o| o.status.success())
+        .expect("the run that proceeded");
+    let summary: serde_json::Value = serde_json::from_slice(&winner.stdout).expect("summary");
+    assert_eq!(summary["registered"], N, "{summary}");
+    check_outputs(&out, N, true);
+    check_server(&s, "L", N);
+    assert!(!out.join(".devid-batch").exists());
+}
+
+#[test]
+fn an_old_manifest_is_refused_and_left_alone() {
+    let s = Server::start();
+    let w = s.work();
+    let csv = w.join("line.csv");
+    write_csv(&csv, 2, "M");
+    let out = w.join("flash");
+    std::fs::create_dir_all(&out).expect("mkdir");
+    let old = "hardware_serial,model,client_id,serial,fingerprint_sha256,not_after\n";
+    std::fs::write(out.join("manifest.csv"), old).expect("manifest");
+    let r = s
+        .devid(&[
+            "device",
+            "register-batch",
+            "--csv",
+            csv.to_str().expect("utf8"),
+            "--generate-keys",
+            "--out",
+            out.to_str().expect("utf8"),
+        ])
+        .code(2);
+    assert!(r.stderr.contains("chain_file"), "{}", r.stderr);
+    assert_eq!(
+        std::fs::read_to_string(out.join("manifest.csv")).expect("manifest"),
+        old
+    );
+    assert!(!out.join(".devid-batch").exists());
 }

@@ -94,6 +94,32 @@ fn device_lifecycle_in_table_and_json() {
     let key = out.join(format!("{id}.key"));
     assert_eq!(mode(&key), 0o600);
     openssl_verify(&out.join("chain.pem"), &crt).expect("openssl verify");
+    // <ClientID>.chain.pem: the certificate then the issuing CA, enough for a peer that trusts
+    // only the root.
+    let device_chain =
+        std::fs::read_to_string(out.join(format!("{id}.chain.pem"))).expect("<ClientID>.chain.pem");
+    let ca_chain = std::fs::read_to_string(out.join("chain.pem")).expect("chain.pem");
+    let issuing_end = ca_chain.find("-----END CERTIFICATE-----").expect("issuing") + 26;
+    assert_eq!(
+        device_chain,
+        format!(
+            "{}{}",
+            std::fs::read_to_string(&crt).expect("crt"),
+            &ca_chain[..issuing_end]
+        )
+    );
+    let root = w.join("root.pem");
+    std::fs::write(&root, &ca_chain[issuing_end..]).expect("root");
+    let o = std::process::Command::new("openssl")
+        .arg("verify")
+        .arg("-CAfile")
+        .arg(&root)
+        .arg("-untrusted")
+        .arg(out.join(format!("{id}.chain.pem")))
+        .arg(&crt)
+        .output()
+        .expect("openssl");
+    assert!(o.status.success(), "{o:?}");
 
     // register --csr, JSON: the Registered object.
     let (_k, csr) = make_csr("SN-0002");
@@ -795,4 +821,191 @@ fn register_keeps_its_key_when_the_answer_is_lost_and_reuses_it() {
         "the key is not the pending one"
     );
     openssl_verify(&out.join("chain.pem"), &out.join(format!("{id}.crt"))).expect("verify");
+}
+
+#[test]
+fn register_fails_when_the_device_it_gets_back_is_revoked_or_suspended() {
+    let s = Server::start();
+    let w = s.work();
+    let (_k, csr) = make_csr("RS-1");
+    let csr_path = w.join("rs1.csr");
+    std::fs::write(&csr_path, &csr).expect("write csr");
+    let register = |out: &str| {
+        s.devid(&[
+            "device",
+            "register",
+            "--serial",
+            "RS-1",
+            "--csr",
+            csr_path.to_str().expect("utf8"),
+            "--out",
+            out,
+        ])
+    };
+    let id = register("first").ok().stdout.trim().to_string();
+
+    s.devid(&["device", "suspend", &id]).ok();
+    let r = register("second").code(1);
+    assert_eq!(
+        r.stderr.trim_end(),
+        format!(
+            "error: hardware_serial \"RS-1\" is registered as device {id}, which is suspended: its \
+             files were not written; resume it, then run this again to write its files"
+        )
+    );
+    assert!(r.stdout.is_empty(), "{}", r.stdout);
+    assert!(!w.join("second").join(format!("{id}.crt")).exists());
+
+    s.devid(&[
+        "device",
+        "revoke",
+        &id,
+        "--reason",
+        "keyCompromise",
+        "--yes",
+    ])
+    .ok();
+    let r = register("second").code(1);
+    assert!(r.stderr.contains("which is revoked"), "{}", r.stderr);
+    assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);
+    assert!(!w.join("second").join(format!("{id}.crt")).exists());
+}
+
+/// The pending file of `--generate-key` for `serial` in `out`: (path, key PEM, CSR PEM).
+fn pending(out: &std::path::Path, serial: &str) -> (std::path::PathBuf, String, String) {
+    let path = out.join(format!(".pending-{serial}.pem"));
+    let text = std::fs::read_to_string(&path).expect("pending file");
+    let at = text
+        .find("-----BEGIN CERTIFICATE REQUEST-----")
+        .expect("csr");
+    (path, text[..at].to_string(), text[at..].to_string())
+}
+
+#[test]
+fn generate_key_pending_file_is_removed_on_refusal_and_kept_while_it_may_be_registered() {
+    let s = Server::start();
+    let w = s.work();
+    let out = w.join("flash");
+    let out_s = out.to_str().expect("utf8");
+    let dead = format!("http://127.0.0.1:{}", common::free_port());
+    let args = |serial: &'static str| {
+        [
+            "device",
+            "register",
+            "--serial",
+            serial,
+            "--generate-key",
+            "--out",
+            out_s,
+        ]
+    };
+    let register_csr = |serial: &str, csr: &str| {
+        let p = w.join(format!("{serial}.csr"));
+        std::fs::write(&p, csr).expect("csr");
+        s.devid(&[
+            "device",
+            "register",
+            "--serial",
+            serial,
+            "--csr",
+            p.to_str().expect("utf8"),
+            "--out",
+            w.join("elsewhere").to_str().expect("utf8"),
+        ])
+        .ok()
+        .stdout
+        .trim()
+        .to_string()
+    };
+
+    // The serial is taken by another CSR: 409, the new key was never registered, so it goes.
+    register_csr("TAKEN-1", &make_csr("TAKEN-1").1);
+    let r = s.devid(&args("TAKEN-1")).code(5);
+    let path = out.join(".pending-TAKEN-1.pem");
+    assert!(!path.exists(), "the refused key was left behind");
+    assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains(&format!(
+            "removed the key made for it ({}): nothing was registered with it",
+            path.display()
+        )),
+        "{}",
+        r.stderr
+    );
+
+    // No answer: the key waits, and the message says where and why.
+    let no_answer = |serial| {
+        common::run_in(
+            &w,
+            &[("DEVID_SERVER", dead.as_str()), ("DEVID_TOKEN", "x")],
+            &args(serial),
+        )
+        .code(1)
+    };
+    let r = no_answer("LOST-2");
+    let (path, _, _) = pending(&out, "LOST-2");
+    assert!(
+        r.stderr.contains(&format!(
+            "the key waits in {}: run the same command again",
+            path.display()
+        )),
+        "{}",
+        r.stderr
+    );
+    // A refusal after an attempt without an answer keeps the key: that attempt may have
+    // registered its CSR (and a repeated request that differs from it is refused too). Here
+    // another CSR took the serial in between.
+    register_csr("LOST-2", &make_csr("LOST-2").1);
+    let r = s.devid(&args("LOST-2")).code(5);
+    assert!(path.exists(), "a key that may be registered was removed");
+    assert!(
+        r.stderr
+            .contains(&format!("kept the key in {}", path.display())),
+        "{}",
+        r.stderr
+    );
+
+    // A lost answer whose device was then revoked: the key is of no use and goes; suspended:
+    // it waits until the device is resumed.
+    for (serial, revoke) in [("LOST-3", true), ("LOST-4", false)] {
+        no_answer(serial);
+        let (path, key, csr) = pending(&out, serial);
+        let id = register_csr(serial, &csr);
+        if revoke {
+            s.devid(&["device", "revoke", &id, "--reason", "superseded", "--yes"])
+                .ok();
+        } else {
+            s.devid(&["device", "suspend", &id]).ok();
+        }
+        let r = s.devid(&args(serial)).code(1);
+        assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);
+        if revoke {
+            assert!(!path.exists());
+            assert!(
+                r.stderr
+                    .contains(&format!("; removed its key ({})", path.display())),
+                "{}",
+                r.stderr
+            );
+        } else {
+            assert!(path.exists());
+            assert!(
+                r.stderr
+                    .contains(&format!("(its key waits in {})", path.display())),
+                "{}",
+                r.stderr
+            );
+            s.devid(&["device", "resume", &id]).ok();
+            let again = s.devid(&args(serial)).ok().stdout.trim().to_string();
+            assert_eq!(again, id);
+            assert!(!path.exists());
+            assert_eq!(
+                std::fs::read_to_string(out.join(format!("{id}.key"))).expect("key"),
+                key
+            );
+        }
+        if revoke {
+            assert!(!out.join(format!("{id}.crt")).exists());
+        }
+    }
 }

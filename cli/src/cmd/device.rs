@@ -1,12 +1,14 @@
 //! `devid device …` except register-batch (in `batch.rs`).
 
 use std::io::{BufRead as _, IsTerminal as _, Write as _};
+use std::path::Path;
 use std::process::ExitCode;
 
 use devid_core::api::{
     Device, DeviceList, DeviceListQuery, DeviceState, ReasonRequest, RegisterRequest, Registered,
     RevokeRequest,
 };
+use reqwest::Method;
 
 use crate::batch::file_key;
 use crate::cli::{DeviceCommand, ListArgs, OutputFormat, RegisterArgs};
@@ -228,6 +230,8 @@ async fn register(api: &Api, out: OutputFormat, a: RegisterArgs) -> Result<ExitC
     // so a re-run after a lost answer sends the same CSR (the server then returns the existing
     // device) and the key is never lost.
     let pending = a.out.join(format!(".pending-{}.pem", file_key(&a.serial)));
+    // Whether the pending key was made by this run (its CSR never sent before).
+    let mut fresh = false;
     let (csr, key_pem) = if a.generate_key {
         match std::fs::read_to_string(&pending) {
             Ok(text) => split_pending(&text).ok_or_else(|| {
@@ -239,6 +243,7 @@ async fn register(api: &Api, out: OutputFormat, a: RegisterArgs) -> Result<ExitC
             Err(_) => {
                 let k = keys::generate(&a.serial).map_err(CliError::failed)?;
                 super::write_private(&pending, format!("{}{}", k.key_pem, k.csr_pem).as_bytes())?;
+                fresh = true;
                 (k.csr_pem, Some(k.key_pem))
             }
         }
@@ -261,12 +266,57 @@ async fn register(api: &Api, out: OutputFormat, a: RegisterArgs) -> Result<ExitC
         csr: Some(csr),
         generate_key: false,
     };
-    let reg: Registered = api.post("/v1/devices", &req).await?;
+    // `refused`: the server answered 4xx, so nothing was registered by this request.
+    let answer = match api
+        .request(Method::POST, "/v1/devices")
+        .json(&req)
+        .send()
+        .await
+    {
+        Err(e) => Err((api.transport_error(&e), false)),
+        Ok(resp) if resp.status().is_success() => {
+            api.json::<Registered>(resp).await.map_err(|e| (e, false))
+        }
+        Ok(resp) => {
+            let refused = resp.status().is_client_error();
+            Err((api.error_from_response(resp).await, refused))
+        }
+    };
+    let reg = match answer {
+        Ok(reg) => reg,
+        Err((mut e, refused)) => {
+            if a.generate_key {
+                e.message
+                    .push_str(&pending_after_error(&pending, fresh, refused));
+            }
+            return Err(e);
+        }
+    };
     devid_core::clientid::validate(&reg.client_id)
         .map_err(|e| CliError::failed(format!("server answered an unusable ClientID: {e}")))?;
+    if let Some(why) = super::not_ready(&reg) {
+        let mut e = CliError::failed(why);
+        if a.generate_key {
+            if reg.status == DeviceState::Revoked {
+                // The key of a revoked certificate is of no use to anyone.
+                let _ = std::fs::remove_file(&pending);
+                e.message
+                    .push_str(&format!("; removed its key ({})", pending.display()));
+            } else {
+                e.message
+                    .push_str(&format!(" (its key waits in {})", pending.display()));
+            }
+        }
+        return Err(e);
+    }
+    let chain = super::device_chain_pem(&reg)?;
     super::write_public(
         &a.out.join(format!("{}.crt", reg.client_id)),
         reg.certificate.as_bytes(),
+    )?;
+    super::write_public(
+        &a.out.join(crate::batch::chain_file(&reg.client_id)),
+        chain.as_bytes(),
     )?;
     super::write_public(&a.out.join("chain.pem"), reg.chain.as_bytes())?;
     if let Some(key) = key_pem {
@@ -285,6 +335,30 @@ async fn register(api: &Api, out: OutputFormat, a: RegisterArgs) -> Result<ExitC
             super::emit(format!("{}\n", reg.client_id).as_bytes())?;
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+/// What became of the pending key after a registration that got no device, said as the end of
+/// the error line. A key whose CSR this run sent first is removed when the server refused the
+/// request (4xx: nothing was registered). It is kept when the outcome is unknown (no answer, 5xx)
+/// or when an earlier run already sent its CSR (that run may have registered it, and only the
+/// same CSR gets that device back).
+fn pending_after_error(pending: &Path, fresh: bool, refused: bool) -> String {
+    let path = pending.display();
+    if refused && fresh {
+        let _ = std::fs::remove_file(pending);
+        format!("; removed the key made for it ({path}): nothing was registered with it")
+    } else if refused {
+        format!(
+            "; kept the key in {path}: an earlier run sent its CSR and may have registered it, \
+             so run again with that run's options to get its certificate, or remove the file to \
+             start over with a new key"
+        )
+    } else {
+        format!(
+            "; the key waits in {path}: run the same command again to finish with this key \
+             (a repeated request gets the device it registered)"
+        )
     }
 }
 

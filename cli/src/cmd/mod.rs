@@ -11,7 +11,7 @@ use std::io::Write as _;
 use std::path::Path;
 use std::process::ExitCode;
 
-use devid_core::api::{AuditPage, AuditQuery, RevocationReason};
+use devid_core::api::{AuditPage, AuditQuery, DeviceState, Registered, RevocationReason};
 use serde::Serialize;
 
 use crate::cli::{AuditArgs, CertCommand, Command, OutputFormat};
@@ -41,6 +41,46 @@ pub async fn run(command: Command, settings: Settings) -> Result<ExitCode> {
 /// The CA chain (PEM) from `GET /v1/ca`.
 pub async fn ca_chain(api: &Api) -> Result<String> {
     ca::fetch_chain(api).await
+}
+
+/// The file a device presents in a TLS handshake, `<ClientID>.chain.pem`: its certificate, then
+/// the CA certificates of the answer's chain except the last (the root, which the broker already
+/// trusts). Stock TLS clients (mosquitto_pub, paho) send a certificate file as it is, and a
+/// broker whose `cafile` is the devid root cannot build the path from the leaf alone.
+pub fn device_chain_pem(reg: &Registered) -> Result<String> {
+    let bad = |what: &str, e: pem::PemError| {
+        CliError::failed(format!("the server answered an unreadable {what}: {e}"))
+    };
+    let leaf = pem::parse(&reg.certificate).map_err(|e| bad("certificate", e))?;
+    let cas = pem::parse_many(&reg.chain).map_err(|e| bad("CA chain", e))?;
+    let mut blocks = vec![leaf];
+    blocks.extend(cas.iter().take(cas.len().saturating_sub(1)).cloned());
+    if blocks.iter().any(|b| b.tag() != "CERTIFICATE") || cas.is_empty() {
+        return Err(CliError::failed(
+            "the server answered a certificate or CA chain that is not PEM certificates",
+        ));
+    }
+    let config = pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF);
+    Ok(blocks
+        .iter()
+        .map(|b| pem::encode_config(b, config))
+        .collect())
+}
+
+/// Why a registration answer is not a device ready to ship, if it is not: a repeated request
+/// is answered with the device as it is now, which may be suspended or revoked.
+pub fn not_ready(reg: &Registered) -> Option<String> {
+    let then = match reg.status {
+        DeviceState::Active => return None,
+        DeviceState::Suspended => "; resume it, then run this again to write its files",
+        DeviceState::Revoked => "",
+    };
+    Some(format!(
+        "hardware_serial {:?} is registered as device {}, which is {}: its files were not written{then}",
+        reg.hardware_serial,
+        reg.client_id,
+        reg.status.as_str()
+    ))
 }
 
 /// Prints a value as pretty JSON on stdout.
