@@ -56,13 +56,15 @@ impl Caller {
 
     /// An audit record of this caller doing `action` on `target`, now; `outcome` is `ok` or
     /// `error: ...`.
+    /// Control characters in what the caller sent are escaped (`\u{0}`): PostgreSQL cannot
+    /// store a NUL, and the audit row of a refused call must be written whatever it carried.
     pub fn audit_record(&self, action: &str, target: &str, outcome: String) -> AuditRecord {
         AuditRecord {
             at: timefmt::now(),
             actor: self.actor(),
-            action: action.to_string(),
-            target: target.to_string(),
-            outcome,
+            action: printable(action),
+            target: printable(target),
+            outcome: printable(&outcome),
             detail: None,
         }
     }
@@ -87,6 +89,22 @@ impl Caller {
             ))),
         }
     }
+}
+
+/// `s` with every control character escaped the way Rust writes it (`\n`, `\u{0}`).
+pub fn printable(s: &str) -> String {
+    if !s.chars().any(char::is_control) {
+        return s.to_string();
+    }
+    s.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 /// A freshly made token: the secret (shown once) and the row to store.
@@ -227,5 +245,21 @@ mod tests {
         assert!(c.may_register_model(None).is_err());
         assert!(c.require(&[Role::Admin]).is_err());
         assert!(c.require(&[Role::Admin, Role::Factory]).is_ok());
+    }
+
+    #[test]
+    fn audit_records_escape_control_characters() {
+        let c = Caller {
+            token_id: "t".into(),
+            name: "n".into(),
+            role: Role::Admin,
+            models: None,
+        };
+        let r = c.audit_record("a\0", "ab\0c\n", "error: 422 \u{1}".into());
+        for s in [&r.action, &r.target, &r.outcome] {
+            assert!(!s.chars().any(char::is_control), "{s:?}");
+        }
+        assert_eq!(r.target, "ab\\u{0}c\\n");
+        assert_eq!(printable("plain"), "plain");
     }
 }
