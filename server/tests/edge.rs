@@ -1,9 +1,12 @@
 //! The HTTP edges: what every request and response passes whatever the route (problem documents,
-//! unknown query parameters, control characters). Against the real server binary, on SQLite and (when DEVID_TEST_POSTGRES_URL
+//! unknown query parameters, control characters, the bearer scheme), and long-lived responses
+//! and their tokens. Against the real server binary, on SQLite and (when DEVID_TEST_POSTGRES_URL
 //! is set) PostgreSQL.
 #![allow(clippy::unwrap_used)]
 
 mod common;
+
+use std::time::{Duration, Instant};
 
 use common::*;
 use reqwest::{Method, StatusCode};
@@ -191,4 +194,150 @@ async fn control_characters_are_refused_with_422_and_the_refusal_is_audited() {
         let (status, _) = server.admin_get("/v1/devices?model=a+b").await;
         assert_eq!(status, StatusCode::OK);
     }
+}
+
+#[tokio::test]
+async fn the_bearer_scheme_is_case_insensitive() {
+    let server = Server::start(&Backend::Sqlite).await;
+    for scheme in ["Bearer", "bearer", "BEARER", "bEaReR"] {
+        let resp = server
+            .client
+            .get(server.url("/v1/tokens"))
+            .header("authorization", format!("{scheme} {}", server.token))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK, "{scheme}");
+    }
+    let resp = server
+        .client
+        .get(server.url("/v1/tokens"))
+        .header("authorization", format!("Basic {}", server.token))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+}
+
+/// Opens the revocation stream with `token`; returns the response once its headers arrived.
+async fn open_stream(server: &Server, token: &str) -> reqwest::Response {
+    let client = reqwest::Client::new();
+    let resp = client
+        .get(server.url("/v1/revocations/stream"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    resp
+}
+
+/// Reads `resp` until its body ends (or fails); returns when, or None if still open at
+/// `deadline`.
+async fn wait_for_end(mut resp: reqwest::Response, deadline: Instant) -> Option<Instant> {
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, resp.chunk()).await {
+            Err(_) => return None,
+            Ok(Ok(Some(_))) => continue,
+            Ok(Ok(None) | Err(_)) => return Some(Instant::now()),
+        }
+    }
+}
+
+/// Ending the stream must happen within 5 s of the token going; this much more is allowed for a
+/// loaded test machine.
+const MARGIN: Duration = Duration::from_millis(1500);
+
+#[tokio::test]
+async fn a_live_stream_ends_when_its_token_is_revoked() {
+    for backend in backends().await {
+        let server = Server::start(&backend).await;
+        let (_, created) = server
+            .admin_post("/v1/tokens", &json!({"role": "broker", "name": "b1"}))
+            .await;
+        let token = created["token"].as_str().unwrap();
+        let token_id = created["id"].as_str().unwrap();
+        let resp = open_stream(&server, token).await;
+        // Still open a while later.
+        let open = wait_for_end(resp, Instant::now() + Duration::from_millis(1200)).await;
+        assert_eq!(open, None, "{}: the stream ended by itself", backend.name());
+        let resp = open_stream(&server, token).await;
+        let (status, _) = server
+            .send(
+                Method::DELETE,
+                &format!("/v1/tokens/{token_id}"),
+                Some(&server.token.clone()),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        let revoked = Instant::now();
+        let ended = wait_for_end(resp, revoked + Duration::from_secs(5) + MARGIN).await;
+        assert!(
+            ended.is_some(),
+            "{}: the stream outlived its token",
+            backend.name()
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_live_stream_ends_when_its_token_expires() {
+    for backend in backends().await {
+        let server = Server::start(&backend).await;
+        let (_, created) = server
+            .admin_post(
+                "/v1/tokens",
+                &json!({"role": "broker", "name": "short", "expires_in": 3}),
+            )
+            .await;
+        let made = Instant::now();
+        let token = created["token"].as_str().unwrap();
+        let resp = open_stream(&server, token).await;
+        // The expiry is in whole seconds: at most 3 s after creation, at least 2 s.
+        let ended = wait_for_end(resp, made + Duration::from_secs(3 + 5) + MARGIN).await;
+        let ended =
+            ended.unwrap_or_else(|| panic!("{}: the stream outlived its token", backend.name()));
+        assert!(
+            ended.duration_since(made) >= Duration::from_millis(1500),
+            "{}: ended before the token expired",
+            backend.name()
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_stream_ends_when_its_token_is_revoked_through_another_process() {
+    let Some(backend) = postgres().await else {
+        panic!("DEVID_TEST_POSTGRES_URL is not set: this test needs PostgreSQL");
+    };
+    let a = Server::start(&backend).await;
+    let b = Server::start_with(
+        &backend,
+        Options {
+            data_dir: Some(a.data_dir.clone()),
+            ..Options::default()
+        },
+    )
+    .await;
+    let (_, created) = a
+        .admin_post("/v1/tokens", &json!({"role": "broker", "name": "b2"}))
+        .await;
+    let token = created["token"].as_str().unwrap();
+    let resp = open_stream(&b, token).await;
+    let (status, _) = a
+        .send(
+            Method::DELETE,
+            &format!("/v1/tokens/{}", created["id"].as_str().unwrap()),
+            Some(&a.token.clone()),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let ended = wait_for_end(resp, Instant::now() + Duration::from_secs(5) + MARGIN).await;
+    assert!(
+        ended.is_some(),
+        "the stream on the other process outlived its token"
+    );
 }
