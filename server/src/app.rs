@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, MatchedPath, Request, State};
+use axum::http::request::Parts;
 use axum::middleware::Next;
 use axum::response::Response;
 use axum::Router;
@@ -64,10 +65,53 @@ impl AppState {
 #[from_request(via(axum::Json), rejection(ApiError))]
 pub struct ApiJson<T>(pub T);
 
-/// Query extractor whose rejections are problem documents.
-#[derive(FromRequestParts)]
-#[from_request(via(axum::extract::Query), rejection(ApiError))]
+/// Query extractor whose rejections are problem documents. A parameter that `T` does not
+/// take is refused (400, naming it) rather than ignored: a misspelled filter must not turn a
+/// narrow query (or a bulk operation) into one over everything.
 pub struct ApiQuery<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for ApiQuery<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+        use axum::extract::Query;
+        if let Some(known) = crate::edge::query_fields::<T>() {
+            let Query(pairs) = Query::<Vec<(String, String)>>::try_from_uri(&parts.uri)?;
+            let mut unknown: Vec<String> = Vec::new();
+            for (name, _) in pairs {
+                if !name.is_empty() && !known.contains(&name.as_str()) && !unknown.contains(&name) {
+                    unknown.push(name);
+                }
+            }
+            if !unknown.is_empty() {
+                let names = unknown
+                    .iter()
+                    .map(|n| format!("{n:?}"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let takes = if known.is_empty() {
+                    "no query parameters".to_string()
+                } else {
+                    known.join(", ")
+                };
+                return Err(ApiError::BadRequest(format!(
+                    "unknown query parameter{} {names}; this endpoint takes {takes}",
+                    if unknown.len() == 1 { "" } else { "s" }
+                )));
+            }
+        }
+        let Query(value) = Query::<T>::try_from_uri(&parts.uri)?;
+        Ok(ApiQuery(value))
+    }
+}
+
+/// The query of an endpoint that takes no parameters (`ApiQuery<NoQuery>` refuses any).
+#[derive(Debug, serde::Deserialize)]
+pub struct NoQuery {}
 
 pub fn app(state: AppState) -> Router {
     let limit = state.settings.max_body_bytes;
@@ -79,12 +123,17 @@ pub fn app(state: AppState) -> Router {
         .merge(routes::tokens::router())
         .merge(routes::audit::router())
         .merge(routes::brokers::router())
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::edge::refuse_control_characters,
+        ))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             count_requests,
         ))
         .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn(crate::edge::problem_documents))
         .with_state(state)
 }
 

@@ -4,17 +4,20 @@
 //! SHA-256 is stored: tokens are high-entropy, so a fast hash is the right one (a password hash
 //! would only slow every request). Validated tokens are cached for a few seconds; revoking a
 //! token through this process evicts it at once, through another process within
-//! [`CACHE_TTL`].
+//! [`CACHE_TTL`]. Long-lived responses (the revocation stream) end when their token is revoked
+//! or expires: see [`Caller::guard_stream`].
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use base64::Engine as _;
 use devid_core::api::Role;
+use futures::{Stream, StreamExt as _};
 use ring::rand::SecureRandom;
+use tokio::sync::watch;
 
 use crate::app::AppState;
 use crate::error::ApiError;
@@ -24,6 +27,10 @@ use crate::timefmt;
 /// How long a validated token is trusted without asking the database again.
 pub const CACHE_TTL: Duration = Duration::from_secs(5);
 
+/// How often a long-lived response re-reads its caller's token from the store, so that a token
+/// revoked through another process ends it within this time (plus one read).
+pub const STREAM_RECHECK: Duration = Duration::from_secs(2);
+
 /// The authenticated caller of a request.
 #[derive(Debug, Clone)]
 pub struct Caller {
@@ -32,6 +39,10 @@ pub struct Caller {
     pub role: Role,
     /// Factory tokens: the models it may register (None: any).
     pub models: Option<Vec<String>>,
+    /// When the token expires (unix seconds), if it does.
+    pub expires_at: Option<i64>,
+    /// SHA-256 of the token, to read it again (see [`Caller::guard_stream`]).
+    token_hash: Vec<u8>,
 }
 
 impl Caller {
@@ -56,13 +67,15 @@ impl Caller {
 
     /// An audit record of this caller doing `action` on `target`, now; `outcome` is `ok` or
     /// `error: ...`.
+    /// Control characters in what the caller sent are escaped (`\u{0}`): PostgreSQL cannot
+    /// store a NUL, and the audit row of a refused call must be written whatever it carried.
     pub fn audit_record(&self, action: &str, target: &str, outcome: String) -> AuditRecord {
         AuditRecord {
             at: timefmt::now(),
             actor: self.actor(),
-            action: action.to_string(),
-            target: target.to_string(),
-            outcome,
+            action: printable(action),
+            target: printable(target),
+            outcome: printable(&outcome),
             detail: None,
         }
     }
@@ -87,6 +100,69 @@ impl Caller {
             ))),
         }
     }
+}
+
+impl Caller {
+    /// Ends `stream` once this caller's token is gone: at its expiry, at once when it is revoked
+    /// through this process, and within [`STREAM_RECHECK`] (plus one store read) when it is
+    /// revoked through another. Every long-lived response wraps its stream in this.
+    pub fn guard_stream<S: Stream>(
+        &self,
+        state: &AppState,
+        stream: S,
+    ) -> impl Stream<Item = S::Item> {
+        let gone = token_gone(state.clone(), self.token_hash.clone(), self.expires_at);
+        stream.take_until(Box::pin(gone))
+    }
+}
+
+/// Returns when the token with `hash` is revoked, deleted or expired.
+async fn token_gone(state: AppState, hash: Vec<u8>, expires_at: Option<i64>) {
+    let mut revocations = state.tokens.revocations.subscribe();
+    loop {
+        let until_expiry = expires_at.map(|e| {
+            let at = SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(e).unwrap_or(0));
+            at.duration_since(SystemTime::now()).unwrap_or_default()
+        });
+        tokio::select! {
+            _ = tokio::time::sleep(STREAM_RECHECK) => {}
+            Some(()) = async { match until_expiry {
+                Some(d) => { tokio::time::sleep(d).await; Some(()) }
+                None => None,
+            } } => {}
+            Ok(()) = revocations.changed() => {}
+        }
+        match state
+            .tokens
+            .lookup_within(&state.store, hash.clone(), STREAM_RECHECK)
+            .await
+        {
+            Ok(Some(row)) if usable(&row, timefmt::now()) => {}
+            Ok(_) => return,
+            // The stream itself will notice a store that is gone; keep checking.
+            Err(e) => tracing::warn!(error = %e, "could not re-read a stream's token"),
+        }
+    }
+}
+
+fn usable(row: &TokenRow, now: i64) -> bool {
+    row.revoked_at.is_none() && row.expires_at.is_none_or(|e| e > now)
+}
+
+/// `s` with every control character escaped the way Rust writes it (`\n`, `\u{0}`).
+pub fn printable(s: &str) -> String {
+    if !s.chars().any(char::is_control) {
+        return s.to_string();
+    }
+    s.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 /// A freshly made token: the secret (shown once) and the row to store.
@@ -136,22 +212,45 @@ pub fn new_token(
 type CachedLookup = (Instant, Option<TokenRow>);
 
 /// Validated tokens by hash, each with the instant it was read from the database.
-#[derive(Default)]
 pub struct TokenCache {
     entries: Mutex<HashMap<Vec<u8>, CachedLookup>>,
+    /// Bumped by every revocation through this process (wakes [`Caller::guard_stream`]).
+    revocations: watch::Sender<u64>,
+}
+
+impl Default for TokenCache {
+    fn default() -> Self {
+        TokenCache {
+            entries: Mutex::default(),
+            revocations: watch::Sender::new(0),
+        }
+    }
 }
 
 impl TokenCache {
+    /// Forgets a revoked token, and tells the streams that follow tokens to look again.
     pub fn evict(&self, token_id: &str) {
         if let Ok(mut map) = self.entries.lock() {
             map.retain(|_, (_, row)| row.as_ref().is_none_or(|r| r.id != token_id));
         }
+        self.revocations.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     async fn lookup(&self, store: &Store, hash: Vec<u8>) -> Result<Option<TokenRow>, StoreError> {
+        self.lookup_within(store, hash, CACHE_TTL).await
+    }
+
+    /// The token with `hash`, read from the store unless a read younger than `max_age` is
+    /// cached.
+    async fn lookup_within(
+        &self,
+        store: &Store,
+        hash: Vec<u8>,
+        max_age: Duration,
+    ) -> Result<Option<TokenRow>, StoreError> {
         if let Ok(map) = self.entries.lock() {
             if let Some((at, row)) = map.get(&hash) {
-                if at.elapsed() < CACHE_TTL {
+                if at.elapsed() < max_age {
                     return Ok(row.clone());
                 }
             }
@@ -176,18 +275,14 @@ impl FromRequestParts<AppState> for Caller {
             .get(axum::http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .ok_or(ApiError::Unauthorized)?;
-        let secret = header
-            .strip_prefix("Bearer ")
-            .map(str::trim)
-            .filter(|s| s.starts_with("devid_"))
-            .ok_or(ApiError::Unauthorized)?;
+        let secret = bearer_token(header).ok_or(ApiError::Unauthorized)?;
+        let token_hash = hash_token(secret);
         let row = state
             .tokens
-            .lookup(&state.store, hash_token(secret))
+            .lookup(&state.store, token_hash.clone())
             .await?
             .ok_or(ApiError::Unauthorized)?;
-        let now = timefmt::now();
-        if row.revoked_at.is_some() || row.expires_at.is_some_and(|e| e <= now) {
+        if !usable(&row, timefmt::now()) {
             return Err(ApiError::Unauthorized);
         }
         Ok(Caller {
@@ -195,8 +290,19 @@ impl FromRequestParts<AppState> for Caller {
             name: row.name,
             role: row.role,
             models: row.models,
+            expires_at: row.expires_at,
+            token_hash,
         })
     }
+}
+
+/// The token of an `Authorization: Bearer <token>` header. The scheme name is case-insensitive
+/// (RFC 9110 section 11.1).
+fn bearer_token(header: &str) -> Option<&str> {
+    let (scheme, token) = header.trim().split_once(' ')?;
+    Some(token.trim())
+        .filter(|_| scheme.eq_ignore_ascii_case("bearer"))
+        .filter(|t| t.starts_with("devid_"))
 }
 
 #[cfg(test)]
@@ -221,11 +327,46 @@ mod tests {
             name: "line3".into(),
             role: Role::Factory,
             models: Some(vec!["thermo".into()]),
+            expires_at: None,
+            token_hash: vec![],
         };
         assert!(c.may_register_model(Some("thermo")).is_ok());
         assert!(c.may_register_model(Some("valve")).is_err());
         assert!(c.may_register_model(None).is_err());
         assert!(c.require(&[Role::Admin]).is_err());
         assert!(c.require(&[Role::Admin, Role::Factory]).is_ok());
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        for h in [
+            "Bearer devid_x",
+            "bearer devid_x",
+            "BEARER  devid_x ",
+            "bEaReR devid_x",
+        ] {
+            assert_eq!(bearer_token(h), Some("devid_x"), "{h}");
+        }
+        for h in ["Basic devid_x", "Bearer", "Bearerdevid_x", "Bearer other"] {
+            assert_eq!(bearer_token(h), None, "{h}");
+        }
+    }
+
+    #[test]
+    fn audit_records_escape_control_characters() {
+        let c = Caller {
+            token_id: "t".into(),
+            name: "n".into(),
+            role: Role::Admin,
+            models: None,
+            expires_at: None,
+            token_hash: vec![],
+        };
+        let r = c.audit_record("a\0", "ab\0c\n", "error: 422 \u{1}".into());
+        for s in [&r.action, &r.target, &r.outcome] {
+            assert!(!s.chars().any(char::is_control), "{s:?}");
+        }
+        assert_eq!(r.target, "ab\\u{0}c\\n");
+        assert_eq!(printable("plain"), "plain");
     }
 }

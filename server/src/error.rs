@@ -21,6 +21,8 @@ pub enum ApiError {
         index: Option<usize>,
     },
     NotFound(String),
+    /// 405: the route exists but not with this method (the response keeps axum's `Allow`).
+    MethodNotAllowed(String),
     /// 409: the request conflicts with what is stored.
     Conflict {
         detail: String,
@@ -39,6 +41,11 @@ pub enum ApiError {
     Unavailable(String),
     /// 500: the cause is logged, the client sees a generic message.
     Internal(String),
+    /// Any other client error status (e.g. 414) that reached the edge without a problem document.
+    OtherClientError {
+        status: StatusCode,
+        detail: String,
+    },
 }
 
 impl ApiError {
@@ -65,6 +72,28 @@ impl ApiError {
 
     pub fn internal(cause: impl std::fmt::Display) -> Self {
         ApiError::Internal(cause.to_string())
+    }
+
+    /// The error for a response of `status` that left a handler or axum without a problem
+    /// document; `detail` is the text it carried, if any. Server errors keep no detail.
+    pub fn from_status(status: StatusCode, detail: Option<String>) -> Self {
+        let detail = detail
+            .filter(|d| !d.trim().is_empty())
+            .unwrap_or_else(|| status.canonical_reason().unwrap_or("error").to_string());
+        match status {
+            StatusCode::BAD_REQUEST => ApiError::BadRequest(detail),
+            StatusCode::UNAUTHORIZED => ApiError::Unauthorized,
+            StatusCode::FORBIDDEN => ApiError::forbidden(detail),
+            StatusCode::NOT_FOUND => ApiError::NotFound(detail),
+            StatusCode::METHOD_NOT_ALLOWED => ApiError::MethodNotAllowed(detail),
+            StatusCode::CONFLICT => ApiError::conflict(detail),
+            StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge(detail),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::UnsupportedMediaType(detail),
+            StatusCode::UNPROCESSABLE_ENTITY => ApiError::unprocessable(detail),
+            StatusCode::SERVICE_UNAVAILABLE => ApiError::Unavailable(detail),
+            s if s.is_client_error() => ApiError::OtherClientError { status: s, detail },
+            s => ApiError::Internal(format!("status {s} without a problem document")),
+        }
     }
 
     /// The same error, attributed to item `index` of a batch.
@@ -96,12 +125,14 @@ impl ApiError {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::OtherClientError { status, .. } => *status,
         }
     }
 
@@ -111,6 +142,7 @@ impl ApiError {
             ApiError::Unauthorized => ("unauthorized", "Missing or invalid token"),
             ApiError::Forbidden { .. } => ("forbidden", "Not allowed for this token"),
             ApiError::NotFound(_) => ("not-found", "Not found"),
+            ApiError::MethodNotAllowed(_) => ("method-not-allowed", "Method not allowed"),
             ApiError::Conflict { .. } => ("conflict", "Conflict"),
             ApiError::PayloadTooLarge(_) => ("payload-too-large", "Request body too large"),
             ApiError::UnsupportedMediaType(_) => {
@@ -119,6 +151,7 @@ impl ApiError {
             ApiError::Unprocessable { .. } => ("unprocessable", "Request cannot be processed"),
             ApiError::Unavailable(_) => ("unavailable", "Service unavailable"),
             ApiError::Internal(_) => ("internal", "Internal error"),
+            ApiError::OtherClientError { .. } => ("client-error", "Request refused"),
         }
     }
 
@@ -128,6 +161,8 @@ impl ApiError {
         let (detail, index) = match self {
             ApiError::BadRequest(d)
             | ApiError::NotFound(d)
+            | ApiError::MethodNotAllowed(d)
+            | ApiError::OtherClientError { detail: d, .. }
             | ApiError::PayloadTooLarge(d)
             | ApiError::UnsupportedMediaType(d)
             | ApiError::Unavailable(d) => (Some(d.clone()), None),

@@ -5,6 +5,8 @@
 //! - [`app`]: the shared state and `fn app(state) -> Router`; each module in [`routes`] exposes
 //!   its own `router()`.
 //! - [`error`]: the one error type, rendered as RFC 9457 problem+json.
+//! - [`edge`]: what every request and response passes: control characters refused, every error
+//!   a problem document.
 //! - [`auth`]: bearer tokens and roles.
 //! - [`registry`]: the registration pipeline (validate, sign in parallel, group-commit).
 //! - [`feed`]: revocation feed fan-out (in-process, and PostgreSQL LISTEN/NOTIFY) and the CRL.
@@ -16,6 +18,7 @@ pub mod app;
 pub mod auth;
 pub mod ca;
 pub mod config;
+pub mod edge;
 pub mod error;
 pub mod feed;
 pub mod metrics;

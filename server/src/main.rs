@@ -26,7 +26,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command.unwrap_or(Command::Run) {
             Command::Run => serve::run(settings).await,
-            Command::Init => serve::init(&settings).await.map(|_| ()),
+            Command::Init => serve::init_command(&settings).await,
             Command::ImportCa { cert, key, chain } => {
                 serve::import_ca(&settings, &cert, &key, &chain).await
             }

@@ -41,6 +41,8 @@ pub struct Ready {
     pub ca: Arc<Ca>,
     /// Where the admin token was written on this start (first start only).
     pub admin_token_file: Option<PathBuf>,
+    /// Whether this start created the CA.
+    pub ca_created: bool,
 }
 
 fn create_private_dir(dir: &Path) -> Result<(), BoxError> {
@@ -54,9 +56,13 @@ fn create_private_dir(dir: &Path) -> Result<(), BoxError> {
 pub async fn open_store(settings: &Settings) -> Result<Store, BoxError> {
     create_private_dir(&settings.data_dir)?;
     let store = match &settings.database_url {
-        Some(url) => Store::connect_postgres(url)
-            .await
-            .map_err(|e| format!("cannot connect to PostgreSQL: {e}"))?,
+        Some(url) => {
+            let address = Store::postgres_address(url);
+            tracing::info!(%address, "connecting to PostgreSQL");
+            Store::connect_postgres(url)
+                .await
+                .map_err(|e| format!("cannot connect to PostgreSQL at {address}: {e}"))?
+        }
         None => {
             let path = settings.data_dir.join("devid.db");
             Store::connect_sqlite(&path, true)
@@ -94,7 +100,26 @@ pub async fn init(settings: &Settings) -> Result<Ready, BoxError> {
         store,
         ca: Arc::new(ca),
         admin_token_file,
+        ca_created: created,
     })
+}
+
+/// `devid-server init`: like the first start, then exit; says so when there was nothing to do.
+pub async fn init_command(settings: &Settings) -> Result<(), BoxError> {
+    let ready = init(settings).await?;
+    if !ready.ca_created && ready.admin_token_file.is_none() {
+        let database = match &settings.database_url {
+            Some(url) => format!("PostgreSQL at {}", Store::postgres_address(url)),
+            None => settings.data_dir.join("devid.db").display().to_string(),
+        };
+        println!(
+            "devid-server: {} is already initialized (CA in {}, database {database}); nothing changed",
+            settings.data_dir.display(),
+            settings.data_dir.join("ca").display(),
+        );
+    }
+    ready.store.close().await;
+    Ok(())
 }
 
 /// Creates the admin token when the database has no token at all, and writes it (mode 0600) to

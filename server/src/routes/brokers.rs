@@ -12,7 +12,7 @@ use devid_core::clientid;
 use devid_core::csr::parse_csr_pem;
 use devid_core::profile::{ProfileSettings, Validity};
 
-use crate::app::{ApiJson, AppState};
+use crate::app::{ApiJson, ApiQuery, AppState, NoQuery};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::routes::devices::{validate_message_auth, validate_topics};
@@ -146,6 +146,7 @@ fn check_model_name(model: &str) -> Result<(), ApiError> {
 async fn list_models(
     State(state): State<AppState>,
     caller: Caller,
+    _: ApiQuery<NoQuery>,
 ) -> Result<Json<ModelList>, ApiError> {
     caller.require(&[Role::Admin, Role::Auditor, Role::Broker])?;
     let rows = state.store.list_models().await?;

@@ -114,7 +114,7 @@ async fn stream(
     let cursor = Cursor {
         head: state.feed.subscribe(),
         shutdown: state.shutdown.clone(),
-        state,
+        state: state.clone(),
         after,
         buffer: VecDeque::new(),
     };
@@ -147,5 +147,7 @@ async fn stream(
             }
         }
     });
+    // The stream ends when the caller's token is revoked or expires.
+    let events = caller.guard_stream(&state, events);
     Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }

@@ -6,7 +6,7 @@ use axum::routing::{delete, post};
 use axum::{Json, Router};
 use devid_core::api::{CreateTokenRequest, CreatedToken, Role, TokenInfo, TokenList};
 
-use crate::app::{ApiJson, AppState};
+use crate::app::{ApiJson, ApiQuery, AppState, NoQuery};
 use crate::auth::{new_token, Caller};
 use crate::error::ApiError;
 use crate::store::TokenRow;
@@ -82,7 +82,11 @@ async fn create(
     Ok((StatusCode::CREATED, Json(created)))
 }
 
-async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<TokenList>, ApiError> {
+async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    _: ApiQuery<NoQuery>,
+) -> Result<Json<TokenList>, ApiError> {
     caller.require(&[Role::Admin, Role::Auditor])?;
     let rows = state.store.list_tokens().await?;
     Ok(Json(TokenList {

@@ -313,12 +313,18 @@ impl Store {
         })
     }
 
-    /// Connects a pool of 16 connections to PostgreSQL.
+    /// Connects a pool of 16 connections to PostgreSQL. Gives up after the URL's
+    /// `connect_timeout` (seconds), else 10 s, when the server cannot be reached.
     pub async fn connect_postgres(url: &str) -> Result<Store, StoreError> {
         let b = postgres::Backend::connect(url).await?;
         Ok(Store {
             backend: Arc::new(Backend::Postgres(b)),
         })
+    }
+
+    /// Where a PostgreSQL URL points: `host:port/database`, without the password.
+    pub fn postgres_address(url: &str) -> String {
+        postgres::address(url)
     }
 
     /// Applies the embedded migrations of this backend (safe to run from several processes).

@@ -3,9 +3,11 @@
 //! transaction-scoped advisory locks; each feed append NOTIFYs [`FEED_CHANNEL`] in the same
 //! transaction (delivered on commit).
 
+use std::str::FromStr as _;
 use std::time::Duration;
 
-use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
+use sqlx::{ConnectOptions as _, Connection as _};
 
 use super::*;
 
@@ -30,17 +32,103 @@ pub(super) struct Backend {
     url: String,
 }
 
+/// How long start-up waits for PostgreSQL to answer, unless the URL's `connect_timeout`
+/// parameter (seconds, as in libpq) says otherwise.
+pub const DEFAULT_CONNECT_WAIT: Duration = Duration::from_secs(10);
+/// Pause between attempts while the server refuses connections (it may be starting).
+const CONNECT_RETRY: Duration = Duration::from_millis(500);
+
+/// `url` without its `connect_timeout` parameter (which sqlx does not know), and that wait.
+pub(super) fn split_connect_timeout(url: &str) -> Result<(String, Duration), StoreError> {
+    let Some((base, query)) = url.split_once('?') else {
+        return Ok((url.to_string(), DEFAULT_CONNECT_WAIT));
+    };
+    let mut wait = DEFAULT_CONNECT_WAIT;
+    let mut kept = Vec::new();
+    for pair in query.split('&') {
+        match pair.strip_prefix("connect_timeout=") {
+            Some(v) => {
+                let secs: u64 = v.parse().ok().filter(|s| *s > 0).ok_or_else(|| {
+                    sqlx::Error::Configuration(
+                        format!("connect_timeout={v:?} is not a positive number of seconds").into(),
+                    )
+                })?;
+                wait = Duration::from_secs(secs);
+            }
+            None => kept.push(pair),
+        }
+    }
+    let url = if kept.is_empty() {
+        base.to_string()
+    } else {
+        format!("{base}?{}", kept.join("&"))
+    };
+    Ok((url, wait))
+}
+
+/// `host:port/database` (or the socket path) of `url`, never its password.
+pub(super) fn address(url: &str) -> String {
+    let Ok((url, _)) = split_connect_timeout(url) else {
+        return "(invalid URL)".to_string();
+    };
+    match PgConnectOptions::from_str(&url) {
+        Ok(o) => {
+            let place = match o.get_socket() {
+                Some(socket) => socket.display().to_string(),
+                None => format!("{}:{}", o.get_host(), o.get_port()),
+            };
+            format!("{place}/{}", o.get_database().unwrap_or(o.get_username()))
+        }
+        Err(_) => "(invalid URL)".to_string(),
+    }
+}
+
 impl Backend {
+    /// Waits (at most the URL's `connect_timeout`, else [`DEFAULT_CONNECT_WAIT`]) until one
+    /// connection succeeds, retrying while connections are refused, so that an unreachable
+    /// server is reported soon and with its own error; then opens the pool.
     pub(super) async fn connect(url: &str) -> Result<Backend, StoreError> {
+        let (url, wait) = split_connect_timeout(url)?;
+        let options = PgConnectOptions::from_str(&url)?;
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut last_error = None;
+        loop {
+            match tokio::time::timeout_at(deadline, options.connect()).await {
+                Ok(Ok(conn)) => {
+                    let _ = conn.close().await;
+                    break;
+                }
+                // Refused, reset, unreachable: the server may be starting; try again.
+                Ok(Err(sqlx::Error::Io(e))) if tokio::time::Instant::now() < deadline => {
+                    tracing::debug!(error = %e, "PostgreSQL not reachable yet; retrying");
+                    last_error = Some(sqlx::Error::Io(e));
+                    tokio::time::sleep_until(
+                        deadline.min(tokio::time::Instant::now() + CONNECT_RETRY),
+                    )
+                    .await;
+                }
+                Ok(Err(e)) => return Err(e.into()),
+                Err(_) => {
+                    return Err(last_error
+                        .unwrap_or_else(|| {
+                            sqlx::Error::Io(std::io::Error::new(
+                                std::io::ErrorKind::TimedOut,
+                                format!("no answer within {} s", wait.as_secs()),
+                            ))
+                        })
+                        .into())
+                }
+            }
+        }
         let pool = PgPoolOptions::new()
             .max_connections(16)
             .acquire_timeout(Duration::from_secs(30))
-            .connect(url)
+            .connect_with(options)
             .await?;
         Ok(Backend {
             write: pool.clone(),
             read: pool,
-            url: url.to_string(),
+            url,
         })
     }
 
@@ -357,3 +445,33 @@ async fn load_devices_by_id(
 }
 
 include!("common.rs");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connect_timeout_is_taken_out_of_the_url() {
+        let (url, wait) = split_connect_timeout("postgres://u:pw@h:5/db").unwrap_or_default();
+        assert_eq!(
+            (url.as_str(), wait),
+            ("postgres://u:pw@h:5/db", DEFAULT_CONNECT_WAIT)
+        );
+        let (url, wait) =
+            split_connect_timeout("postgres://h/db?sslmode=disable&connect_timeout=3")
+                .unwrap_or_default();
+        assert_eq!(url, "postgres://h/db?sslmode=disable");
+        assert_eq!(wait, Duration::from_secs(3));
+        let (url, _) =
+            split_connect_timeout("postgres://h/db?connect_timeout=3").unwrap_or_default();
+        assert_eq!(url, "postgres://h/db");
+        assert!(split_connect_timeout("postgres://h/db?connect_timeout=0").is_err());
+        assert!(split_connect_timeout("postgres://h/db?connect_timeout=x").is_err());
+    }
+
+    #[test]
+    fn the_address_names_no_password() {
+        let a = address("postgres://devid:hunter2@db.example:6543/fleet?connect_timeout=2");
+        assert_eq!(a, "db.example:6543/fleet");
+    }
+}

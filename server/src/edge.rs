@@ -1,0 +1,272 @@
+//! Checks every request passes before it reaches a handler, and the rule every response keeps
+//! on its way out:
+//!
+//! - [`refuse_control_characters`]: no path segment or query parameter holds a control
+//!   character, and no request body holds a NUL (`\u0000`; PostgreSQL text cannot store it).
+//!   The refusal is a 422 and, when the caller has a valid token, an audit row
+//!   (`request.refused`).
+//! - [`problem_documents`]: every error response is RFC 9457 `application/problem+json`, also
+//!   those axum makes itself (405 with its `Allow` header, rejections of path parameters).
+//! - [`query_fields`]: the parameter names a query type takes, so that
+//!   [`ApiQuery`](crate::app::ApiQuery) refuses the others.
+
+use axum::body::{Body, Bytes};
+use axum::extract::{FromRequest, FromRequestParts, Request, State};
+use axum::http::{header, HeaderValue, Method, Uri};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde::de::{self, Deserializer, Visitor};
+
+use crate::app::AppState;
+use crate::auth::Caller;
+use crate::error::ApiError;
+
+/// The audit action of a request refused here.
+pub const REFUSED_ACTION: &str = "request.refused";
+
+/// Refuses control characters in the path and the query, and NUL anywhere in the body, with a
+/// 422 before any handler runs. Route layer: runs only for requests that matched a route.
+pub async fn refuse_control_characters(
+    State(state): State<AppState>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let mut problem = uri_problem(req.uri());
+    let req = if problem.is_none() && may_have_body(&req) {
+        let (parts, body) = req.into_parts();
+        // Buffered under the same limit the body extractors apply (DefaultBodyLimit).
+        let bytes =
+            match Bytes::from_request(Request::from_parts(parts.clone(), body), &state).await {
+                Ok(b) => b,
+                Err(rejection) => return ApiError::from(rejection).into_response(),
+            };
+        problem = body_problem(&bytes);
+        Request::from_parts(parts, Body::from(bytes))
+    } else {
+        req
+    };
+    let Some(detail) = problem else {
+        return next.run(req).await;
+    };
+    let err = ApiError::unprocessable(detail);
+    let (mut parts, _) = req.into_parts();
+    if let Ok(caller) = Caller::from_request_parts(&mut parts, &state).await {
+        // The URI as received is percent-encoded, so it names the request without the
+        // characters it was refused for.
+        let target = format!("{} {}", parts.method, parts.uri);
+        state
+            .audit_failure(&caller, REFUSED_ACTION, &target, &err)
+            .await;
+    }
+    err.into_response()
+}
+
+fn may_have_body(req: &Request) -> bool {
+    !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS)
+        || req.headers().contains_key(header::CONTENT_LENGTH)
+        || req.headers().contains_key(header::TRANSFER_ENCODING)
+}
+
+/// Why the path or query of `uri` is refused, if it is.
+fn uri_problem(uri: &Uri) -> Option<String> {
+    if uri
+        .path()
+        .split('/')
+        .any(|s| has_control(&percent_decode(s)))
+    {
+        return Some("the path holds a control character".to_string());
+    }
+    for pair in uri.query().unwrap_or("").split('&') {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let key = percent_decode(&key.replace('+', " "));
+        let value = percent_decode(&value.replace('+', " "));
+        if has_control(&key) {
+            return Some("a query parameter name holds a control character".to_string());
+        }
+        if has_control(&value) {
+            return Some(format!(
+                "query parameter {} holds a control character",
+                key.escape_debug()
+            ));
+        }
+    }
+    None
+}
+
+/// Why a body is refused, if it is: a NUL, raw or as the JSON escape `\u0000`.
+fn body_problem(body: &[u8]) -> Option<String> {
+    json_has_nul(body)
+        .then(|| "the body holds a NUL character (\\u0000), which no field accepts".to_string())
+}
+
+/// Whether `body` holds a NUL byte or a JSON `\u0000` escape. Outside strings JSON has no
+/// backslashes, so reading escapes pairwise from the start finds exactly the escaped NULs
+/// (`\\u0000` is a backslash followed by the text `u0000`).
+fn json_has_nul(body: &[u8]) -> bool {
+    let mut i = 0;
+    while i < body.len() {
+        match body[i] {
+            0 => return true,
+            b'\\' => {
+                if body.get(i + 1) == Some(&b'u')
+                    && body.get(i + 2..i + 6) == Some(b"0000".as_slice())
+                {
+                    return true;
+                }
+                i += 2;
+            }
+            _ => i += 1,
+        }
+    }
+    false
+}
+
+fn has_control(s: &str) -> bool {
+    s.chars().any(char::is_control)
+}
+
+/// Percent-decodes `s`; bytes that are not UTF-8 become U+FFFD (what matters here is only
+/// whether a control character is among them).
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Turns every error response that is not yet a problem document (axum's own 405, rejections of
+/// extractors that are not ours) into one, keeping its status and headers. Client errors keep
+/// axum's text as the detail; server errors get the generic one.
+pub async fn problem_documents(req: Request, next: Next) -> Response {
+    let response = next.run(req).await;
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) || is_problem(&response) {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let text = if status.is_client_error() {
+        axum::body::to_bytes(body, 4096)
+            .await
+            .ok()
+            .and_then(|b| String::from_utf8(b.to_vec()).ok())
+    } else {
+        None
+    };
+    let (problem_parts, problem_body) = ApiError::from_status(status, text)
+        .into_response()
+        .into_parts();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    for (name, value) in &problem_parts.headers {
+        parts.headers.insert(name, value.clone());
+    }
+    parts.status = problem_parts.status;
+    Response::from_parts(parts, problem_body)
+}
+
+fn is_problem(response: &Response) -> bool {
+    response.headers().get(header::CONTENT_TYPE)
+        == Some(&HeaderValue::from_static("application/problem+json"))
+}
+
+/// The field names of a struct deserialized with serde's derive (which passes them to
+/// `deserialize_struct`); None for types that are not such a struct (maps, or structs with
+/// `#[serde(flatten)]`, which serde reads as maps).
+pub fn query_fields<T: de::DeserializeOwned>() -> Option<&'static [&'static str]> {
+    let mut fields = None;
+    let _ = T::deserialize(FieldProbe(&mut fields));
+    fields
+}
+
+/// A deserializer that gives nothing and only notes the fields it is asked for.
+struct FieldProbe<'a>(&'a mut Option<&'static [&'static str]>);
+
+impl<'de> Deserializer<'de> for FieldProbe<'_> {
+    type Error = de::value::Error;
+
+    fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Self::Error> {
+        Err(de::Error::custom("not a struct"))
+    }
+
+    fn deserialize_struct<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        fields: &'static [&'static str],
+        _: V,
+    ) -> Result<V::Value, Self::Error> {
+        *self.0 = Some(fields);
+        Err(de::Error::custom("fields noted"))
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+        option unit unit_struct newtype_struct seq tuple tuple_struct map enum identifier
+        ignored_any
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_nul_escapes_are_found_and_escaped_backslashes_are_not() {
+        assert!(json_has_nul(br#"{"a":"x\u0000"}"#));
+        assert!(json_has_nul(b"{\"a\":\"\0\"}"));
+        assert!(json_has_nul(br#"{"a\u0000":1}"#));
+        assert!(!json_has_nul(br#"{"a":"x\\u0000"}"#));
+        assert!(json_has_nul(br#"{"a":"x\\\u0000"}"#));
+        assert!(!json_has_nul(br#"{"a":"\u0001 \n \\"}"#));
+        assert!(!json_has_nul(br#"{"a":"\"}"#));
+    }
+
+    #[test]
+    fn control_characters_in_path_and_query() {
+        let uri = |s: &str| s.parse::<Uri>().unwrap_or_default();
+        assert!(uri_problem(&uri("/v1/tokens/ab%00")).is_some());
+        assert!(uri_problem(&uri("/v1/devices?model=a%1Fb")).is_some());
+        assert!(uri_problem(&uri("/v1/devices?model=%C2%85")).is_some());
+        assert!(uri_problem(&uri("/v1/devices?a%00=1")).is_some());
+        assert!(uri_problem(&uri("/v1/devices?model=a+b&status=active")).is_none());
+        assert!(uri_problem(&uri("/v1/devices/%41b%")).is_none());
+        let p = uri_problem(&uri("/v1/audit?actor=%00")).unwrap_or_default();
+        assert!(p.contains("actor"), "{p}");
+    }
+
+    #[test]
+    fn percent_decoding() {
+        assert_eq!(percent_decode("a%20b%"), "a b%");
+        assert_eq!(percent_decode("%4"), "%4");
+        assert_eq!(percent_decode("%zz%41"), "%zzA");
+    }
+
+    #[test]
+    fn query_fields_of_derived_structs() {
+        #[derive(serde::Deserialize)]
+        #[allow(dead_code)]
+        struct Q {
+            status: Option<String>,
+            #[serde(rename = "max")]
+            limit: Option<u32>,
+        }
+        assert_eq!(query_fields::<Q>(), Some(["status", "max"].as_slice()));
+        assert_eq!(
+            query_fields::<std::collections::HashMap<String, String>>(),
+            None
+        );
+        assert!(query_fields::<devid_core::api::DeviceListQuery>().is_some());
+        assert!(query_fields::<devid_core::api::AuditQuery>().is_some());
+        assert_eq!(query_fields::<crate::app::NoQuery>(), Some([].as_slice()));
+    }
+}
