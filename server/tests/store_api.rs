@@ -1387,16 +1387,44 @@ async fn events_policy_and_models(env: Env) {
         topic_policy: Some(r#"{"publish":[],"subscribe":[]}"#.into()),
         message_auth: Some("required".into()),
     };
-    s.set_device_policy("E1", &p, &audit_rec(&admin(), "device.policy", "E1", T0))
+    let all = DevicePolicyChange {
+        allowed_cidrs: Some(p.allowed_cidrs.clone()),
+        topic_policy: Some(p.topic_policy.clone()),
+        message_auth: Some(p.message_auth.clone()),
+    };
+    s.change_device_policy("E1", &all, &audit_rec(&admin(), "device.policy", "E1", T0))
         .await
         .expect("set");
     assert_eq!(
         s.get_device_policy("E1").await.expect("policy"),
         Some(p.clone())
     );
+    // A change names its fields; the others keep their values.
+    let cidrs_only = DevicePolicyChange {
+        allowed_cidrs: Some(None),
+        ..DevicePolicyChange::default()
+    };
+    s.change_device_policy(
+        "E1",
+        &cidrs_only,
+        &audit_rec(&admin(), "device.allowlist", "E1", T0),
+    )
+    .await
+    .expect("set");
+    assert_eq!(
+        s.get_device_policy("E1").await.expect("policy"),
+        Some(DevicePolicyRow {
+            allowed_cidrs: None,
+            ..p.clone()
+        })
+    );
     assert!(matches!(
-        s.set_device_policy("nobody", &p, &audit_rec(&admin(), "device.policy", "x", T0))
-            .await,
+        s.change_device_policy(
+            "nobody",
+            &all,
+            &audit_rec(&admin(), "device.policy", "x", T0)
+        )
+        .await,
         Err(StoreError::NotFound)
     ));
 

@@ -920,19 +920,28 @@ impl Backend {
         .transpose()
     }
 
-    pub(super) async fn set_device_policy(
+    pub(super) async fn change_device_policy(
         &self,
         client_id: &str,
-        p: &DevicePolicyRow,
+        change: &DevicePolicyChange,
         audit: &AuditRecord,
     ) -> Result<FeedEntryRow, StoreError> {
         let mut tx = self.begin_write().await?;
+        // One statement: each field not named keeps the value the row has when the statement
+        // runs (PostgreSQL re-reads a row changed meanwhile after waiting for its lock).
         let n = sqlx::query(
-            "UPDATE devices SET allowed_cidrs = $1, topic_policy = $2, message_auth = $3 WHERE client_id = $4",
+            "UPDATE devices SET \
+             allowed_cidrs = CASE WHEN $1 THEN $2 ELSE allowed_cidrs END, \
+             topic_policy = CASE WHEN $3 THEN $4 ELSE topic_policy END, \
+             message_auth = CASE WHEN $5 THEN $6 ELSE message_auth END \
+             WHERE client_id = $7",
         )
-        .bind(p.allowed_cidrs.as_deref().map(json_list))
-        .bind(&p.topic_policy)
-        .bind(&p.message_auth)
+        .bind(change.allowed_cidrs.is_some())
+        .bind(change.allowed_cidrs.clone().flatten().as_deref().map(json_list))
+        .bind(change.topic_policy.is_some())
+        .bind(change.topic_policy.clone().flatten())
+        .bind(change.message_auth.is_some())
+        .bind(change.message_auth.clone().flatten())
         .bind(client_id)
         .execute(&mut *tx)
         .await?

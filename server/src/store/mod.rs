@@ -231,6 +231,15 @@ pub struct DevicePolicyRow {
     pub message_auth: Option<String>,
 }
 
+/// A change to some of a device's own settings: `None` leaves that field as stored,
+/// `Some(value)` sets it (`Some(None)` clears it, back to the model's setting).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DevicePolicyChange {
+    pub allowed_cidrs: Option<Option<Vec<String>>>,
+    pub topic_policy: Option<Option<String>>,
+    pub message_auth: Option<Option<String>>,
+}
+
 /// Per-model settings (issues 3 to 5).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModelRow {
@@ -613,15 +622,17 @@ impl Store {
         on_backend!(self, b => b.get_device_policy(client_id).await)
     }
 
-    /// Replaces a device's policy (all three fields), writes `audit` and appends an `updated`
-    /// feed entry (scope device) so brokers apply it to a live connection. NotFound if no device.
-    pub async fn set_device_policy(
+    /// Changes the fields of a device's policy that `change` names, and only those, in one
+    /// statement (so concurrent changes of different fields never undo each other); writes
+    /// `audit` and appends an `updated` feed entry (scope device) so brokers apply it to a live
+    /// connection. NotFound if no device.
+    pub async fn change_device_policy(
         &self,
         client_id: &str,
-        p: &DevicePolicyRow,
+        change: &DevicePolicyChange,
         audit: &AuditRecord,
     ) -> Result<FeedEntryRow, StoreError> {
-        on_backend!(self, b => b.set_device_policy(client_id, p, audit).await)
+        on_backend!(self, b => b.change_device_policy(client_id, change, audit).await)
     }
 
     pub async fn get_model(&self, name: &str) -> Result<Option<ModelRow>, StoreError> {
