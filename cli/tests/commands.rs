@@ -147,10 +147,20 @@ fn device_lifecycle_in_table_and_json() {
     let id2 = j["client_id"].as_str().expect("client_id").to_string();
     assert!(out.join(format!("{id2}.crt")).is_file());
     assert!(!out.join(format!("{id2}.key")).exists());
-    // The same serial and CSR again: the existing device, not a new certificate.
+    // The same request again: the existing device, not a new certificate.
     let again = s
         .devid(&[
-            "-o", "json", "device", "register", "--serial", "SN-0002", "--csr", csr_s, "--out",
+            "-o",
+            "json",
+            "device",
+            "register",
+            "--serial",
+            "SN-0002",
+            "--model",
+            "thermo-v2",
+            "--csr",
+            csr_s,
+            "--out",
             out_s,
         ])
         .ok()

@@ -97,6 +97,25 @@ impl CheckedCsr {
     pub fn public_key(&self) -> &P256PublicKey {
         &self.key
     }
+
+    /// The key's identity: see [`spki_sha256`].
+    pub fn spki_sha256(&self) -> [u8; 32] {
+        spki_sha256(&self.spki_der)
+    }
+}
+
+/// A public key's identity as the registry keeps it (one key pair belongs to one device; a key
+/// revoked for keyCompromise is never certified again): SHA-256 of its SubjectPublicKeyInfo DER.
+pub fn spki_sha256(spki_der: &[u8]) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(digest::digest(&digest::SHA256, spki_der).as_ref());
+    out
+}
+
+/// [`spki_sha256`] of the key a DER certificate certifies; None if the DER is not a certificate.
+pub fn certificate_spki_sha256(cert_der: &[u8]) -> Option<[u8; 32]> {
+    let (_, cert) = x509_parser::parse_x509_certificate(cert_der).ok()?;
+    Some(spki_sha256(cert.tbs_certificate.subject_pki.raw))
 }
 
 /// Parses a PEM CSR (`CERTIFICATE REQUEST` or the older `NEW CERTIFICATE REQUEST` label) and

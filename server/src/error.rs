@@ -230,19 +230,37 @@ impl From<StoreError> for ApiError {
             StoreError::NotFound => ApiError::NotFound("no such item".to_string()),
             StoreError::InvalidTransition(msg) => ApiError::conflict(msg),
             StoreError::BatchConflict { index, conflict } => {
-                ApiError::conflict(conflict_message(&conflict)).at_index(index)
+                conflict_error(&conflict).at_index(index)
             }
             other => ApiError::Internal(other.to_string()),
         }
     }
 }
 
-pub fn conflict_message(c: &RegConflict) -> &'static str {
+/// The answer to a refused registration: 409 naming the device that holds what was asked for,
+/// or 422 for a key revoked as compromised (no request with that key can ever succeed).
+pub fn conflict_error(c: &RegConflict) -> ApiError {
     match c {
-        RegConflict::SerialTaken => {
-            "hardware_serial is already registered with a different CSR or a generated key"
-        }
-        RegConflict::ClientIdTaken => "client_id belongs to another device",
+        RegConflict::SerialTaken { holder, differs } => ApiError::conflict(match *differs {
+            "csr" => format!(
+                "hardware_serial is already registered to device {holder} with a different CSR"
+            ),
+            "generate_key" => format!(
+                "hardware_serial is already registered to device {holder}; a generate_key \
+                 request makes a new key, so it never repeats a registration"
+            ),
+            field => format!(
+                "hardware_serial is already registered to device {holder} with this CSR but \
+                 another {field}; repeating a registration means repeating the whole request"
+            ),
+        }),
+        RegConflict::ClientIdTaken => ApiError::conflict("client_id belongs to another device"),
+        RegConflict::KeyTaken { holder } => ApiError::conflict(format!(
+            "the public key belongs to device {holder}; every device needs a key pair of its own"
+        )),
+        RegConflict::KeyCompromised => ApiError::unprocessable(
+            "the public key was revoked for keyCompromise and is never certified again",
+        ),
     }
 }
 

@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::auth::Caller;
 use crate::ca::{Ca, IssuedCert};
-use crate::error::{conflict_message, ApiError};
+use crate::error::{conflict_error, ApiError};
 use crate::metrics::Metrics;
 use crate::store::{
     Actor, DeviceWithCerts, NewCert, NewDevice, RegConflict, RegMode, RegOutcome, Store,
@@ -145,11 +145,9 @@ impl Registry {
                 Ok(self.answer_created(device, private_key))
             }
             Ok(RegOutcome::Existing(existing)) => self.answer_existing(&existing),
-            Err(conflict) => Err(ApiError::conflict(format!(
-                "{} ({})",
-                conflict_message(&conflict),
-                device.client_id
-            ))),
+            // The conflict names the device that holds the serial or key: the ClientID made
+            // for this request belongs to no device.
+            Err(conflict) => Err(conflict_error(&conflict)),
         }
     }
 
@@ -194,6 +192,17 @@ impl Registry {
             .into_iter()
             .map(|s| (s.device, s.private_key))
             .unzip();
+        // One key pair, one device: two items of a batch may not share a key.
+        let mut spkis = HashMap::with_capacity(devices.len());
+        for (index, d) in devices.iter().enumerate() {
+            if let Some(first) = spkis.insert(d.cert.spki_sha256, index) {
+                return Err(ApiError::unprocessable(format!(
+                    "the public key also appears at item {first}; every device needs a key pair \
+                     of its own"
+                ))
+                .at_index(index));
+            }
+        }
         tracing::info!(items = devices.len(), signed_in = ?started.elapsed(), "batch signed; storing");
         let outcomes = self
             .inner
@@ -219,7 +228,7 @@ impl Registry {
                     answers.push(self.answer_existing(&existing)?)
                 }
                 // AllOrNothing reports conflicts as an error; this is a defensive fallback.
-                Err(c) => return Err(ApiError::conflict(conflict_message(&c)).at_index(index)),
+                Err(c) => return Err(conflict_error(&c).at_index(index)),
             }
         }
         self.inner.metrics.issued(created, started.elapsed());
@@ -365,25 +374,32 @@ impl Registry {
         };
         let now = time::OffsetDateTime::now_utc();
         let inner = &self.inner;
-        let (issued, csr_sha256, private_key): (IssuedCert, Option<String>, Option<String>) =
-            match &c.csr {
-                Some(pem) => {
-                    let csr: CheckedCsr = parse_csr_pem(pem)
-                        .map_err(|e| ApiError::unprocessable(format!("csr: {e}")))?;
-                    let issued = inner
-                        .ca
-                        .issue_device(&csr, &id, &inner.profile, now, &inner.rng)
-                        .map_err(ApiError::from)?;
-                    (issued, Some(hex::encode(csr.csr_sha256())), None)
-                }
-                None => {
-                    let (issued, key) = inner
-                        .ca
-                        .issue_device_with_new_key(&id, &inner.profile, now, &inner.rng)
-                        .map_err(ApiError::from)?;
-                    (issued, None, Some(key))
-                }
-            };
+        let (issued, csr_sha256, spki_sha256, private_key): (
+            IssuedCert,
+            Option<String>,
+            [u8; 32],
+            Option<String>,
+        ) = match &c.csr {
+            Some(pem) => {
+                let csr: CheckedCsr =
+                    parse_csr_pem(pem).map_err(|e| ApiError::unprocessable(format!("csr: {e}")))?;
+                let issued = inner
+                    .ca
+                    .issue_device(&csr, &id, &inner.profile, now, &inner.rng)
+                    .map_err(ApiError::from)?;
+                let csr_sha256 = Some(hex::encode(csr.csr_sha256()));
+                (issued, csr_sha256, csr.spki_sha256(), None)
+            }
+            None => {
+                let (issued, key) = inner
+                    .ca
+                    .issue_device_with_new_key(&id, &inner.profile, now, &inner.rng)
+                    .map_err(ApiError::from)?;
+                let spki = devid_core::csr::certificate_spki_sha256(&issued.der)
+                    .ok_or_else(|| ApiError::internal("issued certificate does not parse"))?;
+                (issued, None, spki, Some(key))
+            }
+        };
         Ok(Signed {
             device: NewDevice {
                 client_id: c.client_id,
@@ -399,6 +415,7 @@ impl Registry {
                     not_before: issued.not_before.unix_timestamp(),
                     not_after: issued.not_after.unix_timestamp(),
                     csr_sha256,
+                    spki_sha256,
                     profile: "idevid".to_string(),
                 },
             },

@@ -104,6 +104,28 @@ impl Env {
         })
     }
 
+    /// Runs SQL on the database behind the store's back (to set up what an older server left).
+    async fn raw_exec(&self, sql: &str) {
+        match (&self.dir, &self.pg) {
+            (Some(dir), _) => {
+                let mut c = sqlx::SqliteConnection::connect(&format!(
+                    "sqlite://{}",
+                    dir.path().join("devid.db").display()
+                ))
+                .await
+                .expect("connect sqlite");
+                c.execute(sql).await.expect("raw sql");
+            }
+            (None, Some(pg)) => {
+                let mut c = sqlx::PgConnection::connect(&pg.url)
+                    .await
+                    .expect("connect postgres");
+                c.execute(sql).await.expect("raw sql");
+            }
+            _ => unreachable!("an Env has a directory or a database"),
+        }
+    }
+
     /// A second, independent Store on the same database ("another process").
     async fn another(&self) -> Store {
         let s = match (&self.dir, &self.pg) {
@@ -162,6 +184,10 @@ both!(
     overlapping_batches_from_two_stores_do_not_fail,
     conflict_in_a_later_chunk_leaves_nothing_behind,
     many_rows_in_one_call_keep_each_certificate_with_its_device,
+    one_key_belongs_to_one_device,
+    compromised_keys_are_refused_for_good,
+    concurrent_same_key_from_two_stores_makes_one_device,
+    keys_of_earlier_certificates_are_bound_on_open,
 );
 
 // ---- helpers ----------------------------------------------------------------------------------
@@ -199,8 +225,17 @@ fn dev(serial: &str, client_id: &str, csr: Option<&str>) -> NewDevice {
             not_before: T0,
             not_after: T0 + 20 * 365 * 86400,
             csr_sha256: csr.map(str::to_string),
+            // Every fixture has a key of its own (a replay is recognized before keys count).
+            spki_sha256: devid_core::csr::spki_sha256(&n.to_be_bytes()),
             profile: "idevid".into(),
         },
+    }
+}
+
+fn taken(holder: &str, differs: &'static str) -> RegConflict {
+    RegConflict::SerialTaken {
+        holder: holder.into(),
+        differs,
     }
 }
 
@@ -420,11 +455,30 @@ async fn replay_same_csr_returns_existing_else_conflicts(env: Env) {
         register_one(s, &dev("HW-1", "CID2", Some("csr2")))
             .await
             .err(),
-        Some(RegConflict::SerialTaken)
+        Some(taken("CID1", "csr"))
     );
     assert_eq!(
         register_one(s, &dev("HW-1", "CID2", None)).await.err(),
-        Some(RegConflict::SerialTaken)
+        Some(taken("CID1", "generate_key"))
+    );
+    // The same CSR under another ClientID, model or metadata is not a replay.
+    assert_eq!(
+        register_one(s, &dev("HW-1", "CID2", Some("csr1")))
+            .await
+            .err(),
+        Some(taken("CID1", "client_id"))
+    );
+    let mut other_model = dev("HW-1", "CID1", Some("csr1"));
+    other_model.model = Some("valve".into());
+    assert_eq!(
+        register_one(s, &other_model).await.err(),
+        Some(taken("CID1", "model"))
+    );
+    let mut other_metadata = dev("HW-1", "CID1", Some("csr1"));
+    other_metadata.metadata = Some(r#"{"line":2}"#.into());
+    assert_eq!(
+        register_one(s, &other_metadata).await.err(),
+        Some(taken("CID1", "metadata"))
     );
     assert_eq!(
         register_one(s, &dev("HW-2", "CID1", Some("csr3")))
@@ -439,7 +493,7 @@ async fn replay_same_csr_returns_existing_else_conflicts(env: Env) {
     ));
     assert_eq!(
         register_one(s, &dev("HW-3", "CID4", None)).await.err(),
-        Some(RegConflict::SerialTaken)
+        Some(taken("CID3", "generate_key"))
     );
     assert_eq!(s.count_devices().await.expect("count"), 2);
     assert_eq!(audit_count(s, "device.register").await, 2);
@@ -449,7 +503,7 @@ async fn duplicates_within_one_call_see_the_earlier_item(env: Env) {
     let s = &env.store;
     let items = vec![
         dev("HW-1", "C1", Some("csr1")),
-        dev("HW-1", "C1b", Some("csr1")), // replay of item 0
+        dev("HW-1", "C1", Some("csr1")),  // replay of item 0
         dev("HW-1", "C1c", Some("csrX")), // serial taken by item 0
         dev("HW-2", "C1", Some("csr2")),  // ClientID taken by item 0
         dev("HW-3", "C3", Some("csr3")),
@@ -466,14 +520,14 @@ async fn duplicates_within_one_call_see_the_earlier_item(env: Env) {
         }
         other => panic!("expected Existing, got {other:?}"),
     }
-    assert_eq!(out[2].as_ref().err(), Some(&RegConflict::SerialTaken));
+    assert_eq!(out[2].as_ref().err(), Some(&taken("C1", "csr")));
     assert_eq!(out[3].as_ref().err(), Some(&RegConflict::ClientIdTaken));
     assert!(matches!(out[4], Ok(RegOutcome::Created)));
     assert_eq!(s.count_devices().await.expect("count"), 2);
     // All or nothing: an in-call replay is fine, an in-call conflict names its index.
     let ok = vec![
         dev("HW-10", "C10", Some("a")),
-        dev("HW-10", "C10x", Some("a")),
+        dev("HW-10", "C10", Some("a")),
     ];
     let out = s
         .register(&ok, RegMode::AllOrNothing, &actor(), T0)
@@ -488,7 +542,7 @@ async fn duplicates_within_one_call_see_the_earlier_item(env: Env) {
     match s.register(&bad, RegMode::AllOrNothing, &actor(), T0).await {
         Err(StoreError::BatchConflict {
             index: 1,
-            conflict: RegConflict::SerialTaken,
+            conflict: RegConflict::SerialTaken { .. },
         }) => {}
         other => panic!("expected BatchConflict at 1, got {other:?}"),
     }
@@ -564,7 +618,7 @@ async fn independent_mode_commits_the_good_items(env: Env) {
         .await
         .expect("register");
     assert!(matches!(out[0], Ok(RegOutcome::Created)));
-    assert_eq!(out[1].as_ref().err(), Some(&RegConflict::SerialTaken));
+    assert_eq!(out[1].as_ref().err(), Some(&taken("X", "csr")));
     assert_eq!(out[2].as_ref().err(), Some(&RegConflict::ClientIdTaken));
     assert!(matches!(out[3], Ok(RegOutcome::Created)));
     assert!(s.get_device("I0").await.expect("get").is_some());
@@ -663,9 +717,13 @@ async fn large_batch_spans_several_chunks(env: Env) {
     assert_eq!(s.count_devices().await.expect("count"), 12_000);
     let last = s.get_device("L11999").await.expect("get").expect("some");
     assert_eq!(last.certs[0].serial, items[11_999].cert.serial);
-    // Replaying the whole batch returns every device as Existing and adds nothing.
+    // Replaying the whole batch (with freshly generated ClientIDs, as a replay that names none
+    // gets) returns every device as Existing and adds nothing.
     let replay: Vec<NewDevice> = (0..12_000)
-        .map(|i| dev(&format!("L-{i}"), &format!("R{i}"), Some(&format!("c{i}"))))
+        .map(|i| NewDevice {
+            client_id_generated: true,
+            ..dev(&format!("L-{i}"), &format!("R{i}"), Some(&format!("c{i}")))
+        })
         .collect();
     let out = s
         .register(&replay, RegMode::AllOrNothing, &actor(), T0)
@@ -1122,7 +1180,7 @@ async fn concurrent_same_serial_from_two_stores_makes_one_device(env: Env) {
             {
                 Ok(RegOutcome::Created) => created += 1,
                 Ok(RegOutcome::Existing(d)) => assert_eq!(d.device.hardware_serial, serial),
-                Err(RegConflict::SerialTaken) => {}
+                Err(RegConflict::SerialTaken { .. }) => {}
                 Err(c) => panic!("unexpected {c:?}"),
             }
         }
@@ -1387,16 +1445,44 @@ async fn events_policy_and_models(env: Env) {
         topic_policy: Some(r#"{"publish":[],"subscribe":[]}"#.into()),
         message_auth: Some("required".into()),
     };
-    s.set_device_policy("E1", &p, &audit_rec(&admin(), "device.policy", "E1", T0))
+    let all = DevicePolicyChange {
+        allowed_cidrs: Some(p.allowed_cidrs.clone()),
+        topic_policy: Some(p.topic_policy.clone()),
+        message_auth: Some(p.message_auth.clone()),
+    };
+    s.change_device_policy("E1", &all, &audit_rec(&admin(), "device.policy", "E1", T0))
         .await
         .expect("set");
     assert_eq!(
         s.get_device_policy("E1").await.expect("policy"),
         Some(p.clone())
     );
+    // A change names its fields; the others keep their values.
+    let cidrs_only = DevicePolicyChange {
+        allowed_cidrs: Some(None),
+        ..DevicePolicyChange::default()
+    };
+    s.change_device_policy(
+        "E1",
+        &cidrs_only,
+        &audit_rec(&admin(), "device.allowlist", "E1", T0),
+    )
+    .await
+    .expect("set");
+    assert_eq!(
+        s.get_device_policy("E1").await.expect("policy"),
+        Some(DevicePolicyRow {
+            allowed_cidrs: None,
+            ..p.clone()
+        })
+    );
     assert!(matches!(
-        s.set_device_policy("nobody", &p, &audit_rec(&admin(), "device.policy", "x", T0))
-            .await,
+        s.change_device_policy(
+            "nobody",
+            &all,
+            &audit_rec(&admin(), "device.policy", "x", T0)
+        )
+        .await,
         Err(StoreError::NotFound)
     ));
 
@@ -1549,8 +1635,10 @@ async fn overlapping_batches_from_two_stores_do_not_fail(env: Env) {
     for round in 0..6 {
         let s = if round % 2 == 0 { a.clone() } else { b.clone() };
         let mut items: Vec<NewDevice> = (0..300)
-            .map(|i| {
-                dev(
+            .map(|i| NewDevice {
+                // Generated ClientIDs: a replay that names none matches the stored device.
+                client_id_generated: true,
+                ..dev(
                     &format!("OV-{i:03}"),
                     &format!("OV{round}x{i}"),
                     Some(&format!("c{i}")),
@@ -1631,4 +1719,240 @@ async fn sqlite_upgrade_from_the_first_schema_keeps_data() {
     let got = s.get_device("NEW1").await.expect("get").expect("some");
     assert_eq!(got.certs[0].serial, new.cert.serial);
     assert_eq!(s.count_devices().await.expect("count"), 2);
+}
+
+// ---- keys: one key pair, one device ----------------------------------------------------------
+
+/// A device whose certificate certifies `key` (any bytes standing for a key).
+fn dev_with_key(serial: &str, client_id: &str, csr: &str, key: &str) -> NewDevice {
+    let mut d = dev(serial, client_id, Some(csr));
+    d.cert.spki_sha256 = devid_core::csr::spki_sha256(key.as_bytes());
+    d
+}
+
+async fn one_key_belongs_to_one_device(env: Env) {
+    let s = &env.store;
+    assert!(matches!(
+        register_one(s, &dev_with_key("HW-A", "A", "csr-a", "K")).await,
+        Ok(RegOutcome::Created)
+    ));
+    // The same serial and CSR is a replay; another serial with the key is refused, naming A.
+    assert!(matches!(
+        register_one(s, &dev_with_key("HW-A", "A", "csr-a", "K")).await,
+        Ok(RegOutcome::Existing(_))
+    ));
+    assert_eq!(
+        register_one(s, &dev_with_key("HW-B", "B", "csr-b", "K"))
+            .await
+            .err(),
+        Some(RegConflict::KeyTaken { holder: "A".into() })
+    );
+    // In one call: the second item with a key names the first's device; all or nothing names
+    // the index and stores nothing.
+    let items = vec![
+        dev_with_key("HW-C", "C", "csr-c", "K2"),
+        dev_with_key("HW-D", "D", "csr-d", "K2"),
+    ];
+    let out = s
+        .register(&items, RegMode::Independent, &actor(), T0)
+        .await
+        .expect("register");
+    assert!(matches!(out[0], Ok(RegOutcome::Created)));
+    assert_eq!(
+        out[1].as_ref().err(),
+        Some(&RegConflict::KeyTaken { holder: "C".into() })
+    );
+    let batch = vec![
+        dev_with_key("HW-E", "E", "csr-e", "K3"),
+        dev_with_key("HW-F", "F", "csr-f", "K"),
+    ];
+    match s
+        .register(&batch, RegMode::AllOrNothing, &actor(), T0)
+        .await
+    {
+        Err(StoreError::BatchConflict {
+            index: 1,
+            conflict: RegConflict::KeyTaken { holder },
+        }) => assert_eq!(holder, "A"),
+        other => panic!("expected BatchConflict at 1, got {other:?}"),
+    }
+    assert!(s.get_device("E").await.expect("get").is_none());
+    // A device revoked for another reason keeps its key.
+    s.revoke_device("A", RevocationReason::Superseded, T0, &admin())
+        .await
+        .expect("revoke");
+    assert_eq!(
+        register_one(s, &dev_with_key("HW-G", "G", "csr-g", "K"))
+            .await
+            .err(),
+        Some(RegConflict::KeyTaken { holder: "A".into() })
+    );
+    assert_eq!(s.count_devices().await.expect("count"), 2);
+}
+
+async fn compromised_keys_are_refused_for_good(env: Env) {
+    let s = &env.store;
+    for (serial, id, key) in [
+        ("HW-1", "D1", "K1"),
+        ("HW-2", "D2", "K2"),
+        ("HW-3", "D3", "K3"),
+    ] {
+        assert!(matches!(
+            register_one(s, &dev_with_key(serial, id, &format!("csr-{id}"), key)).await,
+            Ok(RegOutcome::Created)
+        ));
+    }
+    // A device revoked for keyCompromise, and a single certificate revoked for it.
+    s.revoke_device("D1", RevocationReason::KeyCompromise, T0, &admin())
+        .await
+        .expect("revoke device");
+    let cert = s.get_device("D2").await.expect("get").expect("some").certs[0]
+        .serial
+        .clone();
+    s.revoke_certificate(&cert, RevocationReason::KeyCompromise, T0, &admin())
+        .await
+        .expect("revoke certificate");
+    // Another reason does not make a key compromised.
+    s.revoke_device("D3", RevocationReason::CessationOfOperation, T0, &admin())
+        .await
+        .expect("revoke device");
+    let other = env.another().await;
+    for store in [s, &other] {
+        for key in ["K1", "K2"] {
+            assert_eq!(
+                register_one(store, &dev_with_key("HW-X", "X", "csr-x", key))
+                    .await
+                    .err(),
+                Some(RegConflict::KeyCompromised),
+                "{key}"
+            );
+        }
+        assert_eq!(
+            register_one(store, &dev_with_key("HW-X", "X", "csr-x", "K3"))
+                .await
+                .err(),
+            Some(RegConflict::KeyTaken {
+                holder: "D3".into()
+            })
+        );
+    }
+    // The revoked device's own replay still answers with the device (revoked).
+    match register_one(s, &dev_with_key("HW-1", "D1", "csr-D1", "K1")).await {
+        Ok(RegOutcome::Existing(d)) => assert_eq!(d.device.status, DeviceState::Revoked),
+        other => panic!("expected Existing, got {other:?}"),
+    }
+}
+
+async fn concurrent_same_key_from_two_stores_makes_one_device(env: Env) {
+    let a = env.store.clone();
+    let b = env.another().await;
+    for round in 0..20 {
+        let key = format!("K{round}");
+        let mut tasks = Vec::new();
+        for i in 0..4 {
+            let s = if i % 2 == 0 { a.clone() } else { b.clone() };
+            let d = dev_with_key(
+                &format!("R{round}-{i}"),
+                &format!("R{round}x{i}"),
+                &format!("csr{round}-{i}"),
+                &key,
+            );
+            tasks.push(tokio::spawn(async move {
+                s.register(std::slice::from_ref(&d), RegMode::Independent, &actor(), T0)
+                    .await
+            }));
+        }
+        let mut created = 0;
+        for t in tasks {
+            match t
+                .await
+                .expect("join")
+                .expect("no raw database error")
+                .remove(0)
+            {
+                Ok(RegOutcome::Created) => created += 1,
+                Err(RegConflict::KeyTaken { .. }) => {}
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(created, 1, "round {round}");
+    }
+    assert_eq!(a.count_devices().await.expect("count"), 20);
+}
+
+/// A certificate DER for a fresh key (self-signed: only its key matters here) and that key's
+/// identity.
+fn real_cert() -> (Vec<u8>, [u8; 32]) {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key");
+    let cert = rcgen::CertificateParams::new(Vec::<String>::new())
+        .expect("params")
+        .self_signed(&key)
+        .expect("cert");
+    let der = cert.der().to_vec();
+    // The hash registration takes from a CSR is the hash read out of a certificate.
+    let csr = rcgen::CertificateParams::new(Vec::<String>::new())
+        .expect("params")
+        .serialize_request(&key)
+        .expect("csr")
+        .pem()
+        .expect("pem");
+    let spki = devid_core::csr::parse_csr_pem(&csr)
+        .expect("csr parses")
+        .spki_sha256();
+    assert_eq!(devid_core::csr::certificate_spki_sha256(&der), Some(spki));
+    (der, spki)
+}
+
+async fn keys_of_earlier_certificates_are_bound_on_open(env: Env) {
+    let s = &env.store;
+    let (der_k, spki_k) = real_cert();
+    let (der_c, spki_c) = real_cert();
+    // A and B share a key (possible before keys were tracked: B gets a made-up key hash now);
+    // C was revoked for keyCompromise.
+    let mut a = dev("HW-A", "A", Some("csr-a"));
+    a.cert.der = der_k.clone();
+    let mut b = dev("HW-B", "B", Some("csr-b"));
+    b.cert.der = der_k;
+    let mut c = dev("HW-C", "C", Some("csr-c"));
+    c.cert.der = der_c;
+    for d in [&a, &b, &c] {
+        assert!(matches!(register_one(s, d).await, Ok(RegOutcome::Created)));
+    }
+    s.revoke_device("C", RevocationReason::KeyCompromise, T0, &admin())
+        .await
+        .expect("revoke");
+    // What a server from before keys were tracked leaves behind.
+    env.raw_exec("UPDATE certificates SET spki_sha256 = NULL")
+        .await;
+    env.raw_exec("DELETE FROM device_keys").await;
+    let mut k = dev("HW-K", "K", Some("csr-k"));
+    k.cert.spki_sha256 = spki_k;
+    assert!(
+        matches!(register_one(s, &k).await, Ok(RegOutcome::Created)),
+        "without the backfill the key is free"
+    );
+    env.raw_exec("UPDATE certificates SET spki_sha256 = NULL")
+        .await;
+    env.raw_exec("DELETE FROM device_keys").await;
+    // Opening the store binds the keys again, the earliest device first.
+    let reopened = env.another().await;
+    let mut k2 = dev("HW-K2", "K2", Some("csr-k2"));
+    k2.cert.spki_sha256 = spki_k;
+    assert_eq!(
+        register_one(&reopened, &k2).await.err(),
+        Some(RegConflict::KeyTaken { holder: "A".into() })
+    );
+    k2.cert.spki_sha256 = spki_c;
+    assert_eq!(
+        register_one(&reopened, &k2).await.err(),
+        Some(RegConflict::KeyCompromised)
+    );
+    // The made-up hashes of the other fixtures' certificates (not DER) are marked done, so the
+    // next open has nothing to do.
+    let again = env.another().await;
+    k2.cert.spki_sha256 = spki_k;
+    assert!(matches!(
+        register_one(&again, &k2).await,
+        Err(RegConflict::KeyTaken { .. })
+    ));
 }

@@ -27,6 +27,7 @@ fn items(prefix: &str, n: usize) -> Vec<NewDevice> {
                 not_before: 1_764_000_000,
                 not_after: 253_402_300_799,
                 csr_sha256: Some(format!("{i:064x}")),
+                spki_sha256: devid_core::csr::spki_sha256(format!("{prefix}{i}").as_bytes()),
                 profile: "idevid".into(),
             },
         })

@@ -17,7 +17,9 @@ use crate::app::{ApiJson, ApiQuery, AppState};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::registry::der_to_pem;
-use crate::store::{CertRow, DeviceFilter, DeviceRow, DeviceWithCerts, FeedEntryRow};
+use crate::store::{
+    CertRow, DeviceFilter, DevicePolicyChange, DeviceRow, DeviceWithCerts, FeedEntryRow,
+};
 use crate::timefmt::{self, rfc3339, rfc3339_opt};
 
 const READERS: &[Role] = &[Role::Admin, Role::Auditor];
@@ -477,19 +479,18 @@ async fn set_allowlist(
             validate_cidr(cidr)?;
         }
         find(&state, &client_id).await?;
-        let mut row = state
-            .store
-            .get_device_policy(&client_id)
-            .await?
-            .unwrap_or_default();
-        row.allowed_cidrs = Some(req.cidrs.clone()).filter(|c| !c.is_empty());
+        // Only the allow-list changes: a concurrent policy change keeps its fields.
+        let change = DevicePolicyChange {
+            allowed_cidrs: Some(Some(req.cidrs.clone()).filter(|c| !c.is_empty())),
+            ..DevicePolicyChange::default()
+        };
         let audit = caller.audit_ok(
             "device.allowlist",
             &format!("{client_id}: {}", req.cidrs.join(" ")),
         );
         let entry = state
             .store
-            .set_device_policy(&client_id, &row, &audit)
+            .change_device_policy(&client_id, &change, &audit)
             .await?;
         state.feed.notify(entry.seq);
         find(&state, &client_id).await
@@ -516,21 +517,19 @@ async fn set_policy(
             validate_topics(t)?;
         }
         find(&state, &client_id).await?;
-        let mut row = state
-            .store
-            .get_device_policy(&client_id)
-            .await?
-            .unwrap_or_default();
-        if let Some(t) = &req.topics {
-            row.topic_policy = Some(serde_json::to_string(t).map_err(ApiError::internal)?);
-        }
-        if let Some(m) = &req.message_auth {
-            row.message_auth = Some(m.clone());
-        }
+        // Only the fields given change: a concurrent allow-list change keeps its own.
+        let change = DevicePolicyChange {
+            topic_policy: match &req.topics {
+                Some(t) => Some(Some(serde_json::to_string(t).map_err(ApiError::internal)?)),
+                None => None,
+            },
+            message_auth: req.message_auth.clone().map(Some),
+            ..DevicePolicyChange::default()
+        };
         let audit = caller.audit_ok("device.policy", &client_id);
         let entry = state
             .store
-            .set_device_policy(&client_id, &row, &audit)
+            .change_device_policy(&client_id, &change, &audit)
             .await?;
         state.feed.notify(entry.seq);
         find(&state, &client_id).await

@@ -84,6 +84,23 @@ fn assemble(rows: &[DbRow]) -> Result<Vec<DeviceWithCerts>, StoreError> {
     Ok(out)
 }
 
+/// Adds a row of (spki_sha256, compromised_at, client_id) to a key look-up's answer.
+fn insert_known_key(keys: &mut HashMap<[u8; 32], KnownKey>, r: &DbRow) -> Result<(), StoreError> {
+    let hash: Vec<u8> = r.try_get("spki_sha256")?;
+    let hash: [u8; 32] = hash
+        .as_slice()
+        .try_into()
+        .map_err(|_| corrupt("key hash", &hex::encode(&hash)))?;
+    keys.insert(
+        hash,
+        KnownKey {
+            holder: r.try_get("client_id")?,
+            compromised: r.try_get::<Option<i64>, _>("compromised_at")?.is_some(),
+        },
+    );
+    Ok(())
+}
+
 fn token_from_row(r: &DbRow) -> Result<TokenRow, StoreError> {
     let models: Option<String> = r.try_get("models")?;
     Ok(TokenRow {
@@ -253,6 +270,41 @@ async fn append_feed(
     })
 }
 
+/// Whose keys [`mark_keys_compromised`] marks.
+enum KeysOf<'a> {
+    Device(i64),
+    Certificate(&'a str),
+}
+
+/// Marks the keys of a device's certificates (or of one certificate) as revoked for
+/// keyCompromise, so that they are never certified again. A key bound to an earlier device
+/// (two devices sharing a key from before keys were tracked) is marked on that binding.
+async fn mark_keys_compromised(tx: &mut Tx, of: KeysOf<'_>, at: i64) -> Result<(), StoreError> {
+    const UPSERT: &str = "INSERT INTO device_keys (spki_sha256, device_id, compromised_at) \
+         SELECT DISTINCT c.spki_sha256, c.device_id, $1 FROM certificates c \
+         WHERE c.spki_sha256 IS NOT NULL AND ";
+    const ON_CONFLICT: &str = " ON CONFLICT (spki_sha256) DO UPDATE SET \
+         compromised_at = COALESCE(device_keys.compromised_at, excluded.compromised_at)";
+    let q = match of {
+        KeysOf::Device(id) => {
+            sqlx::query(&format!("{UPSERT}c.device_id = $2{ON_CONFLICT}"))
+                .bind(at)
+                .bind(id)
+                .execute(&mut **tx)
+                .await
+        }
+        KeysOf::Certificate(serial) => {
+            sqlx::query(&format!("{UPSERT}c.serial = $2{ON_CONFLICT}"))
+                .bind(at)
+                .bind(serial)
+                .execute(&mut **tx)
+                .await
+        }
+    };
+    q?;
+    Ok(())
+}
+
 fn audit_ok(actor: &Actor, action: &str, target: &str, at: i64) -> AuditRecord {
     AuditRecord {
         at,
@@ -348,6 +400,72 @@ impl Backend {
 
     // ---- registration ----
 
+    /// Certificates stored before keys were tracked carry no `spki_sha256`: reads each one's
+    /// key out of its DER (SQL cannot), stores the hash and binds the key to the device, oldest
+    /// certificate first (a key two such devices share stays with the earlier one), marked
+    /// compromised if the certificate or its device was revoked for keyCompromise. Runs when
+    /// the store opens; with nothing to do it is one look-up in an empty partial index. Safe
+    /// to run from several processes at once (every write is conditional or an upsert).
+    /// Returns how many certificates it filled.
+    pub(super) async fn backfill_keys(&self) -> Result<usize, StoreError> {
+        let mut done = 0;
+        loop {
+            let rows = sqlx::query(
+                "SELECT c.id, c.device_id, c.der, c.reason, c.revoked_at, \
+                 d.reason AS d_reason, d.revoked_at AS d_revoked_at \
+                 FROM certificates c JOIN devices d ON d.id = c.device_id \
+                 WHERE c.spki_sha256 IS NULL ORDER BY c.id LIMIT 500",
+            )
+            .fetch_all(&self.read)
+            .await?;
+            if rows.is_empty() {
+                return Ok(done);
+            }
+            let mut tx = self.begin_write().await?;
+            for r in &rows {
+                let id: i64 = r.try_get("id")?;
+                let der: Vec<u8> = r.try_get("der")?;
+                let compromised = |reason: &str, at: &str| -> Result<Option<i64>, StoreError> {
+                    let reason: Option<String> = r.try_get(reason)?;
+                    Ok(match reason.as_deref() {
+                        Some("keyCompromise") => r.try_get::<Option<i64>, _>(at)?,
+                        _ => None,
+                    })
+                };
+                let compromised_at = compromised("reason", "revoked_at")?
+                    .or(compromised("d_reason", "d_revoked_at")?);
+                // A DER that is not a certificate (only if edited by hand) is marked with an
+                // empty hash, so that it is not read again; no key is bound for it.
+                let hash = devid_core::csr::certificate_spki_sha256(&der);
+                if hash.is_none() {
+                    tracing::warn!(certificate = id, "stored certificate does not parse; its key is not bound");
+                }
+                let stored: Vec<u8> = hash.map(|h| h.to_vec()).unwrap_or_default();
+                sqlx::query(
+                    "UPDATE certificates SET spki_sha256 = $1 WHERE id = $2 AND spki_sha256 IS NULL",
+                )
+                .bind(&stored)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+                if hash.is_some() {
+                    sqlx::query(
+                        "INSERT INTO device_keys (spki_sha256, device_id, compromised_at) \
+                         VALUES ($1, $2, $3) ON CONFLICT (spki_sha256) DO UPDATE SET \
+                         compromised_at = COALESCE(device_keys.compromised_at, excluded.compromised_at)",
+                    )
+                    .bind(&stored)
+                    .bind(r.try_get::<i64, _>("device_id")?)
+                    .bind(compromised_at)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            }
+            tx.commit().await?;
+            done += rows.len();
+        }
+    }
+
     /// One attempt of `Store::register` (which retries on a uniqueness race).
     pub(super) async fn register_once(
         &self,
@@ -357,10 +475,16 @@ impl Backend {
         at: i64,
     ) -> Result<Vec<Result<RegOutcome, RegConflict>>, StoreError> {
         let mut tx = self.begin_write().await?;
+        // Keys first: on PostgreSQL each statement sees the commits made before it started, and
+        // a device's key is committed with the device, so a key seen here has its device seen by
+        // the look-up after it (a replay racing its own first registration in another process
+        // is then a replay, not a key conflict). A key committed in between is missed, and the
+        // insert's unique violation sends the call round again.
+        let keys = lookup_keys(&mut tx, items).await?;
         let (serials, client_ids) = lookup_existing(&mut tx, items).await?;
         // An AllOrNothing conflict returns here, before anything was written; dropping `tx`
         // rolls back.
-        let plans = classify(items, &serials, &client_ids, mode)?;
+        let plans = classify(items, &serials, &client_ids, &keys, mode)?;
         let mut created: Vec<&NewDevice> = items
             .iter()
             .zip(&plans)
@@ -373,6 +497,7 @@ impl Backend {
         } else {
             let ids = insert_devices(&mut tx, &created).await?;
             insert_certificates(&mut tx, &created, &ids).await?;
+            insert_device_keys(&mut tx, &created, &ids).await?;
             insert_register_audit(&mut tx, &created, actor, at).await?;
             ids
         };
@@ -389,8 +514,8 @@ impl Backend {
         };
         let mut wanted = Vec::new();
         for p in &plans {
-            if let Plan::Existing(r) = p {
-                wanted.push(existing_id(*r)?);
+            if let &Plan::Existing(r) = p {
+                wanted.push(existing_id(r)?);
             }
         }
         let loaded = if wanted.is_empty() {
@@ -513,6 +638,9 @@ impl Backend {
         .fetch_all(&mut *tx)
         .await?;
         serials.sort();
+        if reason == RevocationReason::KeyCompromise {
+            mark_keys_compromised(&mut tx, KeysOf::Device(dev.id), at).await?;
+        }
         sqlx::query(
             "UPDATE devices SET status = 'revoked', revoked_at = $1, reason = $2 WHERE id = $3",
         )
@@ -666,6 +794,9 @@ impl Backend {
             .bind(serial)
             .execute(&mut *tx)
             .await?;
+        if reason == RevocationReason::KeyCompromise {
+            mark_keys_compromised(&mut tx, KeysOf::Certificate(serial), at).await?;
+        }
         let entry = append_feed(
             &mut tx,
             RevocationScope::Certificate,
@@ -920,19 +1051,28 @@ impl Backend {
         .transpose()
     }
 
-    pub(super) async fn set_device_policy(
+    pub(super) async fn change_device_policy(
         &self,
         client_id: &str,
-        p: &DevicePolicyRow,
+        change: &DevicePolicyChange,
         audit: &AuditRecord,
     ) -> Result<FeedEntryRow, StoreError> {
         let mut tx = self.begin_write().await?;
+        // One statement: each field not named keeps the value the row has when the statement
+        // runs (PostgreSQL re-reads a row changed meanwhile after waiting for its lock).
         let n = sqlx::query(
-            "UPDATE devices SET allowed_cidrs = $1, topic_policy = $2, message_auth = $3 WHERE client_id = $4",
+            "UPDATE devices SET \
+             allowed_cidrs = CASE WHEN $1 THEN $2 ELSE allowed_cidrs END, \
+             topic_policy = CASE WHEN $3 THEN $4 ELSE topic_policy END, \
+             message_auth = CASE WHEN $5 THEN $6 ELSE message_auth END \
+             WHERE client_id = $7",
         )
-        .bind(p.allowed_cidrs.as_deref().map(json_list))
-        .bind(&p.topic_policy)
-        .bind(&p.message_auth)
+        .bind(change.allowed_cidrs.is_some())
+        .bind(change.allowed_cidrs.clone().flatten().as_deref().map(json_list))
+        .bind(change.topic_policy.is_some())
+        .bind(change.topic_policy.clone().flatten())
+        .bind(change.message_auth.is_some())
+        .bind(change.message_auth.clone().flatten())
         .bind(client_id)
         .execute(&mut *tx)
         .await?

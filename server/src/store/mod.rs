@@ -78,6 +78,8 @@ pub struct NewCert {
     pub not_after: i64,
     /// SHA-256 (hex) of the CSR DER; None when devid generated the key.
     pub csr_sha256: Option<String>,
+    /// The certified key's identity (`devid_core::csr::spki_sha256`): one key, one device.
+    pub spki_sha256: [u8; 32],
     /// `idevid` today.
     pub profile: String,
 }
@@ -145,12 +147,22 @@ pub enum RegOutcome {
 }
 
 /// Why one registration item was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RegConflict {
-    /// The hardware_serial is registered with a different CSR (or with a generated key).
-    SerialTaken,
+    /// The hardware_serial is registered to device `holder` (stored, or created by an earlier
+    /// item of the call), and this request is not a replay of that registration: it differs in
+    /// `differs` (`csr`, `generate_key`, `model`, `client_id` or `metadata`).
+    SerialTaken {
+        holder: String,
+        differs: &'static str,
+    },
     /// The ClientID belongs to another device.
     ClientIdTaken,
+    /// The certificate's public key belongs to device `holder` (stored, or created by an
+    /// earlier item of the call): one key pair, one device.
+    KeyTaken { holder: String },
+    /// The public key was revoked for keyCompromise: it is never certified again.
+    KeyCompromised,
 }
 
 /// How `register` treats conflicts.
@@ -219,8 +231,8 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
 }
 
-/// An extra setting stored with a device for the broker (issues 4 and 5). Absent fields fall
-/// back to the model's settings.
+/// An extra setting stored with a device for the broker. Absent fields fall back to the
+/// model's settings.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DevicePolicyRow {
     /// CIDRs the device may connect from; None: anywhere (or the model's setting).
@@ -229,6 +241,15 @@ pub struct DevicePolicyRow {
     pub topic_policy: Option<String>,
     /// `off` or `required`; None: the model's.
     pub message_auth: Option<String>,
+}
+
+/// A change to some of a device's own settings: `None` leaves that field as stored,
+/// `Some(value)` sets it (`Some(None)` clears it, back to the model's setting).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DevicePolicyChange {
+    pub allowed_cidrs: Option<Option<Vec<String>>>,
+    pub topic_policy: Option<Option<String>>,
+    pub message_auth: Option<Option<String>>,
 }
 
 /// Per-model settings (issues 3 to 5).
@@ -327,9 +348,19 @@ impl Store {
         postgres::address(url)
     }
 
-    /// Applies the embedded migrations of this backend (safe to run from several processes).
+    /// Applies the embedded migrations of this backend (safe to run from several processes),
+    /// then binds the keys of certificates issued before keys were tracked (see
+    /// `backfill_keys`).
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        on_backend!(self, b => b.migrate().await)
+        on_backend!(self, b => b.migrate().await)?;
+        let n = on_backend!(self, b => b.backfill_keys().await)?;
+        if n > 0 {
+            tracing::info!(
+                certificates = n,
+                "bound the keys of earlier certificates to their devices"
+            );
+        }
+        Ok(())
     }
 
     pub fn is_postgres(&self) -> bool {
@@ -387,9 +418,13 @@ impl Store {
     /// number of statements per call (chunked by the backend's bind limit).
     ///
     /// Per item, in order: a hardware_serial already stored (or created by an earlier item of
-    /// this call) whose current certificate has the same `csr_sha256` (Some) is `Existing`;
-    /// otherwise that serial is `SerialTaken`; a ClientID owned by another device is
-    /// `ClientIdTaken`; else the device is created, with one `device.register` audit row.
+    /// this call) whose current certificate has the same `csr_sha256` (Some), with the same
+    /// model, the same ClientID (when the item names one, i.e. not generated) and the same
+    /// metadata (when the item has some), is `Existing`; otherwise that serial is `SerialTaken`
+    /// naming the first difference; a ClientID owned by another device is `ClientIdTaken`; a
+    /// key bound to another device is `KeyCompromised` if it was revoked for keyCompromise, else
+    /// `KeyTaken`; else the device is created, its key bound to it, with one `device.register`
+    /// audit row.
     /// `AllOrNothing`: the first conflict stores nothing and returns `BatchConflict`.
     /// A uniqueness race (or deadlock) with another process is retried with a fresh
     /// classification, so callers see `Existing`/`SerialTaken` rather than a database error.
@@ -619,15 +654,17 @@ impl Store {
         on_backend!(self, b => b.get_device_policy(client_id).await)
     }
 
-    /// Replaces a device's policy (all three fields), writes `audit` and appends an `updated`
-    /// feed entry (scope device) so brokers apply it to a live connection. NotFound if no device.
-    pub async fn set_device_policy(
+    /// Changes the fields of a device's policy that `change` names, and only those, in one
+    /// statement (so concurrent changes of different fields never undo each other); writes
+    /// `audit` and appends an `updated` feed entry (scope device) so brokers apply it to a live
+    /// connection. NotFound if no device.
+    pub async fn change_device_policy(
         &self,
         client_id: &str,
-        p: &DevicePolicyRow,
+        change: &DevicePolicyChange,
         audit: &AuditRecord,
     ) -> Result<FeedEntryRow, StoreError> {
-        on_backend!(self, b => b.set_device_policy(client_id, p, audit).await)
+        on_backend!(self, b => b.change_device_policy(client_id, change, audit).await)
     }
 
     pub async fn get_model(&self, name: &str) -> Result<Option<ModelRow>, StoreError> {
@@ -779,7 +816,7 @@ enum ExistingRef {
     InBatch(usize),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Plan {
     Create,
     Existing(ExistingRef),
@@ -790,8 +827,51 @@ enum Plan {
 #[derive(Debug, Clone)]
 struct KnownSerial {
     device_id: i64,
+    client_id: String,
+    model: Option<String>,
+    metadata: Option<String>,
     /// csr_sha256 of the device's current certificate.
     csr_sha256: Option<String>,
+}
+
+/// What the database holds for a public key named in a registration call.
+#[derive(Debug, Clone)]
+struct KnownKey {
+    /// ClientID of the device the key is bound to.
+    holder: String,
+    compromised: bool,
+}
+
+/// Why `item` is not a replay of the registration of a device with this CSR, ClientID, model
+/// and metadata: the first field that differs, or None for a replay. A generated key is never
+/// a replay (the key was returned once); a ClientID or metadata the item does not give is not
+/// compared; metadata is compared as JSON values.
+fn replay_differs(
+    item: &NewDevice,
+    csr_sha256: Option<&str>,
+    client_id: &str,
+    model: Option<&str>,
+    metadata: Option<&str>,
+) -> Option<&'static str> {
+    let Some(csr) = item.cert.csr_sha256.as_deref() else {
+        return Some("generate_key");
+    };
+    if csr_sha256 != Some(csr) {
+        return Some("csr");
+    }
+    if item.model.as_deref() != model {
+        return Some("model");
+    }
+    if !item.client_id_generated && item.client_id != client_id {
+        return Some("client_id");
+    }
+    if let Some(given) = item.metadata.as_deref() {
+        let parse = |s: &str| serde_json::from_str::<serde_json::Value>(s).ok();
+        if metadata.is_none_or(|stored| parse(stored) != parse(given)) {
+            return Some("metadata");
+        }
+    }
+    None
 }
 
 /// Applies the registration rules to every item, in order, given what is stored.
@@ -800,37 +880,71 @@ fn classify(
     items: &[NewDevice],
     serials: &HashMap<String, KnownSerial>,
     client_ids: &std::collections::HashSet<String>,
+    keys: &HashMap<[u8; 32], KnownKey>,
     mode: RegMode,
 ) -> Result<Vec<Plan>, StoreError> {
     let mut plans = Vec::with_capacity(items.len());
-    // Serial -> index of the item of this call that creates it; ClientIDs taken by this call.
+    // Serial (key) -> index of the item of this call that creates it; ClientIDs taken by it.
     let mut new_serials: HashMap<&str, usize> = HashMap::new();
+    let mut new_keys: HashMap<[u8; 32], usize> = HashMap::new();
     let mut new_client_ids: std::collections::HashSet<&str> = std::collections::HashSet::new();
     for (index, item) in items.iter().enumerate() {
-        let csr = item.cert.csr_sha256.as_deref();
         let plan = if let Some(known) = serials.get(&item.hardware_serial) {
-            if csr.is_some() && known.csr_sha256.as_deref() == csr {
-                Plan::Existing(ExistingRef::Stored(known.device_id))
-            } else {
-                Plan::Conflict(RegConflict::SerialTaken)
+            match replay_differs(
+                item,
+                known.csr_sha256.as_deref(),
+                &known.client_id,
+                known.model.as_deref(),
+                known.metadata.as_deref(),
+            ) {
+                None => Plan::Existing(ExistingRef::Stored(known.device_id)),
+                Some(differs) => Plan::Conflict(RegConflict::SerialTaken {
+                    holder: known.client_id.clone(),
+                    differs,
+                }),
             }
         } else if let Some(&first) = new_serials.get(item.hardware_serial.as_str()) {
-            if csr.is_some() && items[first].cert.csr_sha256.as_deref() == csr {
-                Plan::Existing(ExistingRef::InBatch(first))
-            } else {
-                Plan::Conflict(RegConflict::SerialTaken)
+            let f = &items[first];
+            match replay_differs(
+                item,
+                f.cert.csr_sha256.as_deref(),
+                &f.client_id,
+                f.model.as_deref(),
+                f.metadata.as_deref(),
+            ) {
+                None => Plan::Existing(ExistingRef::InBatch(first)),
+                Some(differs) => Plan::Conflict(RegConflict::SerialTaken {
+                    holder: f.client_id.clone(),
+                    differs,
+                }),
             }
         } else if client_ids.contains(&item.client_id)
             || new_client_ids.contains(item.client_id.as_str())
         {
             Plan::Conflict(RegConflict::ClientIdTaken)
+        } else if let Some(known) = keys.get(&item.cert.spki_sha256) {
+            Plan::Conflict(if known.compromised {
+                RegConflict::KeyCompromised
+            } else {
+                RegConflict::KeyTaken {
+                    holder: known.holder.clone(),
+                }
+            })
+        } else if let Some(&first) = new_keys.get(&item.cert.spki_sha256) {
+            Plan::Conflict(RegConflict::KeyTaken {
+                holder: items[first].client_id.clone(),
+            })
         } else {
             new_serials.insert(&item.hardware_serial, index);
+            new_keys.insert(item.cert.spki_sha256, index);
             new_client_ids.insert(&item.client_id);
             Plan::Create
         };
-        if let (Plan::Conflict(conflict), RegMode::AllOrNothing) = (plan, mode) {
-            return Err(StoreError::BatchConflict { index, conflict });
+        if let (Plan::Conflict(conflict), RegMode::AllOrNothing) = (&plan, mode) {
+            return Err(StoreError::BatchConflict {
+                index,
+                conflict: conflict.clone(),
+            });
         }
         plans.push(plan);
     }
@@ -849,7 +963,8 @@ fn _futures_are_send(s: &Store, a: &Actor) {
 mod tests {
     use super::*;
 
-    fn item(serial: &str, cid: &str, csr: Option<&str>) -> NewDevice {
+    /// An item whose key is its own unless `key` names one.
+    fn item_with_key(serial: &str, cid: &str, csr: Option<&str>, key: &str) -> NewDevice {
         NewDevice {
             client_id: cid.into(),
             client_id_generated: false,
@@ -864,9 +979,21 @@ mod tests {
                 not_before: 0,
                 not_after: 0,
                 csr_sha256: csr.map(str::to_string),
+                spki_sha256: devid_core::csr::spki_sha256(key.as_bytes()),
                 profile: "idevid".into(),
             },
         }
+    }
+
+    fn item(serial: &str, cid: &str, csr: Option<&str>) -> NewDevice {
+        item_with_key(serial, cid, csr, &format!("key-{serial}-{cid}"))
+    }
+
+    fn taken(holder: &str, differs: &'static str) -> Plan {
+        Plan::Conflict(RegConflict::SerialTaken {
+            holder: holder.into(),
+            differs,
+        })
     }
 
     #[test]
@@ -876,38 +1003,86 @@ mod tests {
             "S1".to_string(),
             KnownSerial {
                 device_id: 7,
+                client_id: "C7".into(),
+                model: None,
+                metadata: Some(r#"{"a":1,"b":2}"#.into()),
                 csr_sha256: Some("a".into()),
             },
         );
-        let taken: std::collections::HashSet<String> = ["C1".to_string()].into();
+        let client_ids: std::collections::HashSet<String> =
+            ["C1".to_string(), "C7".to_string()].into();
+        let mut keys = HashMap::new();
+        keys.insert(
+            devid_core::csr::spki_sha256(b"K7"),
+            KnownKey {
+                holder: "C7".into(),
+                compromised: false,
+            },
+        );
+        keys.insert(
+            devid_core::csr::spki_sha256(b"KX"),
+            KnownKey {
+                holder: "C8".into(),
+                compromised: true,
+            },
+        );
+        let mut generated = item("S1", "X", Some("a"));
+        generated.client_id_generated = true;
+        let mut other_model = item("S1", "C7", Some("a"));
+        other_model.model = Some("m".into());
+        let mut same_metadata = item("S1", "C7", Some("a"));
+        same_metadata.metadata = Some(r#"{"b":2,"a":1}"#.into());
+        let mut other_metadata = item("S1", "C7", Some("a"));
+        other_metadata.metadata = Some(r#"{"a":2}"#.into());
         let items = vec![
-            item("S1", "X", Some("a")),  // replay of a stored device
-            item("S1", "X", Some("b")),  // other CSR
-            item("S2", "C1", Some("c")), // ClientID taken
-            item("S3", "C3", None),      // created
-            item("S3", "C4", None),      // same serial, generated key: taken
-            item("S4", "C3", Some("d")), // ClientID taken by item 3
-            item("S5", "C5", Some("e")), // created
-            item("S5", "C6", Some("e")), // replay of item 6
+            generated,                                   // 0: replay, ClientID generated
+            item("S1", "X", Some("a")),                  // 1: names another ClientID
+            item("S1", "X", Some("b")),                  // 2: other CSR
+            item("S2", "C1", Some("c")),                 // 3: ClientID taken
+            item("S3", "C3", None),                      // 4: created
+            item("S3", "C4", None),                      // 5: same serial, generated key
+            item("S4", "C3", Some("d")),                 // 6: ClientID taken by item 4
+            item("S5", "C5", Some("e")),                 // 7: created
+            item("S5", "C5", Some("e")),                 // 8: replay of item 7
+            other_model,                                 // 9: another model
+            same_metadata,                               // 10: the same metadata
+            other_metadata,                              // 11: other metadata
+            item_with_key("S6", "C6", Some("f"), "K7"),  // 12: key of a stored device
+            item_with_key("S7", "C9", Some("g"), "KX"),  // 13: compromised key
+            item_with_key("S8", "C10", Some("h"), "K8"), // 14: created
+            item_with_key("S9", "C11", Some("i"), "K8"), // 15: key of item 14
         ];
-        let plans = classify(&items, &stored, &taken, RegMode::Independent).expect("independent");
+        let plans = classify(&items, &stored, &client_ids, &keys, RegMode::Independent)
+            .expect("independent");
         assert_eq!(
             plans,
             vec![
                 Plan::Existing(ExistingRef::Stored(7)),
-                Plan::Conflict(RegConflict::SerialTaken),
+                taken("C7", "client_id"),
+                taken("C7", "csr"),
                 Plan::Conflict(RegConflict::ClientIdTaken),
                 Plan::Create,
-                Plan::Conflict(RegConflict::SerialTaken),
+                taken("C3", "generate_key"),
                 Plan::Conflict(RegConflict::ClientIdTaken),
                 Plan::Create,
-                Plan::Existing(ExistingRef::InBatch(6)),
+                Plan::Existing(ExistingRef::InBatch(7)),
+                taken("C7", "model"),
+                Plan::Existing(ExistingRef::Stored(7)),
+                taken("C7", "metadata"),
+                Plan::Conflict(RegConflict::KeyTaken {
+                    holder: "C7".into()
+                }),
+                Plan::Conflict(RegConflict::KeyCompromised),
+                Plan::Create,
+                Plan::Conflict(RegConflict::KeyTaken {
+                    holder: "C10".into()
+                }),
             ]
         );
-        match classify(&items, &stored, &taken, RegMode::AllOrNothing) {
+        match classify(&items, &stored, &client_ids, &keys, RegMode::AllOrNothing) {
             Err(StoreError::BatchConflict {
                 index: 1,
-                conflict: RegConflict::SerialTaken,
+                conflict: RegConflict::SerialTaken { .. },
             }) => {}
             other => panic!("expected BatchConflict at 1, got {other:?}"),
         }

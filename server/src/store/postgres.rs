@@ -192,10 +192,10 @@ impl Backend {
             "WITH input AS ( \
                SELECT * FROM UNNEST($1::text[], $2::text[], $3::bool[], $4::text[], $5::text[], \
                  $6::int8[], $7::text[], $8::text[], $9::bytea[], $10::int8[], $11::int8[], \
-                 $12::text[], $13::text[]) \
+                 $12::text[], $13::text[], $17::bytea[]) \
                AS t(client_id, hardware_serial, client_id_generated, model, metadata, \
                     created_at, serial, fingerprint, der, not_before, not_after, profile, \
-                    csr_sha256) \
+                    csr_sha256, spki_sha256) \
              ), dev AS ( \
                INSERT INTO devices (client_id, hardware_serial, client_id_generated, model, \
                  metadata, current_serial, created_at) \
@@ -204,9 +204,13 @@ impl Backend {
                RETURNING id, hardware_serial \
              ), cert AS ( \
                INSERT INTO certificates (serial, device_id, fingerprint, der, not_before, \
-                 not_after, profile, csr_sha256, created_at) \
+                 not_after, profile, csr_sha256, spki_sha256, created_at) \
                SELECT i.serial, dev.id, i.fingerprint, i.der, i.not_before, i.not_after, \
-                 i.profile, i.csr_sha256, i.created_at \
+                 i.profile, i.csr_sha256, i.spki_sha256, i.created_at \
+               FROM input i JOIN dev ON dev.hardware_serial = i.hardware_serial \
+             ), keys AS ( \
+               INSERT INTO device_keys (spki_sha256, device_id) \
+               SELECT i.spki_sha256, dev.id \
                FROM input i JOIN dev ON dev.hardware_serial = i.hardware_serial \
              ) \
              INSERT INTO audit (at, actor_id, actor_name, action, target, outcome) \
@@ -228,6 +232,7 @@ impl Backend {
         .bind(at)
         .bind(&actor.id)
         .bind(&actor.name)
+        .bind(column(&devs, |d| d.cert.spki_sha256.as_slice()))
         .execute(&self.write)
         .await?;
         Ok(())
@@ -318,7 +323,8 @@ async fn lookup_existing(
         // Two index lookups driven by the arrays: a plan that does not depend on the table's
         // statistics (`= ANY($1) OR = ANY($2)` became a sequential scan testing every row
         // against the whole array once the cached plan thought the table was small).
-        "SELECT d.id, d.hardware_serial, d.client_id, c.csr_sha256 FROM devices d \
+        "SELECT d.id, d.hardware_serial, d.client_id, d.model, d.metadata, c.csr_sha256 \
+         FROM devices d \
          LEFT JOIN certificates c ON c.serial = d.current_serial \
          WHERE d.id IN ( \
            SELECT d2.id FROM unnest($1::text[]) AS s(v) JOIN devices d2 ON d2.hardware_serial = s.v \
@@ -332,16 +338,69 @@ async fn lookup_existing(
     let mut known = HashMap::with_capacity(rows.len());
     let mut taken = std::collections::HashSet::with_capacity(rows.len());
     for r in rows {
-        taken.insert(r.try_get::<String, _>("client_id")?);
+        let client_id: String = r.try_get("client_id")?;
+        taken.insert(client_id.clone());
         known.insert(
             r.try_get::<String, _>("hardware_serial")?,
             KnownSerial {
                 device_id: r.try_get("id")?,
+                client_id,
+                model: r.try_get("model")?,
+                metadata: r.try_get("metadata")?,
                 csr_sha256: r.try_get("csr_sha256")?,
             },
         );
     }
     Ok((known, taken))
+}
+
+/// The devices the keys named by `items` are bound to.
+async fn lookup_keys(
+    tx: &mut Tx,
+    items: &[NewDevice],
+) -> Result<HashMap<[u8; 32], KnownKey>, StoreError> {
+    let hashes: Vec<&[u8]> = items
+        .iter()
+        .map(|i| i.cert.spki_sha256.as_slice())
+        .collect();
+    let rows = sqlx::query(
+        "SELECT k.spki_sha256, k.compromised_at, d.client_id \
+         FROM unnest($1::bytea[]) AS s(v) JOIN device_keys k ON k.spki_sha256 = s.v \
+         JOIN devices d ON d.id = k.device_id",
+    )
+    .bind(&hashes)
+    .fetch_all(&mut **tx)
+    .await?;
+    let mut keys = HashMap::with_capacity(rows.len());
+    for r in &rows {
+        insert_known_key(&mut keys, r)?;
+    }
+    Ok(keys)
+}
+
+/// Binds each new device's key to it.
+async fn insert_device_keys(
+    tx: &mut Tx,
+    devs: &[&NewDevice],
+    ids: &HashMap<String, i64>,
+) -> Result<(), StoreError> {
+    let device_ids = devs
+        .iter()
+        .map(|d| {
+            ids.get(&d.hardware_serial)
+                .copied()
+                .ok_or_else(|| corrupt("inserted device id for serial", &d.hardware_serial))
+        })
+        .collect::<Result<Vec<i64>, _>>()?;
+    sqlx::query(
+        "INSERT INTO device_keys (spki_sha256, device_id) \
+         SELECT * FROM UNNEST($1::bytea[], $2::int8[])",
+    )
+    .bind(column(devs, |d| d.cert.spki_sha256.as_slice()))
+    .bind(device_ids)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 /// Inserts devices; returns hardware_serial -> new id.
@@ -389,9 +448,9 @@ async fn insert_certificates(
         .collect::<Result<Vec<i64>, _>>()?;
     sqlx::query(
         "INSERT INTO certificates (serial, device_id, fingerprint, der, not_before, not_after, \
-         profile, csr_sha256, created_at) \
+         profile, csr_sha256, created_at, spki_sha256) \
          SELECT * FROM UNNEST($1::text[], $2::int8[], $3::text[], $4::bytea[], $5::int8[], \
-         $6::int8[], $7::text[], $8::text[], $9::int8[])",
+         $6::int8[], $7::text[], $8::text[], $9::int8[], $10::bytea[])",
     )
     .bind(column(devs, |d| d.cert.serial.as_str()))
     .bind(device_ids)
@@ -402,6 +461,7 @@ async fn insert_certificates(
     .bind(column(devs, |d| d.cert.profile.as_str()))
     .bind(column(devs, |d| d.cert.csr_sha256.as_deref()))
     .bind(column(devs, |d| d.created_at))
+    .bind(column(devs, |d| d.cert.spki_sha256.as_slice()))
     .execute(&mut **tx)
     .await?;
     Ok(())

@@ -99,7 +99,7 @@ impl Backend {
         Ok(())
     }
 
-    /// Stores `items` as new devices through the `register_new` view (migration 0002): one
+    /// Stores `items` as new devices through the `register_new` view (migrations 0002, 0004): one
     /// statement, hence one round trip to sqlx's worker thread and one implicit transaction,
     /// when they fit in one statement; otherwise one statement per chunk in a transaction.
     /// A uniqueness violation comes back as the database error and nothing is written.
@@ -124,7 +124,7 @@ impl Backend {
 }
 
 /// Columns of the `register_new` view, bound per row by `insert_register_new`.
-const REGISTER_NEW_COLS: usize = 16;
+const REGISTER_NEW_COLS: usize = 17;
 
 async fn insert_register_new(
     conn: &mut DbConn,
@@ -135,7 +135,7 @@ async fn insert_register_new(
     let sql = format!(
         "INSERT INTO register_new (client_id, hardware_serial, client_id_generated, model, \
          metadata, created_at, serial, fingerprint, der, not_before, not_after, profile, \
-         csr_sha256, at, actor_id, actor_name) VALUES {}",
+         csr_sha256, spki_sha256, at, actor_id, actor_name) VALUES {}",
         values_rows(NUMBERED_PARAMS, items.len(), REGISTER_NEW_COLS)
     );
     let mut q = sqlx::query(&sql).persistent(items.len() <= CACHE_MAX_ROWS);
@@ -154,6 +154,7 @@ async fn insert_register_new(
             .bind(d.cert.not_after)
             .bind(&d.cert.profile)
             .bind(&d.cert.csr_sha256)
+            .bind(d.cert.spki_sha256.as_slice())
             .bind(at)
             .bind(&actor.id)
             .bind(&actor.name);
@@ -208,7 +209,8 @@ async fn lookup_existing(
     for chunk in items.chunks(MAX_BINDS / 2) {
         let n = chunk.len();
         let sql = format!(
-            "SELECT d.id, d.hardware_serial, d.client_id, c.csr_sha256 FROM devices d \
+            "SELECT d.id, d.hardware_serial, d.client_id, d.model, d.metadata, c.csr_sha256 \
+             FROM devices d \
              LEFT JOIN certificates c ON c.serial = d.current_serial \
              WHERE d.hardware_serial IN ({}) OR d.client_id IN ({})",
             placeholders(NUMBERED_PARAMS, n, 1),
@@ -222,17 +224,68 @@ async fn lookup_existing(
             q = q.bind(&it.client_id);
         }
         for r in q.fetch_all(&mut **tx).await? {
-            client_ids.insert(r.try_get::<String, _>("client_id")?);
+            let client_id: String = r.try_get("client_id")?;
+            client_ids.insert(client_id.clone());
             serials.insert(
                 r.try_get::<String, _>("hardware_serial")?,
                 KnownSerial {
                     device_id: r.try_get("id")?,
+                    client_id,
+                    model: r.try_get("model")?,
+                    metadata: r.try_get("metadata")?,
                     csr_sha256: r.try_get("csr_sha256")?,
                 },
             );
         }
     }
     Ok((serials, client_ids))
+}
+
+/// The devices the keys named by `items` are bound to: one statement per chunk.
+async fn lookup_keys(
+    tx: &mut Tx,
+    items: &[NewDevice],
+) -> Result<HashMap<[u8; 32], KnownKey>, StoreError> {
+    let mut keys = HashMap::new();
+    for chunk in items.chunks(MAX_BINDS) {
+        let sql = format!(
+            "SELECT k.spki_sha256, k.compromised_at, d.client_id FROM device_keys k \
+             JOIN devices d ON d.id = k.device_id WHERE k.spki_sha256 IN ({})",
+            placeholders(NUMBERED_PARAMS, chunk.len(), 1)
+        );
+        let mut q = sqlx::query(&sql).persistent(chunk.len() <= CACHE_MAX_ROWS);
+        for it in chunk {
+            q = q.bind(it.cert.spki_sha256.as_slice());
+        }
+        for r in q.fetch_all(&mut **tx).await? {
+            insert_known_key(&mut keys, &r)?;
+        }
+    }
+    Ok(keys)
+}
+
+/// Binds each new device's key to it.
+async fn insert_device_keys(
+    tx: &mut Tx,
+    devs: &[&NewDevice],
+    ids: &HashMap<String, i64>,
+) -> Result<(), StoreError> {
+    const COLS: usize = 2;
+    for chunk in devs.chunks(MAX_BINDS / COLS) {
+        let sql = format!(
+            "INSERT INTO device_keys (spki_sha256, device_id) VALUES {}",
+            values_rows(NUMBERED_PARAMS, chunk.len(), COLS)
+        );
+        let mut q = sqlx::query(&sql).persistent(chunk.len() <= CACHE_MAX_ROWS);
+        for d in chunk {
+            let id = *ids
+                .get(&d.hardware_serial)
+                .ok_or_else(|| corrupt("inserted device id for serial", &d.hardware_serial))?;
+            q = q.bind(d.cert.spki_sha256.as_slice()).bind(id);
+        }
+        q.execute(&mut **tx).await?;
+    }
+    Ok(())
 }
 
 /// Inserts devices with multi-row VALUES; returns hardware_serial -> new id.
@@ -274,11 +327,11 @@ async fn insert_certificates(
     devs: &[&NewDevice],
     ids: &HashMap<String, i64>,
 ) -> Result<(), StoreError> {
-    const COLS: usize = 9;
+    const COLS: usize = 10;
     for chunk in devs.chunks(MAX_BINDS / COLS) {
         let sql = format!(
             "INSERT INTO certificates (serial, device_id, fingerprint, der, not_before, not_after, \
-             profile, csr_sha256, created_at) VALUES {}",
+             profile, csr_sha256, spki_sha256, created_at) VALUES {}",
             values_rows(NUMBERED_PARAMS, chunk.len(), COLS)
         );
         let mut q = sqlx::query(&sql).persistent(chunk.len() <= CACHE_MAX_ROWS);
@@ -295,6 +348,7 @@ async fn insert_certificates(
                 .bind(d.cert.not_after)
                 .bind(&d.cert.profile)
                 .bind(&d.cert.csr_sha256)
+                .bind(d.cert.spki_sha256.as_slice())
                 .bind(d.created_at);
         }
         q.execute(&mut **tx).await?;
