@@ -2,62 +2,16 @@
 
 use std::net::IpAddr;
 
-/// One parsed CIDR.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cidr {
-    net: IpAddr,
-    prefix: u8,
-}
+pub use devid_core::cidr::{Cidr, CidrError};
 
-impl Cidr {
-    pub fn parse(s: &str) -> Option<Cidr> {
-        let s = s.trim();
-        let (addr, prefix) = match s.split_once('/') {
-            Some((a, p)) => (a, Some(p)),
-            None => (s, None),
-        };
-        let net: IpAddr = addr.parse().ok()?;
-        let max = if net.is_ipv4() { 32 } else { 128 };
-        let prefix = match prefix {
-            Some(p) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => p.parse().ok()?,
-            Some(_) => return None,
-            None => max,
-        };
-        if prefix > max {
-            return None;
-        }
-        Some(Cidr { net, prefix })
-    }
-
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        let ip = canonical(ip);
-        match (self.net, ip) {
-            (IpAddr::V4(n), IpAddr::V4(a)) => {
-                let mask = u32::MAX
-                    .checked_shl(32 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u32::from(n) & mask == u32::from(a) & mask
-            }
-            (IpAddr::V6(n), IpAddr::V6(a)) => {
-                let mask = u128::MAX
-                    .checked_shl(128 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u128::from(n) & mask == u128::from(a) & mask
-            }
-            _ => false,
-        }
-    }
-}
-
-/// IPv4-mapped IPv6 addresses (`::ffff:10.0.0.1`, as a dual-stack listener reports them) are
-/// compared as IPv4.
-fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6
-            .to_ipv4_mapped()
-            .map(IpAddr::V4)
-            .unwrap_or(IpAddr::V6(v6)),
-        v4 => v4,
+/// An allow-list entry as the broker reads it: core's one CIDR rule. An entry with bits set
+/// after its prefix (`10.0.0.1/8`), which the service stored before it refused such entries,
+/// counts as its network (`10.0.0.0/8`), as it always did here.
+fn entry(s: &str) -> Option<Cidr> {
+    match Cidr::parse(s) {
+        Ok(c) => Some(c),
+        Err(CidrError::HostBits { network, .. }) => Some(network),
+        Err(CidrError::Syntax(_)) => None,
     }
 }
 
@@ -73,7 +27,7 @@ pub fn allowed(cidrs: &[String], address: Option<&str>) -> bool {
     };
     cidrs
         .iter()
-        .filter_map(|c| Cidr::parse(c))
+        .filter_map(|c| entry(c.as_str()))
         .any(|c| c.contains(ip))
 }
 
@@ -112,10 +66,23 @@ mod tests {
     }
 
     #[test]
-    fn parse_rejects_bad_cidrs() {
-        for bad in ["", "10.0.0.0/", "10.0.0.0/+1", "10.0.0/8", "::/129", "a/8"] {
-            assert!(Cidr::parse(bad).is_none(), "{bad}");
+    fn entries_follow_core_rules() {
+        // What the service's API refuses never matches here either.
+        for bad in [
+            "",
+            "10.0.0.0/",
+            "10.0.0.0/+8",
+            " 10.0.0.0/8",
+            "010.0.0.0/8",
+            "10.0.0/8",
+            "::/129",
+            "a/8",
+        ] {
+            assert!(entry(bad).is_none(), "{bad:?}");
+            assert!(!allowed(&v(&[bad]), Some("10.0.0.1")), "{bad:?}");
         }
-        assert!(Cidr::parse("::/0").is_some());
+        assert!(entry("::/0").is_some());
+        // Stored before the service refused host bits: read as the network.
+        assert!(allowed(&v(&["10.0.0.1/8"]), Some("10.200.0.1")));
     }
 }

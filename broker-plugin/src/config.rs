@@ -6,6 +6,8 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use devid_core::duration::{Bare, HumanDuration};
+
 /// Every key the plugin understands. Unknown keys are refused (a typo must not silently drop a
 /// setting).
 pub const KNOWN_KEYS: &[&str] = &[
@@ -98,6 +100,9 @@ fn read_file(key: &str, path: &str) -> Result<Vec<u8>, ConfigError> {
     std::fs::read(path).map_err(|e| err(format!("plugin_opt_{key}: cannot read {path}: {e}")))
 }
 
+/// A duration option in core's one grammar ([`HumanDuration`]: `90`, `90s`, `15m`, `12h`, `7d`,
+/// `2w`, `1y`; a bare number is seconds, as these options always took), at least one second and
+/// at most `max` seconds; `default` seconds when the option is absent.
 fn seconds(
     opts: &BTreeMap<String, String>,
     key: &str,
@@ -107,17 +112,14 @@ fn seconds(
     let Some(v) = opts.get(key) else {
         return Ok(Duration::from_secs(default));
     };
-    let n: u64 = v.trim().parse().map_err(|_| {
-        err(format!(
-            "plugin_opt_{key}: {v:?} is not a whole number of seconds"
-        ))
-    })?;
-    if n == 0 || n > max {
+    let d = HumanDuration::parse(v.trim(), Bare::Seconds)
+        .map_err(|e| err(format!("plugin_opt_{key}: {e}")))?;
+    if d.as_secs() > max {
         return Err(err(format!(
-            "plugin_opt_{key}: {n} is out of range (1..={max} seconds)"
+            "plugin_opt_{key}: {d} is out of range (1s to {max}s)"
         )));
     }
-    Ok(Duration::from_secs(n))
+    Ok(d.to_std())
 }
 
 /// PEM blocks with the given tag, as DER.
@@ -477,6 +479,18 @@ mod tests {
             with("max_staleness", "7").expect("ok").max_staleness,
             Duration::from_secs(7)
         );
+        // Core's duration grammar, as for every duration flag and option.
+        assert_eq!(
+            with("max_staleness", "15m").expect("ok").max_staleness,
+            Duration::from_secs(900)
+        );
+        assert_eq!(
+            with("max_staleness", "1w").expect("ok").max_staleness,
+            Duration::from_secs(7 * 86_400)
+        );
+        assert!(with("max_staleness", "8d").is_err(), "over 7 days");
+        assert!(with("max_staleness", "+5").is_err());
+        assert!(with("auth_timeout", "1h30m").is_err());
         assert!(with("auth_timeout", "100000").is_err());
         assert!(with("service_url", "ftp://x").is_err());
         assert!(with("token_file", "/nonexistent/token").is_err());

@@ -144,8 +144,8 @@ pub fn read_csv(path: &Path) -> Result<(Vec<Row>, Vec<Failure>)> {
             )));
             continue;
         }
-        if serial.is_empty() {
-            failures.push(fail("hardware_serial is empty".into()));
+        if let Err(e) = devid_core::HardwareSerial::parse(&serial) {
+            failures.push(fail(format!("hardware_serial {e}")));
             continue;
         }
         if let Some(first) = first_line.get(&serial) {
@@ -168,6 +168,10 @@ pub fn read_csv(path: &Path) -> Result<(Vec<Row>, Vec<Failure>)> {
             .get(model_col)
             .filter(|s| !s.is_empty())
             .map(str::to_string);
+        if let Some(Err(e)) = model.as_deref().map(devid_core::ModelName::parse) {
+            failures.push(fail(e.to_string()));
+            continue;
+        }
         let mut meta = serde_json::Map::new();
         for (i, h) in headers.iter().enumerate() {
             if i == serial_col || i == model_col || Some(i) == client_col {

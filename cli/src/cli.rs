@@ -471,7 +471,7 @@ pub enum TokenCommand {
         /// Factory tokens: the models it may register (comma-separated)
         #[arg(long, value_delimiter = ',')]
         models: Option<Vec<String>>,
-        /// Lifetime: 3600s, 90m, 12h, 30d
+        /// Lifetime: 3600s, 90m, 12h, 30d, 1y (a bare number is seconds)
         #[arg(long)]
         expires: Option<String>,
         /// Write the token to FILE (mode 0600, replaced atomically) instead of printing it

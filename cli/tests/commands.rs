@@ -729,7 +729,8 @@ fn broker_model_and_device_policy_commands() {
     assert_eq!(j["allowed_cidrs"].as_array().expect("cidrs").len(), 2);
     let r = s.devid(&["device", "allowlist", &id, "--clear"]).ok();
     assert!(r.stdout.contains("allowed_cidrs:   any"), "{}", r.stdout);
-    s.devid(&["device", "allowlist", &id, "not-a-cidr"]).code(1);
+    // Refused by core's CIDR rule before anything is sent: a usage error.
+    s.devid(&["device", "allowlist", &id, "not-a-cidr"]).code(2);
     s.devid(&["device", "policy", &id]).code(2);
 }
 

@@ -209,7 +209,10 @@ impl RevocationReason {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterRequest {
+    /// Checked by [`crate::HardwareSerial`] (kept a `String` here so that a bad value gets the
+    /// rule's own 422 rather than a JSON error).
     pub hardware_serial: String,
+    /// Checked by [`crate::ModelName`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
     /// A ClientID burned into firmware. Without it devid makes one (per-model prefix, check
@@ -535,7 +538,8 @@ pub struct AuditPage {
 }
 
 /// `PUT /v1/devices/{client_id}/allowlist`: CIDRs (`10.0.0.0/8`, `2001:db8::/32`, or a single
-/// address) the device may connect from. Empty: anywhere.
+/// address) the device may connect from. Empty: anywhere. Each entry is checked by
+/// [`crate::Cidr`] and stored in its canonical form.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct AllowList {

@@ -5,13 +5,25 @@
 //! - [`api`]: the REST API's request and response types, shared by server, CLI and broker plugin.
 //! - [`protocol`]: the DEVID-1 MQTT v5 enhanced-authentication protocol, sans-IO.
 //! - [`sse`]: an incremental Server-Sent Events parser for clients of the revocation feed.
+//! - [`hwserial`], [`model`], [`cidr`], [`duration`]: the value types with rules
+//!   ([`HardwareSerial`], [`ModelName`], [`Cidr`], [`HumanDuration`]), parsed once and used by
+//!   server, plugin and CLI alike.
 //!
 //! Architecture invariant: this crate does no I/O and knows nothing of tokio, sqlx or sockets;
 //! time and randomness come in as arguments.
 
 pub mod api;
+pub mod cidr;
 pub mod clientid;
 pub mod csr;
+pub mod duration;
+pub mod hwserial;
+pub mod model;
 pub mod profile;
 pub mod protocol;
 pub mod sse;
+
+pub use cidr::Cidr;
+pub use duration::HumanDuration;
+pub use hwserial::HardwareSerial;
+pub use model::ModelName;

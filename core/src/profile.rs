@@ -6,7 +6,7 @@
 //!
 //! Profiles:
 //! - [`Profile::IDevId`]: the device birth certificate of IEEE 802.1AR. Subject CN = ClientID,
-//!   serialNumber (2.5.4.5) = hardware serial, O from the settings; SAN URI
+//!   serialNumber (2.5.4.5) = hardware serial (PrintableString), O from the settings; SAN URI
 //!   `urn:devid:<ClientID>`; keyUsage digitalSignature (critical); EKU clientAuth;
 //!   basicConstraints CA:FALSE (critical); AKI and SKI; a CRL distribution point when
 //!   configured; validity from the settings (default 20 years, or no expiry:
@@ -32,6 +32,7 @@ use ring::rand::SecureRandom;
 use time::OffsetDateTime;
 
 use crate::clientid;
+use crate::hwserial::{self, HardwareSerial};
 
 /// Default validity of a device birth certificate (IDevID).
 pub const DEFAULT_DEVICE_YEARS: u32 = 20;
@@ -43,12 +44,11 @@ pub const BACKDATE_SECS: i64 = 60;
 pub const SERIAL_LEN: usize = 16;
 /// Longest lifetime of an LDevID (operational) certificate: 90 days.
 pub const MAX_LDEVID_LIFETIME_SECS: u64 = 90 * 24 * 3600;
-/// X.520 upper bounds (RFC 5280 appendix A.1): ub-common-name, ub-serial-number,
+/// X.520 upper bounds (RFC 5280 appendix A.1): ub-common-name,
 /// ub-organization-name.
 const UB_COMMON_NAME: usize = 64;
-const UB_SERIAL_NUMBER: usize = 64;
 /// Longest hardware serial a certificate can carry (the X.520 upper bound of serialNumber).
-pub const MAX_HARDWARE_SERIAL_LEN: usize = UB_SERIAL_NUMBER;
+pub const MAX_HARDWARE_SERIAL_LEN: usize = hwserial::MAX_LEN;
 const UB_ORGANIZATION_NAME: usize = 64;
 /// Longest CRL URL accepted.
 const MAX_URL_LEN: usize = 2048;
@@ -392,27 +392,14 @@ fn not_before(now: OffsetDateTime) -> OffsetDateTime {
         .unwrap_or(t)
 }
 
-/// The hardware serial as an X.520 serialNumber value: PrintableString when it fits that
-/// character set (as X.520 asks), UTF8String otherwise.
+/// The hardware serial as an X.520 serialNumber value: always a PrintableString (RFC 5280
+/// appendix A.1), so the serial must pass [`HardwareSerial`]'s rules.
 fn hardware_serial_value(s: &str) -> Result<DnValue, ProfileError> {
-    if s.is_empty() {
-        return Err(ProfileError::HardwareSerial("empty".into()));
-    }
-    let chars = s.chars().count();
-    if chars > UB_SERIAL_NUMBER {
-        return Err(ProfileError::HardwareSerial(format!(
-            "{chars} characters; at most {UB_SERIAL_NUMBER} fit in a certificate"
-        )));
-    }
-    if let Some(c) = s.chars().find(|c| c.is_control()) {
-        return Err(ProfileError::HardwareSerial(format!(
-            "contains the control character {c:?}"
-        )));
-    }
-    match rcgen::string::PrintableString::try_from(s) {
-        Ok(p) => Ok(DnValue::PrintableString(p)),
-        Err(_) => Ok(DnValue::Utf8String(s.to_string())),
-    }
+    let serial =
+        HardwareSerial::parse(s).map_err(|e| ProfileError::HardwareSerial(e.to_string()))?;
+    rcgen::string::PrintableString::try_from(serial.as_str())
+        .map(DnValue::PrintableString)
+        .map_err(|_| ProfileError::HardwareSerial("not a PrintableString".into()))
 }
 
 fn check_organization(o: &str) -> Result<(), ProfileError> {

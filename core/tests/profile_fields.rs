@@ -457,31 +457,62 @@ fn refuses_bad_names_and_settings() {
 }
 
 #[test]
-fn hardware_serial_outside_printable_string_becomes_utf8() {
+fn hardware_serial_is_always_a_printable_string() {
     let ca = test_ca();
     let serial = random_serial(&SystemRandom::new()).expect("serial");
-    let id = DeviceIdentity {
-        client_id: "dev1",
-        hardware_serial: "SN_42#ü",
-    };
-    let params = device_params(
-        Profile::IDevId,
-        &id,
-        &ProfileSettings::default(),
-        &serial,
-        NOW,
-    )
-    .expect("params");
-    let der = sign(&ca, &params);
-    let cert = parse(&der);
     let sn_oid = x509_parser::oid_registry::Oid::from(&[2, 5, 4, 5]).expect("oid");
-    let sn = cert
-        .subject()
-        .iter_by_oid(&sn_oid)
-        .next()
-        .expect("serialNumber");
-    assert_eq!(sn.attr_value().tag(), Tag::Utf8String);
-    assert_eq!(sn.as_str().expect("str"), "SN_42#ü");
+    let max = "9".repeat(64);
+    for h in ["SN 0008 (rev 2)", "a'b+c,d-e.f/g:h=i", max.as_str()] {
+        let id = DeviceIdentity {
+            client_id: "dev1",
+            hardware_serial: h,
+        };
+        let params = device_params(
+            Profile::IDevId,
+            &id,
+            &ProfileSettings::default(),
+            &serial,
+            NOW,
+        )
+        .expect("params");
+        let der = sign(&ca, &params);
+        let cert = parse(&der);
+        let sn = cert
+            .subject()
+            .iter_by_oid(&sn_oid)
+            .next()
+            .expect("serialNumber");
+        assert_eq!(sn.attr_value().tag(), Tag::PrintableString, "{h:?}");
+        assert_eq!(sn.as_str().expect("str"), h);
+    }
+    // Outside PrintableString: refused, never carried as a UTF8String.
+    for h in [
+        "SN_0010@y",
+        "SN 0008*",
+        "SN\u{d6}11",
+        "SN\u{202e}1",
+        "SN_42#\u{fc}",
+        " SN1",
+        "SN?",
+    ] {
+        let id = DeviceIdentity {
+            client_id: "dev1",
+            hardware_serial: h,
+        };
+        assert!(
+            matches!(
+                device_params(
+                    Profile::IDevId,
+                    &id,
+                    &ProfileSettings::default(),
+                    &serial,
+                    NOW
+                ),
+                Err(ProfileError::HardwareSerial(_))
+            ),
+            "{h:?}"
+        );
+    }
 }
 
 #[test]

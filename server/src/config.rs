@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use clap::{Args, Parser, Subcommand};
+use devid_core::duration::{Bare, HumanDuration, Unit};
 use devid_core::profile::Validity;
 use serde::Deserialize;
 
@@ -77,7 +78,7 @@ pub struct Opts {
     /// Organization (O) in issued certificates and the CA's names.
     #[arg(long, env = "DEVID_ORGANIZATION", global = true)]
     pub organization: Option<String>,
-    /// Device certificate validity: `20y`, `365d`, `3600s`, or `none` (notAfter 99991231235959Z) [default: 20y].
+    /// Device certificate validity: a duration with a unit (`20y` calendar years, `365d`, `12w`, `3600s`), or `none` (notAfter 99991231235959Z) [default: 20y].
     #[arg(long, env = "DEVID_CERT_VALIDITY", global = true)]
     pub cert_validity: Option<String>,
     /// Largest request body accepted, in bytes [default: 33554432].
@@ -120,29 +121,29 @@ pub enum ConfigError {
     },
     #[error("config file {path} is invalid: {message}")]
     Parse { path: PathBuf, message: String },
-    #[error("invalid certificate validity {0:?}: use e.g. 20y, 365d, 3600s or none")]
+    #[error("invalid certificate validity: {0}; or none")]
     Validity(String),
     #[error("--database-url must start with postgres:// or postgresql://")]
     DatabaseUrl,
 }
 
-/// Parses `20y`, `365d`, `3600s` or `none`.
+/// Parses a certificate validity: `none`, or a duration in core's grammar with a unit
+/// ([`HumanDuration`]: `20y`, `365d`, `12w`, `3600s`; a bare number is refused, as `20` could
+/// mean years). Years are calendar years; every other unit counts seconds.
 pub fn parse_validity(s: &str) -> Result<Validity, ConfigError> {
-    let err = || ConfigError::Validity(s.to_string());
     let s = s.trim();
     if s.eq_ignore_ascii_case("none") {
         return Ok(Validity::NoExpiry);
     }
-    let (num, unit) = s.split_at(s.len().saturating_sub(1));
-    let n: u64 = num.parse().map_err(|_| err())?;
-    if n == 0 {
-        return Err(err());
-    }
-    match unit {
-        "y" => Ok(Validity::Years(u32::try_from(n).map_err(|_| err())?)),
-        "d" => Ok(Validity::Seconds(n.checked_mul(86_400).ok_or_else(err)?)),
-        "s" => Ok(Validity::Seconds(n)),
-        _ => Err(err()),
+    let d =
+        HumanDuration::parse(s, Bare::Refused).map_err(|e| ConfigError::Validity(e.to_string()))?;
+    match d.unit() {
+        Unit::Years => {
+            Ok(Validity::Years(u32::try_from(d.count()).map_err(|_| {
+                ConfigError::Validity(format!("{s:?} is too long"))
+            })?))
+        }
+        _ => Ok(Validity::Seconds(d.as_secs())),
     }
 }
 
@@ -212,7 +213,13 @@ mod tests {
         assert_eq!(parse_validity("20y").ok(), Some(Validity::Years(20)));
         assert_eq!(parse_validity("2d").ok(), Some(Validity::Seconds(172_800)));
         assert_eq!(parse_validity("none").ok(), Some(Validity::NoExpiry));
-        for bad in ["", "y", "0y", "-1d", "10w", "abc"] {
+        // The one duration grammar: weeks, hours and minutes too.
+        assert_eq!(
+            parse_validity("10w").ok(),
+            Some(Validity::Seconds(6_048_000))
+        );
+        assert_eq!(parse_validity("90m").ok(), Some(Validity::Seconds(5400)));
+        for bad in ["", "y", "0y", "-1d", "+1y", "20", "1y2d", "abc", "1Y"] {
             assert!(parse_validity(bad).is_err(), "{bad}");
         }
     }

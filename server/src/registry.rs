@@ -16,6 +16,7 @@ use devid_core::api::{RegisterRequest, Registered};
 use devid_core::clientid;
 use devid_core::csr::{parse_csr_pem, CheckedCsr};
 use devid_core::profile::{DeviceIdentity, ProfileSettings};
+use devid_core::{HardwareSerial, ModelName};
 use ring::rand::{SecureRandom, SystemRandom};
 use tokio::sync::{mpsc, oneshot};
 
@@ -28,8 +29,6 @@ use crate::store::{
 };
 use crate::timefmt;
 
-const MAX_SERIAL_LEN: usize = devid_core::profile::MAX_HARDWARE_SERIAL_LEN;
-const MAX_MODEL_LEN: usize = 64;
 const MAX_METADATA_BYTES: usize = 16 * 1024;
 /// Most single registrations stored in one shared transaction.
 const MAX_GROUP: usize = 256;
@@ -286,26 +285,10 @@ impl Registry {
         req: RegisterRequest,
         prefixes: &HashMap<String, String>,
     ) -> Result<Checked, ApiError> {
-        let serial = req.hardware_serial.trim();
-        if serial.is_empty() {
-            return Err(ApiError::unprocessable("hardware_serial is empty"));
-        }
-        if serial.len() > MAX_SERIAL_LEN || serial.chars().any(|c| c.is_control()) {
-            return Err(ApiError::unprocessable(format!(
-                "hardware_serial must be at most {MAX_SERIAL_LEN} printable characters"
-            )));
-        }
+        let serial = HardwareSerial::parse(&req.hardware_serial)
+            .map_err(|e| ApiError::unprocessable(format!("hardware_serial {e}")))?;
         if let Some(model) = &req.model {
-            if model.is_empty()
-                || model.len() > MAX_MODEL_LEN
-                || !model
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-            {
-                return Err(ApiError::unprocessable(format!(
-                    "model must be 1 to {MAX_MODEL_LEN} characters of A-Z, a-z, 0-9, '-', '_', '.'"
-                )));
-            }
+            ModelName::parse(model).map_err(|e| ApiError::unprocessable(e.to_string()))?;
         }
         caller.may_register_model(req.model.as_deref())?;
         let metadata = match req.metadata {
@@ -357,7 +340,7 @@ impl Registry {
             }
         };
         Ok(Checked {
-            hardware_serial: serial.to_string(),
+            hardware_serial: serial.into_string(),
             model: req.model,
             client_id,
             client_id_generated: generated,

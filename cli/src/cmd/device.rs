@@ -221,8 +221,11 @@ async fn register(api: &Api, out: OutputFormat, a: RegisterArgs) -> Result<ExitC
         devid_core::clientid::validate(id)
             .map_err(|e| CliError::usage(format!("--client-id {id:?}: {e}")))?;
     }
-    if a.serial.trim().is_empty() {
-        return Err(CliError::usage("--serial must not be empty"));
+    devid_core::HardwareSerial::parse(&a.serial)
+        .map_err(|e| CliError::usage(format!("--serial {e}")))?;
+    if let Some(model) = &a.model {
+        devid_core::ModelName::parse(model)
+            .map_err(|e| CliError::usage(format!("--model: {e}")))?;
     }
     let metadata = parse_metadata(&a.metadata)?;
     super::create_dir(&a.out)?;

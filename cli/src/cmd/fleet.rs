@@ -105,6 +105,15 @@ pub async fn allowlist(
     id: &str,
     cidrs: Vec<String>,
 ) -> Result<ExitCode> {
+    // Core's CIDR rule, checked before sending; the canonical form is sent.
+    let cidrs = cidrs
+        .iter()
+        .map(|c| {
+            devid_core::Cidr::parse(c)
+                .map(|c| c.to_string())
+                .map_err(|e| CliError::usage(e.to_string()))
+        })
+        .collect::<Result<Vec<String>>>()?;
     let s: DeviceStatus = api
         .put(
             &format!("/v1/devices/{}/allowlist", seg(id)),
@@ -112,6 +121,13 @@ pub async fn allowlist(
         )
         .await?;
     print_status(out, &s)
+}
+
+/// A model name by core's rule: anything else could not be reached as a URL path segment.
+fn check_model(model: &str) -> Result<()> {
+    devid_core::ModelName::parse(model)
+        .map(drop)
+        .map_err(|e| CliError::usage(e.to_string()))
 }
 
 fn model_fields(m: &ModelSettings) -> Vec<(&'static str, String)> {
@@ -165,6 +181,7 @@ pub async fn model(api: &Api, out: OutputFormat, c: ModelCommand) -> Result<Exit
             }
         }
         ModelCommand::Show { model } => {
+            check_model(&model)?;
             let m: ModelSettings = api.get(&format!("/v1/models/{}", seg(&model))).await?;
             match out {
                 OutputFormat::Json => super::print_json(&m),
@@ -178,6 +195,7 @@ pub async fn model(api: &Api, out: OutputFormat, c: ModelCommand) -> Result<Exit
             subscribe,
             message_auth: ma,
         } => {
+            check_model(&model)?;
             message_auth(&ma)?;
             if let Some(p) = &prefix {
                 devid_core::clientid::validate_prefix(p)

@@ -131,26 +131,12 @@ pub fn parse_reason(s: &str) -> Result<RevocationReason> {
     }
 }
 
-/// `3600`, `3600s`, `90m`, `12h`, `30d`, `2w` as seconds.
+/// A duration in core's one grammar ([`devid_core::HumanDuration`]: `3600`, `3600s`, `90m`,
+/// `12h`, `30d`, `2w`, `1y`; a bare number is seconds, a year 365 days) as seconds.
 pub fn parse_duration(s: &str) -> Result<u64> {
-    let s = s.trim();
-    let (num, mult) = match s.char_indices().last() {
-        Some((i, 's')) => (&s[..i], 1),
-        Some((i, 'm')) => (&s[..i], 60),
-        Some((i, 'h')) => (&s[..i], 3600),
-        Some((i, 'd')) => (&s[..i], 86_400),
-        Some((i, 'w')) => (&s[..i], 7 * 86_400),
-        _ => (s, 1),
-    };
-    num.parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(mult))
-        .filter(|n| *n > 0)
-        .ok_or_else(|| {
-            CliError::usage(format!(
-                "{s:?} is not a duration; use e.g. 3600s, 90m, 12h, 30d"
-            ))
-        })
+    s.parse::<devid_core::HumanDuration>()
+        .map(|d| d.as_secs())
+        .map_err(|e| CliError::usage(e.to_string()))
 }
 
 /// An RFC 3339 time, or an age (`24h`, `7d`) counted back from now, as RFC 3339 UTC.
@@ -168,7 +154,10 @@ pub fn parse_since(s: &str) -> Result<String> {
         ))
     })?;
     let secs = i64::try_from(secs).map_err(|_| CliError::usage(format!("{s:?} is too long")))?;
-    let t = time::OffsetDateTime::now_utc() - time::Duration::seconds(secs);
+    let t = time::OffsetDateTime::now_utc()
+        .checked_sub(time::Duration::seconds(secs))
+        .filter(|t| t.year() >= 1)
+        .ok_or_else(|| CliError::usage(format!("{s:?} reaches back too far")))?;
     t.replace_nanosecond(0)
         .unwrap_or(t)
         .format(&Rfc3339)
@@ -339,7 +328,9 @@ mod tests {
         assert_eq!(parse_duration("30d").expect("ok"), 30 * 86_400);
         assert_eq!(parse_duration("90m").expect("ok"), 5400);
         assert_eq!(parse_duration("3600").expect("ok"), 3600);
+        assert_eq!(parse_duration("1y").expect("ok"), 365 * 86_400);
         assert!(parse_duration("0s").is_err());
+        assert!(parse_duration(" 1h").is_err());
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("").is_err());
     }
@@ -353,6 +344,7 @@ mod tests {
         let s = parse_since("1h").expect("ok");
         assert!(s.ends_with('Z'), "{s}");
         assert!(parse_since("yesterday").is_err());
+        assert!(parse_since("3000y").is_err(), "before year 1");
     }
 
     #[test]

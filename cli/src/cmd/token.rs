@@ -45,6 +45,10 @@ pub async fn run(api: &Api, out: OutputFormat, c: TokenCommand) -> Result<ExitCo
             if models.is_some() && role != Role::Factory {
                 return Err(CliError::usage("--models applies to factory tokens only"));
             }
+            for m in models.iter().flatten() {
+                devid_core::ModelName::parse(m)
+                    .map_err(|e| CliError::usage(format!("--models: {e}")))?;
+            }
             let expires_in = expires.as_deref().map(super::parse_duration).transpose()?;
             let req = CreateTokenRequest {
                 role,

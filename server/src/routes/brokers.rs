@@ -11,6 +11,7 @@ use devid_core::api::{
 use devid_core::clientid;
 use devid_core::csr::parse_csr_pem;
 use devid_core::profile::{ProfileSettings, Validity};
+use devid_core::ModelName;
 
 use crate::app::{ApiJson, ApiQuery, AppState, NoQuery};
 use crate::auth::Caller;
@@ -130,17 +131,9 @@ async fn events(
 }
 
 fn check_model_name(model: &str) -> Result<(), ApiError> {
-    if model.is_empty()
-        || model.len() > 64
-        || !model
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-    {
-        return Err(ApiError::unprocessable(
-            "model must be 1 to 64 characters of A-Z, a-z, 0-9, '-', '_', '.'",
-        ));
-    }
-    Ok(())
+    ModelName::parse(model)
+        .map(drop)
+        .map_err(|e| ApiError::unprocessable(e.to_string()))
 }
 
 async fn list_models(

@@ -5,6 +5,7 @@ use axum::http::StatusCode;
 use axum::routing::{delete, post};
 use axum::{Json, Router};
 use devid_core::api::{CreateTokenRequest, CreatedToken, Role, TokenInfo, TokenList};
+use devid_core::ModelName;
 
 use crate::app::{ApiJson, ApiQuery, AppState, NoQuery};
 use crate::auth::{new_token, Caller};
@@ -52,6 +53,9 @@ async fn create(
             return Err(ApiError::unprocessable(
                 "models, when given, must name at least one model",
             ));
+        }
+        for model in req.models.iter().flatten() {
+            ModelName::parse(model).map_err(|e| ApiError::unprocessable(e.to_string()))?;
         }
         let expires_at = match req.expires_in {
             None => None,
