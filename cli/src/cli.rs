@@ -321,15 +321,17 @@ run on the same --out while one is working is refused with exit code 5.";
 
 #[derive(Debug, Args)]
 pub struct RegisterArgs {
-    /// Hardware serial number
+    /// Hardware serial number: 1-64 of A-Z a-z 0-9, space and ' ( ) + , - . / : = (no space at
+    /// either end)
     #[arg(long)]
     pub serial: String,
+    /// Model: 1-64 of A-Z a-z 0-9 - _ . (not dots alone)
     #[arg(long)]
     pub model: Option<String>,
-    /// A ClientID burned into firmware (default: devid makes one)
+    /// A ClientID burned into firmware, at most 23 of 0-9 A-Z a-z (default: devid makes one)
     #[arg(long)]
     pub client_id: Option<String>,
-    /// PEM CSR made on the device
+    /// PEM CSR made on the device, with an ECDSA P-256 key (the only kind accepted)
     #[arg(
         long,
         value_name = "FILE",

@@ -201,3 +201,22 @@ fn allowlist_refuses_what_core_refuses_and_sends_the_canonical_form() {
         serde_json::json!(["2001:db8::/32", "192.0.2.7"])
     );
 }
+
+/// A person at the line reads the rules where they type: `devid device register --help`.
+#[test]
+fn register_help_names_the_input_rules() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let r = common::run_in(d.path(), &[], &["device", "register", "--help"]).ok();
+    for rule in [
+        "ECDSA P-256",
+        "1-64 of A-Z a-z 0-9, space and ' ( ) + , - . / : =",
+        "1-64 of A-Z a-z 0-9 - _ . (not dots alone)",
+        "at most 23 of 0-9 A-Z a-z",
+    ] {
+        assert!(
+            r.stdout.contains(rule),
+            "--help lacks {rule:?}:\n{}",
+            r.stdout
+        );
+    }
+}
