@@ -5,7 +5,8 @@ Reuses device/scripts/bench.py's setup: a devid-server (temp data dir), --device
 devices plus two publishers (message_auth off / required), a broker certificate and token, and
 Mosquitto 2.0.11 with the devid plugin on a plain 127.0.0.1 listener (per-address handshake
 bounds lifted, as in bench.py). Then, alternating the two clients (agent, eval, agent, eval, ...)
-for --rounds rounds: full-handshake connects (concurrency 32) and publishes (256 B, QoS 0 and 1,
+for --rounds rounds: full-handshake connects (concurrency 32; the crate with its default
+outgoing in-flight bound and with 64) and publishes (256 B, QoS 0 and 1,
 no protection), and once the capability check (MAC user properties, re-authentication).
 Prints every result as JSON and a table of medians with min-max.
 
@@ -135,13 +136,16 @@ def main():
             return
         results = {}
         for _ in range(a.rounds):
-            for client in ("devid-agent", "rumqttc-v5-next"):
+            for client in ("devid-agent", "rumqttc-v5-next", "rumqttc-v5-next, in-flight bound 64"):
                 if client == "devid-agent":
                     cmd = [agent, "bench", "connect", *brk, "--devices", fleet, "--mode", "devid1",
                            "--concurrency", str(a.concurrency), "--duration", str(a.duration), "--json"]
                 else:
                     cmd = [evalbin, "connect", *brk, "--devices", fleet,
                            "--concurrency", str(a.concurrency), "--duration", str(a.duration)]
+                    if "64" in client:
+                        # The crate's default bound is 65535, and per-connection tables follow it.
+                        cmd += ["--inflight", "64"]
                 results.setdefault(("connect", client), []).append(run(cmd))
             for qos in (0, 1):
                 for client in ("devid-agent", "rumqttc-v5-next"):

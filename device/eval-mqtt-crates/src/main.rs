@@ -299,6 +299,8 @@ async fn run_connect(a: &Args) -> Res<serde_json::Value> {
     }
     let concurrency = a.num("concurrency", 32usize)?.min(configs.len()).max(1);
     let duration = a.num("duration", 10.0f64)?;
+    // The crate's default outgoing in-flight bound is 65535 (per-connection tables sized by it).
+    let inflight: Option<u16> = a.0.get("inflight").and_then(|v| v.parse().ok());
     let configs = Arc::new(configs);
     let cpu0 = cpu_seconds(None);
     let bcpu0 = c.broker_pid.and_then(|p| cpu_seconds(Some(p)));
@@ -317,7 +319,7 @@ async fn run_connect(a: &Args) -> Res<serde_json::Value> {
                 let cfg = &configs[mine[k % mine.len()]];
                 k += 1;
                 let t = Instant::now();
-                let r = match connect(cfg, &broker, 10, None).await {
+                let r = match connect(cfg, &broker, 10, inflight).await {
                     Ok((client, mut el, _, _)) => disconnect(&client, &mut el).await,
                     Err(e) => Err(e),
                 };
@@ -351,6 +353,7 @@ async fn run_connect(a: &Args) -> Res<serde_json::Value> {
         "client": "rumqttc-v5-next",
         "bench": "connect",
         "mode": "devid1",
+        "inflight_limit": inflight,
         "concurrency": concurrency,
         "seconds": secs,
         "connects": lat.len(),
@@ -440,15 +443,14 @@ async fn run_publish(a: &Args) -> Res<serde_json::Value> {
     let mut producer = Some(producer);
     loop {
         tokio::select! {
-            ev = el.poll() => match ev.map_err(|e| e.to_string())? {
-                Event::Incoming(Packet::PubAck(p)) => {
+            ev = el.poll() => {
+                if let Event::Incoming(Packet::PubAck(p)) = ev.map_err(|e| e.to_string())? {
                     let code = format!("{:?}", p.reason);
                     if !accepted(&code) {
                         *errors.entry(format!("PUBACK {code}")).or_default() += 1;
                     }
                     acked += 1;
                 }
-                _ => {}
             },
             r = async { producer.as_mut().expect("polled only while running").await }, if producer.is_some() => {
                 producer = None;
@@ -518,10 +520,7 @@ async fn run_check(a: &Args) -> Res<serde_json::Value> {
     let maced = publish_once(&client, &mut el, &topic, Some(&mut signer)).await?;
     // Re-authentication: AUTH 0x19 with a new ClientHello, 0x18, our AUTH, 0x00 with ServerFinish.
     // With no data given, the crate asks `Authenticator::start` (kind Reauthentication) for it.
-    client
-        .reauth(None)
-        .await
-        .map_err(|e| e.to_string())?;
+    client.reauth(None).await.map_err(|e| e.to_string())?;
     loop {
         match el.poll().await.map_err(|e| e.to_string())? {
             Event::Auth(AuthEvent::Succeeded {
