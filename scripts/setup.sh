@@ -2,8 +2,14 @@
 # Makes sure what the tests need is installed and running: openssl (an independent checker),
 # Mosquitto 2.0 (the real broker the end-to-end tests start on their own ports) and its stock
 # clients mosquitto_pub/mosquitto_sub (the mutual-TLS end-to-end test), and PostgreSQL
-# at 127.0.0.1:5432 with trust auth. Idempotent; installs from Debian's packages when missing.
+# at 127.0.0.1:5432 with trust auth, and cargo-machete (the unused-dependency check of .ci/run).
+# Idempotent; installs from Debian's packages and crates.io when missing.
 set -euo pipefail
+
+if ! command -v cargo-machete >/dev/null 2>&1; then
+  echo "setup: installing cargo-machete"
+  cargo install --locked --quiet cargo-machete --version 0.9.2
+fi
 
 need_apt=()
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)

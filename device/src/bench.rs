@@ -212,8 +212,8 @@ fn load_devices(b: &ConnectBench) -> Result<Vec<Device>, Failure> {
     Ok(devices)
 }
 
-/// Process CPU time (user + system) from /proc/PID/stat, in seconds. Clock ticks are 100 Hz on
-/// Linux x86-64 (USER_HZ), which /proc reports in regardless of the kernel's HZ.
+/// Process CPU time (user + system) from /proc/PID/stat, in seconds. /proc counts it in clock
+/// ticks (USER_HZ, see [`clock_ticks_per_second`]).
 fn cpu_seconds(pid: Option<u32>) -> Option<f64> {
     let path = match pid {
         Some(p) => format!("/proc/{p}/stat"),
@@ -225,7 +225,24 @@ fn cpu_seconds(pid: Option<u32>) -> Option<f64> {
     let f: Vec<&str> = rest.split_whitespace().collect();
     let utime: f64 = f.get(11)?.parse().ok()?;
     let stime: f64 = f.get(12)?.parse().ok()?;
-    Some((utime + stime) / 100.0)
+    Some((utime + stime) / clock_ticks_per_second()?)
+}
+
+/// The clock ticks per second /proc counts CPU time in (what `sysconf(_SC_CLK_TCK)` returns):
+/// the kernel hands it to every process in its auxiliary vector as `AT_CLKTCK`, which
+/// /proc/self/auxv lists as pairs of native words. None when it cannot be read.
+fn clock_ticks_per_second() -> Option<f64> {
+    static TICKS: std::sync::OnceLock<Option<f64>> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        const AT_CLKTCK: usize = 17;
+        let auxv = std::fs::read("/proc/self/auxv").ok()?;
+        let word = std::mem::size_of::<usize>();
+        auxv.chunks_exact(2 * word).find_map(|pair| {
+            let key = usize::from_ne_bytes(pair[..word].try_into().ok()?);
+            let value = usize::from_ne_bytes(pair[word..].try_into().ok()?);
+            (key == AT_CLKTCK && value > 0).then_some(value as f64)
+        })
+    })
 }
 
 /// Per-worker results.
@@ -558,4 +575,25 @@ async fn run_connect(b: ConnectBench) -> Result<(), Failure> {
         return Err(Failure::failed("no connect succeeded"));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clock_ticks_are_the_systems() {
+        // getconf asks sysconf(_SC_CLK_TCK): an independent reading of the same value.
+        let out = std::process::Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .expect("getconf runs");
+        let expected: f64 = String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .expect("getconf prints a number");
+        assert_eq!(clock_ticks_per_second(), Some(expected));
+        let cpu = cpu_seconds(None).expect("this process's CPU time");
+        assert!(cpu >= 0.0, "{cpu}");
+    }
 }

@@ -2,10 +2,8 @@
 
 use std::sync::Arc;
 
-use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, MatchedPath, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts};
 use axum::http::request::Parts;
-use axum::middleware::Next;
-use axum::response::Response;
 use axum::Router;
 use devid_core::profile::ProfileSettings;
 use tokio::sync::watch;
@@ -115,7 +113,8 @@ pub struct NoQuery {}
 
 pub fn app(state: AppState) -> Router {
     let limit = state.settings.max_body_bytes;
-    Router::new()
+    let metrics = state.metrics.clone();
+    let routes = Router::new()
         .merge(routes::ops::router())
         .merge(routes::ca::router())
         .merge(routes::devices::router())
@@ -128,24 +127,7 @@ pub fn app(state: AppState) -> Router {
             crate::edge::refuse_control_characters,
         ))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            count_requests,
-        ))
         .layer(DefaultBodyLimit::max(limit))
-        .layer(axum::middleware::from_fn(crate::edge::problem_documents))
-        .with_state(state)
-}
-
-async fn count_requests(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let method = req.method().as_str().to_string();
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
-    let response = next.run(req).await;
-    state
-        .metrics
-        .request(&method, &route, response.status().as_u16());
-    response
+        .with_state(state);
+    crate::edge::layers(routes, metrics)
 }

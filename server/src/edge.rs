@@ -9,17 +9,145 @@
 //!   those axum makes itself (405 with its `Allow` header, rejections of path parameters).
 //! - [`query_fields`]: the parameter names a query type takes, so that
 //!   [`ApiQuery`](crate::app::ApiQuery) refuses the others.
+//! - [`layers`]: the stack around every route, outermost first: the request id and its tracing
+//!   span ([`request_context`]), problem documents, request metrics, and the panic guard (a
+//!   panicking handler answers a problem+json 500 and the panic is logged).
+
+use std::any::Any;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{FromRequest, FromRequestParts, Request, State};
-use axum::http::{header, HeaderValue, Method, Uri};
+use axum::extract::{FromRequest, FromRequestParts, MatchedPath, Request, State};
+use axum::http::{header, HeaderName, HeaderValue, Method, Uri};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use axum::Router;
 use serde::de::{self, Deserializer, Visitor};
+use tower_http::catch_panic::CatchPanicLayer;
+use tracing::Instrument;
 
 use crate::app::AppState;
 use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::metrics::Metrics;
+
+/// The header that carries a request's id, in both directions.
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The longest incoming request id kept as it is.
+pub const MAX_REQUEST_ID_LEN: usize = 64;
+
+/// Wraps `router` (every route and the fallback) in the layers every request passes, outermost
+/// first: [`request_context`], [`problem_documents`], request metrics, and the panic guard.
+/// The panic guard is innermost so that a panic's 500 is counted, turned into a problem document
+/// and answered with the request id like any other response.
+pub fn layers(router: Router, metrics: Arc<Metrics>) -> Router {
+    router
+        .layer(CatchPanicLayer::custom(
+            answer_panic as fn(Box<dyn Any + Send + 'static>) -> Response,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            metrics,
+            count_requests,
+        ))
+        .layer(axum::middleware::from_fn(problem_documents))
+        .layer(axum::middleware::from_fn(request_context))
+}
+
+/// The answer to a handler that panicked: a problem+json 500 (the panic message is logged, in
+/// the request's span, and not sent).
+fn answer_panic(panic: Box<dyn Any + Send + 'static>) -> Response {
+    let message = panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)");
+    ApiError::Internal(format!("handler panicked: {message}")).into_response()
+}
+
+async fn count_requests(State(metrics): State<Arc<Metrics>>, req: Request, next: Next) -> Response {
+    let method = req.method().as_str().to_string();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+    let response = next.run(req).await;
+    metrics.request(&method, &route, response.status().as_u16());
+    response
+}
+
+/// Gives the request an id (the caller's `x-request-id` when well-formed, see
+/// [`valid_request_id`], else a new one), runs it inside one tracing span that carries the id,
+/// method and path (so every log line of the request names it), logs its status and latency at
+/// info when the response is ready, and echoes the id in the response's `x-request-id`.
+pub async fn request_context(mut req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let id = match req.headers().get(&REQUEST_ID) {
+        Some(v) if valid_request_id(v.as_bytes()) => v.clone(),
+        _ => {
+            let v = new_request_id();
+            req.headers_mut().insert(REQUEST_ID, v.clone());
+            v
+        }
+    };
+    let span = tracing::info_span!(
+        "request",
+        id = %id.to_str().unwrap_or_default(),
+        method = %req.method(),
+        path = %req.uri().path(),
+    );
+    let mut response = async {
+        let response = next.run(req).await;
+        tracing::info!(
+            status = response.status().as_u16(),
+            latency_us = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX),
+            "request done"
+        );
+        response
+    }
+    .instrument(span)
+    .await;
+    response.headers_mut().insert(REQUEST_ID, id);
+    response
+}
+
+/// Whether an incoming request id is kept: 1 to [`MAX_REQUEST_ID_LEN`] characters from
+/// `A-Z a-z 0-9 - _ .` (safe in a header, a log line and a JSON string as they are).
+pub fn valid_request_id(id: &[u8]) -> bool {
+    (1..=MAX_REQUEST_ID_LEN).contains(&id.len())
+        && id
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// A new request id: 16 lowercase hex digits, distinct for every request of this process and
+/// unpredictable across processes (a counter from a random start, passed through a bijective
+/// mix), made without a system call.
+fn new_request_id() -> HeaderValue {
+    static SEED: OnceLock<u64> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let seed = *SEED.get_or_init(|| {
+        use ring::rand::SecureRandom;
+        let mut b = [0u8; 8];
+        // Without the system's randomness the ids are still distinct within the process.
+        let _ = ring::rand::SystemRandom::new().fill(&mut b);
+        u64::from_ne_bytes(b)
+    });
+    let n = seed.wrapping_add(COUNTER.fetch_add(1, Ordering::Relaxed));
+    let mut out = [0u8; 16];
+    hex::encode_to_slice(splitmix64(n).to_be_bytes(), &mut out).unwrap_or_default();
+    HeaderValue::from_bytes(&out).unwrap_or_else(|_| HeaderValue::from_static("0"))
+}
+
+/// SplitMix64's output function: a bijection on u64, so distinct counters give distinct ids.
+fn splitmix64(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
 
 /// The audit action of a request refused here.
 pub const REFUSED_ACTION: &str = "request.refused";
@@ -242,6 +370,25 @@ mod tests {
         assert!(uri_problem(&uri("/v1/devices/%41b%")).is_none());
         let p = uri_problem(&uri("/v1/audit?actor=%00")).unwrap_or_default();
         assert!(p.contains("actor"), "{p}");
+    }
+
+    #[test]
+    fn request_ids() {
+        assert!(valid_request_id(b"abc-123_X.y"));
+        assert!(valid_request_id(&[b'a'; MAX_REQUEST_ID_LEN]));
+        assert!(!valid_request_id(&[b'a'; MAX_REQUEST_ID_LEN + 1]));
+        assert!(!valid_request_id(b""));
+        assert!(!valid_request_id(b"a b"));
+        assert!(!valid_request_id(b"a\"b"));
+        assert!(!valid_request_id("é".as_bytes()));
+        let a = new_request_id();
+        let b = new_request_id();
+        assert_ne!(a, b);
+        for id in [a, b] {
+            assert_eq!(id.len(), 16);
+            assert!(id.as_bytes().iter().all(|c| c.is_ascii_hexdigit()));
+            assert!(valid_request_id(id.as_bytes()));
+        }
     }
 
     #[test]

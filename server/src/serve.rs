@@ -25,8 +25,10 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colours only on a terminal: a log file or journal gets plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     if std::env::var("DEVID_LOG_FORMAT").is_ok_and(|v| v == "json") {
         let _ = builder.json().try_init();
