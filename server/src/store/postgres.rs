@@ -378,20 +378,24 @@ async fn lookup_keys(
     Ok(keys)
 }
 
+/// The ids `insert_devices` gave the devices, in the order of `devs`.
+fn device_ids(devs: &[&NewDevice], ids: &HashMap<String, i64>) -> Result<Vec<i64>, StoreError> {
+    devs.iter()
+        .map(|d| {
+            ids.get(&d.hardware_serial)
+                .copied()
+                .ok_or_else(|| corrupt("inserted device id for serial", &d.hardware_serial))
+        })
+        .collect()
+}
+
 /// Binds each new device's key to it.
 async fn insert_device_keys(
     tx: &mut Tx,
     devs: &[&NewDevice],
     ids: &HashMap<String, i64>,
 ) -> Result<(), StoreError> {
-    let device_ids = devs
-        .iter()
-        .map(|d| {
-            ids.get(&d.hardware_serial)
-                .copied()
-                .ok_or_else(|| corrupt("inserted device id for serial", &d.hardware_serial))
-        })
-        .collect::<Result<Vec<i64>, _>>()?;
+    let device_ids = device_ids(devs, ids)?;
     sqlx::query(
         "INSERT INTO device_keys (spki_sha256, device_id) \
          SELECT * FROM UNNEST($1::bytea[], $2::int8[])",
@@ -438,14 +442,7 @@ async fn insert_certificates(
     devs: &[&NewDevice],
     ids: &HashMap<String, i64>,
 ) -> Result<(), StoreError> {
-    let device_ids = devs
-        .iter()
-        .map(|d| {
-            ids.get(&d.hardware_serial)
-                .copied()
-                .ok_or_else(|| corrupt("inserted device id for serial", &d.hardware_serial))
-        })
-        .collect::<Result<Vec<i64>, _>>()?;
+    let device_ids = device_ids(devs, ids)?;
     sqlx::query(
         "INSERT INTO certificates (serial, device_id, fingerprint, der, not_before, not_after, \
          profile, csr_sha256, created_at, spki_sha256) \
