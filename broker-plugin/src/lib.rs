@@ -9,6 +9,7 @@
 //! - [`engine`]: the broker-thread logic (no FFI), keyed by connection;
 //! - [`devid1`]: the adapter to `devid_core::protocol`'s server half, plus the mutual-TLS check;
 //! - [`service`]: the background thread (revocation feed, device status, events);
+//! - [`refusal`]: why a device or a message is refused (reason code, name, log text);
 //! - [`state`], [`policy`], [`cidr`], [`config`]: safe building blocks.
 //!
 //! Configuration: see README / `docs` (`plugin_opt_service_url`, `token_file`, `trust_anchor`,
@@ -25,6 +26,7 @@ pub mod devid1;
 pub mod engine;
 pub mod ffi;
 pub mod policy;
+pub mod refusal;
 pub mod service;
 pub mod state;
 
@@ -537,7 +539,7 @@ unsafe fn on_acl(p: &Plugin, ev: &mosquitto_evt_acl_check) -> c_int {
 }
 
 /// Incoming PUBLISH: only devid-authenticated clients may publish at all; per-message
-/// authentication (issue 5) decides; `devid-*` user properties a client sent itself are always
+/// authentication decides; `devid-*` user properties a client sent itself are always
 /// stripped, and `devid-verified` = ClientID is added to verified messages, so subscribers can
 /// trust it.
 ///

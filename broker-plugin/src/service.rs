@@ -9,6 +9,8 @@
 //! - device status: fetch `GET /v1/devices/{id}/status` when the broker thread asks.
 //! - events: batch connection events and `POST /v1/events` them about once a second.
 
+#![deny(unsafe_code)]
+
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 

@@ -9,6 +9,8 @@
 //! - `contact`: the unix time (seconds) of the last successful contact with the service, written
 //!   often and kept apart so that it stays cheap.
 
+#![deny(unsafe_code)]
+
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;

@@ -602,6 +602,10 @@ pub struct ConnectionEvent {
     /// For failures: the logged reason (never sent to the device).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// For failures: the refusal's kind, a stable snake_case name (`device_revoked`,
+    /// `hello_rate`, `bad_signature`, ...) to count refusals by; `reason` is the prose.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refusal: Option<String>,
     /// Broker name, when the broker knows it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub broker: Option<String>,
