@@ -14,7 +14,7 @@ use devid_core::protocol::{
 use ring::rand::SystemRandom;
 use rustls_pki_types::UnixTime;
 
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::engine::{MessageCheck, MessageRefusal, Refusal, ServerSide, Verified};
 
 /// How many verified device certificates are cached (by fingerprint).
@@ -33,20 +33,20 @@ pub struct Devid1Server {
 }
 
 impl Devid1Server {
-    pub fn new(c: &Config) -> Result<Self, String> {
+    pub fn new(c: &Config) -> Result<Self, ConfigError> {
         let signer = EcdsaSigner::from_pkcs8_der(&c.broker_key_der)
-            .map_err(|e| format!("plugin_opt_broker_key: {e}"))?;
+            .map_err(|e| ConfigError(format!("plugin_opt_broker_key: {e}")))?;
         let mut config = ServerConfig::new(
             &c.trust_anchor_der,
             c.broker_chain_der.clone(),
             Arc::new(signer),
         )
-        .map_err(|e| format!("plugin_opt_broker_cert/broker_key: {e}"))?
+        .map_err(|e| ConfigError(format!("plugin_opt_broker_cert/broker_key: {e}")))?
         .with_cert_cache(Arc::new(MemoryCertCache::new(CERT_CACHE)))
         .with_timeout(c.auth_timeout.as_secs());
         if let Some(text) = &c.ticket_keys {
-            let keys =
-                TicketKeys::parse(text).map_err(|e| format!("plugin_opt_ticket_key_file: {e}"))?;
+            let keys = TicketKeys::parse(text)
+                .map_err(|e| ConfigError(format!("plugin_opt_ticket_key_file: {e}")))?;
             config = config.with_ticket_keys(keys, c.ticket_lifetime);
         }
         Ok(Devid1Server {

@@ -3,7 +3,7 @@
 //! TICK event drains.
 //!
 //! Inside the thread a current-thread tokio runtime runs three jobs:
-//! - the revocation feed: catch up with `GET /v1/revocations?since=N`, then follow
+//! - the device feed (revocations and `updated` settings entries): catch up with `GET /v1/revocations?since=N`, then follow
 //!   `/v1/revocations/stream` (SSE, resumed with `Last-Event-ID`); on any error, back off and
 //!   start again from the persisted seq. While the stream is open the service counts as reachable.
 //! - device status: fetch `GET /v1/devices/{id}/status` when the broker thread asks.
@@ -22,7 +22,7 @@ use devid_core::sse::SseParser;
 use futures::StreamExt;
 use tokio::sync::{mpsc, watch};
 
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::state::{self, Applied, Recheck, RevocationState};
 
 /// Broker thread -> service thread.
@@ -188,7 +188,7 @@ impl Ctx {
     }
 }
 
-fn http_client(config: &Config) -> Result<reqwest::Client, String> {
+fn http_client(config: &Config) -> Result<reqwest::Client, StartError> {
     // The plugin never touches the process-wide rustls provider: Mosquitto is not our process.
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
@@ -196,15 +196,23 @@ fn http_client(config: &Config) -> Result<reqwest::Client, String> {
         .add(rustls_pki_types::CertificateDer::from(
             config.trust_anchor_der.clone(),
         ))
-        .map_err(|e| format!("trust anchor unusable for TLS to the service: {e}"))?;
+        .map_err(|e| {
+            StartError::Config(ConfigError(format!(
+                "trust anchor unusable for TLS to the service: {e}"
+            )))
+        })?;
     let tls = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS setup: {e}"))?
+        .map_err(|e| StartError::Tls(e.to_string()))?
         .with_root_certificates(roots)
         .with_no_client_auth();
     let mut headers = reqwest::header::HeaderMap::new();
     let mut auth = reqwest::header::HeaderValue::from_str(&format!("Bearer {}", config.token))
-        .map_err(|_| "the token holds characters not allowed in an HTTP header".to_string())?;
+        .map_err(|_| {
+            StartError::Config(ConfigError(
+                "the token holds characters not allowed in an HTTP header".into(),
+            ))
+        })?;
     auth.set_sensitive(true);
     headers.insert(reqwest::header::AUTHORIZATION, auth);
     reqwest::Client::builder()
@@ -213,11 +221,24 @@ fn http_client(config: &Config) -> Result<reqwest::Client, String> {
         .connect_timeout(Duration::from_secs(3))
         .no_proxy()
         .build()
-        .map_err(|e| format!("HTTP client: {e}"))
+        .map_err(|e| StartError::Tls(e.to_string()))
+}
+
+/// Why the background thread could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    #[error("HTTP client (TLS) setup: {0}")]
+    Tls(String),
+    #[error("cannot start the service runtime: {0}")]
+    Runtime(std::io::Error),
+    #[error("cannot start the service thread: {0}")]
+    Thread(std::io::Error),
 }
 
 /// Starts the background thread. The caller has loaded the cached state into `shared`.
-pub fn start(config: Config, shared: Arc<Mutex<Shared>>) -> Result<Handle, String> {
+pub fn start(config: Config, shared: Arc<Mutex<Shared>>) -> Result<Handle, StartError> {
     let http = http_client(&config)?;
     let (to_service, rx) = mpsc::channel(MAX_PENDING_EVENTS);
     let (out, from_service) = std::sync::mpsc::channel();
@@ -231,7 +252,7 @@ pub fn start(config: Config, shared: Arc<Mutex<Shared>>) -> Result<Handle, Strin
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| format!("cannot start the service runtime: {e}"))?;
+        .map_err(StartError::Runtime)?;
     let thread = std::thread::Builder::new()
         .name("devid-service".into())
         .spawn(move || {
@@ -239,7 +260,7 @@ pub fn start(config: Config, shared: Arc<Mutex<Shared>>) -> Result<Handle, Strin
             // Do not let a stuck DNS lookup (a blocking task) hold up the broker's shutdown.
             runtime.shutdown_timeout(Duration::from_secs(1));
         })
-        .map_err(|e| format!("cannot start the service thread: {e}"))?;
+        .map_err(StartError::Thread)?;
     Ok(Handle {
         to_service,
         from_service,
