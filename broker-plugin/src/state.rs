@@ -1,4 +1,4 @@
-//! The plugin's revocation state and device-status cache: what the revocation feed said, what the
+//! The plugin's revocation state and device-status cache: what the device feed said, what the
 //! service said about each device, and when the service was last heard from. Persisted in
 //! `state_dir` so a broker restarted while the service is down still knows every revocation it
 //! saw.

@@ -320,7 +320,7 @@ pub struct CertificateInfo {
     pub not_before: String,
     pub not_after: String,
     pub status: CertState,
-    /// `idevid` (birth certificate) today; `ldevid` later.
+    /// `idevid` (birth certificate) or `ldevid` (short-lived operational identity).
     pub profile: String,
     #[serde(default)]
     pub revoked_at: Option<String>,
@@ -363,13 +363,13 @@ pub struct DeviceStatus {
     /// Serials of this device's certificates that are revoked or on hold.
     #[serde(default)]
     pub revoked_serials: Vec<String>,
-    /// Topic policy (filled by the broker-plugin issue; empty lists mean the defaults).
+    /// Topic policy (what the broker plugin enforces; empty lists mean the defaults).
     #[serde(default)]
     pub policy: Option<TopicPolicy>,
     /// CIDRs the device may connect from; empty means anywhere.
     #[serde(default)]
     pub allowed_cidrs: Vec<String>,
-    /// `off` or `required` (per-message authentication, issue 5).
+    /// `off` or `required`: whether the broker requires per-message authentication.
     #[serde(default = "default_message_auth")]
     pub message_auth: String,
 }
@@ -408,7 +408,7 @@ pub struct ReasonRequest {
     pub comment: Option<String>,
 }
 
-/// What a revocation-feed entry did.
+/// What a device-feed entry did (a status change, or `updated` settings).
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
 #[serde(rename_all = "lowercase")]
 pub enum RevocationAction {
@@ -434,7 +434,8 @@ pub enum RevocationScope {
     Model,
 }
 
-/// One entry of the revocation feed. `seq` is strictly increasing and gap-free in commit order.
+/// One entry of the device feed (served at `/v1/revocations`): a status change or an
+/// `updated` settings change. `seq` is strictly increasing and gap-free in commit order.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct RevocationEntry {
     pub seq: i64,

@@ -186,7 +186,7 @@ pub const OPS: &[Op] = &[
     Op {
         method: "get",
         path: "/v1/revocations",
-        summary: "Revocation feed entries after ?since=N, and the head",
+        summary: "Device feed entries (revocations and settings changes) after ?since=N, and the head",
         roles: FOLLOWERS,
         request: None,
         response: "RevocationPage",
@@ -195,7 +195,7 @@ pub const OPS: &[Op] = &[
     Op {
         method: "get",
         path: "/v1/revocations/stream",
-        summary: "Live revocation feed (Server-Sent Events; Last-Event-ID resumes)",
+        summary: "Live device feed: revocations and settings changes (Server-Sent Events; Last-Event-ID resumes)",
         roles: FOLLOWERS,
         request: None,
         response: "EventStream",

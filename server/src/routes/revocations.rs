@@ -1,4 +1,5 @@
-//! The revocation feed: paged (`GET /v1/revocations?since=N`) and live (Server-Sent Events).
+//! The device feed (revocations, suspensions, resumptions and `updated` settings entries;
+//! the path keeps its historical name): paged (`GET /v1/revocations?since=N`) and live (Server-Sent Events).
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
