@@ -941,7 +941,7 @@ mod tests {
     use super::*;
     use crate::config::{Config, HandshakeGuard};
     use devid_core::api::{
-        DeviceState, DeviceStatus, RevocationAction, RevocationEntry, RevocationScope,
+        DeviceState, DeviceStatus, FeedEntry, RevocationAction, RevocationScope,
     };
     use devid_core::protocol::{DecodeError, Error as ProtoError};
     use std::path::PathBuf;
@@ -1249,7 +1249,7 @@ mod tests {
             connect(&mut e, 2, "dev2", "0b"),
             AuthOutcome::Success(_)
         ));
-        let entry = RevocationEntry {
+        let entry = FeedEntry {
             seq: 1,
             scope: RevocationScope::Device,
             action: RevocationAction::Suspended,
@@ -1273,7 +1273,7 @@ mod tests {
         e.disconnect(1);
         assert_eq!(connect(&mut e, 3, "dev1", "0a"), AuthOutcome::Deny);
         // A revoked certificate serial, whatever the device.
-        lock(&shared).revocations.apply(&RevocationEntry {
+        lock(&shared).revocations.apply(&FeedEntry {
             seq: 2,
             scope: RevocationScope::Certificate,
             action: RevocationAction::Revoked,

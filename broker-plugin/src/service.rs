@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use devid_core::api::{
-    ConnectionEvent, DeviceStatus, EventBatch, RevocationAction, RevocationEntry, RevocationPage,
+    ConnectionEvent, DeviceStatus, EventBatch, FeedEntry, FeedPage, RevocationAction,
     RevocationScope,
 };
 use devid_core::sse::SseParser;
@@ -56,7 +56,7 @@ pub enum Updated {
 
 impl Updated {
     /// The update an entry announces, if it is an `updated` entry.
-    pub fn of(e: &RevocationEntry) -> Option<Updated> {
+    pub fn of(e: &FeedEntry) -> Option<Updated> {
         if e.action != RevocationAction::Updated {
             return None;
         }
@@ -157,7 +157,7 @@ impl Ctx {
     }
 
     /// Applies feed entries; returns whether a gap was seen.
-    fn apply_entries(&self, entries: &[RevocationEntry]) -> bool {
+    fn apply_entries(&self, entries: &[FeedEntry]) -> bool {
         let mut gap = false;
         let mut rechecks = Vec::new();
         let mut updates = Vec::new();
@@ -487,7 +487,7 @@ async fn follow_feed(ctx: &Ctx, caught_up_once: &mut bool) -> Result<(), String>
                     if ev.event.as_deref().unwrap_or("message") != "revocation" {
                         continue;
                     }
-                    let entry: RevocationEntry = serde_json::from_str(&ev.data)
+                    let entry: FeedEntry = serde_json::from_str(&ev.data)
                         .map_err(|e| format!("stream: bad entry: {e}"))?;
                     if ctx.apply_entries(std::slice::from_ref(&entry)) {
                         // Entries were skipped: fetch them with a catch-up.
@@ -513,7 +513,7 @@ async fn catch_up(ctx: &Ctx) -> Result<(), String> {
         if !resp.status().is_success() {
             return Err(format!("catch-up: HTTP {}", resp.status()));
         }
-        let page: RevocationPage = resp.json().await.map_err(|e| format!("catch-up: {e}"))?;
+        let page: FeedPage = resp.json().await.map_err(|e| format!("catch-up: {e}"))?;
         ctx.apply_entries(&page.entries);
         let now = lock(&ctx.shared).revocations.seq;
         if page.entries.is_empty() || now >= page.head {
@@ -535,7 +535,7 @@ mod tests {
 
     #[test]
     fn updated_entries_name_the_device_or_the_model() {
-        let mut e = RevocationEntry {
+        let mut e = FeedEntry {
             seq: 1,
             scope: RevocationScope::Device,
             action: RevocationAction::Updated,

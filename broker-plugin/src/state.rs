@@ -17,7 +17,7 @@ use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use devid_core::api::{
-    DeviceState, DeviceStatus, RevocationAction, RevocationEntry, RevocationScope, TopicPolicy,
+    DeviceState, DeviceStatus, FeedEntry, RevocationAction, RevocationScope, TopicPolicy,
 };
 use serde::{Deserialize, Serialize};
 
@@ -122,7 +122,7 @@ pub enum Applied {
 
 impl RevocationState {
     /// Applies one feed entry. Revocation is final: a later `resumed` never lifts it.
-    pub fn apply(&mut self, e: &RevocationEntry) -> Applied {
+    pub fn apply(&mut self, e: &FeedEntry) -> Applied {
         if e.seq <= self.seq {
             return Applied::Duplicate;
         }
@@ -289,8 +289,8 @@ mod tests {
         action: RevocationAction,
         cid: &str,
         serials: &[&str],
-    ) -> RevocationEntry {
-        RevocationEntry {
+    ) -> FeedEntry {
+        FeedEntry {
             seq,
             scope,
             action,

@@ -25,8 +25,8 @@
 //! | `POST /v1/devices/{client_id}/resume` | admin | -> [`Device`] |
 //! | `POST /v1/certificates/{serial}/revoke` | admin | [`RevokeRequest`] -> [`CertificateInfo`] |
 //! | `GET /v1/certificates/{serial}` | admin, auditor, broker | [`CertificateInfo`] |
-//! | `GET /v1/revocations?since=N&limit=L` | admin, auditor, broker | [`RevocationPage`] |
-//! | `GET /v1/revocations/stream` | admin, auditor, broker | SSE: `id: <seq>`, `event: revocation`, `data:` [`RevocationEntry`]; honours `Last-Event-ID` |
+//! | `GET /v1/revocations?since=N&limit=L` | admin, auditor, broker | [`FeedPage`] |
+//! | `GET /v1/revocations/stream` | admin, auditor, broker | SSE: `id: <seq>`, `event: revocation`, `data:` [`FeedEntry`]; honours `Last-Event-ID` |
 //! | `POST /v1/tokens` | admin | [`CreateTokenRequest`] -> [`CreatedToken`] (secret shown once) |
 //! | `GET /v1/tokens` | admin, auditor | [`TokenList`] |
 //! | `DELETE /v1/tokens/{id}` | admin | -> [`TokenInfo`] (revoked) |
@@ -437,7 +437,7 @@ pub enum RevocationScope {
 /// One entry of the device feed (served at `/v1/revocations`): a status change or an
 /// `updated` settings change. `seq` is strictly increasing and gap-free in commit order.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct RevocationEntry {
+pub struct FeedEntry {
     pub seq: i64,
     pub scope: RevocationScope,
     pub action: RevocationAction,
@@ -453,8 +453,8 @@ pub struct RevocationEntry {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct RevocationPage {
-    pub entries: Vec<RevocationEntry>,
+pub struct FeedPage {
+    pub entries: Vec<FeedEntry>,
     /// The newest seq in the feed (0 when empty). Keep calling with `since = last entry's seq`
     /// until it is reached.
     pub head: i64,

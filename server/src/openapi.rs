@@ -189,7 +189,7 @@ pub const OPS: &[Op] = &[
         summary: "Device feed entries (revocations and settings changes) after ?since=N, and the head",
         roles: FOLLOWERS,
         request: None,
-        response: "RevocationPage",
+        response: "FeedPage",
         status: "200",
     },
     Op {
