@@ -1,5 +1,7 @@
 //! Per-device IP allow-lists: CIDRs (`10.0.0.0/8`, `2001:db8::/32`) or single addresses.
 
+#![deny(unsafe_code)]
+
 use std::net::IpAddr;
 
 pub use devid_core::cidr::{Cidr, CidrError};

@@ -1,6 +1,8 @@
 //! The plugin's options (`plugin_opt_<key> <value>` lines in mosquitto.conf), parsed and checked
 //! before the broker starts serving. Any error here stops the broker with a clear log line.
 
+#![deny(unsafe_code)]
+
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};

@@ -1,6 +1,8 @@
 //! Adapter from the engine to `devid_core::protocol`'s broker half (DEVID-1), plus the
 //! certificate check of the mutual-TLS path.
 
+#![deny(unsafe_code)]
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,8 +14,8 @@ use devid_core::protocol::{
 use ring::rand::SystemRandom;
 use rustls_pki_types::UnixTime;
 
-use crate::config::Config;
-use crate::engine::{MessageCheck, Refusal, ServerSide, Verified};
+use crate::config::{Config, ConfigError};
+use crate::engine::{MessageCheck, MessageRefusal, Refusal, ServerSide, Verified};
 
 /// How many verified device certificates are cached (by fingerprint).
 const CERT_CACHE: usize = 100_000;
@@ -31,20 +33,20 @@ pub struct Devid1Server {
 }
 
 impl Devid1Server {
-    pub fn new(c: &Config) -> Result<Self, String> {
+    pub fn new(c: &Config) -> Result<Self, ConfigError> {
         let signer = EcdsaSigner::from_pkcs8_der(&c.broker_key_der)
-            .map_err(|e| format!("plugin_opt_broker_key: {e}"))?;
+            .map_err(|e| ConfigError(format!("plugin_opt_broker_key: {e}")))?;
         let mut config = ServerConfig::new(
             &c.trust_anchor_der,
             c.broker_chain_der.clone(),
             Arc::new(signer),
         )
-        .map_err(|e| format!("plugin_opt_broker_cert/broker_key: {e}"))?
+        .map_err(|e| ConfigError(format!("plugin_opt_broker_cert/broker_key: {e}")))?
         .with_cert_cache(Arc::new(MemoryCertCache::new(CERT_CACHE)))
         .with_timeout(c.auth_timeout.as_secs());
         if let Some(text) = &c.ticket_keys {
-            let keys =
-                TicketKeys::parse(text).map_err(|e| format!("plugin_opt_ticket_key_file: {e}"))?;
+            let keys = TicketKeys::parse(text)
+                .map_err(|e| ConfigError(format!("plugin_opt_ticket_key_file: {e}")))?;
             config = config.with_ticket_keys(keys, c.ticket_lifetime);
         }
         Ok(Devid1Server {
@@ -60,10 +62,7 @@ fn unix(now: u64) -> UnixTime {
 }
 
 fn refusal(e: devid_core::protocol::Error) -> Refusal {
-    Refusal {
-        bad_method: e.reason_code() == devid_core::protocol::REASON_BAD_AUTH_METHOD,
-        reason: e.to_string(),
-    }
+    Refusal::Protocol(e)
 }
 
 /// A first message read and checked: a full handshake or a resumption.
@@ -156,19 +155,19 @@ impl ServerSide for Devid1Server {
         devid_properties: &[(&str, &str)],
         topic: &str,
         payload: &[u8],
-    ) -> Result<MessageCheck, String> {
+    ) -> Result<MessageCheck, MessageRefusal> {
         // Only the protocol's own properties are a claim to check; any other `devid-*` one
         // (e.g. a forged `devid-verified`) is simply stripped by the caller.
         let props = devid_properties
             .iter()
             .filter(|(k, _)| PROTOCOL_PROPERTIES.contains(k))
             .copied();
-        match PublishAuth::from_properties(props).map_err(|e| e.to_string())? {
+        match PublishAuth::from_properties(props).map_err(MessageRefusal::Invalid)? {
             None => Ok(MessageCheck::Unclaimed),
             Some(auth) => verifier
                 .check(&auth, topic, payload)
                 .map(|plaintext| MessageCheck::Verified { plaintext })
-                .map_err(|e| e.to_string()),
+                .map_err(MessageRefusal::Invalid),
         }
     }
 

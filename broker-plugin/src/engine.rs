@@ -11,6 +11,8 @@
 //! answer arrives (drained in TICK) the new policy applies to the next ACL check, and a
 //! connection that now fails its allow-list, or whose device turns out revoked, is kicked.
 
+#![deny(unsafe_code)]
+
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
@@ -23,6 +25,7 @@ use tokio::sync::mpsc;
 use crate::cidr;
 use crate::config::Config;
 use crate::policy::{Access, Expanded};
+pub use crate::refusal::{MessageRefusal, Refusal};
 use crate::service::{lock, FromService, LogLevel, Shared, ToService, Updated};
 use crate::state::{self, Recheck};
 
@@ -41,23 +44,6 @@ pub struct Verified {
     pub not_after: u64,
     /// True for a DEVID-1 resumption (symmetric only, from a ticket).
     pub resumed: bool,
-}
-
-/// Why the protocol refused: `bad_method` selects CONNACK 0x8C (unknown method or version)
-/// over 0x87; `reason` is logged and reported, never sent.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refusal {
-    pub bad_method: bool,
-    pub reason: String,
-}
-
-impl From<&str> for Refusal {
-    fn from(s: &str) -> Self {
-        Refusal {
-            bad_method: false,
-            reason: s.to_string(),
-        }
-    }
 }
 
 /// The server half of DEVID-1 as the engine needs it. The real one wraps
@@ -100,7 +86,7 @@ pub trait ServerSide {
         devid_properties: &[(&str, &str)],
         topic: &str,
         payload: &[u8],
-    ) -> Result<MessageCheck, String>;
+    ) -> Result<MessageCheck, MessageRefusal>;
     /// Checks a TLS client certificate (leaf DER) with the same rules for this ClientID.
     fn verify_tls_client(
         &self,
@@ -282,43 +268,46 @@ impl<S: ServerSide> Engine<S> {
         kind: ConnectionEventKind,
         client_id: &str,
         address: Option<&str>,
-        reason: Option<&str>,
+        refusal: Option<&Refusal>,
     ) {
         self.send(ToService::Event(ConnectionEvent {
             kind,
             client_id: client_id.to_string(),
             at: rfc3339_now(),
             address: address.map(str::to_string),
-            reason: reason.map(str::to_string),
+            reason: refusal.map(Refusal::to_string),
+            refusal: refusal.map(|r| r.name().to_string()),
             broker: self.config.broker_name.clone(),
         }));
     }
 
-    fn refuse(&mut self, client_id: &str, address: Option<&str>, reason: &str) -> AuthOutcome {
+    /// Logs and reports a refusal; the broker answers CONNACK 0x87.
+    fn refuse(&mut self, client_id: &str, address: Option<&str>, refusal: Refusal) -> AuthOutcome {
         self.log(
             LogLevel::Notice,
             format!(
-                "devid: refused client {client_id:?} from {}: {reason}",
-                address.unwrap_or("?")
+                "devid: refused client {client_id:?} from {}: {refusal} [{}]",
+                address.unwrap_or("?"),
+                refusal.name()
             ),
         );
         self.event(
             ConnectionEventKind::AuthFailure,
             client_id,
             address,
-            Some(reason),
+            Some(&refusal),
         );
         AuthOutcome::Deny
     }
 
     /// Checks that must hold before any device is admitted: TICK works, state is fresh.
-    fn gate(&mut self) -> Result<(), String> {
+    fn gate(&mut self) -> Result<(), Refusal> {
         if self.last_tick.is_none() && self.started.elapsed() > TICK_GRACE {
             self.log(
                 LogLevel::Error,
                 "devid: no TICK event received; set `per_listener_settings false` (revocations cannot be applied). Refusing every device.".into(),
             );
-            return Err("plugin misconfigured: no TICK (per_listener_settings true?)".into());
+            return Err(Refusal::NoTick);
         }
         let last = lock(&self.shared).last_contact;
         if !state::is_fresh(last, state::unix_now(), self.config.max_staleness) {
@@ -333,7 +322,7 @@ impl<S: ServerSide> Engine<S> {
                     ),
                 );
             }
-            return Err("revocation state stale; failing closed".into());
+            return Err(Refusal::StateStale);
         }
         if self.stale_logged {
             self.stale_logged = false;
@@ -346,17 +335,14 @@ impl<S: ServerSide> Engine<S> {
     }
 
     /// Revocation state and allow-list for an identity.
-    fn admissible(&self, id: &Verified, address: Option<&str>) -> Result<(), String> {
+    fn admissible(&self, id: &Verified, address: Option<&str>) -> Result<(), Refusal> {
         let g = lock(&self.shared);
-        g.revocations
-            .check(&id.client_id, &id.serial)
-            .map_err(|d| d.as_str().to_string())?;
+        g.revocations.check(&id.client_id, &id.serial)?;
         if let Some(st) = g.revocations.statuses.get(&id.client_id) {
             if !cidr::allowed(&st.allowed_cidrs, address) {
-                return Err(format!(
-                    "source address {} not in the device's allow-list",
-                    address.unwrap_or("?")
-                ));
+                return Err(Refusal::AddressNotAllowed {
+                    address: address.unwrap_or("?").to_string(),
+                });
             }
         }
         Ok(())
@@ -395,19 +381,18 @@ impl<S: ServerSide> Engine<S> {
 
     /// The bounds checked before any public-key work: unfinished handshakes in total and from
     /// this source, then the source's ClientHello rate (full handshakes only).
-    fn admit_hello(&mut self, source: &str, full: bool) -> Result<(), String> {
+    fn admit_hello(&mut self, source: &str, full: bool) -> Result<(), Refusal> {
         let g = self.config.guard;
         let total = self.pending();
         if total >= g.max_pending {
-            return Err(format!(
-                "too many unfinished handshakes ({total}, plugin_opt_max_pending_handshakes)"
-            ));
+            return Err(Refusal::TooManyPending { pending: total });
         }
         let here = self.pending_by_source.get(source).copied().unwrap_or(0);
         if here >= g.max_pending_per_address {
-            return Err(format!(
-                "too many unfinished handshakes from {source} ({here}, plugin_opt_max_pending_per_address)"
-            ));
+            return Err(Refusal::TooManyPendingFromSource {
+                source_group: source.to_string(),
+                pending: here,
+            });
         }
         if !full {
             return Ok(());
@@ -425,10 +410,10 @@ impl<S: ServerSide> Engine<S> {
         b.tokens = (b.tokens + refill).min(burst);
         b.at = now;
         if b.tokens < 1.0 {
-            return Err(format!(
-                "ClientHello rate from {source} above {} per second (plugin_opt_hello_rate)",
-                g.hello_rate
-            ));
+            return Err(Refusal::HelloRate {
+                source_group: source.to_string(),
+                rate: g.hello_rate,
+            });
         }
         b.tokens -= 1.0;
         Ok(())
@@ -453,25 +438,26 @@ impl<S: ServerSide> Engine<S> {
             _ => None,
         };
         if let Err(reason) = self.gate() {
-            return self.refuse(cid, address, &reason);
+            return self.refuse(cid, address, reason);
         }
         if cid.is_empty() {
-            return self.refuse(cid, address, "empty ClientID");
+            return self.refuse(cid, address, Refusal::EmptyClientId);
         }
         if let Err(e) = devid_core::clientid::validate(cid) {
-            return self.refuse(cid, address, &format!("bad ClientID: {e}"));
+            return self.refuse(cid, address, Refusal::BadClientId(e));
         }
         let source = source_group(address);
         let full = self.server.is_full_hello(data);
         if let Err(reason) = self.admit_hello(&source, full) {
-            return self.refuse(cid, address, &reason);
+            return self.refuse(cid, address, reason);
         }
         let now = state::unix_now();
         let (identity, hello) = match self.server.hello(data, cid, now) {
             Ok(v) => v,
             Err(e) => {
-                self.refuse(cid, address, &e.reason);
-                return if e.bad_method {
+                let bad_method = e.is_bad_method();
+                self.refuse(cid, address, e);
+                return if bad_method {
                     AuthOutcome::Defer
                 } else {
                     AuthOutcome::Deny
@@ -479,19 +465,15 @@ impl<S: ServerSide> Engine<S> {
             }
         };
         if identity.client_id != cid {
-            return self.refuse(
-                cid,
-                address,
-                "ClientID differs from the certificate or ticket",
-            );
+            return self.refuse(cid, address, Refusal::ClientIdMismatch);
         }
         if let Some(p) = &previous {
             if p.identity.client_id != identity.client_id {
-                return self.refuse(cid, address, "re-authentication with another identity");
+                return self.refuse(cid, address, Refusal::ReauthOtherIdentity);
             }
         }
         if let Err(reason) = self.admissible(&identity, address) {
-            return self.refuse(cid, address, &reason);
+            return self.refuse(cid, address, reason);
         }
         match self.server.accept(hello, now) {
             Ok((pending, server_hello)) => {
@@ -510,7 +492,7 @@ impl<S: ServerSide> Engine<S> {
                 );
                 AuthOutcome::Continue(server_hello)
             }
-            Err(e) => self.refuse(cid, address, &e.reason),
+            Err(e) => self.refuse(cid, address, e),
         }
     }
 
@@ -524,7 +506,7 @@ impl<S: ServerSide> Engine<S> {
     ) -> AuthOutcome {
         let cid = client_id.unwrap_or("").to_string();
         let Some(conn) = self.take(key) else {
-            return self.refuse(&cid, address, "AUTH without a DEVID-1 exchange in progress");
+            return self.refuse(&cid, address, Refusal::NoExchange);
         };
         let (started, identity, pending, previous) = match conn {
             Conn::Handshaking {
@@ -535,15 +517,15 @@ impl<S: ServerSide> Engine<S> {
                 ..
             } => (started, identity, pending, previous),
             Conn::Authenticated(_) => {
-                return self.refuse(&cid, address, "AUTH after authentication completed");
+                return self.refuse(&cid, address, Refusal::AuthAfterSuccess);
             }
         };
         if started.elapsed() > self.config.auth_timeout {
-            return self.refuse(&cid, address, "authentication timed out");
+            return self.refuse(&cid, address, Refusal::TimedOut);
         }
         // The state may have changed while the device was signing.
         if let Err(reason) = self.admissible(&identity, address) {
-            return self.refuse(&cid, address, &reason);
+            return self.refuse(&cid, address, reason);
         }
         let now = state::unix_now();
         match self.server.finish(pending, data, now) {
@@ -559,7 +541,7 @@ impl<S: ServerSide> Engine<S> {
                 );
                 AuthOutcome::Success(server_finish)
             }
-            Err(e) => self.refuse(&cid, address, &e.reason),
+            Err(e) => self.refuse(&cid, address, e),
         }
     }
 
@@ -623,27 +605,23 @@ impl<S: ServerSide> Engine<S> {
     ) -> AuthOutcome {
         let cid = client_id.unwrap_or("");
         let Some(der) = cert_der else {
-            return self.refuse(
-                cid,
-                address,
-                "no DEVID-1 authentication and no client certificate",
-            );
+            return self.refuse(cid, address, Refusal::NoCredentials);
         };
         if let Err(reason) = self.gate() {
-            return self.refuse(cid, address, &reason);
+            return self.refuse(cid, address, reason);
         }
         if let Err(e) = devid_core::clientid::validate(cid) {
-            return self.refuse(cid, address, &format!("bad ClientID: {e}"));
+            return self.refuse(cid, address, Refusal::BadClientId(e));
         }
         let identity = match self.server.verify_tls_client(der, cid, state::unix_now()) {
             Ok(i) => i,
-            Err(e) => return self.refuse(cid, address, &e.reason),
+            Err(e) => return self.refuse(cid, address, e),
         };
         if identity.client_id != cid {
-            return self.refuse(cid, address, "ClientID differs from the certificate");
+            return self.refuse(cid, address, Refusal::CertificateClientIdMismatch);
         }
         if let Err(reason) = self.admissible(&identity, address) {
-            return self.refuse(cid, address, &reason);
+            return self.refuse(cid, address, reason);
         }
         self.admit(key, identity, None, Via::MutualTls, address, false);
         AuthOutcome::Success(Vec::new())
@@ -669,7 +647,7 @@ impl<S: ServerSide> Engine<S> {
         Expanded::new(policy, &a.identity.client_id).allows(access, topic)
     }
 
-    /// MOSQ_EVT_MESSAGE: per-message authentication (issue 5). With the device's policy
+    /// MOSQ_EVT_MESSAGE: per-message authentication. With the device's policy
     /// `message_auth = required`, a DEVID-1 device's PUBLISH must carry a valid `devid-mac` or
     /// `devid-seal` with a `devid-seq` above the last accepted one. A PUBLISH that carries devid
     /// properties is checked whatever the policy (a claim that fails is refused). Messages of
@@ -699,12 +677,12 @@ impl<S: ServerSide> Engine<S> {
             return MessageVerdict::Refuse;
         };
         let cid = a.identity.client_id.clone();
-        let outcome: Result<MessageVerdict, String> = match (a.via, a.verifier.as_mut()) {
+        let outcome: Result<MessageVerdict, MessageRefusal> = match (a.via, a.verifier.as_mut()) {
             (Via::MutualTls, _) => Ok(MessageVerdict::Accept {
                 verified: Some(cid.clone()),
                 payload: None,
             }),
-            (Via::Devid1, None) => Err("no session keys".into()),
+            (Via::Devid1, None) => Err(MessageRefusal::NoSessionKeys),
             (Via::Devid1, Some(v)) => {
                 match self
                     .server
@@ -714,9 +692,7 @@ impl<S: ServerSide> Engine<S> {
                         verified: Some(cid.clone()),
                         payload: plaintext,
                     }),
-                    Ok(MessageCheck::Unclaimed) if required => {
-                        Err("message authentication required".into())
-                    }
+                    Ok(MessageCheck::Unclaimed) if required => Err(MessageRefusal::AuthRequired),
                     Ok(MessageCheck::Unclaimed) => Ok(MessageVerdict::Accept {
                         verified: None,
                         payload: None,
@@ -737,11 +713,12 @@ impl<S: ServerSide> Engine<S> {
                 self.log(
                     LogLevel::Notice,
                     format!(
-                        "devid: refused PUBLISH from {cid} on {topic:?}: {reason} ({n} in a row)"
+                        "devid: refused PUBLISH from {cid} on {topic:?}: {reason} ({n} in a row) [{}]",
+                        reason.name()
                     ),
                 );
                 if n >= max {
-                    a_mark_denied(&mut self.conns, key);
+                    mark_denied(&mut self.conns, key);
                     self.log(
                         LogLevel::Notice,
                         format!("devid: disconnecting {cid}: {n} refused PUBLISHes in a row"),
@@ -750,7 +727,7 @@ impl<S: ServerSide> Engine<S> {
                         ConnectionEventKind::AuthFailure,
                         &cid,
                         address.as_deref(),
-                        Some("too many refused messages"),
+                        Some(&Refusal::TooManyRefusedMessages),
                     );
                     MessageVerdict::Disconnect
                 } else {
@@ -828,10 +805,9 @@ impl<S: ServerSide> Engine<S> {
                 self.refuse(
                     &identity.client_id,
                     address.as_deref(),
-                    &format!(
-                        "authentication timed out (no answer within {} s); closing the connection",
-                        timeout.as_secs()
-                    ),
+                    Refusal::Abandoned {
+                        secs: timeout.as_secs(),
+                    },
                 );
                 expired.push(Expired {
                     key,
@@ -914,7 +890,7 @@ impl<S: ServerSide> Engine<S> {
             }
             self.log(
                 LogLevel::Notice,
-                format!("devid: disconnecting {cid}: {reason}"),
+                format!("devid: disconnecting {cid}: {reason} [{}]", reason.name()),
             );
             kicks.push(cid);
         }
@@ -941,7 +917,9 @@ impl<S: ServerSide> Engine<S> {
     }
 }
 
-fn a_mark_denied<S: ServerSide>(conns: &mut HashMap<ConnKey, Conn<S>>, key: ConnKey) {
+/// Marks an authenticated connection as refused from now on (ACL and PUBLISH), while the
+/// disconnect or kick that ends it goes through.
+fn mark_denied<S: ServerSide>(conns: &mut HashMap<ConnKey, Conn<S>>, key: ConnKey) {
     if let Some(Conn::Authenticated(a)) = conns.get_mut(&key) {
         a.denied = true;
     }
@@ -963,9 +941,14 @@ mod tests {
     use super::*;
     use crate::config::{Config, HandshakeGuard};
     use devid_core::api::{
-        DeviceState, DeviceStatus, RevocationAction, RevocationEntry, RevocationScope,
+        DeviceState, DeviceStatus, FeedEntry, RevocationAction, RevocationScope,
     };
+    use devid_core::protocol::{DecodeError, Error as ProtoError};
     use std::path::PathBuf;
+
+    fn malformed() -> Refusal {
+        ProtoError::Decode(DecodeError::BadValue).into()
+    }
 
     thread_local! {
         /// How many first messages the fake read (stands for the public-key work).
@@ -989,20 +972,17 @@ mod tests {
             _now: u64,
         ) -> Result<(Verified, Verified), Refusal> {
             if data.first() == Some(&0x01) && data.get(1) == Some(&0x02) {
-                return Err(Refusal {
-                    bad_method: true,
-                    reason: "version 2".into(),
-                });
+                return Err(ProtoError::UnsupportedVersion(2).into());
             }
             HELLO_CALLS.with(|c| c.set(c.get() + 1));
-            let s = std::str::from_utf8(data).map_err(|_| Refusal::from("utf8"))?;
+            let s = std::str::from_utf8(data).map_err(|_| malformed())?;
             let mut parts = s.split(':');
             if !matches!(parts.next(), Some("hello" | "resume")) {
-                return Err("bad ClientHello".into());
+                return Err(malformed());
             }
             let v = Verified {
-                client_id: parts.next().ok_or("no id")?.into(),
-                serial: parts.next().ok_or("no serial")?.into(),
+                client_id: parts.next().ok_or_else(malformed)?.into(),
+                serial: parts.next().ok_or_else(malformed)?.into(),
                 fingerprint: "ff".into(),
                 not_after: u64::MAX,
                 resumed: false,
@@ -1021,7 +1001,7 @@ mod tests {
             if data == b"finish" {
                 Ok(([1; 4], b"server-finish".to_vec(), PkOps::default()))
             } else {
-                Err("bad ClientFinish".into())
+                Err(ProtoError::BadMac.into())
             }
         }
         type Verifier = u64;
@@ -1035,19 +1015,24 @@ mod tests {
             props: &[(&str, &str)],
             _topic: &str,
             payload: &[u8],
-        ) -> Result<MessageCheck, String> {
+        ) -> Result<MessageCheck, MessageRefusal> {
             let get = |n: &str| props.iter().find(|(k, _)| *k == n).map(|(_, v)| *v);
             let Some(seq) = get("devid-seq") else {
                 return Ok(MessageCheck::Unclaimed);
             };
-            let seq: u64 = seq.parse().map_err(|_| "bad seq".to_string())?;
+            let seq: u64 = seq
+                .parse()
+                .map_err(|_| MessageRefusal::Invalid(ProtoError::BadProperty("devid-seq")))?;
             if seq <= *last {
-                return Err("replay".into());
+                return Err(MessageRefusal::Invalid(ProtoError::Replay {
+                    seq,
+                    last: *last,
+                }));
             }
             let plaintext = match (get("devid-mac"), get("devid-seal")) {
                 (Some("good"), None) => None,
                 (None, Some("1")) => Some(payload.iter().rev().copied().collect()),
-                _ => return Err("bad mac".into()),
+                _ => return Err(MessageRefusal::Invalid(ProtoError::BadMac)),
             };
             *last = seq;
             Ok(MessageCheck::Verified { plaintext })
@@ -1179,6 +1164,49 @@ mod tests {
     }
 
     #[test]
+    fn refusals_are_reported_and_logged_by_kind() {
+        let (mut e, _s, mut rx) = engine();
+        e.auth_start(
+            1,
+            Some(METHOD),
+            b"hello:dev2:1",
+            Some("dev1"),
+            Some("10.0.0.9"),
+        );
+        e.auth_start(2, Some(METHOD), &[1, 2, 3], Some("dev1"), None);
+        e.auth_continue(3, b"finish", Some("dev1"), None);
+        let events: Vec<(Option<String>, Option<String>)> = drain(&mut rx)
+            .into_iter()
+            .filter_map(|m| match m {
+                ToService::Event(ev) if ev.kind == ConnectionEventKind::AuthFailure => {
+                    Some((ev.refusal, ev.reason))
+                }
+                _ => None,
+            })
+            .collect();
+        let kinds: Vec<_> = events.iter().map(|(k, _)| k.as_deref()).collect();
+        assert_eq!(
+            kinds,
+            [
+                Some("client_id_mismatch"),
+                Some("bad_auth_method"),
+                Some("no_exchange")
+            ]
+        );
+        // The reason text is what the service has always stored.
+        assert_eq!(
+            events[0].1.as_deref(),
+            Some("ClientID differs from the certificate or ticket")
+        );
+        let logs = e.take_logs();
+        assert!(
+            logs.iter().any(|(_, l)| l
+                == "devid: refused client \"dev1\" from 10.0.0.9: ClientID differs from the certificate or ticket [client_id_mismatch]"),
+            "{logs:?}"
+        );
+    }
+
+    #[test]
     fn fail_bad_finish_and_out_of_order() {
         let (mut e, _s, _rx) = engine();
         assert_eq!(
@@ -1221,7 +1249,7 @@ mod tests {
             connect(&mut e, 2, "dev2", "0b"),
             AuthOutcome::Success(_)
         ));
-        let entry = RevocationEntry {
+        let entry = FeedEntry {
             seq: 1,
             scope: RevocationScope::Device,
             action: RevocationAction::Suspended,
@@ -1245,7 +1273,7 @@ mod tests {
         e.disconnect(1);
         assert_eq!(connect(&mut e, 3, "dev1", "0a"), AuthOutcome::Deny);
         // A revoked certificate serial, whatever the device.
-        lock(&shared).revocations.apply(&RevocationEntry {
+        lock(&shared).revocations.apply(&FeedEntry {
             seq: 2,
             scope: RevocationScope::Certificate,
             action: RevocationAction::Revoked,

@@ -1,7 +1,8 @@
 //! Hand-written declarations of the Mosquitto 2.0.11 plugin API (mosquitto_broker.h,
 //! mosquitto_plugin.h, mosquitto.h) and the two OpenSSL functions the broker's own libcrypto
-//! provides. Layouts are x86-64/aarch64 LP64, checked against the headers on this machine; the
-//! size assertions below catch a mismatch at compile time.
+//! provides. Layouts are x86-64/aarch64 LP64, checked against the 2.0.11 headers; the
+//! size and offset assertions below cover every struct the plugin reads or writes and fail the
+//! build on a mismatch.
 //!
 //! Host invariants (the rules Mosquitto imposes, relied on by lib.rs):
 //! - Every callback runs on the broker's single thread; no `mosquitto_*` function may be called
@@ -149,13 +150,46 @@ pub struct mosquitto_evt_disconnect {
     pub future2: [*mut c_void; 4],
 }
 
-// The notes give these offsets for x86-64; keep them honest.
+// Every struct the plugin reads or writes, checked against the C layout of the 2.0.11
+// declarations in mosquitto_broker.h and mosquitto.h (x86-64/aarch64 LP64, as gcc lays them
+// out): a field moved or retyped here fails the build.
 #[cfg(target_pointer_width = "64")]
 const _: () = {
-    assert!(std::mem::size_of::<mosquitto_evt_extended_auth>() == 72);
-    assert!(std::mem::offset_of!(mosquitto_evt_extended_auth, data_in_len) == 32);
-    assert!(std::mem::offset_of!(mosquitto_evt_extended_auth, data_out_len) == 34);
-    assert!(std::mem::offset_of!(mosquitto_evt_extended_auth, auth_method) == 40);
+    use std::mem::{offset_of, size_of};
+    assert!(size_of::<mosquitto_opt>() == 16);
+    assert!(offset_of!(mosquitto_opt, value) == 8);
+    assert!(size_of::<mosquitto_evt_acl_check>() == 88);
+    assert!(offset_of!(mosquitto_evt_acl_check, client) == 8);
+    assert!(offset_of!(mosquitto_evt_acl_check, topic) == 16);
+    assert!(offset_of!(mosquitto_evt_acl_check, access) == 40);
+    assert!(offset_of!(mosquitto_evt_acl_check, payloadlen) == 44);
+    assert!(offset_of!(mosquitto_evt_acl_check, qos) == 48);
+    assert!(offset_of!(mosquitto_evt_acl_check, retain) == 49);
+    assert!(size_of::<mosquitto_evt_basic_auth>() == 64);
+    assert!(offset_of!(mosquitto_evt_basic_auth, client) == 8);
+    assert!(offset_of!(mosquitto_evt_basic_auth, username) == 16);
+    assert!(offset_of!(mosquitto_evt_basic_auth, password) == 24);
+    assert!(size_of::<mosquitto_evt_message>() == 88);
+    assert!(offset_of!(mosquitto_evt_message, client) == 8);
+    assert!(offset_of!(mosquitto_evt_message, topic) == 16);
+    assert!(offset_of!(mosquitto_evt_message, payload) == 24);
+    assert!(offset_of!(mosquitto_evt_message, properties) == 32);
+    assert!(offset_of!(mosquitto_evt_message, reason_string) == 40);
+    assert!(offset_of!(mosquitto_evt_message, payloadlen) == 48);
+    assert!(offset_of!(mosquitto_evt_message, qos) == 52);
+    assert!(offset_of!(mosquitto_evt_message, reason_code) == 53);
+    assert!(offset_of!(mosquitto_evt_message, retain) == 54);
+    assert!(size_of::<mosquitto_evt_tick>() == 72);
+    assert!(size_of::<mosquitto_evt_disconnect>() == 56);
+    assert!(offset_of!(mosquitto_evt_disconnect, client) == 8);
+    assert!(offset_of!(mosquitto_evt_disconnect, reason) == 16);
+    assert!(size_of::<mosquitto_evt_extended_auth>() == 72);
+    assert!(offset_of!(mosquitto_evt_extended_auth, client) == 8);
+    assert!(offset_of!(mosquitto_evt_extended_auth, data_in) == 16);
+    assert!(offset_of!(mosquitto_evt_extended_auth, data_out) == 24);
+    assert!(offset_of!(mosquitto_evt_extended_auth, data_in_len) == 32);
+    assert!(offset_of!(mosquitto_evt_extended_auth, data_out_len) == 34);
+    assert!(offset_of!(mosquitto_evt_extended_auth, auth_method) == 40);
 };
 
 pub type MOSQ_FUNC_generic_callback =
@@ -205,7 +239,8 @@ extern "C" {
     pub fn mosquitto_free(mem: *mut c_void);
     pub fn mosquitto_malloc(size: usize) -> *mut c_void;
 
-    // From the broker's libcrypto (already loaded in the process); see the notes.
+    // From the broker's libcrypto, already loaded in the process: declared here rather than linked,
+    // so the plugin has no OpenSSL linkage of its own.
     pub fn i2d_X509(x: *mut c_void, out: *mut *mut u8) -> c_int;
     pub fn X509_free(x: *mut c_void);
     pub fn CRYPTO_free(ptr: *mut c_void, file: *const c_char, line: c_int);

@@ -8,7 +8,8 @@
 //!   boundary that fails closed, marshalling to [`engine`];
 //! - [`engine`]: the broker-thread logic (no FFI), keyed by connection;
 //! - [`devid1`]: the adapter to `devid_core::protocol`'s server half, plus the mutual-TLS check;
-//! - [`service`]: the background thread (revocation feed, device status, events);
+//! - [`service`]: the background thread (device feed, device status, events);
+//! - [`refusal`]: why a device or a message is refused (reason code, name, log text);
 //! - [`state`], [`policy`], [`cidr`], [`config`]: safe building blocks.
 //!
 //! Configuration: see README / `docs` (`plugin_opt_service_url`, `token_file`, `trust_anchor`,
@@ -25,6 +26,7 @@ pub mod devid1;
 pub mod engine;
 pub mod ffi;
 pub mod policy;
+pub mod refusal;
 pub mod service;
 pub mod state;
 
@@ -178,7 +180,7 @@ pub unsafe extern "C" fn mosquitto_plugin_version(count: c_int, versions: *const
 unsafe fn collect_options(
     opts: *const mosquitto_opt,
     n: c_int,
-) -> Result<Vec<(String, String)>, String> {
+) -> Result<Vec<(String, String)>, InitError> {
     if n <= 0 || opts.is_null() {
         return Ok(Vec::new());
     }
@@ -190,21 +192,34 @@ unsafe fn collect_options(
         let (k, v) = unsafe { (opt_str(o.key), opt_str(o.value)) };
         match (k, v) {
             (Some(k), Some(v)) => out.push((k, v)),
-            _ => return Err("an option key or value is not UTF-8".into()),
+            _ => return Err(InitError::OptionNotUtf8),
         }
     }
     Ok(out)
+}
+
+/// Why `mosquitto_plugin_init` refuses to load the plugin (logged as a configuration error).
+#[derive(Debug, thiserror::Error)]
+enum InitError {
+    #[error("the plugin is loaded twice: set `per_listener_settings false` and list it once")]
+    LoadedTwice,
+    #[error("an option key or value is not UTF-8")]
+    OptionNotUtf8,
+    #[error("{0}")]
+    Config(#[from] config::ConfigError),
+    #[error("{0}")]
+    Start(#[from] service::StartError),
+    #[error("cannot register callback for event {event}: error {rc}")]
+    Register { event: c_int, rc: c_int },
 }
 
 fn init(
     id: *mut mosquitto_plugin_id_t,
     userdata: *mut *mut c_void,
     opts: Vec<(String, String)>,
-) -> Result<(), String> {
+) -> Result<(), InitError> {
     if LOADED.swap(true, Ordering::SeqCst) {
-        return Err(
-            "the plugin is loaded twice: set `per_listener_settings false` and list it once".into(),
-        );
+        return Err(InitError::LoadedTwice);
     }
     let result = init_once(id, userdata, opts);
     if result.is_err() {
@@ -217,8 +232,8 @@ fn init_once(
     id: *mut mosquitto_plugin_id_t,
     userdata: *mut *mut c_void,
     opts: Vec<(String, String)>,
-) -> Result<(), String> {
-    let config = config::Config::from_options(&opts).map_err(|e| e.to_string())?;
+) -> Result<(), InitError> {
+    let config = config::Config::from_options(&opts)?;
     let server = devid1::Devid1Server::new(&config)?;
     // A cache that cannot be read is not trusted at all: start empty and forget the contact
     // time, so every device is refused until the feed has caught up from the beginning.
@@ -267,9 +282,7 @@ fn init_once(
             // SAFETY: p came from Box::into_raw above and no callback can be running (init runs
             // on the broker thread before any client).
             unsafe { teardown(p) };
-            return Err(format!(
-                "cannot register callback for event {ev}: error {rc}"
-            ));
+            return Err(InitError::Register { event: ev, rc });
         }
     }
     // SAFETY: the broker passes a valid out-pointer.
@@ -537,7 +550,7 @@ unsafe fn on_acl(p: &Plugin, ev: &mosquitto_evt_acl_check) -> c_int {
 }
 
 /// Incoming PUBLISH: only devid-authenticated clients may publish at all; per-message
-/// authentication (issue 5) decides; `devid-*` user properties a client sent itself are always
+/// authentication decides; `devid-*` user properties a client sent itself are always
 /// stripped, and `devid-verified` = ClientID is added to verified messages, so subscribers can
 /// trust it.
 ///

@@ -1,6 +1,8 @@
 //! Topic authorization: a device's policy (filters with `%c` for its ClientID) against a topic
 //! (PUBLISH, delivery) or a subscription filter (SUBSCRIBE), with MQTT wildcard semantics.
 
+#![deny(unsafe_code)]
+
 use devid_core::api::TopicPolicy;
 
 /// What the broker asks about.

@@ -3,24 +3,26 @@
 //! TICK event drains.
 //!
 //! Inside the thread a current-thread tokio runtime runs three jobs:
-//! - the revocation feed: catch up with `GET /v1/revocations?since=N`, then follow
+//! - the device feed (revocations and `updated` settings entries): catch up with `GET /v1/revocations?since=N`, then follow
 //!   `/v1/revocations/stream` (SSE, resumed with `Last-Event-ID`); on any error, back off and
 //!   start again from the persisted seq. While the stream is open the service counts as reachable.
 //! - device status: fetch `GET /v1/devices/{id}/status` when the broker thread asks.
 //! - events: batch connection events and `POST /v1/events` them about once a second.
 
+#![deny(unsafe_code)]
+
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use devid_core::api::{
-    ConnectionEvent, DeviceStatus, EventBatch, RevocationAction, RevocationEntry, RevocationPage,
+    ConnectionEvent, DeviceStatus, EventBatch, FeedEntry, FeedPage, RevocationAction,
     RevocationScope,
 };
 use devid_core::sse::SseParser;
 use futures::StreamExt;
 use tokio::sync::{mpsc, watch};
 
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::state::{self, Applied, Recheck, RevocationState};
 
 /// Broker thread -> service thread.
@@ -54,7 +56,7 @@ pub enum Updated {
 
 impl Updated {
     /// The update an entry announces, if it is an `updated` entry.
-    pub fn of(e: &RevocationEntry) -> Option<Updated> {
+    pub fn of(e: &FeedEntry) -> Option<Updated> {
         if e.action != RevocationAction::Updated {
             return None;
         }
@@ -155,7 +157,7 @@ impl Ctx {
     }
 
     /// Applies feed entries; returns whether a gap was seen.
-    fn apply_entries(&self, entries: &[RevocationEntry]) -> bool {
+    fn apply_entries(&self, entries: &[FeedEntry]) -> bool {
         let mut gap = false;
         let mut rechecks = Vec::new();
         let mut updates = Vec::new();
@@ -186,7 +188,7 @@ impl Ctx {
     }
 }
 
-fn http_client(config: &Config) -> Result<reqwest::Client, String> {
+fn http_client(config: &Config) -> Result<reqwest::Client, StartError> {
     // The plugin never touches the process-wide rustls provider: Mosquitto is not our process.
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
@@ -194,15 +196,23 @@ fn http_client(config: &Config) -> Result<reqwest::Client, String> {
         .add(rustls_pki_types::CertificateDer::from(
             config.trust_anchor_der.clone(),
         ))
-        .map_err(|e| format!("trust anchor unusable for TLS to the service: {e}"))?;
+        .map_err(|e| {
+            StartError::Config(ConfigError(format!(
+                "trust anchor unusable for TLS to the service: {e}"
+            )))
+        })?;
     let tls = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS setup: {e}"))?
+        .map_err(|e| StartError::Tls(e.to_string()))?
         .with_root_certificates(roots)
         .with_no_client_auth();
     let mut headers = reqwest::header::HeaderMap::new();
     let mut auth = reqwest::header::HeaderValue::from_str(&format!("Bearer {}", config.token))
-        .map_err(|_| "the token holds characters not allowed in an HTTP header".to_string())?;
+        .map_err(|_| {
+            StartError::Config(ConfigError(
+                "the token holds characters not allowed in an HTTP header".into(),
+            ))
+        })?;
     auth.set_sensitive(true);
     headers.insert(reqwest::header::AUTHORIZATION, auth);
     reqwest::Client::builder()
@@ -211,11 +221,24 @@ fn http_client(config: &Config) -> Result<reqwest::Client, String> {
         .connect_timeout(Duration::from_secs(3))
         .no_proxy()
         .build()
-        .map_err(|e| format!("HTTP client: {e}"))
+        .map_err(|e| StartError::Tls(e.to_string()))
+}
+
+/// Why the background thread could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    #[error("HTTP client (TLS) setup: {0}")]
+    Tls(String),
+    #[error("cannot start the service runtime: {0}")]
+    Runtime(std::io::Error),
+    #[error("cannot start the service thread: {0}")]
+    Thread(std::io::Error),
 }
 
 /// Starts the background thread. The caller has loaded the cached state into `shared`.
-pub fn start(config: Config, shared: Arc<Mutex<Shared>>) -> Result<Handle, String> {
+pub fn start(config: Config, shared: Arc<Mutex<Shared>>) -> Result<Handle, StartError> {
     let http = http_client(&config)?;
     let (to_service, rx) = mpsc::channel(MAX_PENDING_EVENTS);
     let (out, from_service) = std::sync::mpsc::channel();
@@ -229,7 +252,7 @@ pub fn start(config: Config, shared: Arc<Mutex<Shared>>) -> Result<Handle, Strin
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| format!("cannot start the service runtime: {e}"))?;
+        .map_err(StartError::Runtime)?;
     let thread = std::thread::Builder::new()
         .name("devid-service".into())
         .spawn(move || {
@@ -237,7 +260,7 @@ pub fn start(config: Config, shared: Arc<Mutex<Shared>>) -> Result<Handle, Strin
             // Do not let a stuck DNS lookup (a blocking task) hold up the broker's shutdown.
             runtime.shutdown_timeout(Duration::from_secs(1));
         })
-        .map_err(|e| format!("cannot start the service thread: {e}"))?;
+        .map_err(StartError::Thread)?;
     Ok(Handle {
         to_service,
         from_service,
@@ -464,7 +487,7 @@ async fn follow_feed(ctx: &Ctx, caught_up_once: &mut bool) -> Result<(), String>
                     if ev.event.as_deref().unwrap_or("message") != "revocation" {
                         continue;
                     }
-                    let entry: RevocationEntry = serde_json::from_str(&ev.data)
+                    let entry: FeedEntry = serde_json::from_str(&ev.data)
                         .map_err(|e| format!("stream: bad entry: {e}"))?;
                     if ctx.apply_entries(std::slice::from_ref(&entry)) {
                         // Entries were skipped: fetch them with a catch-up.
@@ -490,7 +513,7 @@ async fn catch_up(ctx: &Ctx) -> Result<(), String> {
         if !resp.status().is_success() {
             return Err(format!("catch-up: HTTP {}", resp.status()));
         }
-        let page: RevocationPage = resp.json().await.map_err(|e| format!("catch-up: {e}"))?;
+        let page: FeedPage = resp.json().await.map_err(|e| format!("catch-up: {e}"))?;
         ctx.apply_entries(&page.entries);
         let now = lock(&ctx.shared).revocations.seq;
         if page.entries.is_empty() || now >= page.head {
@@ -512,7 +535,7 @@ mod tests {
 
     #[test]
     fn updated_entries_name_the_device_or_the_model() {
-        let mut e = RevocationEntry {
+        let mut e = FeedEntry {
             seq: 1,
             scope: RevocationScope::Device,
             action: RevocationAction::Updated,

@@ -1,4 +1,4 @@
-//! The plugin's revocation state and device-status cache: what the revocation feed said, what the
+//! The plugin's revocation state and device-status cache: what the device feed said, what the
 //! service said about each device, and when the service was last heard from. Persisted in
 //! `state_dir` so a broker restarted while the service is down still knows every revocation it
 //! saw.
@@ -9,13 +9,15 @@
 //! - `contact`: the unix time (seconds) of the last successful contact with the service, written
 //!   often and kept apart so that it stays cheap.
 
+#![deny(unsafe_code)]
+
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use devid_core::api::{
-    DeviceState, DeviceStatus, RevocationAction, RevocationEntry, RevocationScope, TopicPolicy,
+    DeviceState, DeviceStatus, FeedEntry, RevocationAction, RevocationScope, TopicPolicy,
 };
 use serde::{Deserialize, Serialize};
 
@@ -120,7 +122,7 @@ pub enum Applied {
 
 impl RevocationState {
     /// Applies one feed entry. Revocation is final: a later `resumed` never lifts it.
-    pub fn apply(&mut self, e: &RevocationEntry) -> Applied {
+    pub fn apply(&mut self, e: &FeedEntry) -> Applied {
         if e.seq <= self.seq {
             return Applied::Duplicate;
         }
@@ -287,8 +289,8 @@ mod tests {
         action: RevocationAction,
         cid: &str,
         serials: &[&str],
-    ) -> RevocationEntry {
-        RevocationEntry {
+    ) -> FeedEntry {
+        FeedEntry {
             seq,
             scope,
             action,

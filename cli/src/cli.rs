@@ -119,7 +119,7 @@ pub enum Command {
     /// Single certificates
     #[command(subcommand)]
     Cert(CertCommand),
-    /// The revocation feed
+    /// The device feed: revocations and settings changes
     #[command(subcommand)]
     Revocations(RevocationsCommand),
     /// The certificate revocation list

@@ -25,8 +25,8 @@
 //! | `POST /v1/devices/{client_id}/resume` | admin | -> [`Device`] |
 //! | `POST /v1/certificates/{serial}/revoke` | admin | [`RevokeRequest`] -> [`CertificateInfo`] |
 //! | `GET /v1/certificates/{serial}` | admin, auditor, broker | [`CertificateInfo`] |
-//! | `GET /v1/revocations?since=N&limit=L` | admin, auditor, broker | [`RevocationPage`] |
-//! | `GET /v1/revocations/stream` | admin, auditor, broker | SSE: `id: <seq>`, `event: revocation`, `data:` [`RevocationEntry`]; honours `Last-Event-ID` |
+//! | `GET /v1/revocations?since=N&limit=L` | admin, auditor, broker | [`FeedPage`] |
+//! | `GET /v1/revocations/stream` | admin, auditor, broker | SSE: `id: <seq>`, `event: revocation`, `data:` [`FeedEntry`]; honours `Last-Event-ID` |
 //! | `POST /v1/tokens` | admin | [`CreateTokenRequest`] -> [`CreatedToken`] (secret shown once) |
 //! | `GET /v1/tokens` | admin, auditor | [`TokenList`] |
 //! | `DELETE /v1/tokens/{id}` | admin | -> [`TokenInfo`] (revoked) |
@@ -320,7 +320,7 @@ pub struct CertificateInfo {
     pub not_before: String,
     pub not_after: String,
     pub status: CertState,
-    /// `idevid` (birth certificate) today; `ldevid` later.
+    /// `idevid` (birth certificate) or `ldevid` (short-lived operational identity).
     pub profile: String,
     #[serde(default)]
     pub revoked_at: Option<String>,
@@ -363,13 +363,13 @@ pub struct DeviceStatus {
     /// Serials of this device's certificates that are revoked or on hold.
     #[serde(default)]
     pub revoked_serials: Vec<String>,
-    /// Topic policy (filled by the broker-plugin issue; empty lists mean the defaults).
+    /// Topic policy (what the broker plugin enforces; empty lists mean the defaults).
     #[serde(default)]
     pub policy: Option<TopicPolicy>,
     /// CIDRs the device may connect from; empty means anywhere.
     #[serde(default)]
     pub allowed_cidrs: Vec<String>,
-    /// `off` or `required` (per-message authentication, issue 5).
+    /// `off` or `required`: whether the broker requires per-message authentication.
     #[serde(default = "default_message_auth")]
     pub message_auth: String,
 }
@@ -408,7 +408,7 @@ pub struct ReasonRequest {
     pub comment: Option<String>,
 }
 
-/// What a revocation-feed entry did.
+/// What a device-feed entry did (a status change, or `updated` settings).
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
 #[serde(rename_all = "lowercase")]
 pub enum RevocationAction {
@@ -434,9 +434,10 @@ pub enum RevocationScope {
     Model,
 }
 
-/// One entry of the revocation feed. `seq` is strictly increasing and gap-free in commit order.
+/// One entry of the device feed (served at `/v1/revocations`): a status change or an
+/// `updated` settings change. `seq` is strictly increasing and gap-free in commit order.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct RevocationEntry {
+pub struct FeedEntry {
     pub seq: i64,
     pub scope: RevocationScope,
     pub action: RevocationAction,
@@ -452,8 +453,8 @@ pub struct RevocationEntry {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct RevocationPage {
-    pub entries: Vec<RevocationEntry>,
+pub struct FeedPage {
+    pub entries: Vec<FeedEntry>,
     /// The newest seq in the feed (0 when empty). Keep calling with `since = last entry's seq`
     /// until it is reached.
     pub head: i64,
@@ -602,6 +603,10 @@ pub struct ConnectionEvent {
     /// For failures: the logged reason (never sent to the device).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// For failures: the refusal's kind, a stable snake_case name (`device_revoked`,
+    /// `hello_rate`, `bad_signature`, ...) to count refusals by; `reason` is the prose.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refusal: Option<String>,
     /// Broker name, when the broker knows it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub broker: Option<String>,

@@ -1,10 +1,11 @@
 //! devid-core: everything devid knows that needs no I/O.
 //!
 //! - [`clientid`]: the ClientID rules (charset, length, per-model prefix, check character).
-//! - [`csr`] and [`profile`]: CSR checks and the certificate profiles (IDevID now, LDevID later).
+//! - [`csr`] and [`profile`]: CSR checks and the certificate profiles (IDevID, LDevID).
 //! - [`api`]: the REST API's request and response types, shared by server, CLI and broker plugin.
 //! - [`protocol`]: the DEVID-1 MQTT v5 enhanced-authentication protocol, sans-IO.
-//! - [`sse`]: an incremental Server-Sent Events parser for clients of the revocation feed.
+//! - [`sse`]: an incremental Server-Sent Events parser for clients of the device feed
+//!   (revocations and settings changes).
 //! - [`hwserial`], [`model`], [`cidr`], [`duration`]: the value types with rules
 //!   ([`HardwareSerial`], [`ModelName`], [`Cidr`], [`HumanDuration`]), parsed once and used by
 //!   server, plugin and CLI alike.

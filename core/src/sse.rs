@@ -1,6 +1,6 @@
 //! An incremental parser for `text/event-stream` (Server-Sent Events), for the clients of
-//! devid's live revocation feed (the CLI's `revocations watch`, the broker plugin). Bytes in,
-//! events out; no I/O.
+//! devid's live device feed of revocations and settings changes (the CLI's `revocations
+//! watch`, the broker plugin). Bytes in, events out; no I/O.
 //!
 //! It follows the WHATWG rules the feed uses: fields `id`, `event` and `data` (several `data`
 //! lines join with `\n`), comment lines starting with `:`, LF or CRLF line ends, and a blank line

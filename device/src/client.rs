@@ -27,7 +27,7 @@ pub struct Message {
     pub properties: Properties,
 }
 
-/// How an outgoing PUBLISH is protected with the session keys (issue 5).
+/// How an outgoing PUBLISH is protected with the session keys (`devid-mac` or `devid-seal`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Protection {
     #[default]

@@ -1,6 +1,8 @@
-//! The revocation feed's fan-out, and the CRL that follows it.
+//! The device feed's fan-out, and the CRL that follows it.
 //!
-//! Every revocation, suspension or resumption appends an entry with the next sequence number in
+//! The device feed (served at `/v1/revocations`) carries status changes and settings changes.
+//! Every revocation, suspension or resumption, and every settings change brokers must apply
+//! (`updated`), appends an entry with the next sequence number in
 //! the same transaction as the change (the store guarantees gap-free, strictly increasing numbers
 //! in commit order, across processes). This module only spreads the news "the head is now N":
 //! in-process after a local commit, and from other processes through PostgreSQL LISTEN/NOTIFY.

@@ -9,7 +9,7 @@
 //!   a problem document.
 //! - [`auth`]: bearer tokens and roles.
 //! - [`registry`]: the registration pipeline (validate, sign in parallel, group-commit).
-//! - [`feed`]: revocation feed fan-out (in-process, and PostgreSQL LISTEN/NOTIFY) and the CRL.
+//! - [`feed`]: device feed fan-out (revocations and settings changes) (in-process, and PostgreSQL LISTEN/NOTIFY) and the CRL.
 //! - [`ca`]: the certificate authority (keys on disk, issuance, CRL signing).
 //! - [`store`]: SQLite and PostgreSQL storage.
 //! - [`metrics`], [`openapi`]: operations.

@@ -7,6 +7,8 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use devid_core::api::RevocationAction;
+
 /// Upper bounds (seconds) of the issuance latency histogram.
 const BUCKETS: [f64; 12] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
@@ -17,7 +19,12 @@ pub struct Metrics {
     /// (method, route, status) -> count.
     requests: Mutex<BTreeMap<(String, String, u16), u64>>,
     certificates_issued: AtomicU64,
+    /// Revocations and suspensions (devices and certificates).
     revocations: AtomicU64,
+    /// Suspensions lifted.
+    resumptions: AtomicU64,
+    /// Broker-reported authentication failures by refusal kind (bounded, see `auth_failure`).
+    auth_failures: Mutex<BTreeMap<String, u64>>,
     feed_head: AtomicI64,
     /// Per-bucket counts (not cumulative), then +Inf.
     latency_buckets: [AtomicU64; BUCKETS.len() + 1],
@@ -52,8 +59,38 @@ impl Metrics {
         self.latency_count.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub fn revoked(&self) {
-        self.revocations.fetch_add(1, Ordering::Relaxed);
+    /// A device-status change this process committed to the feed: a revocation or suspension,
+    /// or a resumption (counted apart). Settings changes (`updated`) are not status changes.
+    pub fn status_changed(&self, action: RevocationAction) {
+        let counter = match action {
+            RevocationAction::Revoked | RevocationAction::Suspended => &self.revocations,
+            RevocationAction::Resumed => &self.resumptions,
+            RevocationAction::Updated => return,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// An `auth_failure` event a broker reported, by its `refusal` kind. A kind that is not a
+    /// short snake_case name, and any kind beyond the first 64 seen, counts as `other` (labels
+    /// come from brokers: keep them bounded).
+    pub fn auth_failure(&self, refusal: Option<&str>) {
+        const MAX_KINDS: usize = 64;
+        let kind = refusal
+            .filter(|k| {
+                !k.is_empty()
+                    && k.len() <= 48
+                    && k.bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+            })
+            .unwrap_or("other");
+        if let Ok(mut map) = self.auth_failures.lock() {
+            let key = if map.contains_key(kind) || map.len() < MAX_KINDS {
+                kind
+            } else {
+                "other"
+            };
+            *map.entry(key.to_string()).or_default() += 1;
+        }
     }
 
     pub fn set_feed_head(&self, head: i64) {
@@ -78,16 +115,29 @@ impl Metrics {
             "# HELP devid_certificates_issued_total Device certificates issued.\n\
              # TYPE devid_certificates_issued_total counter\n\
              devid_certificates_issued_total {}\n\
-             # HELP devid_revocations_total Revocation, suspension and resumption changes made by this process.\n\
+             # HELP devid_revocations_total Revocations and suspensions made by this process.\n\
              # TYPE devid_revocations_total counter\n\
              devid_revocations_total {}\n\
-             # HELP devid_revocation_feed_head Newest sequence number of the revocation feed.\n\
+             # HELP devid_resumptions_total Suspensions lifted by this process.\n\
+             # TYPE devid_resumptions_total counter\n\
+             devid_resumptions_total {}\n\
+             # HELP devid_revocation_feed_head Newest sequence number of the device feed (revocations and settings changes).\n\
              # TYPE devid_revocation_feed_head gauge\n\
              devid_revocation_feed_head {}\n",
             self.certificates_issued.load(Ordering::Relaxed),
             self.revocations.load(Ordering::Relaxed),
+            self.resumptions.load(Ordering::Relaxed),
             self.feed_head.load(Ordering::Relaxed),
         );
+        out.push_str(
+            "# HELP devid_auth_failures_total Authentication failures reported by brokers, by refusal kind.\n",
+        );
+        out.push_str("# TYPE devid_auth_failures_total counter\n");
+        if let Ok(map) = self.auth_failures.lock() {
+            for (kind, n) in map.iter() {
+                let _ = writeln!(out, "devid_auth_failures_total{{refusal=\"{kind}\"}} {n}");
+            }
+        }
         out.push_str(
             "# HELP devid_issuance_seconds Time to register and issue (one observation per call).\n",
         );
@@ -131,6 +181,14 @@ mod tests {
         m.request("POST", "/v1/devices", 201);
         m.set_feed_head(5);
         m.set_feed_head(4);
+        m.status_changed(RevocationAction::Revoked);
+        m.status_changed(RevocationAction::Suspended);
+        m.status_changed(RevocationAction::Resumed);
+        m.status_changed(RevocationAction::Updated);
+        m.auth_failure(Some("device_revoked"));
+        m.auth_failure(Some("device_revoked"));
+        m.auth_failure(Some("Bad\"label"));
+        m.auth_failure(None);
         let text = m.render();
         assert!(
             text.contains("devid_certificates_issued_total 4\n"),
@@ -141,6 +199,11 @@ mod tests {
         assert!(text.contains("devid_issuance_seconds_bucket{le=\"5\"} 1\n"));
         assert!(text.contains("devid_issuance_seconds_bucket{le=\"+Inf\"} 2\n"));
         assert!(text.contains("devid_revocation_feed_head 5\n"));
+        // A resumption is not a revocation.
+        assert!(text.contains("devid_revocations_total 2\n"), "{text}");
+        assert!(text.contains("devid_resumptions_total 1\n"), "{text}");
+        assert!(text.contains("devid_auth_failures_total{refusal=\"device_revoked\"} 2\n"));
+        assert!(text.contains("devid_auth_failures_total{refusal=\"other\"} 2\n"));
         assert!(text.contains(
             "devid_http_requests_total{method=\"POST\",route=\"/v1/devices\",status=\"201\"} 1"
         ));

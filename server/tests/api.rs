@@ -1044,7 +1044,7 @@ async fn models_policies_allowlists_and_events() {
         // Connection events from a broker set last_seen and last_address.
         let events = json!({"events": [
             {"kind": "connect", "client_id": id, "at": "2026-11-25T12:00:00Z", "address": "127.0.0.1:5555"},
-            {"kind": "auth_failure", "client_id": id, "at": "2026-11-25T12:01:00Z", "reason": "bad signature"},
+            {"kind": "auth_failure", "client_id": id, "at": "2026-11-25T12:01:00Z", "reason": "bad signature", "refusal": "bad_signature"},
             {"kind": "disconnect", "client_id": id, "at": "2026-11-25T12:02:00Z"}
         ]});
         let (code, _) = server.post("/v1/events", Some(&broker), &events).await;
@@ -1052,6 +1052,20 @@ async fn models_policies_allowlists_and_events() {
         let (_, dev) = server.admin_get(&format!("/v1/devices/{id}")).await;
         assert_eq!(dev["last_seen"], "2026-11-25T12:00:00Z", "{dev}");
         assert_eq!(dev["last_address"], "127.0.0.1:5555");
+        // Failures are counted by the plugin's refusal kind.
+        let metrics = server
+            .client
+            .get(server.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            metrics.contains("devid_auth_failures_total{refusal=\"bad_signature\"} 1\n"),
+            "{metrics}"
+        );
         let (code, _) = server
             .post(
                 "/v1/events",

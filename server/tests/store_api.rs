@@ -172,6 +172,7 @@ both!(
     suspend_and_resume_toggle_hold,
     revoke_certificate_once,
     feed_seq_increases_by_one_and_pages,
+    feed_page_and_head_come_from_one_snapshot,
     crl_compare_and_set,
     audit_filters_and_pages,
     concurrent_same_serial_from_two_stores_makes_one_device,
@@ -1034,6 +1035,49 @@ async fn feed_seq_increases_by_one_and_pages(env: Env) {
     assert_eq!(head, 7);
 }
 
+/// While revocations commit, a page that is not full must end exactly at the head it comes
+/// with (entries and head from one snapshot).
+async fn feed_page_and_head_come_from_one_snapshot(env: Env) {
+    let s = env.store.clone();
+    const N: i64 = 60;
+    let items: Vec<NewDevice> = (0..N)
+        .map(|i| dev(&format!("S-{i}"), &format!("S{i}"), Some("c")))
+        .collect();
+    s.register(&items, RegMode::AllOrNothing, &actor(), T0)
+        .await
+        .expect("register");
+    let writer = {
+        let s = s.clone();
+        tokio::spawn(async move {
+            for i in 0..N {
+                s.revoke_device(
+                    &format!("S{i}"),
+                    RevocationReason::Unspecified,
+                    T0 + i,
+                    &admin(),
+                )
+                .await
+                .expect("revoke");
+                tokio::task::yield_now().await;
+            }
+        })
+    };
+    let mut reads = 0;
+    loop {
+        let (entries, head) = s.feed_since(0, 1000).await.expect("feed");
+        reads += 1;
+        let last = entries.last().map_or(0, |e| e.seq);
+        assert_eq!(
+            last, head,
+            "a short page must end at its head (read {reads})"
+        );
+        if head == N {
+            break;
+        }
+    }
+    writer.await.expect("writer");
+}
+
 async fn crl_compare_and_set(env: Env) {
     let s = &env.store;
     let row = |number: i64| CrlRow {
@@ -1253,7 +1297,18 @@ async fn feed_listener_sees_other_store_commits(env: Env) {
         .expect("notified within 2 s")
         .expect("a value");
     assert_eq!(seq, 1);
-    handle.abort();
+    // Every receiver gone: the listener ends at the next notification instead of running on.
+    drop(rx);
+    register_one(s, &dev("HW-L2", "L2", Some("c")))
+        .await
+        .expect("register");
+    s.revoke_device("L2", RevocationReason::KeyCompromise, T0, &admin())
+        .await
+        .expect("revoke");
+    tokio::time::timeout(Duration::from_secs(2), handle)
+        .await
+        .expect("the listener ended within 2 s of losing its last receiver")
+        .expect("no panic");
 }
 
 /// PostgreSQL only: the listener's connection is killed (as a failover or an idle-connection

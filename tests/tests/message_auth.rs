@@ -1,4 +1,4 @@
-//! Per-message authentication through Mosquitto (issue 5): `devid-mac` and `devid-seal` checked
+//! Per-message authentication through Mosquitto: `devid-mac` and `devid-seal` checked
 //! by the plugin with the DEVID-1 session keys when the device's policy says `required`.
 
 use std::time::Duration;

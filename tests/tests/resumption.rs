@@ -1,4 +1,4 @@
-//! DEVID-1 resumption through Mosquitto (issue 5): tickets from full handshakes, symmetric-only
+//! DEVID-1 resumption through Mosquitto: tickets from full handshakes, symmetric-only
 //! reconnects, and the refusals.
 
 use std::time::Duration;

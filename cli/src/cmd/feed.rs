@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use devid_core::api::{RevocationEntry, RevocationPage};
+use devid_core::api::{FeedEntry, FeedPage};
 use devid_core::sse::SseParser;
 use futures::StreamExt;
 use reqwest::Method;
@@ -24,7 +24,7 @@ const HEADERS: [&str; 7] = [
     "serials",
 ];
 
-fn cells(e: &RevocationEntry) -> Vec<String> {
+fn cells(e: &FeedEntry) -> Vec<String> {
     vec![
         e.seq.to_string(),
         e.at.clone(),
@@ -58,7 +58,7 @@ async fn list(api: &Api, out: OutputFormat, since: i64) -> Result<ExitCode> {
     let mut entries = Vec::new();
     let mut after = since;
     let head = loop {
-        let page: RevocationPage = api
+        let page: FeedPage = api
             .get_query(
                 "/v1/revocations",
                 &[("since", after.to_string()), ("limit", "1000".to_string())],
@@ -71,7 +71,7 @@ async fn list(api: &Api, out: OutputFormat, since: i64) -> Result<ExitCode> {
             _ => break page.head,
         }
     };
-    let page = RevocationPage { entries, head };
+    let page = FeedPage { entries, head };
     match out {
         OutputFormat::Json => super::print_json(&page),
         OutputFormat::Table => {
@@ -88,7 +88,7 @@ async fn list(api: &Api, out: OutputFormat, since: i64) -> Result<ExitCode> {
 
 /// The feed's head now: the sequence number of its newest entry (0 for an empty feed).
 async fn feed_head(api: &Api) -> Result<i64> {
-    let page: RevocationPage = api
+    let page: FeedPage = api
         .get_query(
             "/v1/revocations",
             &[("since", "0".to_string()), ("limit", "1".to_string())],
@@ -168,13 +168,9 @@ async fn watch(
                             }
                             continue;
                         }
-                        let entry: RevocationEntry =
-                            serde_json::from_str(&ev.data).map_err(|e| {
-                                CliError::failed(format!(
-                                    "unexpected event from {}: {e}",
-                                    api.base()
-                                ))
-                            })?;
+                        let entry: FeedEntry = serde_json::from_str(&ev.data).map_err(|e| {
+                            CliError::failed(format!("unexpected event from {}: {e}", api.base()))
+                        })?;
                         last_id = Some(ev.id.unwrap_or_else(|| entry.seq.to_string()));
                         match out {
                             OutputFormat::Json => super::emit(

@@ -1,4 +1,5 @@
-//! Broker enrolment, per-model settings and per-device broker policy (issue 4's commands).
+//! Broker enrolment, per-model settings and per-device broker settings: `devid broker`,
+//! `devid model`, and `devid device status|policy|allowlist`.
 
 use std::process::ExitCode;
 

@@ -8,7 +8,8 @@
 //! - [`Packet::encode`] writes a packet; every length prefix is derived from the bytes written.
 //!
 //! Why our own: most Rust MQTT clients cannot continue an enhanced-authentication (AUTH)
-//! exchange, which DEVID-1 needs (see shared notes).
+//! exchange, which DEVID-1 needs: rumqttc 0.25 fails on an incoming AUTH packet, paho-mqtt 2.2
+//! and libmosquitto 2.0 clients cannot do a multi-step AUTH.
 
 mod codec;
 mod packet;

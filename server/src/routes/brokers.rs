@@ -111,10 +111,14 @@ async fn events(
         )));
     }
     let mut rows = Vec::with_capacity(batch.events.len());
+    let mut failures = Vec::new();
     for (i, e) in batch.events.into_iter().enumerate() {
         let at = timefmt::parse_rfc3339(&e.at).ok_or_else(|| {
             ApiError::unprocessable(format!("at {:?} is not an RFC 3339 time", e.at)).at_index(i)
         })?;
+        if e.kind == ConnectionEventKind::AuthFailure {
+            failures.push(e.refusal.clone());
+        }
         // A disconnect changes no counter; connects and failures do.
         if e.kind == ConnectionEventKind::Disconnect || e.client_id.is_empty() {
             continue;
@@ -127,6 +131,9 @@ async fn events(
         });
     }
     state.store.record_events(&rows).await?;
+    for refusal in &failures {
+        state.metrics.auth_failure(refusal.as_deref());
+    }
     Ok(StatusCode::ACCEPTED)
 }
 

@@ -583,7 +583,7 @@ pub fn validate_topics(t: &TopicPolicy) -> Result<(), ApiError> {
 fn changed(state: &AppState, entry: Option<&FeedEntryRow>) {
     if let Some(e) = entry {
         state.feed.notify(e.seq);
-        state.metrics.revoked();
+        state.metrics.status_changed(e.action);
         state.feed.refresh_crl_soon();
     }
 }

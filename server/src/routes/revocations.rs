@@ -1,4 +1,5 @@
-//! The revocation feed: paged (`GET /v1/revocations?since=N`) and live (Server-Sent Events).
+//! The device feed (revocations, suspensions, resumptions and `updated` settings entries;
+//! the path keeps its historical name): paged (`GET /v1/revocations?since=N`) and live (Server-Sent Events).
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -9,7 +10,7 @@ use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::routing::get;
 use axum::{Json, Router};
-use devid_core::api::{RevocationEntry, RevocationPage, RevocationScope, Role};
+use devid_core::api::{FeedEntry, FeedPage, RevocationScope, Role};
 use futures::Stream;
 use serde::Deserialize;
 
@@ -38,13 +39,13 @@ struct PageQuery {
     limit: Option<u32>,
 }
 
-pub fn entry_json(e: &FeedEntryRow) -> RevocationEntry {
+pub fn entry_json(e: &FeedEntryRow) -> FeedEntry {
     // A model-scoped entry keeps the model name where device entries keep the ClientID.
     let (client_id, model) = match e.scope {
         RevocationScope::Model => (String::new(), Some(e.client_id.clone())),
         _ => (e.client_id.clone(), None),
     };
-    RevocationEntry {
+    FeedEntry {
         seq: e.seq,
         scope: e.scope,
         action: e.action,
@@ -60,7 +61,7 @@ async fn page(
     State(state): State<AppState>,
     caller: Caller,
     ApiQuery(q): ApiQuery<PageQuery>,
-) -> Result<Json<RevocationPage>, ApiError> {
+) -> Result<Json<FeedPage>, ApiError> {
     caller.require(FOLLOWERS)?;
     let limit = q.limit.unwrap_or(1000);
     if !(1..=10_000).contains(&limit) || q.since < 0 {
@@ -69,7 +70,7 @@ async fn page(
         ));
     }
     let (entries, head) = state.store.feed_since(q.since, limit).await?;
-    Ok(Json(RevocationPage {
+    Ok(Json(FeedPage {
         entries: entries.iter().map(entry_json).collect(),
         head,
     }))

@@ -822,21 +822,27 @@ impl Backend {
         since: i64,
         limit: u32,
     ) -> Result<(Vec<FeedEntryRow>, i64), StoreError> {
-        let mut conn = self.read.acquire().await?;
-        let sql = format!("SELECT {FEED_COLS} FROM feed WHERE seq > $1 ORDER BY seq LIMIT $2");
+        // One statement, so the entries and the head come from one snapshot on both backends
+        // (a page shorter than `limit` ends at the head). The head row is always there; with
+        // no entry after `since` its entry columns are NULL.
+        let sql = format!(
+            "SELECT h.head, f.* FROM (SELECT COALESCE(MAX(seq), 0) AS head FROM feed) AS h \
+             LEFT JOIN (SELECT {FEED_COLS} FROM feed WHERE seq > $1 ORDER BY seq LIMIT $2) AS f \
+             ON 1 = 1 ORDER BY f.seq"
+        );
         let rows = sqlx::query(&sql)
             .bind(since)
             .bind(clamp_limit(limit))
-            .fetch_all(&mut *conn)
+            .fetch_all(&self.read)
             .await?;
-        let entries = rows
-            .iter()
-            .map(feed_from_row)
-            .collect::<Result<Vec<_>, _>>()?;
-        // Read after the entries, so head >= every entry returned.
-        let head: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM feed")
-            .fetch_one(&mut *conn)
-            .await?;
+        let mut head = 0;
+        let mut entries = Vec::with_capacity(rows.len());
+        for r in &rows {
+            head = r.try_get("head")?;
+            if r.try_get::<Option<i64>, _>("seq")?.is_some() {
+                entries.push(feed_from_row(r)?);
+            }
+        }
         Ok((entries, head))
     }
 
@@ -946,7 +952,7 @@ impl Backend {
         rows.iter().map(audit_from_row).collect()
     }
 
-    // ---- later issues ----
+    // ---- connection events, per-device and per-model policy ----
 
     pub(super) async fn record_events(&self, events: &[DeviceEvent]) -> Result<usize, StoreError> {
         // Fold the events per ClientID first: one row per device in one UPDATE ... FROM VALUES.

@@ -252,7 +252,7 @@ pub struct DevicePolicyChange {
     pub message_auth: Option<Option<String>>,
 }
 
-/// Per-model settings (issues 3 to 5).
+/// Per-model settings: ClientID prefix, topic policy, message authentication.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModelRow {
     pub name: String,
@@ -263,7 +263,7 @@ pub struct ModelRow {
     pub updated_at: i64,
 }
 
-/// A connection event as the store records it (issue 4).
+/// A connection event (connect, disconnect, auth failure) as the store records it.
 #[derive(Debug, Clone)]
 pub struct DeviceEvent {
     pub client_id: String,
@@ -557,7 +557,9 @@ impl Store {
     // ---- feed --------------------------------------------------------------------------------
 
     /// Entries with seq > `since`, oldest first, at most `limit` (0 means 100; capped at
-    /// 10,000), and the current head (0 when the feed is empty), read from one snapshot.
+    /// 10,000), and the head (0 when the feed is empty). Entries and head are read in one
+    /// statement, so they come from one snapshot: head >= every entry returned, and a page
+    /// shorter than `limit` ends at the head.
     pub async fn feed_since(
         &self,
         since: i64,
@@ -574,8 +576,8 @@ impl Store {
     /// sends the seq of every feed entry committed by ANY process (this one included) into
     /// `sink`. After a lost connection it reconnects and sends the current head, since
     /// notifications in the gap are lost: treat every value as "the head is at least N" and
-    /// read `feed_since(last_delivered)`. The task runs until the handle is aborted (a send with
-    /// no receivers is not an error).
+    /// read `feed_since(last_delivered)`. The task ends at the first notification (or reconnect)
+    /// after every receiver of `sink` is gone; the caller may also abort it with the handle.
     /// SQLite: returns Ok(None) and does nothing (one process; broadcast in-process).
     pub async fn spawn_feed_listener(
         &self,
@@ -632,7 +634,7 @@ impl Store {
         on_backend!(self, b => b.list_audit(since, actor, after_id, limit).await)
     }
 
-    // ---- later issues: connection events, per-device and per-model policy ---------------------
+    // ---- connection events, per-device and per-model policy --------------------------------
 
     /// Applies connection events: connects set last_seen/last_address and count up; auth
     /// failures count up. Events for unknown ClientIDs are skipped. Returns how many applied.

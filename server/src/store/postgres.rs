@@ -263,8 +263,10 @@ impl Backend {
                 match listener.try_recv().await {
                     Ok(Some(n)) => match n.payload().parse::<i64>() {
                         Ok(seq) => {
-                            // No receivers right now is fine: the server may have none.
-                            let _ = sink.send(seq);
+                            // No receiver left (the feed was dropped): nobody listens any more.
+                            if sink.send(seq).is_err() {
+                                break;
+                            }
                         }
                         Err(_) => {
                             tracing::warn!(payload = n.payload(), "ignoring bad feed notification")
@@ -275,6 +277,9 @@ impl Backend {
                         // again (eager reconnect).
                         tracing::warn!("feed listener lost its connection; reconnected");
                         announce_head(sink.clone()).await;
+                        if sink.receiver_count() == 0 {
+                            break;
+                        }
                     }
                     Err(e) => {
                         // Reconnecting failed (or another error). try_recv would reconnect
@@ -290,6 +295,9 @@ impl Backend {
                         }
                         tracing::info!("feed listener listening again");
                         announce_head(sink.clone()).await;
+                        if sink.receiver_count() == 0 {
+                            break;
+                        }
                     }
                 }
             }
