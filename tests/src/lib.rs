@@ -134,6 +134,25 @@ fn split_dep_paths(deps: &str) -> Vec<String> {
     out
 }
 
+/// Polls the async `check` every 100 ms until it holds; panics naming `what` if it has not within
+/// `within`. For conditions that come true after a timer of the code under test (a grace period,
+/// a staleness limit, an expiry): the test waits as long as the condition takes, not a fixed
+/// sleep sized to the timer.
+pub async fn wait_until<F, Fut>(what: &str, within: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if check().await {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{what}: not within {within:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// A port that was free a moment ago.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
