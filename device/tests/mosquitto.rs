@@ -103,15 +103,24 @@ async fn explicit_ping_and_keepalive_pings() {
     let c = connect(&m, "pinger", 1).await;
     let rtt = c.ping().await.unwrap();
     assert!(rtt < Duration::from_secs(5));
-    // With a 1 s keep-alive the client must ping by itself or Mosquitto drops it after 1.5 s.
-    tokio::time::sleep(Duration::from_millis(3500)).await;
+    // With a 1 s keep-alive the client must ping by itself or Mosquitto drops it after 1.5 s:
+    // two more pings (about 2 s) with the connection still up.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while m.log_text().matches("Received PINGREQ from pinger").count() < 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "expected keep-alive pings, log:\n{}",
+            m.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     c.ping().await.unwrap();
-    let log = m.log_text();
-    let pings = log.matches("Received PINGREQ from pinger").count();
-    assert!(pings >= 3, "expected keep-alive pings, log:\n{log}");
     c.disconnect().await.unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(m.log_text().contains("Received DISCONNECT from pinger"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !m.log_text().contains("Received DISCONNECT from pinger") {
+        assert!(std::time::Instant::now() < deadline, "{}", m.log_text());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test]

@@ -1204,3 +1204,18 @@ async fn suspension_comment_is_kept_in_the_audit_log() {
         assert_eq!(rows[1]["detail"], "returned for repair");
     }
 }
+
+/// Without DEVID_TEST_POSTGRES_URL the PostgreSQL half of a test is left out only off CI: under
+/// CI=true or DEVID_TEST_REQUIRE_POSTGRES=1 (scripts/test.sh) the run fails instead.
+#[test]
+fn a_missing_postgres_fails_the_run_under_ci() {
+    let s = |v: &str| Some(v.to_owned());
+    let url = "postgres://postgres@127.0.0.1:5432/postgres";
+    assert_eq!(postgres_url_from(s(url), s("true"), None), Ok(s(url)));
+    assert_eq!(postgres_url_from(None, None, None), Ok(None));
+    assert_eq!(postgres_url_from(None, s("false"), s("0")), Ok(None));
+    for (ci, require) in [(s("true"), None), (None, s("1")), (s("1"), None)] {
+        let e = postgres_url_from(s(""), ci, require).expect_err("PostgreSQL is required");
+        assert!(e.contains("DEVID_TEST_POSTGRES_URL is not set"), "{e}");
+    }
+}

@@ -310,7 +310,8 @@ async fn a_live_stream_ends_when_its_token_expires() {
 #[tokio::test]
 async fn a_stream_ends_when_its_token_is_revoked_through_another_process() {
     let Some(backend) = postgres().await else {
-        panic!("DEVID_TEST_POSTGRES_URL is not set: this test needs PostgreSQL");
+        // Only off CI: under CI `postgres()` fails the test instead.
+        return;
     };
     let a = Server::start(&backend).await;
     let b = Server::start_with(

@@ -4,6 +4,8 @@
 //!
 //! Run: `DEVID_TEST_POSTGRES_URL=postgres://postgres@127.0.0.1:5432/postgres cargo nextest run -p devid-server --test store_api`
 
+mod common;
+
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -72,7 +74,7 @@ impl Env {
     }
 
     async fn postgres() -> Option<Env> {
-        let admin_url = std::env::var("DEVID_TEST_POSTGRES_URL").ok()?;
+        let admin_url = common::postgres_url()?;
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .expect("clock")

@@ -3,7 +3,8 @@
 //!
 //! The server binary is taken from `<workspace>/target/debug/devid-server`
 //! (`$DEVID_SERVER_BIN` overrides): run `cargo build --workspace` (or
-//! `cargo build -p devid-server`) before these tests.
+//! `cargo build -p devid-server`) before these tests; they refuse a server binary older than its
+//! sources.
 
 #![allow(dead_code)]
 
@@ -23,16 +24,7 @@ pub fn server_bin() -> PathBuf {
     if let Ok(p) = std::env::var("DEVID_SERVER_BIN") {
         return PathBuf::from(p);
     }
-    let target = std::env::var("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| workspace_root().join("target"));
-    let p = target.join("debug").join("devid-server");
-    assert!(
-        p.is_file(),
-        "{} is missing: run `cargo build --workspace` (or `cargo build -p devid-server`) first",
-        p.display()
-    );
-    p
+    devid_e2e::artifact("devid-server")
 }
 
 pub fn free_port() -> u16 {

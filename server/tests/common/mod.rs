@@ -38,7 +38,7 @@ pub fn install_crypto() {
 /// database).
 pub async fn backends() -> Vec<Backend> {
     let mut v = vec![Backend::Sqlite];
-    if let Ok(url) = std::env::var("DEVID_TEST_POSTGRES_URL") {
+    if let Some(url) = postgres_url() {
         v.push(Backend::Postgres(fresh_pg_database(&url).await));
     }
     v
@@ -46,8 +46,45 @@ pub async fn backends() -> Vec<Backend> {
 
 /// Only PostgreSQL (for scale-out tests); None when DEVID_TEST_POSTGRES_URL is unset.
 pub async fn postgres() -> Option<Backend> {
-    let url = std::env::var("DEVID_TEST_POSTGRES_URL").ok()?;
+    let url = postgres_url()?;
     Some(Backend::Postgres(fresh_pg_database(&url).await))
+}
+
+/// The PostgreSQL admin URL from DEVID_TEST_POSTGRES_URL. Unset, the PostgreSQL half of a test
+/// is left out, which is only allowed off CI: under `CI=true` or `DEVID_TEST_REQUIRE_POSTGRES=1`
+/// (scripts/test.sh sets it) this panics, so a missing PostgreSQL fails the run instead of
+/// passing as skipped.
+pub fn postgres_url() -> Option<String> {
+    let var = |k: &str| std::env::var(k).ok();
+    postgres_url_from(
+        var("DEVID_TEST_POSTGRES_URL"),
+        var("CI"),
+        var("DEVID_TEST_REQUIRE_POSTGRES"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// [`postgres_url`] on given values of DEVID_TEST_POSTGRES_URL, CI and
+/// DEVID_TEST_REQUIRE_POSTGRES.
+pub fn postgres_url_from(
+    url: Option<String>,
+    ci: Option<String>,
+    require: Option<String>,
+) -> Result<Option<String>, String> {
+    if let Some(url) = url.filter(|u| !u.is_empty()) {
+        return Ok(Some(url));
+    }
+    let ci = ci.is_some_and(|v| v.eq_ignore_ascii_case("true") || v == "1");
+    let required = require.is_some_and(|v| !v.is_empty() && v != "0");
+    if ci || required {
+        return Err(
+            "DEVID_TEST_POSTGRES_URL is not set, and this run requires PostgreSQL \
+                    (CI=true or DEVID_TEST_REQUIRE_POSTGRES=1): set it, e.g. \
+                    postgres://postgres@127.0.0.1:5432/postgres"
+                .to_owned(),
+        );
+    }
+    Ok(None)
 }
 
 pub async fn fresh_pg_database(admin_url: &str) -> String {
