@@ -84,6 +84,13 @@ fn assemble(rows: &[DbRow]) -> Result<Vec<DeviceWithCerts>, StoreError> {
     Ok(out)
 }
 
+/// The id that `insert_devices` gave the device with this hardware serial.
+fn inserted_id(ids: &HashMap<String, i64>, hardware_serial: &str) -> Result<i64, StoreError> {
+    ids.get(hardware_serial)
+        .copied()
+        .ok_or_else(|| corrupt("inserted device id for serial", hardware_serial))
+}
+
 /// Adds a row of (spki_sha256, compromised_at, client_id) to a key look-up's answer.
 fn insert_known_key(keys: &mut HashMap<[u8; 32], KnownKey>, r: &DbRow) -> Result<(), StoreError> {
     let hash: Vec<u8> = r.try_get("spki_sha256")?;
@@ -505,10 +512,7 @@ impl Backend {
             match r {
                 ExistingRef::Stored(id) => Ok(id),
                 ExistingRef::InBatch(first) => {
-                    let serial = &items[first].hardware_serial;
-                    ids.get(serial)
-                        .copied()
-                        .ok_or_else(|| corrupt("inserted device id for serial", serial))
+                    inserted_id(&ids, &items[first].hardware_serial)
                 }
             }
         };

@@ -389,11 +389,7 @@ async fn lookup_keys(
 /// The ids `insert_devices` gave the devices, in the order of `devs`.
 fn device_ids(devs: &[&NewDevice], ids: &HashMap<String, i64>) -> Result<Vec<i64>, StoreError> {
     devs.iter()
-        .map(|d| {
-            ids.get(&d.hardware_serial)
-                .copied()
-                .ok_or_else(|| corrupt("inserted device id for serial", &d.hardware_serial))
-        })
+        .map(|d| inserted_id(ids, &d.hardware_serial))
         .collect()
 }
 

@@ -278,9 +278,7 @@ async fn insert_device_keys(
         );
         let mut q = sqlx::query(&sql).persistent(chunk.len() <= CACHE_MAX_ROWS);
         for d in chunk {
-            let id = *ids
-                .get(&d.hardware_serial)
-                .ok_or_else(|| corrupt("inserted device id for serial", &d.hardware_serial))?;
+            let id = inserted_id(ids, &d.hardware_serial)?;
             q = q.bind(d.cert.spki_sha256.as_slice()).bind(id);
         }
         q.execute(&mut **tx).await?;
@@ -336,9 +334,7 @@ async fn insert_certificates(
         );
         let mut q = sqlx::query(&sql).persistent(chunk.len() <= CACHE_MAX_ROWS);
         for d in chunk {
-            let id = *ids
-                .get(&d.hardware_serial)
-                .ok_or_else(|| corrupt("inserted device id for serial", &d.hardware_serial))?;
+            let id = inserted_id(ids, &d.hardware_serial)?;
             q = q
                 .bind(&d.cert.serial)
                 .bind(id)
