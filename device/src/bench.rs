@@ -212,6 +212,30 @@ fn load_devices(b: &ConnectBench) -> Result<Vec<Device>, Failure> {
     Ok(devices)
 }
 
+/// CPU time used by this process and, when its PID is known, the broker, since `start`.
+struct CpuMeter {
+    own: Option<f64>,
+    broker: Option<(u32, f64)>,
+}
+
+impl CpuMeter {
+    fn start(broker_pid: Option<u32>) -> CpuMeter {
+        CpuMeter {
+            own: cpu_seconds(None),
+            broker: broker_pid.and_then(|p| Some((p, cpu_seconds(Some(p))?))),
+        }
+    }
+
+    /// Seconds of CPU (this process, the broker) since `start`.
+    fn used(&self) -> (Option<f64>, Option<f64>) {
+        let own = cpu_seconds(None).zip(self.own).map(|(a, b)| a - b);
+        let broker = self
+            .broker
+            .and_then(|(p, b)| Some(cpu_seconds(Some(p))? - b));
+        (own, broker)
+    }
+}
+
 /// Process CPU time (user + system) from /proc/PID/stat, in seconds. /proc counts it in clock
 /// ticks (USER_HZ, see [`clock_ticks_per_second`]).
 fn cpu_seconds(pid: Option<u32>) -> Option<f64> {
@@ -364,8 +388,7 @@ async fn run_publish(b: PublishBench) -> Result<(), Failure> {
         Protect::Mac => devid_device::Protection::Mac,
         Protect::Seal => devid_device::Protection::Seal,
     };
-    let cpu0 = cpu_seconds(None);
-    let bcpu0 = b.broker_pid.and_then(|p| cpu_seconds(Some(p)));
+    let meter = CpuMeter::start(b.broker_pid);
     let started = Instant::now();
     let deadline = started + Duration::from_secs_f64(b.duration);
     let handles: Vec<_> = (0..b.inflight)
@@ -404,12 +427,7 @@ async fn run_publish(b: PublishBench) -> Result<(), Failure> {
     // PINGRESP comes after the broker has read every PUBLISH before it.
     client.ping().await?;
     let elapsed = started.elapsed().as_secs_f64();
-    let cpu = cpu_seconds(None).zip(cpu0).map(|(a, b)| a - b);
-    let bcpu = b
-        .broker_pid
-        .and_then(|p| cpu_seconds(Some(p)))
-        .zip(bcpu0)
-        .map(|(a, b)| a - b);
+    let (cpu, bcpu) = meter.used();
     if let Ok(c) = Arc::try_unwrap(client) {
         c.disconnect().await?;
     }
@@ -479,8 +497,7 @@ async fn run_connect(b: ConnectBench) -> Result<(), Failure> {
         );
     }
     let broker: Arc<str> = Arc::from(b.broker.as_str());
-    let cpu0 = cpu_seconds(None);
-    let bcpu0 = b.broker_pid.and_then(|p| cpu_seconds(Some(p)));
+    let meter = CpuMeter::start(b.broker_pid);
     let started = Instant::now();
     let deadline = started + Duration::from_secs_f64(b.duration);
     let handles: Vec<_> = (0..concurrency)
@@ -507,12 +524,7 @@ async fn run_connect(b: ConnectBench) -> Result<(), Failure> {
         }
     }
     let elapsed = started.elapsed().as_secs_f64();
-    let cpu = cpu_seconds(None).zip(cpu0).map(|(a, b)| a - b);
-    let bcpu = b
-        .broker_pid
-        .and_then(|p| cpu_seconds(Some(p)))
-        .zip(bcpu0)
-        .map(|(a, b)| a - b);
+    let (cpu, bcpu) = meter.used();
     all.latencies_us.sort_unstable();
     let ok = all.latencies_us.len();
     let rate = ok as f64 / elapsed;

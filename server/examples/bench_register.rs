@@ -89,6 +89,57 @@ fn make_csrs(n: usize) -> Vec<String> {
     })
 }
 
+/// One device of a registration request.
+fn item(prefix: &str, i: usize, csr: &str) -> serde_json::Value {
+    json!({"hardware_serial": format!("{prefix}-{i}"), "model": "bench", "csr": csr})
+}
+
+/// Sends `requests` over `workers` concurrent tasks, each taking the next request as it is
+/// free; returns every request's latency and the devices registered.
+async fn drive(
+    client: &reqwest::Client,
+    url: String,
+    bearer: Option<String>,
+    requests: Vec<(serde_json::Value, usize)>,
+    workers: usize,
+) -> (Vec<Duration>, usize) {
+    let requests = Arc::new(requests);
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..workers {
+        let (client, next, requests) = (client.clone(), next.clone(), requests.clone());
+        let (url, bearer) = (url.clone(), bearer.clone());
+        tasks.push(tokio::spawn(async move {
+            let (mut lat, mut devices) = (Vec::new(), 0);
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some((body, n)) = requests.get(i) else {
+                    break;
+                };
+                let mut req = client.post(&url).json(body);
+                if let Some(token) = &bearer {
+                    req = req.bearer_auth(token);
+                }
+                let t = Instant::now();
+                let resp = req.send().await.unwrap();
+                let status = resp.status();
+                let _ = resp.bytes().await.unwrap();
+                assert!(status.is_success(), "HTTP {status}");
+                lat.push(t.elapsed());
+                devices += n;
+            }
+            (lat, devices)
+        }));
+    }
+    let (mut latencies, mut devices) = (Vec::new(), 0);
+    for t in tasks {
+        let (lat, n) = t.await.unwrap();
+        latencies.extend(lat);
+        devices += n;
+    }
+    (latencies, devices)
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
@@ -117,118 +168,45 @@ async fn main() {
         .build()
         .unwrap();
     let own_cpu_before = cpu_seconds_of(std::process::id());
-    let started = Instant::now();
-    let mut latencies: Vec<Duration> = Vec::with_capacity(args.count);
-    let devices;
-    match args.mode.as_str() {
-        "single" => {
-            let next = Arc::new(AtomicUsize::new(0));
-            let mut tasks = Vec::new();
-            for _ in 0..args.concurrency {
-                let (client, next, csrs) = (client.clone(), next.clone(), csrs.clone());
-                let (url, token, prefix) = (
-                    format!("{}/v1/devices", args.url),
-                    args.token.clone(),
-                    args.prefix.clone(),
-                );
-                tasks.push(tokio::spawn(async move {
-                    let mut lat = Vec::new();
-                    loop {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        if i >= csrs.len() {
-                            break;
-                        }
-                        let body = json!({"hardware_serial": format!("{prefix}-{i}"), "model": "bench", "csr": csrs[i]});
-                        let t = Instant::now();
-                        let resp = client.post(&url).bearer_auth(&token).json(&body).send().await.unwrap();
-                        let status = resp.status();
-                        let _ = resp.bytes().await.unwrap();
-                        assert!(status.is_success(), "HTTP {status}");
-                        lat.push(t.elapsed());
-                    }
-                    lat
-                }));
-            }
-            for t in tasks {
-                latencies.extend(t.await.unwrap());
-            }
-            devices = latencies.len();
-        }
-        "batch" => {
-            // Two batches in flight: one being signed while the other is stored.
-            let next = Arc::new(AtomicUsize::new(0));
-            let mut tasks = Vec::new();
-            for _ in 0..args.concurrency.min(4) {
-                let (client, next, csrs) = (client.clone(), next.clone(), csrs.clone());
-                let (url, token, prefix, size) = (
-                    format!("{}/v1/devices/batch", args.url),
-                    args.token.clone(),
-                    args.prefix.clone(),
-                    args.batch,
-                );
-                tasks.push(tokio::spawn(async move {
-                    let mut lat = Vec::new();
-                    let mut n = 0;
-                    loop {
-                        let start = next.fetch_add(size, Ordering::Relaxed);
-                        if start >= csrs.len() {
-                            break;
-                        }
-                        let end = (start + size).min(csrs.len());
-                        let items: Vec<_> = (start..end)
-                            .map(|i| json!({"hardware_serial": format!("{prefix}-{i}"), "model": "bench", "csr": csrs[i]}))
-                            .collect();
-                        let t = Instant::now();
-                        let resp = client.post(&url).bearer_auth(&token).json(&json!({"items": items})).send().await.unwrap();
-                        let status = resp.status();
-                        let _ = resp.bytes().await.unwrap();
-                        assert!(status.is_success(), "HTTP {status}");
-                        lat.push(t.elapsed());
-                        n += end - start;
-                    }
-                    (lat, n)
-                }));
-            }
-            let mut total = 0;
-            for t in tasks {
-                let (lat, n) = t.await.unwrap();
-                latencies.extend(lat);
-                total += n;
-            }
-            devices = total;
-        }
-        "cfssl" => {
-            // The peer baseline: cfssl's HTTP signer (`cfssl serve`), same CSRs, same concurrency.
-            let next = Arc::new(AtomicUsize::new(0));
-            let mut tasks = Vec::new();
-            for _ in 0..args.concurrency {
-                let (client, next, csrs) = (client.clone(), next.clone(), csrs.clone());
-                let url = format!("{}/api/v1/cfssl/sign", args.url);
-                tasks.push(tokio::spawn(async move {
-                    let mut lat = Vec::new();
-                    loop {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        if i >= csrs.len() {
-                            break;
-                        }
-                        let body = json!({"certificate_request": csrs[i]});
-                        let t = Instant::now();
-                        let resp = client.post(&url).json(&body).send().await.unwrap();
-                        let status = resp.status();
-                        let _ = resp.bytes().await.unwrap();
-                        assert!(status.is_success(), "HTTP {status}");
-                        lat.push(t.elapsed());
-                    }
-                    lat
-                }));
-            }
-            for t in tasks {
-                latencies.extend(t.await.unwrap());
-            }
-            devices = latencies.len();
-        }
+    // Each mode is a list of requests (url, body, devices it registers); one driver sends them.
+    let (url, bearer, requests, workers) = match args.mode.as_str() {
+        "single" => (
+            format!("{}/v1/devices", args.url),
+            Some(args.token.clone()),
+            (0..csrs.len())
+                .map(|i| (item(&args.prefix, i, &csrs[i]), 1))
+                .collect::<Vec<_>>(),
+            args.concurrency,
+        ),
+        // At most four batches in flight: some being signed while others are stored.
+        "batch" => (
+            format!("{}/v1/devices/batch", args.url),
+            Some(args.token.clone()),
+            (0..csrs.len())
+                .step_by(args.batch)
+                .map(|start| {
+                    let end = (start + args.batch).min(csrs.len());
+                    let items: Vec<_> = (start..end)
+                        .map(|i| item(&args.prefix, i, &csrs[i]))
+                        .collect();
+                    (json!({ "items": items }), end - start)
+                })
+                .collect(),
+            args.concurrency.min(4),
+        ),
+        // The peer baseline: cfssl's HTTP signer (`cfssl serve`), same CSRs, same concurrency.
+        "cfssl" => (
+            format!("{}/api/v1/cfssl/sign", args.url),
+            None,
+            csrs.iter()
+                .map(|c| (json!({ "certificate_request": c }), 1))
+                .collect(),
+            args.concurrency,
+        ),
         other => panic!("--mode single|batch|cfssl, not {other}"),
-    }
+    };
+    let started = Instant::now();
+    let (mut latencies, devices) = drive(&client, url, bearer, requests, workers).await;
     let elapsed = started.elapsed();
     latencies.sort();
     let own_cpu = own_cpu_before
