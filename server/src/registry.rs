@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::auth::Caller;
 use crate::ca::{Ca, IssuedCert};
-use crate::error::{conflict_error, ApiError};
+use crate::domain::{registration, DomainError};
 use crate::metrics::Metrics;
 use crate::store::{
     Actor, DeviceWithCerts, NewCert, NewDevice, RegConflict, RegMode, RegOutcome, Store,
@@ -52,7 +52,7 @@ struct Signed {
 }
 
 /// The stored outcome, with the device handed back so the answer is built without a copy.
-type GroupReply = Result<(NewDevice, Result<RegOutcome, RegConflict>), ApiError>;
+type GroupReply = Result<(NewDevice, Result<RegOutcome, RegConflict>), DomainError>;
 
 struct GroupItem {
     actor: Actor,
@@ -113,7 +113,7 @@ impl Registry {
         &self,
         caller: &Caller,
         req: RegisterRequest,
-    ) -> Result<Registered, ApiError> {
+    ) -> Result<Registered, DomainError> {
         let prefixes = self.prefixes_for([req.model.as_deref()]).await?;
         let checked = self.check(caller, req, &prefixes)?;
         let started = Instant::now();
@@ -134,10 +134,10 @@ impl Registry {
                 reply: reply_tx,
             })
             .await
-            .map_err(|_| ApiError::Unavailable("the service is shutting down".into()))?;
+            .map_err(|_| DomainError::Unavailable("the service is shutting down".into()))?;
         let (device, outcome) = reply_rx
             .await
-            .map_err(|_| ApiError::internal("group committer dropped a registration"))??;
+            .map_err(|_| DomainError::internal("group committer dropped a registration"))??;
         match outcome {
             Ok(RegOutcome::Created) => {
                 self.inner.metrics.issued(1, started.elapsed());
@@ -146,7 +146,7 @@ impl Registry {
             Ok(RegOutcome::Existing(existing)) => self.answer_existing(&existing),
             // The conflict names the device that holds the serial or key: the ClientID made
             // for this request belongs to no device.
-            Err(conflict) => Err(conflict_error(&conflict)),
+            Err(conflict) => Err(registration::refusal(&conflict)),
         }
     }
 
@@ -155,7 +155,7 @@ impl Registry {
         &self,
         caller: &Caller,
         items: Vec<RegisterRequest>,
-    ) -> Result<(Vec<Registered>, usize), ApiError> {
+    ) -> Result<(Vec<Registered>, usize), DomainError> {
         let prefixes = self
             .prefixes_for(items.iter().map(|i| i.model.as_deref()))
             .await?;
@@ -167,17 +167,20 @@ impl Registry {
                 .check(caller, req, &prefixes)
                 .map_err(|e| e.at_index(index))?;
             if let Some(first) = serials.insert(c.hardware_serial.clone(), index) {
-                return Err(ApiError::unprocessable(format!(
-                    "hardware_serial {:?} also appears at item {first}",
-                    c.hardware_serial
-                ))
+                return Err(DomainError::invalid_field(
+                    "hardware_serial",
+                    format!(
+                        "hardware_serial {:?} also appears at item {first}",
+                        c.hardware_serial
+                    ),
+                )
                 .at_index(index));
             }
             if let Some(first) = ids.insert(c.client_id.clone(), index) {
-                return Err(ApiError::unprocessable(format!(
-                    "client_id {:?} also appears at item {first}",
-                    c.client_id
-                ))
+                return Err(DomainError::invalid_field(
+                    "client_id",
+                    format!("client_id {:?} also appears at item {first}", c.client_id),
+                )
                 .at_index(index));
             }
             checked.push(c);
@@ -186,7 +189,7 @@ impl Registry {
         let this = self.clone();
         let signed = tokio::task::spawn_blocking(move || this.sign_parallel(checked))
             .await
-            .map_err(ApiError::internal)??;
+            .map_err(DomainError::internal)??;
         let (devices, keys): (Vec<NewDevice>, Vec<Option<String>>) = signed
             .into_iter()
             .map(|s| (s.device, s.private_key))
@@ -195,10 +198,13 @@ impl Registry {
         let mut spkis = HashMap::with_capacity(devices.len());
         for (index, d) in devices.iter().enumerate() {
             if let Some(first) = spkis.insert(d.cert.spki_sha256, index) {
-                return Err(ApiError::unprocessable(format!(
+                return Err(DomainError::invalid_field(
+                    "csr",
+                    format!(
                     "the public key also appears at item {first}; every device needs a key pair \
                      of its own"
-                ))
+                ),
+                )
                 .at_index(index));
             }
         }
@@ -227,7 +233,7 @@ impl Registry {
                     answers.push(self.answer_existing(&existing)?)
                 }
                 // AllOrNothing reports conflicts as an error; this is a defensive fallback.
-                Err(c) => return Err(conflict_error(&c).at_index(index)),
+                Err(c) => return Err(registration::refusal(&c).at_index(index)),
             }
         }
         self.inner.metrics.issued(created, started.elapsed());
@@ -246,7 +252,7 @@ impl Registry {
     async fn prefixes_for<'a>(
         &self,
         models: impl IntoIterator<Item = Option<&'a str>>,
-    ) -> Result<HashMap<String, String>, ApiError> {
+    ) -> Result<HashMap<String, String>, DomainError> {
         let mut wanted: Vec<&str> = models.into_iter().flatten().collect();
         wanted.sort_unstable();
         wanted.dedup();
@@ -284,11 +290,13 @@ impl Registry {
         caller: &Caller,
         req: RegisterRequest,
         prefixes: &HashMap<String, String>,
-    ) -> Result<Checked, ApiError> {
-        let serial = HardwareSerial::parse(&req.hardware_serial)
-            .map_err(|e| ApiError::unprocessable(format!("hardware_serial {e}")))?;
+    ) -> Result<Checked, DomainError> {
+        let serial = HardwareSerial::parse(&req.hardware_serial).map_err(|e| {
+            DomainError::invalid_field("hardware_serial", format!("hardware_serial {e}"))
+        })?;
         if let Some(model) = &req.model {
-            ModelName::parse(model).map_err(|e| ApiError::unprocessable(e.to_string()))?;
+            ModelName::parse(model)
+                .map_err(|e| DomainError::invalid_field("model", e.to_string()))?;
         }
         caller.may_register_model(req.model.as_deref())?;
         let metadata = match req.metadata {
@@ -296,22 +304,28 @@ impl Registry {
             Some(v @ serde_json::Value::Object(_)) => {
                 let text = v.to_string();
                 if text.len() > MAX_METADATA_BYTES {
-                    return Err(ApiError::unprocessable(format!(
-                        "metadata is larger than {MAX_METADATA_BYTES} bytes"
-                    )));
+                    return Err(DomainError::invalid_field(
+                        "metadata",
+                        format!("metadata is larger than {MAX_METADATA_BYTES} bytes"),
+                    ));
                 }
                 Some(text)
             }
-            Some(_) => return Err(ApiError::unprocessable("metadata must be a JSON object")),
+            Some(_) => {
+                return Err(DomainError::invalid_field(
+                    "metadata",
+                    "metadata must be a JSON object",
+                ))
+            }
         };
         match (&req.csr, req.generate_key) {
             (Some(_), true) => {
-                return Err(ApiError::unprocessable(
+                return Err(DomainError::invalid(
                     "give either csr or generate_key, not both",
                 ))
             }
             (None, false) => {
-                return Err(ApiError::unprocessable(
+                return Err(DomainError::invalid(
                     "give a csr (PEM) or \"generate_key\": true",
                 ))
             }
@@ -319,8 +333,9 @@ impl Registry {
         }
         let (client_id, generated) = match req.client_id {
             Some(id) => {
-                clientid::validate(&id)
-                    .map_err(|e| ApiError::unprocessable(format!("client_id: {e}")))?;
+                clientid::validate(&id).map_err(|e| {
+                    DomainError::invalid_field("client_id", format!("client_id: {e}"))
+                })?;
                 (id, false)
             }
             None => {
@@ -333,9 +348,9 @@ impl Registry {
                 self.inner
                     .rng
                     .fill(&mut random)
-                    .map_err(|_| ApiError::internal("rng failure"))?;
+                    .map_err(|_| DomainError::internal("rng failure"))?;
                 let id = clientid::generate(prefix, &random)
-                    .map_err(|e| ApiError::internal(format!("client id generation: {e}")))?;
+                    .map_err(|e| DomainError::internal(format!("client id generation: {e}")))?;
                 (id, true)
             }
         };
@@ -350,7 +365,7 @@ impl Registry {
     }
 
     /// CSR check and signature for one item (CPU-bound, ~100 µs).
-    fn sign(&self, c: Checked) -> Result<Signed, ApiError> {
+    fn sign(&self, c: Checked) -> Result<Signed, DomainError> {
         let id = DeviceIdentity {
             client_id: &c.client_id,
             hardware_serial: &c.hardware_serial,
@@ -364,22 +379,21 @@ impl Registry {
             Option<String>,
         ) = match &c.csr {
             Some(pem) => {
-                let csr: CheckedCsr =
-                    parse_csr_pem(pem).map_err(|e| ApiError::unprocessable(format!("csr: {e}")))?;
+                let csr: CheckedCsr = parse_csr_pem(pem)
+                    .map_err(|e| DomainError::invalid_field("csr", format!("csr: {e}")))?;
                 let issued = inner
                     .ca
-                    .issue_device(&csr, &id, &inner.profile, now, &inner.rng)
-                    .map_err(ApiError::from)?;
+                    .issue_device(&csr, &id, &inner.profile, now, &inner.rng)?;
                 let csr_sha256 = Some(hex::encode(csr.csr_sha256()));
                 (issued, csr_sha256, csr.spki_sha256(), None)
             }
             None => {
-                let (issued, key) = inner
-                    .ca
-                    .issue_device_with_new_key(&id, &inner.profile, now, &inner.rng)
-                    .map_err(ApiError::from)?;
+                let (issued, key) =
+                    inner
+                        .ca
+                        .issue_device_with_new_key(&id, &inner.profile, now, &inner.rng)?;
                 let spki = devid_core::csr::certificate_spki_sha256(&issued.der)
-                    .ok_or_else(|| ApiError::internal("issued certificate does not parse"))?;
+                    .ok_or_else(|| DomainError::internal("issued certificate does not parse"))?;
                 (issued, None, spki, Some(key))
             }
         };
@@ -407,7 +421,7 @@ impl Registry {
     }
 
     /// Signs a batch on every core; the first failing item (by index) fails the batch.
-    fn sign_parallel(&self, items: Vec<Checked>) -> Result<Vec<Signed>, ApiError> {
+    fn sign_parallel(&self, items: Vec<Checked>) -> Result<Vec<Signed>, DomainError> {
         let threads = std::thread::available_parallelism()
             .map(usize::from)
             .unwrap_or(2)
@@ -430,7 +444,7 @@ impl Registry {
             }
             chunks.push(part);
         }
-        let results: Vec<Result<Vec<Signed>, ApiError>> = std::thread::scope(|scope| {
+        let results: Vec<Result<Vec<Signed>, DomainError>> = std::thread::scope(|scope| {
             let handles: Vec<_> = chunks
                 .into_iter()
                 .enumerate()
@@ -447,7 +461,7 @@ impl Registry {
                 .into_iter()
                 .map(|h| {
                     h.join()
-                        .unwrap_or_else(|_| Err(ApiError::internal("signing thread panicked")))
+                        .unwrap_or_else(|_| Err(DomainError::internal("signing thread panicked")))
                 })
                 .collect()
         });
@@ -476,11 +490,11 @@ impl Registry {
         }
     }
 
-    fn answer_existing(&self, existing: &DeviceWithCerts) -> Result<Registered, ApiError> {
+    fn answer_existing(&self, existing: &DeviceWithCerts) -> Result<Registered, DomainError> {
         let cert = existing
             .certs
             .first()
-            .ok_or_else(|| ApiError::internal("registered device without certificate"))?;
+            .ok_or_else(|| DomainError::internal("registered device without certificate"))?;
         Ok(Registered {
             client_id: existing.device.client_id.clone(),
             hardware_serial: existing.device.hardware_serial.clone(),
@@ -568,7 +582,7 @@ async fn group_committer(store: Store, rx: Arc<tokio::sync::Mutex<mpsc::Receiver
                 Err(e) => {
                     let message = e.to_string();
                     for reply in replies {
-                        let _ = reply.send(Err(ApiError::internal(&message)));
+                        let _ = reply.send(Err(DomainError::internal(&message)));
                     }
                 }
             }
