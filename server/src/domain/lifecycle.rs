@@ -414,6 +414,154 @@ mod tests {
         assert_eq!(c.audit_detail.as_deref(), Some("shipped for repair"));
     }
 
+    async fn apply_on(
+        store: &crate::store::Store,
+        actor: &Actor,
+        subject: TransitionSubject<'_>,
+        action: Action,
+    ) -> Result<Transition, DomainError> {
+        store
+            .apply_device_transition(subject, 100, actor, |current| plan(current, action))
+            .await
+    }
+
+    /// The executor on a real (SQLite) store: every (state, action) from the table above ends
+    /// in the planned state, with one feed entry and one audit row when something changed and
+    /// none otherwise.
+    #[tokio::test]
+    async fn the_store_applies_every_plan() {
+        use crate::store::{NewCert, NewDevice, RegMode, Store};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::connect_sqlite(&dir.path().join("t.db"), false)
+            .await
+            .expect("store");
+        store.migrate().await.expect("migrate");
+        let actor = Actor {
+            id: "t".into(),
+            name: "n".into(),
+        };
+        let audit_rows = || async {
+            store
+                .list_audit(None, None, None, 10_000)
+                .await
+                .expect("audit")
+        };
+        let actions = || {
+            vec![
+                Action::Revoke {
+                    reason: KeyCompromise,
+                },
+                Action::Suspend {
+                    comment: Some("repair".into()),
+                },
+                Action::Resume,
+                Action::RevokeCertificate { reason: Superseded },
+            ]
+        };
+        let mut n = 0u8;
+        for start in [Active, Suspended, Revoked] {
+            for action in actions() {
+                n += 1;
+                let (cid, serial) = (format!("C{n}"), format!("{n:02x}"));
+                let device = NewDevice {
+                    client_id: cid.clone(),
+                    client_id_generated: false,
+                    hardware_serial: format!("HW{n}"),
+                    model: None,
+                    metadata: None,
+                    created_at: 0,
+                    cert: NewCert {
+                        serial: serial.clone(),
+                        fingerprint: serial.clone(),
+                        der: vec![n],
+                        not_before: 0,
+                        not_after: 1,
+                        csr_sha256: Some(serial.clone()),
+                        spki_sha256: devid_core::csr::spki_sha256(&[n]),
+                        profile: "idevid".into(),
+                    },
+                };
+                store
+                    .register(&[device], RegMode::AllOrNothing, &actor, 0)
+                    .await
+                    .expect("register");
+                let to_start = match start {
+                    Active => vec![],
+                    Suspended => vec![Action::Suspend { comment: None }],
+                    Revoked => vec![Action::Revoke { reason: Superseded }],
+                };
+                for a in to_start {
+                    apply_on(&store, &actor, TransitionSubject::Device(&cid), a)
+                        .await
+                        .expect("setup");
+                }
+                let subject = match action {
+                    Action::RevokeCertificate { .. } => TransitionSubject::Certificate(&serial),
+                    _ => TransitionSubject::Device(&cid),
+                };
+                let before = store.get_device(&cid).await.expect("get").expect("device");
+                let current = Current {
+                    device: before.device.status,
+                    certificate: match subject {
+                        TransitionSubject::Certificate(_) => Some(before.certs[0].status),
+                        TransitionSubject::Device(_) => None,
+                    },
+                };
+                let (head, audits) = (
+                    store.feed_head().await.expect("head"),
+                    audit_rows().await.len(),
+                );
+                let label = format!("{start:?} {action:?}");
+                let planned = plan(&current, action.clone());
+                let got = apply_on(&store, &actor, subject, action).await;
+                let after = store.get_device(&cid).await.expect("get").expect("device");
+                let new_head = store.feed_head().await.expect("head");
+                let rows = audit_rows().await;
+                match planned {
+                    Err(e) => {
+                        assert_eq!(got.err(), Some(e), "{label}");
+                        assert_eq!(after.device.status, before.device.status, "{label}");
+                        assert_eq!((new_head, rows.len()), (head, audits), "{label}");
+                    }
+                    Ok(Plan::Unchanged) => {
+                        let t = got.expect("unchanged");
+                        assert!(t.entry.is_none(), "{label}");
+                        assert_eq!(t.device.device.status, before.device.status, "{label}");
+                        assert_eq!((new_head, rows.len()), (head, audits), "{label}");
+                    }
+                    Ok(Plan::Change(c)) => {
+                        let t = got.expect("changed");
+                        let entry = t.entry.expect("an entry");
+                        let want = c.device.map_or(before.device.status, |d| d.status);
+                        assert_eq!(after.device.status, want, "{label}");
+                        assert_eq!(after.certs[0].status, c.certificates.to, "{label}");
+                        assert_eq!(after.certs[0].reason, c.certificates.reason, "{label}");
+                        assert_eq!(
+                            after.certs[0].revoked_at,
+                            c.certificates.reason.map(|_| 100),
+                            "{label}"
+                        );
+                        assert_eq!(
+                            (entry.seq, entry.scope, entry.action, entry.reason),
+                            (head + 1, c.feed.scope, c.feed.action, c.feed.reason),
+                            "{label}"
+                        );
+                        assert_eq!(entry.serials, vec![serial.clone()], "{label}");
+                        assert_eq!(rows.len(), audits + 1, "{label}");
+                        let row = &rows[rows.len() - 1].record;
+                        assert_eq!(row.action, c.audit_action, "{label}");
+                        assert_eq!(row.detail, c.audit_detail, "{label}");
+                        let target = match subject {
+                            TransitionSubject::Device(cid) => cid,
+                            TransitionSubject::Certificate(serial) => serial,
+                        };
+                        assert_eq!(row.target, target, "{label}");
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn a_certificate_action_without_a_certificate_is_an_internal_error() {
         assert!(matches!(
