@@ -84,6 +84,21 @@ impl Caller {
     }
 }
 
+#[cfg(test)]
+impl Caller {
+    /// A caller with `role` (and, for a factory token, `models`), for unit tests.
+    pub(crate) fn for_tests(role: Role, models: Option<Vec<String>>) -> Caller {
+        Caller {
+            token_id: "t".into(),
+            name: "test".into(),
+            role,
+            models,
+            expires_at: None,
+            token_hash: vec![],
+        }
+    }
+}
+
 impl Caller {
     /// Ends `stream` once this caller's token is gone: at its expiry, at once when it is revoked
     /// through this process, and within [`STREAM_RECHECK`] (plus one store read) when it is

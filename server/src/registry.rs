@@ -16,34 +16,23 @@ use devid_core::api::{RegisterRequest, Registered};
 use devid_core::clientid;
 use devid_core::csr::{parse_csr_pem, CheckedCsr};
 use devid_core::profile::{DeviceIdentity, ProfileSettings};
-use devid_core::{HardwareSerial, ModelName};
-use ring::rand::{SecureRandom, SystemRandom};
+use ring::rand::SystemRandom;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::auth::Caller;
 use crate::ca::{Ca, IssuedCert};
-use crate::domain::{registration, DomainError};
+use crate::domain::registration::{self, Checked};
+use crate::domain::DomainError;
 use crate::metrics::Metrics;
 use crate::store::{
     Actor, DeviceWithCerts, NewCert, NewDevice, RegConflict, RegMode, RegOutcome, Store,
 };
 use crate::timefmt;
 
-const MAX_METADATA_BYTES: usize = 16 * 1024;
 /// Most single registrations stored in one shared transaction.
 const MAX_GROUP: usize = 256;
 /// Group committers sharing the queue on PostgreSQL.
 const POSTGRES_COMMITTERS: usize = 4;
-
-/// An item that passed the cheap checks.
-struct Checked {
-    hardware_serial: String,
-    model: Option<String>,
-    client_id: String,
-    client_id_generated: bool,
-    metadata: Option<String>,
-    csr: Option<String>,
-}
 
 /// An item with its certificate signed, ready to store.
 struct Signed {
@@ -115,7 +104,7 @@ impl Registry {
         req: RegisterRequest,
     ) -> Result<Registered, DomainError> {
         let prefixes = self.prefixes_for([req.model.as_deref()]).await?;
-        let checked = self.check(caller, req, &prefixes)?;
+        let checked = registration::check(caller, req, &prefixes, &self.inner.rng)?;
         let started = Instant::now();
         // Checking and signing take ~100 µs of CPU: short enough to run on this async worker
         // (a hop to the blocking pool and back cost more, measured). The SQLite committer that
@@ -159,32 +148,7 @@ impl Registry {
         let prefixes = self
             .prefixes_for(items.iter().map(|i| i.model.as_deref()))
             .await?;
-        let mut serials = HashMap::with_capacity(items.len());
-        let mut ids = HashMap::with_capacity(items.len());
-        let mut checked = Vec::with_capacity(items.len());
-        for (index, req) in items.into_iter().enumerate() {
-            let c = self
-                .check(caller, req, &prefixes)
-                .map_err(|e| e.at_index(index))?;
-            if let Some(first) = serials.insert(c.hardware_serial.clone(), index) {
-                return Err(DomainError::invalid_field(
-                    "hardware_serial",
-                    format!(
-                        "hardware_serial {:?} also appears at item {first}",
-                        c.hardware_serial
-                    ),
-                )
-                .at_index(index));
-            }
-            if let Some(first) = ids.insert(c.client_id.clone(), index) {
-                return Err(DomainError::invalid_field(
-                    "client_id",
-                    format!("client_id {:?} also appears at item {first}", c.client_id),
-                )
-                .at_index(index));
-            }
-            checked.push(c);
-        }
+        let checked = registration::check_batch(caller, items, &prefixes, &self.inner.rng)?;
         let started = Instant::now();
         let this = self.clone();
         let signed = tokio::task::spawn_blocking(move || this.sign_parallel(checked))
@@ -194,20 +158,7 @@ impl Registry {
             .into_iter()
             .map(|s| (s.device, s.private_key))
             .unzip();
-        // One key pair, one device: two items of a batch may not share a key.
-        let mut spkis = HashMap::with_capacity(devices.len());
-        for (index, d) in devices.iter().enumerate() {
-            if let Some(first) = spkis.insert(d.cert.spki_sha256, index) {
-                return Err(DomainError::invalid_field(
-                    "csr",
-                    format!(
-                    "the public key also appears at item {first}; every device needs a key pair \
-                     of its own"
-                ),
-                )
-                .at_index(index));
-            }
-        }
+        registration::distinct_keys(&devices)?;
         tracing::info!(items = devices.len(), signed_in = ?started.elapsed(), "batch signed; storing");
         let outcomes = self
             .inner
@@ -282,86 +233,6 @@ impl Registry {
             out.insert(m.to_string(), prefix);
         }
         Ok(out)
-    }
-
-    /// Cheap, synchronous checks of one item.
-    fn check(
-        &self,
-        caller: &Caller,
-        req: RegisterRequest,
-        prefixes: &HashMap<String, String>,
-    ) -> Result<Checked, DomainError> {
-        let serial = HardwareSerial::parse(&req.hardware_serial).map_err(|e| {
-            DomainError::invalid_field("hardware_serial", format!("hardware_serial {e}"))
-        })?;
-        if let Some(model) = &req.model {
-            ModelName::parse(model)
-                .map_err(|e| DomainError::invalid_field("model", e.to_string()))?;
-        }
-        caller.may_register_model(req.model.as_deref())?;
-        let metadata = match req.metadata {
-            None | Some(serde_json::Value::Null) => None,
-            Some(v @ serde_json::Value::Object(_)) => {
-                let text = v.to_string();
-                if text.len() > MAX_METADATA_BYTES {
-                    return Err(DomainError::invalid_field(
-                        "metadata",
-                        format!("metadata is larger than {MAX_METADATA_BYTES} bytes"),
-                    ));
-                }
-                Some(text)
-            }
-            Some(_) => {
-                return Err(DomainError::invalid_field(
-                    "metadata",
-                    "metadata must be a JSON object",
-                ))
-            }
-        };
-        match (&req.csr, req.generate_key) {
-            (Some(_), true) => {
-                return Err(DomainError::invalid(
-                    "give either csr or generate_key, not both",
-                ))
-            }
-            (None, false) => {
-                return Err(DomainError::invalid(
-                    "give a csr (PEM) or \"generate_key\": true",
-                ))
-            }
-            _ => {}
-        }
-        let (client_id, generated) = match req.client_id {
-            Some(id) => {
-                clientid::validate(&id).map_err(|e| {
-                    DomainError::invalid_field("client_id", format!("client_id: {e}"))
-                })?;
-                (id, false)
-            }
-            None => {
-                let prefix = req
-                    .model
-                    .as_deref()
-                    .and_then(|m| prefixes.get(m))
-                    .map_or("", String::as_str);
-                let mut random = [0u8; 10];
-                self.inner
-                    .rng
-                    .fill(&mut random)
-                    .map_err(|_| DomainError::internal("rng failure"))?;
-                let id = clientid::generate(prefix, &random)
-                    .map_err(|e| DomainError::internal(format!("client id generation: {e}")))?;
-                (id, true)
-            }
-        };
-        Ok(Checked {
-            hardware_serial: serial.into_string(),
-            model: req.model,
-            client_id,
-            client_id_generated: generated,
-            metadata,
-            csr: req.csr,
-        })
     }
 
     /// CSR check and signature for one item (CPU-bound, ~100 µs).
