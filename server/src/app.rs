@@ -33,28 +33,15 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// Records a refused or failed mutating call in the audit log (successes are recorded by the
-    /// store in the transaction that makes the change). Best effort: a failure to write it is
-    /// logged, and the caller still gets the original error.
-    pub async fn audit_failure(&self, caller: &Caller, action: &str, target: &str, err: &ApiError) {
-        let rec = caller.audit_record(action, target, err.audit_outcome());
-        if let Err(e) = self.store.insert_audit(&rec).await {
-            tracing::error!(error = %e, action, target, "could not write audit record");
-        }
-    }
-
-    /// Passes `result` on, recording it in the audit log first when it is a failure.
-    pub async fn audited<T>(
+    /// Records a refused call in the audit log (see [`crate::domain::audit::Audit::failed`]).
+    pub async fn audit_failure(
         &self,
         caller: &Caller,
-        action: &str,
+        action: &'static str,
         target: &str,
-        result: Result<T, ApiError>,
-    ) -> Result<T, ApiError> {
-        if let Err(e) = &result {
-            self.audit_failure(caller, action, target, e).await;
-        }
-        result
+        err: &ApiError,
+    ) {
+        caller.audit(action, target).failed(&self.store, err).await;
     }
 }
 

@@ -20,7 +20,8 @@ use ring::rand::SecureRandom;
 use tokio::sync::watch;
 
 use crate::app::AppState;
-use crate::error::ApiError;
+use crate::domain::audit::{self, Audit};
+use crate::domain::{authz, DomainError};
 use crate::store::{Actor, AuditRecord, Store, StoreError, TokenRow};
 use crate::timefmt;
 
@@ -47,11 +48,11 @@ pub struct Caller {
 
 impl Caller {
     /// Refuses unless the caller has one of `roles`.
-    pub fn require(&self, roles: &[Role]) -> Result<(), ApiError> {
+    pub fn require(&self, roles: &[Role]) -> Result<(), DomainError> {
         if roles.contains(&self.role) {
             Ok(())
         } else {
-            Err(ApiError::forbidden(format!(
+            Err(DomainError::forbidden(format!(
                 "a {} token may not do this",
                 self.role.as_str()
             )))
@@ -66,38 +67,34 @@ impl Caller {
     }
 
     /// An audit record of this caller doing `action` on `target`, now; `outcome` is `ok` or
-    /// `error: ...`.
-    /// Control characters in what the caller sent are escaped (`\u{0}`): PostgreSQL cannot
-    /// store a NUL, and the audit row of a refused call must be written whatever it carried.
+    /// `error: ...` (see [`audit::record`]).
     pub fn audit_record(&self, action: &str, target: &str, outcome: String) -> AuditRecord {
-        AuditRecord {
-            at: timefmt::now(),
-            actor: self.actor(),
-            action: printable(action),
-            target: printable(target),
-            outcome: printable(&outcome),
-            detail: None,
-        }
+        audit::record(&self.actor(), action, target, outcome)
     }
 
-    /// The audit record of a successful call.
-    pub fn audit_ok(&self, action: &str, target: &str) -> AuditRecord {
-        self.audit_record(action, target, "ok".to_string())
+    /// The audit of this caller doing `action` on `target`.
+    pub fn audit(&self, action: &'static str, target: &str) -> Audit {
+        Audit::new(self.actor(), action, target)
     }
 
-    /// Whether a factory token may register devices of `model`.
-    pub fn may_register_model(&self, model: Option<&str>) -> Result<(), ApiError> {
-        match (&self.models, model) {
-            (None, _) => Ok(()),
-            (Some(allowed), Some(m)) if allowed.iter().any(|a| a == m) => Ok(()),
-            (Some(allowed), m) => Err(ApiError::forbidden(format!(
-                "this token may register models {} only, not {}",
-                allowed.join(", "),
-                m.map_or_else(
-                    || "a device without a model".to_string(),
-                    |m| format!("{m:?}")
-                )
-            ))),
+    /// Whether this token may register devices of `model` (factory tokens may be limited to
+    /// some models).
+    pub fn may_register_model(&self, model: Option<&str>) -> Result<(), DomainError> {
+        authz::may_register_model(self.models.as_deref(), model)
+    }
+}
+
+#[cfg(test)]
+impl Caller {
+    /// A caller with `role` (and, for a factory token, `models`), for unit tests.
+    pub(crate) fn for_tests(role: Role, models: Option<Vec<String>>) -> Caller {
+        Caller {
+            token_id: "t".into(),
+            name: "test".into(),
+            role,
+            models,
+            expires_at: None,
+            token_hash: vec![],
         }
     }
 }
@@ -149,22 +146,6 @@ fn usable(row: &TokenRow, now: i64) -> bool {
     row.revoked_at.is_none() && row.expires_at.is_none_or(|e| e > now)
 }
 
-/// `s` with every control character escaped the way Rust writes it (`\n`, `\u{0}`).
-pub fn printable(s: &str) -> String {
-    if !s.chars().any(char::is_control) {
-        return s.to_string();
-    }
-    s.chars()
-        .map(|c| {
-            if c.is_control() {
-                c.escape_default().to_string()
-            } else {
-                c.to_string()
-            }
-        })
-        .collect()
-}
-
 /// A freshly made token: the secret (shown once) and the row to store.
 pub struct NewToken {
     pub secret: String,
@@ -184,12 +165,13 @@ pub fn new_token(
     name: &str,
     models: Option<Vec<String>>,
     expires_at: Option<i64>,
-) -> Result<NewToken, ApiError> {
+) -> Result<NewToken, DomainError> {
     let mut id = [0u8; 6];
     let mut secret = [0u8; 32];
-    rng.fill(&mut id).map_err(|_| ApiError::internal("rng"))?;
+    rng.fill(&mut id)
+        .map_err(|_| DomainError::internal("rng"))?;
     rng.fill(&mut secret)
-        .map_err(|_| ApiError::internal("rng"))?;
+        .map_err(|_| DomainError::internal("rng"))?;
     let id = hex::encode(id);
     let secret = format!(
         "devid_{id}_{}",
@@ -267,23 +249,23 @@ impl TokenCache {
 }
 
 impl FromRequestParts<AppState> for Caller {
-    type Rejection = ApiError;
+    type Rejection = DomainError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, DomainError> {
         let header = parts
             .headers
             .get(axum::http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .ok_or(ApiError::Unauthorized)?;
-        let secret = bearer_token(header).ok_or(ApiError::Unauthorized)?;
+            .ok_or(DomainError::Unauthenticated)?;
+        let secret = bearer_token(header).ok_or(DomainError::Unauthenticated)?;
         let token_hash = hash_token(secret);
         let row = state
             .tokens
             .lookup(&state.store, token_hash.clone())
             .await?
-            .ok_or(ApiError::Unauthorized)?;
+            .ok_or(DomainError::Unauthenticated)?;
         if !usable(&row, timefmt::now()) {
-            return Err(ApiError::Unauthorized);
+            return Err(DomainError::Unauthenticated);
         }
         Ok(Caller {
             token_id: row.id,
@@ -367,6 +349,5 @@ mod tests {
             assert!(!s.chars().any(char::is_control), "{s:?}");
         }
         assert_eq!(r.target, "ab\\u{0}c\\n");
-        assert_eq!(printable("plain"), "plain");
     }
 }

@@ -1,5 +1,6 @@
-//! The service's one error type. Every handler returns `Result<_, ApiError>`; every error leaves
-//! as an RFC 9457 problem document. Internal causes are logged with a correlation id and never
+//! The service's one HTTP error type. Every handler returns `Result<_, ApiError>`; every error
+//! leaves as an RFC 9457 problem document; the domain's errors become one in one place
+//! (`From<DomainError>`). Internal causes are logged with a correlation id and never
 //! sent to the client.
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
@@ -7,7 +8,9 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use devid_core::api::Problem;
 
-use crate::store::{RegConflict, StoreError};
+use crate::domain::audit::AuditOutcome;
+use crate::domain::DomainError;
+use crate::store::StoreError;
 
 #[derive(Debug)]
 pub enum ApiError {
@@ -224,55 +227,46 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// The one mapping of the domain's errors to HTTP. Messages pass unchanged; an internal cause
+/// stays in the log.
+impl From<DomainError> for ApiError {
+    fn from(e: DomainError) -> Self {
+        match e {
+            DomainError::NotFound(detail) => ApiError::NotFound(detail),
+            DomainError::Conflict { detail, index } => ApiError::Conflict { detail, index },
+            DomainError::InvalidTransition(detail) => ApiError::conflict(detail),
+            DomainError::Forbidden { detail, index } => ApiError::Forbidden { detail, index },
+            DomainError::Invalid { detail, index, .. } => ApiError::Unprocessable { detail, index },
+            DomainError::Unauthenticated => ApiError::Unauthorized,
+            DomainError::Unavailable(detail) => ApiError::Unavailable(detail),
+            DomainError::Internal(cause) => ApiError::Internal(cause),
+        }
+    }
+}
+
+/// A store error met by a route directly (a read) means what it means to the domain.
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::NotFound => ApiError::NotFound("no such item".to_string()),
-            StoreError::InvalidTransition(msg) => ApiError::conflict(msg),
-            StoreError::BatchConflict { index, conflict } => {
-                conflict_error(&conflict).at_index(index)
-            }
-            other => ApiError::Internal(other.to_string()),
-        }
+        DomainError::from(e).into()
     }
 }
 
-/// The answer to a refused registration: 409 naming the device that holds what was asked for,
-/// or 422 for a key revoked as compromised (no request with that key can ever succeed).
-pub fn conflict_error(c: &RegConflict) -> ApiError {
-    match c {
-        RegConflict::SerialTaken { holder, differs } => ApiError::conflict(match *differs {
-            "csr" => format!(
-                "hardware_serial is already registered to device {holder} with a different CSR"
-            ),
-            "generate_key" => format!(
-                "hardware_serial is already registered to device {holder}; a generate_key \
-                 request makes a new key, so it never repeats a registration"
-            ),
-            field => format!(
-                "hardware_serial is already registered to device {holder} with this CSR but \
-                 another {field}; repeating a registration means repeating the whole request"
-            ),
-        }),
-        RegConflict::ClientIdTaken => ApiError::conflict("client_id belongs to another device"),
-        RegConflict::KeyTaken { holder } => ApiError::conflict(format!(
-            "the public key belongs to device {holder}; every device needs a key pair of its own"
-        )),
-        RegConflict::KeyCompromised => ApiError::unprocessable(
-            "the public key was revoked for keyCompromise and is never certified again",
-        ),
+/// Lets extractors (the caller's token) reject with a domain error.
+impl IntoResponse for DomainError {
+    fn into_response(self) -> Response {
+        ApiError::from(self).into_response()
     }
 }
 
-impl From<crate::ca::CaError> for ApiError {
-    /// Errors caused by the request (e.g. a hardware serial the profile cannot carry) are 422;
-    /// the rest are internal.
-    fn from(e: crate::ca::CaError) -> Self {
-        if e.is_client_error() {
-            ApiError::unprocessable(e.to_string())
-        } else {
-            ApiError::Internal(e.to_string())
-        }
+impl AuditOutcome for ApiError {
+    fn audit_outcome(&self) -> String {
+        ApiError::audit_outcome(self)
+    }
+}
+
+impl AuditOutcome for DomainError {
+    fn audit_outcome(&self) -> String {
+        ApiError::from(self.clone()).audit_outcome()
     }
 }
 
@@ -314,6 +308,46 @@ mod tests {
         let p = e.problem();
         assert_eq!(p.status, 500);
         assert!(!p.detail.unwrap_or_default().contains("hunter2"));
+    }
+
+    #[test]
+    fn domain_errors_keep_their_status_and_message() {
+        let cases = [
+            (DomainError::not_found("no device has ClientID X"), 404),
+            (
+                DomainError::conflict("client_id belongs to another device"),
+                409,
+            ),
+            (
+                DomainError::InvalidTransition("device is revoked".into()),
+                409,
+            ),
+            (
+                DomainError::forbidden("a factory token may not do this"),
+                403,
+            ),
+            (DomainError::invalid_field("csr", "csr: bad"), 422),
+            (
+                DomainError::Unavailable("the service is shutting down".into()),
+                503,
+            ),
+        ];
+        for (e, status) in cases {
+            let message = e.to_string();
+            let p = ApiError::from(e).problem();
+            assert_eq!(p.status, status, "{message}");
+            assert_eq!(p.detail.as_deref(), Some(message.as_str()));
+        }
+        let p = ApiError::from(DomainError::Unauthenticated).problem();
+        assert_eq!(p.status, 401);
+        let p = ApiError::from(DomainError::internal("secret cause")).problem();
+        assert_eq!(p.status, 500);
+        assert!(!p.detail.unwrap_or_default().contains("secret"));
+        let p = ApiError::from(DomainError::invalid("bad").at_index(2)).problem();
+        assert_eq!(
+            (p.index, p.detail.as_deref()),
+            (Some(2), Some("item 2: bad"))
+        );
     }
 
     #[test]

@@ -19,7 +19,7 @@ use std::time::Duration;
 use tokio::sync::{watch, Mutex};
 
 use crate::ca::{Ca, CrlEntry};
-use crate::error::ApiError;
+use crate::domain::DomainError;
 use crate::metrics::Metrics;
 use crate::store::{CrlRow, Store};
 use crate::timefmt;
@@ -43,7 +43,7 @@ impl Feed {
         store: Store,
         ca: Arc<Ca>,
         metrics: Arc<Metrics>,
-    ) -> Result<Arc<Feed>, ApiError> {
+    ) -> Result<Arc<Feed>, DomainError> {
         let head = store.feed_head().await?;
         metrics.set_feed_head(head);
         let (tx, _) = watch::channel(head);
@@ -97,7 +97,7 @@ impl Feed {
     }
 
     /// The current CRL (DER), regenerated only when the feed moved or it aged.
-    pub async fn crl(&self) -> Result<Vec<u8>, ApiError> {
+    pub async fn crl(&self) -> Result<Vec<u8>, DomainError> {
         let head = self.head().max(self.store.feed_head().await?);
         let now = timefmt::now();
         let mut cached = self.crl.lock().await;
@@ -120,7 +120,11 @@ impl Feed {
         Ok(der)
     }
 
-    async fn regenerate(&self, mut previous: Option<CrlRow>, now: i64) -> Result<CrlRow, ApiError> {
+    async fn regenerate(
+        &self,
+        mut previous: Option<CrlRow>,
+        now: i64,
+    ) -> Result<CrlRow, DomainError> {
         for _ in 0..5 {
             // Read the head before the listing: the listing then covers at least that head.
             let head = self.store.feed_head().await?;
@@ -129,24 +133,24 @@ impl Feed {
                 .iter()
                 .map(|l| {
                     Ok(CrlEntry {
-                        serial: hex::decode(&l.serial).map_err(ApiError::internal)?,
+                        serial: hex::decode(&l.serial).map_err(DomainError::internal)?,
                         revoked_at: time::OffsetDateTime::from_unix_timestamp(l.revoked_at)
-                            .map_err(ApiError::internal)?,
+                            .map_err(DomainError::internal)?,
                         reason_code: l.reason_code,
                     })
                 })
-                .collect::<Result<_, ApiError>>()?;
+                .collect::<Result<_, DomainError>>()?;
             let number = previous.as_ref().map_or(1, |p| p.number + 1);
             let this_update =
-                time::OffsetDateTime::from_unix_timestamp(now).map_err(ApiError::internal)?;
+                time::OffsetDateTime::from_unix_timestamp(now).map_err(DomainError::internal)?;
             let next_update = this_update + CRL_VALIDITY;
             let ca = self.ca.clone();
             let der = tokio::task::spawn_blocking(move || {
                 ca.sign_crl(&entries, number as u64, this_update, next_update)
             })
             .await
-            .map_err(ApiError::internal)?
-            .map_err(ApiError::internal)?;
+            .map_err(DomainError::internal)?
+            .map_err(DomainError::internal)?;
             let row = CrlRow {
                 number,
                 feed_head: head,
@@ -175,7 +179,7 @@ impl Feed {
                 }
             }
         }
-        Err(ApiError::Unavailable(
+        Err(DomainError::Unavailable(
             "CRL is being regenerated; try again".into(),
         ))
     }

@@ -4,7 +4,9 @@
 //! - [`config`]: settings from flags, environment and `devid.toml` (in that order of precedence).
 //! - [`app`]: the shared state and `fn app(state) -> Router`; each module in [`routes`] exposes
 //!   its own `router()`.
-//! - [`error`]: the one error type, rendered as RFC 9457 problem+json.
+//! - [`domain`]: the rules (device lifecycle, policy resolution, audit, authorization beyond
+//!   roles), with their own error type [`domain::DomainError`].
+//! - [`error`]: the one HTTP error type, rendered as RFC 9457 problem+json.
 //! - [`edge`]: what every request and response passes: control characters refused, every error
 //!   a problem document.
 //! - [`auth`]: bearer tokens and roles.
@@ -18,6 +20,7 @@ pub mod app;
 pub mod auth;
 pub mod ca;
 pub mod config;
+pub mod domain;
 pub mod edge;
 pub mod error;
 pub mod feed;

@@ -16,34 +16,23 @@ use devid_core::api::{RegisterRequest, Registered};
 use devid_core::clientid;
 use devid_core::csr::{parse_csr_pem, CheckedCsr};
 use devid_core::profile::{DeviceIdentity, ProfileSettings};
-use devid_core::{HardwareSerial, ModelName};
-use ring::rand::{SecureRandom, SystemRandom};
+use ring::rand::SystemRandom;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::auth::Caller;
 use crate::ca::{Ca, IssuedCert};
-use crate::error::{conflict_error, ApiError};
+use crate::domain::registration::{self, Checked};
+use crate::domain::DomainError;
 use crate::metrics::Metrics;
 use crate::store::{
     Actor, DeviceWithCerts, NewCert, NewDevice, RegConflict, RegMode, RegOutcome, Store,
 };
 use crate::timefmt;
 
-const MAX_METADATA_BYTES: usize = 16 * 1024;
 /// Most single registrations stored in one shared transaction.
 const MAX_GROUP: usize = 256;
 /// Group committers sharing the queue on PostgreSQL.
 const POSTGRES_COMMITTERS: usize = 4;
-
-/// An item that passed the cheap checks.
-struct Checked {
-    hardware_serial: String,
-    model: Option<String>,
-    client_id: String,
-    client_id_generated: bool,
-    metadata: Option<String>,
-    csr: Option<String>,
-}
 
 /// An item with its certificate signed, ready to store.
 struct Signed {
@@ -52,7 +41,7 @@ struct Signed {
 }
 
 /// The stored outcome, with the device handed back so the answer is built without a copy.
-type GroupReply = Result<(NewDevice, Result<RegOutcome, RegConflict>), ApiError>;
+type GroupReply = Result<(NewDevice, Result<RegOutcome, RegConflict>), DomainError>;
 
 struct GroupItem {
     actor: Actor,
@@ -113,9 +102,9 @@ impl Registry {
         &self,
         caller: &Caller,
         req: RegisterRequest,
-    ) -> Result<Registered, ApiError> {
+    ) -> Result<Registered, DomainError> {
         let prefixes = self.prefixes_for([req.model.as_deref()]).await?;
-        let checked = self.check(caller, req, &prefixes)?;
+        let checked = registration::check(caller, req, &prefixes, &self.inner.rng)?;
         let started = Instant::now();
         // Checking and signing take ~100 µs of CPU: short enough to run on this async worker
         // (a hop to the blocking pool and back cost more, measured). The SQLite committer that
@@ -134,10 +123,10 @@ impl Registry {
                 reply: reply_tx,
             })
             .await
-            .map_err(|_| ApiError::Unavailable("the service is shutting down".into()))?;
+            .map_err(|_| DomainError::Unavailable("the service is shutting down".into()))?;
         let (device, outcome) = reply_rx
             .await
-            .map_err(|_| ApiError::internal("group committer dropped a registration"))??;
+            .map_err(|_| DomainError::internal("group committer dropped a registration"))??;
         match outcome {
             Ok(RegOutcome::Created) => {
                 self.inner.metrics.issued(1, started.elapsed());
@@ -146,7 +135,7 @@ impl Registry {
             Ok(RegOutcome::Existing(existing)) => self.answer_existing(&existing),
             // The conflict names the device that holds the serial or key: the ClientID made
             // for this request belongs to no device.
-            Err(conflict) => Err(conflict_error(&conflict)),
+            Err(conflict) => Err(registration::refusal(&conflict)),
         }
     }
 
@@ -155,53 +144,21 @@ impl Registry {
         &self,
         caller: &Caller,
         items: Vec<RegisterRequest>,
-    ) -> Result<(Vec<Registered>, usize), ApiError> {
+    ) -> Result<(Vec<Registered>, usize), DomainError> {
         let prefixes = self
             .prefixes_for(items.iter().map(|i| i.model.as_deref()))
             .await?;
-        let mut serials = HashMap::with_capacity(items.len());
-        let mut ids = HashMap::with_capacity(items.len());
-        let mut checked = Vec::with_capacity(items.len());
-        for (index, req) in items.into_iter().enumerate() {
-            let c = self
-                .check(caller, req, &prefixes)
-                .map_err(|e| e.at_index(index))?;
-            if let Some(first) = serials.insert(c.hardware_serial.clone(), index) {
-                return Err(ApiError::unprocessable(format!(
-                    "hardware_serial {:?} also appears at item {first}",
-                    c.hardware_serial
-                ))
-                .at_index(index));
-            }
-            if let Some(first) = ids.insert(c.client_id.clone(), index) {
-                return Err(ApiError::unprocessable(format!(
-                    "client_id {:?} also appears at item {first}",
-                    c.client_id
-                ))
-                .at_index(index));
-            }
-            checked.push(c);
-        }
+        let checked = registration::check_batch(caller, items, &prefixes, &self.inner.rng)?;
         let started = Instant::now();
         let this = self.clone();
         let signed = tokio::task::spawn_blocking(move || this.sign_parallel(checked))
             .await
-            .map_err(ApiError::internal)??;
+            .map_err(DomainError::internal)??;
         let (devices, keys): (Vec<NewDevice>, Vec<Option<String>>) = signed
             .into_iter()
             .map(|s| (s.device, s.private_key))
             .unzip();
-        // One key pair, one device: two items of a batch may not share a key.
-        let mut spkis = HashMap::with_capacity(devices.len());
-        for (index, d) in devices.iter().enumerate() {
-            if let Some(first) = spkis.insert(d.cert.spki_sha256, index) {
-                return Err(ApiError::unprocessable(format!(
-                    "the public key also appears at item {first}; every device needs a key pair \
-                     of its own"
-                ))
-                .at_index(index));
-            }
-        }
+        registration::distinct_keys(&devices)?;
         tracing::info!(items = devices.len(), signed_in = ?started.elapsed(), "batch signed; storing");
         let outcomes = self
             .inner
@@ -227,7 +184,7 @@ impl Registry {
                     answers.push(self.answer_existing(&existing)?)
                 }
                 // AllOrNothing reports conflicts as an error; this is a defensive fallback.
-                Err(c) => return Err(conflict_error(&c).at_index(index)),
+                Err(c) => return Err(registration::refusal(&c).at_index(index)),
             }
         }
         self.inner.metrics.issued(created, started.elapsed());
@@ -246,7 +203,7 @@ impl Registry {
     async fn prefixes_for<'a>(
         &self,
         models: impl IntoIterator<Item = Option<&'a str>>,
-    ) -> Result<HashMap<String, String>, ApiError> {
+    ) -> Result<HashMap<String, String>, DomainError> {
         let mut wanted: Vec<&str> = models.into_iter().flatten().collect();
         wanted.sort_unstable();
         wanted.dedup();
@@ -278,79 +235,8 @@ impl Registry {
         Ok(out)
     }
 
-    /// Cheap, synchronous checks of one item.
-    fn check(
-        &self,
-        caller: &Caller,
-        req: RegisterRequest,
-        prefixes: &HashMap<String, String>,
-    ) -> Result<Checked, ApiError> {
-        let serial = HardwareSerial::parse(&req.hardware_serial)
-            .map_err(|e| ApiError::unprocessable(format!("hardware_serial {e}")))?;
-        if let Some(model) = &req.model {
-            ModelName::parse(model).map_err(|e| ApiError::unprocessable(e.to_string()))?;
-        }
-        caller.may_register_model(req.model.as_deref())?;
-        let metadata = match req.metadata {
-            None | Some(serde_json::Value::Null) => None,
-            Some(v @ serde_json::Value::Object(_)) => {
-                let text = v.to_string();
-                if text.len() > MAX_METADATA_BYTES {
-                    return Err(ApiError::unprocessable(format!(
-                        "metadata is larger than {MAX_METADATA_BYTES} bytes"
-                    )));
-                }
-                Some(text)
-            }
-            Some(_) => return Err(ApiError::unprocessable("metadata must be a JSON object")),
-        };
-        match (&req.csr, req.generate_key) {
-            (Some(_), true) => {
-                return Err(ApiError::unprocessable(
-                    "give either csr or generate_key, not both",
-                ))
-            }
-            (None, false) => {
-                return Err(ApiError::unprocessable(
-                    "give a csr (PEM) or \"generate_key\": true",
-                ))
-            }
-            _ => {}
-        }
-        let (client_id, generated) = match req.client_id {
-            Some(id) => {
-                clientid::validate(&id)
-                    .map_err(|e| ApiError::unprocessable(format!("client_id: {e}")))?;
-                (id, false)
-            }
-            None => {
-                let prefix = req
-                    .model
-                    .as_deref()
-                    .and_then(|m| prefixes.get(m))
-                    .map_or("", String::as_str);
-                let mut random = [0u8; 10];
-                self.inner
-                    .rng
-                    .fill(&mut random)
-                    .map_err(|_| ApiError::internal("rng failure"))?;
-                let id = clientid::generate(prefix, &random)
-                    .map_err(|e| ApiError::internal(format!("client id generation: {e}")))?;
-                (id, true)
-            }
-        };
-        Ok(Checked {
-            hardware_serial: serial.into_string(),
-            model: req.model,
-            client_id,
-            client_id_generated: generated,
-            metadata,
-            csr: req.csr,
-        })
-    }
-
     /// CSR check and signature for one item (CPU-bound, ~100 µs).
-    fn sign(&self, c: Checked) -> Result<Signed, ApiError> {
+    fn sign(&self, c: Checked) -> Result<Signed, DomainError> {
         let id = DeviceIdentity {
             client_id: &c.client_id,
             hardware_serial: &c.hardware_serial,
@@ -364,22 +250,21 @@ impl Registry {
             Option<String>,
         ) = match &c.csr {
             Some(pem) => {
-                let csr: CheckedCsr =
-                    parse_csr_pem(pem).map_err(|e| ApiError::unprocessable(format!("csr: {e}")))?;
+                let csr: CheckedCsr = parse_csr_pem(pem)
+                    .map_err(|e| DomainError::invalid_field("csr", format!("csr: {e}")))?;
                 let issued = inner
                     .ca
-                    .issue_device(&csr, &id, &inner.profile, now, &inner.rng)
-                    .map_err(ApiError::from)?;
+                    .issue_device(&csr, &id, &inner.profile, now, &inner.rng)?;
                 let csr_sha256 = Some(hex::encode(csr.csr_sha256()));
                 (issued, csr_sha256, csr.spki_sha256(), None)
             }
             None => {
-                let (issued, key) = inner
-                    .ca
-                    .issue_device_with_new_key(&id, &inner.profile, now, &inner.rng)
-                    .map_err(ApiError::from)?;
+                let (issued, key) =
+                    inner
+                        .ca
+                        .issue_device_with_new_key(&id, &inner.profile, now, &inner.rng)?;
                 let spki = devid_core::csr::certificate_spki_sha256(&issued.der)
-                    .ok_or_else(|| ApiError::internal("issued certificate does not parse"))?;
+                    .ok_or_else(|| DomainError::internal("issued certificate does not parse"))?;
                 (issued, None, spki, Some(key))
             }
         };
@@ -407,7 +292,7 @@ impl Registry {
     }
 
     /// Signs a batch on every core; the first failing item (by index) fails the batch.
-    fn sign_parallel(&self, items: Vec<Checked>) -> Result<Vec<Signed>, ApiError> {
+    fn sign_parallel(&self, items: Vec<Checked>) -> Result<Vec<Signed>, DomainError> {
         let threads = std::thread::available_parallelism()
             .map(usize::from)
             .unwrap_or(2)
@@ -430,7 +315,7 @@ impl Registry {
             }
             chunks.push(part);
         }
-        let results: Vec<Result<Vec<Signed>, ApiError>> = std::thread::scope(|scope| {
+        let results: Vec<Result<Vec<Signed>, DomainError>> = std::thread::scope(|scope| {
             let handles: Vec<_> = chunks
                 .into_iter()
                 .enumerate()
@@ -447,7 +332,7 @@ impl Registry {
                 .into_iter()
                 .map(|h| {
                     h.join()
-                        .unwrap_or_else(|_| Err(ApiError::internal("signing thread panicked")))
+                        .unwrap_or_else(|_| Err(DomainError::internal("signing thread panicked")))
                 })
                 .collect()
         });
@@ -476,11 +361,11 @@ impl Registry {
         }
     }
 
-    fn answer_existing(&self, existing: &DeviceWithCerts) -> Result<Registered, ApiError> {
+    fn answer_existing(&self, existing: &DeviceWithCerts) -> Result<Registered, DomainError> {
         let cert = existing
             .certs
             .first()
-            .ok_or_else(|| ApiError::internal("registered device without certificate"))?;
+            .ok_or_else(|| DomainError::internal("registered device without certificate"))?;
         Ok(Registered {
             client_id: existing.device.client_id.clone(),
             hardware_serial: existing.device.hardware_serial.clone(),
@@ -568,7 +453,7 @@ async fn group_committer(store: Store, rx: Arc<tokio::sync::Mutex<mpsc::Receiver
                 Err(e) => {
                     let message = e.to_string();
                     for reply in replies {
-                        let _ = reply.send(Err(ApiError::internal(&message)));
+                        let _ = reply.send(Err(DomainError::internal(&message)));
                     }
                 }
             }

@@ -8,18 +8,15 @@ use axum::{Json, Router};
 use devid_core::api::{
     BrokerCertificate, BrokerEnrollRequest, EventBatch, ModelList, ModelSettings, Role,
 };
-use devid_core::clientid;
-use devid_core::csr::parse_csr_pem;
-use devid_core::profile::{ProfileSettings, Validity};
-use devid_core::ModelName;
 
 use crate::app::{ApiJson, ApiQuery, AppState, NoQuery};
 use crate::auth::Caller;
+use crate::domain::{brokers, models};
 use crate::error::ApiError;
-use crate::routes::devices::{validate_message_auth, validate_topics};
-use crate::store::{DeviceEvent, ModelRow};
-use crate::timefmt::{self, rfc3339};
-use devid_core::api::{ConnectionEventKind, TopicPolicy};
+use crate::routes::ctx;
+use crate::store::DeviceEvent;
+use crate::timefmt;
+use devid_core::api::ConnectionEventKind;
 
 /// Most events one `POST /v1/events` may carry.
 pub const MAX_EVENTS: usize = 1000;
@@ -32,69 +29,15 @@ pub fn router() -> Router<AppState> {
         .route("/v1/models/{model}", get(show_model).put(put_model))
 }
 
-/// A DNS name: labels of letters, digits and hyphens, not starting or ending with a hyphen.
-fn valid_dns_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 253
-        && name.split('.').all(|l| {
-            !l.is_empty()
-                && l.len() <= 63
-                && !l.starts_with('-')
-                && !l.ends_with('-')
-                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-        })
-}
-
 async fn enroll(
     State(state): State<AppState>,
     caller: Caller,
     ApiJson(req): ApiJson<BrokerEnrollRequest>,
 ) -> Result<(StatusCode, Json<BrokerCertificate>), ApiError> {
     caller.require(&[Role::Admin])?;
-    let result = async {
-        if !valid_dns_name(&req.name) {
-            return Err(ApiError::unprocessable(format!(
-                "{:?} is not a DNS name",
-                req.name
-            )));
-        }
-        let csr =
-            parse_csr_pem(&req.csr).map_err(|e| ApiError::unprocessable(format!("csr: {e}")))?;
-        let settings = ProfileSettings {
-            validity: Validity::Years(2),
-            ..(*state.profile).clone()
-        };
-        let issued = state
-            .ca
-            .issue_broker(
-                &csr,
-                &req.name,
-                &settings,
-                time::OffsetDateTime::now_utc(),
-                &ring::rand::SystemRandom::new(),
-            )
-            .map_err(ApiError::from)?;
-        state
-            .store
-            .insert_audit(&caller.audit_ok(
-                "broker.enroll",
-                &format!("{} (serial {})", req.name, issued.serial_hex),
-            ))
-            .await?;
-        Ok(BrokerCertificate {
-            name: req.name.clone(),
-            certificate: issued.pem,
-            chain: state.ca.chain_pem().to_string(),
-            serial: issued.serial_hex,
-            fingerprint_sha256: issued.fingerprint_sha256,
-            not_before: rfc3339(issued.not_before.unix_timestamp()),
-            not_after: rfc3339(issued.not_after.unix_timestamp()),
-        })
-    }
-    .await;
-    let cert = state
-        .audited(&caller, "broker.enroll", &req.name, result)
-        .await?;
+    let audit = caller.audit("broker.enroll", &req.name);
+    let work = brokers::enroll(&state.store, &state.ca, &state.profile, &audit, &req);
+    let cert = audit.run(&state.store, work).await?;
     Ok((StatusCode::CREATED, Json(cert)))
 }
 
@@ -137,12 +80,6 @@ async fn events(
     Ok(StatusCode::ACCEPTED)
 }
 
-fn check_model_name(model: &str) -> Result<(), ApiError> {
-    ModelName::parse(model)
-        .map(drop)
-        .map_err(|e| ApiError::unprocessable(e.to_string()))
-}
-
 async fn list_models(
     State(state): State<AppState>,
     caller: Caller,
@@ -151,7 +88,10 @@ async fn list_models(
     caller.require(&[Role::Admin, Role::Auditor, Role::Broker])?;
     let rows = state.store.list_models().await?;
     Ok(Json(ModelList {
-        items: rows.iter().map(model_json).collect::<Result<_, _>>()?,
+        items: rows
+            .iter()
+            .map(models::settings)
+            .collect::<Result<_, _>>()?,
     }))
 }
 
@@ -165,7 +105,7 @@ async fn show_model(
         .store
         .get_model(&model)
         .await?
-        .map(|m| model_json(&m).map(Json))
+        .map(|m| models::settings(&m).map(Json))
         .transpose()?
         .ok_or_else(|| ApiError::NotFound(format!("model {model:?} has no settings")))
 }
@@ -174,78 +114,10 @@ async fn put_model(
     State(state): State<AppState>,
     caller: Caller,
     Path(model): Path<String>,
-    ApiJson(mut settings): ApiJson<ModelSettings>,
+    ApiJson(settings): ApiJson<ModelSettings>,
 ) -> Result<Json<ModelSettings>, ApiError> {
     caller.require(&[Role::Admin])?;
-    let result = async {
-        check_model_name(&model)?;
-        if !settings.name.is_empty() && settings.name != model {
-            return Err(ApiError::unprocessable(
-                "name in the body differs from the path",
-            ));
-        }
-        settings.name = model.clone();
-        if let Some(p) = &settings.client_id_prefix {
-            clientid::validate_prefix(p)
-                .map_err(|e| ApiError::unprocessable(format!("client_id_prefix: {e}")))?;
-        }
-        if let Some(m) = &settings.message_auth {
-            validate_message_auth(m)?;
-        }
-        if let Some(t) = &settings.topics {
-            validate_topics(t)?;
-        }
-        let row = ModelRow {
-            name: model.clone(),
-            client_id_prefix: settings.client_id_prefix.clone(),
-            topic_policy: settings
-                .topics
-                .as_ref()
-                .map(serde_json::to_string)
-                .transpose()
-                .map_err(ApiError::internal)?,
-            message_auth: settings.message_auth.clone(),
-            updated_at: timefmt::now(),
-        };
-        let entry = state
-            .store
-            .put_model(&row, &caller.audit_ok("model.update", &model))
-            .await?;
-        state.feed.notify(entry.seq);
-        state.registry.forget_model(&model);
-        Ok(settings)
-    }
-    .await;
-    state
-        .audited(&caller, "model.update", &model, result)
-        .await
-        .map(Json)
-}
-
-fn model_json(m: &ModelRow) -> Result<ModelSettings, ApiError> {
-    Ok(ModelSettings {
-        name: m.name.clone(),
-        client_id_prefix: m.client_id_prefix.clone(),
-        topics: m
-            .topic_policy
-            .as_deref()
-            .map(serde_json::from_str::<TopicPolicy>)
-            .transpose()
-            .map_err(ApiError::internal)?,
-        message_auth: m.message_auth.clone(),
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::valid_dns_name;
-
-    #[test]
-    fn dns_names() {
-        assert!(valid_dns_name("mqtt.example.com"));
-        assert!(valid_dns_name("localhost"));
-        for bad in ["", "-a.com", "a..b", "a b", "*.example.com", "a_b.com"] {
-            assert!(!valid_dns_name(bad), "{bad}");
-        }
-    }
+    let audit = caller.audit("model.update", &model);
+    let work = models::put(ctx(&state), &audit, &model, settings);
+    Ok(Json(audit.run(&state.store, work).await?))
 }

@@ -231,6 +231,17 @@ async fn lock_device(tx: &mut Tx, client_id: &str) -> Result<DeviceRow, StoreErr
     device_from_row(&row)
 }
 
+/// Takes the row lock of the device with this id (PostgreSQL) and returns the row.
+async fn lock_device_by_id(tx: &mut Tx, id: i64) -> Result<DeviceRow, StoreError> {
+    let sql = format!("SELECT {DEVICE_COLS} FROM devices d WHERE d.id = $1{FOR_UPDATE}");
+    let row = sqlx::query(&sql)
+        .bind(id)
+        .fetch_optional(&mut **tx)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+    device_from_row(&row)
+}
+
 async fn load_cert(conn: &mut DbConn, serial: &str) -> Result<Option<CertRow>, StoreError> {
     let sql = format!(
         "SELECT {CERT_COLS} FROM certificates c JOIN devices d ON d.id = c.device_id \
@@ -616,207 +627,134 @@ impl Backend {
         load_cert(&mut conn, serial).await
     }
 
-    // ---- revocation ----
+    // ---- device transitions ----
 
-    pub(super) async fn revoke_device(
+    /// See `Store::apply_device_transition`.
+    pub(super) async fn apply_device_transition<E, F>(
         &self,
-        client_id: &str,
-        reason: RevocationReason,
+        subject: TransitionSubject<'_>,
         at: i64,
         actor: &Actor,
-    ) -> Result<(DeviceWithCerts, FeedEntryRow), StoreError> {
+        decide: F,
+    ) -> Result<Result<Transition, E>, StoreError>
+    where
+        F: FnOnce(&Current) -> Result<LifecyclePlan, E>,
+    {
         let mut tx = self.begin_write().await?;
-        let dev = lock_device(&mut tx, client_id).await?;
-        if dev.status == DeviceState::Revoked {
-            return Err(StoreError::InvalidTransition(
-                "device is already revoked".into(),
-            ));
-        }
-        let mut serials: Vec<String> = sqlx::query_scalar(
-            "UPDATE certificates SET status = 'revoked', revoked_at = $1, reason = $2 \
-             WHERE device_id = $3 AND status <> 'revoked' RETURNING serial",
-        )
-        .bind(at)
-        .bind(reason.as_str())
-        .bind(dev.id)
-        .fetch_all(&mut *tx)
-        .await?;
-        serials.sort();
-        if reason == RevocationReason::KeyCompromise {
-            mark_keys_compromised(&mut tx, KeysOf::Device(dev.id), at).await?;
-        }
-        sqlx::query(
-            "UPDATE devices SET status = 'revoked', revoked_at = $1, reason = $2 WHERE id = $3",
-        )
-        .bind(at)
-        .bind(reason.as_str())
-        .bind(dev.id)
-        .execute(&mut *tx)
-        .await?;
-        let entry = append_feed(
-            &mut tx,
-            RevocationScope::Device,
-            RevocationAction::Revoked,
-            client_id,
-            serials,
-            Some(reason),
-            at,
-        )
-        .await?;
-        insert_audit_on(&mut tx, &audit_ok(actor, "device.revoke", client_id, at)).await?;
-        let d = load_device_by_id(&mut tx, dev.id).await?;
-        tx.commit().await?;
-        Ok((d, entry))
-    }
-
-    pub(super) async fn suspend_device(
-        &self,
-        client_id: &str,
-        at: i64,
-        actor: &Actor,
-        comment: Option<&str>,
-    ) -> Result<(DeviceWithCerts, Option<FeedEntryRow>), StoreError> {
-        let mut tx = self.begin_write().await?;
-        let dev = lock_device(&mut tx, client_id).await?;
-        match dev.status {
-            DeviceState::Revoked => {
-                return Err(StoreError::InvalidTransition("device is revoked".into()));
+        // Device row first, as everywhere else, so that concurrent changes cannot deadlock.
+        let (dev, cert) = match subject {
+            TransitionSubject::Device(client_id) => (lock_device(&mut tx, client_id).await?, None),
+            TransitionSubject::Certificate(serial) => {
+                let device_id: i64 =
+                    sqlx::query_scalar("SELECT device_id FROM certificates WHERE serial = $1")
+                        .bind(serial)
+                        .fetch_optional(&mut *tx)
+                        .await?
+                        .ok_or(StoreError::NotFound)?;
+                let dev = lock_device_by_id(&mut tx, device_id).await?;
+                let cert = load_cert(&mut tx, serial)
+                    .await?
+                    .ok_or(StoreError::NotFound)?;
+                (dev, Some(cert))
             }
-            DeviceState::Suspended => {
-                let d = load_device_by_id(&mut tx, dev.id).await?;
-                return Ok((d, None));
+        };
+        let current = Current {
+            device: dev.status,
+            certificate: cert.as_ref().map(|c| c.status),
+        };
+        let change = match decide(&current) {
+            Err(e) => return Ok(Err(e)),
+            Ok(LifecyclePlan::Unchanged) => {
+                let device = load_device_by_id(&mut tx, dev.id).await?;
+                return Ok(Ok(Transition {
+                    device,
+                    certificate: cert,
+                    entry: None,
+                }));
             }
-            DeviceState::Active => {}
+            Ok(LifecyclePlan::Change(change)) => change,
+        };
+        let (target, serial) = match subject {
+            TransitionSubject::Device(client_id) => (client_id, None),
+            TransitionSubject::Certificate(serial) => (serial, Some(serial)),
+        };
+        let certs = &change.certificates;
+        let which = match (certs.scope, serial) {
+            (CertScope::Device, _) => "device_id = $4",
+            (CertScope::Subject, Some(_)) => "serial = $4",
+            (CertScope::Subject, None) => {
+                return Err(StoreError::InvalidTransition(
+                    "a change of the certificate named needs a certificate".into(),
+                ))
+            }
+        };
+        let sql = format!(
+            "UPDATE certificates SET status = $1, revoked_at = $2, reason = $3 \
+             WHERE {which} AND status IN ({}) RETURNING serial",
+            placeholders(true, certs.from.len(), 5)
+        );
+        let mut q = sqlx::query_scalar(&sql)
+            .bind(certs.to.as_str())
+            .bind(certs.reason.map(|_| at))
+            .bind(certs.reason.map(|r| r.as_str()));
+        q = match (certs.scope, serial) {
+            (CertScope::Subject, Some(s)) => q.bind(s),
+            _ => q.bind(dev.id),
+        };
+        for s in certs.from {
+            q = q.bind(s.as_str());
         }
-        let mut serials: Vec<String> = sqlx::query_scalar(
-            "UPDATE certificates SET status = 'hold', revoked_at = $1, reason = 'certificateHold' \
-             WHERE device_id = $2 AND status = 'good' RETURNING serial",
-        )
-        .bind(at)
-        .bind(dev.id)
-        .fetch_all(&mut *tx)
-        .await?;
+        let mut serials: Vec<String> = q.fetch_all(&mut *tx).await?;
         serials.sort();
-        sqlx::query("UPDATE devices SET status = 'suspended' WHERE id = $1")
-            .bind(dev.id)
+        if change.compromise_keys {
+            let of = match (certs.scope, serial) {
+                (CertScope::Subject, Some(s)) => KeysOf::Certificate(s),
+                _ => KeysOf::Device(dev.id),
+            };
+            mark_keys_compromised(&mut tx, of, at).await?;
+        }
+        if let Some(d) = change.device {
+            match d.revocation {
+                Some(reason) => sqlx::query(
+                    "UPDATE devices SET status = $1, revoked_at = $2, reason = $3 WHERE id = $4",
+                )
+                .bind(d.status.as_str())
+                .bind(at)
+                .bind(reason.as_str())
+                .bind(dev.id),
+                None => sqlx::query("UPDATE devices SET status = $1 WHERE id = $2")
+                    .bind(d.status.as_str())
+                    .bind(dev.id),
+            }
             .execute(&mut *tx)
             .await?;
+        }
         let entry = append_feed(
             &mut tx,
-            RevocationScope::Device,
-            RevocationAction::Suspended,
-            client_id,
+            change.feed.scope,
+            change.feed.action,
+            &dev.client_id,
             serials,
-            Some(RevocationReason::CertificateHold),
+            change.feed.reason,
             at,
         )
         .await?;
         let audit = AuditRecord {
-            detail: comment.map(str::to_string),
-            ..audit_ok(actor, "device.suspend", client_id, at)
+            detail: change.audit_detail,
+            ..audit_ok(actor, change.audit_action, target, at)
         };
         insert_audit_on(&mut tx, &audit).await?;
-        let d = load_device_by_id(&mut tx, dev.id).await?;
+        let device = load_device_by_id(&mut tx, dev.id).await?;
+        let certificate = match serial {
+            Some(s) => Some(load_cert(&mut tx, s).await?.ok_or(StoreError::NotFound)?),
+            None => None,
+        };
         tx.commit().await?;
-        Ok((d, Some(entry)))
-    }
-
-    pub(super) async fn resume_device(
-        &self,
-        client_id: &str,
-        at: i64,
-        actor: &Actor,
-    ) -> Result<(DeviceWithCerts, Option<FeedEntryRow>), StoreError> {
-        let mut tx = self.begin_write().await?;
-        let dev = lock_device(&mut tx, client_id).await?;
-        match dev.status {
-            DeviceState::Revoked => {
-                return Err(StoreError::InvalidTransition("device is revoked".into()));
-            }
-            DeviceState::Active => {
-                let d = load_device_by_id(&mut tx, dev.id).await?;
-                return Ok((d, None));
-            }
-            DeviceState::Suspended => {}
-        }
-        let mut serials: Vec<String> = sqlx::query_scalar(
-            "UPDATE certificates SET status = 'good', revoked_at = NULL, reason = NULL \
-             WHERE device_id = $1 AND status = 'hold' RETURNING serial",
-        )
-        .bind(dev.id)
-        .fetch_all(&mut *tx)
-        .await?;
-        serials.sort();
-        sqlx::query("UPDATE devices SET status = 'active' WHERE id = $1")
-            .bind(dev.id)
-            .execute(&mut *tx)
-            .await?;
-        let entry = append_feed(
-            &mut tx,
-            RevocationScope::Device,
-            RevocationAction::Resumed,
-            client_id,
-            serials,
-            None,
-            at,
-        )
-        .await?;
-        insert_audit_on(&mut tx, &audit_ok(actor, "device.resume", client_id, at)).await?;
-        let d = load_device_by_id(&mut tx, dev.id).await?;
-        tx.commit().await?;
-        Ok((d, Some(entry)))
-    }
-
-    pub(super) async fn revoke_certificate(
-        &self,
-        serial: &str,
-        reason: RevocationReason,
-        at: i64,
-        actor: &Actor,
-    ) -> Result<(CertRow, FeedEntryRow), StoreError> {
-        let mut tx = self.begin_write().await?;
-        let device_id: i64 =
-            sqlx::query_scalar("SELECT device_id FROM certificates WHERE serial = $1")
-                .bind(serial)
-                .fetch_optional(&mut *tx)
-                .await?
-                .ok_or(StoreError::NotFound)?;
-        // Device row first, as everywhere else, so that concurrent changes cannot deadlock.
-        let lock = format!("SELECT d.id FROM devices d WHERE d.id = $1{FOR_UPDATE}");
-        sqlx::query(&lock).bind(device_id).execute(&mut *tx).await?;
-        let cert = load_cert(&mut tx, serial)
-            .await?
-            .ok_or(StoreError::NotFound)?;
-        if cert.status == CertState::Revoked {
-            return Err(StoreError::InvalidTransition(
-                "certificate is already revoked".into(),
-            ));
-        }
-        sqlx::query("UPDATE certificates SET status = 'revoked', revoked_at = $1, reason = $2 WHERE serial = $3")
-            .bind(at)
-            .bind(reason.as_str())
-            .bind(serial)
-            .execute(&mut *tx)
-            .await?;
-        if reason == RevocationReason::KeyCompromise {
-            mark_keys_compromised(&mut tx, KeysOf::Certificate(serial), at).await?;
-        }
-        let entry = append_feed(
-            &mut tx,
-            RevocationScope::Certificate,
-            RevocationAction::Revoked,
-            &cert.client_id,
-            vec![serial.to_string()],
-            Some(reason),
-            at,
-        )
-        .await?;
-        insert_audit_on(&mut tx, &audit_ok(actor, "certificate.revoke", serial, at)).await?;
-        let cert = load_cert(&mut tx, serial)
-            .await?
-            .ok_or(StoreError::NotFound)?;
-        tx.commit().await?;
-        Ok((cert, entry))
+        Ok(Ok(Transition {
+            device,
+            certificate,
+            entry: Some(entry),
+        }))
     }
 
     // ---- feed ----

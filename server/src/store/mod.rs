@@ -26,6 +26,8 @@ use devid_core::api::{
     CertState, DeviceState, RevocationAction, RevocationReason, RevocationScope, Role,
 };
 
+use crate::domain::lifecycle::{self, Action, CertScope, Current, Plan as LifecyclePlan};
+
 /// Who did something: a token, or the service itself.
 #[derive(Debug, Clone)]
 pub struct Actor {
@@ -283,6 +285,30 @@ pub struct DeviceActivity {
     pub last_auth_failure: Option<i64>,
 }
 
+/// What [`Store::apply_device_transition`] changes: a device, or one certificate (and so its
+/// device's row is locked too).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransitionSubject<'a> {
+    /// By ClientID.
+    Device(&'a str),
+    /// By serial (normalized lowercase hex).
+    Certificate(&'a str),
+}
+
+/// The state after a transition, as committed.
+#[derive(Debug, Clone)]
+pub struct Transition {
+    pub device: DeviceWithCerts,
+    /// The certificate, when the subject was one.
+    pub certificate: Option<CertRow>,
+    /// The feed entry written; None when the plan changed nothing.
+    pub entry: Option<FeedEntryRow>,
+}
+
+fn nothing_changed() -> StoreError {
+    StoreError::InvalidTransition("nothing changed".into())
+}
+
 /// PostgreSQL NOTIFY channel carrying the seq of each new feed entry.
 pub const FEED_CHANNEL: &str = "devid_feed";
 
@@ -497,11 +523,34 @@ impl Store {
         on_backend!(self, b => b.get_certificate(serial).await)
     }
 
-    // ---- revocation --------------------------------------------------------------------------
+    // ---- device transitions -----------------------------------------------------------------
 
-    /// Revokes the device and all its certificates not yet revoked (hold ones included), appends
-    /// one feed entry and an audit row, in one transaction. `certificateHold` is not a reason for
-    /// a revocation (use `suspend_device`).
+    /// The one way a device's or certificate's state changes. In one transaction: locks the
+    /// device row (for a certificate subject: its device's row), reads its state (and the
+    /// certificate's), asks `decide` what to do (`domain::lifecycle::plan`), and writes exactly
+    /// that: the certificates' and the device's new states, the keys' compromise mark, one feed
+    /// entry with the serials that changed, the success audit row (target: the subject; detail:
+    /// the plan's); then returns the device (and certificate) as committed. `Plan::Unchanged`
+    /// writes nothing and returns the device as it is, without an entry. An error of `decide`
+    /// rolls back and is returned as it is; NotFound when the subject does not exist.
+    pub async fn apply_device_transition<E, F>(
+        &self,
+        subject: TransitionSubject<'_>,
+        at: i64,
+        actor: &Actor,
+        decide: F,
+    ) -> Result<Transition, E>
+    where
+        E: From<StoreError>,
+        F: FnOnce(&Current) -> Result<LifecyclePlan, E>,
+    {
+        let r = on_backend!(self, b => b.apply_device_transition(subject, at, actor, decide).await);
+        r.map_err(E::from)?
+    }
+
+    /// Revokes the device and all its certificates not yet revoked (hold ones included), with
+    /// one feed entry and an audit row (the lifecycle's rules applied by
+    /// [`Store::apply_device_transition`]).
     pub async fn revoke_device(
         &self,
         client_id: &str,
@@ -509,12 +558,15 @@ impl Store {
         at: i64,
         actor: &Actor,
     ) -> Result<(DeviceWithCerts, FeedEntryRow), StoreError> {
-        if reason == RevocationReason::CertificateHold {
-            return Err(StoreError::InvalidTransition(
-                "certificateHold is set by suspending a device, not by revoking it".into(),
-            ));
-        }
-        on_backend!(self, b => b.revoke_device(client_id, reason, at, actor).await)
+        let t = self
+            .transition(
+                TransitionSubject::Device(client_id),
+                at,
+                actor,
+                Action::Revoke { reason },
+            )
+            .await?;
+        Ok((t.device, t.entry.ok_or_else(nothing_changed)?))
     }
 
     /// Puts an active device's good certificates on hold. Already suspended: no change, None.
@@ -525,7 +577,13 @@ impl Store {
         actor: &Actor,
         comment: Option<&str>,
     ) -> Result<(DeviceWithCerts, Option<FeedEntryRow>), StoreError> {
-        on_backend!(self, b => b.suspend_device(client_id, at, actor, comment).await)
+        let action = Action::Suspend {
+            comment: comment.map(str::to_string),
+        };
+        let t = self
+            .transition(TransitionSubject::Device(client_id), at, actor, action)
+            .await?;
+        Ok((t.device, t.entry))
     }
 
     /// Lifts a suspension (hold certificates back to good). Already active: no change, None.
@@ -535,7 +593,15 @@ impl Store {
         at: i64,
         actor: &Actor,
     ) -> Result<(DeviceWithCerts, Option<FeedEntryRow>), StoreError> {
-        on_backend!(self, b => b.resume_device(client_id, at, actor).await)
+        let t = self
+            .transition(
+                TransitionSubject::Device(client_id),
+                at,
+                actor,
+                Action::Resume,
+            )
+            .await?;
+        Ok((t.device, t.entry))
     }
 
     /// Revokes one certificate (good or on hold). The device's state is unchanged.
@@ -546,12 +612,28 @@ impl Store {
         at: i64,
         actor: &Actor,
     ) -> Result<(CertRow, FeedEntryRow), StoreError> {
-        if reason == RevocationReason::CertificateHold {
-            return Err(StoreError::InvalidTransition(
-                "certificateHold is set by suspending a device, not by revoking it".into(),
-            ));
-        }
-        on_backend!(self, b => b.revoke_certificate(serial, reason, at, actor).await)
+        let action = Action::RevokeCertificate { reason };
+        let t = self
+            .transition(TransitionSubject::Certificate(serial), at, actor, action)
+            .await?;
+        let entry = t.entry.ok_or_else(nothing_changed)?;
+        Ok((t.certificate.ok_or(StoreError::NotFound)?, entry))
+    }
+
+    /// [`Store::apply_device_transition`] with the lifecycle's plan, its refusals as
+    /// `InvalidTransition`.
+    async fn transition(
+        &self,
+        subject: TransitionSubject<'_>,
+        at: i64,
+        actor: &Actor,
+        action: Action,
+    ) -> Result<Transition, StoreError> {
+        self.apply_device_transition(subject, at, actor, |current| {
+            lifecycle::plan(current, action)
+                .map_err(|e| StoreError::InvalidTransition(e.to_string()))
+        })
+        .await
     }
 
     // ---- feed --------------------------------------------------------------------------------

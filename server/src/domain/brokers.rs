@@ -1,0 +1,79 @@
+//! Brokers: their certificates.
+
+use devid_core::api::{BrokerCertificate, BrokerEnrollRequest};
+use devid_core::csr::parse_csr_pem;
+use devid_core::profile::{ProfileSettings, Validity};
+
+use super::audit::Audit;
+use super::DomainError;
+use crate::ca::Ca;
+use crate::store::Store;
+use crate::timefmt::rfc3339;
+
+/// A DNS name: labels of letters, digits and hyphens, not starting or ending with a hyphen.
+fn valid_dns_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        })
+}
+
+/// Issues a broker certificate (two years) for `req.name` from its CSR.
+pub async fn enroll(
+    store: &Store,
+    ca: &Ca,
+    profile: &ProfileSettings,
+    audit: &Audit,
+    req: &BrokerEnrollRequest,
+) -> Result<BrokerCertificate, DomainError> {
+    if !valid_dns_name(&req.name) {
+        return Err(DomainError::invalid_field(
+            "name",
+            format!("{:?} is not a DNS name", req.name),
+        ));
+    }
+    let csr = parse_csr_pem(&req.csr)
+        .map_err(|e| DomainError::invalid_field("csr", format!("csr: {e}")))?;
+    let settings = ProfileSettings {
+        validity: Validity::Years(2),
+        ..profile.clone()
+    };
+    let issued = ca.issue_broker(
+        &csr,
+        &req.name,
+        &settings,
+        time::OffsetDateTime::now_utc(),
+        &ring::rand::SystemRandom::new(),
+    )?;
+    store
+        .insert_audit(&audit.ok_about(&format!("{} (serial {})", req.name, issued.serial_hex)))
+        .await?;
+    Ok(BrokerCertificate {
+        name: req.name.clone(),
+        certificate: issued.pem,
+        chain: ca.chain_pem().to_string(),
+        serial: issued.serial_hex,
+        fingerprint_sha256: issued.fingerprint_sha256,
+        not_before: rfc3339(issued.not_before.unix_timestamp()),
+        not_after: rfc3339(issued.not_after.unix_timestamp()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::valid_dns_name;
+
+    #[test]
+    fn dns_names() {
+        assert!(valid_dns_name("mqtt.example.com"));
+        assert!(valid_dns_name("localhost"));
+        for bad in ["", "-a.com", "a..b", "a b", "*.example.com", "a_b.com"] {
+            assert!(!valid_dns_name(bad), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,60 @@
+//! The rules of the service, apart from HTTP and SQL.
+//!
+//! - [`lifecycle`]: the device state machine (revoke, suspend, resume, certificate revocation),
+//!   a pure `plan` the store's one executor applies inside its transaction.
+//! - [`devices`]: finding a device, the status brokers poll.
+//! - [`policy`]: what applies to a device (its settings, else its model's, else the defaults),
+//!   and changing its policy and allow-list.
+//! - [`models`], [`tokens`], [`brokers`]: per-model settings, API tokens, broker enrolment.
+//! - [`registration`]: what a refused registration means.
+//! - [`authz`]: decisions beyond "this role may call this route" (factory tokens limited to
+//!   models).
+//! - [`audit`]: one helper for "do it, and record a failure in the audit log" (successes are
+//!   written by the store in the change's own transaction).
+//!
+//! Every function here returns [`DomainError`]; `crate::error` maps it to HTTP in one place.
+//! The route modules parse requests, call in here, and render answers.
+
+pub mod audit;
+pub mod authz;
+pub mod brokers;
+pub mod devices;
+mod error;
+pub mod lifecycle;
+pub mod models;
+pub mod policy;
+pub mod registration;
+pub mod tokens;
+
+use std::sync::Arc;
+
+pub use error::DomainError;
+
+use crate::feed::Feed;
+use crate::metrics::Metrics;
+use crate::registry::Registry;
+use crate::store::{FeedEntryRow, Store};
+
+/// What the domain's operations use besides their arguments: the store, and the parts that
+/// spread the news of a committed change.
+#[derive(Clone, Copy)]
+pub struct Ctx<'a> {
+    pub store: &'a Store,
+    pub feed: &'a Arc<Feed>,
+    pub metrics: &'a Metrics,
+    pub registry: &'a Registry,
+}
+
+impl Ctx<'_> {
+    /// After a committed status change: tell the feed's followers, count it, refresh the CRL.
+    pub fn committed(&self, entry: &FeedEntryRow) {
+        self.feed.notify(entry.seq);
+        self.metrics.status_changed(entry.action);
+        self.feed.refresh_crl_soon();
+    }
+
+    /// After a committed settings change (`updated` entry): tell the feed's followers.
+    pub fn updated(&self, entry: &FeedEntryRow) {
+        self.feed.notify(entry.seq);
+    }
+}
