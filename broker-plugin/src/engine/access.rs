@@ -1,0 +1,251 @@
+//! What an authenticated connection may do: the topic ACL (the device's fetched policy, or the
+//! default one for a device never fetched) and the per-message authentication of its
+//! PUBLISHes. A connection that is not authenticated, or has been denied, gets nothing.
+
+#![deny(unsafe_code)]
+
+use devid_core::api::{ConnectionEventKind, TopicPolicy};
+
+use super::{Conn, ConnKey, Engine, MessageCheck, MessageVerdict, ServerSide, Via};
+use crate::policy::{Access, Expanded};
+use crate::refusal::{MessageRefusal, Refusal};
+use crate::service::{lock, LogLevel};
+
+impl<S: ServerSide> Engine<S> {
+    /// MOSQ_EVT_ACL_CHECK. Only devid-authenticated connections get anything.
+    pub fn acl(&self, key: ConnKey, access: Access, topic: &str) -> bool {
+        let Some(Conn::Authenticated(a)) = self.conns.get(&key) else {
+            return false;
+        };
+        if a.denied {
+            return false;
+        }
+        let g = lock(&self.shared);
+        let default_policy;
+        let policy = match g.revocations.statuses.get(&a.identity.client_id) {
+            Some(s) => &s.policy,
+            None => {
+                default_policy = TopicPolicy::default();
+                &default_policy
+            }
+        };
+        Expanded::new(policy, &a.identity.client_id).allows(access, topic)
+    }
+
+    /// MOSQ_EVT_MESSAGE: per-message authentication. With the device's policy
+    /// `message_auth = required`, a DEVID-1 device's PUBLISH must carry a valid `devid-mac` or
+    /// `devid-seal` with a `devid-seq` above the last accepted one. A PUBLISH that carries devid
+    /// properties is checked whatever the policy (a claim that fails is refused). Messages of
+    /// mutual-TLS devices are marked verified (the TLS channel authenticates them).
+    pub fn message(
+        &mut self,
+        key: ConnKey,
+        topic: &str,
+        devid_properties: &[(&str, &str)],
+        payload: &[u8],
+    ) -> MessageVerdict {
+        let max = self.config.max_refused_messages;
+        let required = {
+            let Some(Conn::Authenticated(a)) = self.conns.get(&key) else {
+                return MessageVerdict::Refuse;
+            };
+            if a.denied {
+                return MessageVerdict::Refuse;
+            }
+            lock(&self.shared)
+                .revocations
+                .statuses
+                .get(&a.identity.client_id)
+                .is_some_and(|s| s.message_auth == "required")
+        };
+        let Some(Conn::Authenticated(a)) = self.conns.get_mut(&key) else {
+            return MessageVerdict::Refuse;
+        };
+        let cid = a.identity.client_id.clone();
+        let outcome: Result<MessageVerdict, MessageRefusal> = match (a.via, a.verifier.as_mut()) {
+            (Via::MutualTls, _) => Ok(MessageVerdict::Accept {
+                verified: Some(cid.clone()),
+                payload: None,
+            }),
+            (Via::Devid1, None) => Err(MessageRefusal::NoSessionKeys),
+            (Via::Devid1, Some(v)) => {
+                match self
+                    .server
+                    .verify_message(v, devid_properties, topic, payload)
+                {
+                    Ok(MessageCheck::Verified { plaintext }) => Ok(MessageVerdict::Accept {
+                        verified: Some(cid.clone()),
+                        payload: plaintext,
+                    }),
+                    Ok(MessageCheck::Unclaimed) if required => Err(MessageRefusal::AuthRequired),
+                    Ok(MessageCheck::Unclaimed) => Ok(MessageVerdict::Accept {
+                        verified: None,
+                        payload: None,
+                    }),
+                    Err(e) => Err(e),
+                }
+            }
+        };
+        match outcome {
+            Ok(v) => {
+                a.refused_in_row = 0;
+                v
+            }
+            Err(reason) => {
+                a.refused_in_row += 1;
+                let n = a.refused_in_row;
+                let address = a.address.clone();
+                self.log(
+                    LogLevel::Notice,
+                    format!(
+                        "devid: refused PUBLISH from {cid} on {topic:?}: {reason} ({n} in a row) [{}]",
+                        reason.name()
+                    ),
+                );
+                if n >= max {
+                    self.mark_denied(key);
+                    self.log(
+                        LogLevel::Notice,
+                        format!("devid: disconnecting {cid}: {n} refused PUBLISHes in a row"),
+                    );
+                    self.event(
+                        ConnectionEventKind::AuthFailure,
+                        &cid,
+                        address.as_deref(),
+                        Some(&Refusal::TooManyRefusedMessages),
+                    );
+                    MessageVerdict::Disconnect
+                } else {
+                    MessageVerdict::Refuse
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use devid_core::api::{DeviceState, DeviceStatus};
+
+    use super::super::testing::*;
+    use super::super::{AuthOutcome, MessageVerdict, METHOD};
+    use crate::policy::Access;
+    use crate::service::lock;
+
+    #[test]
+    fn fail_not_authenticated_gets_nothing() {
+        let (mut e, _s, _rx) = engine();
+        assert!(!e.acl(9, Access::Publish, "devices/dev1/x"));
+        assert!(matches!(
+            e.auth_start(1, Some(METHOD), b"hello:dev1:1", Some("dev1"), None),
+            AuthOutcome::Continue(_)
+        ));
+        assert!(
+            !e.acl(1, Access::Publish, "devices/dev1/x"),
+            "handshake unfinished"
+        );
+    }
+
+    fn props<'a>(list: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+        list.to_vec()
+    }
+
+    #[test]
+    fn message_auth_required_refuses_unprotected_replayed_and_bad_then_disconnects() {
+        let (mut e, shared, _rx) = engine();
+        assert!(matches!(
+            connect(&mut e, 1, "dev1", "0a"),
+            AuthOutcome::Success(_)
+        ));
+        // Policy off: unprotected passes unmarked; a protected one is verified and marked.
+        assert_eq!(
+            e.message(1, "t", &[], b"x"),
+            MessageVerdict::Accept {
+                verified: None,
+                payload: None
+            }
+        );
+        let good = props(&[("devid-seq", "1"), ("devid-mac", "good")]);
+        assert_eq!(
+            e.message(1, "t", &good, b"x"),
+            MessageVerdict::Accept {
+                verified: Some("dev1".into()),
+                payload: None
+            }
+        );
+        // A claim that fails is refused even with the policy off.
+        assert_eq!(
+            e.message(1, "t", &good, b"x"),
+            MessageVerdict::Refuse,
+            "replay"
+        );
+        let st = DeviceStatus {
+            client_id: "dev1".into(),
+            status: DeviceState::Active,
+            model: None,
+            revoked_serials: vec![],
+            policy: None,
+            allowed_cidrs: vec![],
+            message_auth: "required".into(),
+        };
+        lock(&shared).revocations.apply_status(&st);
+        let sealed = props(&[("devid-seq", "2"), ("devid-seal", "1")]);
+        assert_eq!(
+            e.message(1, "t", &sealed, b"abc"),
+            MessageVerdict::Accept {
+                verified: Some("dev1".into()),
+                payload: Some(b"cba".to_vec())
+            }
+        );
+        assert_eq!(e.message(1, "t", &[], b"x"), MessageVerdict::Refuse);
+        let bad = props(&[("devid-seq", "9"), ("devid-mac", "bad")]);
+        assert_eq!(e.message(1, "t", &bad, b"x"), MessageVerdict::Refuse);
+        assert_eq!(
+            e.message(1, "t", &bad, b"x"),
+            MessageVerdict::Disconnect,
+            "3 in a row"
+        );
+        assert!(!e.acl(1, Access::Publish, "devices/dev1/x"));
+        // Not authenticated: refused.
+        assert_eq!(e.message(7, "t", &good, b"x"), MessageVerdict::Refuse);
+    }
+
+    #[test]
+    fn reauth_resets_the_replay_window() {
+        let (mut e, _s, _rx) = engine();
+        assert!(matches!(
+            connect(&mut e, 1, "dev1", "0a"),
+            AuthOutcome::Success(_)
+        ));
+        let p5 = props(&[("devid-seq", "5"), ("devid-mac", "good")]);
+        assert!(matches!(
+            e.message(1, "t", &p5, b"x"),
+            MessageVerdict::Accept { .. }
+        ));
+        assert!(matches!(
+            connect(&mut e, 1, "dev1", "0a"),
+            AuthOutcome::Success(_)
+        ));
+        let p1 = props(&[("devid-seq", "1"), ("devid-mac", "good")]);
+        assert!(matches!(
+            e.message(1, "t", &p1, b"x"),
+            MessageVerdict::Accept { .. }
+        ));
+    }
+
+    #[test]
+    fn mutual_tls_messages_are_marked_verified() {
+        let (mut e, _s, _rx) = engine();
+        assert!(matches!(
+            e.basic_auth(1, Some(b"hello:dev1:1"), Some("dev1"), None),
+            AuthOutcome::Success(_)
+        ));
+        assert_eq!(
+            e.message(1, "t", &[], b"x"),
+            MessageVerdict::Accept {
+                verified: Some("dev1".into()),
+                payload: None
+            }
+        );
+    }
+}

@@ -1,0 +1,416 @@
+//! How a connection authenticates: DEVID-1 (a full exchange or a resumption from a ticket; a
+//! re-authentication of a live connection keeps its identity or ends it) and mutual TLS; and the
+//! checks every path shares: the gate (TICK works, the revocation state is fresh) and
+//! admissibility (revocation state, allow-list), both before the device is admitted.
+
+#![deny(unsafe_code)]
+
+use std::time::Duration;
+
+use devid_core::api::ConnectionEventKind;
+use devid_core::protocol::PkOps;
+
+use super::guard::source_group;
+use super::{AuthOutcome, Authenticated, Conn, ConnKey, Engine, ServerSide, Verified, Via, METHOD};
+use crate::cidr;
+use crate::refusal::Refusal;
+use crate::service::{lock, LogLevel};
+use crate::state;
+
+/// Within this long after start, no TICK yet is normal.
+const TICK_GRACE: Duration = Duration::from_secs(3);
+
+impl<S: ServerSide> Engine<S> {
+    /// Checks that must hold before any device is admitted: TICK works, state is fresh.
+    fn gate(&mut self) -> Result<(), Refusal> {
+        if self.last_tick.is_none() && self.started.elapsed() > TICK_GRACE {
+            self.log(
+                LogLevel::Error,
+                "devid: no TICK event received; set `per_listener_settings false` (revocations cannot be applied). Refusing every device.".into(),
+            );
+            return Err(Refusal::NoTick);
+        }
+        let last = lock(&self.shared).last_contact;
+        if !state::is_fresh(last, state::unix_now(), self.config.max_staleness) {
+            if !self.stale_logged {
+                self.stale_logged = true;
+                self.log(
+                    LogLevel::Error,
+                    format!(
+                        "devid: REVOCATION STATE STALE: the service has not been reached for more than {} s (last contact: {}). FAILING CLOSED: refusing every device until the feed catches up.",
+                        self.config.max_staleness.as_secs(),
+                        last.map(|t| t.to_string()).unwrap_or_else(|| "never".into())
+                    ),
+                );
+            }
+            return Err(Refusal::StateStale);
+        }
+        if self.stale_logged {
+            self.stale_logged = false;
+            self.log(
+                LogLevel::Info,
+                "devid: revocation state fresh again; admitting devices".into(),
+            );
+        }
+        Ok(())
+    }
+
+    /// Revocation state and allow-list for an identity.
+    pub(super) fn admissible(&self, id: &Verified, address: Option<&str>) -> Result<(), Refusal> {
+        let g = lock(&self.shared);
+        g.revocations.check(&id.client_id, &id.serial)?;
+        if let Some(st) = g.revocations.statuses.get(&id.client_id) {
+            if !cidr::allowed(&st.allowed_cidrs, address) {
+                return Err(Refusal::AddressNotAllowed {
+                    address: address.unwrap_or("?").to_string(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// MOSQ_EVT_EXT_AUTH_START: a CONNECT (or a re-authentication) with an auth method.
+    pub fn auth_start(
+        &mut self,
+        key: ConnKey,
+        method: Option<&str>,
+        data: &[u8],
+        client_id: Option<&str>,
+        address: Option<&str>,
+    ) -> AuthOutcome {
+        if method != Some(METHOD) {
+            return AuthOutcome::Defer;
+        }
+        let cid = client_id.unwrap_or("");
+        // A re-authentication keeps the live identity aside; a failed one ends the connection.
+        let previous = match self.take(key) {
+            Some(Conn::Authenticated(a)) => Some(a),
+            _ => None,
+        };
+        if let Err(reason) = self.gate() {
+            return self.refuse(cid, address, reason);
+        }
+        if cid.is_empty() {
+            return self.refuse(cid, address, Refusal::EmptyClientId);
+        }
+        if let Err(e) = devid_core::clientid::validate(cid) {
+            return self.refuse(cid, address, Refusal::BadClientId(e));
+        }
+        let source = source_group(address);
+        let full = self.server.is_full_hello(data);
+        if let Err(reason) = self.handshakes.admit(&source, full) {
+            return self.refuse(cid, address, reason);
+        }
+        let now = state::unix_now();
+        let (identity, hello) = match self.server.hello(data, cid, now) {
+            Ok(v) => v,
+            Err(e) => {
+                let bad_method = e.is_bad_method();
+                self.refuse(cid, address, e);
+                return if bad_method {
+                    AuthOutcome::Defer
+                } else {
+                    AuthOutcome::Deny
+                };
+            }
+        };
+        if identity.client_id != cid {
+            return self.refuse(cid, address, Refusal::ClientIdMismatch);
+        }
+        if let Some(p) = &previous {
+            if p.identity.client_id != identity.client_id {
+                return self.refuse(cid, address, Refusal::ReauthOtherIdentity);
+            }
+        }
+        if let Err(reason) = self.admissible(&identity, address) {
+            return self.refuse(cid, address, reason);
+        }
+        match self.server.accept(hello, now) {
+            Ok((pending, server_hello)) => {
+                let started = self.handshakes.start(source, key);
+                self.conns.insert(
+                    key,
+                    Conn::Handshaking {
+                        started,
+                        address: address.map(str::to_string),
+                        identity,
+                        pending,
+                        previous,
+                    },
+                );
+                AuthOutcome::Continue(server_hello)
+            }
+            Err(e) => self.refuse(cid, address, e),
+        }
+    }
+
+    /// MOSQ_EVT_EXT_AUTH_CONTINUE: the ClientFinish.
+    pub fn auth_continue(
+        &mut self,
+        key: ConnKey,
+        data: &[u8],
+        client_id: Option<&str>,
+        address: Option<&str>,
+    ) -> AuthOutcome {
+        let cid = client_id.unwrap_or("").to_string();
+        let Some(conn) = self.take(key) else {
+            return self.refuse(&cid, address, Refusal::NoExchange);
+        };
+        let (started, identity, pending, previous) = match conn {
+            Conn::Handshaking {
+                started,
+                identity,
+                pending,
+                previous,
+                ..
+            } => (started, identity, pending, previous),
+            Conn::Authenticated(_) => {
+                return self.refuse(&cid, address, Refusal::AuthAfterSuccess);
+            }
+        };
+        if started.elapsed() > self.config.auth_timeout {
+            return self.refuse(&cid, address, Refusal::TimedOut);
+        }
+        // The state may have changed while the device was signing.
+        if let Err(reason) = self.admissible(&identity, address) {
+            return self.refuse(&cid, address, reason);
+        }
+        let now = state::unix_now();
+        match self.server.finish(pending, data, now) {
+            Ok((keys, server_finish, pk_ops)) => {
+                let reauth = previous.is_some();
+                self.admit(
+                    key,
+                    identity,
+                    Some((keys, pk_ops)),
+                    Via::Devid1,
+                    address,
+                    reauth,
+                );
+                AuthOutcome::Success(server_finish)
+            }
+            Err(e) => self.refuse(&cid, address, e),
+        }
+    }
+
+    fn admit(
+        &mut self,
+        key: ConnKey,
+        identity: Verified,
+        keys: Option<(S::Keys, PkOps)>,
+        via: Via,
+        address: Option<&str>,
+        reauth: bool,
+    ) {
+        let cid = identity.client_id.clone();
+        let (keys, pk_ops) = match keys {
+            Some((k, ops)) => (Some(k), format!("; pk_ops={ops}")),
+            None => (None, String::new()),
+        };
+        self.log(
+            LogLevel::Info,
+            format!(
+                "devid: {} client {cid} (serial {}) from {} via {}{pk_ops}",
+                if reauth {
+                    "re-authenticated"
+                } else {
+                    "admitted"
+                },
+                identity.serial,
+                address.unwrap_or("?"),
+                match via {
+                    Via::Devid1 if identity.resumed => "DEVID-1 resumption",
+                    Via::Devid1 => "DEVID-1",
+                    Via::MutualTls => "mutual TLS",
+                },
+            ),
+        );
+        self.conns.insert(
+            key,
+            Conn::Authenticated(Box::new(Authenticated {
+                identity,
+                verifier: keys.as_ref().map(|k| self.server.verifier(k)),
+                refused_in_row: 0,
+                via,
+                address: address.map(str::to_string),
+                denied: false,
+            })),
+        );
+        if !reauth {
+            self.event(ConnectionEventKind::Connect, &cid, address, None);
+        }
+        self.request_status(&cid);
+    }
+
+    /// MOSQ_EVT_BASIC_AUTH, which 2.0.11 fires for every CONNECT without an auth method: the
+    /// mutual-TLS path when a client certificate is present, refused otherwise.
+    pub fn basic_auth(
+        &mut self,
+        key: ConnKey,
+        cert_der: Option<&[u8]>,
+        client_id: Option<&str>,
+        address: Option<&str>,
+    ) -> AuthOutcome {
+        let cid = client_id.unwrap_or("");
+        let Some(der) = cert_der else {
+            return self.refuse(cid, address, Refusal::NoCredentials);
+        };
+        if let Err(reason) = self.gate() {
+            return self.refuse(cid, address, reason);
+        }
+        if let Err(e) = devid_core::clientid::validate(cid) {
+            return self.refuse(cid, address, Refusal::BadClientId(e));
+        }
+        let identity = match self.server.verify_tls_client(der, cid, state::unix_now()) {
+            Ok(i) => i,
+            Err(e) => return self.refuse(cid, address, e),
+        };
+        if identity.client_id != cid {
+            return self.refuse(cid, address, Refusal::CertificateClientIdMismatch);
+        }
+        if let Err(reason) = self.admissible(&identity, address) {
+            return self.refuse(cid, address, reason);
+        }
+        self.admit(key, identity, None, Via::MutualTls, address, false);
+        AuthOutcome::Success(Vec::new())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use devid_core::api::ConnectionEventKind;
+
+    use super::super::testing::*;
+    use super::super::{AuthOutcome, METHOD};
+    use crate::policy::Access;
+    use crate::service::{lock, ToService};
+    use crate::state;
+
+    #[test]
+    fn ok_full_exchange_then_default_policy() {
+        let (mut e, _s, mut rx) = engine();
+        assert_eq!(
+            connect(&mut e, 1, "dev1", "0a"),
+            AuthOutcome::Success(b"server-finish".to_vec())
+        );
+        assert!(e.acl(1, Access::Publish, "devices/dev1/x"));
+        assert!(!e.acl(1, Access::Publish, "devices/dev2/x"));
+        assert!(e.acl(1, Access::Subscribe, "broadcast/#"));
+        let msgs = drain(&mut rx);
+        assert!(msgs.iter().any(|m| matches!(m, ToService::Event(ev) if ev.kind == ConnectionEventKind::Connect && ev.client_id == "dev1")));
+        assert!(msgs
+            .iter()
+            .any(|m| matches!(m, ToService::FetchStatus(id) if id == "dev1")));
+    }
+
+    #[test]
+    fn fail_other_method_is_deferred() {
+        let (mut e, _s, _rx) = engine();
+        assert_eq!(
+            e.auth_start(1, Some("SCRAM-SHA-1"), b"x", Some("dev1"), None),
+            AuthOutcome::Defer
+        );
+        assert_eq!(
+            e.auth_start(1, None, b"x", Some("dev1"), None),
+            AuthOutcome::Defer
+        );
+        // An unknown DEVID-1 version: 0x8C as well, but logged and reported.
+        assert_eq!(
+            e.auth_start(1, Some(METHOD), &[1, 2, 3], Some("dev1"), None),
+            AuthOutcome::Defer
+        );
+    }
+
+    #[test]
+    fn fail_wrong_client_id_empty_id_bad_id() {
+        let (mut e, _s, mut rx) = engine();
+        let out = e.auth_start(1, Some(METHOD), b"hello:dev2:1", Some("dev1"), None);
+        assert_eq!(out, AuthOutcome::Deny);
+        assert_eq!(
+            e.auth_start(2, Some(METHOD), b"hello::1", Some(""), None),
+            AuthOutcome::Deny
+        );
+        assert_eq!(
+            e.auth_start(3, Some(METHOD), b"hello:a/#:1", Some("a/#"), None),
+            AuthOutcome::Deny
+        );
+        assert_eq!(e.conns.len(), 0);
+        let msgs = drain(&mut rx);
+        assert_eq!(
+            msgs.iter()
+                .filter(|m| matches!(m, ToService::Event(ev) if ev.kind == ConnectionEventKind::AuthFailure))
+                .count(),
+            3
+        );
+    }
+
+    #[test]
+    fn fail_bad_finish_and_out_of_order() {
+        let (mut e, _s, _rx) = engine();
+        assert_eq!(
+            e.auth_continue(1, b"finish", Some("dev1"), None),
+            AuthOutcome::Deny
+        );
+        assert!(matches!(
+            e.auth_start(1, Some(METHOD), b"hello:dev1:1", Some("dev1"), None),
+            AuthOutcome::Continue(_)
+        ));
+        assert_eq!(
+            e.auth_continue(1, b"wrong", Some("dev1"), None),
+            AuthOutcome::Deny
+        );
+        assert!(!e.acl(1, Access::Publish, "devices/dev1/x"));
+    }
+
+    #[test]
+    fn fail_closed_when_stale_or_never_contacted() {
+        let (mut e, shared, _rx) = engine();
+        lock(&shared).last_contact = Some(state::unix_now() - 61);
+        assert_eq!(connect(&mut e, 1, "dev1", "0a"), AuthOutcome::Deny);
+        assert!(e
+            .take_logs()
+            .iter()
+            .any(|(_, l)| l.contains("FAILING CLOSED")));
+        lock(&shared).last_contact = None;
+        assert_eq!(connect(&mut e, 1, "dev1", "0a"), AuthOutcome::Deny);
+        lock(&shared).last_contact = Some(state::unix_now() - 59);
+        assert!(matches!(
+            connect(&mut e, 1, "dev1", "0a"),
+            AuthOutcome::Success(_)
+        ));
+    }
+
+    #[test]
+    fn mutual_tls_path() {
+        let (mut e, _s, _rx) = engine();
+        assert_eq!(e.basic_auth(1, None, Some("dev1"), None), AuthOutcome::Deny);
+        assert_eq!(
+            e.basic_auth(1, Some(b"hello:dev2:1"), Some("dev1"), None),
+            AuthOutcome::Deny
+        );
+        assert_eq!(
+            e.basic_auth(1, Some(b"hello:dev1:1"), Some("dev1"), None),
+            AuthOutcome::Success(vec![])
+        );
+        assert!(e.acl(1, Access::Publish, "devices/dev1/x"));
+    }
+
+    #[test]
+    fn reauth_keeps_identity_or_fails() {
+        let (mut e, _s, _rx) = engine();
+        assert!(matches!(
+            connect(&mut e, 1, "dev1", "0a"),
+            AuthOutcome::Success(_)
+        ));
+        assert!(matches!(
+            connect(&mut e, 1, "dev1", "0a"),
+            AuthOutcome::Success(_)
+        ));
+        assert!(e.acl(1, Access::Publish, "devices/dev1/x"));
+        assert_eq!(
+            e.auth_start(1, Some(METHOD), b"hello:dev9:1", Some("dev1"), None),
+            AuthOutcome::Deny
+        );
+        assert!(!e.acl(1, Access::Publish, "devices/dev1/x"));
+    }
+}

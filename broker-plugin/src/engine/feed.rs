@@ -1,0 +1,265 @@
+//! What TICK applies from the service thread: its log lines, re-checks of live connections after
+//! a feed entry or a status answer (a connection that no longer passes is denied everything and
+//! kicked), and settings updates, which refetch the statuses of the connected devices they
+//! concern. Status fetches are throttled per device.
+
+#![deny(unsafe_code)]
+
+use std::time::{Duration, Instant};
+
+use super::{Conn, Engine, ServerSide};
+use crate::service::{lock, FromService, LogLevel, ToService, Updated};
+use crate::state::{self, Recheck};
+
+/// A device's status is refetched at most this often.
+const STATUS_REFRESH: Duration = Duration::from_secs(1);
+
+impl<S: ServerSide> Engine<S> {
+    /// MOSQ_EVT_TICK: applies what the service thread sent. Returns the ClientIDs to kick; the
+    /// caller kicks them after releasing every borrow of the engine (a kick re-enters
+    /// DISCONNECT).
+    pub fn tick(&mut self, inbox: impl IntoIterator<Item = FromService>) -> Vec<String> {
+        self.last_tick = Some(Instant::now());
+        let mut kicks = Vec::new();
+        for msg in inbox {
+            match msg {
+                FromService::Log(level, line) => self.log(level, line),
+                FromService::Recheck(r) => self.recheck(&r, &mut kicks),
+                FromService::Updated(u) => self.updated(&u),
+            }
+        }
+        self.handshakes.forget_full_buckets();
+        // Forget fetch times once they no longer throttle anything (bounded memory).
+        self.status_requested
+            .retain(|_, t| t.elapsed() < STATUS_REFRESH);
+        kicks.sort();
+        kicks.dedup();
+        kicks
+    }
+
+    pub(super) fn request_status(&mut self, client_id: &str) {
+        let due = self
+            .status_requested
+            .get(client_id)
+            .is_none_or(|t| t.elapsed() >= STATUS_REFRESH);
+        if due {
+            self.status_requested
+                .insert(client_id.to_string(), Instant::now());
+            self.send(ToService::FetchStatus(client_id.to_string()));
+        }
+    }
+
+    /// Settings changed in the service: forget when the affected devices' statuses were
+    /// fetched (so a reconnect fetches again) and fetch them now for the connected ones; the
+    /// fresh status applies at once (ACL, message authentication) and its re-check kicks a
+    /// connection that fails the new allow-list.
+    fn updated(&mut self, u: &Updated) {
+        let affected: Vec<String> = match u {
+            Updated::Device(cid) => vec![cid.clone()],
+            Updated::Model(model) => lock(&self.shared)
+                .revocations
+                .statuses
+                .iter()
+                .filter(|(_, s)| s.model.as_deref() == Some(model.as_str()))
+                .map(|(cid, _)| cid.clone())
+                .collect(),
+        };
+        let mut connected: Vec<String> = self
+            .conns
+            .values()
+            .filter_map(|c| match c {
+                Conn::Authenticated(a) if affected.contains(&a.identity.client_id) => {
+                    Some(a.identity.client_id.clone())
+                }
+                _ => None,
+            })
+            .collect();
+        connected.sort();
+        connected.dedup();
+        for cid in &affected {
+            self.status_requested.remove(cid);
+        }
+        for cid in connected {
+            self.request_status(&cid);
+        }
+    }
+
+    fn recheck(&mut self, r: &Recheck, kicks: &mut Vec<String>) {
+        let serials: Vec<String> = r
+            .serials
+            .iter()
+            .map(|s| state::normalize_serial(s))
+            .collect();
+        let mut denied = Vec::new();
+        for (key, conn) in &self.conns {
+            let Conn::Authenticated(a) = conn else {
+                continue;
+            };
+            if a.identity.client_id != r.client_id
+                && !serials.contains(&state::normalize_serial(&a.identity.serial))
+            {
+                continue;
+            }
+            if let Err(reason) = self.admissible(&a.identity, a.address.as_deref()) {
+                denied.push((*key, a.identity.client_id.clone(), reason));
+            }
+        }
+        for (key, cid, reason) in denied {
+            self.mark_denied(key);
+            self.log(
+                LogLevel::Notice,
+                format!("devid: disconnecting {cid}: {reason} [{}]", reason.name()),
+            );
+            kicks.push(cid);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use devid_core::api::{
+        DeviceState, DeviceStatus, FeedEntry, RevocationAction, RevocationScope, TopicPolicy,
+    };
+    use tokio::sync::mpsc;
+
+    use super::super::testing::*;
+    use super::super::AuthOutcome;
+    use crate::policy::Access;
+    use crate::service::{lock, FromService, ToService, Updated};
+    use crate::state;
+
+    #[test]
+    fn fail_revoked_and_suspended_and_kick_on_feed() {
+        let (mut e, shared, _rx) = engine();
+        assert!(matches!(
+            connect(&mut e, 1, "dev1", "0a"),
+            AuthOutcome::Success(_)
+        ));
+        assert!(matches!(
+            connect(&mut e, 2, "dev2", "0b"),
+            AuthOutcome::Success(_)
+        ));
+        let entry = FeedEntry {
+            seq: 1,
+            scope: RevocationScope::Device,
+            action: RevocationAction::Suspended,
+            client_id: "dev1".into(),
+            serials: vec!["0a".into()],
+            reason: None,
+            at: "x".into(),
+            model: None,
+        };
+        let recheck = match lock(&shared).revocations.apply(&entry) {
+            state::Applied::Changed { recheck, .. } => recheck,
+            state::Applied::Duplicate => panic!("duplicate"),
+        };
+        let kicks = e.tick(vec![FromService::Recheck(recheck)]);
+        assert_eq!(kicks, vec!["dev1".to_string()]);
+        assert!(
+            !e.acl(1, Access::Publish, "devices/dev1/x"),
+            "denied until the kick lands"
+        );
+        assert!(e.acl(2, Access::Publish, "devices/dev2/x"));
+        e.disconnect(1);
+        assert_eq!(connect(&mut e, 3, "dev1", "0a"), AuthOutcome::Deny);
+        // A revoked certificate serial, whatever the device.
+        lock(&shared).revocations.apply(&FeedEntry {
+            seq: 2,
+            scope: RevocationScope::Certificate,
+            action: RevocationAction::Revoked,
+            client_id: "dev3".into(),
+            serials: vec!["0c".into()],
+            reason: None,
+            at: "x".into(),
+            model: None,
+        });
+        assert_eq!(connect(&mut e, 4, "dev3", "0C"), AuthOutcome::Deny);
+        assert!(matches!(
+            connect(&mut e, 5, "dev3", "0d"),
+            AuthOutcome::Success(_)
+        ));
+    }
+
+    #[test]
+    fn fetched_policy_and_allow_list_apply() {
+        let (mut e, shared, _rx) = engine();
+        assert!(matches!(
+            connect(&mut e, 1, "dev1", "0a"),
+            AuthOutcome::Success(_)
+        ));
+        let status = DeviceStatus {
+            client_id: "dev1".into(),
+            status: DeviceState::Active,
+            model: None,
+            revoked_serials: vec![],
+            policy: Some(TopicPolicy {
+                publish: vec!["t/%c".into()],
+                subscribe: vec![],
+            }),
+            allowed_cidrs: vec!["10.0.0.0/8".into()],
+            message_auth: "off".into(),
+        };
+        let r = lock(&shared).revocations.apply_status(&status);
+        assert!(e.acl(1, Access::Publish, "t/dev1"));
+        assert!(!e.acl(1, Access::Publish, "devices/dev1/x"));
+        let kicks = e.tick(vec![FromService::Recheck(r)]);
+        assert_eq!(kicks, vec!["dev1".to_string()], "127.0.0.1 is not in 10/8");
+        e.disconnect(1);
+        assert_eq!(connect(&mut e, 2, "dev1", "0a"), AuthOutcome::Deny);
+    }
+
+    fn status_of(cid: &str, model: &str) -> DeviceStatus {
+        DeviceStatus {
+            client_id: cid.into(),
+            status: DeviceState::Active,
+            model: Some(model.into()),
+            revoked_serials: vec![],
+            policy: None,
+            allowed_cidrs: vec![],
+            message_auth: "off".into(),
+        }
+    }
+
+    fn fetches(rx: &mut mpsc::Receiver<ToService>) -> Vec<String> {
+        let mut v: Vec<String> = drain(rx)
+            .into_iter()
+            .filter_map(|m| match m {
+                ToService::FetchStatus(id) => Some(id),
+                ToService::Event(_) => None,
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn updated_settings_refetch_the_connected_devices_they_concern() {
+        let (mut e, shared, mut rx) = engine();
+        for (key, cid) in [(1, "dev1"), (2, "dev2"), (3, "dev3")] {
+            assert!(matches!(
+                connect(&mut e, key, cid, "0a"),
+                AuthOutcome::Success(_)
+            ));
+        }
+        {
+            let mut g = lock(&shared);
+            g.revocations.apply_status(&status_of("dev1", "sensor"));
+            g.revocations.apply_status(&status_of("dev2", "sensor"));
+            g.revocations.apply_status(&status_of("dev3", "gateway"));
+            // Cached but not connected here.
+            g.revocations.apply_status(&status_of("dev4", "sensor"));
+        }
+        // The connects just fetched: without an update nothing is fetched again yet.
+        assert_eq!(fetches(&mut rx), ["dev1", "dev2", "dev3"]);
+        e.tick(vec![FromService::Updated(Updated::Device("dev2".into()))]);
+        assert_eq!(
+            fetches(&mut rx),
+            ["dev2"],
+            "fetched again despite the throttle"
+        );
+        e.tick(vec![FromService::Updated(Updated::Model("sensor".into()))]);
+        assert_eq!(fetches(&mut rx), ["dev1", "dev2"], "connected sensors only");
+        e.tick(vec![FromService::Updated(Updated::Device("nobody".into()))]);
+        assert!(fetches(&mut rx).is_empty());
+    }
+}
