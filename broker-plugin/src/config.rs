@@ -102,6 +102,12 @@ fn read_file(key: &str, path: &str) -> Result<Vec<u8>, ConfigError> {
     std::fs::read(path).map_err(|e| err(format!("plugin_opt_{key}: cannot read {path}: {e}")))
 }
 
+/// The file at `path` (named by option `key`) as text.
+fn read_text(key: &str, path: &str) -> Result<String, ConfigError> {
+    String::from_utf8(read_file(key, path)?)
+        .map_err(|_| err(format!("plugin_opt_{key}: {path} is not UTF-8")))
+}
+
 /// A duration option in core's one grammar ([`HumanDuration`]: `90`, `90s`, `15m`, `12h`, `7d`,
 /// `2w`, `1y`; a bare number is seconds, as these options always took), at least one second and
 /// at most `max` seconds; `default` seconds when the option is absent.
@@ -124,9 +130,15 @@ fn seconds(
     Ok(d.to_std())
 }
 
-/// PEM blocks with the given tag, as DER.
-fn pem_blocks(key: &str, path: &str, data: &[u8], tag: &str) -> Result<Vec<Vec<u8>>, ConfigError> {
-    let blocks = pem::parse_many(data)
+/// The PEM blocks with the given tag, as DER, in the file that the required option `key`
+/// names; with that file's path.
+fn pem_file<'a>(
+    opts: &'a BTreeMap<String, String>,
+    key: &str,
+    tag: &str,
+) -> Result<(&'a str, Vec<Vec<u8>>), ConfigError> {
+    let path = required(opts, key)?;
+    let blocks = pem::parse_many(read_file(key, path)?)
         .map_err(|e| err(format!("plugin_opt_{key}: {path} is not PEM: {e}")))?;
     let ders: Vec<Vec<u8>> = blocks
         .into_iter()
@@ -138,7 +150,7 @@ fn pem_blocks(key: &str, path: &str, data: &[u8], tag: &str) -> Result<Vec<Vec<u
             "plugin_opt_{key}: {path} holds no {tag} block"
         )));
     }
-    Ok(ders)
+    Ok((path, ders))
 }
 
 impl Config {
@@ -167,23 +179,14 @@ impl Config {
         }
 
         let token_file = required(&map, "token_file")?;
-        let token = String::from_utf8(read_file("token_file", token_file)?)
-            .map_err(|_| err(format!("plugin_opt_token_file: {token_file} is not UTF-8")))?
-            .trim()
-            .to_string();
+        let token = read_text("token_file", token_file)?.trim().to_string();
         if token.is_empty() || token.contains(char::is_whitespace) {
             return Err(err(format!(
                 "plugin_opt_token_file: {token_file} must hold one token"
             )));
         }
 
-        let anchor_path = required(&map, "trust_anchor")?;
-        let anchors = pem_blocks(
-            "trust_anchor",
-            anchor_path,
-            &read_file("trust_anchor", anchor_path)?,
-            "CERTIFICATE",
-        )?;
+        let (anchor_path, anchors) = pem_file(&map, "trust_anchor", "CERTIFICATE")?;
         if anchors.len() != 1 {
             return Err(err(format!(
                 "plugin_opt_trust_anchor: {anchor_path} must hold exactly one certificate (the devid root), found {}",
@@ -192,13 +195,7 @@ impl Config {
         }
         let trust_anchor_der = anchors.into_iter().next().unwrap_or_default();
 
-        let chain_path = required(&map, "broker_cert")?;
-        let mut broker_chain_der = pem_blocks(
-            "broker_cert",
-            chain_path,
-            &read_file("broker_cert", chain_path)?,
-            "CERTIFICATE",
-        )?;
+        let (chain_path, mut broker_chain_der) = pem_file(&map, "broker_cert", "CERTIFICATE")?;
         // The chain sent to devices never includes the root: they have it.
         broker_chain_der.retain(|c| *c != trust_anchor_der);
         if broker_chain_der.is_empty() {
@@ -207,13 +204,7 @@ impl Config {
             )));
         }
 
-        let key_path = required(&map, "broker_key")?;
-        let keys = pem_blocks(
-            "broker_key",
-            key_path,
-            &read_file("broker_key", key_path)?,
-            "PRIVATE KEY",
-        )?;
+        let (key_path, keys) = pem_file(&map, "broker_key", "PRIVATE KEY")?;
         let broker_key_der = keys.into_iter().next().unwrap_or_default();
         let rng = ring::rand::SystemRandom::new();
         ring::signature::EcdsaKeyPair::from_pkcs8(
@@ -234,8 +225,7 @@ impl Config {
             None => None,
             Some(path) => {
                 let path = path.trim();
-                let text = String::from_utf8(read_file("ticket_key_file", path)?)
-                    .map_err(|_| err(format!("plugin_opt_ticket_key_file: {path} is not UTF-8")))?;
+                let text = read_text("ticket_key_file", path)?;
                 devid_core::protocol::TicketKeys::parse(&text)
                     .map_err(|e| err(format!("plugin_opt_ticket_key_file: {path}: {e}")))?;
                 Some(text)
@@ -248,17 +238,7 @@ impl Config {
             ));
         }
 
-        let max_refused_messages = match map.get("max_refused_messages") {
-            None => 10,
-            Some(v) => match v.trim().parse::<u32>() {
-                Ok(n) if (1..=1_000_000).contains(&n) => n,
-                _ => {
-                    return Err(err(format!(
-                        "plugin_opt_max_refused_messages: {v:?} is not a number in 1..=1000000"
-                    )))
-                }
-            },
-        };
+        let max_refused_messages = count(&map, "max_refused_messages", 10, 1_000_000)?;
 
         Ok(Config {
             max_refused_messages,
@@ -562,5 +542,29 @@ mod tests {
         ])
         .expect_err("per address above total");
         assert!(e.0.contains("exceeds"), "{e}");
+    }
+
+    #[test]
+    fn max_refused_messages_default_and_bounds() {
+        let (_f, opts) = setup();
+        let with = |v: &str| {
+            let mut o = opts.clone();
+            o.push(("max_refused_messages".into(), v.into()));
+            Config::from_options(&o)
+        };
+        let c = Config::from_options(&opts).expect("valid");
+        assert_eq!(c.max_refused_messages, 10);
+        assert_eq!(with(" 3 ").expect("valid").max_refused_messages, 3);
+        assert_eq!(
+            with("1000000").expect("valid").max_refused_messages,
+            1_000_000
+        );
+        for bad in ["0", "1000001", "-1", "many"] {
+            let e = with(bad).expect_err(bad);
+            assert_eq!(
+                e.0,
+                format!("plugin_opt_max_refused_messages: {bad:?} is not a number in 1..=1000000")
+            );
+        }
     }
 }
