@@ -399,6 +399,23 @@ unsafe extern "C" fn callback(
     })
 }
 
+/// A host allocator: the broker frees what it returns (`libc::malloc`, `mosquitto_malloc`).
+type HostAlloc = unsafe extern "C" fn(usize) -> *mut c_void;
+
+/// Copies `bytes` into a fresh buffer of at least one byte from `alloc`, for the broker to free;
+/// Err when the allocation fails.
+fn host_copy(alloc: HostAlloc, bytes: &[u8]) -> Result<*mut c_void, ()> {
+    // SAFETY: an allocation of a non-zero size, checked for NULL, filled before handing it over.
+    unsafe {
+        let buf = alloc(bytes.len().max(1)).cast::<u8>();
+        if buf.is_null() {
+            return Err(());
+        }
+        std::ptr::copy_nonoverlapping(bytes.as_ptr(), buf, bytes.len());
+        Ok(buf.cast())
+    }
+}
+
 /// Copies `bytes` into a libc-malloc'd buffer for `data_out` (the broker frees it with free()).
 fn set_data_out(ev: &mut mosquitto_evt_extended_auth, bytes: &[u8]) -> Result<(), ()> {
     ev.data_out = std::ptr::null_mut();
@@ -407,15 +424,7 @@ fn set_data_out(ev: &mut mosquitto_evt_extended_auth, bytes: &[u8]) -> Result<()
         return Ok(());
     }
     let len = u16::try_from(bytes.len()).map_err(|_| ())?;
-    // SAFETY: malloc of a non-zero size; checked for NULL; filled before handing over.
-    unsafe {
-        let buf = libc::malloc(bytes.len()).cast::<u8>();
-        if buf.is_null() {
-            return Err(());
-        }
-        std::ptr::copy_nonoverlapping(bytes.as_ptr(), buf, bytes.len());
-        ev.data_out = buf.cast();
-    }
+    ev.data_out = host_copy(libc::malloc, bytes)?;
     ev.data_out_len = len;
     Ok(())
 }
@@ -614,15 +623,7 @@ unsafe fn on_message(p: &Plugin, ev: &mut mosquitto_evt_message) -> c_int {
 /// `ev` is the broker's message event for this call.
 unsafe fn replace_payload(ev: &mut mosquitto_evt_message, new: &[u8]) -> Result<(), ()> {
     let len = u32::try_from(new.len()).map_err(|_| ())?;
-    // SAFETY: a fresh allocation of at least one byte, filled before handing it over.
-    unsafe {
-        let buf = mosquitto_malloc(new.len().max(1)).cast::<u8>();
-        if buf.is_null() {
-            return Err(());
-        }
-        std::ptr::copy_nonoverlapping(new.as_ptr(), buf, new.len());
-        ev.payload = buf.cast();
-    }
+    ev.payload = host_copy(mosquitto_malloc, new)?;
     ev.payloadlen = len;
     Ok(())
 }
