@@ -325,29 +325,8 @@ pub(crate) fn verify_device_chain(
     certs: &[&[u8]],
     now: u64,
 ) -> Result<VerifiedDeviceCert, Error> {
-    let (leaf, intermediates) = certs
-        .split_first()
-        .ok_or(Error::BadCertificate("no certificate"))?;
-    let leaf_der = CertificateDer::from(*leaf);
-    let ee = EndEntityCert::try_from(&leaf_der).map_err(Error::CertificateChain)?;
-    let inter: Vec<CertificateDer<'_>> = intermediates
-        .iter()
-        .map(|c| CertificateDer::from(*c))
-        .collect();
-    let path = ee
-        .verify_for_usage(
-            SIG_ALGS,
-            &anchor.anchors,
-            &inter,
-            unix(now),
-            KeyUsage::required_if_present(EKU_CLIENT_AUTH),
-            None,
-            None,
-        )
-        .map_err(Error::CertificateChain)?;
-
-    let cert = parse_x509(leaf)?;
-    require_leaf_eku(&cert, EKU_CLIENT_AUTH)?;
+    let path = verify_path(anchor, certs, now, EKU_CLIENT_AUTH)?;
+    let cert = &path.cert;
     let ku = cert
         .key_usage()
         .map_err(|_| Error::BadCertificate("bad keyUsage"))?
@@ -355,27 +334,19 @@ pub(crate) fn verify_device_chain(
     if !ku.value.digital_signature() {
         return Err(Error::BadCertificate("keyUsage lacks digitalSignature"));
     }
-    let public_key = p256_public_key(&cert)?;
-    let client_id = bound_client_id(&cert)?;
-    let (mut valid_from, mut valid_until) = validity(&cert);
-    let not_after = valid_until;
-    for ic in path.intermediate_certificates() {
-        let der = ic.der();
-        let (f, u) = validity(&parse_x509(der.as_ref())?);
-        valid_from = valid_from.max(f);
-        valid_until = valid_until.min(u);
-    }
+    let public_key = p256_public_key(cert)?;
+    let client_id = bound_client_id(cert)?;
     Ok(VerifiedDeviceCert {
         identity: DeviceIdentity {
             client_id,
-            serial_hex: serial_hex(&cert),
-            fingerprint: sha256(&[leaf]),
-            not_after,
-            leaf_der: Arc::from(*leaf),
+            serial_hex: serial_hex(cert),
+            fingerprint: sha256(&[path.leaf]),
+            not_after: path.leaf_until,
+            leaf_der: Arc::from(path.leaf),
         },
         public_key,
-        valid_from,
-        valid_until,
+        valid_from: path.valid_from,
+        valid_until: path.valid_until,
     })
 }
 
@@ -473,6 +444,35 @@ fn verify_broker_path(
     certs: &[&[u8]],
     now: u64,
 ) -> Result<VerifiedBrokerCert, Error> {
+    let path = verify_path(anchor, certs, now, EKU_SERVER_AUTH)?;
+    Ok(VerifiedBrokerCert {
+        fingerprint: sha256(&[path.leaf]),
+        leaf_der: Arc::from(path.leaf),
+        public_key: p256_public_key(&path.cert)?,
+        valid_from: path.valid_from,
+        valid_until: path.valid_until,
+    })
+}
+
+/// A leaf whose chain to the anchor verified for one extended key usage.
+struct VerifiedPath<'a> {
+    leaf: &'a [u8],
+    cert: X509Certificate<'a>,
+    /// The leaf's own notAfter.
+    leaf_until: u64,
+    /// The window in which the leaf and every intermediate of the verified path are valid.
+    valid_from: u64,
+    valid_until: u64,
+}
+
+/// Verifies `certs` (leaf first) at `now`: signatures up to the anchor, validity, and `eku` on
+/// the path (webpki) and on the leaf itself.
+fn verify_path<'a>(
+    anchor: &Anchor,
+    certs: &[&'a [u8]],
+    now: u64,
+    eku: &'static [u8],
+) -> Result<VerifiedPath<'a>, Error> {
     let (leaf, intermediates) = certs
         .split_first()
         .ok_or(Error::BadCertificate("no certificate"))?;
@@ -488,24 +488,24 @@ fn verify_broker_path(
             &anchor.anchors,
             &inter,
             unix(now),
-            KeyUsage::required_if_present(EKU_SERVER_AUTH),
+            KeyUsage::required_if_present(eku),
             None,
             None,
         )
         .map_err(Error::CertificateChain)?;
     let cert = parse_x509(leaf)?;
-    require_leaf_eku(&cert, EKU_SERVER_AUTH)?;
-    let public_key = p256_public_key(&cert)?;
+    require_leaf_eku(&cert, eku)?;
     let (mut valid_from, mut valid_until) = validity(&cert);
+    let leaf_until = valid_until;
     for ic in path.intermediate_certificates() {
         let (f, u) = validity(&parse_x509(ic.der().as_ref())?);
         valid_from = valid_from.max(f);
         valid_until = valid_until.min(u);
     }
-    Ok(VerifiedBrokerCert {
-        fingerprint: sha256(&[leaf]),
-        leaf_der: Arc::from(*leaf),
-        public_key,
+    Ok(VerifiedPath {
+        leaf,
+        cert,
+        leaf_until,
         valid_from,
         valid_until,
     })
