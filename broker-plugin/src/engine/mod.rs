@@ -1,5 +1,5 @@
 //! The broker-thread logic, free of FFI: per-connection state keyed by the connection pointer,
-//! authentication decisions, topic checks, and what TICK does. lib.rs only marshals between
+//! authentication decisions, topic checks, and what TICK does. `ffi` only marshals between
 //! Mosquitto and this.
 //!
 //! Device status and policy (design choice): the broker thread never waits on the network, and
@@ -11,7 +11,7 @@
 //! answer arrives (drained in TICK) the new policy applies to the next ACL check, and a
 //! connection that now fails its allow-list, or whose device turns out revoked, is kicked.
 //!
-//! Layout: this file holds the connection table and the types that lib.rs and devid1.rs use;
+//! Layout: this file holds the connection table and the types that `ffi` and devid1.rs use;
 //! the engine's methods live beside the concern they serve:
 //! - `connect`: how a connection authenticates (DEVID-1 full exchange, resumption and
 //!   re-authentication; mutual TLS) and the checks every path shares (TICK and fresh state,

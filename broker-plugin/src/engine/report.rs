@@ -1,4 +1,4 @@
-//! What the engine tells the outside: log lines for the broker's log (lib.rs writes them after
+//! What the engine tells the outside: log lines for the broker's log (`ffi` writes them after
 //! each callback), and messages for the service thread (connection events, status fetches),
 //! sent without ever blocking the broker.
 
@@ -11,7 +11,7 @@ use crate::refusal::Refusal;
 use crate::service::{LogLevel, ToService};
 
 impl<S: ServerSide> Engine<S> {
-    /// Log lines produced since the last call (lib.rs writes them to the broker log).
+    /// Log lines produced since the last call (`ffi` writes them to the broker log).
     pub fn take_logs(&mut self) -> Vec<(LogLevel, String)> {
         std::mem::take(&mut self.logs)
     }

@@ -4,7 +4,7 @@
 //! size and offset assertions below cover every struct the plugin reads or writes and fail the
 //! build on a mismatch.
 //!
-//! Host invariants (the rules Mosquitto imposes, relied on by lib.rs):
+//! Host invariants (the rules Mosquitto imposes, relied on by every module of `ffi` and lib.rs):
 //! - Every callback runs on the broker's single thread; no `mosquitto_*` function may be called
 //!   from any other thread.
 //! - `data_out` of the extended-auth events is freed by the broker with `free()`: allocate it
@@ -19,7 +19,7 @@
 //!   in the broker's ClientID index (it is added only once authenticated), so kicking by
 //!   ClientID cannot reach it and would hit the authenticated connection of that ClientID.
 //!   When such a connection ends, 2.0.11 still removes "its" ClientID from the index, which
-//!   takes out the authenticated connection's entry: see `lib.rs`, `forget_pending_client_id`.
+//!   takes out the authenticated connection's entry: see `ffi::closing::forget_pending_client_id`.
 //! - Mosquitto calls the DISCONNECT callback for a connection before it frees it, so a
 //!   `struct mosquitto *` the plugin still holds state for is live.
 //! - `mosquitto_client_certificate` returns a new reference: release it with `X509_free`.

@@ -1,0 +1,170 @@
+//! The plugin instance behind Mosquitto's `userdata` pointer: what `mosquitto_plugin_init`
+//! builds from the options (configuration, DEVID-1 server, cached revocation state, service
+//! thread, engine), what TICK drains from the service thread, and how cleanup stops it. `ffi`
+//! hands this the broker's data and carries out its answers at the broker.
+
+#![deny(unsafe_code)]
+
+use std::cell::RefCell;
+use std::ffi::c_int;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::engine::{Engine, Expired};
+use crate::ffi::host::mosquitto_plugin_id_t;
+use crate::ffi::log;
+use crate::service::{FromService, LogLevel, Shared};
+use crate::{config, devid1, service, state};
+
+/// Everything the plugin holds, behind the `userdata` pointer. Only the broker thread touches
+/// it (the service thread has its own `Arc`s).
+pub(crate) struct Plugin {
+    /// The broker's identifier for this plugin, for (un)registering callbacks.
+    pub(crate) id: *mut mosquitto_plugin_id_t,
+    pub(crate) engine: RefCell<Engine<devid1::Devid1Server>>,
+    service: RefCell<service::Handle>,
+    /// Dropped last, once everything else is gone.
+    _instance: Instance,
+}
+
+/// One instance per process: a second `mosquitto_plugin_init` means the plugin is configured
+/// per listener (`per_listener_settings true`) or listed twice.
+static LOADED: AtomicBool = AtomicBool::new(false);
+
+/// The claim on [`LOADED`], given back on drop (a failed init, or the plugin's end).
+struct Instance(());
+
+impl Instance {
+    fn claim() -> Result<Instance, InitError> {
+        if LOADED.swap(true, Ordering::SeqCst) {
+            return Err(InitError::LoadedTwice);
+        }
+        Ok(Instance(()))
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        LOADED.store(false, Ordering::SeqCst);
+    }
+}
+
+/// Why `mosquitto_plugin_init` refuses to load the plugin (logged as a configuration error).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum InitError {
+    #[error("the plugin is loaded twice: set `per_listener_settings false` and list it once")]
+    LoadedTwice,
+    #[error("an option key or value is not UTF-8")]
+    OptionNotUtf8,
+    #[error("{0}")]
+    Config(#[from] config::ConfigError),
+    #[error("{0}")]
+    Start(#[from] service::StartError),
+    #[error("cannot register callback for event {event}: error {rc}")]
+    Register { event: c_int, rc: c_int },
+}
+
+/// What a TICK asks of the broker, once the engine is no longer borrowed.
+pub(crate) struct Tick {
+    /// ClientIDs of authenticated connections to kick.
+    pub(crate) kicks: Vec<String>,
+    /// Connections whose handshake did not finish within `auth_timeout`.
+    pub(crate) expired: Vec<Expired>,
+}
+
+impl Plugin {
+    /// Builds the plugin from its `plugin_opt_*` pairs and starts the service thread.
+    pub(crate) fn start(
+        id: *mut mosquitto_plugin_id_t,
+        opts: &[(String, String)],
+    ) -> Result<Plugin, InitError> {
+        let instance = Instance::claim()?;
+        let config = config::Config::from_options(opts)?;
+        let server = devid1::Devid1Server::new(&config)?;
+        // A cache that cannot be read is not trusted at all: start empty and forget the contact
+        // time, so every device is refused until the feed has caught up from the beginning.
+        let (cached, contact) = match state::RevocationState::load(&config.state_dir) {
+            Ok(cached) => (cached, state::load_contact(&config.state_dir)),
+            Err(e) => {
+                log(
+                    LogLevel::Error,
+                    &format!("devid: revocation cache unusable ({e}); starting empty and refusing every device until the service is reached"),
+                );
+                (None, None)
+            }
+        };
+        log(
+            LogLevel::Info,
+            &format!(
+                "devid: plugin starting; service {}, cached revocation state: {}",
+                config.service_url,
+                match &cached {
+                    Some(s) => format!(
+                        "seq {}, {} serials, {} devices",
+                        s.seq,
+                        s.serials.len(),
+                        s.devices.len()
+                    ),
+                    None => "none".into(),
+                }
+            ),
+        );
+        let shared = Arc::new(Mutex::new(Shared {
+            revocations: cached.unwrap_or_default(),
+            last_contact: contact,
+        }));
+        let handle = service::start(config.clone(), shared.clone())?;
+        let engine = Engine::new(config, server, shared, Some(handle.to_service.clone()));
+        Ok(Plugin {
+            id,
+            engine: RefCell::new(engine),
+            service: RefCell::new(handle),
+            _instance: instance,
+        })
+    }
+
+    /// Writes the engine's pending lines to the broker's log (nothing while it is borrowed).
+    pub(crate) fn flush_logs(&self) {
+        let logs = match self.engine.try_borrow_mut() {
+            Ok(mut e) => e.take_logs(),
+            Err(_) => return,
+        };
+        for (level, line) in logs {
+            log(level, &line);
+        }
+    }
+
+    /// Applies what the service thread sent since the last TICK; None when re-entered (the
+    /// service or the engine is borrowed).
+    pub(crate) fn tick(&self) -> Option<Tick> {
+        let inbox: Vec<FromService> = match self.service.try_borrow() {
+            Ok(s) => s.from_service.try_iter().collect(),
+            Err(_) => return None,
+        };
+        let tick = match self.engine.try_borrow_mut() {
+            Ok(mut e) => {
+                let kicks = e.tick(inbox);
+                Tick {
+                    kicks,
+                    expired: e.expired_handshakes(),
+                }
+            }
+            Err(_) => return None,
+        };
+        self.flush_logs();
+        Some(tick)
+    }
+
+    /// Stops the service thread and logs what it said while stopping; the instance is given
+    /// back when `self` is dropped.
+    pub(crate) fn stop(self) {
+        self.service.borrow_mut().stop();
+        // Lines the service thread produced while stopping.
+        let late: Vec<FromService> = self.service.borrow().from_service.try_iter().collect();
+        for m in late {
+            if let FromService::Log(level, line) = m {
+                log(level, &line);
+            }
+        }
+    }
+}
