@@ -1,6 +1,7 @@
 //! DEVID-1 on the device: an [`Authenticator`] driving the sans-IO state machines of
 //! `devid_core::protocol`, the ticket file, and the [`SessionHook`] that MACs or seals PUBLISHes
-//! and rotates keys by re-authentication.
+//! and rotates keys by re-authentication. [`Devid1::alter_outgoing`] lets a test make the
+//! device misbehave on the wire while the real state machines run.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -26,6 +27,22 @@ enum State {
     ResumeFinish(ExpectResumeFinish),
 }
 
+/// A DEVID-1 message on its way from the device to the broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outgoing {
+    /// CONNECT (or AUTH 0x19) data of a full handshake.
+    ClientHello,
+    /// The answer to the ServerHello (AUTH 0x18).
+    ClientFinish,
+    /// CONNECT (or AUTH 0x19) data of a resumption.
+    ResumeHello,
+    /// The answer to the ResumeChallenge (AUTH 0x18).
+    ResumeProof,
+}
+
+/// See [`Devid1::alter_outgoing`].
+type Alter = Box<dyn FnMut(Outgoing, &mut Vec<u8>) + Send>;
+
 /// The device half of DEVID-1 as an MQTT enhanced-authentication method. With a ticket it
 /// sends a ResumeHello (symmetric only), otherwise a ClientHello (full handshake).
 pub struct Devid1 {
@@ -33,6 +50,7 @@ pub struct Devid1 {
     rng: SystemRandom,
     ticket: Option<ResumptionTicket>,
     state: State,
+    alter: Option<Alter>,
 }
 
 fn auth_err(e: impl std::fmt::Display) -> AuthError {
@@ -47,6 +65,7 @@ impl Devid1 {
             rng: SystemRandom::new(),
             ticket: None,
             state: State::Idle,
+            alter: None,
         }
     }
 
@@ -68,6 +87,28 @@ impl Devid1 {
     pub fn config(&self) -> &Arc<ClientConfig> {
         &self.config
     }
+
+    /// Hands every message to `alter` before it is sent; `alter` may rewrite, truncate or
+    /// replace it, or take its time (the state machine has already moved on with the true
+    /// message). This is the tamper hook of the end-to-end tests, in the manner of
+    /// rustls-test's `transfer_altered`: a flipped signature bit, a foreign ClientHello or a
+    /// late ClientFinish comes from the real device code, and the test checks the broker
+    /// refuses it.
+    pub fn alter_outgoing(
+        mut self,
+        alter: impl FnMut(Outgoing, &mut Vec<u8>) + Send + 'static,
+    ) -> Self {
+        self.alter = Some(Box::new(alter));
+        self
+    }
+
+    /// `data` as it leaves: through the alter hook when one is set.
+    fn outgoing(&mut self, what: Outgoing, mut data: Vec<u8>) -> Vec<u8> {
+        if let Some(alter) = self.alter.as_mut() {
+            alter(what, &mut data);
+        }
+        data
+    }
 }
 
 impl Authenticator for Devid1 {
@@ -82,12 +123,12 @@ impl Authenticator for Devid1 {
             if let Some(t) = self.ticket.as_ref() {
                 let (s, hello) = ClientResume::start(t, &self.rng).map_err(auth_err)?;
                 self.state = State::ResumeChallenge(s);
-                return Ok(hello);
+                return Ok(self.outgoing(Outgoing::ResumeHello, hello));
             }
         }
         let (s, hello) = ClientHandshake::start(&self.config, &self.rng).map_err(auth_err)?;
         self.state = State::ServerHello(s);
-        Ok(hello)
+        Ok(self.outgoing(Outgoing::ClientHello, hello))
     }
 
     fn challenge(&mut self, data: &[u8]) -> Result<Vec<u8>, AuthError> {
@@ -97,12 +138,12 @@ impl Authenticator for Devid1 {
                     .handle(data, UnixTime::now(), &self.rng)
                     .map_err(auth_err)?;
                 self.state = State::ServerFinish(s);
-                Ok(finish)
+                Ok(self.outgoing(Outgoing::ClientFinish, finish))
             }
             State::ResumeChallenge(s) => {
                 let (s, proof) = s.handle(data).map_err(auth_err)?;
                 self.state = State::ResumeFinish(s);
-                Ok(proof)
+                Ok(self.outgoing(Outgoing::ResumeProof, proof))
             }
             _ => Err(AuthError(
                 "DEVID-1: unexpected AUTH 0x18 from the broker".into(),

@@ -13,11 +13,11 @@ use common::pki::{client_id, Pki};
 use devid_core::protocol::{
     ClientConfig, EcdsaSigner, MemoryCertCache, ServerConfig, TicketKey, TicketKeys,
 };
-use devid_device::devid1::{load_ticket, ticket_path_for_key};
+use devid_device::devid1::{load_ticket, ticket_path_for_key, Outgoing};
 use devid_device::mqtt::{QoS, ReasonCode};
 use devid_device::{
-    connect_devid1, ClientError, DeviceOptions, Event, OutgoingMessage, Protection, Rotation,
-    Transport,
+    connect_devid1, handshake, open, ClientError, DeviceOptions, Devid1, Event, OutgoingMessage,
+    Protection, Rotation, Transport,
 };
 
 struct World {
@@ -360,4 +360,77 @@ async fn devid1_over_tls() {
     opts.transport = Transport::Tcp;
     opts.connect.connect_timeout = Duration::from_secs(2);
     assert!(connect_devid1(&opts).await.is_err());
+}
+
+/// Runs one DEVID-1 CONNECT exchange with `auth` against the options' broker.
+async fn exchange_with(opts: &DeviceOptions, auth: &mut Devid1) -> Result<bool, ClientError> {
+    let mut conn = open(&opts.broker, &opts.transport).await?;
+    let c = handshake(&mut conn, &opts.connect, Some(auth)).await?;
+    let resumed = c.auth.as_ref().unwrap().resumed;
+    conn.disconnect(ReasonCode::SUCCESS).await?;
+    Ok(resumed)
+}
+
+#[tokio::test]
+async fn the_alter_hook_sees_every_outgoing_message_and_what_it_changes_is_sent() {
+    let w = World::new();
+    let mut broker = FakeBroker::start(w.server_config(1)).await;
+    let opts = w.device(&broker, None);
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = |seen: &Arc<std::sync::Mutex<Vec<Outgoing>>>| {
+        let seen = seen.clone();
+        move |what: Outgoing, _: &mut Vec<u8>| seen.lock().unwrap().push(what)
+    };
+
+    // Untouched, the messages go out as the state machine made them.
+    let mut auth = Devid1::new(opts.config.clone()).alter_outgoing(record(&seen));
+    assert!(!exchange_with(&opts, &mut auth).await.unwrap());
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [Outgoing::ClientHello, Outgoing::ClientFinish]
+    );
+    assert!(matches!(
+        broker.next_event().await,
+        BrokerEvent::Connected { resumed: false, .. }
+    ));
+
+    // The same with one bit of sig_c flipped: the broker sees the change and refuses.
+    let mut auth = Devid1::new(opts.config.clone()).alter_outgoing(|what, data| {
+        if what == Outgoing::ClientFinish {
+            data[10] ^= 0x01;
+        }
+    });
+    let err = exchange_with(&opts, &mut auth).await.err().unwrap();
+    assert_eq!(err.reason_code(), Some(ReasonCode::NOT_AUTHORIZED), "{err}");
+    assert!(matches!(
+        broker.next_event().await,
+        BrokerEvent::Refused { reason: 0x87, .. }
+    ));
+
+    // A replaced ClientHello is what the broker reads.
+    let mut auth = Devid1::new(opts.config.clone())
+        .alter_outgoing(|_, data: &mut Vec<u8>| *data = b"\x01\x01garbage".to_vec());
+    assert!(exchange_with(&opts, &mut auth).await.is_err());
+    assert!(matches!(
+        broker.next_event().await,
+        BrokerEvent::Refused { .. }
+    ));
+
+    // A resumption passes its two messages through the hook as well.
+    let (client, _) = connect_devid1(&opts).await.unwrap();
+    broker.next_event().await;
+    client.disconnect().await.unwrap();
+    let ticket = load_ticket(opts.ticket_file.as_deref().unwrap()).unwrap();
+    seen.lock().unwrap().clear();
+    let mut auth = Devid1::resume(opts.config.clone(), ticket).alter_outgoing(record(&seen));
+    assert!(auth.is_resumption());
+    assert!(exchange_with(&opts, &mut auth).await.unwrap());
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [Outgoing::ResumeHello, Outgoing::ResumeProof]
+    );
+    assert!(matches!(
+        broker.next_event().await,
+        BrokerEvent::Connected { resumed: true, .. }
+    ));
 }

@@ -113,7 +113,7 @@ async fn every_bad_authentication_is_refused_and_the_broker_keeps_serving() {
     let mut hello_truncated = Vec::new();
     {
         // A real ClientHello cut short by one byte.
-        let mut a = Devid1Auth::new(&good, &root, Tamper::None);
+        let mut a = authenticator(&good, &root, Tamper::None);
         use devid_e2e::devid_device::connection::Authenticator;
         let h = a.start().expect("hello");
         hello_truncated.extend_from_slice(&h[..h.len() - 1]);
@@ -377,7 +377,7 @@ async fn random_and_mutated_authentication_data_never_hurts_the_broker() {
     // A real ClientHello to mutate.
     let real = {
         use devid_e2e::devid_device::connection::Authenticator;
-        Devid1Auth::new(&good, &root, Tamper::None)
+        authenticator(&good, &root, Tamper::None)
             .start()
             .expect("hello")
     };

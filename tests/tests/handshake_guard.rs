@@ -118,7 +118,7 @@ async fn stalled_handshakes_are_closed_and_client_hello_floods_are_rate_limited(
     let dev = service.register_device("hw-guard").await;
     let cid = dev.client_id.clone();
     // A device certificate is public: anyone can replay a ClientHello carrying it.
-    let hello = Devid1Auth::new(&dev, &root, Tamper::None)
+    let hello = authenticator(&dev, &root, Tamper::None)
         .start()
         .expect("ClientHello");
     let connect_bytes = Arc::new(connect_packet(&cid, &hello));
@@ -279,7 +279,7 @@ async fn an_abandoned_handshake_leaves_the_live_connection_of_its_client_id_kick
     let mut good = connect(&broker.addr(), &dev, &root, None, Tamper::None)
         .await
         .expect("admitted");
-    let hello = Devid1Auth::new(&dev, &root, Tamper::None)
+    let hello = authenticator(&dev, &root, Tamper::None)
         .start()
         .expect("ClientHello");
     for _ in 0..3 {

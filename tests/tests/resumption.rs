@@ -33,7 +33,7 @@ async fn tickets_resume_and_are_refused_after_revocation_or_under_another_key() 
         .expect("a ticket in ServerFinish");
     full.client.disconnect().await.expect("disconnect");
 
-    let resumed = resume(&broker.addr(), &dev.client_id, &ticket)
+    let resumed = resume(&broker.addr(), &dev, &root, None, &ticket)
         .await
         .expect("resumption admitted");
     let session = resumed.session.as_ref().expect("session");
@@ -46,16 +46,23 @@ async fn tickets_resume_and_are_refused_after_revocation_or_under_another_key() 
     resumed.client.disconnect().await.expect("disconnect");
 
     // Another cluster key: not authentic there.
-    let r = resume(&other.addr(), &dev.client_id, &ticket).await;
+    let r = resume(&other.addr(), &dev, &root, None, &ticket).await;
     assert_eq!(refused_with(r), ReasonCode::NOT_AUTHORIZED);
     // Another ClientID with the same ticket.
-    let r = resume(&broker.addr(), &victim.client_id, &ticket).await;
+    let r = resume(
+        &broker.addr(),
+        &dev,
+        &root,
+        Some(&victim.client_id),
+        &ticket,
+    )
+    .await;
     assert_eq!(refused_with(r), ReasonCode::NOT_AUTHORIZED);
     // A flipped bit in the ticket.
     let mut bad = ticket.clone();
     let n = bad.ticket.len();
     bad.ticket[n / 2] ^= 1;
-    let r = resume(&broker.addr(), &dev.client_id, &bad).await;
+    let r = resume(&broker.addr(), &dev, &root, None, &bad).await;
     assert_eq!(refused_with(r), ReasonCode::NOT_AUTHORIZED);
 
     // A ticket of a device revoked after it was issued.
@@ -73,7 +80,7 @@ async fn tickets_resume_and_are_refused_after_revocation_or_under_another_key() 
     wait_until(
         "revoked ticket refused",
         Duration::from_secs(10),
-        || async { ticket_refused(&broker, &victim.client_id, &vticket).await },
+        || async { ticket_refused(&broker, &victim, &root, &vticket).await },
     )
     .await;
     assert!(broker.log().contains("device revoked"));
@@ -112,11 +119,16 @@ async fn an_expired_ticket_is_refused() {
         .expect("ticket");
     assert_eq!(ticket.lifetime, 1);
     d.client.disconnect().await.expect("disconnect");
+    // The device offers a ticket only while its own clock says it is unexpired; one whose clock
+    // lags still does (here: its record of receiving the ticket moved an hour on). The broker
+    // judges by the expiry sealed in the ticket.
+    let mut lagging = ticket.clone();
+    lagging.received_at += 3600;
     // Lifetimes count whole seconds: refused within about 1 s; the log below says why.
     wait_until(
         "expired ticket refused",
         Duration::from_secs(10),
-        || async { ticket_refused(&broker, &dev.client_id, &ticket).await },
+        || async { ticket_refused(&broker, &dev, &root, &lagging).await },
     )
     .await;
     assert!(broker.log().contains("expired"), "{}", broker.log());
@@ -126,10 +138,11 @@ async fn an_expired_ticket_is_refused() {
 /// closed again.
 async fn ticket_refused(
     broker: &Broker,
-    client_id: &str,
+    dev: &DeviceCreds,
+    root: &[u8],
     ticket: &devid_core::protocol::ResumptionTicket,
 ) -> bool {
-    match resume(&broker.addr(), client_id, ticket).await {
+    match resume(&broker.addr(), dev, root, None, ticket).await {
         Ok(d) => {
             d.client.disconnect().await.expect("disconnect");
             false
