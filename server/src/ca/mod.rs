@@ -43,7 +43,6 @@ use x509_parser::oid_registry::{
 };
 use x509_parser::prelude::{FromDer, ParsedExtension, X509Certificate};
 
-#[path = "keystore.rs"]
 pub mod keystore;
 
 use keystore::KeystoreError;
