@@ -47,57 +47,28 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// The options every command takes, listed under their own heading in every help page.
 #[derive(Debug, Args, Clone, Default)]
+#[command(next_help_heading = "Global options")]
 pub struct GlobalArgs {
     /// devid-server base URL [env: DEVID_SERVER] [default: http://127.0.0.1:8080]
-    #[arg(
-        long,
-        global = true,
-        help_heading = "Global options",
-        value_name = "URL"
-    )]
+    #[arg(long, global = true, value_name = "URL")]
     pub server: Option<String>,
     /// API token [env: DEVID_TOKEN]
-    #[arg(
-        long,
-        global = true,
-        help_heading = "Global options",
-        value_name = "TOKEN"
-    )]
+    #[arg(long, global = true, value_name = "TOKEN")]
     pub token: Option<String>,
     /// File holding the API token [env: DEVID_TOKEN_FILE]
-    #[arg(
-        long,
-        global = true,
-        help_heading = "Global options",
-        value_name = "FILE"
-    )]
+    #[arg(long, global = true, value_name = "FILE")]
     pub token_file: Option<PathBuf>,
     /// Profile from the config file [env: DEVID_PROFILE]
-    #[arg(
-        long,
-        global = true,
-        help_heading = "Global options",
-        value_name = "NAME"
-    )]
+    #[arg(long, global = true, value_name = "NAME")]
     pub profile: Option<String>,
     /// PEM file of the CA(s) to trust for an https:// server, instead of the system's roots
     /// [env: DEVID_CA_FILE]
-    #[arg(
-        long,
-        global = true,
-        help_heading = "Global options",
-        value_name = "FILE"
-    )]
+    #[arg(long, global = true, value_name = "FILE")]
     pub ca_file: Option<PathBuf>,
     /// Output format [env: DEVID_OUTPUT] [default: table]
-    #[arg(
-        short = 'o',
-        long,
-        global = true,
-        value_enum,
-        help_heading = "Global options"
-    )]
+    #[arg(short = 'o', long, global = true, value_enum)]
     pub output: Option<OutputFormat>,
 }
 

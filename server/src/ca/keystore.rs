@@ -27,6 +27,8 @@ use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
 use ring::pbkdf2;
 use ring::rand::SecureRandom;
 
+use super::layout::pem_block;
+
 /// PEM label of an encrypted key file.
 pub const ENCRYPTED_LABEL: &str = "DEVID ENCRYPTED PRIVATE KEY";
 /// PEM label of an unencrypted PKCS#8 key.
@@ -73,7 +75,7 @@ pub fn encode_key(
     rng: &dyn SecureRandom,
 ) -> Result<String, KeystoreError> {
     match passphrase {
-        None => Ok(pem_encode(PLAIN_LABEL, pkcs8_der.to_vec())),
+        None => Ok(pem_block(PLAIN_LABEL, pkcs8_der)),
         Some(p) => encrypt(pkcs8_der, p, PBKDF2_ITERATIONS, rng),
     }
 }
@@ -114,7 +116,7 @@ pub fn encrypt(
     )
     .map_err(|_| KeystoreError::Malformed("encryption failed".into()))?;
     out.extend_from_slice(&body);
-    Ok(pem_encode(ENCRYPTED_LABEL, out))
+    Ok(pem_block(ENCRYPTED_LABEL, &out))
 }
 
 /// Reads a key file's text: a plain PKCS#8 `PRIVATE KEY` block, or an encrypted one (which
@@ -203,13 +205,6 @@ fn derive_key(
     Ok(LessSafeKey::new(unbound))
 }
 
-fn pem_encode(label: &str, contents: Vec<u8>) -> String {
-    pem::encode_config(
-        &pem::Pem::new(label, contents),
-        pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -251,7 +246,7 @@ mod tests {
             }
             let mut t = raw.clone();
             t[i] ^= 0x01;
-            let text = pem_encode(ENCRYPTED_LABEL, t);
+            let text = pem_block(ENCRYPTED_LABEL, &t);
             assert!(
                 decode_key(&text, Some("pw")).is_err(),
                 "byte {i} flipped must fail"
@@ -267,7 +262,7 @@ mod tests {
         let back = decode_key(&text, None).expect("decode");
         assert_eq!(back.pkcs8_der, b"abc");
         assert!(!back.encrypted);
-        let other = pem_encode("EC PRIVATE KEY", vec![1]);
+        let other = pem_block("EC PRIVATE KEY", &[1]);
         assert!(matches!(
             decode_key(&other, None),
             Err(KeystoreError::Malformed(_))

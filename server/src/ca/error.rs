@@ -1,0 +1,70 @@
+//! The CA's one error type.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use devid_core::profile::ProfileError;
+
+/// Why a CA operation failed. Only [`CaError::Profile`] is caused by a client's input (a
+/// hardware serial or DNS name that cannot go into a certificate); see
+/// [`CaError::is_client_error`].
+#[derive(Debug, thiserror::Error)]
+pub enum CaError {
+    #[error("{}: {source}", path.display())]
+    Io { path: PathBuf, source: io::Error },
+    #[error("CA key {} is encrypted: set DEVID_CA_PASSPHRASE", path.display())]
+    PassphraseRequired { path: PathBuf },
+    #[error("wrong CA passphrase for {} (or the key file is corrupted)", path.display())]
+    WrongPassphrase { path: PathBuf },
+    #[error(
+        "CA key {} is not encrypted but a passphrase was given; unset DEVID_CA_PASSPHRASE \
+         (`devid-server change-passphrase` encrypts existing keys)",
+        path.display()
+    )]
+    UnexpectedPassphrase { path: PathBuf },
+    #[error("CA key {}: {reason}", path.display())]
+    KeyFile { path: PathBuf, reason: String },
+    #[error(
+        "CA key {} has mode {mode:04o}; it must not be readable by group or others (chmod 600)",
+        path.display()
+    )]
+    KeyPermissions { path: PathBuf, mode: u32 },
+    #[error("a CA already exists in {}; refusing to overwrite it", path.display())]
+    AlreadyExists { path: PathBuf },
+    #[error("CA files in {} are incomplete or unreadable: {reason}", path.display())]
+    Corrupt { path: PathBuf, reason: String },
+    /// An imported CA (or a stored one) does not meet devid's rules.
+    #[error("invalid CA: {0}")]
+    InvalidCa(String),
+    #[error(transparent)]
+    Profile(#[from] ProfileError),
+    #[error("invalid CRL request: {0}")]
+    InvalidCrl(String),
+    #[error("signing failed: {0}")]
+    Signing(String),
+    #[error("the CA passphrase is empty")]
+    EmptyPassphrase,
+    #[error("the random number generator failed")]
+    Rng,
+}
+
+impl CaError {
+    /// True when the error comes from the request's content (show it to the client, 422);
+    /// everything else is an internal error.
+    pub fn is_client_error(&self) -> bool {
+        matches!(self, CaError::Profile(e) if !matches!(e, ProfileError::Rng))
+    }
+}
+
+/// `map_err` adapter: an I/O error on `path`.
+pub(super) fn io_err(path: &Path) -> impl FnOnce(io::Error) -> CaError + '_ {
+    move |source| CaError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// `map_err` adapter: rcgen could not build or sign a certificate or CRL.
+pub(super) fn signing(e: rcgen::Error) -> CaError {
+    CaError::Signing(e.to_string())
+}

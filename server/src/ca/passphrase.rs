@@ -1,0 +1,54 @@
+//! Passphrase rotation of the CA's key files (`devid-server change-passphrase`).
+
+use std::path::{Path, PathBuf};
+
+use ring::rand::SystemRandom;
+
+use super::error::CaError;
+use super::keys::{check_passphrase, decode_key_file, encode_key_file, opens_with, read_key_file};
+use super::layout::{ca_exists, replace_private, CA_DIR, ISSUING_CRT, ISSUING_KEY, ROOT_KEY};
+use super::Ca;
+
+impl Ca {
+    /// Re-encrypts the CA's private keys (issuing, and root when present) under `new`
+    /// (`None`: store them unencrypted), after decrypting them with `old`. Every key is decoded
+    /// and re-encoded before any file is replaced; each file is then replaced atomically
+    /// (a private temporary file, fsynced, renamed over it). A key that already opens with
+    /// `new` is left as it is, so a run cut short can simply be repeated. Finally the CA is
+    /// loaded with `new`. Returns the key files rewritten.
+    pub fn change_passphrase(
+        data_dir: &Path,
+        old: Option<&str>,
+        new: Option<&str>,
+    ) -> Result<Vec<PathBuf>, CaError> {
+        check_passphrase(old)?;
+        check_passphrase(new)?;
+        let ca_dir = data_dir.join(CA_DIR);
+        if !ca_exists(&ca_dir) {
+            return Err(CaError::Corrupt {
+                path: ca_dir,
+                reason: format!("no {ISSUING_CRT}: there is no CA to change"),
+            });
+        }
+        let rng = SystemRandom::new();
+        let mut plan: Vec<(PathBuf, String)> = Vec::new();
+        for name in [ISSUING_KEY, ROOT_KEY] {
+            let path = ca_dir.join(name);
+            if name == ROOT_KEY && !path.exists() {
+                continue; // an imported CA has no root key here
+            }
+            let text = read_key_file(&path)?;
+            if opens_with(&text, new) {
+                continue;
+            }
+            let (pkcs8_der, _) = decode_key_file(&path, &text, old)?;
+            let text = encode_key_file(&pkcs8_der, new, &rng, &path)?;
+            plan.push((path, text));
+        }
+        for (path, text) in &plan {
+            replace_private(path, text.as_bytes(), &rng)?;
+        }
+        Ca::load(&ca_dir, new)?;
+        Ok(plan.into_iter().map(|(p, _)| p).collect())
+    }
+}
