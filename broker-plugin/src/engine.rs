@@ -671,7 +671,7 @@ impl<S: ServerSide> Engine<S> {
                 .revocations
                 .statuses
                 .get(&a.identity.client_id)
-                .is_some_and(|s| s.message_auth == "required")
+                .is_some_and(|s| s.message_auth.is_required())
         };
         let Some(Conn::Authenticated(a)) = self.conns.get_mut(&key) else {
             return MessageVerdict::Refuse;
@@ -1307,7 +1307,7 @@ mod tests {
                 subscribe: vec![],
             }),
             allowed_cidrs: vec!["10.0.0.0/8".into()],
-            message_auth: "off".into(),
+            message_auth: devid_core::MessageAuth::Off,
         };
         let r = lock(&shared).revocations.apply_status(&status);
         assert!(e.acl(1, Access::Publish, "t/dev1"));
@@ -1326,7 +1326,7 @@ mod tests {
             revoked_serials: vec![],
             policy: None,
             allowed_cidrs: vec![],
-            message_auth: "off".into(),
+            message_auth: devid_core::MessageAuth::Off,
         }
     }
 
@@ -1464,7 +1464,7 @@ mod tests {
             revoked_serials: vec![],
             policy: None,
             allowed_cidrs: vec![],
-            message_auth: "required".into(),
+            message_auth: devid_core::MessageAuth::Required,
         };
         lock(&shared).revocations.apply_status(&st);
         let sealed = props(&[("devid-seq", "2"), ("devid-seal", "1")]);

@@ -66,7 +66,10 @@ mod tests {
 
     #[test]
     fn table() {
-        for (ok, m) in [("off", MessageAuth::Off), ("required", MessageAuth::Required)] {
+        for (ok, m) in [
+            ("off", MessageAuth::Off),
+            ("required", MessageAuth::Required),
+        ] {
             assert_eq!(MessageAuth::parse(ok), Ok(m), "ok/{ok}");
             assert_eq!(m.to_string(), ok);
         }

@@ -117,7 +117,17 @@ mod tests {
     #[test]
     fn names() {
         let max = "t".repeat(MAX_LEN);
-        for ok in ["a", "a/b", "/", "a//b", "/a", "$SYS/x", "a b", "ü/%c", max.as_str()] {
+        for ok in [
+            "a",
+            "a/b",
+            "/",
+            "a//b",
+            "/a",
+            "$SYS/x",
+            "a b",
+            "ü/%c",
+            max.as_str(),
+        ] {
             assert_eq!(
                 TopicName::parse(ok).map(|t| t.to_string()),
                 Ok(ok.to_string()),
