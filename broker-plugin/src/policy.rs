@@ -4,6 +4,7 @@
 #![deny(unsafe_code)]
 
 use devid_core::api::TopicPolicy;
+use devid_core::{TopicFilter, TopicName};
 
 /// What the broker asks about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,14 +25,15 @@ pub struct Expanded {
 }
 
 impl Expanded {
-    /// Expands `%c`. The ClientID has passed devid's ClientID rules (`[0-9A-Za-z]` only), so it
-    /// cannot smuggle a wildcard or a level separator into a filter; a filter that is not a valid
-    /// MQTT filter after expansion is dropped (it grants nothing).
+    /// Expands `%c` (core's [`TopicFilter::expand`]). The ClientID has passed devid's ClientID
+    /// rules (`[0-9A-Za-z]` only), so it cannot smuggle a wildcard or a level separator into a
+    /// filter; a filter that is not a valid MQTT filter, before or after expansion, is dropped
+    /// (it grants nothing).
     pub fn new(policy: &TopicPolicy, client_id: &str) -> Expanded {
         let expand = |list: &[String]| {
             list.iter()
-                .map(|f| f.replace("%c", client_id))
-                .filter(|f| valid_filter(f))
+                .filter_map(|f| TopicFilter::parse(f).and_then(|f| f.expand(client_id)).ok())
+                .map(TopicFilter::into_string)
                 .collect()
         };
         Expanded {
@@ -55,23 +57,14 @@ impl Expanded {
     }
 }
 
-/// A topic name: non-empty, no wildcards, no NUL.
-pub fn valid_topic(t: &str) -> bool {
-    !t.is_empty() && !t.contains(['+', '#', '\0'])
+/// A topic name by core's MQTT rule ([`TopicName`]).
+fn valid_topic(t: &str) -> bool {
+    TopicName::check(t).is_ok()
 }
 
-/// A topic filter: non-empty, `#` only as the whole last level, `+` only as a whole level.
-pub fn valid_filter(f: &str) -> bool {
-    if f.is_empty() || f.contains('\0') {
-        return false;
-    }
-    let levels: Vec<&str> = f.split('/').collect();
-    let last = levels.len() - 1;
-    levels.iter().enumerate().all(|(i, l)| match *l {
-        "#" => i == last,
-        "+" => true,
-        l => !l.contains(['+', '#']),
-    })
+/// A topic filter by core's MQTT rule ([`TopicFilter`]).
+fn valid_filter(f: &str) -> bool {
+    TopicFilter::check(f).is_ok()
 }
 
 /// Whether every topic matched by `inner` (a topic or a filter) is matched by the policy filter

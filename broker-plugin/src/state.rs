@@ -19,6 +19,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use devid_core::api::{
     DeviceState, DeviceStatus, FeedEntry, RevocationAction, RevocationScope, TopicPolicy,
 };
+use devid_core::MessageAuth;
 use serde::{Deserialize, Serialize};
 
 pub const STATE_FILE: &str = "state.json";
@@ -42,7 +43,7 @@ pub struct CachedStatus {
     pub model: Option<String>,
     pub policy: TopicPolicy,
     pub allowed_cidrs: Vec<String>,
-    pub message_auth: String,
+    pub message_auth: MessageAuth,
     /// The answer's ETag, sent back as If-None-Match on the next fetch.
     #[serde(default)]
     pub etag: Option<String>,
@@ -54,7 +55,7 @@ impl From<&DeviceStatus> for CachedStatus {
             model: s.model.clone(),
             policy: s.policy.clone().unwrap_or_default(),
             allowed_cidrs: s.allowed_cidrs.clone(),
-            message_auth: s.message_auth.clone(),
+            message_auth: s.message_auth,
             etag: None,
         }
     }
@@ -407,7 +408,7 @@ mod tests {
             revoked_serials: vec![],
             policy: None,
             allowed_cidrs: vec!["10.0.0.0/8".into()],
-            message_auth: "off".into(),
+            message_auth: MessageAuth::Off,
         };
         s.apply_status_tagged(&st, Some("\"abc\"".into()));
         assert_eq!(s.statuses["a"].etag.as_deref(), Some("\"abc\""));

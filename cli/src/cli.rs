@@ -4,6 +4,9 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use devid_core::{
+    Cidr, DnsName, HardwareSerial, HumanDuration, MessageAuth, ModelName, TopicFilter,
+};
 
 const MAIN_HELP: &str = "\
 Examples:
@@ -201,13 +204,13 @@ pub enum DeviceCommand {
         id: String,
         /// Topic filters it may publish to (comma-separated)
         #[arg(long, value_delimiter = ',')]
-        publish: Option<Vec<String>>,
+        publish: Option<Vec<TopicFilter>>,
         /// Topic filters it may subscribe to (comma-separated)
         #[arg(long, value_delimiter = ',')]
-        subscribe: Option<Vec<String>>,
+        subscribe: Option<Vec<TopicFilter>>,
         /// off or required
         #[arg(long)]
-        message_auth: Option<String>,
+        message_auth: Option<MessageAuth>,
     },
     /// Set the networks a device may connect from
     #[command(
@@ -218,7 +221,7 @@ pub enum DeviceCommand {
         id: String,
         /// CIDRs or single addresses
         #[arg(required_unless_present = "clear")]
-        cidrs: Vec<String>,
+        cidrs: Vec<Cidr>,
         /// Allow any address
         #[arg(long, conflicts_with = "cidrs")]
         clear: bool,
@@ -234,7 +237,7 @@ pub enum BrokerCommand {
     Enroll {
         /// The broker's DNS name (CN and SAN)
         #[arg(long)]
-        name: String,
+        name: DnsName,
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
     },
@@ -247,25 +250,25 @@ pub enum ModelCommand {
     List,
     /// One model's settings
     #[command(after_help = "Examples:\n  devid model show thermo-v2")]
-    Show { model: String },
+    Show { model: ModelName },
     /// Change a model's settings (unnamed settings keep their values)
     #[command(
         after_help = "Examples:\n  devid model set thermo-v2 --prefix THERMO\n  devid model set thermo-v2 --publish 'devices/%c/#' --subscribe 'devices/%c/#,broadcast/#' --message-auth required"
     )]
     Set {
-        model: String,
+        model: ModelName,
         /// ClientID prefix for new devices: 1 to 6 of [0-9A-Za-z]
         #[arg(long)]
         prefix: Option<String>,
         /// Topic filters devices may publish to (comma-separated, %c = ClientID)
         #[arg(long, value_delimiter = ',')]
-        publish: Option<Vec<String>>,
+        publish: Option<Vec<TopicFilter>>,
         /// Topic filters devices may subscribe to (comma-separated, %c = ClientID)
         #[arg(long, value_delimiter = ',')]
-        subscribe: Option<Vec<String>>,
+        subscribe: Option<Vec<TopicFilter>>,
         /// off or required
         #[arg(long)]
-        message_auth: Option<String>,
+        message_auth: Option<MessageAuth>,
     },
 }
 
@@ -295,10 +298,10 @@ pub struct RegisterArgs {
     /// Hardware serial number: 1-64 of A-Z a-z 0-9, space and ' ( ) + , - . / : = (no space at
     /// either end)
     #[arg(long)]
-    pub serial: String,
+    pub serial: HardwareSerial,
     /// Model: 1-64 of A-Z a-z 0-9 - _ . (not dots alone)
     #[arg(long)]
-    pub model: Option<String>,
+    pub model: Option<ModelName>,
     /// A ClientID burned into firmware, at most 23 of 0-9 A-Z a-z (default: devid makes one)
     #[arg(long)]
     pub client_id: Option<String>,
@@ -443,10 +446,10 @@ pub enum TokenCommand {
         name: String,
         /// Factory tokens: the models it may register (comma-separated)
         #[arg(long, value_delimiter = ',')]
-        models: Option<Vec<String>>,
+        models: Option<Vec<ModelName>>,
         /// Lifetime: 3600s, 90m, 12h, 30d, 1y (a bare number is seconds)
         #[arg(long)]
-        expires: Option<String>,
+        expires: Option<HumanDuration>,
         /// Write the token to FILE (mode 0600, replaced atomically) instead of printing it
         #[arg(long, value_name = "FILE")]
         out: Option<std::path::PathBuf>,

@@ -370,12 +370,8 @@ pub struct DeviceStatus {
     #[serde(default)]
     pub allowed_cidrs: Vec<String>,
     /// `off` or `required`: whether the broker requires per-message authentication.
-    #[serde(default = "default_message_auth")]
-    pub message_auth: String,
-}
-
-fn default_message_auth() -> String {
-    "off".to_string()
+    #[serde(default)]
+    pub message_auth: crate::MessageAuth,
 }
 
 /// Topic filters a device may publish and subscribe to, `%c` standing for its ClientID.

@@ -4,9 +4,6 @@
 //! RFC 5280 (appendix A.1) defines as a PrintableString. devid therefore accepts only what a
 //! PrintableString can hold, and the certificate carries exactly the registered text.
 
-use std::fmt;
-use std::str::FromStr;
-
 /// Longest hardware serial: the X.520 upper bound of serialNumber (ub-serial-number, RFC 5280
 /// appendix A.1).
 pub const MAX_LEN: usize = 64;
@@ -86,47 +83,9 @@ impl HardwareSerial {
         }
         Ok(Self(s.to_string()))
     }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
-    pub fn into_string(self) -> String {
-        self.0
-    }
 }
 
-impl FromStr for HardwareSerial {
-    type Err = HardwareSerialError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::parse(s)
-    }
-}
-
-impl fmt::Display for HardwareSerial {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl AsRef<str> for HardwareSerial {
-    fn as_ref(&self) -> &str {
-        &self.0
-    }
-}
-
-impl serde::Serialize for HardwareSerial {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.0)
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for HardwareSerial {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        Self::parse(&s).map_err(|e| serde::de::Error::custom(format_args!("hardware serial {e}")))
-    }
-}
+text_value!(HardwareSerial, HardwareSerialError, "hardware serial {}");
 
 #[cfg(test)]
 mod tests {

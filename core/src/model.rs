@@ -1,9 +1,6 @@
 //! Model names: the product model a device belongs to (`thermo-v2`). A model name is a URL path
 //! segment (`/v1/models/{model}`), a token scope and a settings key.
 
-use std::fmt;
-use std::str::FromStr;
-
 /// Longest model name.
 pub const MAX_LEN: usize = 64;
 
@@ -41,47 +38,9 @@ impl ModelName {
         }
         Ok(Self(s.to_string()))
     }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
-    pub fn into_string(self) -> String {
-        self.0
-    }
 }
 
-impl FromStr for ModelName {
-    type Err = ModelNameError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::parse(s)
-    }
-}
-
-impl fmt::Display for ModelName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl AsRef<str> for ModelName {
-    fn as_ref(&self) -> &str {
-        &self.0
-    }
-}
-
-impl serde::Serialize for ModelName {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.0)
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for ModelName {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        Self::parse(&s).map_err(serde::de::Error::custom)
-    }
-}
+text_value!(ModelName, ModelNameError);
 
 #[cfg(test)]
 mod tests {

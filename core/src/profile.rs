@@ -32,6 +32,7 @@ use ring::rand::SecureRandom;
 use time::OffsetDateTime;
 
 use crate::clientid;
+use crate::dnsname::{DnsName, DnsNameError};
 use crate::hwserial::{self, HardwareSerial};
 
 /// Default validity of a device birth certificate (IDevID).
@@ -70,6 +71,15 @@ pub enum ProfileError {
     Validity(String),
     #[error("the random number generator failed")]
     Rng,
+}
+
+impl From<DnsNameError> for ProfileError {
+    fn from(e: DnsNameError) -> Self {
+        ProfileError::DnsName {
+            name: e.name,
+            reason: e.rule.to_string(),
+        }
+    }
 }
 
 /// How long a certificate is valid.
@@ -267,7 +277,7 @@ pub fn broker_params(
     })?;
     let mut sans = Vec::with_capacity(dns_names.len());
     for name in dns_names {
-        check_dns_name(name)?;
+        DnsName::parse(name)?;
         let ia5 = (*name).try_into().map_err(|_| ProfileError::DnsName {
             name: name.to_string(),
             reason: "not ASCII".into(),
@@ -432,38 +442,6 @@ fn check_crl_url(url: &str) -> Result<(), ProfileError> {
         return Err(ProfileError::CrlUrl(
             "must be ASCII without spaces or control characters".into(),
         ));
-    }
-    Ok(())
-}
-
-/// A host name: 1 to 253 characters, labels of 1 to 63 `[0-9A-Za-z-]` not starting or ending
-/// with `-`. No wildcards, no trailing dot, no IP addresses.
-pub fn check_dns_name(name: &str) -> Result<(), ProfileError> {
-    let fail = |reason: &str| ProfileError::DnsName {
-        name: name.to_string(),
-        reason: reason.to_string(),
-    };
-    if name.is_empty() || name.len() > 253 {
-        return Err(fail("must be 1 to 253 characters"));
-    }
-    for label in name.split('.') {
-        if label.is_empty() || label.len() > 63 {
-            return Err(fail("each label must be 1 to 63 characters"));
-        }
-        if !label
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        {
-            return Err(fail("only letters, digits, '-' and '.' are allowed"));
-        }
-        if label.starts_with('-') || label.ends_with('-') {
-            return Err(fail("a label cannot start or end with '-'"));
-        }
-    }
-    if name.parse::<std::net::IpAddr>().is_ok()
-        || name.bytes().all(|b| b.is_ascii_digit() || b == b'.')
-    {
-        return Err(fail("an IP address is not a DNS name"));
     }
     Ok(())
 }

@@ -8,6 +8,7 @@ use devid_core::api::{
     Device, DeviceList, DeviceListQuery, DeviceState, ReasonRequest, RegisterRequest, Registered,
     RevokeRequest,
 };
+use devid_core::ModelName;
 use reqwest::Method;
 
 use crate::batch::file_key;
@@ -221,18 +222,14 @@ async fn register(api: &Api, out: OutputFormat, a: RegisterArgs) -> Result<ExitC
         devid_core::clientid::validate(id)
             .map_err(|e| CliError::usage(format!("--client-id {id:?}: {e}")))?;
     }
-    devid_core::HardwareSerial::parse(&a.serial)
-        .map_err(|e| CliError::usage(format!("--serial {e}")))?;
-    if let Some(model) = &a.model {
-        devid_core::ModelName::parse(model)
-            .map_err(|e| CliError::usage(format!("--model: {e}")))?;
-    }
     let metadata = parse_metadata(&a.metadata)?;
     super::create_dir(&a.out)?;
     // With --generate-key the key and its CSR are kept in a pending file before the CSR is sent,
     // so a re-run after a lost answer sends the same CSR (the server then returns the existing
     // device) and the key is never lost.
-    let pending = a.out.join(format!(".pending-{}.pem", file_key(&a.serial)));
+    let pending = a
+        .out
+        .join(format!(".pending-{}.pem", file_key(a.serial.as_str())));
     // Whether the pending key was made by this run (its CSR never sent before).
     let mut fresh = false;
     let (csr, key_pem) = if a.generate_key {
@@ -244,7 +241,7 @@ async fn register(api: &Api, out: OutputFormat, a: RegisterArgs) -> Result<ExitC
                 ))
             })?,
             Err(_) => {
-                let k = keys::generate(&a.serial).map_err(CliError::failed)?;
+                let k = keys::generate(a.serial.as_str()).map_err(CliError::failed)?;
                 super::write_private(&pending, format!("{}{}", k.key_pem, k.csr_pem).as_bytes())?;
                 fresh = true;
                 (k.csr_pem, Some(k.key_pem))
@@ -262,8 +259,8 @@ async fn register(api: &Api, out: OutputFormat, a: RegisterArgs) -> Result<ExitC
         (text, None)
     };
     let req = RegisterRequest {
-        hardware_serial: a.serial.clone(),
-        model: a.model.clone(),
+        hardware_serial: a.serial.to_string(),
+        model: a.model.as_ref().map(ModelName::to_string),
         client_id: a.client_id.clone(),
         metadata,
         csr: Some(csr),

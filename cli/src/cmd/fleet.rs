@@ -7,20 +7,12 @@ use devid_core::api::{
     AllowList, BrokerCertificate, BrokerEnrollRequest, DeviceStatus, ModelList, ModelSettings,
     PolicyUpdate, TopicPolicy,
 };
+use devid_core::{Cidr, MessageAuth, TopicFilter};
 
 use crate::cli::{BrokerCommand, ModelCommand, OutputFormat};
 use crate::client::{seg, Api};
 use crate::error::{CliError, Exit, Result};
 use crate::table::{self, Table};
-
-fn message_auth(v: &Option<String>) -> Result<()> {
-    match v.as_deref() {
-        None | Some("off") | Some("required") => Ok(()),
-        Some(other) => Err(CliError::usage(format!(
-            "--message-auth {other:?}: use off or required"
-        ))),
-    }
-}
 
 pub fn status_text(s: &DeviceStatus) -> String {
     let p = s.policy.clone().unwrap_or_default();
@@ -39,8 +31,13 @@ pub fn status_text(s: &DeviceStatus) -> String {
                 s.allowed_cidrs.join(",")
             },
         ),
-        ("message_auth", s.message_auth.clone()),
+        ("message_auth", s.message_auth.to_string()),
     ])
+}
+
+/// The filters as the API carries them: core's text of each.
+fn texts(filters: Option<Vec<TopicFilter>>) -> Option<Vec<String>> {
+    filters.map(|v| v.into_iter().map(TopicFilter::into_string).collect())
 }
 
 fn list(v: &[String]) -> String {
@@ -67,12 +64,12 @@ pub async fn policy(
     api: &Api,
     out: OutputFormat,
     id: &str,
-    publish: Option<Vec<String>>,
-    subscribe: Option<Vec<String>>,
-    message_auth_v: Option<String>,
+    publish: Option<Vec<TopicFilter>>,
+    subscribe: Option<Vec<TopicFilter>>,
+    message_auth: Option<MessageAuth>,
 ) -> Result<ExitCode> {
-    message_auth(&message_auth_v)?;
-    if publish.is_none() && subscribe.is_none() && message_auth_v.is_none() {
+    let (publish, subscribe) = (texts(publish), texts(subscribe));
+    if publish.is_none() && subscribe.is_none() && message_auth.is_none() {
         return Err(CliError::usage(
             "give --publish, --subscribe or --message-auth",
         ));
@@ -93,7 +90,7 @@ pub async fn policy(
             &format!("/v1/devices/{}/policy", seg(id)),
             &PolicyUpdate {
                 topics,
-                message_auth: message_auth_v,
+                message_auth: message_auth.map(|m| m.to_string()),
             },
         )
         .await?;
@@ -104,17 +101,10 @@ pub async fn allowlist(
     api: &Api,
     out: OutputFormat,
     id: &str,
-    cidrs: Vec<String>,
+    cidrs: Vec<Cidr>,
 ) -> Result<ExitCode> {
-    // Core's CIDR rule, checked before sending; the canonical form is sent.
-    let cidrs = cidrs
-        .iter()
-        .map(|c| {
-            devid_core::Cidr::parse(c)
-                .map(|c| c.to_string())
-                .map_err(|e| CliError::usage(e.to_string()))
-        })
-        .collect::<Result<Vec<String>>>()?;
+    // Checked by core's CIDR rule when the command line was read; the canonical form is sent.
+    let cidrs = cidrs.iter().map(Cidr::to_string).collect();
     let s: DeviceStatus = api
         .put(
             &format!("/v1/devices/{}/allowlist", seg(id)),
@@ -122,13 +112,6 @@ pub async fn allowlist(
         )
         .await?;
     print_status(out, &s)
-}
-
-/// A model name by core's rule: anything else could not be reached as a URL path segment.
-fn check_model(model: &str) -> Result<()> {
-    devid_core::ModelName::parse(model)
-        .map(drop)
-        .map_err(|e| CliError::usage(e.to_string()))
 }
 
 fn model_fields(m: &ModelSettings) -> Vec<(&'static str, String)> {
@@ -148,7 +131,9 @@ fn model_fields(m: &ModelSettings) -> Vec<(&'static str, String)> {
         ("subscribe", list(&t.subscribe)),
         (
             "message_auth",
-            m.message_auth.clone().unwrap_or_else(|| "off".into()),
+            m.message_auth
+                .clone()
+                .unwrap_or_else(|| MessageAuth::default().to_string()),
         ),
     ]
 }
@@ -182,8 +167,9 @@ pub async fn model(api: &Api, out: OutputFormat, c: ModelCommand) -> Result<Exit
             }
         }
         ModelCommand::Show { model } => {
-            check_model(&model)?;
-            let m: ModelSettings = api.get(&format!("/v1/models/{}", seg(&model))).await?;
+            let m: ModelSettings = api
+                .get(&format!("/v1/models/{}", seg(model.as_str())))
+                .await?;
             match out {
                 OutputFormat::Json => super::print_json(&m),
                 OutputFormat::Table => super::print_text(&table::fields(&model_fields(&m))),
@@ -196,30 +182,29 @@ pub async fn model(api: &Api, out: OutputFormat, c: ModelCommand) -> Result<Exit
             subscribe,
             message_auth: ma,
         } => {
-            check_model(&model)?;
-            message_auth(&ma)?;
             if let Some(p) = &prefix {
                 devid_core::clientid::validate_prefix(p)
                     .map_err(|e| CliError::usage(format!("--prefix {p:?}: {e}")))?;
             }
             // Unnamed settings keep their values: start from the current ones, if any.
             let mut m = match api
-                .get::<ModelSettings>(&format!("/v1/models/{}", seg(&model)))
+                .get::<ModelSettings>(&format!("/v1/models/{}", seg(model.as_str())))
                 .await
             {
                 Ok(m) => m,
                 Err(e) if e.exit == Exit::NotFound => ModelSettings {
-                    name: model.clone(),
+                    name: model.to_string(),
                     client_id_prefix: None,
                     topics: None,
                     message_auth: None,
                 },
                 Err(e) => return Err(e),
             };
-            m.name = model.clone();
+            m.name = model.to_string();
             if prefix.is_some() {
                 m.client_id_prefix = prefix;
             }
+            let (publish, subscribe) = (texts(publish), texts(subscribe));
             if publish.is_some() || subscribe.is_some() {
                 let cur = m.topics.clone().unwrap_or_default();
                 m.topics = Some(TopicPolicy {
@@ -227,10 +212,12 @@ pub async fn model(api: &Api, out: OutputFormat, c: ModelCommand) -> Result<Exit
                     subscribe: subscribe.unwrap_or(cur.subscribe),
                 });
             }
-            if ma.is_some() {
-                m.message_auth = ma;
+            if let Some(ma) = ma {
+                m.message_auth = Some(ma.to_string());
             }
-            let m: ModelSettings = api.put(&format!("/v1/models/{}", seg(&model)), &m).await?;
+            let m: ModelSettings = api
+                .put(&format!("/v1/models/{}", seg(model.as_str())), &m)
+                .await?;
             match out {
                 OutputFormat::Json => super::print_json(&m),
                 OutputFormat::Table => super::print_text(&table::fields(&model_fields(&m))),
@@ -241,15 +228,8 @@ pub async fn model(api: &Api, out: OutputFormat, c: ModelCommand) -> Result<Exit
 
 pub async fn broker(api: &Api, out: OutputFormat, c: BrokerCommand) -> Result<ExitCode> {
     let BrokerCommand::Enroll { name, out: dir } = c;
-    if name.is_empty()
-        || !name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
-    {
-        return Err(CliError::usage(format!(
-            "--name {name:?}: a DNS name (letters, digits, '-' and '.')"
-        )));
-    }
+    // Checked by core's DNS-name rule when the command line was read.
+    let name = name.into_string();
     super::create_dir(&dir)?;
     let key_path = dir.join(format!("{name}.key"));
     // The key is written (0600) before its CSR is sent; an existing key is reused.

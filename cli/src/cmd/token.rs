@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 use devid_core::api::{CreateTokenRequest, CreatedToken, Role, TokenInfo, TokenList};
+use devid_core::ModelName;
 
 use crate::cli::{OutputFormat, TokenCommand};
 use crate::client::{seg, Api};
@@ -45,16 +46,13 @@ pub async fn run(api: &Api, out: OutputFormat, c: TokenCommand) -> Result<ExitCo
             if models.is_some() && role != Role::Factory {
                 return Err(CliError::usage("--models applies to factory tokens only"));
             }
-            for m in models.iter().flatten() {
-                devid_core::ModelName::parse(m)
-                    .map_err(|e| CliError::usage(format!("--models: {e}")))?;
-            }
-            let expires_in = expires.as_deref().map(super::parse_duration).transpose()?;
+            // Model names and the lifetime were checked by core's rules when the command line
+            // was read.
             let req = CreateTokenRequest {
                 role,
                 name,
-                models,
-                expires_in,
+                models: models.map(|v| v.into_iter().map(ModelName::into_string).collect()),
+                expires_in: expires.map(|d| d.as_secs()),
             };
             let created: CreatedToken = api.post("/v1/tokens", &req).await?;
             if let Some(path) = token_file {

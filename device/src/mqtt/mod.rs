@@ -12,15 +12,17 @@
 //! and libmosquitto 2.0 clients cannot do a multi-step AUTH.
 
 mod codec;
+mod decode;
+mod encode;
 mod packet;
 mod properties;
 mod reason;
 
 pub use codec::{EncodeError, VBI_MAX};
+pub use decode::decode;
 pub use packet::{
-    decode, valid_topic_filter, valid_topic_name, ConnAck, Connect, Decoded, Packet, PacketType,
-    PubResponse, Publish, QoS, ReasonOnly, SubAck, Subscribe, SubscriptionOptions, Unsubscribe,
-    Will,
+    ConnAck, Connect, Decoded, Packet, PacketType, PubResponse, Publish, QoS, ReasonOnly, SubAck,
+    Subscribe, SubscriptionOptions, Unsubscribe, Will,
 };
 pub use properties::{Properties, Property, PropertyContext};
 pub use reason::ReasonCode;

@@ -3,25 +3,13 @@
 use devid_core::api::{BrokerCertificate, BrokerEnrollRequest};
 use devid_core::csr::parse_csr_pem;
 use devid_core::profile::{ProfileSettings, Validity};
+use devid_core::DnsName;
 
 use super::audit::Audit;
 use super::DomainError;
 use crate::ca::Ca;
 use crate::store::Store;
 use crate::timefmt::rfc3339;
-
-/// A DNS name: labels of letters, digits and hyphens, not starting or ending with a hyphen.
-fn valid_dns_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 253
-        && name.split('.').all(|l| {
-            !l.is_empty()
-                && l.len() <= 63
-                && !l.starts_with('-')
-                && !l.ends_with('-')
-                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-        })
-}
 
 /// Issues a broker certificate (two years) for `req.name` from its CSR.
 pub async fn enroll(
@@ -31,12 +19,10 @@ pub async fn enroll(
     audit: &Audit,
     req: &BrokerEnrollRequest,
 ) -> Result<BrokerCertificate, DomainError> {
-    if !valid_dns_name(&req.name) {
-        return Err(DomainError::invalid_field(
-            "name",
-            format!("{:?} is not a DNS name", req.name),
-        ));
-    }
+    // Core's one DNS-name rule, which the certificate profile applies too.
+    DnsName::parse(&req.name).map_err(|_| {
+        DomainError::invalid_field("name", format!("{:?} is not a DNS name", req.name))
+    })?;
     let csr = parse_csr_pem(&req.csr)
         .map_err(|e| DomainError::invalid_field("csr", format!("csr: {e}")))?;
     let settings = ProfileSettings {
@@ -62,18 +48,4 @@ pub async fn enroll(
         not_before: rfc3339(issued.not_before.unix_timestamp()),
         not_after: rfc3339(issued.not_after.unix_timestamp()),
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::valid_dns_name;
-
-    #[test]
-    fn dns_names() {
-        assert!(valid_dns_name("mqtt.example.com"));
-        assert!(valid_dns_name("localhost"));
-        for bad in ["", "-a.com", "a..b", "a b", "*.example.com", "a_b.com"] {
-            assert!(!valid_dns_name(bad), "{bad}");
-        }
-    }
 }

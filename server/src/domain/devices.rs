@@ -1,7 +1,7 @@
 //! Finding devices, and the status brokers poll.
 
 use devid_core::api::{CertState, DeviceStatus, TopicPolicy};
-use devid_core::clientid;
+use devid_core::{clientid, TopicFilter};
 
 use super::{policy, DomainError};
 use crate::store::{DeviceWithCerts, Store};
@@ -28,9 +28,16 @@ pub async fn find(store: &Store, client_id: &str) -> Result<DeviceWithCerts, Dom
 /// or on hold, and the policy that applies to it (topics with `%c` replaced by its ClientID).
 pub async fn status(store: &Store, d: &DeviceWithCerts) -> Result<DeviceStatus, DomainError> {
     let policy = policy::effective_policy(store, &d.device).await?;
-    let expand = |v: &[String]| -> Vec<String> {
+    // Stored filters passed the policy rule when they were set; one that no longer reads as a
+    // filter is a fault of the store.
+    let expand = |v: &[String]| -> Result<Vec<String>, DomainError> {
         v.iter()
-            .map(|t| t.replace("%c", &d.device.client_id))
+            .map(|t| {
+                TopicFilter::parse(t)
+                    .and_then(|f| f.expand(&d.device.client_id))
+                    .map(TopicFilter::into_string)
+                    .map_err(DomainError::internal)
+            })
             .collect()
     };
     Ok(DeviceStatus {
@@ -44,8 +51,8 @@ pub async fn status(store: &Store, d: &DeviceWithCerts) -> Result<DeviceStatus, 
             .map(|c| c.serial.clone())
             .collect(),
         policy: Some(TopicPolicy {
-            publish: expand(&policy.topics.publish),
-            subscribe: expand(&policy.topics.subscribe),
+            publish: expand(&policy.topics.publish)?,
+            subscribe: expand(&policy.topics.subscribe)?,
         }),
         allowed_cidrs: policy.allowed_cidrs,
         message_auth: policy.message_auth,

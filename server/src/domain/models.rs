@@ -4,7 +4,7 @@ use devid_core::api::{ModelSettings, TopicPolicy};
 use devid_core::{clientid, ModelName};
 
 use super::audit::Audit;
-use super::policy::{validate_message_auth, validate_topics};
+use super::policy::{parse_message_auth, validate_topics};
 use super::{Ctx, DomainError};
 use crate::store::ModelRow;
 use crate::timefmt;
@@ -37,7 +37,7 @@ pub async fn put(
         })?;
     }
     if let Some(m) = &settings.message_auth {
-        validate_message_auth(m)?;
+        parse_message_auth(m)?;
     }
     if let Some(t) = &settings.topics {
         validate_topics(t)?;

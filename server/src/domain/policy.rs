@@ -2,7 +2,7 @@
 //! changes of a device's own settings (topic policy, message authentication, allow-list).
 
 use devid_core::api::{PolicyUpdate, TopicPolicy};
-use devid_core::Cidr;
+use devid_core::{Cidr, MessageAuth, TopicFilter};
 
 use super::audit::Audit;
 use super::{devices, Ctx, DomainError};
@@ -13,7 +13,7 @@ use crate::store::{DevicePolicyChange, DeviceRow, DeviceWithCerts, Store};
 pub struct EffectivePolicy {
     pub topics: TopicPolicy,
     pub allowed_cidrs: Vec<String>,
-    pub message_auth: String,
+    pub message_auth: MessageAuth,
 }
 
 pub async fn effective_policy(
@@ -38,10 +38,13 @@ pub async fn effective_policy(
         (Some(t), _) | (None, Some(t)) => parse(t)?,
         (None, None) => TopicPolicy::default(),
     };
-    let message_auth = own
+    let message_auth = match own
         .message_auth
         .or_else(|| model.and_then(|m| m.message_auth))
-        .unwrap_or_else(|| "off".to_string());
+    {
+        Some(m) => MessageAuth::parse(&m).map_err(DomainError::internal)?,
+        None => MessageAuth::default(),
+    };
     Ok(EffectivePolicy {
         topics,
         allowed_cidrs: own.allowed_cidrs.unwrap_or_default(),
@@ -90,9 +93,11 @@ pub async fn set_policy(
     client_id: &str,
     update: &PolicyUpdate,
 ) -> Result<DeviceWithCerts, DomainError> {
-    if let Some(m) = &update.message_auth {
-        validate_message_auth(m)?;
-    }
+    let message_auth = update
+        .message_auth
+        .as_deref()
+        .map(parse_message_auth)
+        .transpose()?;
     if let Some(t) = &update.topics {
         validate_topics(t)?;
     }
@@ -104,7 +109,7 @@ pub async fn set_policy(
             )),
             None => None,
         },
-        message_auth: update.message_auth.clone().map(Some),
+        message_auth: message_auth.map(|m| Some(m.as_str().to_string())),
         ..DevicePolicyChange::default()
     };
     let entry = ctx
@@ -115,28 +120,20 @@ pub async fn set_policy(
     devices::find(ctx.store, client_id).await
 }
 
-pub fn validate_message_auth(m: &str) -> Result<(), DomainError> {
-    match m {
-        "off" | "required" => Ok(()),
-        other => Err(DomainError::invalid_field(
-            "message_auth",
-            format!("message_auth must be \"off\" or \"required\", not {other:?}"),
-        )),
-    }
+/// A message-authentication setting by core's rule.
+pub fn parse_message_auth(m: &str) -> Result<MessageAuth, DomainError> {
+    MessageAuth::parse(m).map_err(|e| DomainError::invalid_field("message_auth", e.to_string()))
 }
 
-/// Topic filters: non-empty, no NUL, `#` only as the last level, `+` only as a whole level.
+/// Longest filter a stored topic policy may hold: a bound on what the service keeps, below
+/// the MQTT limit (a filter grows when `%c` is replaced by a ClientID).
+pub const MAX_POLICY_FILTER_LEN: usize = 1024;
+
+/// A topic policy's filters: MQTT topic filters by core's rule ([`TopicFilter`], where `%c`
+/// stands for the ClientID), each at most [`MAX_POLICY_FILTER_LEN`] bytes.
 pub fn validate_topics(t: &TopicPolicy) -> Result<(), DomainError> {
     for filter in t.publish.iter().chain(&t.subscribe) {
-        let levels: Vec<&str> = filter.split('/').collect();
-        let bad = filter.is_empty()
-            || filter.len() > 1024
-            || filter.contains('\0')
-            || levels.iter().enumerate().any(|(i, l)| {
-                (l.contains('#') && (*l != "#" || i != levels.len() - 1))
-                    || (l.contains('+') && *l != "+")
-            });
-        if bad {
+        if filter.len() > MAX_POLICY_FILTER_LEN || TopicFilter::check(filter).is_err() {
             return Err(DomainError::invalid_field(
                 "topics",
                 format!("{filter:?} is not a valid MQTT topic filter"),
@@ -152,12 +149,14 @@ mod tests {
 
     #[test]
     fn topics_are_checked() {
+        let longest = "t".repeat(MAX_POLICY_FILTER_LEN);
         let ok = TopicPolicy {
-            publish: vec!["devices/%c/#".into(), "a/+/b".into()],
+            publish: vec!["devices/%c/#".into(), "a/+/b".into(), longest],
             subscribe: vec!["#".into()],
         };
         assert!(validate_topics(&ok).is_ok());
-        for bad in ["a/#/b", "a#", "a/b+", ""] {
+        let long = "t".repeat(MAX_POLICY_FILTER_LEN + 1);
+        for bad in ["a/#/b", "a#", "a/b+", "", "a\0", long.as_str()] {
             let t = TopicPolicy {
                 publish: vec![bad.into()],
                 subscribe: vec![],
@@ -168,8 +167,8 @@ mod tests {
 
     #[test]
     fn message_auth_is_off_or_required() {
-        assert!(validate_message_auth("off").is_ok());
-        assert!(validate_message_auth("required").is_ok());
-        assert!(validate_message_auth("on").is_err());
+        assert_eq!(parse_message_auth("off"), Ok(MessageAuth::Off));
+        assert_eq!(parse_message_auth("required"), Ok(MessageAuth::Required));
+        assert!(parse_message_auth("on").is_err());
     }
 }
