@@ -740,12 +740,13 @@ pub struct Devid1Auth {
 
 impl Devid1Auth {
     pub fn new(creds: &DeviceCreds, root_der: &[u8], tamper: Tamper) -> Devid1Auth {
-        let key = EcdsaSigner::from_pkcs8_der(&creds.key_pkcs8_der).expect("device key");
+        let rng = SystemRandom::new();
+        let key = EcdsaSigner::from_pkcs8_der(&creds.key_pkcs8_der, &rng).expect("device key");
         let config = ClientConfig::new(root_der, creds.chain_der.clone(), Arc::new(key))
             .expect("device config");
         Devid1Auth {
             config: Arc::new(config),
-            rng: SystemRandom::new(),
+            rng,
             st: St::Init,
             tamper,
         }
