@@ -34,7 +34,8 @@ pub struct Devid1Server {
 
 impl Devid1Server {
     pub fn new(c: &Config) -> Result<Self, ConfigError> {
-        let signer = EcdsaSigner::from_pkcs8_der(&c.broker_key_der)
+        let rng = SystemRandom::new();
+        let signer = EcdsaSigner::from_pkcs8_der(&c.broker_key_der, &rng)
             .map_err(|e| ConfigError(format!("plugin_opt_broker_key: {e}")))?;
         let mut config = ServerConfig::new(
             &c.trust_anchor_der,
@@ -51,7 +52,7 @@ impl Devid1Server {
         }
         Ok(Devid1Server {
             config: Arc::new(config),
-            rng: SystemRandom::new(),
+            rng,
             intermediates: c.broker_chain_der.iter().skip(1).cloned().collect(),
         })
     }

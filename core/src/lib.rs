@@ -1,15 +1,19 @@
 //! devid-core: everything devid knows that needs no I/O.
 //!
+//! Always present:
 //! - [`clientid`]: the ClientID rules (charset, length, per-model prefix, check character).
-//! - [`csr`] and [`profile`]: CSR checks and the certificate profiles (IDevID, LDevID).
-//! - [`api`]: the REST API's request and response types, shared by server, CLI and broker plugin.
-//! - [`protocol`]: the DEVID-1 MQTT v5 enhanced-authentication protocol, sans-IO.
-//! - [`sse`]: an incremental Server-Sent Events parser for clients of the device feed
-//!   (revocations and settings changes).
 //! - [`hwserial`], [`model`], [`cidr`], [`duration`], [`topic`], [`dnsname`], [`message_auth`]:
 //!   the value types with rules ([`HardwareSerial`], [`ModelName`], [`Cidr`], [`HumanDuration`],
 //!   [`TopicName`], [`TopicFilter`], [`DnsName`], [`MessageAuth`]), parsed once and used by
 //!   server, plugin, CLI and device alike.
+//!
+//! Behind features, so that each dependent links only what it uses (all three are default):
+//! - `protocol`: [`protocol`], the DEVID-1 MQTT v5 enhanced-authentication protocol, sans-IO
+//!   (device, broker plugin, fuzz targets).
+//! - `ca`: [`csr`] and [`profile`], the CSR checks and the certificate profiles (IDevID,
+//!   LDevID) built with rcgen (the server's CA).
+//! - `api`: [`api`], the REST API's request and response types, and [`sse`], an incremental
+//!   Server-Sent Events parser for clients of the device feed (server, CLI, broker plugin).
 //!
 //! Architecture invariant: this crate does no I/O and knows nothing of tokio, sqlx or sockets;
 //! time and randomness come in as arguments.
@@ -17,17 +21,22 @@
 #[macro_use]
 mod value;
 
+#[cfg(feature = "api")]
 pub mod api;
 pub mod cidr;
 pub mod clientid;
+#[cfg(feature = "ca")]
 pub mod csr;
 pub mod dnsname;
 pub mod duration;
 pub mod hwserial;
 pub mod message_auth;
 pub mod model;
+#[cfg(feature = "ca")]
 pub mod profile;
+#[cfg(feature = "protocol")]
 pub mod protocol;
+#[cfg(feature = "api")]
 pub mod sse;
 pub mod topic;
 

@@ -447,11 +447,11 @@ impl HandshakeSigner for WrongKeySigner {
 fn wrong_signer(pkcs8: &[u8]) -> Arc<WrongKeySigner> {
     let other = p256().serialize_der();
     Arc::new(WrongKeySigner {
-        claimed: EcdsaSigner::from_pkcs8_der(pkcs8)
+        claimed: EcdsaSigner::from_pkcs8_der(pkcs8, &SystemRandom::new())
             .unwrap()
             .public_key()
             .to_vec(),
-        real: EcdsaSigner::from_pkcs8_der(&other).unwrap(),
+        real: EcdsaSigner::from_pkcs8_der(&other, &SystemRandom::new()).unwrap(),
     })
 }
 

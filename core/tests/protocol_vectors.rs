@@ -467,8 +467,9 @@ fn vectors_reproduce() {
     let dev_pub = h(&v["inputs"]["device_public_key"]);
     let brk_pub = h(&v["inputs"]["broker_public_key"]);
     // The stored private keys match the stored public keys and certificates.
-    let dk = EcdsaSigner::from_pkcs8_der(&h(&v["inputs"]["device_key_pkcs8"])).unwrap();
-    let bk = EcdsaSigner::from_pkcs8_der(&h(&v["inputs"]["broker_key_pkcs8"])).unwrap();
+    let rng = ring::rand::SystemRandom::new();
+    let dk = EcdsaSigner::from_pkcs8_der(&h(&v["inputs"]["device_key_pkcs8"]), &rng).unwrap();
+    let bk = EcdsaSigner::from_pkcs8_der(&h(&v["inputs"]["broker_key_pkcs8"]), &rng).unwrap();
     assert_eq!(dk.public_key(), dev_pub.as_slice());
     assert_eq!(bk.public_key(), brk_pub.as_slice());
     assert_eq!(public_of(&i.eph_c), h(&v["inputs"]["share_c"]));
@@ -568,12 +569,13 @@ fn regenerate_vectors() {
         r_nonce_s: fixed("resume nonce_s"),
         r_ticket_nonce: fixed("resume ticket nonce")[..12].to_vec(),
     };
+    let rng = ring::rand::SystemRandom::new();
     let device = Arc::new(RecordingSigner {
-        inner: EcdsaSigner::from_pkcs8_der(&device_pkcs8).unwrap(),
+        inner: EcdsaSigner::from_pkcs8_der(&device_pkcs8, &rng).unwrap(),
         sigs: Mutex::new(vec![]),
     });
     let broker = Arc::new(RecordingSigner {
-        inner: EcdsaSigner::from_pkcs8_der(&broker_pkcs8).unwrap(),
+        inner: EcdsaSigner::from_pkcs8_der(&broker_pkcs8, &rng).unwrap(),
         sigs: Mutex::new(vec![]),
     });
     let o = run(&i, device.clone(), broker.clone());

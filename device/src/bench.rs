@@ -166,7 +166,8 @@ fn load_devices(b: &ConnectBench) -> Result<Vec<Device>, Failure> {
             DeviceCredentials::load(&crt, &key).map_err(|e| Failure::usage(e.to_string()))?;
         let (config, transport) = match b.mode {
             Mode::Devid1 | Mode::Resume => {
-                let signer = EcdsaSigner::from_pkcs8_der(creds.key_pkcs8.secret_pkcs8_der())
+                let rng = ring::rand::SystemRandom::new();
+                let signer = EcdsaSigner::from_pkcs8_der(creds.key_pkcs8.secret_pkcs8_der(), &rng)
                     .map_err(|e| Failure::usage(e.to_string()))?;
                 let chain = creds.chain.iter().map(|c| c.to_vec()).collect();
                 // load_certs returns at least one certificate: root[0] exists.

@@ -235,7 +235,8 @@ pub(crate) fn setup(common: &Common) -> Result<Setup, Failure> {
     let config = if common.mtls {
         None
     } else {
-        let signer = EcdsaSigner::from_pkcs8_der(creds.key_pkcs8.secret_pkcs8_der())
+        let rng = ring::rand::SystemRandom::new();
+        let signer = EcdsaSigner::from_pkcs8_der(creds.key_pkcs8.secret_pkcs8_der(), &rng)
             .map_err(|e| Failure::usage(e.to_string()))?;
         // A certificate file written as "leaf + chain.pem" also holds the root; DEVID-1 never
         // sends it (the broker has it).

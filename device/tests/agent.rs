@@ -41,7 +41,9 @@ async fn connect_publish_and_refusals_with_devid1() {
     let pki = Pki::new("root");
     let root = pki.write_root(dir.path());
     let b = pki.broker(dir.path(), "mqtt.test");
-    let key = Arc::new(EcdsaSigner::from_pkcs8_der(&b.key_pkcs8).unwrap());
+    let key = Arc::new(
+        EcdsaSigner::from_pkcs8_der(&b.key_pkcs8, &ring::rand::SystemRandom::new()).unwrap(),
+    );
     let config = Arc::new(
         ServerConfig::new(&pki.root_der(), b.chain_der, key)
             .unwrap()

@@ -42,7 +42,10 @@ impl World {
     }
 
     fn server_config(&self, ticket_secret: u8) -> Arc<ServerConfig> {
-        let key = Arc::new(EcdsaSigner::from_pkcs8_der(&self.broker_key).unwrap());
+        let key = Arc::new(
+            EcdsaSigner::from_pkcs8_der(&self.broker_key, &ring::rand::SystemRandom::new())
+                .unwrap(),
+        );
         Arc::new(
             ServerConfig::new(&self.pki.root_der(), self.broker_chain.clone(), key)
                 .unwrap()
@@ -57,7 +60,9 @@ impl World {
     /// A registered device and its DEVID-1 options against `broker`.
     fn device(&self, broker: &FakeBroker, broker_name: Option<&str>) -> DeviceOptions {
         let d = self.pki.device(self.dir.path(), &client_id("dev"));
-        let key = Arc::new(EcdsaSigner::from_pkcs8_der(&d.key_pkcs8).unwrap());
+        let key = Arc::new(
+            EcdsaSigner::from_pkcs8_der(&d.key_pkcs8, &ring::rand::SystemRandom::new()).unwrap(),
+        );
         let mut config = ClientConfig::new(&self.pki.root_der(), d.chain_der, key).unwrap();
         if let Some(n) = broker_name {
             config = config.with_broker_name(n).unwrap();
@@ -266,7 +271,9 @@ async fn device_refuses_a_broker_with_the_wrong_name_or_another_ca() {
 
     // A broker that accepts our devices but whose own certificate comes from another CA.
     let other = World::new();
-    let key = Arc::new(EcdsaSigner::from_pkcs8_der(&other.broker_key).unwrap());
+    let key = Arc::new(
+        EcdsaSigner::from_pkcs8_der(&other.broker_key, &ring::rand::SystemRandom::new()).unwrap(),
+    );
     let rogue_config =
         Arc::new(ServerConfig::new(&w.pki.root_der(), other.broker_chain.clone(), key).unwrap());
     let rogue = FakeBroker::start(rogue_config).await;

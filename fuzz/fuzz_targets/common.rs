@@ -46,8 +46,9 @@ pub fn setup() -> &'static Setup {
         let i = &vector()["inputs"];
         let root = h(&i["root_der"]);
         let chain = |k: &str| i[k].as_array().unwrap().iter().map(h).collect::<Vec<_>>();
-        let dk = Arc::new(EcdsaSigner::from_pkcs8_der(&h(&i["device_key_pkcs8"])).unwrap());
-        let bk = Arc::new(EcdsaSigner::from_pkcs8_der(&h(&i["broker_key_pkcs8"])).unwrap());
+        let rng = ring::rand::SystemRandom::new();
+        let dk = Arc::new(EcdsaSigner::from_pkcs8_der(&h(&i["device_key_pkcs8"]), &rng).unwrap());
+        let bk = Arc::new(EcdsaSigner::from_pkcs8_der(&h(&i["broker_key_pkcs8"]), &rng).unwrap());
         let client = Arc::new(
             ClientConfig::new(&root, chain("device_chain_der"), dk)
                 .unwrap()
@@ -61,7 +62,6 @@ pub fn setup() -> &'static Setup {
                 .with_cert_cache(Arc::new(MemoryCertCache::new(16))),
         );
         let now = UnixTime::since_unix_epoch(Duration::from_secs(i["now"].as_u64().unwrap()));
-        let rng = ring::rand::SystemRandom::new();
         let client_id = client.client_id().to_string();
         // One real handshake for a ticket.
         let (d, ch) = ClientHandshake::start(&client, &rng).unwrap();

@@ -48,7 +48,8 @@ impl DeviceCreds {
 
     /// The DEVID-1 device configuration: this chain and key, trusting `root_der`.
     pub fn config(&self, root_der: &[u8]) -> Arc<ClientConfig> {
-        let key = EcdsaSigner::from_pkcs8_der(&self.key_pkcs8_der).expect("device key");
+        let rng = ring::rand::SystemRandom::new();
+        let key = EcdsaSigner::from_pkcs8_der(&self.key_pkcs8_der, &rng).expect("device key");
         let config = ClientConfig::new(root_der, self.chain_der.clone(), Arc::new(key))
             .expect("device config");
         Arc::new(config)

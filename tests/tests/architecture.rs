@@ -123,6 +123,31 @@ fn core_does_no_io() {
     assert!(found.is_empty(), "I/O in core:\n{}", found.join("\n"));
 }
 
+/// Sans-IO: the protocol, the profiles and the ClientID rules take the time (`UnixTime`,
+/// `OffsetDateTime`) and randomness (`&dyn SecureRandom`) from their caller, so tests and fuzz
+/// targets can fix both and the I/O shells choose the sources.
+#[test]
+fn core_takes_time_and_randomness_as_arguments() {
+    let mut found = Vec::new();
+    for word in [
+        "SystemRandom",
+        "OsRng",
+        "thread_rng",
+        "getrandom",
+        "SystemTime",
+        "Instant::now",
+        "UnixTime::now",
+        "OffsetDateTime::now_utc",
+    ] {
+        found.extend(uses(&["core/src"], &[], word));
+    }
+    assert!(
+        found.is_empty(),
+        "core makes its own time or randomness (take it as an argument):\n{}",
+        found.join("\n")
+    );
+}
+
 #[test]
 fn only_the_store_speaks_sql() {
     let found = uses(
@@ -269,4 +294,5 @@ fn the_checks_see_what_they_check() {
         lines_before_tests("a\nb\n#[cfg(test)]\nmod tests {\n}\n"),
         2
     );
+    assert!(!uses(&["server/src"], &[], "SystemRandom").is_empty());
 }

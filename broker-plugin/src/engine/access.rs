@@ -56,7 +56,7 @@ impl<S: ServerSide> Engine<S> {
                 .revocations
                 .statuses
                 .get(&a.identity.client_id)
-                .is_some_and(|s| s.message_auth == "required")
+                .is_some_and(|s| s.message_auth.is_required())
         };
         let Some(Conn::Authenticated(a)) = self.conns.get_mut(&key) else {
             return MessageVerdict::Refuse;
@@ -186,7 +186,7 @@ mod tests {
             revoked_serials: vec![],
             policy: None,
             allowed_cidrs: vec![],
-            message_auth: "required".into(),
+            message_auth: devid_core::MessageAuth::Required,
         };
         lock(&shared).revocations.apply_status(&st);
         let sealed = props(&[("devid-seq", "2"), ("devid-seal", "1")]);

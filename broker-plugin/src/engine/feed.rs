@@ -197,7 +197,7 @@ mod tests {
                 subscribe: vec![],
             }),
             allowed_cidrs: vec!["10.0.0.0/8".into()],
-            message_auth: "off".into(),
+            message_auth: devid_core::MessageAuth::Off,
         };
         let r = lock(&shared).revocations.apply_status(&status);
         assert!(e.acl(1, Access::Publish, "t/dev1"));
@@ -216,7 +216,7 @@ mod tests {
             revoked_serials: vec![],
             policy: None,
             allowed_cidrs: vec![],
-            message_auth: "off".into(),
+            message_auth: devid_core::MessageAuth::Off,
         }
     }
 

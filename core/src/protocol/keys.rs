@@ -211,16 +211,16 @@ pub struct EcdsaSigner {
 }
 
 impl EcdsaSigner {
-    /// From a PKCS#8 DER private key (what rcgen and `openssl genpkey` write).
-    pub fn from_pkcs8_der(der: &[u8]) -> Result<Self, ConfigError> {
-        let rng = ring::rand::SystemRandom::new();
-        EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, der, &rng)
+    /// From a PKCS#8 DER private key (what rcgen and `openssl genpkey` write). ring draws from
+    /// `rng` once here, for the secret it mixes into every signature's nonce.
+    pub fn from_pkcs8_der(der: &[u8], rng: &dyn SecureRandom) -> Result<Self, ConfigError> {
+        EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, der, rng)
             .map(|key| EcdsaSigner { key })
             .map_err(|e| ConfigError(format!("not a PKCS#8 P-256 private key: {e}")))
     }
 
     /// From a PEM `PRIVATE KEY` (PKCS#8) block.
-    pub fn from_pkcs8_pem(pem_text: &str) -> Result<Self, ConfigError> {
+    pub fn from_pkcs8_pem(pem_text: &str, rng: &dyn SecureRandom) -> Result<Self, ConfigError> {
         let block =
             pem::parse(pem_text).map_err(|e| ConfigError(format!("private key PEM: {e}")))?;
         if block.tag() != "PRIVATE KEY" {
@@ -229,7 +229,7 @@ impl EcdsaSigner {
                 block.tag()
             )));
         }
-        Self::from_pkcs8_der(block.contents())
+        Self::from_pkcs8_der(block.contents(), rng)
     }
 }
 

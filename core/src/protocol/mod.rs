@@ -17,7 +17,7 @@
 //! # fn device(root_der: Vec<u8>, chain_der: Vec<Vec<u8>>, key_pem: String)
 //! #     -> Result<(), Box<dyn std::error::Error>> {
 //! let rng = ring::rand::SystemRandom::new();
-//! let key = Arc::new(EcdsaSigner::from_pkcs8_pem(&key_pem)?);
+//! let key = Arc::new(EcdsaSigner::from_pkcs8_pem(&key_pem, &rng)?);
 //! let config = Arc::new(
 //!     ClientConfig::new(&root_der, chain_der, key)?.with_broker_name("mqtt.example.com")?,
 //! );

@@ -152,7 +152,7 @@ impl Leaf {
 }
 
 pub fn signer(pkcs8: &[u8]) -> Arc<EcdsaSigner> {
-    Arc::new(EcdsaSigner::from_pkcs8_der(pkcs8).unwrap())
+    Arc::new(EcdsaSigner::from_pkcs8_der(pkcs8, &SystemRandom::new()).unwrap())
 }
 
 pub fn client_config(pki: &Pki, root: &[u8], leaf: &Leaf, name: Option<&str>) -> ClientConfig {

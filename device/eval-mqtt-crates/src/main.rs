@@ -240,7 +240,7 @@ fn load_config(
     if k.tag() != "PRIVATE KEY" {
         return Err(format!("{}: expected a PKCS#8 PRIVATE KEY", key.display()));
     }
-    let signer = EcdsaSigner::from_pkcs8_der(k.contents()).map_err(|e| e.to_string())?;
+    let signer = EcdsaSigner::from_pkcs8_der(k.contents(), &SystemRandom::new()).map_err(|e| e.to_string())?;
     let c = ClientConfig::new(root, chain, Arc::new(signer))
         .and_then(|c| c.with_broker_name(broker_name))
         .map_err(|e| format!("{}: {e}", crt.display()))?
