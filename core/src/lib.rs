@@ -9,6 +9,8 @@
 //! - [`hwserial`], [`model`], [`cidr`], [`duration`]: the value types with rules
 //!   ([`HardwareSerial`], [`ModelName`], [`Cidr`], [`HumanDuration`]), parsed once and used by
 //!   server, plugin and CLI alike.
+//! - `openapi` (feature `openapi`, the server's): the value types' OpenAPI schemas; the API
+//!   types derive theirs.
 //!
 //! Architecture invariant: this crate does no I/O and knows nothing of tokio, sqlx or sockets;
 //! time and randomness come in as arguments.
@@ -20,6 +22,8 @@ pub mod csr;
 pub mod duration;
 pub mod hwserial;
 pub mod model;
+#[cfg(feature = "openapi")]
+pub mod openapi;
 pub mod profile;
 pub mod protocol;
 pub mod sse;

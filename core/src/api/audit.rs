@@ -3,8 +3,10 @@
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AuditEntry {
     pub id: i64,
+    #[cfg_attr(feature = "openapi", schema(format = DateTime))]
     pub at: String,
     /// Token id, or `system`.
     pub actor_id: String,
@@ -20,9 +22,11 @@ pub struct AuditEntry {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams), into_params(parameter_in = Query))]
 pub struct AuditQuery {
     /// RFC 3339.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", param(format = DateTime))]
     pub since: Option<String>,
     /// Token id or name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -34,6 +38,7 @@ pub struct AuditQuery {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AuditPage {
     pub items: Vec<AuditEntry>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 
 /// What a broker saw.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ConnectionEventKind {
     Connect,
@@ -12,11 +13,13 @@ pub enum ConnectionEventKind {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ConnectionEvent {
     pub kind: ConnectionEventKind,
     /// Empty when the client never said one.
     pub client_id: String,
     /// RFC 3339.
+    #[cfg_attr(feature = "openapi", schema(format = DateTime))]
     pub at: String,
     /// Source address, `ip:port` or `ip`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -35,6 +38,7 @@ pub struct ConnectionEvent {
 
 /// `POST /v1/events` (broker role), at most 1,000 events.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct EventBatch {
     pub events: Vec<ConnectionEvent>,
@@ -43,6 +47,7 @@ pub struct EventBatch {
 /// `POST /v1/brokers` (admin): enrol a broker. The key is made where the broker runs; the CSR
 /// comes here.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct BrokerEnrollRequest {
     /// DNS name (SAN DNS and CN), e.g. `mqtt.example.com`.
@@ -51,6 +56,7 @@ pub struct BrokerEnrollRequest {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BrokerCertificate {
     pub name: String,
     pub certificate: String,

@@ -8,6 +8,7 @@ pub const MAX_BATCH_ITEMS: usize = 10_000;
 
 /// A device's lifecycle state.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum DeviceState {
     Active,
@@ -38,6 +39,7 @@ impl DeviceState {
 
 /// A certificate's state.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum CertState {
     Good,
@@ -67,20 +69,25 @@ impl CertState {
 
 /// One device to register (`POST /v1/devices`, or an item of a batch).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RegisterRequest {
     /// Checked by [`crate::HardwareSerial`] (kept a `String` here so that a bad value gets the
     /// rule's own 422 rather than a JSON error).
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::HardwareSerial))]
     pub hardware_serial: String,
     /// Checked by [`crate::ModelName`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<crate::ModelName>))]
     pub model: Option<String>,
     /// A ClientID burned into firmware. Without it devid makes one (per-model prefix, check
     /// character).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<crate::openapi::ClientIdText>))]
     pub client_id: Option<String>,
     /// A JSON object.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub metadata: Option<serde_json::Value>,
     /// PEM PKCS#10 request; exclusive with `generate_key`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -92,10 +99,14 @@ pub struct RegisterRequest {
 
 /// The answer to a registration.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Registered {
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::ClientIdText))]
     pub client_id: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::HardwareSerial))]
     pub hardware_serial: String,
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<crate::ModelName>))]
     pub model: Option<String>,
     /// The device certificate, PEM.
     pub certificate: String,
@@ -105,7 +116,9 @@ pub struct Registered {
     pub serial: String,
     /// SHA-256 of the certificate DER, lowercase hex.
     pub fingerprint_sha256: String,
+    #[cfg_attr(feature = "openapi", schema(format = DateTime))]
     pub not_before: String,
+    #[cfg_attr(feature = "openapi", schema(format = DateTime))]
     pub not_after: String,
     /// PKCS#8 PEM private key, only with `generate_key` and only in the first answer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -118,6 +131,7 @@ pub struct Registered {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct BatchRequest {
     pub items: Vec<RegisterRequest>,
@@ -126,6 +140,7 @@ pub struct BatchRequest {
 /// All or nothing: either every item is registered (or was already), or none is and the error
 /// names the failing item's index.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BatchResponse {
     pub items: Vec<Registered>,
     /// How many items were new.
@@ -133,16 +148,20 @@ pub struct BatchResponse {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams), into_params(parameter_in = Query))]
 pub struct DeviceListQuery {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<DeviceState>,
     /// Exact hardware serial (the label on the box): at most one device.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", param(value_type = Option<crate::HardwareSerial>))]
     pub hardware_serial: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", param(value_type = Option<crate::ModelName>))]
     pub model: Option<String>,
     /// RFC 3339.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", param(format = DateTime))]
     pub created_after: Option<String>,
     /// 1..=1000, default 100.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -153,6 +172,7 @@ pub struct DeviceListQuery {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DeviceList {
     pub items: Vec<DeviceSummary>,
     /// Absent on the last page.
@@ -161,28 +181,39 @@ pub struct DeviceList {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DeviceSummary {
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::ClientIdText))]
     pub client_id: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::HardwareSerial))]
     pub hardware_serial: String,
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<crate::ModelName>))]
     pub model: Option<String>,
     pub status: DeviceState,
+    #[cfg_attr(feature = "openapi", schema(format = DateTime))]
     pub created_at: String,
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(format = DateTime))]
     pub last_seen: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CertificateInfo {
     pub serial: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::ClientIdText))]
     pub client_id: String,
     pub fingerprint_sha256: String,
+    #[cfg_attr(feature = "openapi", schema(format = DateTime))]
     pub not_before: String,
+    #[cfg_attr(feature = "openapi", schema(format = DateTime))]
     pub not_after: String,
     pub status: CertState,
     /// `idevid` (birth certificate) or `ldevid` (short-lived operational identity).
     pub profile: String,
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(format = DateTime))]
     pub revoked_at: Option<String>,
     #[serde(default)]
     pub revocation_reason: Option<RevocationReason>,
@@ -192,20 +223,28 @@ pub struct CertificateInfo {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Device {
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::ClientIdText))]
     pub client_id: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::HardwareSerial))]
     pub hardware_serial: String,
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<crate::ModelName>))]
     pub model: Option<String>,
     pub status: DeviceState,
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub metadata: Option<serde_json::Value>,
+    #[cfg_attr(feature = "openapi", schema(format = DateTime))]
     pub created_at: String,
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(format = DateTime))]
     pub revoked_at: Option<String>,
     #[serde(default)]
     pub revocation_reason: Option<RevocationReason>,
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(format = DateTime))]
     pub last_seen: Option<String>,
     #[serde(default)]
     pub last_address: Option<String>,
@@ -215,10 +254,13 @@ pub struct Device {
 
 /// The small answer brokers poll: `GET /v1/devices/{client_id}/status` (with an ETag).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DeviceStatus {
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::ClientIdText))]
     pub client_id: String,
     pub status: DeviceState,
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<crate::ModelName>))]
     pub model: Option<String>,
     /// Serials of this device's certificates that are revoked or on hold.
     #[serde(default)]
@@ -228,6 +270,7 @@ pub struct DeviceStatus {
     pub policy: Option<TopicPolicy>,
     /// CIDRs the device may connect from; empty means anywhere.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<crate::Cidr>))]
     pub allowed_cidrs: Vec<String>,
     /// `off` or `required`: whether the broker requires per-message authentication.
     #[serde(default = "default_message_auth")]

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 /// Topic filters a device may publish and subscribe to, `%c` standing for its ClientID.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TopicPolicy {
     pub publish: Vec<String>,
     pub subscribe: Vec<String>,
@@ -24,14 +25,17 @@ impl Default for TopicPolicy {
 /// address) the device may connect from. Empty: anywhere. Each entry is checked by
 /// [`crate::Cidr`] and stored in its canonical form.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct AllowList {
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<crate::Cidr>))]
     pub cidrs: Vec<String>,
 }
 
 /// `PUT /v1/devices/{client_id}/policy`: per-device overrides. Absent fields fall back to the
 /// model's settings, then to the defaults.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PolicyUpdate {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -43,9 +47,11 @@ pub struct PolicyUpdate {
 
 /// Per-model settings (`PUT /v1/models/{model}`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ModelSettings {
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::ModelName))]
     pub name: String,
     /// 1 to 6 of `[0-9A-Za-z]`; absent: derived from the model name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -59,6 +65,7 @@ pub struct ModelSettings {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ModelList {
     pub items: Vec<ModelSettings>,
 }

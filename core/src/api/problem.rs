@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 
 /// An RFC 9457 problem document. `type` is a `urn:devid:problem:<slug>` URN.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Problem {
     #[serde(rename = "type")]
     pub kind: String,

@@ -3,27 +3,39 @@
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
-use axum::routing::get;
-use axum::Router;
+use utoipa_axum::routes;
 
 use crate::app::AppState;
 use crate::error::ApiError;
+use crate::openapi::CrlDer;
+use crate::routes::{Access, Routes};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/ca", get(chain))
-        .route("/v1/crl", get(crl))
+pub fn router() -> Routes {
+    Routes::new()
+        .add(Access::Public, routes!(ca_chain))
+        .add(Access::Public, routes!(crl))
 }
 
-/// PEM chain: issuing CA first, root last.
-async fn chain(State(state): State<AppState>) -> impl IntoResponse {
+/// The CA chain, PEM: issuing CA first, root last.
+#[utoipa::path(
+    get,
+    path = "/v1/ca",
+    responses((status = 200, description = "The chain", content_type = "application/pem-certificate-chain", body = String))
+)]
+async fn ca_chain(State(state): State<AppState>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "application/pem-certificate-chain")],
         state.ca.chain_pem().to_string(),
     )
 }
 
-/// DER CRL signed by the issuing CA.
+/// The CRL, DER, signed by the issuing CA: every revoked certificate, and those on hold with
+/// reason certificateHold.
+#[utoipa::path(
+    get,
+    path = "/v1/crl",
+    responses((status = 200, description = "The CRL", content_type = "application/pkix-crl", body = CrlDer))
+)]
 async fn crl(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
     let der = state.feed.crl().await?;
     Ok((

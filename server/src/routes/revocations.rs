@@ -8,34 +8,40 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
-use axum::routing::get;
-use axum::{Json, Router};
-use devid_core::api::{FeedEntry, FeedPage, RevocationScope, Role};
+use axum::Json;
+use devid_core::api::{FeedEntry, FeedPage, RevocationScope};
 use futures::Stream;
 use serde::Deserialize;
+use utoipa::IntoParams;
+use utoipa_axum::routes;
 
 use crate::app::{ApiQuery, AppState};
-use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::openapi::{BadRequest, FeedEvents};
+use crate::routes::{Guard, Routes, FOLLOWERS};
 use crate::store::FeedEntryRow;
 use crate::timefmt::rfc3339;
 
-const FOLLOWERS: &[Role] = &[Role::Admin, Role::Auditor, Role::Broker];
 /// Even without a signal, a stream looks at the store this often (belt and braces for a lost
 /// NOTIFY).
 const POLL_EVERY: Duration = Duration::from_secs(5);
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/revocations", get(page))
-        .route("/v1/revocations/stream", get(stream))
+pub fn router() -> Routes {
+    Routes::new()
+        .add(FOLLOWERS, routes!(feed_page))
+        .add(FOLLOWERS, routes!(feed_stream))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct PageQuery {
+    /// Entries after this seq (default 0: from the start).
     #[serde(default)]
+    #[param(minimum = 0)]
     since: i64,
+    /// At most this many entries, 1 to 10,000 (default 1,000).
+    #[param(minimum = 1, maximum = 10000)]
     limit: Option<u32>,
 }
 
@@ -57,12 +63,19 @@ pub fn entry_json(e: &FeedEntryRow) -> FeedEntry {
     }
 }
 
-async fn page(
+/// Device feed entries (status and settings changes) after `since`, and the feed's head.
+#[utoipa::path(
+    get,
+    path = "/v1/revocations",
+    params(PageQuery),
+    responses((status = 200, description = "Entries and the head", body = FeedPage), (status = 400, response = BadRequest))
+)]
+async fn feed_page(
     State(state): State<AppState>,
-    caller: Caller,
+    guard: Guard,
     ApiQuery(q): ApiQuery<PageQuery>,
 ) -> Result<Json<FeedPage>, ApiError> {
-    caller.require(FOLLOWERS)?;
+    guard.check()?;
     let limit = q.limit.unwrap_or(1000);
     if !(1..=10_000).contains(&limit) || q.since < 0 {
         return Err(ApiError::BadRequest(
@@ -76,9 +89,11 @@ async fn page(
     }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct StreamQuery {
+    /// Start after this seq (`Last-Event-ID` wins); absent: only new entries.
     since: Option<i64>,
 }
 
@@ -90,15 +105,29 @@ struct Cursor {
     shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
-/// Live feed. Starts after `Last-Event-ID` (a reconnect), else after `?since=N`, else at the
-/// current head (only new entries). Each event: `id: <seq>`, `event: revocation`, `data: <json>`.
-async fn stream(
+/// The live device feed, as Server-Sent Events.
+///
+/// Starts after `Last-Event-ID` (a reconnect), else after `?since=N`, else at the current
+/// head (only new entries). Each event: `id: <seq>`, `event: revocation`, `data: <FeedEntry>`.
+#[utoipa::path(
+    get,
+    path = "/v1/revocations/stream",
+    params(
+        StreamQuery,
+        ("Last-Event-ID" = Option<String>, Header, description = "The seq of the last event seen (decimal): the stream resumes after it"),
+    ),
+    responses(
+        (status = 200, description = "The stream", content_type = "text/event-stream", body = FeedEvents),
+        (status = 400, response = BadRequest),
+    )
+)]
+async fn feed_stream(
     State(state): State<AppState>,
-    caller: Caller,
+    guard: Guard,
     headers: HeaderMap,
     ApiQuery(q): ApiQuery<StreamQuery>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    caller.require(FOLLOWERS)?;
+    let caller = guard.check()?;
     let last_event_id = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
