@@ -170,104 +170,112 @@ mod tests {
         "thermo-v2",
     ];
 
-    fn check(
-        name: &str,
-        rules: &StringRules,
-        ok: &[&str],
-        fail: &[&str],
-        parses: fn(&str) -> bool,
-    ) {
-        let re = regex::Regex::new(rules.pattern).expect("pattern compiles");
-        let fits = |s: &str| {
-            let n = s.chars().count();
-            re.is_match(s) && (rules.min_length..=rules.max_length).contains(&n)
-        };
-        for s in rules.examples.iter().chain(ok) {
-            assert!(parses(s), "{name}: {s:?} should parse");
-        }
-        for s in fail {
-            assert!(!parses(s), "{name}: {s:?} should not parse");
-        }
-        for s in COMMON.iter().chain(ok).chain(fail).chain(rules.examples) {
-            if parses(s) {
-                assert!(fits(s), "{name}: {s:?} parses but the schema refuses it");
-            } else if rules.exact {
-                assert!(!fits(s), "{name}: {s:?} fits the schema but does not parse");
+    /// Each value type: its rules, texts its parser accepts and refuses, and its parser.
+    type Case = (
+        &'static str,
+        &'static StringRules,
+        Vec<String>,
+        Vec<String>,
+        fn(&str) -> bool,
+    );
+
+    fn cases() -> Vec<Case> {
+        let texts = |t: &[&str]| t.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let with = |t: &[&str], more: [String; 2]| [texts(t), more.to_vec()].concat();
+        vec![
+            (
+                "ClientId",
+                &CLIENT_ID,
+                with(&["A", "0"], ["a".repeat(23), "Z9".repeat(11)]),
+                with(&["a-b", "a b"], ["a".repeat(24), String::new()]),
+                |s| crate::clientid::validate(s).is_ok(),
+            ),
+            (
+                "HardwareSerial",
+                &HARDWARE_SERIAL,
+                with(
+                    &["a", "A B", "'()+,-./:="],
+                    ["9".repeat(64), "x y".repeat(21)],
+                ),
+                with(&["a_b", "a?", " a", "a "], ["9".repeat(65), String::new()]),
+                |s| crate::HardwareSerial::parse(s).is_ok(),
+            ),
+            (
+                "ModelName",
+                &MODEL_NAME,
+                with(
+                    &["a", ".a", "a.", "-", "_"],
+                    ["m".repeat(64), ".".repeat(63) + "m"],
+                ),
+                with(
+                    &[".", "...", "a b", "a/b"],
+                    ["m".repeat(65), ".".repeat(64)],
+                ),
+                |s| crate::ModelName::parse(s).is_ok(),
+            ),
+            (
+                "Cidr",
+                &CIDR,
+                texts(&[
+                    "0.0.0.0/0",
+                    "::/0",
+                    "::ffff:192.0.2.1",
+                    "2001:db8::1/128",
+                    "192.0.2.7/32",
+                ]),
+                texts(&[
+                    "10.0.0.1/8",
+                    "010.0.0.0/8",
+                    "1.2.3.4/33",
+                    "fe80::1%eth0",
+                    "10.0.0.0 /8",
+                ]),
+                |s| s.parse::<crate::Cidr>().is_ok(),
+            ),
+            (
+                "HumanDuration",
+                &HUMAN_DURATION,
+                texts(&["1s", "3600", "20y", "2w", "012s"]),
+                texts(&["0s", "1h30m", "1Y", "-1s", "1.5h", "s"]),
+                |s| s.parse::<crate::HumanDuration>().is_ok(),
+            ),
+        ]
+    }
+
+    /// The pattern and length bounds admit every text the parser accepts, and (for an exact
+    /// rule) nothing else.
+    #[test]
+    fn each_schema_admits_what_its_parser_accepts() {
+        for (name, rules, ok, fail, parses) in cases() {
+            let re = regex::Regex::new(rules.pattern).expect("pattern compiles");
+            let fits = |s: &str| {
+                let n = s.chars().count();
+                re.is_match(s) && (rules.min_length..=rules.max_length).contains(&n)
+            };
+            let examples = rules.examples.iter().map(|s| s.to_string());
+            for s in examples.clone().chain(ok.iter().cloned()) {
+                assert!(parses(&s), "{name}: {s:?} should parse");
+            }
+            for s in &fail {
+                assert!(!parses(s), "{name}: {s:?} should not parse");
+            }
+            let all = COMMON
+                .iter()
+                .map(|s| s.to_string())
+                .chain(examples)
+                .chain(ok)
+                .chain(fail);
+            for s in all {
+                if parses(&s) {
+                    assert!(fits(&s), "{name}: {s:?} parses but the schema refuses it");
+                } else if rules.exact {
+                    assert!(
+                        !fits(&s),
+                        "{name}: {s:?} fits the schema but does not parse"
+                    );
+                }
             }
         }
-    }
-
-    #[test]
-    fn client_id_schema_is_the_charset_and_length_rule() {
-        let long = "a".repeat(24);
-        let max = "a".repeat(23);
-        check(
-            "ClientId",
-            &CLIENT_ID,
-            &[&max, "A", "0"],
-            &[&long, "a-b", "a b"],
-            |s| crate::clientid::validate(s).is_ok(),
-        );
-    }
-
-    #[test]
-    fn hardware_serial_schema_is_its_rule() {
-        let max = "9".repeat(64);
-        let long = "9".repeat(65);
-        check(
-            "HardwareSerial",
-            &HARDWARE_SERIAL,
-            &[&max, "a", "A B", "'()+,-./:="],
-            &[&long, "a_b", "a?", " a", "a "],
-            |s| crate::HardwareSerial::parse(s).is_ok(),
-        );
-    }
-
-    #[test]
-    fn model_name_schema_is_its_rule() {
-        let max = "m".repeat(64);
-        let long = "m".repeat(65);
-        check(
-            "ModelName",
-            &MODEL_NAME,
-            &[&max, "a", ".a", "a.", "-", "_"],
-            &[&long, ".", "...", "a b", "a/b"],
-            |s| crate::ModelName::parse(s).is_ok(),
-        );
-    }
-
-    #[test]
-    fn cidr_schema_admits_every_cidr() {
-        check(
-            "Cidr",
-            &CIDR,
-            &[
-                "0.0.0.0/0",
-                "::/0",
-                "::ffff:192.0.2.1",
-                "2001:db8::1/128",
-                "192.0.2.7/32",
-            ],
-            &[
-                "10.0.0.1/8",
-                "010.0.0.0/8",
-                "1.2.3.4/33",
-                "fe80::1%eth0",
-                "10.0.0.0 /8",
-            ],
-            |s| s.parse::<crate::Cidr>().is_ok(),
-        );
-    }
-
-    #[test]
-    fn duration_schema_admits_every_duration() {
-        check(
-            "HumanDuration",
-            &HUMAN_DURATION,
-            &["1s", "3600", "20y", "2w", "012s"],
-            &["0s", "1h30m", "1Y", "-1s", "1.5h", "s"],
-            |s| s.parse::<crate::HumanDuration>().is_ok(),
-        );
     }
 
     #[test]

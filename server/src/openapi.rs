@@ -8,20 +8,16 @@
 //! document adds 401 and 403 to every operation that needs a token, and a `default` problem
 //! response (422 for control characters in the path or query, 500, 503) to every operation.
 
-use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
-use devid_core::api::{FeedEntry, Problem};
+use devid_core::api::Problem;
 use serde_json::{json, Value};
 use utoipa::openapi::extensions::ExtensionsBuilder;
 use utoipa::openapi::path::{Operation, Paths};
-use utoipa::openapi::schema::{
-    ArrayBuilder, KnownFormat, ObjectBuilder, Schema, SchemaFormat, Type,
-};
 use utoipa::openapi::security::SecurityRequirement;
 use utoipa::openapi::{OpenApi, Ref, RefOr, Response};
-use utoipa::{PartialSchema, ToSchema};
+use utoipa::PartialSchema;
 
 use crate::routes::Access;
 
@@ -91,83 +87,6 @@ impl utoipa::IntoResponses for JsonBodyProblems {
         .into_iter()
         .map(|(status, name)| (status.to_string(), Ref::from_response_name(name).into()))
         .collect()
-    }
-}
-
-/// The CRL's body: DER bytes (`format: binary` for generators that predate OpenAPI 3.1's
-/// `contentMediaType`).
-pub struct CrlDer;
-
-impl PartialSchema for CrlDer {
-    fn schema() -> RefOr<Schema> {
-        ObjectBuilder::new()
-            .schema_type(Type::String)
-            .format(Some(SchemaFormat::KnownFormat(KnownFormat::Binary)))
-            .content_media_type("application/pkix-crl")
-            .description(Some("A DER-encoded X.509 CRL (RFC 5280)."))
-            .into()
-    }
-}
-
-impl ToSchema for CrlDer {
-    fn name() -> Cow<'static, str> {
-        Cow::Borrowed("CrlDer")
-    }
-}
-
-/// The live feed's events, as the `text/event-stream` response's schema: each event is
-/// `id: <seq>`, `event: revocation`, `data: <FeedEntry as JSON>`.
-pub struct FeedEvents;
-
-impl PartialSchema for FeedEvents {
-    fn schema() -> RefOr<Schema> {
-        let event = ObjectBuilder::new()
-            .description(Some("One Server-Sent Event: a feed entry."))
-            .property(
-                "id",
-                ObjectBuilder::new()
-                    .schema_type(Type::String)
-                    .pattern(Some("^[0-9]+$"))
-                    .description(Some(
-                        "The entry's seq. Reconnect with `Last-Event-ID` set to the last one seen.",
-                    )),
-            )
-            .property(
-                "event",
-                ObjectBuilder::new()
-                    .schema_type(Type::String)
-                    .enum_values(Some(["revocation"])),
-            )
-            .property(
-                "data",
-                ObjectBuilder::new()
-                    .schema_type(Type::String)
-                    .content_media_type("application/json")
-                    .content_schema(Some(Ref::from_schema_name(FeedEntry::name())))
-                    .description(Some("The entry, a FeedEntry as one line of JSON.")),
-            )
-            .required("id")
-            .required("event")
-            .required("data");
-        ArrayBuilder::new()
-            .items(event)
-            .description(Some(
-                "Server-Sent Events, one per feed entry in seq order, for as long as the \
-                 connection lasts; a comment line every 15 s keeps it alive. The stream ends \
-                 when the server shuts down or the token is revoked or expires.",
-            ))
-            .into()
-    }
-}
-
-impl ToSchema for FeedEvents {
-    fn name() -> Cow<'static, str> {
-        Cow::Borrowed("FeedEvents")
-    }
-
-    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
-        schemas.push((FeedEntry::name().into_owned(), FeedEntry::schema()));
-        FeedEntry::schemas(schemas);
     }
 }
 

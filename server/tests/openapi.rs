@@ -44,20 +44,22 @@ fn validator_venv() -> Option<PathBuf> {
     None
 }
 
-/// Runs openapi-spec-validator on `doc`; its verdict and what it printed.
-fn validate(venv: &std::path::Path, doc: &Value) -> (bool, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let file = write(dir.path(), "openapi.json", &doc.to_string());
-    let out = Command::new(venv.join("bin/openapi-spec-validator"))
-        .arg(&file)
-        .output()
-        .unwrap();
+/// Whether `cmd` succeeded, and what it printed.
+fn verdict(cmd: &mut Command) -> (bool, String) {
+    let out = cmd.output().unwrap();
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
     (out.status.success(), text)
+}
+
+/// Runs openapi-spec-validator on `doc`.
+fn validate(venv: &std::path::Path, doc: &Value) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(dir.path(), "openapi.json", &doc.to_string());
+    verdict(Command::new(venv.join("bin/openapi-spec-validator")).arg(&file))
 }
 
 /// Checks each `(schema name, value)` against the document's schema with the validator's own
@@ -82,19 +84,13 @@ for name, value in json.load(open(sys.argv[2])):
         print(f"{name}: {e.message} at {list(e.absolute_path)}")
 sys.exit(1 if bad else 0)
 "#;
-    let out = Command::new(venv.join("bin/python"))
-        .arg("-c")
-        .arg(script)
-        .arg(&doc_file)
-        .arg(&samples_file)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+    verdict(
+        Command::new(venv.join("bin/python"))
+            .arg("-c")
+            .arg(script)
+            .arg(&doc_file)
+            .arg(&samples_file),
+    )
 }
 
 #[tokio::test]

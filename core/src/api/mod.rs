@@ -8,35 +8,38 @@
 //! - Errors are RFC 9457 problem documents ([`Problem`], media type `application/problem+json`).
 //! - Authentication: `Authorization: Bearer <token>`.
 //!
-//! Routes (see `/openapi.json` on a running server for the full document):
+//! Routes, by the types they carry. `/openapi.json` on a running server is the whole
+//! reference: every route with the roles it admits, its parameters, bodies and problem
+//! responses, derived from the server's route table and from these types (their schemas
+//! derive with this crate's `openapi` feature).
 //!
-//! | method and path | roles | body -> response |
-//! |---|---|---|
-//! | `GET /healthz`, `GET /readyz`, `GET /metrics`, `GET /openapi.json` | public | |
-//! | `GET /v1/ca` | public | PEM chain, issuing CA first, root last |
-//! | `GET /v1/crl` | public | DER CRL (`application/pkix-crl`) |
-//! | `POST /v1/devices` | admin, factory | [`RegisterRequest`] -> [`Registered`] (201 new, 200 existing) |
-//! | `POST /v1/devices/batch` | admin, factory | [`BatchRequest`] -> [`BatchResponse`] |
-//! | `GET /v1/devices` | admin, auditor | query [`DeviceListQuery`] -> [`DeviceList`] |
-//! | `GET /v1/devices/{client_id}` | admin, auditor | [`Device`] |
-//! | `GET /v1/devices/{client_id}/status` | admin, auditor, broker | [`DeviceStatus`] with ETag |
-//! | `POST /v1/devices/{client_id}/revoke` | admin | [`RevokeRequest`] -> [`Device`] |
-//! | `POST /v1/devices/{client_id}/suspend` | admin | optional [`ReasonRequest`] -> [`Device`] |
-//! | `POST /v1/devices/{client_id}/resume` | admin | -> [`Device`] |
-//! | `POST /v1/certificates/{serial}/revoke` | admin | [`RevokeRequest`] -> [`CertificateInfo`] |
-//! | `GET /v1/certificates/{serial}` | admin, auditor, broker | [`CertificateInfo`] |
-//! | `GET /v1/revocations?since=N&limit=L` | admin, auditor, broker | [`FeedPage`] |
-//! | `GET /v1/revocations/stream` | admin, auditor, broker | SSE: `id: <seq>`, `event: revocation`, `data:` [`FeedEntry`]; honours `Last-Event-ID` |
-//! | `POST /v1/tokens` | admin | [`CreateTokenRequest`] -> [`CreatedToken`] (secret shown once) |
-//! | `GET /v1/tokens` | admin, auditor | [`TokenList`] |
-//! | `DELETE /v1/tokens/{id}` | admin | -> [`TokenInfo`] (revoked) |
-//! | `GET /v1/audit?since=&actor=&limit=&cursor=` | admin, auditor | [`AuditPage`] |
-//! | `PUT /v1/devices/{client_id}/allowlist` | admin | [`AllowList`] -> [`DeviceStatus`] |
-//! | `PUT /v1/devices/{client_id}/policy` | admin | [`PolicyUpdate`] -> [`DeviceStatus`] |
-//! | `GET /v1/models`, `GET /v1/models/{model}` | admin, auditor, broker | [`ModelList`], [`ModelSettings`] |
-//! | `PUT /v1/models/{model}` | admin | [`ModelSettings`] -> [`ModelSettings`] |
-//! | `POST /v1/events` | admin, broker | [`EventBatch`] -> 202 |
-//! | `POST /v1/brokers` | admin | [`BrokerEnrollRequest`] -> [`Registered`]-like [`BrokerCertificate`] |
+//! | method and path | body -> response |
+//! |---|---|
+//! | `GET /healthz`, `GET /readyz`, `GET /metrics`, `GET /openapi.json` | |
+//! | `GET /v1/ca` | PEM chain, issuing CA first, root last |
+//! | `GET /v1/crl` | DER CRL (`application/pkix-crl`) |
+//! | `POST /v1/devices` | [`RegisterRequest`] -> [`Registered`] (201 new, 200 existing) |
+//! | `POST /v1/devices/batch` | [`BatchRequest`] -> [`BatchResponse`] |
+//! | `GET /v1/devices` | query [`DeviceListQuery`] -> [`DeviceList`] |
+//! | `GET /v1/devices/{client_id}` | [`Device`] |
+//! | `GET /v1/devices/{client_id}/status` | [`DeviceStatus`] with ETag |
+//! | `POST /v1/devices/{client_id}/revoke` | [`RevokeRequest`] -> [`Device`] |
+//! | `POST /v1/devices/{client_id}/suspend` | optional [`ReasonRequest`] -> [`Device`] |
+//! | `POST /v1/devices/{client_id}/resume` | -> [`Device`] |
+//! | `POST /v1/certificates/{serial}/revoke` | [`RevokeRequest`] -> [`CertificateInfo`] |
+//! | `GET /v1/certificates/{serial}` | [`CertificateInfo`] |
+//! | `GET /v1/revocations?since=N&limit=L` | [`FeedPage`] |
+//! | `GET /v1/revocations/stream` | SSE: `id: <seq>`, `event: revocation`, `data:` [`FeedEntry`]; honours `Last-Event-ID` |
+//! | `POST /v1/tokens` | [`CreateTokenRequest`] -> [`CreatedToken`] (secret shown once) |
+//! | `GET /v1/tokens` | [`TokenList`] |
+//! | `DELETE /v1/tokens/{id}` | -> [`TokenInfo`] (revoked) |
+//! | `GET /v1/audit?since=&actor=&limit=&cursor=` | [`AuditPage`] |
+//! | `PUT /v1/devices/{client_id}/allowlist` | [`AllowList`] -> [`DeviceStatus`] |
+//! | `PUT /v1/devices/{client_id}/policy` | [`PolicyUpdate`] -> [`DeviceStatus`] |
+//! | `GET /v1/models`, `GET /v1/models/{model}` | [`ModelList`], [`ModelSettings`] |
+//! | `PUT /v1/models/{model}` | [`ModelSettings`] -> [`ModelSettings`] |
+//! | `POST /v1/events` | [`EventBatch`] -> 202 |
+//! | `POST /v1/brokers` | [`BrokerEnrollRequest`] -> [`BrokerCertificate`] |
 
 mod audit;
 mod brokers;

@@ -13,6 +13,9 @@ use crate::error::ApiError;
 use crate::openapi::Unavailable;
 use crate::routes::{Access, Routes};
 
+/// Media type of the metrics: Prometheus's text exposition format.
+const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4";
+
 pub fn router() -> Routes {
     Routes::new()
         .add(Access::Public, routes!(healthz))
@@ -77,11 +80,11 @@ async fn readyz(State(state): State<AppState>) -> Result<impl IntoResponse, ApiE
 #[utoipa::path(
     get,
     path = "/metrics",
-    responses((status = 200, description = "The metrics", content_type = "text/plain; version=0.0.4", body = String))
+    responses((status = 200, description = "The metrics", content_type = PROMETHEUS_TEXT, body = String))
 )]
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        [(header::CONTENT_TYPE, PROMETHEUS_TEXT)],
         state.metrics.render(),
     )
 }

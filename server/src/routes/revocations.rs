@@ -12,12 +12,15 @@ use axum::Json;
 use devid_core::api::{FeedEntry, FeedPage, RevocationScope};
 use futures::Stream;
 use serde::Deserialize;
-use utoipa::IntoParams;
+use std::borrow::Cow;
+use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Schema, Type};
+use utoipa::openapi::{Ref, RefOr};
+use utoipa::{IntoParams, PartialSchema, ToSchema};
 use utoipa_axum::routes;
 
 use crate::app::{ApiQuery, AppState};
 use crate::error::ApiError;
-use crate::openapi::{BadRequest, FeedEvents};
+use crate::openapi::BadRequest;
 use crate::routes::{Guard, Routes, FOLLOWERS};
 use crate::store::FeedEntryRow;
 use crate::timefmt::rfc3339;
@@ -25,6 +28,10 @@ use crate::timefmt::rfc3339;
 /// Even without a signal, a stream looks at the store this often (belt and braces for a lost
 /// NOTIFY).
 const POLL_EVERY: Duration = Duration::from_secs(5);
+/// A stream sends a keep-alive comment this often.
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+/// The event name of every feed entry on the stream.
+const EVENT: &str = "revocation";
 
 pub fn router() -> Routes {
     Routes::new()
@@ -155,7 +162,7 @@ async fn feed_stream(
                 let data = serde_json::to_string(&entry_json(&e)).unwrap_or_default();
                 let event = Event::default()
                     .id(e.seq.to_string())
-                    .event("revocation")
+                    .event(EVENT)
                     .data(data);
                 return Some((Ok(event), c));
             }
@@ -179,5 +186,62 @@ async fn feed_stream(
     });
     // The stream ends when the caller's token is revoked or expires.
     let events = caller.guard_stream(&state, events);
-    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)))
+}
+
+/// The live feed's events, as the `text/event-stream` response's schema: each event is
+/// `id: <seq>`, `event: revocation` ([`EVENT`]), `data: <FeedEntry as JSON>`.
+struct FeedEvents;
+
+impl PartialSchema for FeedEvents {
+    fn schema() -> RefOr<Schema> {
+        let event = ObjectBuilder::new()
+            .description(Some("One Server-Sent Event: a feed entry."))
+            .property(
+                "id",
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .pattern(Some("^[0-9]+$"))
+                    .description(Some(
+                        "The entry's seq. Reconnect with `Last-Event-ID` set to the last one seen.",
+                    )),
+            )
+            .property(
+                "event",
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .enum_values(Some([EVENT])),
+            )
+            .property(
+                "data",
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .content_media_type("application/json")
+                    .content_schema(Some(Ref::from_schema_name(FeedEntry::name())))
+                    .description(Some("The entry, a FeedEntry as one line of JSON.")),
+            )
+            .required("id")
+            .required("event")
+            .required("data");
+        ArrayBuilder::new()
+            .items(event)
+            .description(Some(format!(
+                "Server-Sent Events, one per feed entry in seq order, for as long as the \
+                 connection lasts; a comment line every {} s keeps it alive. The stream ends \
+                 when the server shuts down or the token is revoked or expires.",
+                KEEP_ALIVE.as_secs()
+            )))
+            .into()
+    }
+}
+
+impl ToSchema for FeedEvents {
+    fn name() -> Cow<'static, str> {
+        Cow::Borrowed("FeedEvents")
+    }
+
+    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+        schemas.push((FeedEntry::name().into_owned(), FeedEntry::schema()));
+        FeedEntry::schemas(schemas);
+    }
 }
