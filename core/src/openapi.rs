@@ -3,12 +3,18 @@
 //!
 //! Every value type travels as a JSON string. Its schema says what its parser accepts: a
 //! description, length bounds, a pattern and examples, all in one [`StringRules`] per type
-//! below, turned into `utoipa::ToSchema` by [`string_value!`]. The tests check each pattern
+//! below, turned into `utoipa::ToSchema` by `string_value!`. The tests check each pattern
 //! against the type's own parser, so the document cannot promise what the parser refuses.
 //!
 //! The API types (`crate::api`) derive their schemas with `utoipa::ToSchema`; a field that
 //! carries a value type as text (a `String` checked later, so that a bad value gets the
 //! rule's own 422) names it with `#[schema(value_type = ...)]`.
+//!
+//! A new string value type needs three things here: a `StringRules` constant, a
+//! `string_value!(Type, "ComponentName", RULES)` line, and a row in the tests' `cases()` with
+//! texts its parser accepts and refuses. An enum of names (serde `rename_all`) derives its
+//! schema instead: `#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]` beside its
+//! serde derives.
 
 use std::borrow::Cow;
 

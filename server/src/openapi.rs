@@ -24,25 +24,44 @@ use crate::routes::Access;
 /// Media type of every error response.
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
-/// The problem responses of `components/responses`: marker types for `#[utoipa::path]`'s
-/// `(status = N, response = Marker)`, and the table the document is completed from.
+/// A problem response of `components/responses`.
+pub trait ProblemResponse {
+    const NAME: &'static str;
+    const STATUS: &'static str;
+    const DESCRIPTION: &'static str;
+}
+
+/// The status and a reference of the problem response `P`, for an operation's responses.
+fn reference<P: ProblemResponse>() -> (String, RefOr<Response>) {
+    (
+        P::STATUS.to_string(),
+        Ref::from_response_name(P::NAME).into(),
+    )
+}
+
+/// Declares the problem responses: marker types for `#[utoipa::path]`'s
+/// `(status = N, response = Marker)`, and the list the document's components are made from.
 macro_rules! problem_responses {
     ($( $name:ident $status:literal $description:literal; )*) => {
         $(
             #[doc = concat!("`", $status, "`: ", $description)]
             pub struct $name;
 
+            impl ProblemResponse for $name {
+                const NAME: &'static str = stringify!($name);
+                const STATUS: &'static str = $status;
+                const DESCRIPTION: &'static str = $description;
+            }
+
             impl<'r> utoipa::ToResponse<'r> for $name {
                 fn response() -> (&'r str, RefOr<Response>) {
-                    (stringify!($name), problem_response($description))
+                    (Self::NAME, problem_response(Self::DESCRIPTION))
                 }
             }
         )*
 
-        /// (component name, status, description) of every problem response.
-        pub const PROBLEM_RESPONSES: &[(&str, &str, &str)] = &[
-            $( (stringify!($name), $status, $description), )*
-        ];
+        /// (component name, description) of every problem response.
+        const PROBLEM_RESPONSES: &[(&str, &str)] = &[$( ($name::NAME, $name::DESCRIPTION), )*];
     };
 }
 
@@ -78,15 +97,12 @@ pub struct JsonBodyProblems;
 
 impl utoipa::IntoResponses for JsonBodyProblems {
     fn responses() -> BTreeMap<String, RefOr<Response>> {
-        [
-            ("400", "BadRequest"),
-            ("413", "PayloadTooLarge"),
-            ("415", "UnsupportedMediaType"),
-            ("422", "Unprocessable"),
-        ]
-        .into_iter()
-        .map(|(status, name)| (status.to_string(), Ref::from_response_name(name).into()))
-        .collect()
+        BTreeMap::from([
+            reference::<BadRequest>(),
+            reference::<PayloadTooLarge>(),
+            reference::<UnsupportedMediaType>(),
+            reference::<Unprocessable>(),
+        ])
     }
 }
 
@@ -135,11 +151,8 @@ pub fn document_access(paths: &mut Paths, access: Access) {
             .merge(ext);
         if !roles.is_empty() {
             op.security = Some(vec![SecurityRequirement::new("bearer", roles.clone())]);
-            for (status, name) in [("401", "Unauthorized"), ("403", "Forbidden")] {
-                op.responses
-                    .responses
-                    .insert(status.to_string(), Ref::from_response_name(name).into());
-            }
+            let problems = [reference::<Unauthorized>(), reference::<Forbidden>()];
+            op.responses.responses.extend(problems);
         }
     }
 }
@@ -215,7 +228,7 @@ fn complete(mut api: OpenApi) -> Value {
             "default".to_string(),
             problem_response(
                 "Any other error, as a problem document: 422 for control characters in the \
-                 path or query, 500 (the detail carries a request id), 503.",
+                 path or query, 500 (logged under the response's `x-request-id`), 503.",
             ),
         );
     }
@@ -244,7 +257,7 @@ fn complete(mut api: OpenApi) -> Value {
     components["schemas"]["Problem"] = json!(Problem::schema());
     let responses: serde_json::Map<String, Value> = PROBLEM_RESPONSES
         .iter()
-        .map(|(name, _, description)| (name.to_string(), json!(problem_response(description))))
+        .map(|(name, description)| (name.to_string(), json!(problem_response(description))))
         .collect();
     components["responses"] = Value::Object(responses);
     doc
