@@ -45,10 +45,8 @@ pub fn router() -> Routes {
 struct PageQuery {
     /// Entries after this seq (default 0: from the start).
     #[serde(default)]
-    #[param(minimum = 0)]
     since: i64,
     /// At most this many entries, 1 to 10,000 (default 1,000).
-    #[param(minimum = 1, maximum = 10000)]
     limit: Option<u32>,
 }
 
