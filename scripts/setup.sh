@@ -2,9 +2,12 @@
 # Makes sure what the tests need is installed and running: openssl (an independent checker),
 # Mosquitto 2.0 (the real broker the end-to-end tests start on their own ports) and its stock
 # clients mosquitto_pub/mosquitto_sub (the mutual-TLS end-to-end test), and PostgreSQL
-# at 127.0.0.1:5432 with trust auth, and cargo-machete (the unused-dependency check of .ci/run).
-# Idempotent; installs from Debian's packages and crates.io when missing.
+# at 127.0.0.1:5432 with trust auth, cargo-machete (the unused-dependency check of .ci/run), and
+# openapi-spec-validator (the independent checker of the served OpenAPI document) in a Python
+# virtual environment of its own under target/tools/openapi-venv.
+# Idempotent; installs from Debian's packages, crates.io and PyPI when missing.
 set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
 
 if ! command -v cargo-machete >/dev/null 2>&1; then
   echo "setup: installing cargo-machete"
@@ -17,11 +20,20 @@ command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need_apt+=
 command -v mosquitto_pub >/dev/null 2>&1 && command -v mosquitto_sub >/dev/null 2>&1 ||
   need_apt+=(mosquitto-clients)
 command -v pg_ctlcluster >/dev/null 2>&1 || need_apt+=(postgresql)
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3 python3-venv)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+openapi_venv="$root/target/tools/openapi-venv"
+if ! "$openapi_venv/bin/openapi-spec-validator" --version >/dev/null 2>&1; then
+  echo "setup: installing openapi-spec-validator into $openapi_venv"
+  rm -rf "$openapi_venv"
+  python3 -m venv "$openapi_venv"
+  "$openapi_venv/bin/pip" install --quiet --disable-pip-version-check openapi-spec-validator==0.9.0
 fi
 
 if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then

@@ -30,7 +30,7 @@ Server and token (flag > environment > profile):
     output = \"table\"
 
 Output: -o table (for people) or -o json (for scripts; the documented objects of
-core/src/api.rs, one JSON document per command, one JSON line per entry for `revocations watch`).
+core/src/api/, one JSON document per command, one JSON line per entry for `revocations watch`).
 
 Exit codes: 0 success, 1 operation failed, 2 usage, 3 authentication or permission,
 4 not found, 5 conflict, 141 stdout closed by its reader (as `| head` does).";

@@ -14,6 +14,8 @@
 //!   LDevID) built with rcgen (the server's CA).
 //! - `api`: [`api`], the REST API's request and response types, and [`sse`], an incremental
 //!   Server-Sent Events parser for clients of the device feed (server, CLI, broker plugin).
+//! - `openapi` (the server's): the value types' OpenAPI schemas; the API
+//!   types derive theirs.
 //!
 //! Architecture invariant: this crate does no I/O and knows nothing of tokio, sqlx or sockets;
 //! time and randomness come in as arguments.
@@ -32,6 +34,8 @@ pub mod duration;
 pub mod hwserial;
 pub mod message_auth;
 pub mod model;
+#[cfg(feature = "openapi")]
+pub mod openapi;
 #[cfg(feature = "ca")]
 pub mod profile;
 #[cfg(feature = "protocol")]

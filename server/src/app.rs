@@ -101,14 +101,10 @@ pub struct NoQuery {}
 pub fn app(state: AppState) -> Router {
     let limit = state.settings.max_body_bytes;
     let metrics = state.metrics.clone();
-    let routes = Router::new()
-        .merge(routes::ops::router())
-        .merge(routes::ca::router())
-        .merge(routes::devices::router())
-        .merge(routes::revocations::router())
-        .merge(routes::tokens::router())
-        .merge(routes::audit::router())
-        .merge(routes::brokers::router())
+    // The route table is also the OpenAPI document (`crate::openapi`), built from it again
+    // when it is first asked for.
+    let (table, _) = routes::table().split();
+    let routes = table
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             crate::edge::refuse_control_characters,

@@ -1,413 +1,450 @@
-//! The OpenAPI 3.1 document served at `/openapi.json`. Written by hand from one table of
-//! operations; a test checks that every route the router serves is in the table.
+//! The OpenAPI 3.1 document served at `/openapi.json`, derived from the route table
+//! (`crate::routes::table`): paths, parameters and bodies from each handler's
+//! `#[utoipa::path]`, schemas from devid-core's API and value types (`utoipa::ToSchema`), roles
+//! from each route's [`Access`], the one the handler's check reads.
+//!
+//! Every error is an RFC 9457 problem document (`application/problem+json`, schema `Problem`).
+//! Operations name the problem responses particular to them (`response = NotFound`); the
+//! document adds 401 and 403 to every operation that needs a token, and a `default` problem
+//! response (422 for control characters in the path or query, 500, 503) to every operation.
 
-use serde_json::{json, Map, Value};
+use std::collections::BTreeMap;
+use std::sync::OnceLock;
 
-/// One operation: method, path, summary, roles allowed (empty: public), request schema, response
-/// schema, success status.
-pub struct Op {
-    pub method: &'static str,
-    pub path: &'static str,
-    pub summary: &'static str,
-    pub roles: &'static [&'static str],
-    pub request: Option<&'static str>,
-    pub response: &'static str,
-    pub status: &'static str,
+use devid_core::api::Problem;
+use serde_json::{json, Value};
+use utoipa::openapi::extensions::ExtensionsBuilder;
+use utoipa::openapi::path::{Operation, Paths};
+use utoipa::openapi::security::SecurityRequirement;
+use utoipa::openapi::{OpenApi, Ref, RefOr, Response};
+use utoipa::PartialSchema;
+
+use crate::routes::Access;
+
+/// Media type of every error response.
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// A problem response of `components/responses`.
+pub trait ProblemResponse {
+    const NAME: &'static str;
+    const STATUS: &'static str;
+    const DESCRIPTION: &'static str;
 }
 
-const ADMIN: &[&str] = &["admin"];
-const READERS: &[&str] = &["admin", "auditor"];
-const FOLLOWERS: &[&str] = &["admin", "auditor", "broker"];
-const PUBLIC: &[&str] = &[];
-
-pub const OPS: &[Op] = &[
-    Op {
-        method: "get",
-        path: "/healthz",
-        summary: "Liveness: the process is up",
-        roles: PUBLIC,
-        request: None,
-        response: "Status",
-        status: "200",
-    },
-    Op {
-        method: "get",
-        path: "/readyz",
-        summary: "Readiness: database reachable and CA loaded",
-        roles: PUBLIC,
-        request: None,
-        response: "Status",
-        status: "200",
-    },
-    Op {
-        method: "get",
-        path: "/metrics",
-        summary: "Prometheus metrics (text)",
-        roles: PUBLIC,
-        request: None,
-        response: "Text",
-        status: "200",
-    },
-    Op {
-        method: "get",
-        path: "/openapi.json",
-        summary: "This document",
-        roles: PUBLIC,
-        request: None,
-        response: "Any",
-        status: "200",
-    },
-    Op {
-        method: "get",
-        path: "/v1/ca",
-        summary: "CA chain, PEM, issuing CA first, root last",
-        roles: PUBLIC,
-        request: None,
-        response: "Text",
-        status: "200",
-    },
-    Op {
-        method: "get",
-        path: "/v1/crl",
-        summary: "DER CRL signed by the issuing CA",
-        roles: PUBLIC,
-        request: None,
-        response: "Binary",
-        status: "200",
-    },
-    Op {
-        method: "post",
-        path: "/v1/devices",
-        summary: "Register one device (201 new, 200 idempotent replay)",
-        roles: &["admin", "factory"],
-        request: Some("RegisterRequest"),
-        response: "Registered",
-        status: "201",
-    },
-    Op {
-        method: "get",
-        path: "/v1/devices",
-        summary: "List devices (filters status, model, created_after; cursor pagination)",
-        roles: READERS,
-        request: None,
-        response: "DeviceList",
-        status: "200",
-    },
-    Op {
-        method: "post",
-        path: "/v1/devices/batch",
-        summary: "Register up to 10,000 devices, all or nothing",
-        roles: &["admin", "factory"],
-        request: Some("BatchRequest"),
-        response: "BatchResponse",
-        status: "201",
-    },
-    Op {
-        method: "get",
-        path: "/v1/devices/{client_id}",
-        summary: "One device with its certificates",
-        roles: READERS,
-        request: None,
-        response: "Device",
-        status: "200",
-    },
-    Op {
-        method: "get",
-        path: "/v1/devices/{client_id}/status",
-        summary: "Small status for brokers, with an ETag",
-        roles: FOLLOWERS,
-        request: None,
-        response: "DeviceStatus",
-        status: "200",
-    },
-    Op {
-        method: "post",
-        path: "/v1/devices/{client_id}/revoke",
-        summary: "Revoke a device and all its certificates",
-        roles: ADMIN,
-        request: Some("RevokeRequest"),
-        response: "Device",
-        status: "200",
-    },
-    Op {
-        method: "post",
-        path: "/v1/devices/{client_id}/suspend",
-        summary: "Put a device on hold (certificateHold)",
-        roles: ADMIN,
-        request: Some("ReasonRequest"),
-        response: "Device",
-        status: "200",
-    },
-    Op {
-        method: "post",
-        path: "/v1/devices/{client_id}/resume",
-        summary: "Lift a hold",
-        roles: ADMIN,
-        request: None,
-        response: "Device",
-        status: "200",
-    },
-    Op {
-        method: "put",
-        path: "/v1/devices/{client_id}/allowlist",
-        summary: "Set the CIDRs a device may connect from",
-        roles: ADMIN,
-        request: Some("AllowList"),
-        response: "DeviceStatus",
-        status: "200",
-    },
-    Op {
-        method: "put",
-        path: "/v1/devices/{client_id}/policy",
-        summary: "Per-device topic and message-authentication policy",
-        roles: ADMIN,
-        request: Some("PolicyUpdate"),
-        response: "DeviceStatus",
-        status: "200",
-    },
-    Op {
-        method: "get",
-        path: "/v1/certificates/{serial}",
-        summary: "One certificate",
-        roles: FOLLOWERS,
-        request: None,
-        response: "CertificateInfo",
-        status: "200",
-    },
-    Op {
-        method: "post",
-        path: "/v1/certificates/{serial}/revoke",
-        summary: "Revoke one certificate",
-        roles: ADMIN,
-        request: Some("RevokeRequest"),
-        response: "CertificateInfo",
-        status: "200",
-    },
-    Op {
-        method: "get",
-        path: "/v1/revocations",
-        summary: "Device feed entries (revocations and settings changes) after ?since=N, and the head",
-        roles: FOLLOWERS,
-        request: None,
-        response: "FeedPage",
-        status: "200",
-    },
-    Op {
-        method: "get",
-        path: "/v1/revocations/stream",
-        summary: "Live device feed: revocations and settings changes (Server-Sent Events; Last-Event-ID resumes)",
-        roles: FOLLOWERS,
-        request: None,
-        response: "EventStream",
-        status: "200",
-    },
-    Op {
-        method: "post",
-        path: "/v1/tokens",
-        summary: "Create a token (the secret is shown once)",
-        roles: ADMIN,
-        request: Some("CreateTokenRequest"),
-        response: "CreatedToken",
-        status: "201",
-    },
-    Op {
-        method: "get",
-        path: "/v1/tokens",
-        summary: "List tokens",
-        roles: READERS,
-        request: None,
-        response: "TokenList",
-        status: "200",
-    },
-    Op {
-        method: "delete",
-        path: "/v1/tokens/{id}",
-        summary: "Revoke a token",
-        roles: ADMIN,
-        request: None,
-        response: "TokenInfo",
-        status: "200",
-    },
-    Op {
-        method: "get",
-        path: "/v1/audit",
-        summary: "Audit log (filters since, actor; cursor pagination)",
-        roles: READERS,
-        request: None,
-        response: "AuditPage",
-        status: "200",
-    },
-    Op {
-        method: "post",
-        path: "/v1/brokers",
-        summary: "Enrol a broker: issue a serverAuth certificate for its CSR",
-        roles: ADMIN,
-        request: Some("BrokerEnrollRequest"),
-        response: "BrokerCertificate",
-        status: "201",
-    },
-    Op {
-        method: "post",
-        path: "/v1/events",
-        summary: "Connection events from brokers",
-        roles: &["admin", "broker"],
-        request: Some("EventBatch"),
-        response: "Empty",
-        status: "202",
-    },
-    Op {
-        method: "get",
-        path: "/v1/models",
-        summary: "Per-model settings",
-        roles: FOLLOWERS,
-        request: None,
-        response: "ModelList",
-        status: "200",
-    },
-    Op {
-        method: "get",
-        path: "/v1/models/{model}",
-        summary: "One model's settings",
-        roles: FOLLOWERS,
-        request: None,
-        response: "ModelSettings",
-        status: "200",
-    },
-    Op {
-        method: "put",
-        path: "/v1/models/{model}",
-        summary: "Set a model's ClientID prefix, topic templates and message authentication",
-        roles: ADMIN,
-        request: Some("ModelSettings"),
-        response: "ModelSettings",
-        status: "200",
-    },
-];
-
-fn schema_ref(name: &str) -> Value {
-    match name {
-        "Text" => json!({"text/plain": {"schema": {"type": "string"}}}),
-        "Binary" => {
-            json!({"application/pkix-crl": {"schema": {"type": "string", "format": "binary"}}})
-        }
-        "EventStream" => json!({"text/event-stream": {"schema": {"type": "string"}}}),
-        "Any" => json!({"application/json": {"schema": {}}}),
-        "Empty" => json!({}),
-        "Status" => json!({"application/json": {"schema": {"type": "object"}}}),
-        other => {
-            json!({"application/json": {"schema": {"$ref": format!("#/components/schemas/{other}")}}})
-        }
-    }
+/// The status and a reference of the problem response `P`, for an operation's responses.
+fn reference<P: ProblemResponse>() -> (String, RefOr<Response>) {
+    (
+        P::STATUS.to_string(),
+        Ref::from_response_name(P::NAME).into(),
+    )
 }
 
-/// Names of the schemas the operations refer to (described by their Rust types in devid-core's
-/// `api` module; the document keeps them as open objects).
-fn schemas() -> Value {
-    let mut map = Map::new();
-    for op in OPS {
-        for name in op.request.iter().chain(std::iter::once(&op.response)) {
-            if !["Text", "Binary", "EventStream", "Any", "Empty", "Status"].contains(name) {
-                map.insert(
-                    (*name).to_string(),
-                    json!({"type": "object", "description": format!("devid_core::api::{name}")}),
-                );
+/// Declares the problem responses: marker types for `#[utoipa::path]`'s
+/// `(status = N, response = Marker)`, and the list the document's components are made from.
+macro_rules! problem_responses {
+    ($( $name:ident $status:literal $description:literal; )*) => {
+        $(
+            #[doc = concat!("`", $status, "`: ", $description)]
+            pub struct $name;
+
+            impl ProblemResponse for $name {
+                const NAME: &'static str = stringify!($name);
+                const STATUS: &'static str = $status;
+                const DESCRIPTION: &'static str = $description;
             }
-        }
-    }
-    map.insert(
-        "Problem".into(),
-        json!({"type": "object", "required": ["type", "title", "status"], "properties": {
-            "type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"},
-            "detail": {"type": "string"}, "index": {"type": "integer"}}}),
-    );
-    Value::Object(map)
+
+            impl<'r> utoipa::ToResponse<'r> for $name {
+                fn response() -> (&'r str, RefOr<Response>) {
+                    (Self::NAME, problem_response(Self::DESCRIPTION))
+                }
+            }
+        )*
+
+        /// (component name, description) of every problem response.
+        const PROBLEM_RESPONSES: &[(&str, &str)] = &[$( ($name::NAME, $name::DESCRIPTION), )*];
+    };
 }
 
-pub fn document() -> Value {
-    let mut paths = Map::new();
-    for op in OPS {
-        let entry = paths
-            .entry(op.path.to_string())
-            .or_insert_with(|| json!({}));
-        let mut operation = json!({
-            "summary": op.summary,
-            "x-devid-roles": op.roles,
-            "responses": {
-                op.status: {"description": "success", "content": schema_ref(op.response)},
-                "default": {"description": "problem", "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}}
-            }
-        });
-        if !op.roles.is_empty() {
-            operation["security"] = json!([{"bearer": []}]);
-        }
-        if let Some(req) = op.request {
-            operation["requestBody"] = json!({"content": schema_ref(req)});
-        }
-        let params: Vec<Value> = op
-            .path
-            .split('/')
-            .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
-            .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
-            .collect();
-        if !params.is_empty() {
-            operation["parameters"] = Value::Array(params);
-        }
-        entry[op.method] = operation;
+problem_responses! {
+    BadRequest "400" "The request is malformed: a body that is not JSON, an unknown query \
+        parameter, a bad cursor or time.";
+    Unauthorized "401" "No valid bearer token: missing, unknown, revoked or expired.";
+    Forbidden "403" "The token's role may not do this (for a factory token: not for this model).";
+    NotFound "404" "No such device, certificate, token or model.";
+    Conflict "409" "The request conflicts with what is stored (another device has this serial, \
+        ClientID or key; the device is revoked).";
+    PayloadTooLarge "413" "The body, or its number of items, is over the limit.";
+    UnsupportedMediaType "415" "The body is not `application/json`.";
+    Unprocessable "422" "Well-formed but unacceptable: a value breaks its rule (the detail \
+        names it; in a batch, `index` names the item).";
+    Unavailable "503" "The database is unreachable or the CA is not loaded.";
+}
+
+/// A problem response with `description`.
+fn problem_response(description: &str) -> RefOr<Response> {
+    Response::builder()
+        .description(description)
+        .content(
+            PROBLEM_JSON,
+            utoipa::openapi::Content::new(Some(Ref::from_schema_name("Problem"))),
+        )
+        .into()
+}
+
+/// The problems of an operation whose body is JSON: bad JSON, too large, not JSON, or a field
+/// that breaks its rule.
+pub struct JsonBodyProblems;
+
+impl utoipa::IntoResponses for JsonBodyProblems {
+    fn responses() -> BTreeMap<String, RefOr<Response>> {
+        BTreeMap::from([
+            reference::<BadRequest>(),
+            reference::<PayloadTooLarge>(),
+            reference::<UnsupportedMediaType>(),
+            reference::<Unprocessable>(),
+        ])
     }
-    json!({
-        "openapi": "3.1.0",
-        "info": {"title": "devid", "version": env!("CARGO_PKG_VERSION"),
-                 "description": "Device identity and provisioning for IoT fleets"},
-        "paths": paths,
-        "components": {
-            "schemas": schemas(),
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}
-        }
+}
+
+/// The operations of a path item.
+fn operations(paths: &mut Paths) -> impl Iterator<Item = &mut Operation> {
+    paths.paths.values_mut().flat_map(|item| {
+        [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.options,
+            &mut item.head,
+            &mut item.patch,
+            &mut item.trace,
+        ]
+        .into_iter()
+        .flatten()
     })
+}
+
+/// Writes `access` into the operations of `paths`: the `x-devid-roles` extension (empty:
+/// public), for a token's routes the bearer security requirement naming the roles (OpenAPI
+/// 3.1 allows role names there for an HTTP scheme), a line of the description, and the 401
+/// and 403 responses.
+pub fn document_access(paths: &mut Paths, access: Access) {
+    let roles: Vec<&str> = match access {
+        Access::Public => Vec::new(),
+        Access::Roles(roles) => roles.iter().map(|r| r.as_str()).collect(),
+    };
+    for op in operations(paths) {
+        let line = if roles.is_empty() {
+            "Public: no token needed.".to_string()
+        } else {
+            format!("Roles: {}.", roles.join(", "))
+        };
+        op.description = Some(match op.description.take() {
+            Some(d) if !d.is_empty() => format!("{d}\n\n{line}"),
+            _ => line,
+        });
+        let ext = ExtensionsBuilder::new()
+            .add("x-devid-roles", json!(roles))
+            .build();
+        op.extensions
+            .get_or_insert_with(Default::default)
+            .merge(ext);
+        if !roles.is_empty() {
+            op.security = Some(vec![SecurityRequirement::new("bearer", roles.clone())]);
+            let problems = [reference::<Unauthorized>(), reference::<Forbidden>()];
+            op.responses.responses.extend(problems);
+        }
+    }
+}
+
+/// The document, built from the route table.
+pub fn document() -> Value {
+    let (_, api) = crate::routes::table().split();
+    complete(api)
+}
+
+/// The document as served (built once).
+pub fn document_text() -> &'static str {
+    static TEXT: OnceLock<String> = OnceLock::new();
+    TEXT.get_or_init(|| document().to_string())
+}
+
+/// An optional parameter or body is absent, never `null`: utoipa writes `Option<T>` as "T or
+/// null", which is right for a JSON field and wrong for an operation's inputs (a header, a
+/// path or query parameter cannot be null; the body `null` is refused).
+fn inputs_not_null(op: &mut Value) {
+    for (key, value) in op.as_object_mut().into_iter().flatten() {
+        let schemas: Vec<&mut Value> = match key.as_str() {
+            "parameters" => value
+                .as_array_mut()
+                .into_iter()
+                .flatten()
+                .filter_map(|p| p.get_mut("schema"))
+                .collect(),
+            "requestBody" => value
+                .get_mut("content")
+                .and_then(Value::as_object_mut)
+                .into_iter()
+                .flat_map(|c| c.values_mut())
+                .filter_map(|m| m.get_mut("schema"))
+                .collect(),
+            _ => Vec::new(),
+        };
+        schemas.into_iter().for_each(not_null);
+    }
+}
+
+fn not_null(schema: &mut Value) {
+    if let Some(types) = schema.get_mut("type").and_then(Value::as_array_mut) {
+        types.retain(|t| t != "null");
+        if let [one] = types.as_slice() {
+            schema["type"] = one.clone();
+        }
+    }
+    if let Some(options) = schema.get_mut("oneOf").and_then(Value::as_array_mut) {
+        options.retain(|o| o["type"] != "null");
+        if let [one] = options.as_slice() {
+            *schema = one.clone();
+        }
+    }
+}
+
+/// Adds what the route table does not carry: info, the security scheme, the problem schema
+/// and responses, each operation's `default` problem response.
+fn complete(mut api: OpenApi) -> Value {
+    api.info = utoipa::openapi::InfoBuilder::new()
+        .title("devid")
+        .version(env!("CARGO_PKG_VERSION"))
+        .description(Some(
+            "Device identity for IoT fleets: registration and certificates of devices, their \
+             lifecycle and revocation feed, broker enrolment and per-device policy. \
+             Authentication: `Authorization: Bearer <token>`; each operation names the roles \
+             it admits (`x-devid-roles`, and the bearer requirement's role names). Times are \
+             RFC 3339 in UTC; certificate serials and fingerprints are lowercase hex.",
+        ))
+        .build();
+    for op in operations(&mut api.paths) {
+        op.responses.responses.insert(
+            "default".to_string(),
+            problem_response(
+                "Any other error, as a problem document: 422 for control characters in the \
+                 path or query, 500 (logged under the response's `x-request-id`), 503.",
+            ),
+        );
+    }
+    let mut doc = serde_json::to_value(&api).expect("utoipa's OpenApi serializes to JSON");
+    for item in doc["paths"]
+        .as_object_mut()
+        .into_iter()
+        .flat_map(|p| p.values_mut())
+    {
+        for op in item
+            .as_object_mut()
+            .into_iter()
+            .flat_map(|o| o.values_mut())
+        {
+            inputs_not_null(op);
+        }
+    }
+    let components = &mut doc["components"];
+    components["securitySchemes"] = json!({
+        "bearer": {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "A devid token, `devid_<id>_<secret>`, made by `POST /v1/tokens`.",
+        }
+    });
+    components["schemas"]["Problem"] = json!(Problem::schema());
+    let responses: serde_json::Map<String, Value> = PROBLEM_RESPONSES
+        .iter()
+        .map(|(name, description)| (name.to_string(), json!(problem_response(description))))
+        .collect();
+    components["responses"] = Value::Object(responses);
+    doc
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// Every `.route("path", method(...).method(...))` in the route modules is documented.
-    #[test]
-    fn every_route_is_documented() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/routes");
-        let mut seen = 0;
-        for entry in std::fs::read_dir(dir).expect("routes dir") {
-            let text = std::fs::read_to_string(entry.expect("entry").path()).expect("read");
-            for chunk in text.split(".route(\"").skip(1) {
-                let (path, rest) = chunk.split_once('"').expect("closing quote");
-                let call = &rest[..rest.find(")\n").unwrap_or(rest.len())];
-                for method in ["get", "post", "put", "delete"] {
-                    if call.contains(&format!("{method}(")) {
-                        seen += 1;
-                        assert!(
-                            OPS.iter().any(|op| op.path == path && op.method == method),
-                            "{method} {path} is served but missing from openapi::OPS"
-                        );
+    const METHODS: [&str; 8] = [
+        "get", "put", "post", "delete", "options", "head", "patch", "trace",
+    ];
+
+    /// Every schema of `v` (reached at `at`) with where it is: the values of `schema`,
+    /// `contentSchema`, `items`, `additionalProperties`, of `properties` and
+    /// `components/schemas`, and the members of `oneOf`, `anyOf`, `allOf`.
+    fn schemas<'a>(v: &'a Value, at: String, out: &mut Vec<(String, &'a Value)>) {
+        match v {
+            Value::Object(map) => {
+                for (k, child) in map {
+                    let here = format!("{at}/{k}");
+                    match k.as_str() {
+                        "schema" | "contentSchema" | "items" => out.push((here.clone(), child)),
+                        "additionalProperties" if child.is_object() => {
+                            out.push((here.clone(), child))
+                        }
+                        "properties" | "schemas" => {
+                            for (name, s) in child.as_object().into_iter().flatten() {
+                                out.push((format!("{here}/{name}"), s));
+                            }
+                        }
+                        "oneOf" | "anyOf" | "allOf" => {
+                            for (i, s) in child.as_array().into_iter().flatten().enumerate() {
+                                out.push((format!("{here}/{i}"), s));
+                            }
+                        }
+                        // Values, not schemas.
+                        "examples" | "example" | "enum" | "const" | "default" => continue,
+                        _ => {}
+                    }
+                    schemas(child, here, out);
+                }
+            }
+            Value::Array(items) => {
+                for (i, child) in items.iter().enumerate() {
+                    schemas(child, format!("{at}/{i}"), out);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn refs<'a>(v: &'a Value, out: &mut Vec<&'a str>) {
+        match v {
+            Value::Object(map) => {
+                for (k, child) in map {
+                    match (k.as_str(), child) {
+                        ("$ref", Value::String(r)) => out.push(r),
+                        _ => refs(child, out),
                     }
                 }
             }
+            Value::Array(items) => items.iter().for_each(|c| refs(c, out)),
+            _ => {}
         }
-        assert_eq!(
-            seen,
-            OPS.len(),
-            "OPS lists operations the router does not serve"
-        );
     }
 
     #[test]
-    fn document_has_every_operation() {
+    fn every_schema_says_what_it_holds() {
         let doc = document();
-        for op in OPS {
-            assert!(
-                doc["paths"][op.path][op.method].is_object(),
-                "{} {}",
-                op.method,
-                op.path
-            );
+        let mut found = Vec::new();
+        schemas(&doc, String::new(), &mut found);
+        assert!(
+            found.len() > 100,
+            "the walk finds the schemas: {}",
+            found.len()
+        );
+        let says = ["type", "$ref", "oneOf", "anyOf", "allOf", "enum", "const"];
+        let empty: Vec<&String> = found
+            .iter()
+            .filter(|(_, s)| !says.iter().any(|k| s.get(k).is_some()))
+            .map(|(at, _)| at)
+            .collect();
+        assert!(empty.is_empty(), "schemas that admit anything: {empty:#?}");
+        for name in [
+            "Problem",
+            "ClientId",
+            "HardwareSerial",
+            "ModelName",
+            "Cidr",
+            "FeedEvents",
+        ] {
+            assert!(doc["components"]["schemas"][name].is_object(), "{name}");
         }
+    }
+
+    #[test]
+    fn every_reference_resolves() {
+        let doc = document();
+        let mut found = Vec::new();
+        refs(&doc, &mut found);
+        assert!(
+            found.len() > 50,
+            "the walk finds the references: {}",
+            found.len()
+        );
+        for r in found {
+            let pointer = r
+                .strip_prefix('#')
+                .unwrap_or_else(|| panic!("external {r}"));
+            assert!(doc.pointer(pointer).is_some(), "{r} resolves to nothing");
+        }
+    }
+
+    #[test]
+    fn every_operation_states_its_roles_and_outcomes() {
+        let doc = document();
+        let mut ids = std::collections::HashSet::new();
+        let mut count = 0;
+        for (path, item) in doc["paths"].as_object().expect("paths") {
+            for (method, op) in item.as_object().expect("path item") {
+                assert!(METHODS.contains(&method.as_str()), "{path}: {method}");
+                count += 1;
+                let at = format!("{method} {path}");
+                let id = op["operationId"].as_str().expect("operationId");
+                assert!(ids.insert(id.to_string()), "{at}: operationId {id} twice");
+                assert!(op["summary"].is_string(), "{at}: no summary");
+                let roles = op["x-devid-roles"].as_array().expect("x-devid-roles");
+                let responses = op["responses"].as_object().expect("responses");
+                assert!(
+                    responses.keys().any(|s| s.starts_with('2')),
+                    "{at}: no success response"
+                );
+                assert!(responses.contains_key("default"), "{at}: no default");
+                for (status, response) in responses {
+                    let response = match response["$ref"].as_str() {
+                        Some(r) => doc.pointer(r.trim_start_matches('#')).expect("resolves"),
+                        None => response,
+                    };
+                    assert!(
+                        response["description"].is_string(),
+                        "{at} {status}: no description"
+                    );
+                    if !status.starts_with('2') && status != "304" {
+                        assert!(
+                            response["content"][PROBLEM_JSON].is_object(),
+                            "{at} {status}: not a problem document"
+                        );
+                    }
+                }
+                if roles.is_empty() {
+                    assert!(op.get("security").is_none(), "{at}: public with security");
+                    assert!(!responses.contains_key("401"), "{at}");
+                } else {
+                    assert_eq!(op["security"][0]["bearer"], json!(roles), "{at}");
+                    assert!(responses.contains_key("401") && responses.contains_key("403"));
+                }
+                for p in op["parameters"].as_array().into_iter().flatten() {
+                    if p["in"] == "path" {
+                        assert!(path
+                            .contains(&format!("{{{}}}", p["name"].as_str().unwrap_or_default())));
+                        assert_eq!(p["required"], true, "{at}: {p}");
+                    }
+                }
+                let named = path.matches('{').count();
+                let declared = op["parameters"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|p| p["in"] == "path")
+                    .count();
+                assert_eq!(named, declared, "{at}: path parameters");
+            }
+        }
+        assert_eq!(count, 29, "operations in the document");
+    }
+
+    #[test]
+    fn the_feed_stream_is_documented_as_server_sent_events_of_feed_entries() {
+        let doc = document();
+        let ok = &doc["paths"]["/v1/revocations/stream"]["get"]["responses"]["200"];
+        let schema = &ok["content"]["text/event-stream"]["schema"];
+        assert_eq!(schema["$ref"], "#/components/schemas/FeedEvents");
+        let data = &doc["components"]["schemas"]["FeedEvents"]["items"]["properties"]["data"];
+        assert_eq!(
+            data["contentSchema"]["$ref"],
+            "#/components/schemas/FeedEntry"
+        );
     }
 }

@@ -1,26 +1,34 @@
 //! The audit log (admin and auditor).
 
 use axum::extract::State;
-use axum::routing::get;
-use axum::{Json, Router};
-use devid_core::api::{AuditEntry, AuditPage, AuditQuery, Role};
+use axum::Json;
+use devid_core::api::{AuditEntry, AuditPage, AuditQuery};
+use utoipa_axum::routes;
 
 use crate::app::{ApiQuery, AppState};
-use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::openapi::BadRequest;
 use crate::routes::devices::{decode_cursor, encode_cursor};
+use crate::routes::{Guard, Routes, READERS};
 use crate::timefmt::{self, rfc3339};
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/v1/audit", get(list))
+pub fn router() -> Routes {
+    Routes::new().add(READERS, routes!(list_audit))
 }
 
-async fn list(
+/// The audit log, oldest first, a page at a time: every change, and every refused call.
+#[utoipa::path(
+    get,
+    path = "/v1/audit",
+    params(AuditQuery),
+    responses((status = 200, description = "A page of entries", body = AuditPage), (status = 400, response = BadRequest))
+)]
+async fn list_audit(
     State(state): State<AppState>,
-    caller: Caller,
+    guard: Guard,
     ApiQuery(q): ApiQuery<AuditQuery>,
 ) -> Result<Json<AuditPage>, ApiError> {
-    caller.require(&[Role::Admin, Role::Auditor])?;
+    guard.check()?;
     let limit = q.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::BadRequest("limit must be 1 to 1000".into()));

@@ -3,17 +3,18 @@
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use devid_core::api::{
-    BrokerCertificate, BrokerEnrollRequest, EventBatch, ModelList, ModelSettings, Role,
+    BrokerCertificate, BrokerEnrollRequest, EventBatch, ModelList, ModelSettings,
 };
+use devid_core::ModelName;
+use utoipa_axum::routes;
 
 use crate::app::{ApiJson, ApiQuery, AppState, NoQuery};
-use crate::auth::Caller;
 use crate::domain::{brokers, models};
 use crate::error::ApiError;
-use crate::routes::ctx;
+use crate::openapi::{BadRequest, JsonBodyProblems, NotFound};
+use crate::routes::{ctx, Guard, Routes, ADMIN, FOLLOWERS, REPORTERS};
 use crate::store::DeviceEvent;
 use crate::timefmt;
 use devid_core::api::ConnectionEventKind;
@@ -21,33 +22,52 @@ use devid_core::api::ConnectionEventKind;
 /// Most events one `POST /v1/events` may carry.
 pub const MAX_EVENTS: usize = 1000;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/brokers", post(enroll))
-        .route("/v1/events", post(events))
-        .route("/v1/models", get(list_models))
-        .route("/v1/models/{model}", get(show_model).put(put_model))
+pub fn router() -> Routes {
+    Routes::new()
+        .add(ADMIN, routes!(enroll_broker))
+        .add(REPORTERS, routes!(report_events))
+        .add(FOLLOWERS, routes!(list_models))
+        .add(FOLLOWERS, routes!(show_model))
+        .add(ADMIN, routes!(put_model))
 }
 
-async fn enroll(
+/// Enrol a broker: a serverAuth certificate for its CSR (the key stays with the broker).
+#[utoipa::path(
+    post,
+    path = "/v1/brokers",
+    request_body = BrokerEnrollRequest,
+    responses(
+        (status = 201, description = "The broker's certificate", body = BrokerCertificate),
+        JsonBodyProblems,
+    )
+)]
+async fn enroll_broker(
     State(state): State<AppState>,
-    caller: Caller,
+    guard: Guard,
     ApiJson(req): ApiJson<BrokerEnrollRequest>,
 ) -> Result<(StatusCode, Json<BrokerCertificate>), ApiError> {
-    caller.require(&[Role::Admin])?;
+    let caller = guard.check()?;
     let audit = caller.audit("broker.enroll", &req.name);
     let work = brokers::enroll(&state.store, &state.ca, &state.profile, &audit, &req);
     let cert = audit.run(&state.store, work).await?;
     Ok((StatusCode::CREATED, Json(cert)))
 }
 
-/// Connection events from brokers: kept as last_seen / last_address and counts per device.
-async fn events(
+/// Report connection events, at most 1,000 a call.
+///
+/// Kept as each device's last_seen and last_address, and as counts of refusals by kind.
+#[utoipa::path(
+    post,
+    path = "/v1/events",
+    request_body = EventBatch,
+    responses((status = 202, description = "Recorded"), JsonBodyProblems)
+)]
+async fn report_events(
     State(state): State<AppState>,
-    caller: Caller,
+    guard: Guard,
     ApiJson(batch): ApiJson<EventBatch>,
 ) -> Result<StatusCode, ApiError> {
-    caller.require(&[Role::Admin, Role::Broker])?;
+    guard.check()?;
     if batch.events.len() > MAX_EVENTS {
         return Err(ApiError::PayloadTooLarge(format!(
             "at most {MAX_EVENTS} events per call"
@@ -80,12 +100,18 @@ async fn events(
     Ok(StatusCode::ACCEPTED)
 }
 
+/// Every model's settings.
+#[utoipa::path(
+    get,
+    path = "/v1/models",
+    responses((status = 200, description = "Every model with settings", body = ModelList), (status = 400, response = BadRequest))
+)]
 async fn list_models(
     State(state): State<AppState>,
-    caller: Caller,
+    guard: Guard,
     _: ApiQuery<NoQuery>,
 ) -> Result<Json<ModelList>, ApiError> {
-    caller.require(&[Role::Admin, Role::Auditor, Role::Broker])?;
+    guard.check()?;
     let rows = state.store.list_models().await?;
     Ok(Json(ModelList {
         items: rows
@@ -95,12 +121,19 @@ async fn list_models(
     }))
 }
 
+/// One model's settings.
+#[utoipa::path(
+    get,
+    path = "/v1/models/{model}",
+    params(("model" = ModelName, Path)),
+    responses((status = 200, description = "The model's settings", body = ModelSettings), (status = 404, response = NotFound))
+)]
 async fn show_model(
     State(state): State<AppState>,
-    caller: Caller,
+    guard: Guard,
     Path(model): Path<String>,
 ) -> Result<Json<ModelSettings>, ApiError> {
-    caller.require(&[Role::Admin, Role::Auditor, Role::Broker])?;
+    guard.check()?;
     state
         .store
         .get_model(&model)
@@ -110,13 +143,23 @@ async fn show_model(
         .ok_or_else(|| ApiError::NotFound(format!("model {model:?} has no settings")))
 }
 
+/// Set a model's ClientID prefix, topic templates and message authentication.
+///
+/// Brokers apply the change to the model's live connections through the feed.
+#[utoipa::path(
+    put,
+    path = "/v1/models/{model}",
+    params(("model" = ModelName, Path)),
+    request_body = ModelSettings,
+    responses((status = 200, description = "The model's settings now", body = ModelSettings), JsonBodyProblems)
+)]
 async fn put_model(
     State(state): State<AppState>,
-    caller: Caller,
+    guard: Guard,
     Path(model): Path<String>,
     ApiJson(settings): ApiJson<ModelSettings>,
 ) -> Result<Json<ModelSettings>, ApiError> {
-    caller.require(&[Role::Admin])?;
+    let caller = guard.check()?;
     let audit = caller.audit("model.update", &model);
     let work = models::put(ctx(&state), &audit, &model, settings);
     Ok(Json(audit.run(&state.store, work).await?))

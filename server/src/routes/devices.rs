@@ -5,43 +5,58 @@
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use base64::Engine as _;
 use devid_core::api::{
-    BatchResponse, CertificateInfo, Device, DeviceList, DeviceListQuery, DeviceSummary,
-    RegisterRequest, Role, MAX_BATCH_ITEMS,
+    BatchRequest, BatchResponse, CertificateInfo, Device, DeviceList, DeviceListQuery,
+    DeviceStatus, DeviceSummary, RegisterRequest, Registered, MAX_BATCH_ITEMS,
 };
+use devid_core::openapi::ClientIdText;
+use utoipa_axum::routes;
 
 use crate::app::{ApiJson, ApiQuery, AppState};
-use crate::auth::Caller;
 use crate::domain::devices::{self as domain, find};
 use crate::error::ApiError;
+use crate::openapi::{BadRequest, Conflict, JsonBodyProblems, NotFound};
+use crate::routes::{Guard, Routes, FOLLOWERS, READERS, REGISTRARS};
 use crate::store::{CertRow, DeviceFilter, DeviceRow, DeviceWithCerts};
 use crate::timefmt::{self, rfc3339, rfc3339_opt};
 
-pub(crate) const READERS: &[Role] = &[Role::Admin, Role::Auditor];
-pub(crate) const REGISTRARS: &[Role] = &[Role::Admin, Role::Factory];
-pub(crate) const STATUS_READERS: &[Role] = &[Role::Admin, Role::Auditor, Role::Broker];
-
 pub use super::lifecycle::normalize_serial;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/devices", post(register).get(list))
-        .route("/v1/devices/batch", post(register_batch))
-        .route("/v1/devices/{client_id}", get(show))
-        .route("/v1/devices/{client_id}/status", get(status))
+pub fn router() -> Routes {
+    Routes::new()
+        .add(REGISTRARS, routes!(register))
+        .add(READERS, routes!(list_devices))
+        .add(REGISTRARS, routes!(register_batch))
+        .add(READERS, routes!(show_device))
+        .add(FOLLOWERS, routes!(device_status))
         .merge(super::lifecycle::router())
         .merge(super::device_settings::router())
 }
 
+/// Register one device.
+///
+/// With a CSR, or with `generate_key` (the private key is then in the first answer only).
+/// Idempotent per hardware serial and CSR: the same request again answers 200 with the stored
+/// device. A factory token limited to some models may register only those.
+#[utoipa::path(
+    post,
+    path = "/v1/devices",
+    request_body = RegisterRequest,
+    responses(
+        (status = 201, description = "Registered", body = Registered),
+        (status = 200, description = "Already registered with this CSR: the stored device", body = Registered),
+        (status = 409, response = Conflict),
+        JsonBodyProblems,
+    )
+)]
 async fn register(
     State(state): State<AppState>,
-    caller: Caller,
+    guard: Guard,
     ApiJson(req): ApiJson<RegisterRequest>,
 ) -> Result<Response, ApiError> {
-    caller.require(REGISTRARS)?;
+    let caller = guard.check()?;
     let answer = caller
         .audit("device.register", &req.hardware_serial)
         .run(&state.store, state.registry.register_one(&caller, req))
@@ -60,12 +75,27 @@ struct RawBatch {
     items: Vec<serde_json::Value>,
 }
 
+/// Register up to 10,000 devices, all or nothing.
+///
+/// Either every item is registered (or was already), or none is and the problem's `index`
+/// names the failing item.
+#[utoipa::path(
+    post,
+    path = "/v1/devices/batch",
+    request_body = BatchRequest,
+    responses(
+        (status = 201, description = "Registered; `created` items are new", body = BatchResponse),
+        (status = 200, description = "Every item was already registered", body = BatchResponse),
+        (status = 409, response = Conflict),
+        JsonBodyProblems,
+    )
+)]
 async fn register_batch(
     State(state): State<AppState>,
-    caller: Caller,
+    guard: Guard,
     ApiJson(raw): ApiJson<RawBatch>,
 ) -> Result<Response, ApiError> {
-    caller.require(REGISTRARS)?;
+    let caller = guard.check()?;
     let n = raw.items.len();
     let work = async {
         if n == 0 {
@@ -100,12 +130,19 @@ async fn register_batch(
     Ok((status, Json(BatchResponse { items, created })).into_response())
 }
 
-async fn list(
+/// List devices, oldest first, a page at a time.
+#[utoipa::path(
+    get,
+    path = "/v1/devices",
+    params(DeviceListQuery),
+    responses((status = 200, description = "A page of devices", body = DeviceList), (status = 400, response = BadRequest))
+)]
+async fn list_devices(
     State(state): State<AppState>,
-    caller: Caller,
+    guard: Guard,
     ApiQuery(q): ApiQuery<DeviceListQuery>,
 ) -> Result<Json<DeviceList>, ApiError> {
-    caller.require(READERS)?;
+    guard.check()?;
     let limit = q.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::BadRequest("limit must be 1 to 1000".into()));
@@ -174,23 +211,45 @@ pub fn decode_cursor(s: &str) -> Result<i64, ApiError> {
     Ok(i64::from_be_bytes(bytes))
 }
 
-async fn show(
+/// One device with its certificates.
+#[utoipa::path(
+    get,
+    path = "/v1/devices/{client_id}",
+    params(("client_id" = ClientIdText, Path)),
+    responses((status = 200, description = "The device", body = Device), (status = 404, response = NotFound))
+)]
+async fn show_device(
     State(state): State<AppState>,
-    caller: Caller,
+    guard: Guard,
     Path(client_id): Path<String>,
 ) -> Result<Json<Device>, ApiError> {
-    caller.require(READERS)?;
+    guard.check()?;
     Ok(Json(device_json(&find(&state.store, &client_id).await?)))
 }
 
-/// Small and cacheable: brokers poll it. ETag is a hash of the body.
-async fn status(
+/// A device's status and policy, small and cacheable: what brokers poll.
+///
+/// The ETag is a hash of the body; with a matching `If-None-Match` the answer is 304.
+#[utoipa::path(
+    get,
+    path = "/v1/devices/{client_id}/status",
+    params(
+        ("client_id" = ClientIdText, Path),
+        ("If-None-Match" = Option<String>, Header, description = "ETags of bodies the caller holds, or `*`"),
+    ),
+    responses(
+        (status = 200, description = "The status", body = DeviceStatus, headers(("ETag" = String, description = "A hash of the body"))),
+        (status = 304, description = "Unchanged: the body would carry one of the ETags of `If-None-Match`", headers(("ETag" = String))),
+        (status = 404, response = NotFound),
+    )
+)]
+async fn device_status(
     State(state): State<AppState>,
-    caller: Caller,
+    guard: Guard,
     Path(client_id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    caller.require(STATUS_READERS)?;
+    guard.check()?;
     let d = find(&state.store, &client_id).await?;
     let body = domain::status(&state.store, &d).await?;
     let bytes = serde_json::to_vec(&body).map_err(ApiError::internal)?;

@@ -1,39 +1,53 @@
 //! Revocation, suspension and resumption of devices; certificates one by one.
 
 use axum::extract::{Path, State};
-use axum::routing::{get, post};
-use axum::{Json, Router};
-use devid_core::api::{
-    CertificateInfo, Device, ReasonRequest, RevocationReason, RevokeRequest, Role,
-};
+use axum::Json;
+use devid_core::api::{CertificateInfo, Device, ReasonRequest, RevocationReason, RevokeRequest};
+use devid_core::openapi::ClientIdText;
+use utoipa_axum::routes;
 
-use super::devices::{cert_json, device_json, STATUS_READERS};
+use super::devices::{cert_json, device_json};
 use crate::app::{ApiJson, AppState};
-use crate::auth::Caller;
 use crate::domain::lifecycle::{self, Action};
 use crate::error::ApiError;
+use crate::openapi::{BadRequest, Conflict, JsonBodyProblems, NotFound, Unprocessable};
 use crate::registry::der_to_pem;
-use crate::routes::ctx;
+use crate::routes::{ctx, Guard, Routes, ADMIN, FOLLOWERS};
 
 /// Longest comment kept with a suspension.
 const MAX_COMMENT_CHARS: usize = 500;
 
-pub(crate) fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/devices/{client_id}/revoke", post(revoke))
-        .route("/v1/devices/{client_id}/suspend", post(suspend))
-        .route("/v1/devices/{client_id}/resume", post(resume))
-        .route("/v1/certificates/{serial}", get(show_certificate))
-        .route("/v1/certificates/{serial}/revoke", post(revoke_certificate))
+pub(crate) fn router() -> Routes {
+    Routes::new()
+        .add(ADMIN, routes!(revoke_device))
+        .add(ADMIN, routes!(suspend_device))
+        .add(ADMIN, routes!(resume_device))
+        .add(FOLLOWERS, routes!(show_certificate))
+        .add(ADMIN, routes!(revoke_certificate))
 }
 
-async fn revoke(
+/// Revoke a device and all its certificates (final).
+///
+/// `certificateHold` is refused: suspension is `POST .../suspend`.
+#[utoipa::path(
+    post,
+    path = "/v1/devices/{client_id}/revoke",
+    params(("client_id" = ClientIdText, Path)),
+    request_body = RevokeRequest,
+    responses(
+        (status = 200, description = "The device, revoked", body = Device),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        JsonBodyProblems,
+    )
+)]
+async fn revoke_device(
     State(state): State<AppState>,
-    caller: Caller,
+    guard: Guard,
     Path(client_id): Path<String>,
     ApiJson(req): ApiJson<RevokeRequest>,
 ) -> Result<Json<Device>, ApiError> {
-    caller.require(&[Role::Admin])?;
+    let caller = guard.check()?;
     let work = async {
         if req.reason == RevocationReason::CertificateHold {
             return Err(ApiError::unprocessable(
@@ -50,13 +64,29 @@ async fn revoke(
     Ok(Json(device_json(&d)))
 }
 
-async fn suspend(
+/// Put a device on hold: its certificates go on the CRL with reason certificateHold.
+///
+/// The body is optional; its comment is kept in the audit log.
+#[utoipa::path(
+    post,
+    path = "/v1/devices/{client_id}/suspend",
+    params(("client_id" = ClientIdText, Path)),
+    request_body(content = Option<ReasonRequest>, description = "Optional"),
+    responses(
+        (status = 200, description = "The device, suspended", body = Device),
+        (status = 400, response = BadRequest),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 422, response = Unprocessable),
+    )
+)]
+async fn suspend_device(
     State(state): State<AppState>,
-    caller: Caller,
+    guard: Guard,
     Path(client_id): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<Json<Device>, ApiError> {
-    caller.require(&[Role::Admin])?;
+    let caller = guard.check()?;
     let work = async {
         // The body is optional; when present it must be a ReasonRequest. Its comment is kept
         // in the suspension's audit row.
@@ -84,12 +114,23 @@ async fn suspend(
     Ok(Json(device_json(&d)))
 }
 
-async fn resume(
+/// Lift a device's hold.
+#[utoipa::path(
+    post,
+    path = "/v1/devices/{client_id}/resume",
+    params(("client_id" = ClientIdText, Path)),
+    responses(
+        (status = 200, description = "The device, active again", body = Device),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+    )
+)]
+async fn resume_device(
     State(state): State<AppState>,
-    caller: Caller,
+    guard: Guard,
     Path(client_id): Path<String>,
 ) -> Result<Json<Device>, ApiError> {
-    caller.require(&[Role::Admin])?;
+    let caller = guard.check()?;
     let actor = caller.actor();
     let work = lifecycle::change_device(ctx(&state), &actor, &client_id, Action::Resume);
     let d = caller
@@ -98,6 +139,10 @@ async fn resume(
         .await?;
     Ok(Json(device_json(&d)))
 }
+
+/// How a certificate serial may be written in a path.
+const SERIAL_PARAM: &str = "Certificate serial number in hex, in any case, with or without \
+    colons and leading zero bytes (as openssl prints it)";
 
 /// Normalizes a serial as given by people or openssl (case, colons, leading zero bytes) to the
 /// form the store and the brokers use.
@@ -113,12 +158,23 @@ pub fn normalize_serial(s: &str) -> Result<String, ApiError> {
     Ok(hex)
 }
 
+/// One certificate, with its PEM.
+#[utoipa::path(
+    get,
+    path = "/v1/certificates/{serial}",
+    params(("serial" = String, Path, description = SERIAL_PARAM)),
+    responses(
+        (status = 200, description = "The certificate", body = CertificateInfo),
+        (status = 400, response = BadRequest),
+        (status = 404, response = NotFound),
+    )
+)]
 async fn show_certificate(
     State(state): State<AppState>,
-    caller: Caller,
+    guard: Guard,
     Path(serial): Path<String>,
 ) -> Result<Json<CertificateInfo>, ApiError> {
-    caller.require(STATUS_READERS)?;
+    guard.check()?;
     let serial = normalize_serial(&serial)?;
     let cert = state
         .store
@@ -130,13 +186,26 @@ async fn show_certificate(
     Ok(Json(info))
 }
 
+/// Revoke one certificate (final); the device keeps its others.
+#[utoipa::path(
+    post,
+    path = "/v1/certificates/{serial}/revoke",
+    params(("serial" = String, Path, description = SERIAL_PARAM)),
+    request_body = RevokeRequest,
+    responses(
+        (status = 200, description = "The certificate, revoked", body = CertificateInfo),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        JsonBodyProblems,
+    )
+)]
 async fn revoke_certificate(
     State(state): State<AppState>,
-    caller: Caller,
+    guard: Guard,
     Path(serial): Path<String>,
     ApiJson(req): ApiJson<RevokeRequest>,
 ) -> Result<Json<CertificateInfo>, ApiError> {
-    caller.require(&[Role::Admin])?;
+    let caller = guard.check()?;
     let work = async {
         let serial = normalize_serial(&serial)?;
         if req.reason == RevocationReason::CertificateHold {

@@ -3,26 +3,60 @@
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::routes;
 
 use crate::app::AppState;
 use crate::error::ApiError;
+use crate::openapi::Unavailable;
+use crate::routes::{Access, Routes};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .route("/openapi.json", get(openapi))
+/// Media type of the metrics: Prometheus's text exposition format.
+const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4";
+
+pub fn router() -> Routes {
+    Routes::new()
+        .add(Access::Public, routes!(healthz))
+        .add(Access::Public, routes!(readyz))
+        .add(Access::Public, routes!(metrics))
+        .add(Access::Public, routes!(openapi))
 }
 
-/// The process is up.
+/// The answer of `/healthz`.
+#[derive(Serialize, ToSchema)]
+struct Health {
+    /// Always `ok`.
+    #[schema(example = "ok")]
+    status: &'static str,
+}
+
+/// The answer of `/readyz`.
+#[derive(Serialize, ToSchema)]
+struct Readiness {
+    /// Always `ready`.
+    #[schema(example = "ready")]
+    status: &'static str,
+    /// `sqlite` or `postgres`.
+    #[schema(example = "sqlite")]
+    database: &'static str,
+    /// The device feed's newest seq (0 when empty).
+    feed_head: i64,
+}
+
+/// Liveness: the process is up.
+#[utoipa::path(get, path = "/healthz", responses((status = 200, description = "Up", body = Health)))]
 async fn healthz() -> impl IntoResponse {
-    (StatusCode::OK, Json(serde_json::json!({"status": "ok"})))
+    (StatusCode::OK, Json(Health { status: "ok" }))
 }
 
-/// The database answers and the CA is loaded.
+/// Readiness: the database answers and the CA is loaded.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    responses((status = 200, description = "Ready", body = Readiness), (status = 503, response = Unavailable))
+)]
 async fn readyz(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
     state.store.ping().await.map_err(|e| {
         tracing::warn!(error = %e, "readiness: database unreachable");
@@ -31,20 +65,39 @@ async fn readyz(State(state): State<AppState>) -> Result<impl IntoResponse, ApiE
     if state.ca.chain_pem().is_empty() {
         return Err(ApiError::Unavailable("CA not loaded".into()));
     }
-    Ok(Json(serde_json::json!({
-        "status": "ready",
-        "database": if state.store.is_postgres() { "postgres" } else { "sqlite" },
-        "feed_head": state.feed.head(),
-    })))
+    Ok(Json(Readiness {
+        status: "ready",
+        database: if state.store.is_postgres() {
+            "postgres"
+        } else {
+            "sqlite"
+        },
+        feed_head: state.feed.head(),
+    }))
 }
 
+/// Prometheus metrics, in the text exposition format.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    responses((status = 200, description = "The metrics", content_type = PROMETHEUS_TEXT, body = String))
+)]
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        [(header::CONTENT_TYPE, PROMETHEUS_TEXT)],
         state.metrics.render(),
     )
 }
 
+/// This document: OpenAPI 3.1, derived from the route table.
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    responses((status = 200, description = "An OpenAPI 3.1 document", body = Object))
+)]
 async fn openapi() -> impl IntoResponse {
-    Json(crate::openapi::document())
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        crate::openapi::document_text(),
+    )
 }

@@ -2,21 +2,23 @@
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::{delete, post};
-use axum::{Json, Router};
-use devid_core::api::{CreateTokenRequest, CreatedToken, Role, TokenInfo, TokenList};
+use axum::Json;
+use devid_core::api::{CreateTokenRequest, CreatedToken, TokenInfo, TokenList};
+use utoipa_axum::routes;
 
 use crate::app::{ApiJson, ApiQuery, AppState, NoQuery};
-use crate::auth::Caller;
 use crate::domain::tokens;
 use crate::error::ApiError;
+use crate::openapi::{BadRequest, JsonBodyProblems, NotFound};
+use crate::routes::{Guard, Routes, ADMIN, READERS};
 use crate::store::TokenRow;
 use crate::timefmt::{rfc3339, rfc3339_opt};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/tokens", post(create).get(list))
-        .route("/v1/tokens/{id}", delete(revoke))
+pub fn router() -> Routes {
+    Routes::new()
+        .add(ADMIN, routes!(create_token))
+        .add(READERS, routes!(list_tokens))
+        .add(ADMIN, routes!(revoke_token))
 }
 
 pub fn token_json(t: &TokenRow) -> TokenInfo {
@@ -31,12 +33,22 @@ pub fn token_json(t: &TokenRow) -> TokenInfo {
     }
 }
 
-async fn create(
+/// Create a token; its secret is in this answer only.
+#[utoipa::path(
+    post,
+    path = "/v1/tokens",
+    request_body = CreateTokenRequest,
+    responses(
+        (status = 201, description = "Created; `token` is the secret", body = CreatedToken),
+        JsonBodyProblems,
+    )
+)]
+async fn create_token(
     State(state): State<AppState>,
-    caller: Caller,
+    guard: Guard,
     ApiJson(req): ApiJson<CreateTokenRequest>,
 ) -> Result<(StatusCode, Json<CreatedToken>), ApiError> {
-    caller.require(&[Role::Admin])?;
+    let caller = guard.check()?;
     let audit = caller.audit("token.create", &req.name);
     let token = audit
         .run(&state.store, tokens::create(&state.store, &audit, &req))
@@ -50,24 +62,40 @@ async fn create(
     ))
 }
 
-async fn list(
+/// List tokens (never their secrets).
+#[utoipa::path(
+    get,
+    path = "/v1/tokens",
+    responses((status = 200, description = "Every token", body = TokenList), (status = 400, response = BadRequest))
+)]
+async fn list_tokens(
     State(state): State<AppState>,
-    caller: Caller,
+    guard: Guard,
     _: ApiQuery<NoQuery>,
 ) -> Result<Json<TokenList>, ApiError> {
-    caller.require(&[Role::Admin, Role::Auditor])?;
+    guard.check()?;
     let rows = state.store.list_tokens().await?;
     Ok(Json(TokenList {
         items: rows.iter().map(token_json).collect(),
     }))
 }
 
-async fn revoke(
+/// Revoke a token: it stops working at once.
+#[utoipa::path(
+    delete,
+    path = "/v1/tokens/{id}",
+    params(("id" = String, Path, description = "The token's id, as `GET /v1/tokens` lists it")),
+    responses(
+        (status = 200, description = "The token, revoked", body = TokenInfo),
+        (status = 404, response = NotFound),
+    )
+)]
+async fn revoke_token(
     State(state): State<AppState>,
-    caller: Caller,
+    guard: Guard,
     Path(id): Path<String>,
 ) -> Result<Json<TokenInfo>, ApiError> {
-    caller.require(&[Role::Admin])?;
+    let caller = guard.check()?;
     let audit = caller.audit("token.revoke", &id);
     let row = audit
         .run(&state.store, tokens::revoke(&state.store, &audit, &id))
