@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use devid_core::api::{RevocationAction, RevocationScope};
 
 use super::feed::append_feed;
-use super::sql::{Arg, Conn, Stmt};
+use super::sql::{Arg, Conn, Record, Stmt};
 use super::stored::json_list;
 use super::tokens::insert_audit_on;
 use super::{
@@ -78,16 +78,18 @@ impl Store {
         &self,
         client_id: &str,
     ) -> Result<Option<DeviceActivity>, StoreError> {
-        Ok(Stmt::new("SELECT * FROM devices WHERE client_id = $1")
-            .bind(client_id)
-            .fetch_optional(&mut self.pools.read().await?)
-            .await?)
+        self.device_columns(client_id).await
     }
 
     pub async fn get_device_policy(
         &self,
         client_id: &str,
     ) -> Result<Option<DevicePolicyRow>, StoreError> {
+        self.device_columns(client_id).await
+    }
+
+    /// The columns of the device with this ClientID that `T` reads.
+    async fn device_columns<T: Record>(&self, client_id: &str) -> Result<Option<T>, StoreError> {
         Ok(Stmt::new("SELECT * FROM devices WHERE client_id = $1")
             .bind(client_id)
             .fetch_optional(&mut self.pools.read().await?)

@@ -12,11 +12,14 @@
 
 use std::borrow::Cow;
 
+use sqlx::database::HasStatementCache;
 use sqlx::pool::PoolConnection;
-use sqlx::postgres::{PgArguments, PgConnection, PgPool, PgRow};
+use sqlx::postgres::{PgConnection, PgPool, PgRow};
 use sqlx::query::Query;
-use sqlx::sqlite::{SqliteArguments, SqliteConnection, SqlitePool, SqliteRow};
-use sqlx::{ColumnIndex, Executor as _, FromRow, Postgres, Row, Sqlite, ValueRef as _};
+use sqlx::sqlite::{SqliteConnection, SqlitePool, SqliteRow};
+use sqlx::{
+    ColumnIndex, Encode, Executor as _, FromRow, Postgres, Row, Sqlite, Type, ValueRef as _,
+};
 
 /// A type that rows of both backends map to: every `#[derive(sqlx::FromRow)]` type, and
 /// tuples of column values such as `(i64,)`.
@@ -207,20 +210,16 @@ impl<'a> Stmt<'a> {
         }
     }
 
-    fn sqlite(&self) -> Query<'_, Sqlite, SqliteArguments<'_>> {
-        let mut q = sqlx::query(&self.sql).persistent(self.persistent);
-        for a in &self.args {
-            q = match *a {
-                Arg::Int(v) => q.bind(v),
-                Arg::Text(v) => q.bind(v),
-                Arg::Bytes(v) => q.bind(v),
-                Arg::Bool(v) => q.bind(v),
-            };
-        }
-        q
-    }
-
-    fn postgres(&self) -> Query<'_, Postgres, PgArguments> {
+    /// The statement for backend `DB`, its arguments bound.
+    fn query<'q, DB: sqlx::Database + HasStatementCache>(
+        &'q self,
+    ) -> Query<'q, DB, <DB as sqlx::Database>::Arguments<'q>>
+    where
+        Option<i64>: Encode<'q, DB> + Type<DB>,
+        Option<&'q str>: Encode<'q, DB> + Type<DB>,
+        Option<&'q [u8]>: Encode<'q, DB> + Type<DB>,
+        bool: Encode<'q, DB> + Type<DB>,
+    {
         let mut q = sqlx::query(&self.sql).persistent(self.persistent);
         for a in &self.args {
             q = match *a {
@@ -236,8 +235,8 @@ impl<'a> Stmt<'a> {
     /// Runs the statement; the number of rows it changed.
     pub async fn execute<'c>(&self, on: impl Into<Conn<'c>>) -> Result<u64, sqlx::Error> {
         Ok(match on.into() {
-            Conn::Sqlite(c) => c.execute(self.sqlite()).await?.rows_affected(),
-            Conn::Postgres(c) => c.execute(self.postgres()).await?.rows_affected(),
+            Conn::Sqlite(c) => c.execute(self.query::<Sqlite>()).await?.rows_affected(),
+            Conn::Postgres(c) => c.execute(self.query::<Postgres>()).await?.rows_affected(),
         })
     }
 
@@ -246,18 +245,8 @@ impl<'a> Stmt<'a> {
         on: impl Into<Conn<'c>>,
     ) -> Result<Vec<T>, sqlx::Error> {
         match on.into() {
-            Conn::Sqlite(c) => c
-                .fetch_all(self.sqlite())
-                .await?
-                .iter()
-                .map(|r| T::from_row(r))
-                .collect(),
-            Conn::Postgres(c) => c
-                .fetch_all(self.postgres())
-                .await?
-                .iter()
-                .map(|r| T::from_row(r))
-                .collect(),
+            Conn::Sqlite(c) => records(c.fetch_all(self.query::<Sqlite>()).await?),
+            Conn::Postgres(c) => records(c.fetch_all(self.query::<Postgres>()).await?),
         }
     }
 
@@ -265,18 +254,11 @@ impl<'a> Stmt<'a> {
         &self,
         on: impl Into<Conn<'c>>,
     ) -> Result<Option<T>, sqlx::Error> {
-        match on.into() {
-            Conn::Sqlite(c) => c
-                .fetch_optional(self.sqlite())
-                .await?
-                .map(|r| T::from_row(&r))
-                .transpose(),
-            Conn::Postgres(c) => c
-                .fetch_optional(self.postgres())
-                .await?
-                .map(|r| T::from_row(&r))
-                .transpose(),
-        }
+        let first = match on.into() {
+            Conn::Sqlite(c) => records(c.fetch_optional(self.query::<Sqlite>()).await?),
+            Conn::Postgres(c) => records(c.fetch_optional(self.query::<Postgres>()).await?),
+        };
+        Ok(first?.pop())
     }
 
     pub async fn fetch_one<'c, T: Record>(
@@ -287,6 +269,13 @@ impl<'a> Stmt<'a> {
             .await?
             .ok_or(sqlx::Error::RowNotFound)
     }
+}
+
+/// The rows as `T`s.
+fn records<R: Row, T: for<'r> FromRow<'r, R>>(
+    rows: impl IntoIterator<Item = R>,
+) -> Result<Vec<T>, sqlx::Error> {
+    rows.into_iter().map(|r| T::from_row(&r)).collect()
 }
 
 /// `$start,...,$start+n-1`: numbered placeholders for a list inside a statement whose other

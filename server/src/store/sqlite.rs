@@ -12,7 +12,7 @@ use sqlx::sqlite::{
 
 use super::devices::Joined;
 use super::registration::{KnownKeyRow, KnownSerialRow, NewRow, NEW_DEVICE};
-use super::sql::{Arg, Conn, Dialect, Pools, Stmt};
+use super::sql::{Arg, Conn, Dialect, Pools, Record, Stmt};
 use super::{NewDevice, StoreError};
 
 const DIALECT: Dialect = Dialect::Sqlite;
@@ -95,23 +95,19 @@ pub(super) async fn lookup_keys(
     conn: &mut SqliteConnection,
     items: &[NewDevice],
 ) -> Result<Vec<KnownKeyRow>, sqlx::Error> {
-    let mut out = Vec::new();
-    for chunk in items.chunks(DIALECT.max_binds()) {
+    fetch_chunked(conn, items, DIALECT.max_binds(), |chunk| {
         let keys: Vec<Arg<'_>> = chunk
             .iter()
             .map(|it| Arg::from(it.cert.spki_sha256.as_slice()))
             .collect();
-        let rows: Vec<KnownKeyRow> = Stmt::new(
+        Stmt::new(
             "SELECT k.spki_sha256, k.compromised_at, d.client_id FROM device_keys k \
              JOIN devices d ON d.id = k.device_id WHERE k.spki_sha256 IN (",
         )
         .list(DIALECT, &keys)
         .push(")")
-        .fetch_all(Conn::Sqlite(&mut *conn))
-        .await?;
-        out.extend(rows);
-    }
-    Ok(out)
+    })
+    .await
 }
 
 /// What is stored for the serials and ClientIDs named by `items`: one statement per chunk.
@@ -119,14 +115,13 @@ pub(super) async fn lookup_serials(
     conn: &mut SqliteConnection,
     items: &[NewDevice],
 ) -> Result<Vec<KnownSerialRow>, sqlx::Error> {
-    let mut out = Vec::new();
-    for chunk in items.chunks(DIALECT.max_binds() / 2) {
+    fetch_chunked(conn, items, DIALECT.max_binds() / 2, |chunk| {
         let serials: Vec<Arg<'_>> = chunk
             .iter()
             .map(|it| (&it.hardware_serial).into())
             .collect();
         let client_ids: Vec<Arg<'_>> = chunk.iter().map(|it| (&it.client_id).into()).collect();
-        let rows: Vec<KnownSerialRow> = Stmt::new(
+        Stmt::new(
             "SELECT d.id, d.hardware_serial, d.client_id, d.model, d.metadata, c.csr_sha256 \
              FROM devices d LEFT JOIN certificates c ON c.serial = d.current_serial \
              WHERE d.hardware_serial IN (",
@@ -135,11 +130,8 @@ pub(super) async fn lookup_serials(
         .push(") OR d.client_id IN (")
         .list(DIALECT, &client_ids)
         .push(")")
-        .fetch_all(Conn::Sqlite(&mut *conn))
-        .await?;
-        out.extend(rows);
-    }
-    Ok(out)
+    })
+    .await
 }
 
 /// Devices (with certificates) by hardware serial: one statement per chunk.
@@ -147,16 +139,27 @@ pub(super) async fn load_devices_by_serial(
     conn: &mut SqliteConnection,
     serials: &[&str],
 ) -> Result<Vec<Joined>, sqlx::Error> {
-    let mut out = Vec::new();
-    for chunk in serials.chunks(DIALECT.max_binds()) {
+    fetch_chunked(conn, serials, DIALECT.max_binds(), |chunk| {
         let args: Vec<Arg<'_>> = chunk.iter().map(|s| Arg::from(*s)).collect();
-        let rows: Vec<Joined> = Stmt::new(Joined::select())
+        Stmt::new(Joined::select())
             .push(" WHERE d.hardware_serial IN (")
             .list(DIALECT, &args)
             .push(") ORDER BY d.id, c.id DESC")
-            .fetch_all(Conn::Sqlite(&mut *conn))
-            .await?;
-        out.extend(rows);
+    })
+    .await
+}
+
+/// Runs the statement `stmt` makes for each chunk of `per` items (what the bind limit allows)
+/// and gathers the rows.
+async fn fetch_chunked<'a, I, T: Record>(
+    conn: &mut SqliteConnection,
+    items: &'a [I],
+    per: usize,
+    stmt: impl Fn(&'a [I]) -> Stmt<'a>,
+) -> Result<Vec<T>, sqlx::Error> {
+    let mut out = Vec::new();
+    for chunk in items.chunks(per) {
+        out.extend(stmt(chunk).fetch_all::<T>(Conn::Sqlite(&mut *conn)).await?);
     }
     Ok(out)
 }
