@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use devid_core::api::{RevocationAction, RevocationScope};
 
 use super::feed::append_feed;
-use super::sql::{Arg, Conn, Record, Stmt};
+use super::sql::{Arg, Conn, Record, Stmt, Tx};
 use super::stored::json_list;
 use super::tokens::insert_audit_on;
 use super::{
@@ -134,19 +134,7 @@ impl Store {
         if n == 0 {
             return Err(StoreError::NotFound);
         }
-        insert_audit_on(Conn::from(&mut tx), audit).await?;
-        let entry = append_feed(
-            &mut tx,
-            RevocationScope::Device,
-            RevocationAction::Updated,
-            client_id,
-            Vec::new(),
-            None,
-            audit.at,
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(entry)
+        updated(tx, RevocationScope::Device, client_id, audit).await
     }
 
     pub async fn get_model(&self, name: &str) -> Result<Option<ModelRow>, StoreError> {
@@ -183,18 +171,29 @@ impl Store {
         .bind(m.updated_at)
         .execute(&mut tx)
         .await?;
-        insert_audit_on(Conn::from(&mut tx), audit).await?;
-        let entry = append_feed(
-            &mut tx,
-            RevocationScope::Model,
-            RevocationAction::Updated,
-            &m.name,
-            Vec::new(),
-            None,
-            audit.at,
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(entry)
+        updated(tx, RevocationScope::Model, &m.name, audit).await
     }
+}
+
+/// Finishes a settings change: its audit row, an `updated` feed entry for `subject` (a ClientID
+/// or a model name), commit.
+async fn updated(
+    mut tx: Tx,
+    scope: RevocationScope,
+    subject: &str,
+    audit: &AuditRecord,
+) -> Result<FeedEntryRow, StoreError> {
+    insert_audit_on(Conn::from(&mut tx), audit).await?;
+    let entry = append_feed(
+        &mut tx,
+        scope,
+        RevocationAction::Updated,
+        subject,
+        Vec::new(),
+        None,
+        audit.at,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(entry)
 }
