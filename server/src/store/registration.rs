@@ -51,7 +51,10 @@ impl Get {
 /// The input of the registration statement, one row per new device: the columns of the
 /// `register_new` view (SQLite, migration 0004; its trigger says where each goes) and of the
 /// UNNEST in PostgreSQL's statement (`postgres::insert_new`, which says the same), in this
-/// order. Both statements take their column names, count and values from here.
+/// order. Both statements take their column names, count and values from here. A new device
+/// column written at registration is: a field of `NewDevice`, an entry here, the column in a
+/// migration per backend (on SQLite with the view and trigger made again), its place in the
+/// CTE of `postgres::INSERT_NEW`, and, to read it back, a field of `DeviceRow`.
 pub(super) const NEW_DEVICE: &[(&str, Get)] = &[
     (
         "client_id",
