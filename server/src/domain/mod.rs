@@ -6,7 +6,8 @@
 //! - [`policy`]: what applies to a device (its settings, else its model's, else the defaults),
 //!   and changing its policy and allow-list.
 //! - [`models`], [`tokens`], [`brokers`]: per-model settings, API tokens, broker enrolment.
-//! - [`registration`]: what a refused registration means.
+//! - [`registration`]: the checks of an item and a batch, whether an item is new, a replay or a
+//!   conflict given what is stored (`classify`, asked by the store), what a refusal means.
 //! - [`authz`]: decisions beyond "this role may call this route" (factory tokens limited to
 //!   models).
 //! - [`audit`]: one helper for "do it, and record a failure in the audit log" (successes are

@@ -1,8 +1,9 @@
 //! The rules of registration: what an item must be before it is signed, what a batch may not
-//! repeat, and what a refused registration means to the caller. (Whether a stored device makes
-//! an item a replay or a conflict is decided in the store's registration transaction.)
+//! repeat, whether an item is new, a replay or a conflict given what is stored ([`classify`],
+//! which the store asks inside its registration transaction), and what a refused registration
+//! means to the caller.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use devid_core::api::RegisterRequest;
 use devid_core::{clientid, HardwareSerial, ModelName};
@@ -10,7 +11,7 @@ use ring::rand::SecureRandom;
 
 use super::DomainError;
 use crate::auth::Caller;
-use crate::store::{NewDevice, RegConflict};
+use crate::store::{NewDevice, RegConflict, RegMode};
 
 /// Largest metadata object, serialized.
 pub const MAX_METADATA_BYTES: usize = 16 * 1024;
@@ -186,9 +187,154 @@ pub fn refusal(c: &RegConflict) -> DomainError {
     }
 }
 
+// ---- replay or conflict ------------------------------------------------------------------
+
+/// Where an `Existing` outcome's device comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExistingRef {
+    /// Stored before this call: its device id.
+    Stored(i64),
+    /// Created by an earlier item of this call: that item's index.
+    InBatch(usize),
+}
+
+/// What the store does with one item.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Plan {
+    Create,
+    Existing(ExistingRef),
+    Conflict(RegConflict),
+}
+
+/// What the database holds for a hardware serial named in a registration call.
+#[derive(Debug, Clone)]
+pub struct KnownSerial {
+    pub device_id: i64,
+    pub client_id: String,
+    pub model: Option<String>,
+    pub metadata: Option<String>,
+    /// csr_sha256 of the device's current certificate.
+    pub csr_sha256: Option<String>,
+}
+
+/// What the database holds for a public key named in a registration call.
+#[derive(Debug, Clone)]
+pub struct KnownKey {
+    /// ClientID of the device the key is bound to.
+    pub holder: String,
+    pub compromised: bool,
+}
+
+/// Why `item` is not a replay of the registration of a device with this CSR, ClientID, model
+/// and metadata: the first field that differs, or None for a replay. A generated key is never
+/// a replay (the key was returned once); a ClientID or metadata the item does not give is not
+/// compared; metadata is compared as JSON values.
+fn replay_differs(
+    item: &NewDevice,
+    csr_sha256: Option<&str>,
+    client_id: &str,
+    model: Option<&str>,
+    metadata: Option<&str>,
+) -> Option<&'static str> {
+    let Some(csr) = item.cert.csr_sha256.as_deref() else {
+        return Some("generate_key");
+    };
+    if csr_sha256 != Some(csr) {
+        return Some("csr");
+    }
+    if item.model.as_deref() != model {
+        return Some("model");
+    }
+    if !item.client_id_generated && item.client_id != client_id {
+        return Some("client_id");
+    }
+    if let Some(given) = item.metadata.as_deref() {
+        let parse = |s: &str| serde_json::from_str::<serde_json::Value>(s).ok();
+        if metadata.is_none_or(|stored| parse(stored) != parse(given)) {
+            return Some("metadata");
+        }
+    }
+    None
+}
+
+/// Applies the registration rules to every item, in order, given what is stored.
+/// `AllOrNothing` stops at the first conflict: its item's index and the conflict.
+pub fn classify(
+    items: &[NewDevice],
+    serials: &HashMap<String, KnownSerial>,
+    client_ids: &HashSet<String>,
+    keys: &HashMap<[u8; 32], KnownKey>,
+    mode: RegMode,
+) -> Result<Vec<Plan>, (usize, RegConflict)> {
+    let mut plans = Vec::with_capacity(items.len());
+    // Serial (key) -> index of the item of this call that creates it; ClientIDs taken by it.
+    let mut new_serials: HashMap<&str, usize> = HashMap::new();
+    let mut new_keys: HashMap<[u8; 32], usize> = HashMap::new();
+    let mut new_client_ids: HashSet<&str> = HashSet::new();
+    for (index, item) in items.iter().enumerate() {
+        let plan = if let Some(known) = serials.get(&item.hardware_serial) {
+            match replay_differs(
+                item,
+                known.csr_sha256.as_deref(),
+                &known.client_id,
+                known.model.as_deref(),
+                known.metadata.as_deref(),
+            ) {
+                None => Plan::Existing(ExistingRef::Stored(known.device_id)),
+                Some(differs) => Plan::Conflict(RegConflict::SerialTaken {
+                    holder: known.client_id.clone(),
+                    differs,
+                }),
+            }
+        } else if let Some(&first) = new_serials.get(item.hardware_serial.as_str()) {
+            let f = &items[first];
+            match replay_differs(
+                item,
+                f.cert.csr_sha256.as_deref(),
+                &f.client_id,
+                f.model.as_deref(),
+                f.metadata.as_deref(),
+            ) {
+                None => Plan::Existing(ExistingRef::InBatch(first)),
+                Some(differs) => Plan::Conflict(RegConflict::SerialTaken {
+                    holder: f.client_id.clone(),
+                    differs,
+                }),
+            }
+        } else if client_ids.contains(&item.client_id)
+            || new_client_ids.contains(item.client_id.as_str())
+        {
+            Plan::Conflict(RegConflict::ClientIdTaken)
+        } else if let Some(known) = keys.get(&item.cert.spki_sha256) {
+            Plan::Conflict(if known.compromised {
+                RegConflict::KeyCompromised
+            } else {
+                RegConflict::KeyTaken {
+                    holder: known.holder.clone(),
+                }
+            })
+        } else if let Some(&first) = new_keys.get(&item.cert.spki_sha256) {
+            Plan::Conflict(RegConflict::KeyTaken {
+                holder: items[first].client_id.clone(),
+            })
+        } else {
+            new_serials.insert(&item.hardware_serial, index);
+            new_keys.insert(item.cert.spki_sha256, index);
+            new_client_ids.insert(&item.client_id);
+            Plan::Create
+        };
+        if let (Plan::Conflict(conflict), RegMode::AllOrNothing) = (&plan, mode) {
+            return Err((index, conflict.clone()));
+        }
+        plans.push(plan);
+    }
+    Ok(plans)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::NewCert;
     use devid_core::api::Role;
 
     fn caller(models: Option<Vec<String>>) -> Caller {
@@ -262,5 +408,126 @@ mod tests {
                 index: Some(2),
             }
         );
+    }
+
+    /// An item whose key is its own unless `key` names one.
+    fn item_with_key(serial: &str, cid: &str, csr: Option<&str>, key: &str) -> NewDevice {
+        NewDevice {
+            client_id: cid.into(),
+            client_id_generated: false,
+            hardware_serial: serial.into(),
+            model: None,
+            metadata: None,
+            created_at: 0,
+            cert: NewCert {
+                serial: format!("s-{serial}-{cid}"),
+                fingerprint: format!("f-{serial}-{cid}"),
+                der: vec![],
+                not_before: 0,
+                not_after: 0,
+                csr_sha256: csr.map(str::to_string),
+                spki_sha256: devid_core::csr::spki_sha256(key.as_bytes()),
+                profile: "idevid".into(),
+            },
+        }
+    }
+
+    fn item(serial: &str, cid: &str, csr: Option<&str>) -> NewDevice {
+        item_with_key(serial, cid, csr, &format!("key-{serial}-{cid}"))
+    }
+
+    fn taken(holder: &str, differs: &'static str) -> Plan {
+        Plan::Conflict(RegConflict::SerialTaken {
+            holder: holder.into(),
+            differs,
+        })
+    }
+
+    #[test]
+    fn classify_applies_the_rules_in_order() {
+        let mut stored = HashMap::new();
+        stored.insert(
+            "S1".to_string(),
+            KnownSerial {
+                device_id: 7,
+                client_id: "C7".into(),
+                model: None,
+                metadata: Some(r#"{"a":1,"b":2}"#.into()),
+                csr_sha256: Some("a".into()),
+            },
+        );
+        let client_ids: HashSet<String> = ["C1".to_string(), "C7".to_string()].into();
+        let mut keys = HashMap::new();
+        keys.insert(
+            devid_core::csr::spki_sha256(b"K7"),
+            KnownKey {
+                holder: "C7".into(),
+                compromised: false,
+            },
+        );
+        keys.insert(
+            devid_core::csr::spki_sha256(b"KX"),
+            KnownKey {
+                holder: "C8".into(),
+                compromised: true,
+            },
+        );
+        let mut generated = item("S1", "X", Some("a"));
+        generated.client_id_generated = true;
+        let mut other_model = item("S1", "C7", Some("a"));
+        other_model.model = Some("m".into());
+        let mut same_metadata = item("S1", "C7", Some("a"));
+        same_metadata.metadata = Some(r#"{"b":2,"a":1}"#.into());
+        let mut other_metadata = item("S1", "C7", Some("a"));
+        other_metadata.metadata = Some(r#"{"a":2}"#.into());
+        let items = vec![
+            generated,                                   // 0: replay, ClientID generated
+            item("S1", "X", Some("a")),                  // 1: names another ClientID
+            item("S1", "X", Some("b")),                  // 2: other CSR
+            item("S2", "C1", Some("c")),                 // 3: ClientID taken
+            item("S3", "C3", None),                      // 4: created
+            item("S3", "C4", None),                      // 5: same serial, generated key
+            item("S4", "C3", Some("d")),                 // 6: ClientID taken by item 4
+            item("S5", "C5", Some("e")),                 // 7: created
+            item("S5", "C5", Some("e")),                 // 8: replay of item 7
+            other_model,                                 // 9: another model
+            same_metadata,                               // 10: the same metadata
+            other_metadata,                              // 11: other metadata
+            item_with_key("S6", "C6", Some("f"), "K7"),  // 12: key of a stored device
+            item_with_key("S7", "C9", Some("g"), "KX"),  // 13: compromised key
+            item_with_key("S8", "C10", Some("h"), "K8"), // 14: created
+            item_with_key("S9", "C11", Some("i"), "K8"), // 15: key of item 14
+        ];
+        let plans = classify(&items, &stored, &client_ids, &keys, RegMode::Independent)
+            .expect("independent");
+        assert_eq!(
+            plans,
+            vec![
+                Plan::Existing(ExistingRef::Stored(7)),
+                taken("C7", "client_id"),
+                taken("C7", "csr"),
+                Plan::Conflict(RegConflict::ClientIdTaken),
+                Plan::Create,
+                taken("C3", "generate_key"),
+                Plan::Conflict(RegConflict::ClientIdTaken),
+                Plan::Create,
+                Plan::Existing(ExistingRef::InBatch(7)),
+                taken("C7", "model"),
+                Plan::Existing(ExistingRef::Stored(7)),
+                taken("C7", "metadata"),
+                Plan::Conflict(RegConflict::KeyTaken {
+                    holder: "C7".into()
+                }),
+                Plan::Conflict(RegConflict::KeyCompromised),
+                Plan::Create,
+                Plan::Conflict(RegConflict::KeyTaken {
+                    holder: "C10".into()
+                }),
+            ]
+        );
+        match classify(&items, &stored, &client_ids, &keys, RegMode::AllOrNothing) {
+            Err((1, RegConflict::SerialTaken { .. })) => {}
+            other => panic!("expected BatchConflict at 1, got {other:?}"),
+        }
     }
 }
