@@ -13,6 +13,7 @@ use super::layout::{
     ca_exists, install, pem_certificates, CaFiles, Installed, CA_DIR, ISSUING_KEY,
 };
 use super::rules::parse_cert;
+use super::signer::CaKey;
 use super::Ca;
 
 impl Ca {
@@ -53,20 +54,17 @@ impl Ca {
         let key = p256_key_pair(&key_pkcs8).map_err(CaError::InvalidCa)?;
         check_not_expired(&issuing_der, OffsetDateTime::now_utc())?;
         // Validate everything before anything is written.
-        let ca = Ca::from_parts(issuing_der.clone(), key, chain_der.clone())?;
+        let ca = Ca::from_parts(issuing_der.clone(), CaKey::File(key), chain_der.clone())?;
 
         let rng = SystemRandom::new();
         let files = CaFiles {
             root_der: ca.root_der.clone(),
-            root_key_text: None,
             issuing_der,
-            issuing_key_text: encode_key_file(
-                &key_pkcs8,
-                passphrase,
-                &rng,
-                Path::new(ISSUING_KEY),
-            )?,
-            issuing_key: p256_key_pair(&key_pkcs8).map_err(CaError::InvalidCa)?,
+            key_files: vec![(
+                ISSUING_KEY,
+                encode_key_file(&key_pkcs8, passphrase, &rng, Path::new(ISSUING_KEY))?,
+            )],
+            issuing_key: CaKey::File(p256_key_pair(&key_pkcs8).map_err(CaError::InvalidCa)?),
             chain_der,
         };
         fs::create_dir_all(data_dir).map_err(io_err(data_dir))?;

@@ -1,0 +1,322 @@
+//! A CA key that lives in a PKCS#11 token: made inside it (P-256, sensitive, never
+//! extractable), found again by its `CKA_ID`, and used through rcgen's `SigningKey` trait.
+//!
+//! Signing hashes the message with ring (SHA-256), has the token sign the digest with
+//! `CKM_ECDSA`, turns the token's raw `r || s` into the DER `ECDSA-Sig-Value` X.509 needs, and
+//! checks the signature with ring against the key's public key before anyone uses it.
+//!
+//! Concurrency: each key keeps a pool of logged-in sessions with the key's object handle;
+//! a signing thread takes one (or opens one when the pool is empty) and puts it back. A failed
+//! signature empties the pool (the token may have gone away, closing every session) and is
+//! tried once more on a fresh session, so a token that comes back is used again without a
+//! restart; a token that stays away fails the signature, which the server answers with 503.
+
+use std::sync::{Arc, Mutex};
+
+use cryptoki::mechanism::Mechanism;
+use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
+use cryptoki::session::Session;
+use rcgen::{PublicKeyData, SignatureAlgorithm, SigningKey};
+use ring::digest;
+use ring::rand::SecureRandom;
+use ring::signature::{UnparsedPublicKey, ECDSA_P256_SHA256_ASN1};
+
+use super::error::CaError;
+use super::token::{p11, percent_decode, percent_encode, Token};
+
+/// DER of the P-256 curve OID (1.2.840.10045.3.1.7): the `CKA_EC_PARAMS` of devid's keys.
+const P256_PARAMS: &[u8] = &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
+/// Idle sessions kept per key; more signing threads than this open and close their own.
+const POOL_MAX: usize = 16;
+
+/// A P-256 private key in a token, with its public key (the uncompressed point).
+pub(super) struct TokenKey {
+    token: Arc<Token>,
+    id: Vec<u8>,
+    label: String,
+    public_raw: Vec<u8>,
+    pool: Mutex<Vec<(Session, ObjectHandle)>>,
+}
+
+impl TokenKey {
+    /// Makes a new key pair in the token, labelled `label`, with a random `CKA_ID`.
+    pub fn generate(
+        token: &Arc<Token>,
+        label: &str,
+        rng: &dyn SecureRandom,
+    ) -> Result<TokenKey, CaError> {
+        let mut id = vec![0u8; 16];
+        rng.fill(&mut id).map_err(|_| CaError::Rng)?;
+        let common = [
+            Attribute::Token(true),
+            Attribute::Label(label.as_bytes().to_vec()),
+            Attribute::Id(id.clone()),
+        ];
+        let mut public = common.to_vec();
+        public.extend([
+            Attribute::Verify(true),
+            Attribute::Encrypt(false),
+            Attribute::Wrap(false),
+            Attribute::EcParams(P256_PARAMS.to_vec()),
+        ]);
+        let mut private = common.to_vec();
+        private.extend([
+            Attribute::Private(true),
+            Attribute::Sensitive(true),
+            Attribute::Extractable(false),
+            Attribute::Sign(true),
+            Attribute::Decrypt(false),
+            Attribute::Unwrap(false),
+            Attribute::Derive(false),
+        ]);
+        let session = token.session(true)?;
+        let (public, _) = session
+            .generate_key_pair(&Mechanism::EccKeyPairGen, &public, &private)
+            .map_err(p11("generate a P-256 key pair in the token"))?;
+        let public_raw = ec_point(&session, public)?;
+        Ok(TokenKey {
+            token: token.clone(),
+            id,
+            label: label.to_string(),
+            public_raw,
+            pool: Mutex::default(),
+        })
+    }
+
+    /// Finds the key a [`TokenKey::reference`] names, and refuses one that the token would
+    /// let out (`CKA_SENSITIVE` false or `CKA_EXTRACTABLE` true).
+    pub fn open(token: &Arc<Token>, reference: &str) -> Result<TokenKey, CaError> {
+        let id = reference_id(reference)?;
+        let session = token.session(false)?;
+        let private = find(&session, ObjectClass::PRIVATE_KEY, &id)?;
+        let attrs = session
+            .get_attributes(
+                private,
+                &[
+                    AttributeType::Sensitive,
+                    AttributeType::Extractable,
+                    AttributeType::Label,
+                ],
+            )
+            .map_err(p11("read the key's attributes"))?;
+        let mut label = String::new();
+        for a in attrs {
+            match a {
+                Attribute::Sensitive(false) | Attribute::Extractable(true) => {
+                    return Err(CaError::Token(format!(
+                        "the key {reference} can leave the token (CKA_SENSITIVE false or \
+                         CKA_EXTRACTABLE true); devid uses only keys that cannot"
+                    )))
+                }
+                Attribute::Label(l) => label = String::from_utf8_lossy(&l).into_owned(),
+                _ => {}
+            }
+        }
+        let public = find(&session, ObjectClass::PUBLIC_KEY, &id)?;
+        let public_raw = ec_point(&session, public)?;
+        let key = TokenKey {
+            token: token.clone(),
+            id,
+            label,
+            public_raw,
+            pool: Mutex::default(),
+        };
+        key.put_back(session, private);
+        Ok(key)
+    }
+
+    /// The key as an RFC 7512 URI: what the data directory keeps instead of the key.
+    pub fn reference(&self) -> String {
+        format!(
+            "pkcs11:token={};object={};id={};type=private\n",
+            percent_encode(self.token.label.as_bytes(), false),
+            percent_encode(self.label.as_bytes(), false),
+            percent_encode(&self.id, true)
+        )
+    }
+
+    /// The uncompressed P-256 public key.
+    pub fn public_key_raw(&self) -> &[u8] {
+        &self.public_raw
+    }
+
+    fn take(&self) -> Result<(Session, ObjectHandle), CaError> {
+        if let Some(pooled) = self.pool.lock().unwrap_or_else(|p| p.into_inner()).pop() {
+            return Ok(pooled);
+        }
+        let session = self.token.session(false)?;
+        let handle = find(&session, ObjectClass::PRIVATE_KEY, &self.id)?;
+        Ok((session, handle))
+    }
+
+    fn put_back(&self, session: Session, handle: ObjectHandle) {
+        let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
+        if pool.len() < POOL_MAX {
+            pool.push((session, handle));
+        }
+    }
+
+    /// One signature over the SHA-256 digest, as DER, checked against the public key.
+    fn sign_once(&self, msg: &[u8], digest: &[u8]) -> Result<Vec<u8>, CaError> {
+        let (session, handle) = self.take()?;
+        let raw = session
+            .sign(&Mechanism::Ecdsa, handle, digest)
+            .map_err(p11("sign"))?;
+        self.put_back(session, handle);
+        let der = ecdsa_raw_to_der(&raw).ok_or_else(|| {
+            CaError::Token(format!(
+                "the token returned a {}-byte signature (a P-256 signature is 64 bytes)",
+                raw.len()
+            ))
+        })?;
+        UnparsedPublicKey::new(&ECDSA_P256_SHA256_ASN1, &self.public_raw)
+            .verify(msg, &der)
+            .map_err(|_| {
+                CaError::Token("the token's signature does not verify under its public key".into())
+            })?;
+        Ok(der)
+    }
+}
+
+impl PublicKeyData for TokenKey {
+    fn der_bytes(&self) -> &[u8] {
+        &self.public_raw
+    }
+
+    fn algorithm(&self) -> &'static SignatureAlgorithm {
+        &rcgen::PKCS_ECDSA_P256_SHA256
+    }
+}
+
+impl SigningKey for TokenKey {
+    fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, rcgen::Error> {
+        let digest = digest::digest(&digest::SHA256, msg);
+        let first = match self.sign_once(msg, digest.as_ref()) {
+            Ok(sig) => return Ok(sig),
+            Err(e) => e,
+        };
+        // The token may have closed every session: start over with a fresh one.
+        self.pool.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.sign_once(msg, digest.as_ref()).map_err(|e| {
+            tracing::error!(
+                token = %self.token.label,
+                key = %self.label,
+                error = %e,
+                first_error = %first,
+                "the PKCS#11 token cannot sign; issuance fails until it answers again"
+            );
+            rcgen::Error::RemoteKeyError
+        })
+    }
+}
+
+/// The one object of `class` with `CKA_ID` `id`.
+fn find(session: &Session, class: ObjectClass, id: &[u8]) -> Result<ObjectHandle, CaError> {
+    let found = session
+        .find_objects(&[
+            Attribute::Class(class),
+            Attribute::KeyType(KeyType::EC),
+            Attribute::Id(id.to_vec()),
+        ])
+        .map_err(p11("find the key"))?;
+    match found.as_slice() {
+        [one] => Ok(*one),
+        [] => Err(CaError::Token(format!(
+            "the token holds no EC {class} with id {}",
+            hex::encode(id)
+        ))),
+        _ => Err(CaError::Token(format!(
+            "the token holds {} EC {class} objects with id {}",
+            found.len(),
+            hex::encode(id)
+        ))),
+    }
+}
+
+/// The uncompressed point of a P-256 public key object (`CKA_EC_POINT` is a DER OCTET
+/// STRING around it; some modules give the bare point).
+fn ec_point(session: &Session, public: ObjectHandle) -> Result<Vec<u8>, CaError> {
+    let attrs = session
+        .get_attributes(public, &[AttributeType::EcPoint])
+        .map_err(p11("read the public key"))?;
+    let point = attrs.into_iter().find_map(|a| match a {
+        Attribute::EcPoint(p) => Some(p),
+        _ => None,
+    });
+    match point.as_deref() {
+        Some([0x04, 0x41, rest @ ..]) if rest.len() == 65 && rest[0] == 0x04 => Ok(rest.to_vec()),
+        Some(p) if p.len() == 65 && p[0] == 0x04 => Ok(p.to_vec()),
+        _ => Err(CaError::Token(
+            "the token's public key is not an uncompressed P-256 point".into(),
+        )),
+    }
+}
+
+/// The `CKA_ID` of a key reference (`pkcs11:...;id=%..;...`).
+fn reference_id(reference: &str) -> Result<Vec<u8>, CaError> {
+    let path = reference
+        .trim()
+        .strip_prefix("pkcs11:")
+        .ok_or_else(|| CaError::Token(format!("{reference:?} is not a pkcs11: URI")))?;
+    let path = path.split('?').next().unwrap_or(path);
+    path.split(';')
+        .find_map(|a| a.strip_prefix("id="))
+        .map(percent_decode)
+        .transpose()?
+        .filter(|id| !id.is_empty())
+        .ok_or_else(|| CaError::Token(format!("the key reference {reference:?} has no id")))
+}
+
+/// PKCS#11's ECDSA signature (`r || s`, 32 bytes each for P-256) as the DER
+/// `ECDSA-Sig-Value ::= SEQUENCE { r INTEGER, s INTEGER }`.
+fn ecdsa_raw_to_der(raw: &[u8]) -> Option<Vec<u8>> {
+    if raw.len() != 64 {
+        return None;
+    }
+    let (r, s) = raw.split_at(32);
+    let int = |v: &[u8]| {
+        let start = v.iter().position(|&b| b != 0).unwrap_or(v.len() - 1);
+        let v = &v[start..];
+        let mut out = vec![0x02];
+        if v[0] & 0x80 != 0 {
+            out.push(u8::try_from(v.len() + 1).unwrap_or(0));
+            out.push(0);
+        } else {
+            out.push(u8::try_from(v.len()).unwrap_or(0));
+        }
+        out.extend_from_slice(v);
+        out
+    };
+    let (r, s) = (int(r), int(s));
+    let mut der = vec![0x30, u8::try_from(r.len() + s.len()).ok()?];
+    der.extend(r);
+    der.extend(s);
+    Some(der)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raw_signatures_become_der_integers() {
+        let mut raw = [0u8; 64];
+        raw[31] = 0x05; // r = 5
+        raw[32] = 0x80; // s has its top bit set: a leading zero keeps it positive
+        let der = ecdsa_raw_to_der(&raw).expect("der");
+        assert_eq!(&der[..5], &[0x30, 3 + 35, 0x02, 0x01, 0x05]);
+        assert_eq!(&der[5..8], &[0x02, 33, 0x00]);
+        assert_eq!(der[8], 0x80);
+        assert_eq!(der.len(), 2 + 3 + 35);
+        assert!(ecdsa_raw_to_der(&raw[..63]).is_none());
+    }
+
+    #[test]
+    fn references_name_the_id() {
+        let id = reference_id("pkcs11:token=devid;object=devid-issuing;id=%01%ff;type=private\n")
+            .expect("id");
+        assert_eq!(id, vec![0x01, 0xff]);
+        assert!(reference_id("pkcs11:token=devid").is_err());
+        assert!(reference_id("file:x").is_err());
+    }
+}

@@ -1,0 +1,365 @@
+//! CA keys in a PKCS#11 token (SoftHSM2): made in the token, never on disk, used for every
+//! signature, and found again after a restart. Each test gets its own SoftHSM token directory
+//! through `SOFTHSM2_CONF`. Without SoftHSM2 the tests are skipped, except under CI
+//! (`CI=true` or `DEVID_TEST_REQUIRE_POSTGRES=1`), where that is a failure.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+const PIN: &str = "4711-devid-pin";
+const LABEL: &str = "devid test";
+
+/// A fresh SoftHSM2 token in its own directory.
+struct Hsm {
+    dir: tempfile::TempDir,
+    module: PathBuf,
+}
+
+impl Hsm {
+    /// None (the test is skipped) when SoftHSM2 is not installed, outside CI.
+    fn new() -> Option<Hsm> {
+        let module = std::env::var_os("DEVID_TEST_SOFTHSM_MODULE")
+            .map(PathBuf::from)
+            .into_iter()
+            .chain(
+                [
+                    "/usr/lib/softhsm/libsofthsm2.so",
+                    "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
+                    "/usr/lib/aarch64-linux-gnu/softhsm/libsofthsm2.so",
+                    "/usr/local/lib/softhsm/libsofthsm2.so",
+                ]
+                .map(PathBuf::from),
+            )
+            .find(|p| p.exists());
+        let tools = Command::new("softhsm2-util")
+            .arg("--version")
+            .output()
+            .is_ok()
+            && Command::new("pkcs11-tool").arg("--help").output().is_ok();
+        let (Some(module), true) = (module, tools) else {
+            let ci = std::env::var("CI").is_ok_and(|v| v == "true")
+                || std::env::var("DEVID_TEST_REQUIRE_POSTGRES").is_ok_and(|v| v == "1");
+            assert!(
+                !ci,
+                "SoftHSM2 (softhsm2-util, libsofthsm2.so) and pkcs11-tool are required under CI; \
+                 run scripts/setup.sh"
+            );
+            eprintln!("skipped: SoftHSM2 or pkcs11-tool is not installed");
+            return None;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let tokens = dir.path().join("tokens");
+        std::fs::create_dir(&tokens).unwrap();
+        let conf = format!(
+            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+            tokens.display()
+        );
+        write(dir.path(), "softhsm2.conf", &conf);
+        write(dir.path(), "pin", &format!("{PIN}\n"));
+        write(dir.path(), "wrong-pin", "0000-wrong\n");
+        let hsm = Hsm { dir, module };
+        run_ok(hsm.command("softhsm2-util").args([
+            "--init-token",
+            "--free",
+            "--label",
+            LABEL,
+            "--pin",
+            PIN,
+            "--so-pin",
+            "so-secret",
+        ]));
+        Some(hsm)
+    }
+
+    fn conf(&self) -> PathBuf {
+        self.dir.path().join("softhsm2.conf")
+    }
+
+    fn command(&self, program: &str) -> Command {
+        let mut cmd = Command::new(program);
+        cmd.env("SOFTHSM2_CONF", self.conf());
+        cmd
+    }
+
+    /// The server's options for this token, with the PIN file `pin_file`.
+    fn args(&self, pin_file: &str) -> Vec<String> {
+        vec![
+            "--pkcs11-module".into(),
+            self.module.display().to_string(),
+            "--pkcs11-token".into(),
+            LABEL.into(),
+            "--pkcs11-pin-file".into(),
+            self.dir.path().join(pin_file).display().to_string(),
+        ]
+    }
+
+    fn options(&self, data_dir: &Path) -> Options {
+        Options {
+            extra_args: self.args("pin"),
+            env: vec![("SOFTHSM2_CONF".into(), self.conf().display().to_string())],
+            data_dir: Some(data_dir.to_path_buf()),
+            ..Options::default()
+        }
+    }
+
+    /// `pkcs11-tool --list-objects`, logged in: what the token itself says about its objects.
+    fn list_objects(&self) -> String {
+        run_ok(self.command("pkcs11-tool").args([
+            "--module",
+            &self.module.display().to_string(),
+            "--token-label",
+            LABEL,
+            "--login",
+            "--pin",
+            PIN,
+            "--list-objects",
+        ]))
+    }
+}
+
+async fn register(server: &Server, serial: &str) -> Value {
+    let (status, reg) = server
+        .admin_post(
+            "/v1/devices",
+            &json!({"hardware_serial": serial, "generate_key": true}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{reg}");
+    reg
+}
+
+fn openssl(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "openssl {args:?}: {text}");
+    text
+}
+
+/// The device certificate chains to the root on disk (openssl).
+fn check_certificate(server: &Server, reg: &Value, dir: &Path) {
+    write(dir, "device.pem", reg["certificate"].as_str().unwrap());
+    write(dir, "chain.pem", reg["chain"].as_str().unwrap());
+    let root = server.root_pem().display().to_string();
+    let out = openssl(
+        dir,
+        &[
+            "verify",
+            "-CAfile",
+            &root,
+            "-untrusted",
+            "chain.pem",
+            "device.pem",
+        ],
+    );
+    assert!(out.contains("device.pem: OK"), "{out}");
+}
+
+/// The CRL verifies under the issuing CA (openssl); returns its text.
+async fn crl_text(server: &Server, dir: &Path) -> String {
+    let resp = server
+        .client
+        .get(server.url("/v1/crl"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    std::fs::write(dir.join("crl.der"), resp.bytes().await.unwrap()).unwrap();
+    let chain = std::fs::read_to_string(server.data_dir.join("ca/chain.pem")).unwrap();
+    write(dir, "ca-chain.pem", &chain);
+    let out = openssl(
+        dir,
+        &[
+            "crl",
+            "-inform",
+            "DER",
+            "-in",
+            "crl.der",
+            "-noout",
+            "-text",
+            "-verify",
+            "-CAfile",
+            "ca-chain.pem",
+        ],
+    );
+    assert!(out.contains("verify OK"), "{out}");
+    out
+}
+
+/// Every file under `dir`, recursively.
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(files_under(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_token_ca_issues_revokes_signs_crls_and_survives_a_restart() {
+    let Some(hsm) = Hsm::new() else { return };
+    for backend in backends().await {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = tmp.path().join("data");
+        let mut server = Server::start_with(&backend, hsm.options(&data)).await;
+        let printed = server.printed();
+        assert!(printed.contains("PKCS#11 token"), "{printed}");
+        assert!(
+            !printed.contains(PIN),
+            "the PIN reached the output: {printed}"
+        );
+
+        // The data directory keeps certificates and key references, no private key.
+        let ca_dir = data.join("ca");
+        for name in ["root.key", "issuing.key"] {
+            assert!(!ca_dir.join(name).exists(), "{name}");
+        }
+        for name in ["root.pkcs11", "issuing.pkcs11"] {
+            let reference = std::fs::read_to_string(ca_dir.join(name)).unwrap();
+            assert!(
+                reference.starts_with("pkcs11:token=devid%20test;"),
+                "{reference}"
+            );
+        }
+        for file in files_under(&data) {
+            let bytes = std::fs::read(&file).unwrap();
+            let text = String::from_utf8_lossy(&bytes);
+            assert!(!text.contains("PRIVATE KEY"), "{}", file.display());
+        }
+
+        // The token made both keys and will not let them out.
+        let objects = hsm.list_objects();
+        let private: Vec<&str> = objects
+            .split("Private Key Object")
+            .skip(1)
+            .filter(|o| o.contains("label:      devid "))
+            .collect();
+        assert_eq!(
+            private.len(),
+            2 * (1 + backend_index(&backend)),
+            "{objects}"
+        );
+        for o in &private {
+            assert!(o.contains("sensitive"), "{o}");
+            assert!(o.contains("never extractable"), "{o}");
+        }
+
+        // Issuance and revocation; the CRL, signed in the token, verifies.
+        let dir = tempfile::tempdir().unwrap();
+        let a = register(&server, "P11-A").await;
+        check_certificate(&server, &a, dir.path());
+        let (status, batch) = server
+            .admin_post(
+                "/v1/devices/batch",
+                &json!({"items": (0..8)
+                    .map(|i| json!({"hardware_serial": format!("P11-B{i}"), "generate_key": true}))
+                    .collect::<Vec<_>>()}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{}", batch["detail"]);
+        assert_eq!(batch["created"], 8);
+        check_certificate(&server, &batch["items"][7], dir.path());
+        let (status, revoked) = server
+            .admin_post(
+                &format!("/v1/devices/{}/revoke", a["client_id"].as_str().unwrap()),
+                &json!({"reason": "keyCompromise"}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{revoked}");
+        let serial = a["serial"].as_str().unwrap().to_ascii_uppercase();
+        let text = crl_text(&server, dir.path()).await;
+        assert!(text.contains(&serial), "{text}");
+
+        // A restart uses the token again: same CA, still issuing.
+        let root_before = std::fs::read(server.root_pem()).unwrap();
+        assert!(server.stop().success());
+        let server = Server::start_with(&backend, hsm.options(&data)).await;
+        assert_eq!(std::fs::read(server.root_pem()).unwrap(), root_before);
+        let b = register(&server, "P11-C").await;
+        check_certificate(&server, &b, dir.path());
+        assert!(crl_text(&server, dir.path()).await.contains(&serial));
+    }
+}
+
+/// Each backend makes its own CA in the one token: SQLite first, then PostgreSQL.
+fn backend_index(backend: &Backend) -> usize {
+    match backend {
+        Backend::Sqlite => 0,
+        Backend::Postgres(_) => 1,
+    }
+}
+
+#[test]
+fn a_wrong_pin_or_missing_token_options_refuse_to_start_with_a_clear_message() {
+    let Some(hsm) = Hsm::new() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let init = |args: Vec<String>| {
+        let out = hsm
+            .command(BIN)
+            .arg("init")
+            .arg("--data-dir")
+            .arg(&data)
+            .args(args)
+            .env_remove("DEVID_PKCS11_PIN")
+            .env_remove("DEVID_CA_PASSPHRASE")
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!text.contains(PIN), "the PIN reached the output: {text}");
+        (out.status.success(), text)
+    };
+
+    // A wrong PIN on the first start: refused, and no CA is made.
+    let (ok, text) = init(hsm.args("wrong-pin"));
+    assert!(!ok, "{text}");
+    assert!(text.contains("refused the PIN"), "{text}");
+    assert!(!data.join("ca").exists());
+
+    // A token that is not there.
+    let mut args = hsm.args("pin");
+    args[3] = "no such token".into();
+    let (ok, text) = init(args);
+    assert!(!ok, "{text}");
+    assert!(text.contains("no initialized token matches"), "{text}");
+
+    let (ok, text) = init(hsm.args("pin"));
+    assert!(ok, "{text}");
+
+    // Later starts: a wrong PIN, or no token options at all, are refused.
+    let (ok, text) = init(hsm.args("wrong-pin"));
+    assert!(!ok, "{text}");
+    assert!(text.contains("refused the PIN"), "{text}");
+    let (ok, text) = init(vec![]);
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("the CA keys are in a token") && text.contains("--pkcs11-module"),
+        "{text}"
+    );
+    let (ok, text) = init(hsm.args("pin"));
+    assert!(ok, "{text}");
+    assert!(text.contains("already initialized"), "{text}");
+}
