@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Makes sure what the tests need is installed and running: openssl (an independent checker),
 # Mosquitto 2.0 (the real broker the end-to-end tests start on their own ports) and its stock
-# clients mosquitto_pub/mosquitto_sub (the mutual-TLS end-to-end test), and PostgreSQL
+# clients mosquitto_pub/mosquitto_sub (the mutual-TLS end-to-end test), SoftHSM2 and
+# pkcs11-tool (opensc) for the CA-keys-in-a-token tests, and PostgreSQL
 # at 127.0.0.1:5432 with trust auth, and cargo-machete (the unused-dependency check of .ci/run).
 # Idempotent; installs from Debian's packages and crates.io when missing.
 set -euo pipefail
@@ -17,6 +18,8 @@ command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need_apt+=
 command -v mosquitto_pub >/dev/null 2>&1 && command -v mosquitto_sub >/dev/null 2>&1 ||
   need_apt+=(mosquitto-clients)
 command -v pg_ctlcluster >/dev/null 2>&1 || need_apt+=(postgresql)
+command -v softhsm2-util >/dev/null 2>&1 || need_apt+=(softhsm2)
+command -v pkcs11-tool >/dev/null 2>&1 || need_apt+=(opensc)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive
