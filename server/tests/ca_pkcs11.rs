@@ -363,3 +363,57 @@ fn a_wrong_pin_or_missing_token_options_refuse_to_start_with_a_clear_message() {
     assert!(ok, "{text}");
     assert!(text.contains("already initialized"), "{text}");
 }
+
+#[tokio::test]
+async fn a_token_that_goes_away_fails_issuance_with_503_and_is_used_again_when_back() {
+    let Some(hsm) = Hsm::new() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start_with(&Backend::Sqlite, hsm.options(&tmp.path().join("data"))).await;
+    register(&server, "GONE-1").await;
+
+    // SoftHSM keeps a token in a directory: moving it away is unplugging the token.
+    let tokens = hsm.dir.path().join("tokens");
+    let token_dir = std::fs::read_dir(&tokens)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let aside = hsm.dir.path().join("unplugged");
+    std::fs::rename(&token_dir, &aside).unwrap();
+    for serial in ["GONE-2", "GONE-3"] {
+        let (status, problem) = server
+            .admin_post(
+                "/v1/devices",
+                &json!({"hardware_serial": serial, "generate_key": true}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{problem}");
+        assert!(
+            problem["detail"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("PKCS#11 token"),
+            "{problem}"
+        );
+    }
+    assert!(
+        server
+            .printed()
+            .contains("the PKCS#11 token cannot sign; issuance fails until it answers again"),
+        "{}",
+        server.printed()
+    );
+
+    // Plugged back in: the next request after the module's one-second back-off succeeds.
+    std::fs::rename(&aside, &token_dir).unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let again = register(&server, "GONE-4").await;
+    let dir = tempfile::tempdir().unwrap();
+    check_certificate(&server, &again, dir.path());
+    assert!(
+        server.printed().contains("the PKCS#11 token answers again"),
+        "{}",
+        server.printed()
+    );
+}

@@ -1,6 +1,13 @@
 //! A PKCS#11 token that holds the CA keys: the module loaded once per process, the token's
 //! slot found by label or RFC 7512 URI, and sessions logged in with the PIN.
 //!
+//! A token that stops answering (unplugged, restarted, its connection lost) invalidates every
+//! session, and some modules keep failing until they are initialized again. [`Token::reset`]
+//! does that (at most once a second): it waits for every call in flight (each holds
+//! [`Token::calls`]), finalizes and re-initializes the module, finds the token's slot again,
+//! and bumps [`Token::generation`], so that sessions opened before are forgotten, never
+//! closed (their handle numbers may belong to new sessions by then).
+//!
 //! `cryptoki` is an interface to the token, not a second crypto stack: the token makes the
 //! keys and the signatures, ring checks every signature and does all other cryptography.
 //! The keys themselves are [`TokenKey`](super::token_key::TokenKey)s.
@@ -8,7 +15,9 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, RwLock, RwLockReadGuard};
+use std::time::{Duration, Instant};
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as P11Error, RvError};
@@ -38,13 +47,20 @@ impl fmt::Debug for TokenConfig {
     }
 }
 
+/// Least time between two module re-initializations.
+const RESET_INTERVAL: Duration = Duration::from_secs(1);
+
 /// An open token: the module, the slot it sits in, and the PIN to log new sessions in.
 pub(super) struct Token {
     module: Pkcs11,
-    slot: Slot,
-    pin: AuthPin,
+    config: TokenConfig,
+    selector: TokenSelector,
+    slot: Mutex<Slot>,
     /// The token's label, for log lines and key references.
     pub label: String,
+    calls: RwLock<()>,
+    generation: AtomicU64,
+    last_reset: Mutex<Option<Instant>>,
 }
 
 impl Token {
@@ -53,59 +69,98 @@ impl Token {
     pub fn open(config: &TokenConfig) -> Result<Arc<Token>, CaError> {
         let module = load_module(&config.module)?;
         let selector = TokenSelector::parse(&config.token)?;
-        let slots = module
-            .get_slots_with_initialized_token()
-            .map_err(p11("list the token slots"))?;
-        let mut found = None;
-        for slot in slots {
-            let info = module
-                .get_token_info(slot)
-                .map_err(p11("read token information"))?;
-            if selector.matches(&info) {
-                found = Some((slot, info.label().trim_end().to_string()));
-                break;
-            }
-        }
-        let (slot, label) = found.ok_or_else(|| {
-            CaError::Token(format!(
-                "no initialized token matches {:?} in {}",
-                config.token,
-                config.module.display()
-            ))
-        })?;
+        let (slot, label) = find_slot(&module, &selector, config)?;
         let token = Token {
             module,
-            slot,
-            pin: config.pin.clone(),
+            config: TokenConfig {
+                module: config.module.clone(),
+                token: config.token.clone(),
+                pin: config.pin.clone(),
+            },
+            selector,
+            slot: Mutex::new(slot),
             label,
+            calls: RwLock::default(),
+            generation: AtomicU64::new(0),
+            last_reset: Mutex::default(),
         };
         drop(token.session(false)?);
         Ok(Arc::new(token))
     }
 
-    /// A new session, logged in as the user (a module logs in every session of the process
-    /// at once, so "already logged in" is success). `rw` for creating objects.
+    /// Held around every call on a pooled session, so [`Token::reset`] never runs under one.
+    pub fn calls(&self) -> RwLockReadGuard<'_, ()> {
+        self.calls.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Bumped by every [`Token::reset`]: sessions of an older generation are gone.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
+    /// Finalizes and re-initializes the module and finds the token again (see the module
+    /// docs). Skipped (false) within a second of the last reset.
+    pub fn reset(&self) -> Result<bool, CaError> {
+        let _calls = self.calls.write().unwrap_or_else(|p| p.into_inner());
+        {
+            let mut last = self.last_reset.lock().unwrap_or_else(|p| p.into_inner());
+            if last.is_some_and(|t| t.elapsed() < RESET_INTERVAL) {
+                return Ok(false);
+            }
+            *last = Some(Instant::now());
+        }
+        tracing::warn!(token = %self.label, "re-initializing the PKCS#11 module");
+        // Whatever finalizing says, the sessions are gone; initializing again is what counts.
+        let _ = self.module.clone().finalize();
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        initialize(&self.module, &self.config.module)?;
+        let (slot, _) = find_slot(&self.module, &self.selector, &self.config)?;
+        *self.slot.lock().unwrap_or_else(|p| p.into_inner()) = slot;
+        Ok(true)
+    }
+
+    /// A new session, logged in, closed when dropped (for start-up work).
     pub fn session(&self, rw: bool) -> Result<Session, CaError> {
+        let slot = *self.slot.lock().unwrap_or_else(|p| p.into_inner());
         let session = if rw {
-            self.module.open_rw_session(self.slot)
+            self.module.open_rw_session(slot)
         } else {
-            self.module.open_ro_session(self.slot)
+            self.module.open_ro_session(slot)
         }
         .map_err(p11("open a session"))?;
-        match session.login(UserType::User, Some(&self.pin)) {
-            Ok(()) | Err(P11Error::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(session),
+        self.login(session)
+    }
+
+    /// A new read-only session, logged in, that dropping does not close: for a pool, whose
+    /// owner closes it while its generation is current. Call under [`Token::calls`].
+    pub fn pool_session(&self) -> Result<Session, CaError> {
+        let slot = *self.slot.lock().unwrap_or_else(|p| p.into_inner());
+        let session = self
+            .module
+            .open_ro_session_no_drop(slot)
+            .map_err(p11("open a session"))?;
+        self.login(session)
+    }
+
+    /// Logs `session` in as the user (a module logs in every session of the process at once,
+    /// so "already logged in" is success).
+    fn login(&self, session: Session) -> Result<Session, CaError> {
+        let err = match session.login(UserType::User, Some(&self.config.pin)) {
+            Ok(()) | Err(P11Error::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => return Ok(session),
             Err(P11Error::Pkcs11(RvError::PinIncorrect | RvError::PinLenRange, _)) => {
-                Err(CaError::Token(format!(
+                CaError::Token(format!(
                     "token {:?} refused the PIN (check --pkcs11-pin-file or DEVID_PKCS11_PIN)",
                     self.label
-                )))
+                ))
             }
-            Err(P11Error::Pkcs11(RvError::PinLocked, _)) => Err(CaError::Token(format!(
+            Err(P11Error::Pkcs11(RvError::PinLocked, _)) => CaError::Token(format!(
                 "token {:?} has locked the user PIN after too many wrong tries",
                 self.label
-            ))),
-            Err(e) => Err(p11("log in")(e)),
-        }
+            )),
+            Err(e) => p11("log in")(e),
+        };
+        let _ = session.close();
+        Err(err)
     }
 }
 
@@ -114,8 +169,9 @@ pub(super) fn p11(what: &'static str) -> impl Fn(P11Error) -> CaError {
     move |e| CaError::Token(format!("cannot {what}: {e}"))
 }
 
-/// Each module is loaded and initialized once per process and never finalized: PKCS#11 allows
-/// one `C_Initialize` per process, and the keys of a loaded CA keep using it.
+/// Each module is loaded and initialized once per process and finalized only by
+/// [`Token::reset`]: PKCS#11 allows one `C_Initialize` per process, and the keys of a loaded
+/// CA keep using it.
 fn load_module(path: &Path) -> Result<Pkcs11, CaError> {
     static MODULES: OnceLock<Mutex<HashMap<PathBuf, Pkcs11>>> = OnceLock::new();
     let mut modules = MODULES
@@ -131,17 +187,43 @@ fn load_module(path: &Path) -> Result<Pkcs11, CaError> {
             path.display()
         ))
     })?;
-    match module.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
-        Ok(()) | Err(P11Error::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
-        Err(e) => {
-            return Err(CaError::Token(format!(
-                "cannot initialize the PKCS#11 module {}: {e}",
-                path.display()
-            )))
-        }
-    }
+    initialize(&module, path)?;
     modules.insert(path.to_path_buf(), module.clone());
     Ok(module)
+}
+
+fn initialize(module: &Pkcs11, path: &Path) -> Result<(), CaError> {
+    match module.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
+        Ok(()) | Err(P11Error::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => Ok(()),
+        Err(e) => Err(CaError::Token(format!(
+            "cannot initialize the PKCS#11 module {}: {e}",
+            path.display()
+        ))),
+    }
+}
+
+/// The slot of the token `selector` names, and the token's label.
+fn find_slot(
+    module: &Pkcs11,
+    selector: &TokenSelector,
+    config: &TokenConfig,
+) -> Result<(Slot, String), CaError> {
+    let slots = module
+        .get_slots_with_initialized_token()
+        .map_err(p11("list the token slots"))?;
+    for slot in slots {
+        let info = module
+            .get_token_info(slot)
+            .map_err(p11("read token information"))?;
+        if selector.matches(&info) {
+            return Ok((slot, info.label().trim_end().to_string()));
+        }
+    }
+    Err(CaError::Token(format!(
+        "no initialized token matches {:?} in {}",
+        config.token,
+        config.module.display()
+    )))
 }
 
 /// Which token: by label, or by the token attributes of an RFC 7512 URI.

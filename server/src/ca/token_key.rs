@@ -8,8 +8,9 @@
 //! Concurrency: each key keeps a pool of logged-in sessions with the key's object handle;
 //! a signing thread takes one (or opens one when the pool is empty) and puts it back. A failed
 //! signature empties the pool (the token may have gone away, closing every session) and is
-//! tried once more on a fresh session, so a token that comes back is used again without a
-//! restart; a token that stays away fails the signature, which the server answers with 503.
+//! tried again on a fresh session, then once more after re-initializing the module
+//! ([`Token::reset`]), so a token that comes back is used again without a restart; a token
+//! that stays away fails the signature, which the server answers with 503.
 
 use std::sync::{Arc, Mutex};
 
@@ -35,7 +36,15 @@ pub(super) struct TokenKey {
     id: Vec<u8>,
     label: String,
     public_raw: Vec<u8>,
-    pool: Mutex<Vec<(Session, ObjectHandle)>>,
+    pool: Mutex<Vec<Pooled>>,
+}
+
+/// An idle session (opened by [`Token::pool_session`]) with the key's handle in it.
+struct Pooled {
+    session: Session,
+    handle: ObjectHandle,
+    /// The [`Token::generation`] it was opened in.
+    generation: u64,
 }
 
 impl TokenKey {
@@ -114,15 +123,13 @@ impl TokenKey {
         }
         let public = find(&session, ObjectClass::PUBLIC_KEY, &id)?;
         let public_raw = ec_point(&session, public)?;
-        let key = TokenKey {
+        Ok(TokenKey {
             token: token.clone(),
             id,
             label,
             public_raw,
             pool: Mutex::default(),
-        };
-        key.put_back(session, private);
-        Ok(key)
+        })
     }
 
     /// The key as an RFC 7512 URI: what the data directory keeps instead of the key.
@@ -140,29 +147,74 @@ impl TokenKey {
         &self.public_raw
     }
 
-    fn take(&self) -> Result<(Session, ObjectHandle), CaError> {
-        if let Some(pooled) = self.pool.lock().unwrap_or_else(|p| p.into_inner()).pop() {
-            return Ok(pooled);
+    /// A session of the current generation from the pool, or a new one. Call under
+    /// [`Token::calls`]. Sessions of older generations are dropped without closing them.
+    fn take(&self, generation: u64) -> Result<Pooled, CaError> {
+        let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
+        while let Some(pooled) = pool.pop() {
+            if pooled.generation == generation {
+                return Ok(pooled);
+            }
         }
-        let session = self.token.session(false)?;
-        let handle = find(&session, ObjectClass::PRIVATE_KEY, &self.id)?;
-        Ok((session, handle))
+        drop(pool);
+        let session = self.token.pool_session()?;
+        match find(&session, ObjectClass::PRIVATE_KEY, &self.id) {
+            Ok(handle) => Ok(Pooled {
+                session,
+                handle,
+                generation,
+            }),
+            Err(e) => {
+                let _ = session.close();
+                Err(e)
+            }
+        }
     }
 
-    fn put_back(&self, session: Session, handle: ObjectHandle) {
+    /// Returns a session to the pool, or closes it when the pool is full. Call under
+    /// [`Token::calls`], in the session's generation.
+    fn put_back(&self, pooled: Pooled) {
         let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
         if pool.len() < POOL_MAX {
-            pool.push((session, handle));
+            pool.push(pooled);
+        } else {
+            drop(pool);
+            let _ = pooled.session.close();
+        }
+    }
+
+    /// Closes every pooled session of the current generation (after a failure: they may all
+    /// be dead).
+    fn drain(&self) {
+        let _calls = self.token.calls();
+        let generation = self.token.generation();
+        let idle = std::mem::take(&mut *self.pool.lock().unwrap_or_else(|p| p.into_inner()));
+        for pooled in idle {
+            if pooled.generation == generation {
+                let _ = pooled.session.close();
+            }
         }
     }
 
     /// One signature over the SHA-256 digest, as DER, checked against the public key.
     fn sign_once(&self, msg: &[u8], digest: &[u8]) -> Result<Vec<u8>, CaError> {
-        let (session, handle) = self.take()?;
-        let raw = session
-            .sign(&Mechanism::Ecdsa, handle, digest)
-            .map_err(p11("sign"))?;
-        self.put_back(session, handle);
+        let raw = {
+            let _calls = self.token.calls();
+            let pooled = self.take(self.token.generation())?;
+            match pooled
+                .session
+                .sign(&Mechanism::Ecdsa, pooled.handle, digest)
+            {
+                Ok(raw) => {
+                    self.put_back(pooled);
+                    raw
+                }
+                Err(e) => {
+                    let _ = pooled.session.close();
+                    return Err(p11("sign")(e));
+                }
+            }
+        };
         let der = ecdsa_raw_to_der(&raw).ok_or_else(|| {
             CaError::Token(format!(
                 "the token returned a {}-byte signature (a P-256 signature is 64 bytes)",
@@ -195,18 +247,32 @@ impl SigningKey for TokenKey {
             Ok(sig) => return Ok(sig),
             Err(e) => e,
         };
-        // The token may have closed every session: start over with a fresh one.
-        self.pool.lock().unwrap_or_else(|p| p.into_inner()).clear();
-        self.sign_once(msg, digest.as_ref()).map_err(|e| {
-            tracing::error!(
-                token = %self.token.label,
-                key = %self.label,
-                error = %e,
-                first_error = %first,
-                "the PKCS#11 token cannot sign; issuance fails until it answers again"
-            );
-            rcgen::Error::RemoteKeyError
-        })
+        // The token may have closed every session: start over with a fresh one, then with
+        // the module initialized again.
+        self.drain();
+        let last = match self.sign_once(msg, digest.as_ref()) {
+            Ok(sig) => return Ok(sig),
+            Err(e) => e,
+        };
+        let last = match self.token.reset() {
+            Ok(true) => match self.sign_once(msg, digest.as_ref()) {
+                Ok(sig) => {
+                    tracing::info!(token = %self.token.label, "the PKCS#11 token answers again");
+                    return Ok(sig);
+                }
+                Err(e) => e,
+            },
+            Ok(false) => last,
+            Err(e) => e,
+        };
+        tracing::error!(
+            token = %self.token.label,
+            key = %self.label,
+            error = %last,
+            first_error = %first,
+            "the PKCS#11 token cannot sign; issuance fails until it answers again"
+        );
+        Err(rcgen::Error::RemoteKeyError)
     }
 }
 
