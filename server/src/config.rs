@@ -41,8 +41,15 @@ pub enum Command {
         #[arg(long)]
         cert: PathBuf,
         /// Its private key, PKCS#8 PEM (ECDSA P-256).
+        #[arg(
+            long,
+            required_unless_present = "token_key",
+            conflicts_with = "token_key"
+        )]
+        key: Option<PathBuf>,
+        /// Instead of --key: the issuing key already in the PKCS#11 token that --pkcs11-* name, by its label or as id:<hex> (its CKA_ID).
         #[arg(long)]
-        key: PathBuf,
+        token_key: Option<String>,
         /// The chain above it up to the root, PEM.
         #[arg(long)]
         chain: PathBuf,

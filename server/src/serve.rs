@@ -223,31 +223,46 @@ async fn bootstrap_admin(store: &Store, data_dir: &Path) -> Result<Option<PathBu
     }
 }
 
+/// The issuing key `import-ca` brings in: a key file, or a key already in the PKCS#11 token
+/// (its label, or `id:<hex>`).
+pub enum ImportKey {
+    File(PathBuf),
+    Token(String),
+}
+
 pub async fn import_ca(
     settings: &Settings,
     cert: &Path,
-    key: &Path,
+    key: ImportKey,
     chain: &Path,
 ) -> Result<(), BoxError> {
-    if settings.pkcs11.is_some() {
-        return Err(
-            "import-ca takes the issuing key as a file; it cannot import into a \
-                    PKCS#11 token (drop the --pkcs11-* options)"
-                .into(),
-        );
-    }
     create_private_dir(&settings.data_dir)?;
     let read = |p: &Path| {
         std::fs::read_to_string(p).map_err(|e| format!("cannot read {}: {e}", p.display()))
     };
-    let (cert, key, chain) = (read(cert)?, read(key)?, read(chain)?);
-    let ca = Ca::import(
-        &settings.data_dir,
-        &cert,
-        &key,
-        &chain,
-        passphrase().as_deref(),
-    )?;
+    let (cert, chain) = (read(cert)?, read(chain)?);
+    let ca = match (key, ca_keys(settings)?) {
+        (ImportKey::File(key), CaKeys::Files { passphrase }) => Ca::import(
+            &settings.data_dir,
+            &cert,
+            &read(&key)?,
+            &chain,
+            passphrase.as_deref(),
+        )?,
+        (ImportKey::Token(key), CaKeys::Token(config)) => {
+            Ca::import_token_key(&settings.data_dir, &cert, &chain, &config, &key)?
+        }
+        (ImportKey::File(_), CaKeys::Token(_)) => {
+            return Err(
+                "--key is a key file, but the --pkcs11-* options keep the CA keys in \
+                        a token: give --token-key with the key's label or id:<hex> instead"
+                    .into(),
+            )
+        }
+        (ImportKey::Token(_), CaKeys::Files { .. }) => {
+            return Err("--token-key needs --pkcs11-module, --pkcs11-token and the PIN".into())
+        }
+    };
     println!(
         "devid-server: imported issuing CA into {} ({} bytes of chain)",
         settings.data_dir.join("ca").display(),

@@ -124,13 +124,18 @@ impl Hsm {
     }
 }
 
-async fn register(server: &Server, serial: &str) -> Value {
-    let (status, reg) = server
+/// Registers a device whose key the server makes; returns the answer.
+async fn try_register(server: &Server, serial: &str) -> (StatusCode, Value) {
+    server
         .admin_post(
             "/v1/devices",
             &json!({"hardware_serial": serial, "generate_key": true}),
         )
-        .await;
+        .await
+}
+
+async fn register(server: &Server, serial: &str) -> Value {
+    let (status, reg) = try_register(server, serial).await;
     assert_eq!(status, StatusCode::CREATED, "{reg}");
     reg
 }
@@ -382,12 +387,7 @@ async fn a_token_that_goes_away_fails_issuance_with_503_and_is_used_again_when_b
     let aside = hsm.dir.path().join("unplugged");
     std::fs::rename(&token_dir, &aside).unwrap();
     for serial in ["GONE-2", "GONE-3"] {
-        let (status, problem) = server
-            .admin_post(
-                "/v1/devices",
-                &json!({"hardware_serial": serial, "generate_key": true}),
-            )
-            .await;
+        let (status, problem) = try_register(&server, serial).await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{problem}");
         assert!(
             problem["detail"]
@@ -415,5 +415,133 @@ async fn a_token_that_goes_away_fails_issuance_with_503_and_is_used_again_when_b
         server.printed().contains("the PKCS#11 token answers again"),
         "{}",
         server.printed()
+    );
+}
+
+/// A company root (rcgen, in memory) and an issuing CA certificate for the public key `spki`.
+fn company_chain(spki: &[u8]) -> (String, String) {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+        SubjectPublicKeyInfo,
+    };
+    let ca_params = |cn: &str, constraints| {
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.distinguished_name.push(DnType::CommonName, cn);
+        p.is_ca = IsCa::Ca(constraints);
+        p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        p
+    };
+    let root_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let root_params = ca_params("Acme Root", BasicConstraints::Unconstrained);
+    let root = root_params.self_signed(&root_key).unwrap();
+    let issuer = Issuer::new(root_params, root_key);
+    let issuing = ca_params("Acme devid Issuing CA", BasicConstraints::Constrained(0))
+        .signed_by(&SubjectPublicKeyInfo::from_der(spki).unwrap(), &issuer)
+        .unwrap();
+    (issuing.pem(), root.pem())
+}
+
+#[tokio::test]
+async fn import_ca_takes_an_issuing_key_already_in_the_token() {
+    let Some(hsm) = Hsm::new() else { return };
+    let module = hsm.module.display().to_string();
+    let tool = |args: &[&str]| {
+        run_ok(
+            hsm.command("pkcs11-tool")
+                .args([
+                    "--module",
+                    &module,
+                    "--token-label",
+                    LABEL,
+                    "--login",
+                    "--pin",
+                    PIN,
+                ])
+                .args(args),
+        )
+    };
+    // Keys made in the token by another tool: the company's issuing key, a second key, and
+    // one that may be extracted.
+    for (label, id, extra) in [
+        ("acme issuing", "0a0b0c", None),
+        ("other", "0d0e0f", None),
+        ("leaky", "101112", Some("--extractable")),
+    ] {
+        let mut args = vec![
+            "--keypairgen",
+            "--key-type",
+            "EC:prime256v1",
+            "--label",
+            label,
+            "--id",
+            id,
+        ];
+        args.extend(extra);
+        tool(&args);
+    }
+    let dir = hsm.dir.path();
+    let public = dir.join("acme.spki");
+    tool(&[
+        "--read-object",
+        "--type",
+        "pubkey",
+        "--id",
+        "0a0b0c",
+        "--output-file",
+        &public.display().to_string(),
+    ]);
+    let (issuing, root) = company_chain(&std::fs::read(&public).unwrap());
+    let cert = write(dir, "issuing.pem", &issuing);
+    let chain = write(dir, "chain.pem", &root);
+    let data = dir.join("data");
+    let import = |key: &str| {
+        let out = hsm
+            .command(BIN)
+            .arg("import-ca")
+            .arg("--data-dir")
+            .arg(&data)
+            .args(hsm.args("pin"))
+            .arg("--cert")
+            .arg(&cert)
+            .arg("--chain")
+            .arg(&chain)
+            .args(["--token-key", key])
+            .env_remove("DEVID_CA_PASSPHRASE")
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    };
+
+    let (ok, text) = import("id:0d0e0f");
+    assert!(
+        !ok && text.contains("the token holds a different key"),
+        "{text}"
+    );
+    let (ok, text) = import("leaky");
+    assert!(!ok && text.contains("can leave the token"), "{text}");
+    let (ok, text) = import("no such key");
+    assert!(!ok && text.contains("holds no EC private key"), "{text}");
+    assert!(!data.join("ca").exists());
+
+    let (ok, text) = import("acme issuing");
+    assert!(ok, "{text}");
+    let reference = std::fs::read_to_string(data.join("ca/issuing.pkcs11")).unwrap();
+    assert!(reference.contains(";id=%0a%0b%0c;"), "{reference}");
+    assert!(!data.join("ca/issuing.key").exists());
+
+    // The server issues with it, under the company root.
+    let server = Server::start_with(&Backend::Sqlite, hsm.options(&data)).await;
+    let reg = register(&server, "ACME-1").await;
+    let out = tempfile::tempdir().unwrap();
+    check_certificate(&server, &reg, out.path());
+    assert_eq!(
+        std::fs::read_to_string(server.root_pem()).unwrap(),
+        root,
+        "the company root"
     );
 }

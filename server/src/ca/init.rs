@@ -60,10 +60,10 @@ impl Ca {
 
         let rng = SystemRandom::new();
         let now = OffsetDateTime::now_utc();
-        let files = new_ca_files(organization, keys, now, &rng)?;
+        let (files, issuing_key) = new_ca_files(organization, keys, now, &rng)?;
         match install(data_dir, &ca_dir, &files, &rng)? {
             Installed::Ours => {
-                let ca = Ca::from_parts(files.issuing_der, files.issuing_key, files.chain_der)?;
+                let ca = Ca::from_parts(files.issuing_der, issuing_key, files.chain_der)?;
                 Ok((ca, true))
             }
             // Another process created the CA first: use theirs.
@@ -72,13 +72,14 @@ impl Ca {
     }
 }
 
-/// A new root (self-signed) and issuing CA (signed by the root), with fresh keys.
+/// A new root (self-signed) and issuing CA (signed by the root), with fresh keys; returns
+/// the files and the issuing key.
 fn new_ca_files(
     organization: Option<&str>,
     keys: &CaKeys,
     now: OffsetDateTime,
     rng: &SystemRandom,
-) -> Result<CaFiles, CaError> {
+) -> Result<(CaFiles, CaKey), CaError> {
     let (root_key, issuing_key, key_files) = new_keys(keys, rng)?;
 
     let root_params = profile::root_ca_params(organization, &profile::random_serial(rng)?, now)?;
@@ -92,13 +93,13 @@ fn new_ca_files(
 
     let root_der = root_cert.der().to_vec();
     let issuing_der = issuing_cert.der().to_vec();
-    Ok(CaFiles {
+    let files = CaFiles {
         key_files,
         chain_der: vec![issuing_der.clone(), root_der.clone()],
         root_der,
         issuing_der,
-        issuing_key,
-    })
+    };
+    Ok((files, issuing_key))
 }
 
 /// The root and issuing keys, and what the data directory keeps of them: the key files, or

@@ -31,6 +31,7 @@ use ring::rand::SecureRandom;
 
 use super::error::{io_err, CaError};
 use super::keys::{check_passphrase, decode_key_file, read_key_file};
+use super::rules::public_key_point;
 use super::signer::CaKey;
 use super::token::{Token, TokenConfig};
 use super::token_key::TokenKey;
@@ -64,7 +65,6 @@ pub(super) struct CaFiles {
     /// The key files (or token key references) by name: the issuing key's, and the root's
     /// when devid made the root.
     pub key_files: Vec<(&'static str, String)>,
-    pub issuing_key: CaKey,
     pub chain_der: Vec<Vec<u8>>,
 }
 
@@ -99,7 +99,7 @@ impl Ca {
             .map_err(|v| corrupt(format!("{ISSUING_CRT} holds {} certificates", v.len())))?;
         let chain_der = pem_certificates(&read(CHAIN_PEM)?, CHAIN_PEM)?;
 
-        let key = load_issuing_key(ca_dir, keys)?;
+        let key = load_issuing_key(ca_dir, keys, &issuing_der)?;
         if chain_der.first() != Some(&issuing_der) {
             return Err(corrupt(format!(
                 "{CHAIN_PEM} does not start with {ISSUING_CRT}"
@@ -109,8 +109,10 @@ impl Ca {
     }
 }
 
-/// The issuing key as `keys` says it is kept, refusing a CA kept the other way.
-fn load_issuing_key(ca_dir: &Path, keys: &CaKeys) -> Result<CaKey, CaError> {
+/// The issuing key as `keys` says it is kept, refusing a CA kept the other way. A key in a
+/// token is known by the issuing certificate's public key, which every signature it makes is
+/// then checked against.
+fn load_issuing_key(ca_dir: &Path, keys: &CaKeys, issuing_der: &[u8]) -> Result<CaKey, CaError> {
     let in_token = ca_dir.join(ISSUING_REF).exists();
     match keys {
         CaKeys::Files { .. } if in_token => Err(CaError::Token(format!(
@@ -132,7 +134,8 @@ fn load_issuing_key(ca_dir: &Path, keys: &CaKeys) -> Result<CaKey, CaError> {
             let path = ca_dir.join(ISSUING_REF);
             let reference = fs::read_to_string(&path).map_err(io_err(&path))?;
             let token = Token::open(config)?;
-            Ok(CaKey::Token(TokenKey::open(&token, &reference)?))
+            let public = public_key_point(issuing_der)?;
+            Ok(CaKey::Token(TokenKey::open(&token, &reference, public)?))
         }
     }
 }

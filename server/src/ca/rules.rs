@@ -193,6 +193,13 @@ impl Ca {
     }
 }
 
+/// The public key of a DER certificate as it is written there (for P-256, the uncompressed
+/// point).
+pub(super) fn public_key_point(der: &[u8]) -> Result<Vec<u8>, CaError> {
+    let cert = parse_cert(der).map_err(CaError::InvalidCa)?;
+    Ok(cert.public_key().subject_public_key.data.to_vec())
+}
+
 /// One DER certificate, nothing after it.
 pub(super) fn parse_cert(der: &[u8]) -> Result<X509Certificate<'_>, String> {
     match X509Certificate::from_der(der) {

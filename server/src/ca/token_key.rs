@@ -92,12 +92,36 @@ impl TokenKey {
         })
     }
 
-    /// Finds the key a [`TokenKey::reference`] names, and refuses one that the token would
-    /// let out (`CKA_SENSITIVE` false or `CKA_EXTRACTABLE` true).
-    pub fn open(token: &Arc<Token>, reference: &str) -> Result<TokenKey, CaError> {
+    /// Finds the key a [`TokenKey::reference`] names; `public` is its public key (the
+    /// issuing certificate's), which every signature is checked against.
+    pub fn open(token: &Arc<Token>, reference: &str, public: Vec<u8>) -> Result<TokenKey, CaError> {
         let id = reference_id(reference)?;
+        TokenKey::find_by(token, Attribute::Id(id), reference, public)
+    }
+
+    /// Finds an existing private key by its label, or by `id:<hex>` (its `CKA_ID`).
+    pub fn find(token: &Arc<Token>, key: &str, public: Vec<u8>) -> Result<TokenKey, CaError> {
+        let attr =
+            match key.strip_prefix("id:") {
+                Some(h) => Attribute::Id(hex::decode(h).map_err(|_| {
+                    CaError::Token(format!("{key:?}: the id after `id:` must be hex"))
+                })?),
+                None => Attribute::Label(key.as_bytes().to_vec()),
+            };
+        TokenKey::find_by(token, attr, key, public)
+    }
+
+    /// The one EC private key with `attr`, refused when the token would let it out
+    /// (`CKA_SENSITIVE` false or `CKA_EXTRACTABLE` true) or when it has no `CKA_ID` to name it
+    /// by.
+    fn find_by(
+        token: &Arc<Token>,
+        attr: Attribute,
+        what: &str,
+        public: Vec<u8>,
+    ) -> Result<TokenKey, CaError> {
         let session = token.session(false)?;
-        let private = find(&session, ObjectClass::PRIVATE_KEY, &id)?;
+        let private = find_private(&session, attr, what)?;
         let attrs = session
             .get_attributes(
                 private,
@@ -105,31 +129,43 @@ impl TokenKey {
                     AttributeType::Sensitive,
                     AttributeType::Extractable,
                     AttributeType::Label,
+                    AttributeType::Id,
                 ],
             )
             .map_err(p11("read the key's attributes"))?;
-        let mut label = String::new();
+        let (mut label, mut id) = (String::new(), Vec::new());
         for a in attrs {
             match a {
                 Attribute::Sensitive(false) | Attribute::Extractable(true) => {
                     return Err(CaError::Token(format!(
-                        "the key {reference} can leave the token (CKA_SENSITIVE false or \
+                        "the key {what} can leave the token (CKA_SENSITIVE false or \
                          CKA_EXTRACTABLE true); devid uses only keys that cannot"
                     )))
                 }
                 Attribute::Label(l) => label = String::from_utf8_lossy(&l).into_owned(),
+                Attribute::Id(i) => id = i,
                 _ => {}
             }
         }
-        let public = find(&session, ObjectClass::PUBLIC_KEY, &id)?;
-        let public_raw = ec_point(&session, public)?;
+        if id.is_empty() {
+            return Err(CaError::Token(format!(
+                "the key {what} has no CKA_ID to name it by; give it one (pkcs11-tool --id)"
+            )));
+        }
         Ok(TokenKey {
             token: token.clone(),
             id,
             label,
-            public_raw,
+            public_raw: public,
             pool: Mutex::default(),
         })
+    }
+
+    /// Signs a test message: the key signs, and under the public key devid expects.
+    pub fn check_signs(&self) -> Result<(), CaError> {
+        let msg = b"devid: the token key signs under the certificate's public key";
+        let digest = digest::digest(&digest::SHA256, msg);
+        self.sign_once(msg, digest.as_ref()).map(|_| ())
     }
 
     /// The key as an RFC 7512 URI: what the data directory keeps instead of the key.
@@ -158,7 +194,8 @@ impl TokenKey {
         }
         drop(pool);
         let session = self.token.pool_session()?;
-        match find(&session, ObjectClass::PRIVATE_KEY, &self.id) {
+        let id = Attribute::Id(self.id.clone());
+        match find_private(&session, id, &self.label) {
             Ok(handle) => Ok(Pooled {
                 session,
                 handle,
@@ -224,7 +261,11 @@ impl TokenKey {
         UnparsedPublicKey::new(&ECDSA_P256_SHA256_ASN1, &self.public_raw)
             .verify(msg, &der)
             .map_err(|_| {
-                CaError::Token("the token's signature does not verify under its public key".into())
+                CaError::Token(format!(
+                    "the signature of the key {:?} does not verify under the public key devid \
+                     expects (the certificate's): the token holds a different key",
+                    self.label
+                ))
             })?;
         Ok(der)
     }
@@ -276,25 +317,23 @@ impl SigningKey for TokenKey {
     }
 }
 
-/// The one object of `class` with `CKA_ID` `id`.
-fn find(session: &Session, class: ObjectClass, id: &[u8]) -> Result<ObjectHandle, CaError> {
+/// The one EC private key with `attr`; `what` names it in errors.
+fn find_private(session: &Session, attr: Attribute, what: &str) -> Result<ObjectHandle, CaError> {
     let found = session
         .find_objects(&[
-            Attribute::Class(class),
+            Attribute::Class(ObjectClass::PRIVATE_KEY),
             Attribute::KeyType(KeyType::EC),
-            Attribute::Id(id.to_vec()),
+            attr,
         ])
         .map_err(p11("find the key"))?;
     match found.as_slice() {
         [one] => Ok(*one),
         [] => Err(CaError::Token(format!(
-            "the token holds no EC {class} with id {}",
-            hex::encode(id)
+            "the token holds no EC private key {what:?}"
         ))),
         _ => Err(CaError::Token(format!(
-            "the token holds {} EC {class} objects with id {}",
-            found.len(),
-            hex::encode(id)
+            "the token holds {} EC private keys {what:?}",
+            found.len()
         ))),
     }
 }
