@@ -109,6 +109,29 @@ impl Hsm {
         }
     }
 
+    /// Runs `devid-server <subcommand> --data-dir <data> <args>` with this token's SoftHSM
+    /// configuration; returns whether it succeeded and all it printed, which must not hold the
+    /// PIN.
+    fn devid_server(&self, subcommand: &str, data: &Path, args: &[String]) -> (bool, String) {
+        let out = self
+            .command(BIN)
+            .arg(subcommand)
+            .arg("--data-dir")
+            .arg(data)
+            .args(args)
+            .env_remove("DEVID_PKCS11_PIN")
+            .env_remove("DEVID_CA_PASSPHRASE")
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!text.contains(PIN), "the PIN reached the output: {text}");
+        (out.status.success(), text)
+    }
+
     /// `pkcs11-tool --list-objects`, logged in: what the token itself says about its objects.
     fn list_objects(&self) -> String {
         run_ok(self.command("pkcs11-tool").args([
@@ -318,25 +341,7 @@ fn a_wrong_pin_or_missing_token_options_refuse_to_start_with_a_clear_message() {
     let Some(hsm) = Hsm::new() else { return };
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
-    let init = |args: Vec<String>| {
-        let out = hsm
-            .command(BIN)
-            .arg("init")
-            .arg("--data-dir")
-            .arg(&data)
-            .args(args)
-            .env_remove("DEVID_PKCS11_PIN")
-            .env_remove("DEVID_CA_PASSPHRASE")
-            .output()
-            .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(!text.contains(PIN), "the PIN reached the output: {text}");
-        (out.status.success(), text)
-    };
+    let init = |args: Vec<String>| hsm.devid_server("init", &data, &args);
 
     // A wrong PIN on the first start: refused, and no CA is made.
     let (ok, text) = init(hsm.args("wrong-pin"));
@@ -495,26 +500,12 @@ async fn import_ca_takes_an_issuing_key_already_in_the_token() {
     let chain = write(dir, "chain.pem", &root);
     let data = dir.join("data");
     let import = |key: &str| {
-        let out = hsm
-            .command(BIN)
-            .arg("import-ca")
-            .arg("--data-dir")
-            .arg(&data)
-            .args(hsm.args("pin"))
-            .arg("--cert")
-            .arg(&cert)
-            .arg("--chain")
-            .arg(&chain)
-            .args(["--token-key", key])
-            .env_remove("DEVID_CA_PASSPHRASE")
-            .output()
-            .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (out.status.success(), text)
+        let mut args = hsm.args("pin");
+        for (flag, value) in [("--cert", &cert), ("--chain", &chain)] {
+            args.extend([flag.to_string(), value.display().to_string()]);
+        }
+        args.extend(["--token-key".to_string(), key.to_string()]);
+        hsm.devid_server("import-ca", &data, &args)
     };
 
     let (ok, text) = import("id:0d0e0f");
