@@ -271,6 +271,13 @@ impl TokenKey {
     }
 }
 
+impl Drop for TokenKey {
+    /// Closes the idle sessions (dropping them would not: they are opened "no close on drop").
+    fn drop(&mut self) {
+        self.drain();
+    }
+}
+
 impl PublicKeyData for TokenKey {
     fn der_bytes(&self) -> &[u8] {
         &self.public_raw
