@@ -1,5 +1,9 @@
 #!/usr/bin/env bash
 # One crypto stack (ring) and no OpenSSL linkage: these crates must not be in the tree.
+# `cryptoki` (CA keys in a PKCS#11 token) is allowed: it is an interface to the token, not a
+# crypto stack. The token makes keys and signatures; ring hashes what is signed and verifies
+# every signature the token returns. The PKCS#11 module is loaded at run time (dlopen) only
+# when configured, so it never shows among our binaries' linked libraries.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 status=0

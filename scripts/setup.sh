@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Makes sure what the tests need is installed and running: openssl (an independent checker),
 # Mosquitto 2.0 (the real broker the end-to-end tests start on their own ports) and its stock
-# clients mosquitto_pub/mosquitto_sub (the mutual-TLS end-to-end test), and PostgreSQL
-# at 127.0.0.1:5432 with trust auth, cargo-machete (the unused-dependency check of .ci/run), and
-# openapi-spec-validator (the independent checker of the served OpenAPI document) in a Python
-# virtual environment of its own under target/tools/openapi-venv.
+# clients mosquitto_pub/mosquitto_sub (the mutual-TLS end-to-end test), SoftHSM2 and
+# pkcs11-tool (opensc) for the CA-keys-in-a-token tests, PostgreSQL at 127.0.0.1:5432 with trust
+# auth, cargo-machete (the unused-dependency check of .ci/run), and openapi-spec-validator (the
+# independent checker of the served OpenAPI document) in a Python virtual environment of its own
+# under target/tools/openapi-venv.
 # Idempotent; installs from Debian's packages, crates.io and PyPI when missing.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -21,6 +22,8 @@ command -v mosquitto_pub >/dev/null 2>&1 && command -v mosquitto_sub >/dev/null 
   need_apt+=(mosquitto-clients)
 command -v pg_ctlcluster >/dev/null 2>&1 || need_apt+=(postgresql)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3 python3-venv)
+command -v softhsm2-util >/dev/null 2>&1 || need_apt+=(softhsm2)
+command -v pkcs11-tool >/dev/null 2>&1 || need_apt+=(opensc)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive

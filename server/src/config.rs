@@ -41,8 +41,15 @@ pub enum Command {
         #[arg(long)]
         cert: PathBuf,
         /// Its private key, PKCS#8 PEM (ECDSA P-256).
+        #[arg(
+            long,
+            required_unless_present = "token_key",
+            conflicts_with = "token_key"
+        )]
+        key: Option<PathBuf>,
+        /// Instead of --key: the issuing key already in the PKCS#11 token that --pkcs11-* name, by its label or as id:<hex> (its CKA_ID).
         #[arg(long)]
-        key: PathBuf,
+        token_key: Option<String>,
         /// The chain above it up to the root, PEM.
         #[arg(long)]
         chain: PathBuf,
@@ -84,6 +91,15 @@ pub struct Opts {
     /// Largest request body accepted, in bytes [default: 33554432].
     #[arg(long, env = "DEVID_MAX_BODY_BYTES", global = true)]
     pub max_body_bytes: Option<usize>,
+    /// PKCS#11 module (e.g. /usr/lib/softhsm/libsofthsm2.so): keep the CA keys in a token. Needs --pkcs11-token and the PIN.
+    #[arg(long, env = "DEVID_PKCS11_MODULE", global = true)]
+    pub pkcs11_module: Option<PathBuf>,
+    /// The token holding the CA keys: its label, or an RFC 7512 pkcs11: URI (token=, serial=, ...).
+    #[arg(long, env = "DEVID_PKCS11_TOKEN", global = true)]
+    pub pkcs11_token: Option<String>,
+    /// File holding the token's user PIN (or set DEVID_PKCS11_PIN; never a flag).
+    #[arg(long, env = "DEVID_PKCS11_PIN_FILE", global = true)]
+    pub pkcs11_pin_file: Option<PathBuf>,
 }
 
 /// What `devid.toml` may hold: the same settings as the flags.
@@ -97,6 +113,18 @@ pub struct FileConfig {
     pub organization: Option<String>,
     pub cert_validity: Option<String>,
     pub max_body_bytes: Option<usize>,
+    pub pkcs11_module: Option<PathBuf>,
+    pub pkcs11_token: Option<String>,
+    pub pkcs11_pin_file: Option<PathBuf>,
+}
+
+/// Where a PKCS#11 token keeps the CA keys. The PIN itself is read when the CA is opened
+/// (from `pin_file`, else `DEVID_PKCS11_PIN`) and never kept in the settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pkcs11Settings {
+    pub module: PathBuf,
+    pub token: String,
+    pub pin_file: Option<PathBuf>,
 }
 
 /// Resolved settings.
@@ -110,6 +138,8 @@ pub struct Settings {
     pub organization: Option<String>,
     pub cert_validity: Validity,
     pub max_body_bytes: usize,
+    /// None: the CA keys are files under `<data_dir>/ca/`.
+    pub pkcs11: Option<Pkcs11Settings>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -125,6 +155,8 @@ pub enum ConfigError {
     Validity(String),
     #[error("--database-url must start with postgres:// or postgresql://")]
     DatabaseUrl,
+    #[error("a PKCS#11 token needs both --pkcs11-module and --pkcs11-token")]
+    Pkcs11Incomplete,
 }
 
 /// Parses a certificate validity: `none`, or a duration in core's grammar with a unit
@@ -175,7 +207,21 @@ impl Opts {
             Some(v) => parse_validity(&v)?,
             None => Validity::Years(20),
         };
+        let pkcs11 = match (
+            self.pkcs11_module.or(file.pkcs11_module),
+            self.pkcs11_token.or(file.pkcs11_token),
+            self.pkcs11_pin_file.or(file.pkcs11_pin_file),
+        ) {
+            (Some(module), Some(token), pin_file) => Some(Pkcs11Settings {
+                module,
+                token,
+                pin_file,
+            }),
+            (None, None, None) => None,
+            _ => return Err(ConfigError::Pkcs11Incomplete),
+        };
         Ok(Settings {
+            pkcs11,
             listen,
             data_dir: self
                 .data_dir
@@ -244,6 +290,7 @@ mod tests {
         assert_eq!(s.cert_validity, Validity::NoExpiry);
         assert_eq!(s.public_url, None);
         assert_eq!(s.data_dir, PathBuf::from("devid-data"));
+        assert_eq!(s.pkcs11, None);
 
         std::fs::write(&path, "listn = \"x\"\n").expect("write");
         let err = Opts {
@@ -253,5 +300,31 @@ mod tests {
         .resolve()
         .expect_err("unknown key");
         assert!(err.to_string().contains("listn"), "{err}");
+    }
+
+    #[test]
+    fn pkcs11_needs_module_and_token() {
+        let s = Opts {
+            pkcs11_module: Some("/lib/p11.so".into()),
+            pkcs11_token: Some("devid".into()),
+            ..Opts::default()
+        }
+        .resolve()
+        .expect("resolve");
+        assert_eq!(
+            s.pkcs11,
+            Some(Pkcs11Settings {
+                module: "/lib/p11.so".into(),
+                token: "devid".into(),
+                pin_file: None,
+            })
+        );
+        let err = Opts {
+            pkcs11_pin_file: Some("pin".into()),
+            ..Opts::default()
+        }
+        .resolve()
+        .expect_err("no module");
+        assert!(matches!(err, ConfigError::Pkcs11Incomplete), "{err}");
     }
 }

@@ -27,8 +27,19 @@ fn main() -> ExitCode {
         match cli.command.unwrap_or(Command::Run) {
             Command::Run => serve::run(settings).await,
             Command::Init => serve::init_command(&settings).await,
-            Command::ImportCa { cert, key, chain } => {
-                serve::import_ca(&settings, &cert, &key, &chain).await
+            Command::ImportCa {
+                cert,
+                key,
+                token_key,
+                chain,
+            } => {
+                let key = match (key, token_key) {
+                    (_, Some(label_or_id)) => serve::ImportKey::Token(label_or_id),
+                    (Some(path), None) => serve::ImportKey::File(path),
+                    // clap requires one of them.
+                    (None, None) => return Err("give --key or --token-key".into()),
+                };
+                serve::import_ca(&settings, &cert, key, &chain).await
             }
             Command::ChangePassphrase { remove } => serve::change_passphrase(&settings, remove),
         }

@@ -11,8 +11,8 @@ use tokio::sync::watch;
 
 use crate::app::{app, AppState};
 use crate::auth::{new_token, TokenCache};
-use crate::ca::Ca;
-use crate::config::Settings;
+use crate::ca::{Ca, CaKeys, TokenConfig};
+use crate::config::{Pkcs11Settings, Settings};
 use crate::feed::Feed;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
@@ -85,17 +85,68 @@ fn passphrase() -> Option<String> {
         .filter(|p| !p.is_empty())
 }
 
+/// Where the CA keys are: a PKCS#11 token when the settings name one, else files (encrypted
+/// under DEVID_CA_PASSPHRASE when it is set).
+fn ca_keys(settings: &Settings) -> Result<CaKeys, BoxError> {
+    let Some(p11) = &settings.pkcs11 else {
+        return Ok(CaKeys::Files {
+            passphrase: passphrase(),
+        });
+    };
+    if passphrase().is_some() {
+        return Err(
+            "DEVID_CA_PASSPHRASE is set but the CA keys are in a PKCS#11 token, which \
+                    guards them with its PIN; unset it"
+                .into(),
+        );
+    }
+    Ok(CaKeys::Token(TokenConfig {
+        module: p11.module.clone(),
+        token: p11.token.clone(),
+        pin: pkcs11_pin(p11)?.into(),
+    }))
+}
+
+/// The token's user PIN: the first line of the PIN file, else DEVID_PKCS11_PIN.
+fn pkcs11_pin(p11: &Pkcs11Settings) -> Result<String, BoxError> {
+    if let Some(path) = &p11.pin_file {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read the PKCS#11 PIN file {}: {e}", path.display()))?;
+        let pin = text.lines().next().unwrap_or_default().to_string();
+        if pin.is_empty() {
+            return Err(format!("the PKCS#11 PIN file {} is empty", path.display()).into());
+        }
+        return Ok(pin);
+    }
+    std::env::var("DEVID_PKCS11_PIN")
+        .ok()
+        .filter(|p| !p.is_empty())
+        .ok_or_else(|| {
+            "the PKCS#11 token needs its user PIN: give --pkcs11-pin-file or set DEVID_PKCS11_PIN"
+                .into()
+        })
+}
+
 /// Opens the store, creates or loads the CA, and on the very first start makes the admin token.
 pub async fn init(settings: &Settings) -> Result<Ready, BoxError> {
     let store = open_store(settings).await?;
     let data_dir = settings.data_dir.clone();
     let org = settings.organization.clone();
+    let keys = ca_keys(settings)?;
     let (ca, created) = tokio::task::spawn_blocking(move || {
-        Ca::init_or_load(&data_dir, passphrase().as_deref(), org.as_deref())
+        Ca::init_or_load_keys(&data_dir, &keys, org.as_deref())
     })
     .await??;
     if created {
-        tracing::info!(dir = %settings.data_dir.join("ca").display(), "created root and issuing CA");
+        let keys_in = match &settings.pkcs11 {
+            Some(p11) => format!("PKCS#11 token {:?}", p11.token),
+            None => "files".to_string(),
+        };
+        tracing::info!(
+            dir = %settings.data_dir.join("ca").display(),
+            keys = %keys_in,
+            "created root and issuing CA"
+        );
     }
     let admin_token_file = bootstrap_admin(&store, &settings.data_dir).await?;
     Ok(Ready {
@@ -172,24 +223,46 @@ async fn bootstrap_admin(store: &Store, data_dir: &Path) -> Result<Option<PathBu
     }
 }
 
+/// The issuing key `import-ca` brings in: a key file, or a key already in the PKCS#11 token
+/// (its label, or `id:<hex>`).
+pub enum ImportKey {
+    File(PathBuf),
+    Token(String),
+}
+
 pub async fn import_ca(
     settings: &Settings,
     cert: &Path,
-    key: &Path,
+    key: ImportKey,
     chain: &Path,
 ) -> Result<(), BoxError> {
     create_private_dir(&settings.data_dir)?;
     let read = |p: &Path| {
         std::fs::read_to_string(p).map_err(|e| format!("cannot read {}: {e}", p.display()))
     };
-    let (cert, key, chain) = (read(cert)?, read(key)?, read(chain)?);
-    let ca = Ca::import(
-        &settings.data_dir,
-        &cert,
-        &key,
-        &chain,
-        passphrase().as_deref(),
-    )?;
+    let (cert, chain) = (read(cert)?, read(chain)?);
+    let ca = match (key, ca_keys(settings)?) {
+        (ImportKey::File(key), CaKeys::Files { passphrase }) => Ca::import(
+            &settings.data_dir,
+            &cert,
+            &read(&key)?,
+            &chain,
+            passphrase.as_deref(),
+        )?,
+        (ImportKey::Token(key), CaKeys::Token(config)) => {
+            Ca::import_token_key(&settings.data_dir, &cert, &chain, &config, &key)?
+        }
+        (ImportKey::File(_), CaKeys::Token(_)) => {
+            return Err(
+                "--key is a key file, but the --pkcs11-* options keep the CA keys in \
+                        a token: give --token-key with the key's label or id:<hex> instead"
+                    .into(),
+            )
+        }
+        (ImportKey::Token(_), CaKeys::Files { .. }) => {
+            return Err("--token-key needs --pkcs11-module, --pkcs11-token and the PIN".into())
+        }
+    };
     println!(
         "devid-server: imported issuing CA into {} ({} bytes of chain)",
         settings.data_dir.join("ca").display(),

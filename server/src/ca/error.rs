@@ -46,6 +46,9 @@ pub enum CaError {
     EmptyPassphrase,
     #[error("the random number generator failed")]
     Rng,
+    /// The PKCS#11 token holding the CA keys refused, is missing, or did not answer.
+    #[error("PKCS#11 token: {0}")]
+    Token(String),
 }
 
 impl CaError {
@@ -53,6 +56,12 @@ impl CaError {
     /// everything else is an internal error.
     pub fn is_client_error(&self) -> bool {
         matches!(self, CaError::Profile(e) if !matches!(e, ProfileError::Rng))
+    }
+
+    /// True when the CA's key is unreachable for now (its token is away): a retry may work
+    /// (503), and the server keeps running.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, CaError::Token(_))
     }
 }
 
@@ -64,7 +73,13 @@ pub(super) fn io_err(path: &Path) -> impl FnOnce(io::Error) -> CaError + '_ {
     }
 }
 
-/// `map_err` adapter: rcgen could not build or sign a certificate or CRL.
+/// `map_err` adapter: rcgen could not build or sign a certificate or CRL. A key in a token
+/// that could not sign is [`CaError::Token`] (its signer logged why).
 pub(super) fn signing(e: rcgen::Error) -> CaError {
-    CaError::Signing(e.to_string())
+    match e {
+        rcgen::Error::RemoteKeyError => {
+            CaError::Token("the token holding the CA key cannot sign now".into())
+        }
+        e => CaError::Signing(e.to_string()),
+    }
 }

@@ -10,9 +10,12 @@ use time::OffsetDateTime;
 use super::error::{io_err, CaError};
 use super::keys::{check_passphrase, encode_key_file, p256_key_pair};
 use super::layout::{
-    ca_exists, install, pem_certificates, CaFiles, Installed, CA_DIR, ISSUING_KEY,
+    ca_exists, install, pem_certificates, CaFiles, Installed, CA_DIR, ISSUING_KEY, ISSUING_REF,
 };
-use super::rules::parse_cert;
+use super::rules::{parse_cert, public_key_point};
+use super::signer::CaKey;
+use super::token::{Token, TokenConfig};
+use super::token_key::TokenKey;
 use super::Ca;
 
 impl Ca {
@@ -30,50 +33,95 @@ impl Ca {
         passphrase: Option<&str>,
     ) -> Result<Ca, CaError> {
         check_passphrase(passphrase)?;
-        let ca_dir = data_dir.join(CA_DIR);
-        if ca_exists(&ca_dir) {
-            return Err(CaError::AlreadyExists { path: ca_dir });
-        }
-        let mut certs = pem_certificates(cert_pem, "certificate")?;
-        if certs.len() != 1 {
-            return Err(CaError::InvalidCa(format!(
-                "the certificate PEM must hold exactly one certificate, found {}",
-                certs.len()
-            )));
-        }
-        let issuing_der = certs.remove(0);
-        let mut chain = pem_certificates(chain_pem, "chain")?;
-        if chain.first() == Some(&issuing_der) {
-            chain.remove(0);
-        }
-        let mut chain_der = vec![issuing_der.clone()];
-        chain_der.extend(chain);
-
+        let (issuing_der, chain_der) = import_chain(data_dir, cert_pem, chain_pem)?;
         let key_pkcs8 = import_key_pkcs8(key_pem)?;
         let key = p256_key_pair(&key_pkcs8).map_err(CaError::InvalidCa)?;
         check_not_expired(&issuing_der, OffsetDateTime::now_utc())?;
-        // Validate everything before anything is written.
-        let ca = Ca::from_parts(issuing_der.clone(), key, chain_der.clone())?;
-
         let rng = SystemRandom::new();
-        let files = CaFiles {
-            root_der: ca.root_der.clone(),
-            root_key_text: None,
+        let key_file = encode_key_file(&key_pkcs8, passphrase, &rng, Path::new(ISSUING_KEY))?;
+        install_imported(
+            data_dir,
             issuing_der,
-            issuing_key_text: encode_key_file(
-                &key_pkcs8,
-                passphrase,
-                &rng,
-                Path::new(ISSUING_KEY),
-            )?,
-            issuing_key: p256_key_pair(&key_pkcs8).map_err(CaError::InvalidCa)?,
+            CaKey::File(key),
             chain_der,
-        };
-        fs::create_dir_all(data_dir).map_err(io_err(data_dir))?;
-        match install(data_dir, &ca_dir, &files, &rng)? {
-            Installed::Ours => Ok(ca),
-            Installed::SomeoneElses => Err(CaError::AlreadyExists { path: ca_dir }),
-        }
+            (ISSUING_KEY, key_file),
+        )
+    }
+
+    /// [`Ca::import`] for an issuing key already in a PKCS#11 token, named by its label or by
+    /// `id:<hex>` (its `CKA_ID`). The key must be ECDSA P-256, sensitive and not extractable,
+    /// and sign under the certificate's public key; `ca/issuing.pkcs11` then names it.
+    pub fn import_token_key(
+        data_dir: &Path,
+        cert_pem: &str,
+        chain_pem: &str,
+        config: &TokenConfig,
+        key: &str,
+    ) -> Result<Ca, CaError> {
+        let (issuing_der, chain_der) = import_chain(data_dir, cert_pem, chain_pem)?;
+        let token = Token::open(config)?;
+        let key = TokenKey::find(&token, key, public_key_point(&issuing_der)?)?;
+        key.check_signs()?;
+        check_not_expired(&issuing_der, OffsetDateTime::now_utc())?;
+        let reference = key.reference();
+        install_imported(
+            data_dir,
+            issuing_der,
+            CaKey::Token(key),
+            chain_der,
+            (ISSUING_REF, reference),
+        )
+    }
+}
+
+/// The issuing certificate and the chain from it to the root (DER), refusing an existing CA.
+fn import_chain(
+    data_dir: &Path,
+    cert_pem: &str,
+    chain_pem: &str,
+) -> Result<(Vec<u8>, Vec<Vec<u8>>), CaError> {
+    let ca_dir = data_dir.join(CA_DIR);
+    if ca_exists(&ca_dir) {
+        return Err(CaError::AlreadyExists { path: ca_dir });
+    }
+    let mut certs = pem_certificates(cert_pem, "certificate")?;
+    if certs.len() != 1 {
+        return Err(CaError::InvalidCa(format!(
+            "the certificate PEM must hold exactly one certificate, found {}",
+            certs.len()
+        )));
+    }
+    let issuing_der = certs.remove(0);
+    let mut chain = pem_certificates(chain_pem, "chain")?;
+    if chain.first() == Some(&issuing_der) {
+        chain.remove(0);
+    }
+    let mut chain_der = vec![issuing_der.clone()];
+    chain_der.extend(chain);
+    Ok((issuing_der, chain_der))
+}
+
+/// Checks every rule (before anything is written), then installs the certificates and the
+/// issuing key's file (the key, or its reference in a token).
+fn install_imported(
+    data_dir: &Path,
+    issuing_der: Vec<u8>,
+    key: CaKey,
+    chain_der: Vec<Vec<u8>>,
+    key_file: (&'static str, String),
+) -> Result<Ca, CaError> {
+    let ca = Ca::from_parts(issuing_der.clone(), key, chain_der.clone())?;
+    let files = CaFiles {
+        root_der: ca.root_der.clone(),
+        issuing_der,
+        key_files: vec![key_file],
+        chain_der,
+    };
+    let ca_dir = data_dir.join(CA_DIR);
+    fs::create_dir_all(data_dir).map_err(io_err(data_dir))?;
+    match install(data_dir, &ca_dir, &files, &SystemRandom::new())? {
+        Installed::Ours => Ok(ca),
+        Installed::SomeoneElses => Err(CaError::AlreadyExists { path: ca_dir }),
     }
 }
 

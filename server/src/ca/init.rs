@@ -1,4 +1,5 @@
-//! First start: devid makes its own root CA and issuing CA.
+//! First start: devid makes its own root CA and issuing CA, with their keys in files or in a
+//! PKCS#11 token.
 
 use std::fs;
 use std::path::Path;
@@ -11,9 +12,17 @@ use time::OffsetDateTime;
 use super::error::{io_err, signing, CaError};
 use super::keys::{check_passphrase, encode_key_file, new_p256_pkcs8, p256_key_pair};
 use super::layout::{
-    ca_exists, install, remove_stale_tmp_dirs, CaFiles, Installed, CA_DIR, ISSUING_KEY, ROOT_KEY,
+    ca_exists, install, remove_stale_tmp_dirs, CaFiles, CaKeys, Installed, CA_DIR, ISSUING_KEY,
+    ISSUING_REF, ROOT_KEY, ROOT_REF,
 };
+use super::signer::CaKey;
+use super::token::Token;
+use super::token_key::TokenKey;
 use super::Ca;
+
+/// Labels of the key objects devid makes in a token.
+const ROOT_LABEL: &str = "devid root CA";
+const ISSUING_LABEL: &str = "devid issuing CA";
 
 impl Ca {
     /// First start: create a root CA and an issuing CA under `<data_dir>/ca/`. Later starts:
@@ -25,39 +34,53 @@ impl Ca {
         passphrase: Option<&str>,
         organization: Option<&str>,
     ) -> Result<(Ca, bool), CaError> {
-        check_passphrase(passphrase)?;
+        let keys = CaKeys::Files {
+            passphrase: passphrase.map(str::to_string),
+        };
+        Ca::init_or_load_keys(data_dir, &keys, organization)
+    }
+
+    /// [`Ca::init_or_load`] with the keys kept as `keys` says: in files, or made inside a
+    /// PKCS#11 token (P-256, sensitive, not extractable), the data directory then holding
+    /// only references to them.
+    pub fn init_or_load_keys(
+        data_dir: &Path,
+        keys: &CaKeys,
+        organization: Option<&str>,
+    ) -> Result<(Ca, bool), CaError> {
+        if let CaKeys::Files { passphrase } = keys {
+            check_passphrase(passphrase.as_deref())?;
+        }
         let ca_dir = data_dir.join(CA_DIR);
         if ca_exists(&ca_dir) {
-            return Ok((Ca::load(&ca_dir, passphrase)?, false));
+            return Ok((Ca::load(&ca_dir, keys)?, false));
         }
         fs::create_dir_all(data_dir).map_err(io_err(data_dir))?;
         remove_stale_tmp_dirs(data_dir);
 
         let rng = SystemRandom::new();
         let now = OffsetDateTime::now_utc();
-        let files = new_ca_files(organization, passphrase, now, &rng)?;
+        let (files, issuing_key) = new_ca_files(organization, keys, now, &rng)?;
         match install(data_dir, &ca_dir, &files, &rng)? {
             Installed::Ours => {
-                let ca = Ca::from_parts(files.issuing_der, files.issuing_key, files.chain_der)?;
+                let ca = Ca::from_parts(files.issuing_der, issuing_key, files.chain_der)?;
                 Ok((ca, true))
             }
             // Another process created the CA first: use theirs.
-            Installed::SomeoneElses => Ok((Ca::load(&ca_dir, passphrase)?, false)),
+            Installed::SomeoneElses => Ok((Ca::load(&ca_dir, keys)?, false)),
         }
     }
 }
 
-/// A new root (self-signed) and issuing CA (signed by the root), with fresh keys.
+/// A new root (self-signed) and issuing CA (signed by the root), with fresh keys; returns
+/// the files and the issuing key.
 fn new_ca_files(
     organization: Option<&str>,
-    passphrase: Option<&str>,
+    keys: &CaKeys,
     now: OffsetDateTime,
     rng: &SystemRandom,
-) -> Result<CaFiles, CaError> {
-    let root_pkcs8 = new_p256_pkcs8(rng)?;
-    let issuing_pkcs8 = new_p256_pkcs8(rng)?;
-    let root_key = p256_key_pair(&root_pkcs8).map_err(CaError::Signing)?;
-    let issuing_key = p256_key_pair(&issuing_pkcs8).map_err(CaError::Signing)?;
+) -> Result<(CaFiles, CaKey), CaError> {
+    let (root_key, issuing_key, key_files) = new_keys(keys, rng)?;
 
     let root_params = profile::root_ca_params(organization, &profile::random_serial(rng)?, now)?;
     let root_cert = root_params.self_signed(&root_key).map_err(signing)?;
@@ -70,17 +93,48 @@ fn new_ca_files(
 
     let root_der = root_cert.der().to_vec();
     let issuing_der = issuing_cert.der().to_vec();
-    Ok(CaFiles {
-        root_key_text: Some(encode_key_file(
-            &root_pkcs8,
-            passphrase,
-            rng,
-            Path::new(ROOT_KEY),
-        )?),
-        issuing_key_text: encode_key_file(&issuing_pkcs8, passphrase, rng, Path::new(ISSUING_KEY))?,
+    let files = CaFiles {
+        key_files,
         chain_der: vec![issuing_der.clone(), root_der.clone()],
         root_der,
         issuing_der,
-        issuing_key,
-    })
+    };
+    Ok((files, issuing_key))
+}
+
+/// The root and issuing keys, and what the data directory keeps of them: the key files, or
+/// references to the keys in the token.
+type NewKeys = (CaKey, CaKey, Vec<(&'static str, String)>);
+
+fn new_keys(keys: &CaKeys, rng: &SystemRandom) -> Result<NewKeys, CaError> {
+    match keys {
+        CaKeys::Files { passphrase } => {
+            let passphrase = passphrase.as_deref();
+            let root_pkcs8 = new_p256_pkcs8(rng)?;
+            let issuing_pkcs8 = new_p256_pkcs8(rng)?;
+            let files = vec![
+                (
+                    ROOT_KEY,
+                    encode_key_file(&root_pkcs8, passphrase, rng, Path::new(ROOT_KEY))?,
+                ),
+                (
+                    ISSUING_KEY,
+                    encode_key_file(&issuing_pkcs8, passphrase, rng, Path::new(ISSUING_KEY))?,
+                ),
+            ];
+            let root = p256_key_pair(&root_pkcs8).map_err(CaError::Signing)?;
+            let issuing = p256_key_pair(&issuing_pkcs8).map_err(CaError::Signing)?;
+            Ok((CaKey::File(root), CaKey::File(issuing), files))
+        }
+        CaKeys::Token(config) => {
+            let token = Token::open(config)?;
+            let root = TokenKey::generate(&token, ROOT_LABEL, rng)?;
+            let issuing = TokenKey::generate(&token, ISSUING_LABEL, rng)?;
+            let files = vec![
+                (ROOT_REF, root.reference()),
+                (ISSUING_REF, issuing.reference()),
+            ];
+            Ok((CaKey::Token(root), CaKey::Token(issuing), files))
+        }
+    }
 }

@@ -8,6 +8,10 @@
 //! | `issuing.key` | the issuing key, PKCS#8 PEM or devid's encrypted format          |
 //! | `chain.pem`   | issuing CA first, then any intermediates, root last              |
 //!
+//! When the keys live in a PKCS#11 token, `root.key` and `issuing.key` are replaced by
+//! `root.pkcs11` and `issuing.pkcs11`: RFC 7512 URIs naming the key objects in the token
+//! (`pkcs11:token=...;object=...;id=...;type=private`), no key material.
+//!
 //! Creation is atomic and safe for concurrent first starts: everything is written and synced
 //! into a private temporary directory, which is then renamed to `ca/`. `rename(2)` onto an
 //! existing non-empty directory fails, so when two processes race exactly one CA wins and the
@@ -23,11 +27,14 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::time::Duration;
 
-use rcgen::KeyPair;
 use ring::rand::SecureRandom;
 
 use super::error::{io_err, CaError};
 use super::keys::{check_passphrase, decode_key_file, read_key_file};
+use super::rules::public_key_point;
+use super::signer::CaKey;
+use super::token::{Token, TokenConfig};
+use super::token_key::TokenKey;
 use super::Ca;
 
 /// Name of the CA directory under the data directory.
@@ -36,18 +43,28 @@ pub(super) const ROOT_CRT: &str = "root.crt";
 pub(super) const ROOT_KEY: &str = "root.key";
 pub(super) const ISSUING_CRT: &str = "issuing.crt";
 pub(super) const ISSUING_KEY: &str = "issuing.key";
+pub(super) const ROOT_REF: &str = "root.pkcs11";
+pub(super) const ISSUING_REF: &str = "issuing.pkcs11";
 const CHAIN_PEM: &str = "chain.pem";
 const TMP_PREFIX: &str = ".ca-tmp-";
 /// Temporary CA directories older than this are leftovers of a crash and are removed.
 const STALE_TMP_AGE: Duration = Duration::from_secs(3600);
 
+/// Where the CA keys are: files under `ca/` (encrypted when a passphrase is given), or a
+/// PKCS#11 token.
+#[derive(Debug)]
+pub enum CaKeys {
+    Files { passphrase: Option<String> },
+    Token(TokenConfig),
+}
+
 /// Everything a new or imported CA writes to disk.
 pub(super) struct CaFiles {
     pub root_der: Vec<u8>,
-    pub root_key_text: Option<String>,
     pub issuing_der: Vec<u8>,
-    pub issuing_key_text: String,
-    pub issuing_key: KeyPair,
+    /// The key files (or token key references) by name: the issuing key's, and the root's
+    /// when devid made the root.
+    pub key_files: Vec<(&'static str, String)>,
     pub chain_der: Vec<Vec<u8>>,
 }
 
@@ -60,10 +77,15 @@ impl Ca {
     /// Loads the CA from `<data_dir>/ca/` without creating one.
     pub fn load_from(data_dir: &Path, passphrase: Option<&str>) -> Result<Ca, CaError> {
         check_passphrase(passphrase)?;
-        Ca::load(&data_dir.join(CA_DIR), passphrase)
+        Ca::load(
+            &data_dir.join(CA_DIR),
+            &CaKeys::Files {
+                passphrase: passphrase.map(str::to_string),
+            },
+        )
     }
 
-    pub(super) fn load(ca_dir: &Path, passphrase: Option<&str>) -> Result<Ca, CaError> {
+    pub(super) fn load(ca_dir: &Path, keys: &CaKeys) -> Result<Ca, CaError> {
         let corrupt = |reason: String| CaError::Corrupt {
             path: ca_dir.to_path_buf(),
             reason,
@@ -77,14 +99,44 @@ impl Ca {
             .map_err(|v| corrupt(format!("{ISSUING_CRT} holds {} certificates", v.len())))?;
         let chain_der = pem_certificates(&read(CHAIN_PEM)?, CHAIN_PEM)?;
 
-        let key_path = ca_dir.join(ISSUING_KEY);
-        let (_, key) = decode_key_file(&key_path, &read_key_file(&key_path)?, passphrase)?;
+        let key = load_issuing_key(ca_dir, keys, &issuing_der)?;
         if chain_der.first() != Some(&issuing_der) {
             return Err(corrupt(format!(
                 "{CHAIN_PEM} does not start with {ISSUING_CRT}"
             )));
         }
         Ca::from_parts(issuing_der, key, chain_der)
+    }
+}
+
+/// The issuing key as `keys` says it is kept, refusing a CA kept the other way. A key in a
+/// token is known by the issuing certificate's public key, which every signature it makes is
+/// then checked against.
+fn load_issuing_key(ca_dir: &Path, keys: &CaKeys, issuing_der: &[u8]) -> Result<CaKey, CaError> {
+    let in_token = ca_dir.join(ISSUING_REF).exists();
+    match keys {
+        CaKeys::Files { .. } if in_token => Err(CaError::Token(format!(
+            "the CA keys are in a token ({}): give --pkcs11-module, --pkcs11-token \
+             and the PIN",
+            ca_dir.join(ISSUING_REF).display()
+        ))),
+        CaKeys::Files { passphrase } => {
+            let key_path = ca_dir.join(ISSUING_KEY);
+            let text = read_key_file(&key_path)?;
+            let (_, key) = decode_key_file(&key_path, &text, passphrase.as_deref())?;
+            Ok(CaKey::File(key))
+        }
+        CaKeys::Token(_) if !in_token => Err(CaError::Token(format!(
+            "the PKCS#11 options were given but the CA keys in {} are files, not token keys",
+            ca_dir.display()
+        ))),
+        CaKeys::Token(config) => {
+            let path = ca_dir.join(ISSUING_REF);
+            let reference = fs::read_to_string(&path).map_err(io_err(&path))?;
+            let token = Token::open(config)?;
+            let public = public_key_point(issuing_der)?;
+            Ok(CaKey::Token(TokenKey::open(&token, &reference, public)?))
+        }
     }
 }
 
@@ -112,14 +164,13 @@ pub(super) fn install(
     let result = (|| {
         fs::set_permissions(&tmp, fs::Permissions::from_mode(0o700)).map_err(io_err(&tmp))?;
         write_private(&tmp.join(ROOT_CRT), pem_cert(&files.root_der).as_bytes())?;
-        if let Some(k) = &files.root_key_text {
-            write_private(&tmp.join(ROOT_KEY), k.as_bytes())?;
+        for (name, text) in &files.key_files {
+            write_private(&tmp.join(name), text.as_bytes())?;
         }
         write_private(
             &tmp.join(ISSUING_CRT),
             pem_cert(&files.issuing_der).as_bytes(),
         )?;
-        write_private(&tmp.join(ISSUING_KEY), files.issuing_key_text.as_bytes())?;
         write_private(&tmp.join(CHAIN_PEM), pem_chain(&files.chain_der).as_bytes())?;
         sync_dir(&tmp)
     })();

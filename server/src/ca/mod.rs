@@ -1,7 +1,7 @@
 //! The certificate authority: CA keys on disk, certificate issuance and CRL signing.
 //!
-//! [`Ca`] is the handle the server holds: the issuing key in memory behind `signer::CaSigner`
-//! (the one place that signs with it), the chain, and the issuing CA's key identifier, all
+//! [`Ca`] is the handle the server holds: the issuing key (in memory, or in a PKCS#11 token)
+//! behind `signer::CaSigner` (the one place that signs with it), the chain, and the issuing CA's key identifier, all
 //! parsed once when the CA is made, imported or loaded, so issuance works on `&self` without
 //! locks. Every way to a `Ca` passes `Ca::from_parts`, which checks the rules in `rules` first
 //! (the list is at [`Ca::import`]).
@@ -11,11 +11,10 @@
 //! - `import`: a company's issuing CA brought in.
 //! - `keys` and [`keystore`]: key files at rest, optionally encrypted with a passphrase;
 //!   `passphrase` re-encrypts them.
+//! - `token` and `token_key`: keys in a PKCS#11 token instead ([`CaKeys::Token`]).
 //! - `issue`: device and broker certificates; `crl`: the CRL.
 
 use std::fmt;
-
-use rcgen::KeyPair;
 
 mod crl;
 mod error;
@@ -28,14 +27,17 @@ mod layout;
 mod passphrase;
 mod rules;
 mod signer;
+mod token;
+mod token_key;
 
 pub use crl::CrlEntry;
 pub use error::CaError;
 pub use issue::IssuedCert;
-pub use layout::CA_DIR;
+pub use layout::{CaKeys, CA_DIR};
+pub use token::TokenConfig;
 
 use layout::{pem_cert, pem_chain};
-use signer::CaSigner;
+use signer::{CaKey, CaSigner};
 
 /// The certificate authority: the issuing key in memory, the chain, and the pre-parsed issuer.
 pub struct Ca {
@@ -93,10 +95,10 @@ impl Ca {
     /// exactly.
     fn from_parts(
         issuing_der: Vec<u8>,
-        key: KeyPair,
+        key: CaKey,
         chain_der: Vec<Vec<u8>>,
     ) -> Result<Ca, CaError> {
-        let issuing = rules::check_ca(&issuing_der, &key, &chain_der)?;
+        let issuing = rules::check_ca(&issuing_der, key.public_key_raw(), &chain_der)?;
         let signer = CaSigner::new(&issuing_der, key)?;
         let root_der = chain_der
             .last()

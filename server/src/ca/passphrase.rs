@@ -6,7 +6,9 @@ use ring::rand::SystemRandom;
 
 use super::error::CaError;
 use super::keys::{check_passphrase, decode_key_file, encode_key_file, opens_with, read_key_file};
-use super::layout::{ca_exists, replace_private, CA_DIR, ISSUING_CRT, ISSUING_KEY, ROOT_KEY};
+use super::layout::{
+    ca_exists, replace_private, CaKeys, CA_DIR, ISSUING_CRT, ISSUING_KEY, ISSUING_REF, ROOT_KEY,
+};
 use super::Ca;
 
 impl Ca {
@@ -30,6 +32,13 @@ impl Ca {
                 reason: format!("no {ISSUING_CRT}: there is no CA to change"),
             });
         }
+        if ca_dir.join(ISSUING_REF).exists() {
+            return Err(CaError::Token(
+                "the CA keys are in a PKCS#11 token, which guards them with its PIN; there is \
+                 no passphrase to change"
+                    .into(),
+            ));
+        }
         let rng = SystemRandom::new();
         let mut plan: Vec<(PathBuf, String)> = Vec::new();
         for name in [ISSUING_KEY, ROOT_KEY] {
@@ -48,7 +57,10 @@ impl Ca {
         for (path, text) in &plan {
             replace_private(path, text.as_bytes(), &rng)?;
         }
-        Ca::load(&ca_dir, new)?;
+        let keys = CaKeys::Files {
+            passphrase: new.map(str::to_string),
+        };
+        Ca::load(&ca_dir, &keys)?;
         Ok(plan.into_iter().map(|(p, _)| p).collect())
     }
 }

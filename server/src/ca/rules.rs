@@ -3,7 +3,6 @@
 
 use devid_core::csr::P256PublicKey;
 use devid_core::profile::{DeviceIdentity, Profile, ProfileSettings};
-use rcgen::KeyPair;
 use ring::digest;
 use ring::rand::SystemRandom;
 use time::OffsetDateTime;
@@ -28,10 +27,10 @@ pub(super) struct CheckedIssuing {
 /// Checks the issuing certificate against its key and the chain above it: the issuing
 /// certificate is a CA that may sign certificates and CRLs, with `key`'s P-256 public key; the
 /// chain starts with it, each certificate is signed (ECDSA P-256 with SHA-256) by the next,
-/// and it ends in a self-signed root.
+/// and it ends in a self-signed root. `key` is the private key's public key (uncompressed).
 pub(super) fn check_ca(
     issuing_der: &[u8],
-    key: &KeyPair,
+    key: &[u8],
     chain_der: &[Vec<u8>],
 ) -> Result<CheckedIssuing, CaError> {
     let invalid = CaError::InvalidCa;
@@ -56,7 +55,7 @@ pub(super) fn check_ca(
 }
 
 /// The issuing certificate: a CA that may sign certificates and CRLs, with our key.
-fn check_issuing(issuing: &X509Certificate<'_>, key: &KeyPair) -> Result<(), CaError> {
+fn check_issuing(issuing: &X509Certificate<'_>, key: &[u8]) -> Result<(), CaError> {
     let invalid = CaError::InvalidCa;
     let bc = issuing
         .basic_constraints()
@@ -77,7 +76,7 @@ fn check_issuing(issuing: &X509Certificate<'_>, key: &KeyPair) -> Result<(), CaE
         }
     }
     check_p256_spki(issuing, "the issuing certificate")?;
-    if issuing.public_key().subject_public_key.data.as_ref() != key.public_key_raw() {
+    if issuing.public_key().subject_public_key.data.as_ref() != key {
         return Err(invalid(
             "the private key does not match the issuing certificate".into(),
         ));
@@ -192,6 +191,13 @@ impl Ca {
         }
         Ok(())
     }
+}
+
+/// The public key of a DER certificate as it is written there (for P-256, the uncompressed
+/// point).
+pub(super) fn public_key_point(der: &[u8]) -> Result<Vec<u8>, CaError> {
+    let cert = parse_cert(der).map_err(CaError::InvalidCa)?;
+    Ok(cert.public_key().subject_public_key.data.to_vec())
 }
 
 /// One DER certificate, nothing after it.

@@ -124,6 +124,8 @@ impl From<crate::ca::CaError> for DomainError {
     fn from(e: crate::ca::CaError) -> Self {
         if e.is_client_error() {
             DomainError::invalid(e.to_string())
+        } else if e.is_unavailable() {
+            DomainError::Unavailable(e.to_string())
         } else {
             DomainError::Internal(e.to_string())
         }
