@@ -536,3 +536,74 @@ async fn import_ca_takes_an_issuing_key_already_in_the_token() {
         "the company root"
     );
 }
+
+/// Two processes on one PostgreSQL database and one token: both sign through it at the same
+/// time (each with its own session pool), and what one revokes the other's CRL lists.
+#[tokio::test]
+async fn two_processes_on_postgresql_share_one_token() {
+    let Some(hsm) = Hsm::new() else { return };
+    let Some(backend) = postgres().await else {
+        eprintln!("DEVID_TEST_POSTGRES_URL is not set: skipping the scale-out half");
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let a = Server::start_with(&backend, hsm.options(&data)).await;
+    let mut b = Server::start_with(&backend, hsm.options(&data)).await;
+    b.token = a.token.clone();
+
+    // Both at once: a batch and singles through each process.
+    let batch = |server: &Server, prefix: &'static str| {
+        let body = json!({"items": (0..16)
+            .map(|i| json!({"hardware_serial": format!("{prefix}{i}"), "generate_key": true}))
+            .collect::<Vec<_>>()});
+        let (client, url, token) = (
+            server.client.clone(),
+            server.url("/v1/devices/batch"),
+            server.token.clone(),
+        );
+        async move {
+            let resp = client
+                .post(url)
+                .bearer_auth(token)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            (resp.status(), resp.json::<Value>().await.unwrap())
+        }
+    };
+    let ((sa, ba), (sb, bb), ra, rb) = tokio::join!(
+        batch(&a, "P11-SA-"),
+        batch(&b, "P11-SB-"),
+        register(&a, "P11-S1"),
+        register(&b, "P11-S2"),
+    );
+    assert_eq!(sa, StatusCode::CREATED, "{ba}");
+    assert_eq!(sb, StatusCode::CREATED, "{bb}");
+    let dir = tempfile::tempdir().unwrap();
+    for reg in [&ba["items"][0], &ba["items"][15], &bb["items"][7], &ra, &rb] {
+        check_certificate(&a, reg, dir.path());
+    }
+
+    // Revoked through one process, listed by the other's CRL (signed in the token).
+    let (status, revoked) = a
+        .admin_post(
+            &format!("/v1/devices/{}/revoke", rb["client_id"].as_str().unwrap()),
+            &json!({"reason": "keyCompromise"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{revoked}");
+    let serial = rb["serial"].as_str().unwrap().to_ascii_uppercase();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        if crl_text(&b, dir.path()).await.contains(&serial) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the other process's CRL never listed {serial}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
