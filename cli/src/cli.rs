@@ -304,7 +304,7 @@ pub struct RegisterArgs {
     pub model: Option<ModelName>,
     /// A ClientID burned into firmware, at most 23 of 0-9 A-Z a-z (default: devid makes one)
     #[arg(long)]
-    pub client_id: Option<String>,
+    pub client_id: Option<devid_core::ClientId>,
     /// PEM CSR made on the device, with an ECDSA P-256 key (the only kind accepted)
     #[arg(
         long,

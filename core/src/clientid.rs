@@ -92,6 +92,20 @@ fn check_charset(s: &str, max: usize) -> Result<(), ClientIdError> {
     Ok(())
 }
 
+/// A checked ClientID: the rules of [`validate`], kept as given. Devices' ClientIDs made by
+/// devid also pass [`verify_check`]; one burned into firmware need not.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ClientId(String);
+
+impl ClientId {
+    pub fn parse(s: &str) -> Result<ClientId, ClientIdError> {
+        validate(s)?;
+        Ok(ClientId(s.to_string()))
+    }
+}
+
+text_value!(ClientId, ClientIdError, "ClientID {}");
+
 /// Validates a ClientID's charset and length (the rules for a ClientID brought by the caller).
 pub fn validate(id: &str) -> Result<(), ClientIdError> {
     check_charset(id, MAX_LEN)
@@ -163,6 +177,20 @@ pub fn verify_check(id: &str) -> Result<(), ClientIdError> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn client_id_type_parses_once_and_keeps_the_text() {
+        let id: ClientId = "thermo7KQ2M9XW4D8R6T1VZ".parse().expect("valid");
+        assert_eq!(id.as_str(), "thermo7KQ2M9XW4D8R6T1VZ");
+        assert_eq!(
+            serde_json::to_string(&id).expect("ser"),
+            "\"thermo7KQ2M9XW4D8R6T1VZ\""
+        );
+        for bad in ["", "a-b", &"a".repeat(24)] {
+            assert_eq!(ClientId::parse(bad).map(|_| ()), validate(bad), "{bad:?}");
+            assert!(serde_json::from_str::<ClientId>(&format!("\"{bad}\"")).is_err());
+        }
+    }
+
     use super::*;
 
     fn sample(seed: u8) -> [u8; 10] {

@@ -45,9 +45,11 @@ pub mod sse;
 pub mod topic;
 
 pub use cidr::Cidr;
+pub use clientid::ClientId;
 pub use dnsname::DnsName;
 pub use duration::HumanDuration;
 pub use hwserial::HardwareSerial;
 pub use message_auth::MessageAuth;
 pub use model::ModelName;
 pub use topic::{TopicFilter, TopicName};
+pub use value::UnknownName;

@@ -65,10 +65,6 @@ macro_rules! string_value {
     };
 }
 
-/// The schema of a ClientID where the API carries one as text. The rules are in
-/// [`crate::clientid`], which has no value type of its own to hang the schema on.
-pub struct ClientIdText;
-
 pub const CLIENT_ID: StringRules = StringRules {
     description: "An MQTT ClientID: 1 to 23 characters of 0-9, A-Z, a-z. One that devid makes \
         is the model's prefix (0 to 6 characters), 16 random characters of 0-9 and A-Z without \
@@ -79,7 +75,7 @@ pub const CLIENT_ID: StringRules = StringRules {
     max_length: crate::clientid::MAX_LEN,
     examples: &["thermo7KQ2M9XW4D8R6T1VZ", "FW0001"],
 };
-string_value!(ClientIdText, "ClientId", CLIENT_ID);
+string_value!(crate::ClientId, "ClientId", CLIENT_ID);
 
 pub const HARDWARE_SERIAL: StringRules = StringRules {
     description: "The manufacturer's serial number of a device, as printed on its label and \
@@ -346,8 +342,8 @@ mod tests {
         use utoipa::ToSchema as _;
         for (name, schema) in [
             (
-                ClientIdText::name(),
-                <ClientIdText as utoipa::PartialSchema>::schema(),
+                <crate::ClientId as utoipa::ToSchema>::name(),
+                <crate::ClientId as utoipa::PartialSchema>::schema(),
             ),
             (
                 crate::HardwareSerial::name(),
@@ -378,6 +374,6 @@ mod tests {
                 assert!(!json[key].is_null(), "{name} lacks {key}: {json}");
             }
         }
-        assert_eq!(ClientIdText::name(), "ClientId");
+        assert_eq!(<crate::ClientId as utoipa::ToSchema>::name(), "ClientId");
     }
 }

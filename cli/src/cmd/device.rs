@@ -218,10 +218,6 @@ fn parse_metadata(entries: &[String]) -> Result<Option<serde_json::Value>> {
 }
 
 async fn register(api: &Api, out: OutputFormat, a: RegisterArgs) -> Result<ExitCode> {
-    if let Some(id) = &a.client_id {
-        devid_core::clientid::validate(id)
-            .map_err(|e| CliError::usage(format!("--client-id {id:?}: {e}")))?;
-    }
     let metadata = parse_metadata(&a.metadata)?;
     super::create_dir(&a.out)?;
     // With --generate-key the key and its CSR are kept in a pending file before the CSR is sent,
@@ -261,7 +257,7 @@ async fn register(api: &Api, out: OutputFormat, a: RegisterArgs) -> Result<ExitC
     let req = RegisterRequest {
         hardware_serial: a.serial.to_string(),
         model: a.model.as_ref().map(ModelName::to_string),
-        client_id: a.client_id.clone(),
+        client_id: a.client_id.as_ref().map(|id| id.to_string()),
         metadata,
         csr: Some(csr),
         generate_key: false,

@@ -2,14 +2,13 @@
 
 use serde::{Deserialize, Serialize};
 
-/// What a broker saw.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(rename_all = "snake_case")]
-pub enum ConnectionEventKind {
-    Connect,
-    Disconnect,
-    AuthFailure,
+named_enum! {
+    /// What a broker saw.
+    pub enum ConnectionEventKind {
+        Connect = "connect",
+        Disconnect = "disconnect",
+        AuthFailure = "auth_failure",
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

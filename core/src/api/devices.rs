@@ -6,64 +6,24 @@ use serde::{Deserialize, Serialize};
 /// Most items one `POST /v1/devices/batch` may carry.
 pub const MAX_BATCH_ITEMS: usize = 10_000;
 
-/// A device's lifecycle state.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(rename_all = "lowercase")]
-pub enum DeviceState {
-    Active,
-    /// On hold: its certificates are listed on the CRL with reason certificateHold.
-    Suspended,
-    /// Final.
-    Revoked,
-}
-
-impl DeviceState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DeviceState::Active => "active",
-            DeviceState::Suspended => "suspended",
-            DeviceState::Revoked => "revoked",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<DeviceState> {
-        match s {
-            "active" => Some(DeviceState::Active),
-            "suspended" => Some(DeviceState::Suspended),
-            "revoked" => Some(DeviceState::Revoked),
-            _ => None,
-        }
+named_enum! {
+    /// A device's lifecycle state.
+    pub enum DeviceState {
+        Active = "active",
+        /// On hold: its certificates are listed on the CRL with reason certificateHold.
+        Suspended = "suspended",
+        /// Final.
+        Revoked = "revoked",
     }
 }
 
-/// A certificate's state.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(rename_all = "lowercase")]
-pub enum CertState {
-    Good,
-    /// certificateHold (the device is suspended).
-    Hold,
-    Revoked,
-}
-
-impl CertState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CertState::Good => "good",
-            CertState::Hold => "hold",
-            CertState::Revoked => "revoked",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<CertState> {
-        match s {
-            "good" => Some(CertState::Good),
-            "hold" => Some(CertState::Hold),
-            "revoked" => Some(CertState::Revoked),
-            _ => None,
-        }
+named_enum! {
+    /// A certificate's state.
+    pub enum CertState {
+        Good = "good",
+        /// certificateHold (the device is suspended).
+        Hold = "hold",
+        Revoked = "revoked",
     }
 }
 
@@ -83,7 +43,7 @@ pub struct RegisterRequest {
     /// A ClientID burned into firmware. Without it devid makes one (per-model prefix, check
     /// character).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<crate::openapi::ClientIdText>))]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<crate::ClientId>))]
     pub client_id: Option<String>,
     /// A JSON object.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -101,7 +61,7 @@ pub struct RegisterRequest {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Registered {
-    #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::ClientIdText))]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::ClientId))]
     pub client_id: String,
     #[cfg_attr(feature = "openapi", schema(value_type = crate::HardwareSerial))]
     pub hardware_serial: String,
@@ -183,7 +143,7 @@ pub struct DeviceList {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DeviceSummary {
-    #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::ClientIdText))]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::ClientId))]
     pub client_id: String,
     #[cfg_attr(feature = "openapi", schema(value_type = crate::HardwareSerial))]
     pub hardware_serial: String,
@@ -202,7 +162,7 @@ pub struct DeviceSummary {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CertificateInfo {
     pub serial: String,
-    #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::ClientIdText))]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::ClientId))]
     pub client_id: String,
     pub fingerprint_sha256: String,
     #[cfg_attr(feature = "openapi", schema(format = DateTime))]
@@ -225,7 +185,7 @@ pub struct CertificateInfo {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Device {
-    #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::ClientIdText))]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::ClientId))]
     pub client_id: String,
     #[cfg_attr(feature = "openapi", schema(value_type = crate::HardwareSerial))]
     pub hardware_serial: String,
@@ -256,7 +216,7 @@ pub struct Device {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DeviceStatus {
-    #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::ClientIdText))]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::ClientId))]
     pub client_id: String,
     pub status: DeviceState,
     #[serde(default)]

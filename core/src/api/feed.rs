@@ -3,32 +3,30 @@
 use super::RevocationReason;
 use serde::{Deserialize, Serialize};
 
-/// What a device-feed entry did (a status change, or `updated` settings).
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(rename_all = "lowercase")]
-pub enum RevocationAction {
-    /// Final: the certificates in `serials` (and, for scope device, the device) are revoked.
-    Revoked,
-    /// The device and its certificates are on hold.
-    Suspended,
-    /// The hold is lifted.
-    Resumed,
-    /// Settings changed (topic policy, allow-list, message authentication): brokers fetch the
-    /// device's status again (scope device) or that of every connected device of the model
-    /// (scope model) and apply it to live connections.
-    Updated,
+named_enum! {
+    /// What a device-feed entry did (a status change, or `updated` settings).
+    pub enum RevocationAction {
+        /// Final: the certificates in `serials` (and, for scope device, the device) are revoked.
+        Revoked = "revoked",
+        /// The device and its certificates are on hold.
+        Suspended = "suspended",
+        /// The hold is lifted.
+        Resumed = "resumed",
+        /// Settings changed (topic policy, allow-list, message authentication): brokers fetch the
+        /// device's status again (scope device) or that of every connected device of the model
+        /// (scope model) and apply it to live connections.
+        Updated = "updated",
+    }
 }
 
-/// Whether an entry is about a whole device or one certificate.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(rename_all = "lowercase")]
-pub enum RevocationScope {
-    Device,
-    Certificate,
-    /// Every device of `model` (only with [`RevocationAction::Updated`]).
-    Model,
+named_enum! {
+    /// Whether an entry is about a whole device or one certificate.
+    pub enum RevocationScope {
+        Device = "device",
+        Certificate = "certificate",
+        /// Every device of `model` (only with [`RevocationAction::Updated`]).
+        Model = "model",
+    }
 }
 
 /// One entry of the device feed (served at `/v1/revocations`): a status change or an

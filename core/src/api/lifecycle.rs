@@ -3,47 +3,20 @@
 
 use serde::{Deserialize, Serialize};
 
-/// RFC 5280 CRLReason, by its ASN.1 name. `certificateHold` is set by suspension only.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(rename_all = "camelCase")]
-pub enum RevocationReason {
-    Unspecified,
-    KeyCompromise,
-    AffiliationChanged,
-    Superseded,
-    CessationOfOperation,
-    CertificateHold,
-    PrivilegeWithdrawn,
+named_enum! {
+    /// RFC 5280 CRLReason, by its ASN.1 name. `certificateHold` is set by suspension only.
+    pub enum RevocationReason {
+        Unspecified = "unspecified",
+        KeyCompromise = "keyCompromise",
+        AffiliationChanged = "affiliationChanged",
+        Superseded = "superseded",
+        CessationOfOperation = "cessationOfOperation",
+        CertificateHold = "certificateHold",
+        PrivilegeWithdrawn = "privilegeWithdrawn",
+    }
 }
 
 impl RevocationReason {
-    pub const ALL: [RevocationReason; 7] = [
-        RevocationReason::Unspecified,
-        RevocationReason::KeyCompromise,
-        RevocationReason::AffiliationChanged,
-        RevocationReason::Superseded,
-        RevocationReason::CessationOfOperation,
-        RevocationReason::CertificateHold,
-        RevocationReason::PrivilegeWithdrawn,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RevocationReason::Unspecified => "unspecified",
-            RevocationReason::KeyCompromise => "keyCompromise",
-            RevocationReason::AffiliationChanged => "affiliationChanged",
-            RevocationReason::Superseded => "superseded",
-            RevocationReason::CessationOfOperation => "cessationOfOperation",
-            RevocationReason::CertificateHold => "certificateHold",
-            RevocationReason::PrivilegeWithdrawn => "privilegeWithdrawn",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<RevocationReason> {
-        Self::ALL.into_iter().find(|r| r.as_str() == s)
-    }
-
     /// The CRLReason code (RFC 5280 section 5.3.1).
     pub fn code(self) -> u8 {
         match self {

@@ -2,39 +2,17 @@
 
 use serde::{Deserialize, Serialize};
 
-/// The role a token carries.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// Everything.
-    Admin,
-    /// Registers devices, optionally limited to some models.
-    Factory,
-    /// Reads device status and policies, follows revocations, posts connection events.
-    Broker,
-    /// Reads everything, changes nothing.
-    Auditor,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Admin => "admin",
-            Role::Factory => "factory",
-            Role::Broker => "broker",
-            Role::Auditor => "auditor",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Role> {
-        match s {
-            "admin" => Some(Role::Admin),
-            "factory" => Some(Role::Factory),
-            "broker" => Some(Role::Broker),
-            "auditor" => Some(Role::Auditor),
-            _ => None,
-        }
+named_enum! {
+    /// The role a token carries.
+    pub enum Role {
+        /// Everything.
+        Admin = "admin",
+        /// Registers devices, optionally limited to some models.
+        Factory = "factory",
+        /// Reads device status and policies, follows revocations, posts connection events.
+        Broker = "broker",
+        /// Reads everything, changes nothing.
+        Auditor = "auditor",
     }
 }
 

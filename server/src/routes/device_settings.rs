@@ -3,7 +3,7 @@
 use axum::extract::{Path, State};
 use axum::Json;
 use devid_core::api::{AllowList, DeviceStatus, PolicyUpdate};
-use devid_core::openapi::ClientIdText;
+use devid_core::ClientId;
 use utoipa_axum::routes;
 
 use crate::app::{ApiJson, AppState};
@@ -24,7 +24,7 @@ pub(crate) fn router() -> Routes {
 #[utoipa::path(
     put,
     path = "/v1/devices/{client_id}/allowlist",
-    params(("client_id" = ClientIdText, Path)),
+    params(("client_id" = ClientId, Path)),
     request_body = AllowList,
     responses(
         (status = 200, description = "The device's status with the new allow-list", body = DeviceStatus),
@@ -51,7 +51,7 @@ async fn set_allowlist(
 #[utoipa::path(
     put,
     path = "/v1/devices/{client_id}/policy",
-    params(("client_id" = ClientIdText, Path)),
+    params(("client_id" = ClientId, Path)),
     request_body = PolicyUpdate,
     responses(
         (status = 200, description = "The device's status with the new policy", body = DeviceStatus),

@@ -11,7 +11,7 @@ use devid_core::api::{
     BatchRequest, BatchResponse, CertificateInfo, Device, DeviceList, DeviceListQuery,
     DeviceStatus, DeviceSummary, RegisterRequest, Registered, MAX_BATCH_ITEMS,
 };
-use devid_core::openapi::ClientIdText;
+use devid_core::ClientId;
 use utoipa_axum::routes;
 
 use crate::app::{ApiJson, ApiQuery, AppState};
@@ -215,7 +215,7 @@ pub fn decode_cursor(s: &str) -> Result<i64, ApiError> {
 #[utoipa::path(
     get,
     path = "/v1/devices/{client_id}",
-    params(("client_id" = ClientIdText, Path)),
+    params(("client_id" = ClientId, Path)),
     responses((status = 200, description = "The device", body = Device), (status = 404, response = NotFound))
 )]
 async fn show_device(
@@ -234,7 +234,7 @@ async fn show_device(
     get,
     path = "/v1/devices/{client_id}/status",
     params(
-        ("client_id" = ClientIdText, Path),
+        ("client_id" = ClientId, Path),
         ("If-None-Match" = Option<String>, Header, description = "ETags of bodies the caller holds, or `*`"),
     ),
     responses(

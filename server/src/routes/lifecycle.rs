@@ -3,7 +3,7 @@
 use axum::extract::{Path, State};
 use axum::Json;
 use devid_core::api::{CertificateInfo, Device, ReasonRequest, RevocationReason, RevokeRequest};
-use devid_core::openapi::ClientIdText;
+use devid_core::ClientId;
 use utoipa_axum::routes;
 
 use super::devices::{cert_json, device_json};
@@ -32,7 +32,7 @@ pub(crate) fn router() -> Routes {
 #[utoipa::path(
     post,
     path = "/v1/devices/{client_id}/revoke",
-    params(("client_id" = ClientIdText, Path)),
+    params(("client_id" = ClientId, Path)),
     request_body = RevokeRequest,
     responses(
         (status = 200, description = "The device, revoked", body = Device),
@@ -70,7 +70,7 @@ async fn revoke_device(
 #[utoipa::path(
     post,
     path = "/v1/devices/{client_id}/suspend",
-    params(("client_id" = ClientIdText, Path)),
+    params(("client_id" = ClientId, Path)),
     request_body(content = Option<ReasonRequest>, description = "Optional"),
     responses(
         (status = 200, description = "The device, suspended", body = Device),
@@ -118,7 +118,7 @@ async fn suspend_device(
 #[utoipa::path(
     post,
     path = "/v1/devices/{client_id}/resume",
-    params(("client_id" = ClientIdText, Path)),
+    params(("client_id" = ClientId, Path)),
     responses(
         (status = 200, description = "The device, active again", body = Device),
         (status = 404, response = NotFound),
