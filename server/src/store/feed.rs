@@ -5,7 +5,7 @@ use devid_core::api::{CertState, RevocationAction, RevocationReason, RevocationS
 use sqlx::FromRow;
 
 use super::sql::{KeyColumn, Lock, Maybe, Pools, Stmt, Tx};
-use super::stored::{action_str, json_list, scope_str, Stored, StoredOpt};
+use super::stored::{json_list, Stored, StoredOpt};
 use super::FEED_CHANNEL;
 use super::{clamp_limit, postgres, CrlListing, CrlRow, FeedEntryRow, Store, StoreError};
 
@@ -25,8 +25,8 @@ pub(super) async fn append_feed(
         "INSERT INTO feed (seq, scope, action, client_id, serials, reason, at) \
          SELECT COALESCE(MAX(seq), 0) + 1, $1, $2, $3, $4, $5, $6 FROM feed RETURNING seq",
     )
-    .bind(scope_str(scope))
-    .bind(action_str(action))
+    .bind(scope.as_str())
+    .bind(action.as_str())
     .bind(client_id)
     .bind(listed.as_str())
     .bind(reason.map(|r| r.as_str()))

@@ -40,57 +40,27 @@ fn parse<T>(
     f(&s).ok_or_else(|| Corrupt::new(what, s))
 }
 
-impl TryFrom<Stored> for DeviceState {
-    type Error = Corrupt;
-    fn try_from(s: Stored) -> Result<Self, Corrupt> {
-        parse("device status", s.0, DeviceState::parse)
-    }
+/// An enum of names (core's `named_enum!`) is stored by its wire name.
+macro_rules! stored_name {
+    ($($t:ty => $what:literal),+ $(,)?) => {
+        $(
+            impl TryFrom<Stored> for $t {
+                type Error = Corrupt;
+                fn try_from(s: Stored) -> Result<Self, Corrupt> {
+                    parse($what, s.0, <$t>::parse)
+                }
+            }
+        )+
+    };
 }
 
-impl TryFrom<Stored> for CertState {
-    type Error = Corrupt;
-    fn try_from(s: Stored) -> Result<Self, Corrupt> {
-        parse("certificate status", s.0, CertState::parse)
-    }
-}
-
-impl TryFrom<Stored> for Role {
-    type Error = Corrupt;
-    fn try_from(s: Stored) -> Result<Self, Corrupt> {
-        parse("role", s.0, Role::parse)
-    }
-}
-
-impl TryFrom<Stored> for RevocationScope {
-    type Error = Corrupt;
-    fn try_from(s: Stored) -> Result<Self, Corrupt> {
-        parse("feed scope", s.0, |s| {
-            [
-                RevocationScope::Device,
-                RevocationScope::Certificate,
-                RevocationScope::Model,
-            ]
-            .into_iter()
-            .find(|v| scope_str(*v) == s)
-        })
-    }
-}
-
-impl TryFrom<Stored> for RevocationAction {
-    type Error = Corrupt;
-    fn try_from(s: Stored) -> Result<Self, Corrupt> {
-        parse("feed action", s.0, |s| {
-            [
-                RevocationAction::Revoked,
-                RevocationAction::Suspended,
-                RevocationAction::Resumed,
-                RevocationAction::Updated,
-            ]
-            .into_iter()
-            .find(|v| action_str(*v) == s)
-        })
-    }
-}
+stored_name!(
+    DeviceState => "device status",
+    CertState => "certificate status",
+    Role => "role",
+    RevocationScope => "feed scope",
+    RevocationAction => "feed action",
+);
 
 /// A JSON list of strings (feed serials).
 impl TryFrom<Stored> for Vec<String> {
@@ -113,25 +83,6 @@ impl TryFrom<StoredOpt> for Option<Vec<String>> {
     type Error = Corrupt;
     fn try_from(s: StoredOpt) -> Result<Self, Corrupt> {
         s.0.map(|s| Vec::try_from(Stored(s))).transpose()
-    }
-}
-
-/// How a feed scope is stored.
-pub(super) fn scope_str(s: RevocationScope) -> &'static str {
-    match s {
-        RevocationScope::Device => "device",
-        RevocationScope::Certificate => "certificate",
-        RevocationScope::Model => "model",
-    }
-}
-
-/// How a feed action is stored.
-pub(super) fn action_str(a: RevocationAction) -> &'static str {
-    match a {
-        RevocationAction::Revoked => "revoked",
-        RevocationAction::Suspended => "suspended",
-        RevocationAction::Resumed => "resumed",
-        RevocationAction::Updated => "updated",
     }
 }
 
