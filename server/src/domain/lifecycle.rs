@@ -112,8 +112,10 @@ impl Action {
             Action::Revoke { reason } | Action::RevokeCertificate { reason }
                 if *reason == RevocationReason::CertificateHold =>
             {
-                Err(DomainError::InvalidTransition(
-                    "certificateHold is set by suspending a device, not by revoking it".into(),
+                Err(DomainError::invalid_field(
+                    "reason",
+                    "certificateHold is set by suspending a device (POST \
+                     /v1/devices/{client_id}/suspend), not by revoking",
                 ))
             }
             _ => Ok(()),
@@ -303,7 +305,7 @@ mod tests {
 
     fn outcome(current: Current, action: Action) -> Outcome {
         match plan(&current, action) {
-            Err(DomainError::InvalidTransition(m)) => {
+            Err(DomainError::InvalidTransition(m) | DomainError::Invalid { detail: m, .. }) => {
                 Outcome::Refused(Box::leak(m.into_boxed_str()))
             }
             Err(other) => panic!("unexpected error {other:?}"),
@@ -346,7 +348,7 @@ mod tests {
             audit,
             keys_compromised,
         };
-        let hold_refused = "certificateHold is set by suspending a device, not by revoking it";
+        let hold_refused = "certificateHold is set by suspending a device (POST /v1/devices/{client_id}/suspend), not by revoking";
         #[rustfmt::skip]
         let table: Vec<(Current, Action, Outcome)> = vec![
             // ok/revoke: from active or suspended, every certificate not yet revoked.

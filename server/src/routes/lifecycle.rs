@@ -2,7 +2,7 @@
 
 use axum::extract::{Path, State};
 use axum::Json;
-use devid_core::api::{CertificateInfo, Device, ReasonRequest, RevocationReason, RevokeRequest};
+use devid_core::api::{CertificateInfo, Device, ReasonRequest, RevokeRequest};
 use devid_core::ClientId;
 use utoipa_axum::routes;
 
@@ -49,13 +49,10 @@ async fn revoke_device(
 ) -> Result<Json<Device>, ApiError> {
     let caller = guard.check()?;
     let work = async {
-        if req.reason == RevocationReason::CertificateHold {
-            return Err(ApiError::unprocessable(
-                "certificateHold is what suspend does; use POST .../suspend",
-            ));
-        }
         let action = Action::Revoke { reason: req.reason };
-        Ok(lifecycle::change_device(ctx(&state), &caller.actor(), &client_id, action).await?)
+        Ok::<_, ApiError>(
+            lifecycle::change_device(ctx(&state), &caller.actor(), &client_id, action).await?,
+        )
     };
     let d = caller
         .audit("device.revoke", &client_id)
@@ -208,13 +205,10 @@ async fn revoke_certificate(
     let caller = guard.check()?;
     let work = async {
         let serial = normalize_serial(&serial)?;
-        if req.reason == RevocationReason::CertificateHold {
-            return Err(ApiError::unprocessable(
-                "certificateHold applies to devices: use POST /v1/devices/{client_id}/suspend",
-            ));
-        }
         let actor = caller.actor();
-        Ok(lifecycle::revoke_certificate(ctx(&state), &actor, &serial, req.reason).await?)
+        Ok::<_, ApiError>(
+            lifecycle::revoke_certificate(ctx(&state), &actor, &serial, req.reason).await?,
+        )
     };
     let cert = caller
         .audit("certificate.revoke", &serial)
