@@ -13,8 +13,8 @@
 //!
 //! [`plan`] is pure: given the current state it says what changes. The store's one executor,
 //! `Store::apply_device_transition`, locks the rows, asks [`plan`] inside the transaction and
-//! writes what it says; the functions at the bottom ([`revoke_device`] and friends) are what the
-//! HTTP layer calls.
+//! writes what it says; the functions at the bottom ([`change_device`] and
+//! [`revoke_certificate`]) are what the HTTP layer calls.
 
 use devid_core::api::{
     CertState, DeviceState, RevocationAction, RevocationReason, RevocationScope,

@@ -87,7 +87,7 @@ pub struct NewDevice {
     pub cert: NewCert,
 }
 
-/// A certificate, read with [`CERT_COLUMNS`]: the columns `devices` also has are renamed
+/// A certificate, read with `CERT_COLUMNS`: the columns `devices` also has are renamed
 /// (`cert_*`), so that one row can carry a device and one of its certificates.
 #[derive(Debug, Clone, FromRow)]
 pub struct CertRow {
