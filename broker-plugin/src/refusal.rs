@@ -200,16 +200,16 @@ impl SensorRefusal {
     /// the `refusal` field of the `auth_failure` event.
     pub fn name(&self) -> &'static str {
         match self {
-            SensorRefusal::Malformed(_) => "sensor_malformed",
-            SensorRefusal::KeysPending => "sensor_keys_pending",
-            SensorRefusal::NotAttached => "sensor_not_attached",
-            SensorRefusal::Revoked => "sensor_revoked",
-            SensorRefusal::Suspended => "sensor_suspended",
-            SensorRefusal::TopicNotAllowed => "sensor_topic_not_allowed",
-            SensorRefusal::Replayed => "sensor_replayed",
-            SensorRefusal::TooOld => "sensor_too_old",
-            SensorRefusal::BadMac => "sensor_bad_mac",
-            SensorRefusal::BadSeal => "sensor_bad_seal",
+            SensorRefusal::Malformed(_) => "malformed",
+            SensorRefusal::KeysPending => "keys_pending",
+            SensorRefusal::NotAttached => "not_attached",
+            SensorRefusal::Revoked => "revoked",
+            SensorRefusal::Suspended => "suspended",
+            SensorRefusal::TopicNotAllowed => "topic_not_allowed",
+            SensorRefusal::Replayed => "replayed",
+            SensorRefusal::TooOld => "too_old",
+            SensorRefusal::BadMac => "bad_mac",
+            SensorRefusal::BadSeal => "bad_seal",
         }
     }
 }

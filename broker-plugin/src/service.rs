@@ -20,8 +20,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use devid_core::api::{
-    ConnectionEvent, DeviceStatus, EventBatch, FeedEntry, FeedPage, GatewaySensorKeys,
-    RevocationAction, RevocationScope, SensorReport,
+    ConnectionEvent, DeviceStatus, EventBatch, FeedEntry, FeedPage, RevocationAction,
+    RevocationScope, SensorKeys, SensorReport,
 };
 use devid_core::sse::SseParser;
 use futures::StreamExt;
@@ -438,7 +438,12 @@ fn rfc3339(unix: u64) -> String {
 async fn post_events(ctx: &Ctx, pending: &mut Pending) {
     while !pending.is_empty() {
         let n = pending.events.len().min(BATCH);
-        let keys: Vec<(String, String)> = pending.sensors.keys().take(BATCH).cloned().collect();
+        let keys: Vec<(String, String)> = pending
+            .sensors
+            .keys()
+            .take(devid_core::api::MAX_SENSOR_REPORTS)
+            .cloned()
+            .collect();
         let batch = EventBatch {
             events: pending.events[..n].to_vec(),
             sensors: keys
@@ -561,7 +566,7 @@ async fn fetch_status(ctx: Arc<Ctx>, client_id: String) {
 }
 
 /// The keys of the sensors attached to `gateway`, handed to the broker thread. On failure
-/// nothing is sent: the gateway's readings stay refused as `sensor_keys_pending`, and the next
+/// nothing is sent: the gateway's readings stay refused as `keys_pending`, and the next
 /// one asks again (at most once a second).
 async fn fetch_sensors(ctx: Arc<Ctx>, gateway: String) {
     let res = ctx
@@ -570,7 +575,7 @@ async fn fetch_sensors(ctx: Arc<Ctx>, gateway: String) {
         .timeout(Duration::from_secs(5))
         .send()
         .await;
-    let answer: GatewaySensorKeys = match res {
+    let answer: SensorKeys = match res {
         Ok(r) if r.status().is_success() => match r.json().await {
             Ok(a) => a,
             Err(e) => {

@@ -120,7 +120,12 @@ impl<S: ServerSide> Engine<S> {
 
     /// Logs a refused PUBLISH of the connection's own; after `max_refused_messages` in a row the
     /// connection is dropped.
-    fn refuse_message(&mut self, key: ConnKey, topic: &str, reason: MessageRefusal) -> MessageVerdict {
+    fn refuse_message(
+        &mut self,
+        key: ConnKey,
+        topic: &str,
+        reason: MessageRefusal,
+    ) -> MessageVerdict {
         let max = self.config.max_refused_messages;
         let Some(Conn::Authenticated(a)) = self.conns.get_mut(&key) else {
             return MessageVerdict::Refuse;

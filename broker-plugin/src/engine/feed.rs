@@ -36,6 +36,10 @@ impl<S: ServerSide> Engine<S> {
                 FromService::SensorKeys { gateway, sensors } => {
                     // Only for a gateway still connected: its keys go with its last connection.
                     if !self.authenticated_keys(&gateway).is_empty() {
+                        self.log(
+                            LogLevel::Info,
+                            format!("devid: sensor keys of {gateway}: {} sensors", sensors.len()),
+                        );
                         self.sensors.install(&gateway, sensors);
                     }
                 }
@@ -309,7 +313,7 @@ mod tests {
             .into_iter()
             .filter_map(|m| match m {
                 ToService::FetchStatus(id) => Some(id),
-                ToService::Event(_) => None,
+                _ => None,
             })
             .collect();
         v.sort();

@@ -47,9 +47,9 @@ use crate::config::Config;
 pub use crate::refusal::{MessageRefusal, Refusal};
 use crate::service::{LogLevel, Shared, ToService};
 pub use guard::source_group;
-pub use sensor::{Delta, SensorMaterial, SensorTally};
-use sensor::SensorBook;
 use guard::HandshakeLimiter;
+use sensor::SensorBook;
+pub use sensor::{Delta, SensorMaterial, SensorTally};
 
 /// The authentication method this plugin answers.
 pub const METHOD: &str = "DEVID-1";

@@ -9,7 +9,7 @@
 //! Keys: when a device authenticates, the service thread fetches the sensors attached to it
 //! (`GET /v1/devices/{gateway}/sensors/keys`: K_mac, K_enc, publish filters, status, seq_floor)
 //! and TICK hands the answer over; until then the gateway's readings are refused with
-//! `sensor_keys_pending`. A feed `updated` entry about a gateway or a sensor refetches; a
+//! `keys_pending`. A feed `updated` entry about a gateway or a sensor refetches; a
 //! revoked or suspended sensor is dropped from every gateway at once.
 //!
 //! Counters: the highest accepted seq of each sensor is reported with the broker's event batches
@@ -20,7 +20,7 @@
 #![deny(unsafe_code)]
 
 use std::collections::{BTreeMap, HashMap};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -30,14 +30,10 @@ use devid_sensor::ReplayWindow;
 
 use crate::policy::covers;
 use crate::refusal::SensorRefusal;
+use crate::state::unix_now;
 
-/// The user properties of DEVID-S1.
-pub const SENSOR: &str = "devid-sensor";
-pub const SENSOR_SEQ: &str = "devid-sensor-seq";
-pub const SENSOR_MAC: &str = "devid-sensor-mac";
-pub const SENSOR_SEAL: &str = "devid-sensor-seal";
-/// Added to an accepted reading: the gateway that relayed it.
-pub const VIA: &str = "devid-via";
+use devid_sensor::PROP_SEQ as SENSOR_SEQ;
+use devid_sensor::{PROP_MAC as SENSOR_MAC, PROP_SEAL as SENSOR_SEAL, PROP_SENSOR as SENSOR};
 
 /// Gateways' sensor keys are refetched at most this often (per gateway).
 const FETCH_REFRESH: Duration = Duration::from_secs(1);
@@ -198,6 +194,56 @@ pub(super) fn parse_claim<'a>(
     Some(Ok(Claim { sensor, seq, proof }))
 }
 
+/// One gateway's sensors, with their publish filters indexed for the ACL, which asks about
+/// every PUBLISH of the gateway: a filter whose first two levels are literal (`devices/%c/#`
+/// and the like) is found by the topic's first two levels; the others are tried one by one.
+#[derive(Default)]
+struct GatewaySet {
+    sensors: HashMap<String, SensorMaterial>,
+    by_prefix: HashMap<String, Vec<String>>,
+    unindexed: Vec<String>,
+}
+
+/// The first two levels of a topic or filter, when both are literal.
+fn prefix2(t: &str) -> Option<&str> {
+    let first = t.find('/')?;
+    let end = t[first + 1..].find('/').map_or(t.len(), |i| first + 1 + i);
+    let p = &t[..end];
+    (!p.contains(['+', '#'])).then_some(p)
+}
+
+impl GatewaySet {
+    fn new(sensors: HashMap<String, SensorMaterial>) -> GatewaySet {
+        let mut set = GatewaySet {
+            sensors,
+            ..GatewaySet::default()
+        };
+        for m in set.sensors.values() {
+            for f in &m.publish {
+                match prefix2(f) {
+                    Some(p) => set
+                        .by_prefix
+                        .entry(p.to_string())
+                        .or_default()
+                        .push(m.client_id.clone()),
+                    None => set.unindexed.push(m.client_id.clone()),
+                }
+            }
+        }
+        set
+    }
+
+    fn allows(&self, topic: &str) -> bool {
+        let indexed = prefix2(topic).and_then(|p| self.by_prefix.get(p));
+        indexed
+            .into_iter()
+            .flatten()
+            .chain(&self.unindexed)
+            .filter_map(|id| self.sensors.get(id))
+            .any(|m| m.state == DeviceState::Active && m.allows(topic))
+    }
+}
+
 /// What this broker knows of one sensor: its replay window and what is not reported yet.
 struct Counter {
     window: ReplayWindow,
@@ -226,7 +272,7 @@ pub struct SensorTally {
 #[derive(Default)]
 pub(super) struct SensorBook {
     /// Fetched material by gateway ClientID; a gateway without an entry has not been answered.
-    gateways: HashMap<String, HashMap<String, SensorMaterial>>,
+    gateways: HashMap<String, GatewaySet>,
     /// Replay windows by sensor ClientID, whatever gateway relays it.
     counters: HashMap<String, Counter>,
     /// Highest accepted seqs read from `state_dir` at start: the floor of a window made later.
@@ -245,13 +291,6 @@ pub(super) struct SensorBook {
 pub(super) struct Accepted {
     /// The decrypted reading of a sealed one.
     pub plaintext: Option<Vec<u8>>,
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 impl SensorBook {
@@ -302,7 +341,8 @@ impl SensorBook {
             }
             set.insert(m.client_id.clone(), m);
         }
-        self.gateways.insert(gateway.to_string(), set);
+        self.gateways
+            .insert(gateway.to_string(), GatewaySet::new(set));
     }
 
     /// The gateway is gone (its last connection ended): its material goes, its sensors'
@@ -319,8 +359,8 @@ impl SensorBook {
         let mut held = false;
         for set in self.gateways.values_mut() {
             if state == DeviceState::Revoked {
-                held |= set.remove(sensor).is_some();
-            } else if let Some(m) = set.get_mut(sensor) {
+                held |= set.sensors.remove(sensor).is_some();
+            } else if let Some(m) = set.sensors.get_mut(sensor) {
                 m.state = state;
                 held = true;
             }
@@ -333,7 +373,7 @@ impl SensorBook {
         let mut v: Vec<String> = self
             .gateways
             .iter()
-            .filter(|(_, set)| set.contains_key(sensor))
+            .filter(|(_, set)| set.sensors.contains_key(sensor))
             .map(|(g, _)| g.clone())
             .collect();
         v.sort();
@@ -345,7 +385,7 @@ impl SensorBook {
         let mut v: Vec<String> = self
             .gateways
             .iter()
-            .filter(|(_, set)| !set.is_empty())
+            .filter(|(_, set)| !set.sensors.is_empty())
             .map(|(g, _)| g.clone())
             .collect();
         v.sort();
@@ -354,16 +394,17 @@ impl SensorBook {
 
     /// Whether `gateway` has sensors whose filters widen what it may publish.
     pub(super) fn has_sensors(&self, gateway: &str) -> bool {
-        self.gateways.get(gateway).is_some_and(|s| !s.is_empty())
+        self.gateways
+            .get(gateway)
+            .is_some_and(|s| !s.sensors.is_empty())
     }
 
     /// The ACL's question for a gateway's PUBLISH: does an attached, active sensor's policy
     /// allow this topic? (The MESSAGE check then requires that sensor's valid claim.)
     pub(super) fn any_sensor_allows(&self, gateway: &str, topic: &str) -> bool {
-        self.gateways.get(gateway).is_some_and(|set| {
-            set.values()
-                .any(|m| m.state == DeviceState::Active && m.allows(topic))
-        })
+        self.gateways
+            .get(gateway)
+            .is_some_and(|set| set.allows(topic))
     }
 
     /// Checks one reading relayed by `gateway`. `sensor_denied` is what the revocation state
@@ -380,7 +421,10 @@ impl SensorBook {
             .gateways
             .get(gateway)
             .ok_or(SensorRefusal::KeysPending)?;
-        let m = set.get(claim.sensor).ok_or(SensorRefusal::NotAttached)?;
+        let m = set
+            .sensors
+            .get(claim.sensor)
+            .ok_or(SensorRefusal::NotAttached)?;
         let state = sensor_denied.unwrap_or(m.state);
         match state {
             DeviceState::Revoked => return Err(SensorRefusal::Revoked),
@@ -407,14 +451,22 @@ impl SensorBook {
             }
             Proof::Seal => {
                 let mut buf = payload.to_vec();
-                let n = devid_sensor::open_in_place(
-                    &m.k_enc,
-                    id,
-                    claim.seq,
-                    topic.as_bytes(),
-                    &mut buf,
-                )
-                .map_err(|_| SensorRefusal::BadSeal)?;
+                let t = topic.as_bytes();
+                let opened = if devid_sensor::seal_aad_len(id, t) <= devid_sensor::AAD_STACK_LEN {
+                    devid_sensor::open_in_place(&m.k_enc, id, claim.seq, t, &mut buf)
+                } else {
+                    // A long topic: the associated data does not fit the crate's stack buffer.
+                    let mut scratch = vec![0u8; devid_sensor::seal_aad_len(id, t)];
+                    devid_sensor::open_in_place_with_scratch(
+                        &m.k_enc,
+                        id,
+                        claim.seq,
+                        t,
+                        &mut buf,
+                        &mut scratch,
+                    )
+                };
+                let n = opened.map_err(|_| SensorRefusal::BadSeal)?;
                 buf.truncate(n);
                 Some(buf)
             }
@@ -440,7 +492,11 @@ impl SensorBook {
         reason: SensorRefusal,
     ) -> bool {
         if let Some(s) = sensor.filter(|s| self.counters.contains_key(*s)) {
-            *self.delta(s, gateway).refused.entry(reason.name()).or_default() += 1;
+            *self
+                .delta(s, gateway)
+                .refused
+                .entry(reason.name())
+                .or_default() += 1;
         }
         let key = (gateway.to_string(), sensor.unwrap_or("").to_string());
         let due = self
@@ -468,10 +524,7 @@ impl SensorBook {
     /// The counts since the last report, with each sensor's highest accepted seq, once
     /// [`REPORT_EVERY`] has passed (or at once with `force`); empty when nothing happened.
     pub(super) fn take_report(&mut self, force: bool) -> Vec<SensorTally> {
-        let due = force
-            || self
-                .last_report
-                .is_none_or(|t| t.elapsed() >= REPORT_EVERY);
+        let due = force || self.last_report.is_none_or(|t| t.elapsed() >= REPORT_EVERY);
         if !due || self.deltas.is_empty() {
             return Vec::new();
         }
@@ -502,5 +555,685 @@ impl SensorBook {
     #[cfg(test)]
     pub(super) fn highest(&self, sensor: &str) -> Option<u64> {
         self.counters.get(sensor).map(|c| c.window.highest())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use devid_core::api::{
+        ConnectionEventKind, DeviceState, FeedEntry, RevocationAction, RevocationScope,
+    };
+
+    use super::super::testing::*;
+    use super::super::{AuthOutcome, ConnKey, Engine, MessageVerdict};
+    use super::*;
+    use crate::policy::Access;
+    use crate::service::{lock, FromService, ToService, Updated};
+    use crate::state::Applied;
+
+    type Props = Vec<(String, String)>;
+
+    const K_MAC: [u8; 32] = [0x11; 32];
+    const K_ENC: [u8; 32] = [0x22; 32];
+
+    fn b64(k: &[u8; 32]) -> String {
+        URL_SAFE_NO_PAD.encode(k)
+    }
+
+    fn material(cid: &str, state: DeviceState, floor: u64) -> SensorMaterial {
+        SensorMaterial::new(
+            cid,
+            state,
+            &b64(&K_MAC),
+            &b64(&K_ENC),
+            &["devices/%c/#".to_string(), "bad/#/x".to_string()],
+            floor,
+        )
+        .expect("material")
+    }
+
+    /// An engine with gateway `gw1` (key 1) and `gw2` (key 2) connected; `gw1` holds sensors
+    /// `s1` and `s2`, `gw2` holds `s3`.
+    fn setup() -> (
+        Engine<Fake>,
+        std::sync::Arc<std::sync::Mutex<crate::service::Shared>>,
+        tokio::sync::mpsc::Receiver<ToService>,
+    ) {
+        let (mut e, shared, rx) = engine();
+        assert!(matches!(
+            connect(&mut e, 1, "gw1", "0a"),
+            AuthOutcome::Success(_)
+        ));
+        assert!(matches!(
+            connect(&mut e, 2, "gw2", "0b"),
+            AuthOutcome::Success(_)
+        ));
+        e.tick(vec![
+            FromService::SensorKeys {
+                gateway: "gw1".into(),
+                sensors: vec![
+                    material("s1", DeviceState::Active, 0),
+                    material("s2", DeviceState::Active, 0),
+                ],
+            },
+            FromService::SensorKeys {
+                gateway: "gw2".into(),
+                sensors: vec![material("s3", DeviceState::Active, 0)],
+            },
+        ]);
+        (e, shared, rx)
+    }
+
+    fn mac_props(sensor: &str, seq: u64, topic: &str, payload: &[u8]) -> Vec<(String, String)> {
+        let tag =
+            devid_sensor::publish_mac(&K_MAC, sensor.as_bytes(), seq, topic.as_bytes(), payload)
+                .expect("mac");
+        let tag = devid_sensor::encode_b64url(&tag);
+        vec![
+            (SENSOR.into(), sensor.into()),
+            (SENSOR_SEQ.into(), seq.to_string()),
+            (
+                SENSOR_MAC.into(),
+                String::from_utf8(tag.to_vec()).expect("ascii"),
+            ),
+        ]
+    }
+
+    fn sealed(
+        sensor: &str,
+        seq: u64,
+        topic: &str,
+        reading: &[u8],
+    ) -> (Vec<u8>, Vec<(String, String)>) {
+        let mut buf = reading.to_vec();
+        buf.resize(reading.len() + devid_sensor::TAG_LEN, 0);
+        let n = devid_sensor::seal_in_place(
+            &K_ENC,
+            sensor.as_bytes(),
+            seq,
+            topic.as_bytes(),
+            &mut buf,
+            reading.len(),
+        )
+        .expect("seal");
+        buf.truncate(n);
+        let props = vec![
+            (SENSOR.into(), sensor.into()),
+            (SENSOR_SEQ.into(), seq.to_string()),
+            (SENSOR_SEAL.into(), "1".into()),
+        ];
+        (buf, props)
+    }
+
+    fn send(
+        e: &mut Engine<Fake>,
+        key: ConnKey,
+        topic: &str,
+        props: &[(String, String)],
+        payload: &[u8],
+    ) -> MessageVerdict {
+        let p: Vec<(&str, &str)> = props
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        e.message(key, topic, &p, payload)
+    }
+
+    fn accepted(sensor: &str, gateway: &str, payload: Option<&[u8]>) -> MessageVerdict {
+        MessageVerdict::Accept {
+            verified: Some(sensor.into()),
+            via: Some(gateway.into()),
+            payload: payload.map(<[u8]>::to_vec),
+        }
+    }
+
+    /// The refusal names reported in events since the last call.
+    fn refusals(rx: &mut tokio::sync::mpsc::Receiver<ToService>) -> Vec<String> {
+        drain(rx)
+            .into_iter()
+            .filter_map(|m| match m {
+                ToService::Event(ev) if ev.kind == ConnectionEventKind::AuthFailure => ev.refusal,
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn ok_mac_reading_is_verified_and_names_the_gateway() {
+        let (mut e, _s, _rx) = setup();
+        let t = "devices/s1/temp";
+        assert_eq!(
+            send(&mut e, 1, t, &mac_props("s1", 1, t, b"21.5"), b"21.5"),
+            accepted("s1", "gw1", None)
+        );
+        assert_eq!(e.sensors.highest("s1"), Some(1));
+    }
+
+    #[test]
+    fn ok_sealed_reading_is_delivered_decrypted() {
+        let (mut e, _s, _rx) = setup();
+        let t = "devices/s2/secret";
+        let (payload, props) = sealed("s2", 7, t, b"reading");
+        assert_ne!(payload[..7], b"reading"[..]);
+        assert_eq!(
+            send(&mut e, 1, t, &props, &payload),
+            accepted("s2", "gw1", Some(b"reading"))
+        );
+        // An empty reading seals to the tag alone.
+        let (payload, props) = sealed("s2", 8, t, b"");
+        assert_eq!(
+            send(&mut e, 1, t, &props, &payload),
+            accepted("s2", "gw1", Some(b""))
+        );
+    }
+
+    #[test]
+    fn fail_every_refusal_has_its_reason_and_never_disconnects_the_gateway() {
+        let (mut e, shared, mut rx) = setup();
+        drain(&mut rx);
+        let t = "devices/s1/temp";
+        let good = mac_props("s1", 1, t, b"x");
+        let with = |props: &[(String, String)], k: &str, v: &str| -> Vec<(String, String)> {
+            let mut p: Vec<(String, String)> =
+                props.iter().filter(|(n, _)| n != k).cloned().collect();
+            p.push((k.into(), v.into()));
+            p
+        };
+        let without = |props: &[(String, String)], k: &str| -> Vec<(String, String)> {
+            props.iter().filter(|(n, _)| n != k).cloned().collect()
+        };
+        let mut dup = good.clone();
+        dup.push((SENSOR_SEQ.into(), "2".into()));
+        let mut mixed = good.clone();
+        mixed.push(("devid-seq".into(), "1".into()));
+        let mut both = good.clone();
+        both.push((SENSOR_SEAL.into(), "1".into()));
+        let mut unknown = good.clone();
+        unknown.push(("devid-sensor-x".into(), "1".into()));
+        let cases: Vec<(&str, Props, &str)> = vec![
+            ("repeated", dup, "malformed"),
+            ("mixed with the gateway's own claim", mixed, "malformed"),
+            ("mac and seal", both, "malformed"),
+            ("unknown property", unknown, "malformed"),
+            ("no sensor", without(&good, SENSOR), "malformed"),
+            ("bad id", with(&good, SENSOR, "s/1"), "malformed"),
+            ("no seq", without(&good, SENSOR_SEQ), "malformed"),
+            ("seq 0", with(&good, SENSOR_SEQ, "0"), "malformed"),
+            ("seq sign", with(&good, SENSOR_SEQ, "+1"), "malformed"),
+            (
+                "seq 2^64",
+                with(&good, SENSOR_SEQ, "18446744073709551616"),
+                "malformed",
+            ),
+            ("no proof", without(&good, SENSOR_MAC), "malformed"),
+            ("short tag", with(&good, SENSOR_MAC, "AAAA"), "malformed"),
+            (
+                "seal 2",
+                with(&without(&good, SENSOR_MAC), SENSOR_SEAL, "2"),
+                "malformed",
+            ),
+            (
+                "other gateway's sensor",
+                mac_props("s3", 1, t, b"x"),
+                "not_attached",
+            ),
+            (
+                "unknown sensor",
+                mac_props("s9", 1, t, b"x"),
+                "not_attached",
+            ),
+            ("bad mac", mac_props("s1", 1, t, b"y"), "bad_mac"),
+            (
+                "mac for another topic",
+                mac_props("s1", 1, "devices/s1/other", b"x"),
+                "bad_mac",
+            ),
+            (
+                "mac for another sensor",
+                with(&mac_props("s2", 1, t, b"x"), SENSOR, "s1"),
+                "bad_mac",
+            ),
+        ];
+        for (what, props, reason) in &cases {
+            assert_eq!(
+                send(&mut e, 1, t, props, b"x"),
+                MessageVerdict::Refuse,
+                "{what}"
+            );
+            // One notice per second per (gateway, sensor): the next call would be throttled.
+            e.sensors.noticed.clear();
+            assert_eq!(refusals(&mut rx), [reason.to_string()], "{what}");
+        }
+        // Topic outside the sensor's filters (even one the gateway's own policy allows).
+        let own = "devices/gw1/x";
+        assert_eq!(
+            send(&mut e, 1, own, &mac_props("s1", 1, own, b"x"), b"x"),
+            MessageVerdict::Refuse
+        );
+        e.sensors.noticed.clear();
+        assert_eq!(refusals(&mut rx), ["topic_not_allowed"]);
+        // Seal that does not open.
+        let (mut payload, props) = sealed("s1", 1, t, b"r");
+        payload[0] ^= 1;
+        assert_eq!(send(&mut e, 1, t, &props, &payload), MessageVerdict::Refuse);
+        e.sensors.noticed.clear();
+        assert_eq!(refusals(&mut rx), ["bad_seal"]);
+        // Replayed and too old.
+        assert_eq!(send(&mut e, 1, t, &good, b"x"), accepted("s1", "gw1", None));
+        assert_eq!(send(&mut e, 1, t, &good, b"x"), MessageVerdict::Refuse);
+        e.sensors.noticed.clear();
+        assert_eq!(refusals(&mut rx), ["replayed"]);
+        assert_eq!(
+            send(&mut e, 1, t, &mac_props("s1", 100, t, b"x"), b"x"),
+            accepted("s1", "gw1", None)
+        );
+        assert_eq!(
+            send(&mut e, 1, t, &mac_props("s1", 35, t, b"x"), b"x"),
+            MessageVerdict::Refuse
+        );
+        e.sensors.noticed.clear();
+        assert_eq!(refusals(&mut rx), ["too_old"]);
+        // Suspended, then revoked, by the revocation state (the feed), before any TICK.
+        for (seq, action, reason) in [
+            (1, RevocationAction::Suspended, "suspended"),
+            (2, RevocationAction::Revoked, "revoked"),
+        ] {
+            lock(&shared).revocations.apply(&FeedEntry {
+                seq,
+                scope: RevocationScope::Device,
+                action,
+                client_id: "s2".into(),
+                serials: vec![],
+                reason: None,
+                at: "x".into(),
+                model: None,
+            });
+            let t2 = "devices/s2/t";
+            assert_eq!(
+                send(
+                    &mut e,
+                    1,
+                    t2,
+                    &mac_props("s2", 10 + seq as u64, t2, b"x"),
+                    b"x"
+                ),
+                MessageVerdict::Refuse
+            );
+            e.sensors.noticed.clear();
+            assert_eq!(refusals(&mut rx), [reason.to_string()]);
+        }
+        // Keys not fetched yet for a gateway that just connected: refused, and fetched.
+        assert!(matches!(
+            connect(&mut e, 3, "gw3", "0c"),
+            AuthOutcome::Success(_)
+        ));
+        drain(&mut rx);
+        e.sensors.requested.clear();
+        assert_eq!(send(&mut e, 3, t, &good, b"x"), MessageVerdict::Refuse);
+        let msgs = drain(&mut rx);
+        assert!(
+            msgs.iter()
+                .any(|m| matches!(m, ToService::FetchSensors(g) if g == "gw3")),
+            "{msgs:?}"
+        );
+        assert!(msgs.iter().any(
+            |m| matches!(m, ToService::Event(ev) if ev.refusal.as_deref() == Some("keys_pending"))
+        ));
+        // After all of that (far more than max_refused_messages), the gateway is still in.
+        assert!(e.acl(1, Access::Publish, "devices/gw1/x"));
+        assert_eq!(
+            send(&mut e, 1, t, &mac_props("s1", 101, t, b"x"), b"x"),
+            accepted("s1", "gw1", None)
+        );
+        // A connection that is not authenticated gets nothing.
+        assert_eq!(
+            send(&mut e, 9, t, &mac_props("s1", 102, t, b"x"), b"x"),
+            MessageVerdict::Refuse
+        );
+    }
+
+    #[test]
+    fn replay_window_edges() {
+        let (mut e, _s, _rx) = setup();
+        let t = "devices/s1/t";
+        let ok = |e: &mut Engine<Fake>, seq: u64| {
+            send(e, 1, t, &mac_props("s1", seq, t, b"v"), b"v") != MessageVerdict::Refuse
+        };
+        assert!(ok(&mut e, 1));
+        assert!(ok(&mut e, 200));
+        assert!(ok(&mut e, 199), "just below the highest, not yet accepted");
+        assert!(!ok(&mut e, 199), "accepted once");
+        assert!(ok(&mut e, 136), "64 below the highest");
+        assert!(!ok(&mut e, 135), "65 below the highest");
+        assert!(!ok(&mut e, 200), "the highest itself");
+        assert!(
+            ok(&mut e, 264),
+            "64 above: 200 is now at the window's far end"
+        );
+        assert!(!ok(&mut e, 200));
+        assert!(ok(&mut e, u64::MAX - 1));
+        assert!(ok(&mut e, u64::MAX), "the largest seq");
+        assert!(!ok(&mut e, u64::MAX));
+        assert_eq!(e.sensors.highest("s1"), Some(u64::MAX));
+    }
+
+    #[test]
+    fn window_starts_at_the_larger_of_persisted_and_service_floor() {
+        let (e, _shared, _rx) = engine();
+        let mut e = e.with_sensor_counters(
+            [("s1".to_string(), 50), ("s2".to_string(), 5)]
+                .into_iter()
+                .collect(),
+        );
+        assert!(matches!(
+            connect(&mut e, 1, "gw1", "0a"),
+            AuthOutcome::Success(_)
+        ));
+        e.tick(vec![FromService::SensorKeys {
+            gateway: "gw1".into(),
+            sensors: vec![
+                material("s1", DeviceState::Active, 10),
+                material("s2", DeviceState::Active, 30),
+            ],
+        }]);
+        assert_eq!(e.sensors.highest("s1"), Some(50), "persisted here");
+        assert_eq!(
+            e.sensors.highest("s2"),
+            Some(30),
+            "reported by another broker"
+        );
+        let t1 = "devices/s1/t";
+        for seq in [50, 20, 49] {
+            assert_eq!(
+                send(&mut e, 1, t1, &mac_props("s1", seq, t1, b"v"), b"v"),
+                MessageVerdict::Refuse,
+                "{seq}"
+            );
+        }
+        assert_eq!(
+            send(&mut e, 1, t1, &mac_props("s1", 51, t1, b"v"), b"v"),
+            accepted("s1", "gw1", None)
+        );
+        // A refetch with a higher floor (the sensor was accepted elsewhere meanwhile) moves the
+        // window up; a lower one leaves it.
+        e.tick(vec![FromService::SensorKeys {
+            gateway: "gw1".into(),
+            sensors: vec![
+                material("s1", DeviceState::Active, 40),
+                material("s2", DeviceState::Active, 90),
+            ],
+        }]);
+        assert_eq!(e.sensors.highest("s1"), Some(51));
+        assert_eq!(e.sensors.highest("s2"), Some(90));
+    }
+
+    #[test]
+    fn gateway_acl_is_widened_to_its_sensors_topics_for_sensor_readings_only() {
+        let (mut e, _s, _rx) = setup();
+        // The ACL sees no properties: it admits a PUBLISH on an active attached sensor's topic.
+        assert!(e.acl(1, Access::Publish, "devices/s1/temp"));
+        assert!(
+            !e.acl(1, Access::Publish, "devices/s3/temp"),
+            "gw2's sensor"
+        );
+        assert!(
+            !e.acl(1, Access::Subscribe, "devices/s1/temp"),
+            "publish only"
+        );
+        assert!(!e.acl(2, Access::Publish, "devices/s1/temp"));
+        // The gateway's own message there (no sensor claim) is refused; on its own topic it
+        // passes as before.
+        assert_eq!(
+            e.message(1, "devices/s1/temp", &[], b"forged"),
+            MessageVerdict::Refuse
+        );
+        assert_eq!(
+            e.message(1, "devices/gw1/x", &[], b"x"),
+            MessageVerdict::Accept {
+                verified: None,
+                via: None,
+                payload: None
+            }
+        );
+        // A forged devid-via or devid-verified is no sensor claim: the gateway's own message,
+        // whose devid-* properties the broker strips.
+        assert_eq!(
+            e.message(
+                1,
+                "devices/gw1/x",
+                &[("devid-via", "x"), ("devid-verified", "s1")],
+                b"x"
+            ),
+            MessageVerdict::Accept {
+                verified: None,
+                via: None,
+                payload: None
+            }
+        );
+    }
+
+    #[test]
+    fn feed_drops_revoked_marks_suspended_and_refetches_on_updates() {
+        let (mut e, shared, mut rx) = setup();
+        drain(&mut rx);
+        let t = "devices/s1/t";
+        let entry = |seq: i64, action, cid: &str| FeedEntry {
+            seq,
+            scope: RevocationScope::Device,
+            action,
+            client_id: cid.into(),
+            serials: vec![],
+            reason: None,
+            at: "x".into(),
+            model: None,
+        };
+        let apply = |shared: &std::sync::Arc<std::sync::Mutex<crate::service::Shared>>,
+                     en: FeedEntry| {
+            match lock(shared).revocations.apply(&en) {
+                Applied::Changed { recheck, .. } => recheck,
+                Applied::Duplicate => panic!("duplicate"),
+            }
+        };
+        let r = apply(&shared, entry(1, RevocationAction::Suspended, "s1"));
+        assert!(
+            e.tick(vec![FromService::Recheck(r)]).is_empty(),
+            "a sensor is not kicked"
+        );
+        assert!(
+            !e.acl(1, Access::Publish, t),
+            "a suspended sensor widens nothing"
+        );
+        let r = apply(&shared, entry(2, RevocationAction::Resumed, "s1"));
+        e.sensors.requested.clear();
+        e.tick(vec![FromService::Recheck(r)]);
+        assert!(
+            drain(&mut rx)
+                .iter()
+                .any(|m| matches!(m, ToService::FetchSensors(g) if g == "gw1")),
+            "resumed: refetched"
+        );
+        e.tick(vec![FromService::SensorKeys {
+            gateway: "gw1".into(),
+            sensors: vec![material("s1", DeviceState::Active, 0)],
+        }]);
+        assert_eq!(
+            send(&mut e, 1, t, &mac_props("s1", 1, t, b"v"), b"v"),
+            accepted("s1", "gw1", None)
+        );
+        let r = apply(&shared, entry(3, RevocationAction::Revoked, "s1"));
+        e.tick(vec![FromService::Recheck(r)]);
+        assert_eq!(
+            e.sensors.gateways_of("s1"),
+            Vec::<String>::new(),
+            "keys dropped everywhere"
+        );
+        // Updated: the gateway's set changed, or a sensor it holds changed.
+        e.sensors.requested.clear();
+        drain(&mut rx);
+        e.tick(vec![FromService::Updated(Updated::Device("gw2".into()))]);
+        e.tick(vec![FromService::Updated(Updated::Device("s3".into()))]);
+        let fetches: Vec<String> = drain(&mut rx)
+            .into_iter()
+            .filter_map(|m| match m {
+                ToService::FetchSensors(g) => Some(g),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(fetches, ["gw2", "gw2"], "not throttled after a feed entry");
+        // Keys for a gateway that has gone are not installed; a disconnect drops them.
+        e.disconnect(2);
+        e.tick(vec![FromService::SensorKeys {
+            gateway: "gw2".into(),
+            sensors: vec![material("s3", DeviceState::Active, 0)],
+        }]);
+        assert!(e.sensors.gateways_of("s3").is_empty());
+    }
+
+    #[test]
+    fn counts_per_sensor_are_reported_with_the_highest_seq() {
+        let (mut e, _s, mut rx) = setup();
+        let t = "devices/s1/t";
+        for seq in [3, 4] {
+            assert_eq!(
+                send(&mut e, 1, t, &mac_props("s1", seq, t, b"v"), b"v"),
+                accepted("s1", "gw1", None)
+            );
+        }
+        assert_eq!(
+            send(&mut e, 1, t, &mac_props("s1", 4, t, b"v"), b"v"),
+            MessageVerdict::Refuse
+        );
+        assert_eq!(
+            send(&mut e, 1, t, &mac_props("s1", 5, t, b"w"), b"v"),
+            MessageVerdict::Refuse
+        );
+        // gw2 relaying s1 (not attached there): counted for s1 via gw2.
+        assert_eq!(
+            send(&mut e, 2, t, &mac_props("s1", 6, t, b"v"), b"v"),
+            MessageVerdict::Refuse
+        );
+        // A made-up sensor gets no counter.
+        assert_eq!(
+            send(&mut e, 1, t, &mac_props("zz9", 1, t, b"v"), b"v"),
+            MessageVerdict::Refuse
+        );
+        drain(&mut rx);
+        e.report_sensors(true);
+        let report = drain(&mut rx)
+            .into_iter()
+            .find_map(|m| match m {
+                ToService::Sensors(r) => Some(r),
+                _ => None,
+            })
+            .expect("a report");
+        assert_eq!(report.len(), 2, "{report:?}");
+        let (a, b) = (&report[0], &report[1]);
+        assert_eq!(
+            (a.sensor.as_str(), a.gateway.as_str(), a.highest_seq),
+            ("s1", "gw1", 4)
+        );
+        assert_eq!(a.delta.accepted, 2);
+        assert!(a.delta.last_accepted_at.is_some());
+        assert_eq!(
+            a.delta.refused,
+            [("bad_mac", 1), ("replayed", 1)].into_iter().collect()
+        );
+        assert_eq!(
+            (b.sensor.as_str(), b.gateway.as_str(), b.highest_seq),
+            ("s1", "gw2", 4)
+        );
+        assert_eq!(b.delta.accepted, 0);
+        assert_eq!(b.delta.last_accepted_at, None);
+        assert_eq!(b.delta.refused, [("not_attached", 1)].into_iter().collect());
+        // Nothing new: no report.
+        e.report_sensors(true);
+        assert!(!drain(&mut rx)
+            .iter()
+            .any(|m| matches!(m, ToService::Sensors(_))));
+    }
+
+    #[test]
+    fn refusals_are_logged_and_reported_at_most_once_a_second_per_sensor() {
+        let (mut e, _s, mut rx) = setup();
+        drain(&mut rx);
+        e.take_logs();
+        let t = "devices/s1/t";
+        for _ in 0..100 {
+            assert_eq!(
+                send(&mut e, 1, t, &mac_props("s1", 1, t, b"w"), b"v"),
+                MessageVerdict::Refuse
+            );
+        }
+        assert_eq!(refusals(&mut rx), ["bad_mac"]);
+        let logs = e.take_logs();
+        assert_eq!(logs.len(), 1, "{logs:?}");
+        assert!(
+            logs[0].1.contains("refused reading of sensor s1 via gw1"),
+            "{logs:?}"
+        );
+        e.report_sensors(true);
+        let n: u64 = drain(&mut rx)
+            .into_iter()
+            .filter_map(|m| match m {
+                ToService::Sensors(r) => Some(
+                    r.iter()
+                        .map(|t| t.delta.refused.values().sum::<u64>())
+                        .sum::<u64>(),
+                ),
+                _ => None,
+            })
+            .sum();
+        assert_eq!(n, 100, "every refusal counted");
+    }
+
+    #[test]
+    fn acl_index_finds_filters_by_their_first_two_literal_levels() {
+        assert_eq!(prefix2("devices/s1/#"), Some("devices/s1"));
+        assert_eq!(prefix2("devices/s1"), Some("devices/s1"));
+        assert_eq!(prefix2("devices/s1/a/b"), Some("devices/s1"));
+        assert_eq!(prefix2("devices/+/x"), None);
+        assert_eq!(prefix2("#"), None);
+        assert_eq!(prefix2("a"), None);
+        let mut m = material("s1", DeviceState::Active, 0);
+        m.publish = vec!["devices/s1/#".into(), "+/s1/up".into(), "x".into()];
+        let set = GatewaySet::new([("s1".to_string(), m)].into_iter().collect());
+        for ok in ["devices/s1", "devices/s1/t", "any/s1/up", "x"] {
+            assert!(set.allows(ok), "{ok}");
+        }
+        for no in ["devices/s2/t", "devices", "any/s1/down", "y"] {
+            assert!(!set.allows(no), "{no}");
+        }
+    }
+
+    #[test]
+    fn material_is_checked() {
+        assert!(SensorMaterial::new(
+            "s/1",
+            DeviceState::Active,
+            &b64(&K_MAC),
+            &b64(&K_ENC),
+            &[],
+            0
+        )
+        .is_err());
+        assert!(
+            SensorMaterial::new("s1", DeviceState::Active, "short", &b64(&K_ENC), &[], 0).is_err()
+        );
+        assert!(SensorMaterial::new(
+            "s1",
+            DeviceState::Active,
+            &b64(&K_MAC),
+            &URL_SAFE_NO_PAD.encode([0u8; 31]),
+            &[],
+            0
+        )
+        .is_err());
+        let m = material("s1", DeviceState::Active, 0);
+        assert_eq!(
+            m.publish,
+            ["devices/s1/#"],
+            "%c expanded, the invalid filter dropped"
+        );
+        assert!(!format!("{m:?}").contains("17"), "no key bytes in Debug");
     }
 }
