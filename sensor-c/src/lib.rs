@@ -12,7 +12,9 @@
 use std::ffi::c_char;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use devid_sensor::{self as sensor, Counter, Error, B64_LEN, KEY_LEN, MAC_LEN, SEQ_TEXT_MAX};
+use devid_sensor::{
+    self as sensor, frame, Counter, Error, B64_LEN, KEY_LEN, MAC_LEN, SEQ_TEXT_MAX,
+};
 
 pub const DEVID_SENSOR_OK: i32 = 0;
 pub const DEVID_SENSOR_ERR_NULL: i32 = 100;
@@ -325,6 +327,92 @@ pub unsafe extern "C" fn devid_sensor_counter_next(counter: *mut Counter, seq: *
         // SAFETY: counter was set by devid_sensor_counter_resume; seq is a valid uint64_t.
         let (c, s) = unsafe { (out(counter)?, out(seq)?) };
         *s = check(c.next_seq())?;
+        Ok(())
+    })
+}
+
+/// # Safety
+/// See `devid_sensor_channel_topic` in the header.
+#[no_mangle]
+pub unsafe extern "C" fn devid_sensor_channel_topic(
+    id: *const u8,
+    id_len: usize,
+    channel: *const u8,
+    channel_len: usize,
+    out_topic: *mut u8,
+    out_len: usize,
+    topic_len: *mut usize,
+) -> i32 {
+    guard(|| {
+        // SAFETY: the header's contract on each pointer and length.
+        let (id, channel, o, n) = unsafe {
+            (
+                bytes(id, id_len)?,
+                bytes(channel, channel_len)?,
+                bytes_mut(out_topic, out_len)?,
+                out(topic_len)?,
+            )
+        };
+        *n = check(frame::channel_topic(id, channel, o))?.len();
+        Ok(())
+    })
+}
+
+/// # Safety
+/// See `devid_sensor_frame_encode` in the header.
+#[no_mangle]
+pub unsafe extern "C" fn devid_sensor_frame_encode(
+    id: *const u8,
+    id_len: usize,
+    index: u8,
+    seq: u64,
+    dest: *const u8,
+    dest_len: usize,
+    dest_is_topic: i32,
+    payload: *const u8,
+    payload_len: usize,
+    mac: *const u8,
+    scratch: *mut u8,
+    scratch_len: usize,
+    out_frame: *mut u8,
+    out_len: usize,
+    frame_len: *mut usize,
+) -> i32 {
+    guard(|| {
+        // SAFETY: the header's contract on each pointer and length; mac is 16 bytes when
+        // not NULL; scratch and out_frame do not overlap the inputs.
+        let (idb, dest, payload, scratch, o, n) = unsafe {
+            (
+                bytes(id, id_len)?,
+                bytes(dest, dest_len)?,
+                bytes(payload, payload_len)?,
+                bytes_mut(scratch, scratch_len)?,
+                bytes_mut(out_frame, out_len)?,
+                out(frame_len)?,
+            )
+        };
+        let protection = if mac.is_null() {
+            frame::Protection::Sealed
+        } else {
+            // SAFETY: non-NULL mac is 16 readable bytes.
+            frame::Protection::Mac(*unsafe { array::<MAC_LEN>(mac)? })
+        };
+        let reading = frame::Reading {
+            sensor: if id.is_null() {
+                frame::SensorRef::Index(index)
+            } else {
+                frame::SensorRef::Id(idb)
+            },
+            seq,
+            destination: if dest_is_topic != 0 {
+                frame::Destination::Topic(dest)
+            } else {
+                frame::Destination::Channel(dest)
+            },
+            payload,
+            protection,
+        };
+        *n = check(reading.encode(scratch, o))?;
         Ok(())
     })
 }

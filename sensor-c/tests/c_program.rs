@@ -4,6 +4,10 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use devid_sensor::derive;
+use devid_sensor::frame::{Decoder, Destination, Protection, Push, Reading, SensorRef};
+use devid_sensor::publish_mac;
+
 /// The static library cargo built with this test: the newest `libdevid_sensor_c-*.a` beside
 /// this test executable (target/<profile>/deps), since cargo builds the library's crate types
 /// together before running its tests.
@@ -64,6 +68,7 @@ fn a_c_program_checks_the_test_vector_through_the_header_and_static_library() {
         "ok devid-sensor-mac",
         "ok sealed payload",
         "ok persist before use",
+        "ok frame_encode",
         "0 failures",
     ] {
         assert!(
@@ -71,4 +76,31 @@ fn a_c_program_checks_the_test_vector_through_the_header_and_static_library() {
             "{line:?} not in:\n{stdout}"
         );
     }
+    // The frame the C program encoded decodes with the crate to the vector's MAC reading.
+    let wire = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("frame "))
+        .expect("a frame line");
+    let wire = hex::decode(wire).expect("hex");
+    let mut decoder = Decoder::<256>::new();
+    let mut got = Vec::new();
+    for b in wire {
+        match decoder.push(b) {
+            Push::Frame(r) => got.push(format!("{r:?}")),
+            Push::Dropped(e) => panic!("dropped: {e}"),
+            Push::Pending => {}
+        }
+    }
+    let id = b"TMP0A1B2C3D4E5F6G7H8J9K";
+    let topic = b"devices/TMP0A1B2C3D4E5F6G7H8J9K/temp";
+    let keys = derive(&std::array::from_fn(|i| i as u8), id).expect("derive");
+    let payload = br#"{"t":21.5}"#;
+    let want = Reading {
+        sensor: SensorRef::Id(id),
+        seq: 1,
+        destination: Destination::Channel(b"temp"),
+        payload,
+        protection: Protection::Mac(publish_mac(&keys.mac, id, 1, topic, payload).expect("mac")),
+    };
+    assert_eq!(got, [format!("{want:?}")]);
 }

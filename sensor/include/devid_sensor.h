@@ -107,6 +107,27 @@ int devid_sensor_counter_persisted(devid_sensor_counter *counter, uint64_t value
 /* *seq = the next seq; DEVID_SENSOR_ERR_PERSIST_FIRST when no persisted limit covers it. */
 int devid_sensor_counter_next(devid_sensor_counter *counter, uint64_t *seq);
 
+/* The topic of a channel, devices/<id>/<channel>, into out_topic (no NUL);
+ * *topic_len = its length. This is the topic the MAC or seal covers. */
+int devid_sensor_channel_topic(const uint8_t *id, size_t id_len,
+                               const uint8_t *channel, size_t channel_len,
+                               uint8_t *out_topic, size_t out_len, size_t *topic_len);
+
+/* Encodes one reading as a link frame (docs/protocol.md, "Sensor-to-gateway frames"):
+ * COBS(body || CRC-32) followed by 0x00, into out_frame; *frame_len = its length.
+ * The sensor is named by `id` (1..23 of [0-9A-Za-z]), or by `index` when id is NULL.
+ * `dest` is a channel, or the full topic when dest_is_topic is non-zero.
+ * `mac` is the 16-byte publish MAC for a MAC reading, or NULL when `payload` is sealed
+ * (ciphertext || tag). `scratch` holds the unencoded body: at least 32 + id_len + dest_len +
+ * payload_len bytes; out_frame needs that plus 1 per 254 bytes plus 2. */
+int devid_sensor_frame_encode(const uint8_t *id, size_t id_len, uint8_t index,
+                              uint64_t seq,
+                              const uint8_t *dest, size_t dest_len, int dest_is_topic,
+                              const uint8_t *payload, size_t payload_len,
+                              const uint8_t *mac,
+                              uint8_t *scratch, size_t scratch_len,
+                              uint8_t *out_frame, size_t out_len, size_t *frame_len);
+
 /* The name of a DEVID_SENSOR_* code, e.g. "bad_mac" (static, NUL-terminated). */
 const char *devid_sensor_error_name(int code);
 

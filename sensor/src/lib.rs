@@ -10,11 +10,13 @@
 //! - [`parse_seq`] / [`format_seq`]: `devid-sensor-seq`.
 //! - [`ReplayWindow`]: the broker's acceptance rule for seq (highest + the 64 below it).
 //! - [`Counter`]: the sensor's rule for seq (persisted before use).
+//! - [`frame`]: the sensor-to-gateway link frames (COBS + CRC-32, resynchronising on 0x00).
 //!
 //! The normative description and test vectors are in `docs/protocol.md` ("DEVID-S1").
 #![no_std]
 
 mod error;
+pub mod frame;
 mod keys;
 mod message;
 mod replay;

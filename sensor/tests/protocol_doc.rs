@@ -206,3 +206,65 @@ fn assert_props(got: &[(String, String)], want: &[(&str, &str)]) {
     let got: Vec<(&str, &str)> = got.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     assert_eq!(got, want);
 }
+
+#[test]
+fn the_documented_frame_is_the_crates() {
+    let v = Vector::load();
+    let mac = publish_mac(&v.key("K_mac"), &v.id, 1, &v.topic, v.get("payload")).expect("mac");
+    let reading = frame::Reading {
+        sensor: frame::SensorRef::Id(&v.id),
+        seq: 1,
+        destination: frame::Destination::Channel(b"temp"),
+        payload: v.get("payload"),
+        protection: frame::Protection::Mac(mac),
+    };
+    let mut body = [0u8; 256];
+    let n = reading.encode_body(&mut body).expect("body");
+    assert_eq!(&body[..n], v.get("frame body"));
+    assert_eq!(
+        frame::crc32(v.get("frame body")).to_be_bytes(),
+        v.get("frame CRC-32")
+    );
+    let mut out = [0u8; 256];
+    let m = reading.encode(&mut body, &mut out).expect("frame");
+    assert_eq!(&out[..m], v.get("frame"));
+    let mut topic = [0u8; 64];
+    assert_eq!(
+        frame::channel_topic(&v.id, b"temp", &mut topic),
+        Ok(&v.topic[..])
+    );
+    let mut decoder = frame::Decoder::<256>::new();
+    let mut got = Vec::new();
+    for &b in v.get("frame") {
+        if let frame::Push::Frame(r) = decoder.push(b) {
+            got.push(r == reading);
+        }
+    }
+    assert_eq!(got, [true]);
+}
+
+#[test]
+fn a_32_byte_reading_with_an_index_takes_70_bytes_on_the_line() {
+    let reading = [7u8; 32];
+    let sealed = [7u8; 48];
+    let mut scratch = [0u8; 128];
+    let mut out = [0u8; 128];
+    for (payload, protection) in [
+        (&reading[..], frame::Protection::Mac([1; 16])),
+        (&sealed[..], frame::Protection::Sealed),
+    ] {
+        let r = frame::Reading {
+            sensor: frame::SensorRef::Index(1),
+            seq: 1,
+            destination: frame::Destination::Channel(b"temp"),
+            payload,
+            protection,
+        };
+        assert_eq!(r.encode(&mut scratch, &mut out), Ok(70));
+    }
+    let text = section().split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(
+        text.contains("takes 70 bytes on the line"),
+        "the page states the size"
+    );
+}

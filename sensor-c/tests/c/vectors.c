@@ -91,6 +91,27 @@ int main(void) {
     check(devid_sensor_counter_next(&counter, &seq) == DEVID_SENSOR_ERR_PERSIST_FIRST,
           "block used up");
 
+    uint8_t topic_buf[64], scratch[128], frame[160];
+    size_t tlen = 0, flen = 0;
+    check(devid_sensor_channel_topic((const uint8_t *)ID, id_len, (const uint8_t *)"temp", 4,
+                                     topic_buf, sizeof topic_buf, &tlen) == DEVID_SENSOR_OK &&
+              tlen == topic_len && memcmp(topic_buf, TOPIC, tlen) == 0,
+          "channel topic");
+    check(devid_sensor_frame_encode((const uint8_t *)ID, id_len, 0, 1, (const uint8_t *)"temp", 4,
+                                    0, (const uint8_t *)payload, strlen(payload), mac, scratch,
+                                    sizeof scratch, frame, sizeof frame,
+                                    &flen) == DEVID_SENSOR_OK &&
+              flen > 0 && frame[flen - 1] == 0,
+          "frame_encode");
+    printf("frame ");
+    for (size_t i = 0; i < flen; i++) printf("%02x", frame[i]);
+    printf("\n");
+    check(devid_sensor_frame_encode((const uint8_t *)ID, id_len, 0, 1, (const uint8_t *)"a/b", 3,
+                                    0, (const uint8_t *)payload, strlen(payload), mac, scratch,
+                                    sizeof scratch, frame, sizeof frame,
+                                    &flen) == DEVID_SENSOR_ERR_BAD_FRAME,
+          "bad channel refused");
+
     check(devid_sensor_derive(NULL, (const uint8_t *)ID, id_len, k_mac, k_enc) ==
               DEVID_SENSOR_ERR_NULL,
           "NULL key refused");
