@@ -71,3 +71,5 @@ impl fmt::Display for Error {
         })
     }
 }
+
+impl core::error::Error for Error {}

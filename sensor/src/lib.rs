@@ -6,14 +6,17 @@
 //! - [`publish_mac`] / [`verify_mac`]: `devid-sensor-mac`, a truncated HMAC-SHA256 over the id,
 //!   seq, topic and payload; [`encode_b64url`] / [`decode_b64url_16`] its text form.
 //! - [`seal_in_place`] / [`open_in_place`]: `devid-sensor-seal`, AES-256-GCM of the reading.
+//! - [`SensorKeys`]: the same with the key schedules done once, for many readings.
 //! - [`parse_seq`] / [`format_seq`]: `devid-sensor-seq`.
 //! - [`ReplayWindow`]: the broker's acceptance rule for seq (highest + the 64 below it).
 //! - [`Counter`]: the sensor's rule for seq (persisted before use).
+//! - [`frame`]: the sensor-to-gateway link frames (COBS + CRC-32, resynchronising on 0x00).
 //!
 //! The normative description and test vectors are in `docs/protocol.md` ("DEVID-S1").
 #![no_std]
 
 mod error;
+pub mod frame;
 mod keys;
 mod message;
 mod replay;
@@ -23,7 +26,7 @@ pub use error::Error;
 pub use keys::{derive, DerivedKeys, LABEL_MAC, LABEL_SEAL};
 pub use message::{
     open_in_place, open_in_place_with_scratch, publish_mac, seal_aad, seal_aad_len, seal_in_place,
-    seal_in_place_with_scratch, seal_nonce, verify_mac, AAD_STACK_LEN, LABEL_PUBLISH,
+    seal_in_place_with_scratch, seal_nonce, verify_mac, SensorKeys, AAD_STACK_LEN, LABEL_PUBLISH,
 };
 pub use replay::{Counter, ReplayWindow, WINDOW};
 pub use text::{decode_b64url_16, encode_b64url, format_seq, parse_seq, B64_LEN, SEQ_TEXT_MAX};

@@ -4,7 +4,7 @@ use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 use ring::hmac;
 use subtle::ConstantTimeEq;
 
-use crate::keys::LABEL_SEAL;
+use crate::keys::{DerivedKeys, LABEL_SEAL};
 use crate::{id_len, Error, KEY_LEN, MAC_LEN, TAG_LEN};
 
 /// The first bytes of the MAC input.
@@ -29,13 +29,28 @@ pub fn publish_mac(
     topic: &[u8],
     payload: &[u8],
 ) -> Result<[u8; MAC_LEN], Error> {
+    mac_with(
+        &hmac::Key::new(hmac::HMAC_SHA256, k_mac),
+        id,
+        seq,
+        topic,
+        payload,
+    )
+}
+
+fn mac_with(
+    key: &hmac::Key,
+    id: &[u8],
+    seq: u64,
+    topic: &[u8],
+    payload: &[u8],
+) -> Result<[u8; MAC_LEN], Error> {
     let idl = id_len(id)?;
     let tl = topic_len(topic)?;
     if seq == 0 {
         return Err(Error::BadSeq);
     }
-    let key = hmac::Key::new(hmac::HMAC_SHA256, k_mac);
-    let mut ctx = hmac::Context::with_key(&key);
+    let mut ctx = hmac::Context::with_key(key);
     ctx.update(LABEL_PUBLISH);
     ctx.update(&[idl]);
     ctx.update(id);
@@ -59,7 +74,25 @@ pub fn verify_mac(
     payload: &[u8],
     tag: &[u8],
 ) -> Result<(), Error> {
-    let want = publish_mac(k_mac, id, seq, topic, payload)?;
+    verify_with(
+        &hmac::Key::new(hmac::HMAC_SHA256, k_mac),
+        id,
+        seq,
+        topic,
+        payload,
+        tag,
+    )
+}
+
+fn verify_with(
+    key: &hmac::Key,
+    id: &[u8],
+    seq: u64,
+    topic: &[u8],
+    payload: &[u8],
+    tag: &[u8],
+) -> Result<(), Error> {
+    let want = mac_with(key, id, seq, topic, payload)?;
     if tag.len() == MAC_LEN && bool::from(want.ct_eq(tag)) {
         Ok(())
     } else {
@@ -127,6 +160,18 @@ pub fn seal_in_place_with_scratch(
     plain_len: usize,
     scratch: &mut [u8],
 ) -> Result<usize, Error> {
+    seal_with(&aead_key(k_enc), id, seq, topic, buf, plain_len, scratch)
+}
+
+fn seal_with(
+    key: &LessSafeKey,
+    id: &[u8],
+    seq: u64,
+    topic: &[u8],
+    buf: &mut [u8],
+    plain_len: usize,
+    scratch: &mut [u8],
+) -> Result<usize, Error> {
     if seq == 0 {
         return Err(Error::BadSeq);
     }
@@ -136,7 +181,7 @@ pub fn seal_in_place_with_scratch(
         .ok_or(Error::BufferTooSmall)?;
     let buf = buf.get_mut(..total).ok_or(Error::BufferTooSmall)?;
     let (plain, tag_out) = buf.split_at_mut(plain_len);
-    let tag = aead_key(k_enc)
+    let tag = key
         .seal_in_place_separate_tag(
             Nonce::assume_unique_for_key(seal_nonce(seq)),
             Aad::from(aad),
@@ -172,6 +217,17 @@ pub fn open_in_place_with_scratch(
     sealed: &mut [u8],
     scratch: &mut [u8],
 ) -> Result<usize, Error> {
+    open_with(&aead_key(k_enc), id, seq, topic, sealed, scratch)
+}
+
+fn open_with(
+    key: &LessSafeKey,
+    id: &[u8],
+    seq: u64,
+    topic: &[u8],
+    sealed: &mut [u8],
+    scratch: &mut [u8],
+) -> Result<usize, Error> {
     if seq == 0 {
         return Err(Error::BadSeq);
     }
@@ -179,12 +235,89 @@ pub fn open_in_place_with_scratch(
     if sealed.len() < TAG_LEN {
         return Err(Error::BadSeal);
     }
-    aead_key(k_enc)
-        .open_in_place(
-            Nonce::assume_unique_for_key(seal_nonce(seq)),
-            Aad::from(aad),
-            sealed,
-        )
-        .map(|plain| plain.len())
-        .map_err(|_| Error::BadSeal)
+    key.open_in_place(
+        Nonce::assume_unique_for_key(seal_nonce(seq)),
+        Aad::from(aad),
+        sealed,
+    )
+    .map(|plain| plain.len())
+    .map_err(|_| Error::BadSeal)
+}
+
+/// K_mac and K_enc with their key schedules done once (HMAC pads, AES round keys and GHASH
+/// table): for a broker or gateway that checks or makes many readings of one sensor. The free
+/// functions redo that work on every call, which suits a sensor short of RAM.
+#[derive(Clone)]
+pub struct SensorKeys {
+    mac: hmac::Key,
+    seal: LessSafeKey,
+}
+
+impl SensorKeys {
+    /// From K_mac and K_enc (as a broker gets them from devid-server).
+    pub fn new(k_mac: &[u8; KEY_LEN], k_enc: &[u8; KEY_LEN]) -> Self {
+        SensorKeys {
+            mac: hmac::Key::new(hmac::HMAC_SHA256, k_mac),
+            seal: aead_key(k_enc),
+        }
+    }
+
+    /// From a sensor's derived keys.
+    pub fn from_derived(keys: &DerivedKeys) -> Self {
+        Self::new(&keys.mac, &keys.enc)
+    }
+
+    /// [`publish_mac`] with this key.
+    pub fn publish_mac(
+        &self,
+        id: &[u8],
+        seq: u64,
+        topic: &[u8],
+        payload: &[u8],
+    ) -> Result<[u8; MAC_LEN], Error> {
+        mac_with(&self.mac, id, seq, topic, payload)
+    }
+
+    /// [`verify_mac`] with this key.
+    pub fn verify_mac(
+        &self,
+        id: &[u8],
+        seq: u64,
+        topic: &[u8],
+        payload: &[u8],
+        tag: &[u8],
+    ) -> Result<(), Error> {
+        verify_with(&self.mac, id, seq, topic, payload, tag)
+    }
+
+    /// [`seal_in_place_with_scratch`] with this key.
+    pub fn seal_in_place(
+        &self,
+        id: &[u8],
+        seq: u64,
+        topic: &[u8],
+        buf: &mut [u8],
+        plain_len: usize,
+        scratch: &mut [u8],
+    ) -> Result<usize, Error> {
+        seal_with(&self.seal, id, seq, topic, buf, plain_len, scratch)
+    }
+
+    /// [`open_in_place_with_scratch`] with this key.
+    pub fn open_in_place(
+        &self,
+        id: &[u8],
+        seq: u64,
+        topic: &[u8],
+        sealed: &mut [u8],
+        scratch: &mut [u8],
+    ) -> Result<usize, Error> {
+        open_with(&self.seal, id, seq, topic, sealed, scratch)
+    }
+}
+
+impl core::fmt::Debug for SensorKeys {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("SensorKeys(..)")
+    }
 }

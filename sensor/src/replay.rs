@@ -95,7 +95,10 @@ impl ReplayWindow {
 /// The rule: a seq may be used only once a value at least as high is persisted. The sensor
 /// persists a limit a block ahead (one flash write per `block` readings), and after a restart
 /// resumes from the persisted limit, skipping the unused rest of the block.
+///
+/// Laid out as three `u64` (`repr(C)`) so that C firmware can keep one in static storage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(C)]
 pub struct Counter {
     last_used: u64,
     persisted: u64,

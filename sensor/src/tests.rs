@@ -288,3 +288,31 @@ fn counter_uses_a_seq_only_after_persisting_a_limit() {
     assert_eq!(e.next_seq(), Err(Error::CounterExhausted));
     assert_eq!(e.to_persist(), None);
 }
+
+#[test]
+fn sensor_keys_give_what_the_free_functions_give() {
+    let k = keys();
+    let sk = SensorKeys::from_derived(&k);
+    let p = br#"{"t":21.5}"#;
+    let tag = sk.publish_mac(ID, 1, TOPIC, p).expect("mac");
+    assert_eq!(&encode_b64url(&tag), MAC_PROP.as_bytes());
+    assert_eq!(sk.verify_mac(ID, 1, TOPIC, p, &tag), Ok(()));
+    assert_eq!(sk.verify_mac(ID, 2, TOPIC, p, &tag), Err(Error::BadMac));
+    let mut scratch = [0u8; AAD_STACK_LEN];
+    let mut buf = [0u8; 26];
+    buf[..10].copy_from_slice(br#"{"t":21.6}"#);
+    let n = sk
+        .seal_in_place(ID, 2, TOPIC, &mut buf, 10, &mut scratch)
+        .expect("seal");
+    assert_eq!(hex::encode(&buf[..n]), SEALED);
+    assert_eq!(
+        sk.open_in_place(ID, 2, TOPIC, &mut buf, &mut scratch),
+        Ok(10)
+    );
+    let mut again = [0u8; 26];
+    again.copy_from_slice(&hex::decode(SEALED).expect("hex"));
+    assert_eq!(
+        sk.open_in_place(ID, 3, TOPIC, &mut again, &mut scratch),
+        Err(Error::BadSeal)
+    );
+}
