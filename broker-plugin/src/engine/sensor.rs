@@ -510,15 +510,21 @@ impl SensorBook {
     }
 
     fn delta(&mut self, sensor: &str, gateway: &str) -> &mut Delta {
-        // Looked up by reference first, so that the common case does not allocate keys.
-        if !self.deltas.contains_key(sensor) {
-            self.deltas.insert(sensor.to_string(), HashMap::new());
+        // Keys are allocated only the first time a (sensor, gateway) is counted in a period.
+        if !self
+            .deltas
+            .get(sensor)
+            .is_some_and(|g| g.contains_key(gateway))
+        {
+            self.deltas
+                .entry(sensor.to_string())
+                .or_default()
+                .insert(gateway.to_string(), Delta::default());
         }
-        let per_gateway = self.deltas.entry(sensor.to_string()).or_default();
-        if !per_gateway.contains_key(gateway) {
-            per_gateway.insert(gateway.to_string(), Delta::default());
-        }
-        per_gateway.entry(gateway.to_string()).or_default()
+        self.deltas
+            .get_mut(sensor)
+            .and_then(|g| g.get_mut(gateway))
+            .expect("inserted above")
     }
 
     /// The counts since the last report, with each sensor's highest accepted seq, once
