@@ -39,8 +39,8 @@ use devid_sensor::{PROP_MAC as SENSOR_MAC, PROP_SEAL as SENSOR_SEAL, PROP_SENSOR
 const FETCH_REFRESH: Duration = Duration::from_secs(1);
 /// Reports (and so the persisted counters) leave the broker thread at most this often.
 pub(super) const REPORT_EVERY: Duration = Duration::from_secs(1);
-/// A refused reading is logged and reported as an event at most this often per gateway and
-/// claimed sensor (the counts stay exact).
+/// A refused reading is logged and reported as an event at most this often per gateway,
+/// claimed sensor and reason (the counts stay exact).
 const REFUSAL_NOTICE_EVERY: Duration = Duration::from_secs(1);
 
 /// One sensor's material as the service sent it, checked and with `%c` expanded.
@@ -281,8 +281,8 @@ pub(super) struct SensorBook {
     deltas: HashMap<String, HashMap<String, Delta>>,
     /// When each gateway's keys were last asked for.
     requested: HashMap<String, Instant>,
-    /// When a refusal for (gateway, claimed sensor) was last logged and reported.
-    noticed: HashMap<(String, String), Instant>,
+    /// When a refusal for (gateway, claimed sensor, reason) was last logged and reported.
+    noticed: HashMap<(String, String, &'static str), Instant>,
     last_report: Option<Instant>,
 }
 
@@ -484,7 +484,7 @@ impl SensorBook {
 
     /// Counts a refused reading under the sensor it names, when that sensor is known here (a
     /// made-up ClientID is not given a counter). Returns whether the refusal is due to be
-    /// logged and reported (at most once a second per gateway and claimed sensor).
+    /// logged and reported (at most once a second per gateway, claimed sensor and reason).
     pub(super) fn count_refused(
         &mut self,
         sensor: Option<&str>,
@@ -498,7 +498,11 @@ impl SensorBook {
                 .entry(reason.name())
                 .or_default() += 1;
         }
-        let key = (gateway.to_string(), sensor.unwrap_or("").to_string());
+        let key = (
+            gateway.to_string(),
+            sensor.unwrap_or("").to_string(),
+            reason.name(),
+        );
         let due = self
             .noticed
             .get(&key)
@@ -1159,7 +1163,7 @@ mod tests {
     }
 
     #[test]
-    fn refusals_are_logged_and_reported_at_most_once_a_second_per_sensor() {
+    fn refusals_are_logged_and_reported_at_most_once_a_second_per_sensor_and_reason() {
         let (mut e, _s, mut rx) = setup();
         drain(&mut rx);
         e.take_logs();
@@ -1170,9 +1174,18 @@ mod tests {
                 MessageVerdict::Refuse
             );
         }
-        assert_eq!(refusals(&mut rx), ["bad_mac"]);
+        let other = "devices/s2/t";
+        assert_eq!(
+            send(&mut e, 1, other, &mac_props("s1", 1, other, b"v"), b"v"),
+            MessageVerdict::Refuse
+        );
+        assert_eq!(
+            refusals(&mut rx),
+            ["bad_mac", "topic_not_allowed"],
+            "another reason is noticed"
+        );
         let logs = e.take_logs();
-        assert_eq!(logs.len(), 1, "{logs:?}");
+        assert_eq!(logs.len(), 2, "{logs:?}");
         assert!(
             logs[0].1.contains("refused reading of sensor s1 via gw1"),
             "{logs:?}"
@@ -1189,7 +1202,7 @@ mod tests {
                 _ => None,
             })
             .sum();
-        assert_eq!(n, 100, "every refusal counted");
+        assert_eq!(n, 101, "every refusal counted");
     }
 
     #[test]
