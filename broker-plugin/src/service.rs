@@ -312,6 +312,7 @@ async fn post_events(ctx: &Ctx, pending: &mut Vec<ConnectionEvent>) {
         let n = pending.len().min(BATCH);
         let batch = EventBatch {
             events: pending[..n].to_vec(),
+            ..Default::default()
         };
         let res = ctx
             .http
