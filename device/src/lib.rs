@@ -9,6 +9,9 @@
 //! - [`connect`]: one call to connect a device (resume, fall back), or a plain/mTLS client.
 //! - [`transport`]: TCP and TLS (rustls on ring).
 //! - [`credentials`]: certificate chain and key files.
+//! - [`gateway`]: relaying sensor readings (DEVID-S1) as PUBLISHes with the sensor properties;
+//!   [`link`]: the sensor link (serial device, pty, Unix socket) and its frame decoding;
+//!   [`sensor_sim`]: a simulated sensor (key file, persisted counter, frames).
 //!
 //! Architecture invariant: the protocol logic lives in `devid_core::protocol` (sans-IO); this
 //! crate only moves its bytes through MQTT packets.
@@ -18,7 +21,10 @@ pub mod connect;
 pub mod connection;
 pub mod credentials;
 pub mod devid1;
+pub mod gateway;
+pub mod link;
 pub mod mqtt;
+pub mod sensor_sim;
 pub mod transport;
 
 pub use client::{

@@ -4,6 +4,7 @@
 //! Exit codes: 0 ok, 1 refused or failed (the reason code and its name are printed), 2 usage.
 
 mod bench;
+mod gateway_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -79,6 +80,10 @@ enum Cmd {
         #[arg(long)]
         timeout: Option<f64>,
     },
+    /// Relay sensor readings (DEVID-S1) from a serial line, pty or Unix socket, as this device.
+    Gateway(gateway_cmd::GatewayArgs),
+    /// A simulated sensor: MACed or sealed readings framed onto a gateway's link.
+    Sensor(gateway_cmd::SensorArgs),
     /// Load tools for benchmarks.
     Bench {
         #[command(subcommand)]
@@ -563,6 +568,8 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 }
             }
         }
+        Cmd::Gateway(a) => gateway_cmd::gateway(a).await,
+        Cmd::Sensor(a) => gateway_cmd::sensor(a),
         Cmd::Bench { cmd } => bench::run(cmd).await,
     }
 }

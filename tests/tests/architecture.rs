@@ -157,6 +157,8 @@ fn only_the_store_speaks_sql() {
             "cli/src",
             "device/src",
             "broker-plugin/src",
+            "sensor/src",
+            "sensor-c/src",
         ],
         &["server/src/store/"],
         "sqlx",
@@ -177,6 +179,8 @@ fn only_the_http_edge_knows_axum() {
             "cli/src",
             "device/src",
             "broker-plugin/src",
+            "sensor/src",
+            "sensor-c/src",
         ],
         &[
             "server/src/routes/",
@@ -196,7 +200,7 @@ fn only_the_http_edge_knows_axum() {
 }
 
 #[test]
-fn unsafe_code_only_at_the_plugins_ffi_boundary() {
+fn unsafe_code_only_at_the_ffi_boundaries() {
     let mut found = Vec::new();
     for dir in [
         "core/src",
@@ -204,11 +208,17 @@ fn unsafe_code_only_at_the_plugins_ffi_boundary() {
         "cli/src",
         "device/src",
         "broker-plugin/src",
+        "sensor/src",
+        "sensor-c/src",
         "tests/src",
     ] {
         for path in sources(dir) {
             let name = rel(&path);
-            if name == "broker-plugin/src/lib.rs" || name.starts_with("broker-plugin/src/ffi") {
+            // The plugin's boundary with Mosquitto, and the sensor library's C ABI.
+            if name == "broker-plugin/src/lib.rs"
+                || name.starts_with("broker-plugin/src/ffi")
+                || name == "sensor-c/src/lib.rs"
+            {
                 continue;
             }
             let text = fs::read_to_string(&path).expect("read");
@@ -225,7 +235,26 @@ fn unsafe_code_only_at_the_plugins_ffi_boundary() {
     }
     assert!(
         found.is_empty(),
-        "unsafe outside broker-plugin/src/lib.rs and broker-plugin/src/ffi*:\n{}",
+        "unsafe outside broker-plugin/src/lib.rs, broker-plugin/src/ffi* and sensor-c/src/lib.rs:\n{}",
+        found.join("\n")
+    );
+}
+
+/// The sensor crate runs in firmware: no std, no allocation, no I/O.
+#[test]
+fn the_sensor_crate_is_no_std_and_allocates_nothing() {
+    let lib = fs::read_to_string(root().join("sensor/src/lib.rs")).expect("read");
+    assert!(
+        lib.lines().any(|l| l.trim() == "#![no_std]"),
+        "sensor/src/lib.rs must be #![no_std]"
+    );
+    let mut found = Vec::new();
+    for word in ["std", "alloc", "Vec", "String", "Box"] {
+        found.extend(uses(&["sensor/src"], &["sensor/src/tests.rs"], word));
+    }
+    assert!(
+        found.is_empty(),
+        "std or allocation in the sensor crate:\n{}",
         found.join("\n")
     );
 }
@@ -239,6 +268,8 @@ fn no_rust_source_is_included_textually() {
         "cli/src",
         "device/src",
         "broker-plugin/src",
+        "sensor/src",
+        "sensor-c/src",
         "tests/src",
     ] {
         for path in sources(dir) {
@@ -265,6 +296,8 @@ fn no_source_file_is_longer_than_the_limit() {
         "cli/src",
         "device/src",
         "broker-plugin/src",
+        "sensor/src",
+        "sensor-c/src",
         "tests/src",
     ] {
         for path in sources(dir) {
