@@ -109,12 +109,22 @@ impl Plugin {
                 }
             ),
         );
+        // Unreadable counters: start from the service's seq_floor alone (the highest any broker
+        // reported), which leaves open what this broker accepted after its last report.
+        let counters = state::load_sensor_counters(&config.state_dir).unwrap_or_else(|e| {
+            log(
+                LogLevel::Error,
+                &format!("devid: sensor counters unusable ({e}); sensors' windows start at the service's seq_floor"),
+            );
+            Default::default()
+        });
         let shared = Arc::new(Mutex::new(Shared {
             revocations: cached.unwrap_or_default(),
             last_contact: contact,
         }));
-        let handle = service::start(config.clone(), shared.clone())?;
-        let engine = Engine::new(config, server, shared, Some(handle.to_service.clone()));
+        let handle = service::start(config.clone(), shared.clone(), counters.clone())?;
+        let engine = Engine::new(config, server, shared, Some(handle.to_service.clone()))
+            .with_sensor_counters(counters.into_iter().collect());
         Ok(Plugin {
             id,
             engine: RefCell::new(engine),
@@ -158,6 +168,11 @@ impl Plugin {
     /// Stops the service thread and logs what it said while stopping; the instance is given
     /// back when `self` is dropped.
     pub(crate) fn stop(self) {
+        // The sensor counts of the last second, to be reported and persisted before the
+        // service thread ends.
+        if let Ok(mut e) = self.engine.try_borrow_mut() {
+            e.report_sensors(true);
+        }
         self.service.borrow_mut().stop();
         // Lines the service thread produced while stopping.
         let late: Vec<FromService> = self.service.borrow().from_service.try_iter().collect();

@@ -142,6 +142,10 @@ pub enum MessageRefusal {
     /// The `devid-*` properties are malformed, replayed or not authentic.
     #[error("{0}")]
     Invalid(protocol::Error),
+    /// A gateway's own PUBLISH (no sensor claim) on a topic that only its sensors' policies
+    /// allow: the ACL let it through for the sensors' sake.
+    #[error("topic not allowed by the device's policy")]
+    TopicNotAllowed,
 }
 
 impl MessageRefusal {
@@ -151,6 +155,61 @@ impl MessageRefusal {
             MessageRefusal::NoSessionKeys => "no_session_keys",
             MessageRefusal::AuthRequired => "message_auth_required",
             MessageRefusal::Invalid(e) => protocol_name(e),
+            MessageRefusal::TopicNotAllowed => "topic_not_allowed",
+        }
+    }
+}
+
+/// Why one sensor reading (a PUBLISH carrying `devid-sensor`, DEVID-S1) was refused: PUBACK/PUBREC
+/// 0x87, dropped for QoS 0. The gateway that relayed it is never disconnected for it; the
+/// refusal is counted per sensor and reported with the broker's events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, thiserror::Error)]
+pub enum SensorRefusal {
+    /// The `devid-sensor*` properties are malformed: missing, repeated, not a ClientID, not a
+    /// decimal seq, a tag that is not 22 base64url characters, neither or both of
+    /// `devid-sensor-mac` and `devid-sensor-seal`, or mixed with the gateway's own `devid-seq`.
+    #[error("malformed sensor properties ({0})")]
+    Malformed(&'static str),
+    /// The sensor material of the gateway has not arrived from the service yet.
+    #[error("sensor keys of the gateway not fetched yet")]
+    KeysPending,
+    /// The sensor is not attached to the gateway that relayed it.
+    #[error("sensor not attached to this gateway")]
+    NotAttached,
+    #[error("sensor revoked")]
+    Revoked,
+    #[error("sensor suspended")]
+    Suspended,
+    /// The topic is outside the sensor's own publish filters.
+    #[error("topic not allowed by the sensor's policy")]
+    TopicNotAllowed,
+    /// seq already accepted (or at or below the floor the window started from).
+    #[error("sensor seq replayed")]
+    Replayed,
+    /// seq more than 64 below the highest accepted.
+    #[error("sensor seq too old")]
+    TooOld,
+    #[error("sensor MAC does not verify")]
+    BadMac,
+    #[error("sealed sensor reading does not open")]
+    BadSeal,
+}
+
+impl SensorRefusal {
+    /// A stable snake_case name: the key of the `refused` counts reported per sensor, and of
+    /// the `refusal` field of the `auth_failure` event.
+    pub fn name(&self) -> &'static str {
+        match self {
+            SensorRefusal::Malformed(_) => "malformed",
+            SensorRefusal::KeysPending => "keys_pending",
+            SensorRefusal::NotAttached => "not_attached",
+            SensorRefusal::Revoked => "revoked",
+            SensorRefusal::Suspended => "suspended",
+            SensorRefusal::TopicNotAllowed => "topic_not_allowed",
+            SensorRefusal::Replayed => "replayed",
+            SensorRefusal::TooOld => "too_old",
+            SensorRefusal::BadMac => "bad_mac",
+            SensorRefusal::BadSeal => "bad_seal",
         }
     }
 }

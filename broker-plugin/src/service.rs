@@ -7,29 +7,39 @@
 //!   `/v1/revocations/stream` (SSE, resumed with `Last-Event-ID`); on any error, back off and
 //!   start again from the persisted seq. While the stream is open the service counts as reachable.
 //! - device status: fetch `GET /v1/devices/{id}/status` when the broker thread asks.
-//! - events: batch connection events and `POST /v1/events` them about once a second.
+//! - sensor keys: fetch `GET /v1/devices/{gateway}/sensors/keys` when the broker thread asks
+//!   (a device authenticated, or the feed changed its sensors).
+//! - events: batch connection events and per-sensor counts and `POST /v1/events` them about
+//!   once a second; each sensor report also updates the persisted highest accepted seqs
+//!   (`sensors.json` in `state_dir`, one atomic write per report, never per message).
 
 #![deny(unsafe_code)]
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use devid_core::api::{
     ConnectionEvent, DeviceStatus, EventBatch, FeedEntry, FeedPage, RevocationAction,
-    RevocationScope,
+    RevocationScope, SensorKeys, SensorReport,
 };
 use devid_core::sse::SseParser;
 use futures::StreamExt;
 use tokio::sync::{mpsc, watch};
 
 use crate::config::{Config, ConfigError};
+use crate::engine::{SensorMaterial, SensorTally};
 use crate::state::{self, Applied, Recheck, RevocationState};
 
 /// Broker thread -> service thread.
 #[derive(Debug)]
 pub enum ToService {
     FetchStatus(String),
+    /// Fetch the keys of the sensors attached to this gateway.
+    FetchSensors(String),
     Event(ConnectionEvent),
+    /// Per-sensor counts since the last report, with each sensor's highest accepted seq.
+    Sensors(Vec<SensorTally>),
 }
 
 /// Service thread -> broker thread (drained in TICK).
@@ -43,6 +53,11 @@ pub enum FromService {
     Updated(Updated),
     /// A line for the broker log (the background thread may not call mosquitto_log_printf).
     Log(LogLevel, String),
+    /// The sensors attached to a gateway, with their keys (the service's whole answer).
+    SensorKeys {
+        gateway: String,
+        sensors: Vec<SensorMaterial>,
+    },
 }
 
 /// What an `updated` feed entry is about.
@@ -124,6 +139,8 @@ struct Ctx {
     http: reqwest::Client,
     shared: Arc<Mutex<Shared>>,
     out: std::sync::mpsc::Sender<FromService>,
+    /// Highest accepted seq per sensor, as persisted in `state_dir` (only grows).
+    sensor_counters: Mutex<BTreeMap<String, u64>>,
 }
 
 impl Ctx {
@@ -142,6 +159,34 @@ impl Ctx {
             self.log(
                 LogLevel::Warning,
                 format!("devid: cannot persist contact time: {e}"),
+            );
+        }
+    }
+
+    /// Records the reported highest seqs and writes them to `state_dir` (one atomic write).
+    fn persist_sensor_counters(&self, report: &[SensorTally]) {
+        let snapshot = {
+            let mut c = self
+                .sensor_counters
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let mut changed = false;
+            for t in report {
+                let e = c.entry(t.sensor.clone()).or_insert(0);
+                if t.highest_seq > *e {
+                    *e = t.highest_seq;
+                    changed = true;
+                }
+            }
+            if !changed {
+                return;
+            }
+            c.clone()
+        };
+        if let Err(e) = state::save_sensor_counters(&self.config.state_dir, &snapshot) {
+            self.log(
+                LogLevel::Error,
+                format!("devid: cannot persist sensor counters: {e}"),
             );
         }
     }
@@ -237,8 +282,13 @@ pub enum StartError {
     Thread(std::io::Error),
 }
 
-/// Starts the background thread. The caller has loaded the cached state into `shared`.
-pub fn start(config: Config, shared: Arc<Mutex<Shared>>) -> Result<Handle, StartError> {
+/// Starts the background thread. The caller has loaded the cached state into `shared` and the
+/// persisted sensor counters into `sensor_counters`.
+pub fn start(
+    config: Config,
+    shared: Arc<Mutex<Shared>>,
+    sensor_counters: BTreeMap<String, u64>,
+) -> Result<Handle, StartError> {
     let http = http_client(&config)?;
     let (to_service, rx) = mpsc::channel(MAX_PENDING_EVENTS);
     let (out, from_service) = std::sync::mpsc::channel();
@@ -248,6 +298,7 @@ pub fn start(config: Config, shared: Arc<Mutex<Shared>>) -> Result<Handle, Start
         http,
         shared,
         out,
+        sensor_counters: Mutex::new(sensor_counters),
     });
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -275,7 +326,7 @@ async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let feed = tokio::spawn(feed_loop(ctx.clone()));
-    let mut pending: Vec<ConnectionEvent> = Vec::new();
+    let mut pending = Pending::default();
     let mut flush = tokio::time::interval(Duration::from_millis(1000));
     flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -283,15 +334,7 @@ async fn run(
             _ = shutdown.changed() => break,
             msg = rx.recv() => match msg {
                 None => break,
-                Some(ToService::FetchStatus(id)) => {
-                    tokio::spawn(fetch_status(ctx.clone(), id));
-                }
-                Some(ToService::Event(e)) => {
-                    if pending.len() >= MAX_PENDING_EVENTS {
-                        pending.remove(0);
-                    }
-                    pending.push(e);
-                }
+                Some(m) => handle(&ctx, &mut pending, m),
             },
             _ = flush.tick() => {
                 if !pending.is_empty() {
@@ -300,6 +343,10 @@ async fn run(
             }
         }
     }
+    // What the broker thread queued before cleanup (its last sensor counts among it).
+    while let Ok(m) = rx.try_recv() {
+        handle(&ctx, &mut pending, m);
+    }
     // Last chance for events seen just before shutdown; bounded so cleanup cannot hang.
     if !pending.is_empty() {
         let _ = tokio::time::timeout(Duration::from_secs(2), post_events(&ctx, &mut pending)).await;
@@ -307,11 +354,103 @@ async fn run(
     feed.abort();
 }
 
-async fn post_events(ctx: &Ctx, pending: &mut Vec<ConnectionEvent>) {
+/// What waits for the next `POST /v1/events`.
+#[derive(Default)]
+struct Pending {
+    events: Vec<ConnectionEvent>,
+    /// Per (sensor, gateway): the reports since the last successful POST, merged.
+    sensors: BTreeMap<(String, String), SensorTally>,
+}
+
+impl Pending {
+    fn is_empty(&self) -> bool {
+        self.events.is_empty() && self.sensors.is_empty()
+    }
+
+    fn merge(&mut self, t: SensorTally) {
+        let key = (t.sensor.clone(), t.gateway.clone());
+        match self.sensors.get_mut(&key) {
+            None => {
+                self.sensors.insert(key, t);
+            }
+            Some(p) => {
+                p.highest_seq = p.highest_seq.max(t.highest_seq);
+                p.delta.accepted += t.delta.accepted;
+                for (k, v) in t.delta.refused {
+                    *p.delta.refused.entry(k).or_default() += v;
+                }
+                p.delta.last_accepted_at = p.delta.last_accepted_at.max(t.delta.last_accepted_at);
+            }
+        }
+    }
+}
+
+fn handle(ctx: &Arc<Ctx>, pending: &mut Pending, msg: ToService) {
+    match msg {
+        ToService::FetchStatus(id) => {
+            tokio::spawn(fetch_status(ctx.clone(), id));
+        }
+        ToService::FetchSensors(gateway) => {
+            tokio::spawn(fetch_sensors(ctx.clone(), gateway));
+        }
+        ToService::Event(e) => {
+            if pending.events.len() >= MAX_PENDING_EVENTS {
+                pending.events.remove(0);
+            }
+            pending.events.push(e);
+        }
+        ToService::Sensors(report) => {
+            ctx.persist_sensor_counters(&report);
+            for t in report {
+                pending.merge(t);
+            }
+        }
+    }
+}
+
+/// A sensor's line of `POST /v1/events`.
+fn sensor_report(t: &SensorTally) -> SensorReport {
+    SensorReport {
+        client_id: t.sensor.clone(),
+        gateway: t.gateway.clone(),
+        highest_seq: t.highest_seq,
+        accepted: t.delta.accepted,
+        refused: t
+            .delta
+            .refused
+            .iter()
+            .map(|(k, v)| (k.to_string(), *v))
+            .collect(),
+        last_accepted_at: t.delta.last_accepted_at.map(rfc3339),
+    }
+}
+
+fn rfc3339(unix: u64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(i64::try_from(unix).unwrap_or(0))
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| "1970-01-01T00:00:00Z".to_string())
+}
+
+async fn post_events(ctx: &Ctx, pending: &mut Pending) {
     while !pending.is_empty() {
-        let n = pending.len().min(BATCH);
+        let n = pending.events.len().min(BATCH);
+        let keys: Vec<(String, String)> = pending
+            .sensors
+            .keys()
+            .take(devid_core::api::MAX_SENSOR_REPORTS)
+            .cloned()
+            .collect();
         let batch = EventBatch {
-            events: pending[..n].to_vec(),
+            events: pending.events[..n].to_vec(),
+            sensors: keys
+                .iter()
+                .filter_map(|k| pending.sensors.get(k))
+                .map(sensor_report)
+                .collect(),
         };
         let res = ctx
             .http
@@ -322,15 +461,25 @@ async fn post_events(ctx: &Ctx, pending: &mut Vec<ConnectionEvent>) {
             .await;
         match res {
             Ok(r) if r.status().is_success() => {
-                pending.drain(..n);
+                pending.events.drain(..n);
+                for k in &keys {
+                    pending.sensors.remove(k);
+                }
             }
             Ok(r) if r.status().is_client_error() => {
                 // The service refuses this batch for good (e.g. 400/403): retrying cannot help.
                 ctx.log(
                     LogLevel::Warning,
-                    format!("devid: service refused {n} events: HTTP {}", r.status()),
+                    format!(
+                        "devid: service refused {n} events and {} sensor reports: HTTP {}",
+                        keys.len(),
+                        r.status()
+                    ),
                 );
-                pending.drain(..n);
+                pending.events.drain(..n);
+                for k in &keys {
+                    pending.sensors.remove(k);
+                }
             }
             Ok(r) => {
                 ctx.log(
@@ -414,6 +563,73 @@ async fn fetch_status(ctx: Arc<Ctx>, client_id: String) {
         .apply_status_tagged(&status, etag);
     ctx.persist();
     let _ = ctx.out.send(FromService::Recheck(recheck));
+}
+
+/// The keys of the sensors attached to `gateway`, handed to the broker thread. On failure
+/// nothing is sent: the gateway's readings stay refused as `keys_pending`, and the next
+/// one asks again (at most once a second).
+async fn fetch_sensors(ctx: Arc<Ctx>, gateway: String) {
+    let res = ctx
+        .http
+        .get(ctx.url(&format!("/v1/devices/{gateway}/sensors/keys")))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await;
+    let answer: SensorKeys = match res {
+        Ok(r) if r.status().is_success() => match r.json().await {
+            Ok(a) => a,
+            Err(e) => {
+                ctx.log(
+                    LogLevel::Warning,
+                    format!("devid: sensor keys of {gateway}: bad answer: {e}"),
+                );
+                return;
+            }
+        },
+        Ok(r) => {
+            ctx.log(
+                LogLevel::Warning,
+                format!("devid: sensor keys of {gateway}: HTTP {}", r.status()),
+            );
+            return;
+        }
+        Err(e) => {
+            ctx.log(
+                LogLevel::Warning,
+                format!("devid: sensor keys of {gateway}: {e}"),
+            );
+            return;
+        }
+    };
+    if answer.gateway != gateway {
+        ctx.log(
+            LogLevel::Warning,
+            format!(
+                "devid: sensor keys of {gateway}: answer is about {}",
+                answer.gateway
+            ),
+        );
+        return;
+    }
+    let mut sensors = Vec::with_capacity(answer.sensors.len());
+    for s in &answer.sensors {
+        match SensorMaterial::new(
+            &s.client_id,
+            s.status,
+            &s.k_mac,
+            &s.k_enc,
+            &s.publish,
+            s.seq_floor,
+        ) {
+            Ok(m) => sensors.push(m),
+            // Left out: its readings are refused as not attached.
+            Err(e) => ctx.log(
+                LogLevel::Warning,
+                format!("devid: sensor keys of {gateway}: {e}"),
+            ),
+        }
+    }
+    let _ = ctx.out.send(FromService::SensorKeys { gateway, sensors });
 }
 
 async fn feed_loop(ctx: Arc<Ctx>) {

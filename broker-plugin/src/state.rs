@@ -7,7 +7,10 @@
 //! - `state.json`: [`RevocationState`] (feed position, revoked/held serials, revoked/suspended
 //!   devices, cached device status and policy);
 //! - `contact`: the unix time (seconds) of the last successful contact with the service, written
-//!   often and kept apart so that it stays cheap.
+//!   often and kept apart so that it stays cheap;
+//! - `sensors.json`: the highest accepted seq of each sensor whose readings this broker
+//!   accepted (a JSON object, ClientID to seq), written with each report of sensor counts
+//!   (about once a second while readings arrive), never per message.
 
 #![deny(unsafe_code)]
 
@@ -24,6 +27,7 @@ use serde::{Deserialize, Serialize};
 
 pub const STATE_FILE: &str = "state.json";
 pub const CONTACT_FILE: &str = "contact";
+pub const SENSORS_FILE: &str = "sensors.json";
 
 /// A certificate the feed has taken out of service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -270,6 +274,22 @@ pub fn save_contact(dir: &Path, at: u64) -> std::io::Result<()> {
     write_atomic(dir, CONTACT_FILE, at.to_string().as_bytes())
 }
 
+/// The persisted highest accepted seq per sensor (empty when the file does not exist yet).
+pub fn load_sensor_counters(dir: &Path) -> Result<BTreeMap<String, u64>, String> {
+    let path = dir.join(SENSORS_FILE);
+    match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map_err(|e| format!("{} is corrupt: {e}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
+        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+    }
+}
+
+pub fn save_sensor_counters(dir: &Path, counters: &BTreeMap<String, u64>) -> std::io::Result<()> {
+    let bytes = serde_json::to_vec(counters).map_err(std::io::Error::other)?;
+    write_atomic(dir, SENSORS_FILE, &bytes)
+}
+
 /// Whether the state is fresh enough to admit devices: the service was heard from within
 /// `max_staleness`. Never heard from (no cache, service down): not fresh, fail closed.
 pub fn is_fresh(last_contact: Option<u64>, now: u64, max_staleness: Duration) -> bool {
@@ -448,6 +468,19 @@ mod tests {
         assert!(RevocationState::load(dir.path()).is_err());
         save_contact(dir.path(), 1234).expect("contact");
         assert_eq!(load_contact(dir.path()), Some(1234));
+    }
+
+    #[test]
+    fn sensor_counters_persist_and_reload() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert_eq!(load_sensor_counters(dir.path()), Ok(BTreeMap::new()));
+        let c: BTreeMap<String, u64> = [("s1".to_string(), 7), ("s2".to_string(), u64::MAX - 1)]
+            .into_iter()
+            .collect();
+        save_sensor_counters(dir.path(), &c).expect("save");
+        assert_eq!(load_sensor_counters(dir.path()), Ok(c));
+        std::fs::write(dir.path().join(SENSORS_FILE), b"{\"s1\": -1}").expect("w");
+        assert!(load_sensor_counters(dir.path()).is_err());
     }
 
     #[test]

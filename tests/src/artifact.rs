@@ -4,17 +4,27 @@ use std::path::{Path, PathBuf};
 
 /// `<workspace>/target/debug`, or `$CARGO_TARGET_DIR/debug`.
 pub fn target_dir() -> PathBuf {
+    profile_dir("debug")
+}
+
+/// `<workspace>/target/<profile>`, or `$CARGO_TARGET_DIR/<profile>`.
+fn profile_dir(profile: &str) -> PathBuf {
     let base = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    base.join("debug")
+    base.join(profile)
 }
 
 /// A built artifact of the workspace (a binary, or the plugin `libdevid_mosquitto.so`); panics
 /// with the fix when it is missing or older than its sources, so a test never runs a binary of
 /// older code (`cargo test -p devid-e2e` builds this crate, not the server or the plugin).
 pub fn artifact(name: &str) -> PathBuf {
-    let p = target_dir().join(name);
+    artifact_of("debug", name)
+}
+
+/// [`artifact`] from another profile's directory (`release`, for benchmarks).
+pub fn artifact_of(profile: &str, name: &str) -> PathBuf {
+    let p = profile_dir(profile).join(name);
     assert!(
         p.exists(),
         "{} is missing: run `cargo build --workspace` first",

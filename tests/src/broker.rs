@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
-use crate::artifact::artifact;
+use crate::artifact::artifact_of;
 use crate::process::{free_port, Proc};
 use crate::service::{BrokerIdentity, Service};
 
@@ -32,6 +32,8 @@ pub struct BrokerSettings {
     /// 127.0.0.1 in quick succession, which the plugin's defaults (10 per second, 20 at once)
     /// would refuse, so the default here is (1000, 1000).
     pub hello_rate: (u32, u32),
+    /// The cargo profile whose plugin build is loaded (`debug`; benchmarks use `release`).
+    pub plugin_profile: String,
 }
 
 impl BrokerSettings {
@@ -45,6 +47,7 @@ impl BrokerSettings {
             extra: Vec::new(),
             ticket_keys: None,
             hello_rate: (1000, 1000),
+            plugin_profile: "debug".into(),
         }
     }
 }
@@ -110,7 +113,10 @@ impl Broker {
             ]);
         }
         conf.extend([
-            format!("plugin {}", artifact("libdevid_mosquitto.so").display()),
+            format!(
+                "plugin {}",
+                artifact_of(&s.plugin_profile, "libdevid_mosquitto.so").display()
+            ),
             format!("plugin_opt_service_url {}", s.service_url),
             format!("plugin_opt_token_file {}", d.join("token").display()),
             format!("plugin_opt_trust_anchor {}", d.join("root.pem").display()),

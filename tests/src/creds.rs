@@ -17,11 +17,11 @@ pub struct DeviceCreds {
 
 impl DeviceCreds {
     pub fn from_registered(r: &Registered) -> DeviceCreds {
-        let leaf = pem::parse(&r.certificate)
+        let leaf = pem::parse(r.certificate.as_deref().expect("a device's certificate"))
             .expect("cert PEM")
             .into_contents();
         let mut chain_der = vec![leaf];
-        let blocks = pem::parse_many(&r.chain).expect("chain PEM");
+        let blocks = pem::parse_many(r.chain.as_deref().expect("chain")).expect("chain PEM");
         // Chain: issuing CA first, root last; the root is not sent.
         let n = blocks.len();
         for b in blocks.into_iter().take(n.saturating_sub(1)) {
@@ -33,7 +33,7 @@ impl DeviceCreds {
             .expect("generated key in the answer");
         DeviceCreds {
             client_id: r.client_id.clone(),
-            serial: r.serial.clone(),
+            serial: r.serial.clone().expect("certificate serial"),
             chain_der,
             key_pkcs8_der: pem::parse(key).expect("key PEM").into_contents(),
         }

@@ -16,6 +16,8 @@
 //! - `device`: connected devices ([`Device`]); [`Tamper`] makes the real device code misbehave
 //!   on the wire through `Devid1::alter_outgoing`.
 //! - `poll`: waiting for a condition instead of a fixed sleep.
+//! - `proxy`: the service as the plugin sees it, with the sensor keys and the event batches
+//!   played by the test ([`ServiceProxy`]).
 
 mod artifact;
 mod broker;
@@ -24,9 +26,10 @@ mod creds;
 mod device;
 mod poll;
 mod process;
+mod proxy;
 mod service;
 
-pub use artifact::{artifact, stale, target_dir};
+pub use artifact::{artifact, artifact_of, stale, target_dir};
 pub use broker::{Broker, BrokerSettings, MOSQUITTO};
 pub use ca::{issue_device, issue_with_service_ca, TestCa};
 pub use creds::DeviceCreds;
@@ -36,6 +39,7 @@ pub use device::{
 };
 pub use poll::{eventually, wait_until};
 pub use process::{free_port, Proc};
+pub use proxy::{SensorEntry, ServiceProxy};
 pub use service::{BrokerIdentity, Service};
 
 pub use devid_device;

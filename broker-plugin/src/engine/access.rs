@@ -1,14 +1,19 @@
 //! What an authenticated connection may do: the topic ACL (the device's fetched policy, or the
 //! default one for a device never fetched) and the per-message authentication of its
 //! PUBLISHes. A connection that is not authenticated, or has been denied, gets nothing.
+//!
+//! A gateway may also publish on the topics of its attached, active sensors: the ACL (which
+//! never sees a PUBLISH's properties) lets such a PUBLISH through, and the MESSAGE check then
+//! accepts it only as a sensor reading that verifies (see `sensor`), never as the gateway's own.
 
 #![deny(unsafe_code)]
 
 use devid_core::api::{ConnectionEventKind, TopicPolicy};
 
+use super::sensor::{parse_claim, Claim};
 use super::{Conn, ConnKey, Engine, MessageCheck, MessageVerdict, ServerSide, Via};
 use crate::policy::{Access, Expanded};
-use crate::refusal::{MessageRefusal, Refusal};
+use crate::refusal::{MessageRefusal, Refusal, SensorRefusal};
 use crate::service::{lock, LogLevel};
 
 impl<S: ServerSide> Engine<S> {
@@ -20,16 +25,24 @@ impl<S: ServerSide> Engine<S> {
         if a.denied {
             return false;
         }
+        let cid = &a.identity.client_id;
+        // The sensors' filters first: an indexed lookup, cheaper than expanding the policy.
+        (access == Access::Publish && self.sensors.any_sensor_allows(cid, topic))
+            || self.own_policy_allows(cid, access, topic)
+    }
+
+    /// The device's own policy (fetched, or the default one).
+    fn own_policy_allows(&self, client_id: &str, access: Access, topic: &str) -> bool {
         let g = lock(&self.shared);
         let default_policy;
-        let policy = match g.revocations.statuses.get(&a.identity.client_id) {
+        let policy = match g.revocations.statuses.get(client_id) {
             Some(s) => &s.policy,
             None => {
                 default_policy = TopicPolicy::default();
                 &default_policy
             }
         };
-        Expanded::new(policy, &a.identity.client_id).allows(access, topic)
+        Expanded::new(policy, client_id).allows(access, topic)
     }
 
     /// MOSQ_EVT_MESSAGE: per-message authentication. With the device's policy
@@ -44,13 +57,21 @@ impl<S: ServerSide> Engine<S> {
         devid_properties: &[(&str, &str)],
         payload: &[u8],
     ) -> MessageVerdict {
-        let max = self.config.max_refused_messages;
+        if let Some(claim) = parse_claim(devid_properties) {
+            return self.sensor_message(key, topic, claim, payload);
+        }
         let required = {
             let Some(Conn::Authenticated(a)) = self.conns.get(&key) else {
                 return MessageVerdict::Refuse;
             };
             if a.denied {
                 return MessageVerdict::Refuse;
+            }
+            // The ACL let this through for the sensors' sake only: not the gateway's own topic.
+            if self.sensors.has_sensors(&a.identity.client_id)
+                && !self.own_policy_allows(&a.identity.client_id, Access::Publish, topic)
+            {
+                return self.refuse_message(key, topic, MessageRefusal::TopicNotAllowed);
             }
             lock(&self.shared)
                 .revocations
@@ -65,6 +86,7 @@ impl<S: ServerSide> Engine<S> {
         let outcome: Result<MessageVerdict, MessageRefusal> = match (a.via, a.verifier.as_mut()) {
             (Via::MutualTls, _) => Ok(MessageVerdict::Accept {
                 verified: Some(cid.clone()),
+                via: None,
                 payload: None,
             }),
             (Via::Devid1, None) => Err(MessageRefusal::NoSessionKeys),
@@ -75,11 +97,13 @@ impl<S: ServerSide> Engine<S> {
                 {
                     Ok(MessageCheck::Verified { plaintext }) => Ok(MessageVerdict::Accept {
                         verified: Some(cid.clone()),
+                        via: None,
                         payload: plaintext,
                     }),
                     Ok(MessageCheck::Unclaimed) if required => Err(MessageRefusal::AuthRequired),
                     Ok(MessageCheck::Unclaimed) => Ok(MessageVerdict::Accept {
                         verified: None,
+                        via: None,
                         payload: None,
                     }),
                     Err(e) => Err(e),
@@ -91,33 +115,98 @@ impl<S: ServerSide> Engine<S> {
                 a.refused_in_row = 0;
                 v
             }
-            Err(reason) => {
-                a.refused_in_row += 1;
-                let n = a.refused_in_row;
-                let address = a.address.clone();
-                self.log(
-                    LogLevel::Notice,
-                    format!(
-                        "devid: refused PUBLISH from {cid} on {topic:?}: {reason} ({n} in a row) [{}]",
-                        reason.name()
-                    ),
-                );
-                if n >= max {
-                    self.mark_denied(key);
-                    self.log(
-                        LogLevel::Notice,
-                        format!("devid: disconnecting {cid}: {n} refused PUBLISHes in a row"),
-                    );
-                    self.event(
-                        ConnectionEventKind::AuthFailure,
-                        &cid,
-                        address.as_deref(),
-                        Some(&Refusal::TooManyRefusedMessages),
-                    );
-                    MessageVerdict::Disconnect
-                } else {
-                    MessageVerdict::Refuse
+            Err(reason) => self.refuse_message(key, topic, reason),
+        }
+    }
+
+    /// Logs a refused PUBLISH of the connection's own; after `max_refused_messages` in a row the
+    /// connection is dropped.
+    fn refuse_message(
+        &mut self,
+        key: ConnKey,
+        topic: &str,
+        reason: MessageRefusal,
+    ) -> MessageVerdict {
+        let max = self.config.max_refused_messages;
+        let Some(Conn::Authenticated(a)) = self.conns.get_mut(&key) else {
+            return MessageVerdict::Refuse;
+        };
+        a.refused_in_row += 1;
+        let n = a.refused_in_row;
+        let address = a.address.clone();
+        let cid = a.identity.client_id.clone();
+        self.log(
+            LogLevel::Notice,
+            format!(
+                "devid: refused PUBLISH from {cid} on {topic:?}: {reason} ({n} in a row) [{}]",
+                reason.name()
+            ),
+        );
+        if n >= max {
+            self.mark_denied(key);
+            self.log(
+                LogLevel::Notice,
+                format!("devid: disconnecting {cid}: {n} refused PUBLISHes in a row"),
+            );
+            self.event(
+                ConnectionEventKind::AuthFailure,
+                &cid,
+                address.as_deref(),
+                Some(&Refusal::TooManyRefusedMessages),
+            );
+            MessageVerdict::Disconnect
+        } else {
+            MessageVerdict::Refuse
+        }
+    }
+
+    /// A sensor's reading relayed by this connection (DEVID-S1). A refusal never counts
+    /// against the gateway: it is counted for the sensor, and logged and reported at most once
+    /// a second per gateway and sensor.
+    fn sensor_message(
+        &mut self,
+        key: ConnKey,
+        topic: &str,
+        claim: Result<Claim<'_>, (Option<&str>, SensorRefusal)>,
+        payload: &[u8],
+    ) -> MessageVerdict {
+        let Some(Conn::Authenticated(a)) = self.conns.get(&key) else {
+            return MessageVerdict::Refuse;
+        };
+        if a.denied {
+            return MessageVerdict::Refuse;
+        }
+        let gateway = a.identity.client_id.as_str();
+        let outcome = claim.and_then(|c| {
+            let denied = lock(&self.shared)
+                .revocations
+                .devices
+                .get(c.sensor)
+                .copied();
+            self.sensors
+                .check(gateway, &c, denied, topic, payload)
+                .map(|ok| (c.sensor, ok))
+                .map_err(|r| (Some(c.sensor), r))
+        });
+        match outcome {
+            Ok((sensor, ok)) => {
+                self.sensors.count_accepted(sensor, gateway);
+                MessageVerdict::Accept {
+                    verified: Some(sensor.to_string()),
+                    via: Some(gateway.to_string()),
+                    payload: ok.plaintext,
                 }
+            }
+            Err((sensor, reason)) => {
+                let gateway = gateway.to_string();
+                let address = a.address.clone();
+                if reason == SensorRefusal::KeysPending {
+                    self.request_sensors(&gateway);
+                }
+                if self.sensors.count_refused(sensor, &gateway, reason) {
+                    self.sensor_refused(&gateway, address.as_deref(), sensor, topic, reason);
+                }
+                MessageVerdict::Refuse
             }
         }
     }
@@ -162,6 +251,7 @@ mod tests {
             e.message(1, "t", &[], b"x"),
             MessageVerdict::Accept {
                 verified: None,
+                via: None,
                 payload: None
             }
         );
@@ -170,6 +260,7 @@ mod tests {
             e.message(1, "t", &good, b"x"),
             MessageVerdict::Accept {
                 verified: Some("dev1".into()),
+                via: None,
                 payload: None
             }
         );
@@ -194,6 +285,7 @@ mod tests {
             e.message(1, "t", &sealed, b"abc"),
             MessageVerdict::Accept {
                 verified: Some("dev1".into()),
+                via: None,
                 payload: Some(b"cba".to_vec())
             }
         );
@@ -244,6 +336,7 @@ mod tests {
             e.message(1, "t", &[], b"x"),
             MessageVerdict::Accept {
                 verified: Some("dev1".into()),
+                via: None,
                 payload: None
             }
         );

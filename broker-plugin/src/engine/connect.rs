@@ -240,6 +240,8 @@ impl<S: ServerSide> Engine<S> {
             self.event(ConnectionEventKind::Connect, &cid, address, None);
         }
         self.request_status(&cid);
+        // Any authenticated device may relay sensors: fetch the keys of those attached to it.
+        self.request_sensors(&cid);
     }
 
     /// MOSQ_EVT_BASIC_AUTH, which 2.0.11 fires for every CONNECT without an auth method: the

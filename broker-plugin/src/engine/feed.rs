@@ -1,11 +1,15 @@
 //! What TICK applies from the service thread: its log lines, re-checks of live connections after
 //! a feed entry or a status answer (a connection that no longer passes is denied everything and
 //! kicked), and settings updates, which refetch the statuses of the connected devices they
-//! concern. Status fetches are throttled per device.
+//! concern. Status fetches are throttled per device. Sensor keys fetched for a gateway are
+//! installed here; a feed entry about a sensor or a gateway refetches or drops them, and the
+//! per-sensor counts leave for the service thread about once a second.
 
 #![deny(unsafe_code)]
 
 use std::time::{Duration, Instant};
+
+use devid_core::api::DeviceState;
 
 use super::{Conn, Engine, ServerSide};
 use crate::service::{lock, FromService, LogLevel, ToService, Updated};
@@ -24,10 +28,24 @@ impl<S: ServerSide> Engine<S> {
         for msg in inbox {
             match msg {
                 FromService::Log(level, line) => self.log(level, line),
-                FromService::Recheck(r) => self.recheck(&r, &mut kicks),
+                FromService::Recheck(r) => {
+                    self.recheck_sensor(&r.client_id);
+                    self.recheck(&r, &mut kicks);
+                }
                 FromService::Updated(u) => self.updated(&u),
+                FromService::SensorKeys { gateway, sensors } => {
+                    // Only for a gateway still connected: its keys go with its last connection.
+                    if !self.authenticated_keys(&gateway).is_empty() {
+                        self.log(
+                            LogLevel::Info,
+                            format!("devid: sensor keys of {gateway}: {} sensors", sensors.len()),
+                        );
+                        self.sensors.install(&gateway, sensors);
+                    }
+                }
             }
         }
+        self.report_sensors(false);
         self.handshakes.forget_full_buckets();
         // Forget fetch times once they no longer throttle anything (bounded memory).
         self.status_requested
@@ -46,6 +64,58 @@ impl<S: ServerSide> Engine<S> {
             self.status_requested
                 .insert(client_id.to_string(), Instant::now());
             self.send(ToService::FetchStatus(client_id.to_string()));
+        }
+    }
+
+    /// Asks the service thread for the sensor keys of a gateway (throttled per gateway).
+    pub(super) fn request_sensors(&mut self, gateway: &str) {
+        if self.sensors.fetch_due(gateway) {
+            self.send(ToService::FetchSensors(gateway.to_string()));
+        }
+    }
+
+    /// Hands the per-sensor counts to the service thread (which reports and persists them)
+    /// once [`sensor::REPORT_EVERY`](super::sensor) has passed, or at once with `force`.
+    pub fn report_sensors(&mut self, force: bool) {
+        let report = self.sensors.take_report(force);
+        if !report.is_empty() && !self.try_send(ToService::Sensors(report)) {
+            self.log(
+                LogLevel::Warning,
+                "devid: service queue full; sensor counts of the last second not reported".into(),
+            );
+        }
+    }
+
+    /// A feed entry about `client_id`: when it is a sensor held here, a revocation drops its
+    /// keys from every gateway and a suspension marks it; anything else (a resumption, a
+    /// settings change) refetches the keys of the gateways that hold it.
+    fn recheck_sensor(&mut self, client_id: &str) {
+        let holders = self.sensors.gateways_of(client_id);
+        if holders.is_empty() {
+            return;
+        }
+        let denied = lock(&self.shared)
+            .revocations
+            .devices
+            .get(client_id)
+            .copied();
+        match denied {
+            Some(state @ (DeviceState::Revoked | DeviceState::Suspended)) => {
+                self.sensors.set_denied(client_id, state);
+                self.log(
+                    LogLevel::Notice,
+                    format!(
+                        "devid: sensor {client_id} {}: its readings are refused",
+                        state.as_str()
+                    ),
+                );
+            }
+            _ => {
+                for g in holders {
+                    self.sensors.unthrottle(&g);
+                    self.request_sensors(&g);
+                }
+            }
         }
     }
 
@@ -78,6 +148,24 @@ impl<S: ServerSide> Engine<S> {
         connected.dedup();
         for cid in &affected {
             self.status_requested.remove(cid);
+        }
+        // Sensor keys: a connected gateway whose set changed, the gateways holding a sensor whose
+        // settings changed, and for a model's change every gateway with sensors (the model may
+        // be a sensor's, whose topic template changed).
+        let mut gateways: Vec<String> = match u {
+            Updated::Device(cid) => self.sensors.gateways_of(cid),
+            Updated::Model(_) => self.sensors.gateways_with_sensors(),
+        };
+        if let Updated::Device(cid) = u {
+            if !self.authenticated_keys(cid).is_empty() {
+                gateways.push(cid.clone());
+            }
+        }
+        gateways.sort();
+        gateways.dedup();
+        for g in gateways {
+            self.sensors.unthrottle(&g);
+            self.request_sensors(&g);
         }
         for cid in connected {
             self.request_status(&cid);
@@ -225,7 +313,7 @@ mod tests {
             .into_iter()
             .filter_map(|m| match m {
                 ToService::FetchStatus(id) => Some(id),
-                ToService::Event(_) => None,
+                _ => None,
             })
             .collect();
         v.sort();

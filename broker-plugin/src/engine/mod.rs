@@ -22,6 +22,8 @@
 //! - `access`: the topic ACL and per-message authentication of PUBLISHes;
 //! - `feed`: what TICK applies from the service thread (re-checks, kicks, settings updates,
 //!   throttled status fetches);
+//! - `sensor`: readings of sensors relayed by a gateway (DEVID-S1): the keys fetched per
+//!   gateway, the checks, per-sensor replay windows and counts;
 //! - `report`: log lines for the broker and connection events for the service.
 
 #![deny(unsafe_code)]
@@ -31,6 +33,7 @@ mod connect;
 mod feed;
 mod guard;
 mod report;
+mod sensor;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -45,6 +48,8 @@ pub use crate::refusal::{MessageRefusal, Refusal};
 use crate::service::{LogLevel, Shared, ToService};
 pub use guard::source_group;
 use guard::HandshakeLimiter;
+use sensor::SensorBook;
+pub use sensor::{Delta, SensorMaterial, SensorTally};
 
 /// The authentication method this plugin answers.
 pub const METHOD: &str = "DEVID-1";
@@ -138,10 +143,12 @@ pub enum MessageCheck {
 /// What to do with an incoming PUBLISH.
 #[derive(Debug, PartialEq, Eq)]
 pub enum MessageVerdict {
-    /// Forward it. `verified`: add `devid-verified` = this ClientID. `payload`: replace the
+    /// Forward it. `verified`: add `devid-verified` = this ClientID. `via`: add `devid-via` =
+    /// this ClientID (the gateway that relayed a sensor's reading). `payload`: replace the
     /// payload (a sealed message, decrypted).
     Accept {
         verified: Option<String>,
+        via: Option<String>,
         payload: Option<Vec<u8>>,
     },
     /// PUBACK/PUBREC 0x87 (QoS 1/2) or dropped (QoS 0).
@@ -204,6 +211,8 @@ pub struct Engine<S: ServerSide> {
     logs: Vec<(LogLevel, String)>,
     /// Unfinished handshakes and ClientHello rates per source address group.
     handshakes: HandshakeLimiter,
+    /// Sensors relayed by gateways: keys per gateway, replay windows and counts per sensor.
+    sensors: SensorBook,
 }
 
 impl<S: ServerSide> Engine<S> {
@@ -225,7 +234,15 @@ impl<S: ServerSide> Engine<S> {
             stale_logged: false,
             status_requested: HashMap::new(),
             logs: Vec::new(),
+            sensors: SensorBook::default(),
         }
+    }
+
+    /// Starts each sensor's replay window no lower than these highest accepted seqs (read from
+    /// `state_dir` at start).
+    pub fn with_sensor_counters(mut self, persisted: HashMap<String, u64>) -> Self {
+        self.sensors = SensorBook::with_persisted(persisted);
+        self
     }
 
     /// Removes a connection's state, keeping the pending counts right.
@@ -246,7 +263,22 @@ impl<S: ServerSide> Engine<S> {
                 a.address.as_deref(),
                 None,
             );
+            // The gateway's sensor keys go with its last connection (a takeover keeps them).
+            if self.authenticated_keys(&a.identity.client_id).is_empty() {
+                self.sensors.forget_gateway(&a.identity.client_id);
+            }
         }
+    }
+
+    /// The authenticated connections of a ClientID (more than one during a takeover).
+    fn authenticated_keys(&self, client_id: &str) -> Vec<ConnKey> {
+        self.conns
+            .iter()
+            .filter_map(|(k, c)| match c {
+                Conn::Authenticated(a) if a.identity.client_id == client_id => Some(*k),
+                _ => None,
+            })
+            .collect()
     }
 
     /// True while `key` is in its first DEVID-1 exchange (CONNECT sent, not authenticated yet):

@@ -7,7 +7,7 @@
 use devid_core::api::{ConnectionEvent, ConnectionEventKind};
 
 use super::{AuthOutcome, Engine, ServerSide};
-use crate::refusal::Refusal;
+use crate::refusal::{Refusal, SensorRefusal};
 use crate::service::{LogLevel, ToService};
 
 impl<S: ServerSide> Engine<S> {
@@ -21,10 +21,45 @@ impl<S: ServerSide> Engine<S> {
     }
 
     pub(super) fn send(&self, msg: ToService) {
-        if let Some(tx) = &self.to_service {
-            // Never block the broker: when the queue is full the event is dropped.
-            let _ = tx.try_send(msg);
+        // Never block the broker: when the queue is full the event is dropped.
+        let _ = self.try_send(msg);
+    }
+
+    /// Sends without blocking; false when the queue is full or gone.
+    pub(super) fn try_send(&self, msg: ToService) -> bool {
+        match &self.to_service {
+            Some(tx) => tx.try_send(msg).is_ok(),
+            None => true,
         }
+    }
+
+    /// Logs and reports a refused sensor reading (an `auth_failure` event named for the
+    /// sensor, from the gateway's address).
+    pub(super) fn sensor_refused(
+        &mut self,
+        gateway: &str,
+        address: Option<&str>,
+        sensor: Option<&str>,
+        topic: &str,
+        reason: SensorRefusal,
+    ) {
+        self.log(
+            LogLevel::Notice,
+            format!(
+                "devid: refused reading of sensor {} via {gateway} on {topic:?}: {reason} [{}]",
+                sensor.unwrap_or("?"),
+                reason.name()
+            ),
+        );
+        self.send(ToService::Event(ConnectionEvent {
+            kind: ConnectionEventKind::AuthFailure,
+            client_id: sensor.unwrap_or("").to_string(),
+            at: rfc3339_now(),
+            address: address.map(str::to_string),
+            reason: Some(format!("{reason} (relayed by {gateway})")),
+            refusal: Some(reason.name().to_string()),
+            broker: self.config.broker_name.clone(),
+        }));
     }
 
     pub(super) fn event(
@@ -70,7 +105,7 @@ impl<S: ServerSide> Engine<S> {
     }
 }
 
-fn rfc3339_now() -> String {
+pub(crate) fn rfc3339_now() -> String {
     time::OffsetDateTime::now_utc()
         .replace_nanosecond(0)
         .ok()

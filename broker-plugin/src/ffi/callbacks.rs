@@ -167,9 +167,10 @@ unsafe fn on_acl(p: &Plugin, ev: &mosquitto_evt_acl_check) -> c_int {
 }
 
 /// Incoming PUBLISH: only devid-authenticated clients may publish at all; per-message
-/// authentication decides; `devid-*` user properties a client sent itself are always
-/// stripped, and `devid-verified` = ClientID is added to verified messages, so subscribers can
-/// trust it.
+/// authentication decides; `devid-*` user properties a client sent itself (`devid-verified`
+/// and `devid-via` among them) are always stripped, and `devid-verified` = ClientID is added
+/// to verified messages, with `devid-via` = the gateway's ClientID for a sensor's reading, so
+/// subscribers can trust them.
 ///
 /// This runs on the broker's only thread for every message, so the property list is read once:
 /// the same pass collects the `devid-*` pairs for the check and remembers their nodes to unlink.
@@ -194,7 +195,11 @@ unsafe fn on_message(p: &Plugin, ev: &mut mosquitto_evt_message) -> c_int {
     match verdict {
         MessageVerdict::Refuse => MOSQ_ERR_ACL_DENIED,
         MessageVerdict::Disconnect => MOSQ_ERR_ADMINISTRATIVE_ACTION,
-        MessageVerdict::Accept { verified, payload } => {
+        MessageVerdict::Accept {
+            verified,
+            via,
+            payload,
+        } => {
             // SAFETY: the nodes were read from this very list during this call.
             unsafe { devid.unlink_from(&mut ev.properties) };
             if let Some(new) = payload {
@@ -203,8 +208,9 @@ unsafe fn on_message(p: &Plugin, ev: &mut mosquitto_evt_message) -> c_int {
                     return MOSQ_ERR_ACL_DENIED;
                 }
             }
-            if let Some(cid) = verified {
-                let Ok(value) = CString::new(cid) else {
+            for (name, value) in [(c"devid-verified", verified), (c"devid-via", via)] {
+                let Some(value) = value else { continue };
+                let Ok(value) = CString::new(value) else {
                     return MOSQ_ERR_ACL_DENIED;
                 };
                 // SAFETY: appends a copy of both strings to the message's list.
@@ -212,7 +218,7 @@ unsafe fn on_message(p: &Plugin, ev: &mut mosquitto_evt_message) -> c_int {
                     mosquitto_property_add_string_pair(
                         &mut ev.properties,
                         MQTT_PROP_USER_PROPERTY,
-                        c"devid-verified".as_ptr(),
+                        name.as_ptr(),
                         value.as_ptr(),
                     )
                 };

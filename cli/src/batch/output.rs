@@ -24,8 +24,8 @@ pub fn store(s: &Shared, items: Vec<Item>, body: BatchResponse) -> Result<()> {
     {
         let mut chain_written = locked(&s.chain_written)?;
         if !*chain_written {
-            if let Some(first) = body.items.first() {
-                write_public(&s.out.join(CHAIN_FILE), first.chain.as_bytes())?;
+            if let Some(chain) = body.items.iter().find_map(|r| r.chain.as_ref()) {
+                write_public(&s.out.join(CHAIN_FILE), chain.as_bytes())?;
                 *chain_written = true;
             }
         }
@@ -34,16 +34,19 @@ pub fn store(s: &Shared, items: Vec<Item>, body: BatchResponse) -> Result<()> {
     write_files(s, &ready)?;
     let rows: Vec<ManifestRow> = ready
         .iter()
-        .map(|(item, reg, _)| ManifestRow {
-            hardware_serial: item.row.serial.clone(),
-            model: reg.model.clone().unwrap_or_default(),
-            client_id: reg.client_id.clone(),
-            serial: reg.serial.clone(),
-            fingerprint_sha256: reg.fingerprint_sha256.clone(),
-            not_after: reg.not_after.clone(),
-            chain_file: chain_file(&reg.client_id),
+        .map(|(item, reg, _)| {
+            let issued = crate::cmd::issued(reg)?;
+            Ok(ManifestRow {
+                hardware_serial: item.row.serial.clone(),
+                model: reg.model.clone().unwrap_or_default(),
+                client_id: reg.client_id.clone(),
+                serial: issued.serial.to_string(),
+                fingerprint_sha256: issued.fingerprint_sha256.to_string(),
+                not_after: issued.not_after.to_string(),
+                chain_file: chain_file(&reg.client_id),
+            })
         })
-        .collect();
+        .collect::<Result<_>>()?;
     s.manifest.append(&rows)?;
     let created = ready.iter().filter(|(_, reg, _)| reg.created).count();
     s.progress.registered(created, ready.len() - created);
@@ -98,7 +101,11 @@ fn write_files(s: &Shared, ready: &[Ready<'_>]) -> Result<()> {
         .map_err(|_| CliError::failed("an earlier write failed"))?;
     for (item, reg, chain) in ready {
         let file = |ext: &str| s.out.join(format!("{}.{ext}", reg.client_id));
-        write_direct(&file("crt"), reg.certificate.as_bytes(), false)?;
+        write_direct(
+            &file("crt"),
+            crate::cmd::issued(reg)?.certificate.as_bytes(),
+            false,
+        )?;
         write_direct(
             &s.out.join(chain_file(&reg.client_id)),
             chain.as_bytes(),

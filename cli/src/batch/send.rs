@@ -84,6 +84,7 @@ fn batch_request(items: &[Item]) -> BatchRequest {
                 metadata: i.row.metadata.clone(),
                 csr: Some(i.csr.clone()),
                 generate_key: false,
+                kind: Default::default(),
             })
             .collect(),
     }

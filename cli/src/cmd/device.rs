@@ -5,8 +5,8 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use devid_core::api::{
-    Device, DeviceList, DeviceListQuery, DeviceState, ReasonRequest, RegisterRequest, Registered,
-    RevokeRequest,
+    Device, DeviceKind, DeviceList, DeviceListQuery, DeviceState, ReasonRequest, RegisterRequest,
+    Registered, RevokeRequest,
 };
 use devid_core::ModelName;
 use reqwest::Method;
@@ -157,6 +157,7 @@ async fn list(api: &Api, out: OutputFormat, a: ListArgs) -> Result<ExitCode> {
             status,
             hardware_serial: a.serial.clone(),
             model: a.model.clone(),
+            kind: None,
             created_after: created_after.clone(),
             limit: Some(u32::try_from(remaining.clamp(1, 1000)).unwrap_or(1000)),
             cursor: cursor.take(),
@@ -261,6 +262,7 @@ async fn register(api: &Api, out: OutputFormat, a: RegisterArgs) -> Result<ExitC
         metadata,
         csr: Some(csr),
         generate_key: false,
+        kind: DeviceKind::Device,
     };
     // `refused`: the server answered 4xx, so nothing was registered by this request.
     let answer = match api
@@ -306,15 +308,16 @@ async fn register(api: &Api, out: OutputFormat, a: RegisterArgs) -> Result<ExitC
         return Err(e);
     }
     let chain = super::device_chain_pem(&reg)?;
+    let issued = super::issued(&reg)?;
     super::write_public(
         &a.out.join(format!("{}.crt", reg.client_id)),
-        reg.certificate.as_bytes(),
+        issued.certificate.as_bytes(),
     )?;
     super::write_public(
         &a.out.join(crate::batch::chain_file(&reg.client_id)),
         chain.as_bytes(),
     )?;
-    super::write_public(&a.out.join("chain.pem"), reg.chain.as_bytes())?;
+    super::write_public(&a.out.join("chain.pem"), issued.chain.as_bytes())?;
     if let Some(key) = key_pem {
         super::write_private(
             &a.out.join(format!("{}.key", reg.client_id)),

@@ -51,8 +51,9 @@ pub fn device_chain_pem(reg: &Registered) -> Result<String> {
     let bad = |what: &str, e: pem::PemError| {
         CliError::failed(format!("the server answered an unreadable {what}: {e}"))
     };
-    let leaf = pem::parse(&reg.certificate).map_err(|e| bad("certificate", e))?;
-    let cas = pem::parse_many(&reg.chain).map_err(|e| bad("CA chain", e))?;
+    let issued = issued(reg)?;
+    let leaf = pem::parse(issued.certificate).map_err(|e| bad("certificate", e))?;
+    let cas = pem::parse_many(issued.chain).map_err(|e| bad("CA chain", e))?;
     let mut blocks = vec![leaf];
     blocks.extend(cas.iter().take(cas.len().saturating_sub(1)).cloned());
     if blocks.iter().any(|b| b.tag() != "CERTIFICATE") || cas.is_empty() {
@@ -65,6 +66,45 @@ pub fn device_chain_pem(reg: &Registered) -> Result<String> {
         .iter()
         .map(|b| pem::encode_config(b, config))
         .collect())
+}
+
+/// The certificate fields of a device's registration answer (a sensor's answer has none).
+pub struct Issued<'a> {
+    pub certificate: &'a str,
+    pub chain: &'a str,
+    pub serial: &'a str,
+    pub fingerprint_sha256: &'a str,
+    pub not_after: &'a str,
+}
+
+/// The certificate fields of `reg`, all of them, or an error naming the device.
+pub fn issued(reg: &Registered) -> Result<Issued<'_>> {
+    match (
+        &reg.certificate,
+        &reg.chain,
+        &reg.serial,
+        &reg.fingerprint_sha256,
+        &reg.not_after,
+    ) {
+        (
+            Some(certificate),
+            Some(chain),
+            Some(serial),
+            Some(fingerprint_sha256),
+            Some(not_after),
+        ) => Ok(Issued {
+            certificate,
+            chain,
+            serial,
+            fingerprint_sha256,
+            not_after,
+        }),
+        _ => Err(CliError::failed(format!(
+            "the server answered device {} ({}) without its certificate",
+            reg.client_id,
+            reg.kind.as_str()
+        ))),
+    }
 }
 
 /// Why a registration answer is not a device ready to ship, if it is not: a repeated request

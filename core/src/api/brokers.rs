@@ -35,12 +35,18 @@ pub struct ConnectionEvent {
     pub broker: Option<String>,
 }
 
-/// `POST /v1/events` (broker role), at most 1,000 events.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+/// `POST /v1/events` (broker role), at most 1,000 events and
+/// [`super::MAX_SENSOR_REPORTS`] sensor reports.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct EventBatch {
+    #[serde(default)]
     pub events: Vec<ConnectionEvent>,
+    /// What the broker saw of sensors' readings since its previous batch: at most one report
+    /// per sensor and gateway.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sensors: Vec<super::SensorReport>,
 }
 
 /// `POST /v1/brokers` (admin): enrol a broker. The key is made where the broker runs; the CSR

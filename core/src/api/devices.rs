@@ -1,6 +1,6 @@
 //! Devices: registration (one or a batch), queries, and the status brokers poll.
 
-use super::{RevocationReason, TopicPolicy};
+use super::{DeviceKind, RevocationReason, TopicPolicy};
 use serde::{Deserialize, Serialize};
 
 /// Most items one `POST /v1/devices/batch` may carry.
@@ -49,15 +49,20 @@ pub struct RegisterRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub metadata: Option<serde_json::Value>,
-    /// PEM PKCS#10 request; exclusive with `generate_key`.
+    /// PEM PKCS#10 request; exclusive with `generate_key`. A sensor takes neither.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub csr: Option<String>,
     /// The service makes the key pair and returns the PKCS#8 key once.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub generate_key: bool,
+    /// `device` (default) or `sensor`: a sensor gets no certificate but a sensor key, returned
+    /// once as `sensor_key`.
+    #[serde(default, skip_serializing_if = "DeviceKind::is_device")]
+    pub kind: DeviceKind,
 }
 
-/// The answer to a registration.
+/// The answer to a registration. A device's carries its certificate; a sensor's has no
+/// certificate fields and carries `sensor_key` in the first answer only.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Registered {
@@ -68,21 +73,34 @@ pub struct Registered {
     #[serde(default)]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<crate::ModelName>))]
     pub model: Option<String>,
-    /// The device certificate, PEM.
-    pub certificate: String,
-    /// The CA chain, PEM: issuing CA first, root last.
-    pub chain: String,
-    /// Certificate serial number, lowercase hex.
-    pub serial: String,
-    /// SHA-256 of the certificate DER, lowercase hex.
-    pub fingerprint_sha256: String,
+    /// `device` or `sensor`.
+    #[serde(default)]
+    pub kind: DeviceKind,
+    /// The device certificate, PEM (absent for a sensor).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<String>,
+    /// The CA chain, PEM: issuing CA first, root last (absent for a sensor).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain: Option<String>,
+    /// Certificate serial number, lowercase hex (absent for a sensor).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial: Option<String>,
+    /// SHA-256 of the certificate DER, lowercase hex (absent for a sensor).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint_sha256: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(format = DateTime))]
-    pub not_before: String,
+    pub not_before: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(format = DateTime))]
-    pub not_after: String,
+    pub not_after: Option<String>,
     /// PKCS#8 PEM private key, only with `generate_key` and only in the first answer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub private_key: Option<String>,
+    /// A sensor's 32-byte key `K`, base64url without padding (43 characters), only in the
+    /// first answer: a replay answers without it, and the service never shows it again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sensor_key: Option<String>,
     /// False when the device was already registered with the same CSR (idempotent replay).
     pub created: bool,
     /// The device's state now: `active` for a new device; a replay may find it suspended or
@@ -119,6 +137,9 @@ pub struct DeviceListQuery {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", param(value_type = Option<crate::ModelName>))]
     pub model: Option<String>,
+    /// Only devices or only sensors.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<DeviceKind>,
     /// RFC 3339.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", param(format = DateTime))]
@@ -150,6 +171,12 @@ pub struct DeviceSummary {
     #[serde(default)]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<crate::ModelName>))]
     pub model: Option<String>,
+    #[serde(default)]
+    pub kind: DeviceKind,
+    /// A sensor's gateway, when it is attached to one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<crate::ClientId>))]
+    pub gateway: Option<String>,
     pub status: DeviceState,
     #[cfg_attr(feature = "openapi", schema(format = DateTime))]
     pub created_at: String,
@@ -192,6 +219,12 @@ pub struct Device {
     #[serde(default)]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<crate::ModelName>))]
     pub model: Option<String>,
+    #[serde(default)]
+    pub kind: DeviceKind,
+    /// A sensor's gateway, when it is attached to one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<crate::ClientId>))]
+    pub gateway: Option<String>,
     pub status: DeviceState,
     #[serde(default)]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]

@@ -40,6 +40,9 @@
 //! | `PUT /v1/models/{model}` | [`ModelSettings`] -> [`ModelSettings`] |
 //! | `POST /v1/events` | [`EventBatch`] -> 202 |
 //! | `POST /v1/brokers` | [`BrokerEnrollRequest`] -> [`BrokerCertificate`] |
+//! | `PUT /v1/devices/{gateway}/sensors` | [`SensorAttachment`] -> [`GatewaySensors`] |
+//! | `GET /v1/devices/{gateway}/sensors` | [`GatewaySensors`] |
+//! | `GET /v1/devices/{gateway}/sensors/keys` | [`SensorKeys`] (broker role) |
 
 mod audit;
 mod brokers;
@@ -48,6 +51,7 @@ mod feed;
 mod lifecycle;
 mod policy;
 mod problem;
+mod sensors;
 mod tokens;
 
 pub use audit::*;
@@ -57,4 +61,5 @@ pub use feed::*;
 pub use lifecycle::*;
 pub use policy::*;
 pub use problem::*;
+pub use sensors::*;
 pub use tokens::*;

@@ -277,6 +277,8 @@ fn summary(d: &DeviceRow) -> DeviceSummary {
         client_id: d.client_id.clone(),
         hardware_serial: d.hardware_serial.clone(),
         model: d.model.clone(),
+        kind: Default::default(),
+        gateway: None,
         status: d.status,
         created_at: rfc3339(d.created_at),
         last_seen: rfc3339_opt(d.last_seen),
@@ -304,6 +306,8 @@ pub fn device_json(d: &DeviceWithCerts) -> Device {
         client_id: r.client_id.clone(),
         hardware_serial: r.hardware_serial.clone(),
         model: r.model.clone(),
+        kind: Default::default(),
+        gateway: None,
         status: r.status,
         metadata: r
             .metadata
