@@ -9,6 +9,8 @@
 //! - [`connect`]: one call to connect a device (resume, fall back), or a plain/mTLS client.
 //! - [`transport`]: TCP and TLS (rustls on ring).
 //! - [`credentials`]: certificate chain and key files.
+//! - [`renew`]: renewal of the certificate over an open MQTT connection (CSR, re-key proof,
+//!   the correlated reply).
 //!
 //! Architecture invariant: the protocol logic lives in `devid_core::protocol` (sans-IO); this
 //! crate only moves its bytes through MQTT packets.
@@ -19,6 +21,7 @@ pub mod connection;
 pub mod credentials;
 pub mod devid1;
 pub mod mqtt;
+pub mod renew;
 pub mod transport;
 
 pub use client::{
@@ -29,4 +32,5 @@ pub use connection::{
     handshake, AuthError, Authenticator, ClientError, ConnectOptions, Connected, Connection, NoAuth,
 };
 pub use devid1::{Devid1, Devid1Session};
+pub use renew::{renew_over_mqtt, renewal_request, RenewError};
 pub use transport::{open, server_name, tls_config, TlsOptions, Transport};
