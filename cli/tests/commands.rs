@@ -672,6 +672,70 @@ fn broker_model_and_device_policy_commands() {
         "{}",
         r.stdout
     );
+    // LDevID settings: shown with their defaults, set, checked by their rules.
+    let shown = |key: &str, value: &str| {
+        r.stdout.lines().any(|l| {
+            l.split_once(':')
+                .is_some_and(|(k, v)| k.trim() == key && v.trim() == value)
+        })
+    };
+    assert!(
+        shown("ldevid_validity", "90d")
+            && shown("renewal_grace", "30d")
+            && shown("connect_with", "any"),
+        "{}",
+        r.stdout
+    );
+    let j = s
+        .devid(&[
+            "-o",
+            "json",
+            "model",
+            "set",
+            "thermo-v2",
+            "--ldevid-validity",
+            "30d",
+            "--renewal-grace",
+            "0",
+            "--connect-with",
+            "ldevid",
+        ])
+        .ok()
+        .json();
+    assert_eq!(
+        (
+            &j["ldevid_validity"],
+            &j["renewal_grace"],
+            &j["connect_with"]
+        ),
+        (
+            &serde_json::json!("30d"),
+            &serde_json::json!("0"),
+            &serde_json::json!("ldevid")
+        )
+    );
+    assert_eq!(
+        j["client_id_prefix"], "THERMO",
+        "unnamed settings keep their values"
+    );
+    s.devid(&["model", "set", "thermo-v2", "--ldevid-validity", "91d"])
+        .code(2);
+    s.devid(&["model", "set", "thermo-v2", "--connect-with", "idevid"])
+        .code(2);
+    let j = s
+        .devid(&[
+            "-o",
+            "json",
+            "model",
+            "set",
+            "thermo-v2",
+            "--connect-with",
+            "any",
+        ])
+        .ok()
+        .json();
+    assert_eq!(j["connect_with"], "any");
+    assert_eq!(j["ldevid_validity"], "30d");
     let r = s.devid(&["model", "list"]).ok();
     assert!(r.stdout.contains("thermo-v2"), "{}", r.stdout);
     s.devid(&["model", "set", "thermo-v2", "--prefix", "TOOLONGPREFIX"])

@@ -9,6 +9,7 @@
 #![deny(unsafe_code)]
 
 use devid_core::api::{ConnectionEventKind, TopicPolicy};
+use devid_core::protocol::renewal::{RENEW_RESPONSE_TOPIC, RENEW_TOPIC};
 
 use super::sensor::{parse_claim, Claim};
 use super::{Conn, ConnKey, Engine, MessageCheck, MessageVerdict, ServerSide, Via};
@@ -24,6 +25,15 @@ impl<S: ServerSide> Engine<S> {
         };
         if a.denied {
             return false;
+        }
+        // Renewal over MQTT: a devid-admitted device may publish its request, and its reply
+        // may be delivered to it (a resumed session re-checks queued messages); nobody may
+        // subscribe to either (the reply is addressed to the client, not routed).
+        match (access, topic) {
+            (Access::Publish, RENEW_TOPIC) | (Access::Deliver, RENEW_RESPONSE_TOPIC) => {
+                return true
+            }
+            _ => {}
         }
         let cid = &a.identity.client_id;
         // The sensors' filters first: an indexed lookup, cheaper than expanding the policy.
@@ -278,6 +288,7 @@ mod tests {
             policy: None,
             allowed_cidrs: vec![],
             message_auth: devid_core::MessageAuth::Required,
+            connect_with: devid_core::ConnectWith::Any,
         };
         lock(&shared).revocations.apply_status(&st);
         let sealed = props(&[("devid-seq", "2"), ("devid-seal", "1")]);

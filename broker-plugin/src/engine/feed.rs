@@ -10,8 +10,10 @@
 use std::time::{Duration, Instant};
 
 use devid_core::api::DeviceState;
+use devid_core::api::ConnectionEventKind;
 
 use super::{Conn, Engine, ServerSide};
+use crate::refusal::Refusal;
 use crate::service::{lock, FromService, LogLevel, ToService, Updated};
 use crate::state::{self, Recheck};
 
@@ -43,6 +45,7 @@ impl<S: ServerSide> Engine<S> {
                         self.sensors.install(&gateway, sensors);
                     }
                 }
+                FromService::Renewed { key, reply } => self.renewal_answered(key, reply),
             }
         }
         self.report_sensors(false);
@@ -189,15 +192,30 @@ impl<S: ServerSide> Engine<S> {
                 continue;
             }
             if let Err(reason) = self.admissible(&a.identity, a.address.as_deref()) {
-                denied.push((*key, a.identity.client_id.clone(), reason));
+                denied.push((
+                    *key,
+                    a.identity.client_id.clone(),
+                    a.address.clone(),
+                    reason,
+                ));
             }
         }
-        for (key, cid, reason) in denied {
+        for (key, cid, address, reason) in denied {
             self.mark_denied(key);
             self.log(
                 LogLevel::Notice,
                 format!("devid: disconnecting {cid}: {reason} [{}]", reason.name()),
             );
+            // A connection admitted before its status said `connect_with ldevid` is refused
+            // now: reported like a refusal at connect time.
+            if matches!(reason, Refusal::LdevidRequired { .. }) {
+                self.event(
+                    ConnectionEventKind::AuthFailure,
+                    &cid,
+                    address.as_deref(),
+                    Some(&reason),
+                );
+            }
             kicks.push(cid);
         }
     }
@@ -286,6 +304,7 @@ mod tests {
             }),
             allowed_cidrs: vec!["10.0.0.0/8".into()],
             message_auth: devid_core::MessageAuth::Off,
+            connect_with: devid_core::ConnectWith::Any,
         };
         let r = lock(&shared).revocations.apply_status(&status);
         assert!(e.acl(1, Access::Publish, "t/dev1"));
@@ -305,6 +324,7 @@ mod tests {
             policy: None,
             allowed_cidrs: vec![],
             message_auth: devid_core::MessageAuth::Off,
+            connect_with: devid_core::ConnectWith::Any,
         }
     }
 

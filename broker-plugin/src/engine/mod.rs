@@ -24,6 +24,8 @@
 //!   throttled status fetches);
 //! - `sensor`: readings of sensors relayed by a gateway (DEVID-S1): the keys fetched per
 //!   gateway, the checks, per-sensor replay windows and counts;
+//! - `renewal`: renewal over MQTT (`$CONTROL/devid/renew/v1`): requests handed to the service
+//!   thread, replies addressed to the requesting client;
 //! - `report`: log lines for the broker and connection events for the service.
 
 #![deny(unsafe_code)]
@@ -32,6 +34,7 @@ mod access;
 mod connect;
 mod feed;
 mod guard;
+mod renewal;
 mod report;
 mod sensor;
 
@@ -50,6 +53,7 @@ pub use guard::source_group;
 use guard::HandshakeLimiter;
 use sensor::SensorBook;
 pub use sensor::{Delta, SensorMaterial, SensorTally};
+pub use renewal::RenewReply;
 
 /// The authentication method this plugin answers.
 pub const METHOD: &str = "DEVID-1";
@@ -66,6 +70,10 @@ pub struct Verified {
     pub not_after: u64,
     /// True for a DEVID-1 resumption (symmetric only, from a ticket).
     pub resumed: bool,
+    /// Whether the certificate is an LDevID (it carries the LDevID policy mark, which the CA
+    /// signed); None when unknown: a resumption whose certificate this broker has not seen in
+    /// a full exchange since it started.
+    pub ldevid: Option<bool>,
 }
 
 /// The server half of DEVID-1 as the engine needs it. The real one wraps
@@ -213,6 +221,11 @@ pub struct Engine<S: ServerSide> {
     handshakes: HandshakeLimiter,
     /// Sensors relayed by gateways: keys per gateway, replay windows and counts per sensor.
     sensors: SensorBook,
+    /// Whether each certificate seen in a full exchange or mutual TLS is an LDevID, by serial
+    /// (for resumptions, whose ticket names only the serial). Bounded.
+    cert_kinds: HashMap<String, bool>,
+    /// Renewal requests in flight and replies to publish.
+    renewals: renewal::Renewals,
 }
 
 impl<S: ServerSide> Engine<S> {
@@ -235,6 +248,8 @@ impl<S: ServerSide> Engine<S> {
             status_requested: HashMap::new(),
             logs: Vec::new(),
             sensors: SensorBook::default(),
+            cert_kinds: HashMap::new(),
+            renewals: renewal::Renewals::default(),
         }
     }
 
@@ -256,6 +271,7 @@ impl<S: ServerSide> Engine<S> {
 
     /// MOSQ_EVT_DISCONNECT: forget the connection.
     pub fn disconnect(&mut self, key: ConnKey) {
+        self.renewals.forget(key);
         if let Some(Conn::Authenticated(a)) = self.take(key) {
             self.event(
                 ConnectionEventKind::Disconnect,

@@ -43,6 +43,7 @@
 //! | `PUT /v1/devices/{gateway}/sensors` | [`SensorAttachment`] -> [`GatewaySensors`] |
 //! | `GET /v1/devices/{gateway}/sensors` | [`GatewaySensors`] |
 //! | `GET /v1/devices/{gateway}/sensors/keys` | [`SensorKeys`] (broker role) |
+//! | `POST /v1/brokers/renewals` | [`RenewalRequest`] -> [`RenewalAnswer`] |
 
 mod audit;
 mod brokers;

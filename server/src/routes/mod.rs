@@ -13,6 +13,7 @@ pub mod device_settings;
 pub mod devices;
 pub mod lifecycle;
 pub mod ops;
+pub mod renewals;
 pub mod revocations;
 pub mod tokens;
 
@@ -97,6 +98,7 @@ pub fn table() -> Routes {
         .merge(tokens::router())
         .merge(audit::router())
         .merge(brokers::router())
+        .merge(renewals::router())
 }
 
 /// The caller of a route that needs a token, with the roles its route-table entry admits.
