@@ -432,7 +432,7 @@ mod tests {
                 assert_eq!(named, declared, "{at}: path parameters");
             }
         }
-        assert_eq!(count, 30, "operations in the document");
+        assert_eq!(count, 33, "operations in the document");
     }
 
     #[test]

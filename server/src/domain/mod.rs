@@ -9,6 +9,8 @@
 //! - [`registration`]: the checks of an item and a batch, whether an item is new, a replay or a
 //!   conflict given what is stored (`classify`, asked by the store), what a refusal means.
 //! - [`renewal`]: the rules of LDevID issuance (enroll, renew, re-key), pure.
+//! - [`sensors`]: sensors behind gateways: attachment rules, the keys brokers get, what
+//!   brokers report of readings.
 //! - [`authz`]: decisions beyond "this role may call this route" (factory tokens limited to
 //!   models).
 //! - [`audit`]: one helper for "do it, and record a failure in the audit log" (successes are
@@ -27,6 +29,7 @@ pub mod models;
 pub mod policy;
 pub mod registration;
 pub mod renewal;
+pub mod sensors;
 pub mod tokens;
 
 use std::sync::Arc;
