@@ -113,6 +113,9 @@ pub enum Command {
     /// Per-model settings: ClientID prefix, topic policy, message authentication
     #[command(subcommand)]
     Model(ModelCommand),
+    /// The sensors a gateway relays
+    #[command(subcommand)]
+    Gateway(GatewayCommand),
     /// Shell completions
     #[command(
         after_help = "Examples:\n  devid completions bash > /etc/bash_completion.d/devid\n  devid completions zsh > ~/.zfunc/_devid\n  devid completions fish > ~/.config/fish/completions/devid.fish"
@@ -141,9 +144,9 @@ pub enum CaCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum DeviceCommand {
-    /// Register one device and write its certificate
+    /// Register one device (or sensor) and write its certificate (or key)
     #[command(
-        after_help = "Examples:\n  devid device register --serial SN0001 --model thermo-v2 --generate-key --out flash/\n  devid device register --serial SN0002 --csr sn0002.csr --out flash/\n\nWrites <ClientID>.crt, <ClientID>.chain.pem (the certificate then the issuing CA: the file TLS\nclients send), chain.pem and with --generate-key <ClientID>.key (mode 0600) to --out; prints the\nClientID. A device found suspended or revoked (a repeated request) gets no files: exit code 1."
+        after_help = "Examples:\n  devid device register --serial SN0001 --model thermo-v2 --generate-key --out flash/\n  devid device register --serial SN0002 --csr sn0002.csr --out flash/\n  devid device register --serial TS0001 --model tempsense --sensor --out flash/\n\nWrites <ClientID>.crt, <ClientID>.chain.pem (the certificate then the issuing CA: the file TLS\nclients send), chain.pem and with --generate-key <ClientID>.key (mode 0600) to --out; prints the\nClientID. A sensor (--sensor) gets <ClientID>.sensor.key instead (mode 0600): its key K as\nbase64url, which the server returns once (a repeated request answers without it). A device\nfound suspended or revoked (a repeated request) gets no files: exit code 1."
     )]
     Register(RegisterArgs),
     /// Register devices from a CSV file (the manufacturing line; resumable)
@@ -276,6 +279,7 @@ const BATCH_HELP: &str = "\
 Examples:
   devid device register-batch --csv line3.csv --generate-keys --out flash/
   devid device register-batch --csv line3.csv --csr-dir csrs/ --out flash/ --chunk 500
+  devid device register-batch --csv sensors.csv --sensors --out flash/
 
 CSV: a header `hardware_serial,model[,client_id][,metadata columns…]`; extra columns go into the
 device's metadata as strings. With --csr-dir the CSR of serial S is read from DIR/S.csr (or
@@ -291,7 +295,13 @@ Re-running the same command after an interruption (Ctrl-C, a killed process, a s
 registers every serial exactly once and reuses what was issued. Rows that fail (bad CSV rows are
 never sent; a device the server answers as suspended or revoked) are listed in failures.csv
 (line,hardware_serial,error) and make the exit code 1; the other rows are registered. A second
-run on the same --out while one is working is refused with exit code 5.";
+run on the same --out while one is working is refused with exit code 5.
+
+With --sensors every row is a sensor: no certificate, and each sensor's key K (made by the server,
+returned once) is written to <ClientID>.sensor.key (mode 0600, synced before its manifest line,
+whose serial, fingerprint_sha256, not_after and chain_file are empty). A sensor whose answer was
+lost (registered, but no key file written) cannot get its key again: a re-run lists it in
+failures.csv.";
 
 #[derive(Debug, Args)]
 pub struct RegisterArgs {
@@ -309,13 +319,17 @@ pub struct RegisterArgs {
     #[arg(
         long,
         value_name = "FILE",
-        conflicts_with = "generate_key",
-        required_unless_present = "generate_key"
+        conflicts_with_all = ["generate_key", "sensor"],
+        required_unless_present_any = ["generate_key", "sensor"]
     )]
     pub csr: Option<PathBuf>,
     /// Make the key pair here and write <ClientID>.key (mode 0600)
-    #[arg(long)]
+    #[arg(long, conflicts_with = "sensor")]
     pub generate_key: bool,
+    /// Register a sensor (no certificate): the server makes its key, returned once and written
+    /// to <ClientID>.sensor.key (mode 0600)
+    #[arg(long)]
+    pub sensor: bool,
     /// Metadata entries KEY=VALUE (repeatable)
     #[arg(long = "meta", value_name = "KEY=VALUE")]
     pub metadata: Vec<String>,
@@ -333,13 +347,17 @@ pub struct BatchArgs {
     #[arg(
         long,
         value_name = "DIR",
-        conflicts_with = "generate_keys",
-        required_unless_present = "generate_keys"
+        conflicts_with_all = ["generate_keys", "sensors"],
+        required_unless_present_any = ["generate_keys", "sensors"]
     )]
     pub csr_dir: Option<PathBuf>,
     /// Make each device's key pair and CSR here
-    #[arg(long)]
+    #[arg(long, conflicts_with = "sensors")]
     pub generate_keys: bool,
+    /// Register sensors (no certificates): each sensor's key, made by the server and returned
+    /// once, goes to <ClientID>.sensor.key (mode 0600)
+    #[arg(long)]
+    pub sensors: bool,
     /// Output directory
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
@@ -359,6 +377,9 @@ pub struct ListArgs {
     /// active, suspended or revoked
     #[arg(long)]
     pub status: Option<String>,
+    /// device or sensor
+    #[arg(long)]
+    pub kind: Option<devid_core::api::DeviceKind>,
     #[arg(long)]
     pub model: Option<String>,
     /// The hardware serial on the box's label (finds at most one device)
@@ -370,6 +391,38 @@ pub struct ListArgs {
     /// Most devices to show
     #[arg(long, default_value_t = 100)]
     pub limit: u32,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GatewayCommand {
+    /// Attach sensors to a gateway (a sensor attached elsewhere moves here)
+    #[command(
+        after_help = "Examples:\n  devid gateway attach GW4KQ2M4XH9C3VBN8Da TS7KQ2M4XH9C3VBN8Dab TS9KQ2M4XH9C3VBN8Dac\n\nPrints the gateway's sensors. Brokers learn of the change within a second (the feed)."
+    )]
+    Attach {
+        /// The gateway's ClientID (a device)
+        gateway: devid_core::ClientId,
+        /// Sensors' ClientIDs
+        #[arg(required = true)]
+        sensors: Vec<devid_core::ClientId>,
+    },
+    /// Detach sensors from a gateway
+    #[command(
+        after_help = "Examples:\n  devid gateway detach GW4KQ2M4XH9C3VBN8Da TS7KQ2M4XH9C3VBN8Dab"
+    )]
+    Detach {
+        /// The gateway's ClientID
+        gateway: devid_core::ClientId,
+        /// Sensors' ClientIDs
+        #[arg(required = true)]
+        sensors: Vec<devid_core::ClientId>,
+    },
+    /// The sensors a gateway relays, with their status and last accepted reading
+    #[command(after_help = "Examples:\n  devid gateway sensors GW4KQ2M4XH9C3VBN8Da -o json")]
+    Sensors {
+        /// The gateway's ClientID
+        gateway: devid_core::ClientId,
+    },
 }
 
 #[derive(Debug, Subcommand)]

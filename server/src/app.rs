@@ -22,6 +22,8 @@ use crate::store::Store;
 pub struct AppState {
     pub store: Store,
     pub ca: Arc<Ca>,
+    /// Opens sensors' sealed keys (the broker's key endpoint).
+    pub kek: Arc<crate::ca::SensorKek>,
     pub settings: Arc<Settings>,
     pub profile: Arc<ProfileSettings>,
     pub registry: Registry,

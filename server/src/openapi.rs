@@ -432,7 +432,7 @@ mod tests {
                 assert_eq!(named, declared, "{at}: path parameters");
             }
         }
-        assert_eq!(count, 29, "operations in the document");
+        assert_eq!(count, 32, "operations in the document");
     }
 
     #[test]

@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
+use base64::Engine as _;
 use devid_core::api::{RegisterRequest, Registered};
 use devid_core::clientid;
 use devid_core::csr::{parse_csr_pem, CheckedCsr};
@@ -20,12 +21,12 @@ use ring::rand::SystemRandom;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::auth::Caller;
-use crate::ca::{Ca, IssuedCert};
-use crate::domain::registration::{self, Checked};
+use crate::ca::{Ca, IssuedCert, SensorKek};
+use crate::domain::registration::{self, Checked, Credentials};
 use crate::domain::DomainError;
 use crate::metrics::Metrics;
 use crate::store::{
-    Actor, DeviceWithCerts, NewCert, NewDevice, RegConflict, RegMode, RegOutcome, Store,
+    Actor, Credential, DeviceWithCerts, NewCert, NewDevice, RegConflict, RegMode, RegOutcome, Store,
 };
 use crate::timefmt;
 
@@ -34,10 +35,20 @@ const MAX_GROUP: usize = 256;
 /// Group committers sharing the queue on PostgreSQL.
 const POSTGRES_COMMITTERS: usize = 4;
 
-/// An item with its certificate signed, ready to store.
+/// An item with its certificate signed (or, a sensor, its key made and sealed), ready to
+/// store, with what its first answer alone carries.
 struct Signed {
     device: NewDevice,
+    once: Once,
+}
+
+/// What only a registration's first answer carries.
+#[derive(Default)]
+struct Once {
+    /// A device's PKCS#8 PEM key, when the service made it.
     private_key: Option<String>,
+    /// A sensor's key K, base64url without padding.
+    sensor_key: Option<zeroize::Zeroizing<String>>,
 }
 
 /// The stored outcome, with the device handed back so the answer is built without a copy.
@@ -57,6 +68,7 @@ pub struct Registry {
 struct Inner {
     store: Store,
     ca: Arc<Ca>,
+    kek: Arc<SensorKek>,
     profile: ProfileSettings,
     rng: SystemRandom,
     metrics: Arc<Metrics>,
@@ -71,7 +83,13 @@ const PREFIX_TTL: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl Registry {
     /// Starts the group committer on the current tokio runtime.
-    pub fn new(store: Store, ca: Arc<Ca>, profile: ProfileSettings, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        store: Store,
+        ca: Arc<Ca>,
+        kek: Arc<SensorKek>,
+        profile: ProfileSettings,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         let (tx, rx) = mpsc::channel(4096);
         // SQLite has one writer, so one committer (on its own thread); PostgreSQL runs several
         // transactions at once, so several committers share the queue (uniqueness races
@@ -88,6 +106,7 @@ impl Registry {
             inner: Arc::new(Inner {
                 store,
                 ca,
+                kek,
                 profile,
                 rng: SystemRandom::new(),
                 metrics,
@@ -105,15 +124,14 @@ impl Registry {
     ) -> Result<Registered, DomainError> {
         let prefixes = self.prefixes_for([req.model.as_deref()]).await?;
         let checked = registration::check(caller, req, &prefixes, &self.inner.rng)?;
+        if checked.with == Credentials::SensorKey {
+            crate::domain::sensors::check_kek(&self.inner.store, &self.inner.kek).await?;
+        }
         let started = Instant::now();
         // Checking and signing take ~100 µs of CPU: short enough to run on this async worker
         // (a hop to the blocking pool and back cost more, measured). The SQLite committer that
         // must not queue behind such work has its own thread.
-        let signed = self.sign(checked)?;
-        let Signed {
-            device,
-            private_key,
-        } = signed;
+        let Signed { device, once } = self.sign(checked)?;
         let (reply_tx, reply_rx) = oneshot::channel();
         self.inner
             .group
@@ -129,8 +147,10 @@ impl Registry {
             .map_err(|_| DomainError::internal("group committer dropped a registration"))??;
         match outcome {
             Ok(RegOutcome::Created) => {
-                self.inner.metrics.issued(1, started.elapsed());
-                Ok(self.answer_created(device, private_key))
+                if device.cert().is_some() {
+                    self.inner.metrics.issued(1, started.elapsed());
+                }
+                Ok(self.answer_created(device, once))
             }
             Ok(RegOutcome::Existing(existing)) => self.answer_existing(&existing),
             // The conflict names the device that holds the serial or key: the ClientID made
@@ -149,15 +169,16 @@ impl Registry {
             .prefixes_for(items.iter().map(|i| i.model.as_deref()))
             .await?;
         let checked = registration::check_batch(caller, items, &prefixes, &self.inner.rng)?;
+        if checked.iter().any(|c| c.with == Credentials::SensorKey) {
+            crate::domain::sensors::check_kek(&self.inner.store, &self.inner.kek).await?;
+        }
         let started = Instant::now();
         let this = self.clone();
         let signed = tokio::task::spawn_blocking(move || this.sign_parallel(checked))
             .await
             .map_err(DomainError::internal)??;
-        let (devices, keys): (Vec<NewDevice>, Vec<Option<String>>) = signed
-            .into_iter()
-            .map(|s| (s.device, s.private_key))
-            .unzip();
+        let (devices, keys): (Vec<NewDevice>, Vec<Once>) =
+            signed.into_iter().map(|s| (s.device, s.once)).unzip();
         registration::distinct_keys(&devices)?;
         tracing::info!(items = devices.len(), signed_in = ?started.elapsed(), "batch signed; storing");
         let outcomes = self
@@ -170,15 +191,16 @@ impl Registry {
                 timefmt::now(),
             )
             .await?;
-        let mut created = 0;
+        let (mut created, mut certified) = (0, 0);
         let mut answers = Vec::with_capacity(devices.len());
-        for (index, ((device, key), outcome)) in
+        for (index, ((device, once), outcome)) in
             devices.into_iter().zip(keys).zip(outcomes).enumerate()
         {
             match outcome {
                 Ok(RegOutcome::Created) => {
                     created += 1;
-                    answers.push(self.answer_created(device, key));
+                    certified += usize::from(device.cert().is_some());
+                    answers.push(self.answer_created(device, once));
                 }
                 Ok(RegOutcome::Existing(existing)) => {
                     answers.push(self.answer_existing(&existing)?)
@@ -187,7 +209,7 @@ impl Registry {
                 Err(c) => return Err(registration::refusal(&c).at_index(index)),
             }
         }
-        self.inner.metrics.issued(created, started.elapsed());
+        self.inner.metrics.issued(certified, started.elapsed());
         Ok((answers, created))
     }
 
@@ -235,8 +257,54 @@ impl Registry {
         Ok(out)
     }
 
-    /// CSR check and signature for one item (CPU-bound, ~100 µs).
+    /// CSR check and signature for one item (CPU-bound, ~100 µs); for a sensor, its key K
+    /// made and sealed under the KEK.
     fn sign(&self, c: Checked) -> Result<Signed, DomainError> {
+        let inner = &self.inner;
+        let (credential, once) = match &c.with {
+            Credentials::SensorKey => {
+                let mut k = zeroize::Zeroizing::new([0u8; 32]);
+                ring::rand::SecureRandom::fill(&inner.rng, k.as_mut())
+                    .map_err(|_| DomainError::internal("rng failure"))?;
+                let sealed = inner.kek.seal(&c.client_id, &k, &inner.rng)?;
+                let once = Once {
+                    private_key: None,
+                    sensor_key: Some(zeroize::Zeroizing::new(
+                        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(k.as_ref()),
+                    )),
+                };
+                (Credential::SensorKey { sealed }, once)
+            }
+            with => {
+                let (cert, private_key) = self.certify(&c, with)?;
+                let once = Once {
+                    private_key,
+                    sensor_key: None,
+                };
+                (Credential::Certificate(cert), once)
+            }
+        };
+        Ok(Signed {
+            device: NewDevice {
+                client_id: c.client_id,
+                client_id_generated: c.client_id_generated,
+                hardware_serial: c.hardware_serial,
+                model: c.model,
+                metadata: c.metadata,
+                created_at: timefmt::now(),
+                credential,
+            },
+            once,
+        })
+    }
+
+    /// A device's certificate: its CSR checked and signed, or a key pair made and certified
+    /// (the PKCS#8 PEM key returned with it).
+    fn certify(
+        &self,
+        c: &Checked,
+        with: &Credentials,
+    ) -> Result<(NewCert, Option<String>), DomainError> {
         let id = DeviceIdentity {
             client_id: &c.client_id,
             hardware_serial: &c.hardware_serial,
@@ -248,8 +316,8 @@ impl Registry {
             Option<String>,
             [u8; 32],
             Option<String>,
-        ) = match &c.csr {
-            Some(pem) => {
+        ) = match with {
+            Credentials::Csr(pem) => {
                 let csr: CheckedCsr = parse_csr_pem(pem)
                     .map_err(|e| DomainError::invalid_field("csr", format!("csr: {e}")))?;
                 let issued = inner
@@ -258,7 +326,7 @@ impl Registry {
                 let csr_sha256 = Some(hex::encode(csr.csr_sha256()));
                 (issued, csr_sha256, csr.spki_sha256(), None)
             }
-            None => {
+            Credentials::GenerateKey => {
                 let (issued, key) =
                     inner
                         .ca
@@ -267,28 +335,21 @@ impl Registry {
                     .ok_or_else(|| DomainError::internal("issued certificate does not parse"))?;
                 (issued, None, spki, Some(key))
             }
+            Credentials::SensorKey => {
+                return Err(DomainError::internal("a sensor has no certificate"))
+            }
         };
-        Ok(Signed {
-            device: NewDevice {
-                client_id: c.client_id,
-                client_id_generated: c.client_id_generated,
-                hardware_serial: c.hardware_serial,
-                model: c.model,
-                metadata: c.metadata,
-                created_at: timefmt::now(),
-                cert: NewCert {
-                    serial: issued.serial_hex,
-                    fingerprint: issued.fingerprint_sha256,
-                    der: issued.der,
-                    not_before: issued.not_before.unix_timestamp(),
-                    not_after: issued.not_after.unix_timestamp(),
-                    csr_sha256,
-                    spki_sha256,
-                    profile: "idevid".to_string(),
-                },
-            },
-            private_key,
-        })
+        let cert = NewCert {
+            serial: issued.serial_hex,
+            fingerprint: issued.fingerprint_sha256,
+            der: issued.der,
+            not_before: issued.not_before.unix_timestamp(),
+            not_after: issued.not_after.unix_timestamp(),
+            csr_sha256,
+            spki_sha256,
+            profile: "idevid".to_string(),
+        };
+        Ok((cert, private_key))
     }
 
     /// Signs a batch on every core; the first failing item (by index) fails the batch.
@@ -343,46 +404,54 @@ impl Registry {
         Ok(out)
     }
 
-    fn answer_created(&self, device: NewDevice, private_key: Option<String>) -> Registered {
-        let cert = &device.cert;
+    fn answer_created(&self, device: NewDevice, once: Once) -> Registered {
+        let kind = device.kind();
+        let cert = device.cert();
         Registered {
+            certificate: cert.map(|c| der_to_pem(&c.der)),
+            chain: cert.map(|_| self.inner.ca.chain_pem().to_string()),
+            serial: cert.map(|c| c.serial.clone()),
+            fingerprint_sha256: cert.map(|c| c.fingerprint.clone()),
+            not_before: cert.map(|c| timefmt::rfc3339(c.not_before)),
+            not_after: cert.map(|c| timefmt::rfc3339(c.not_after)),
             client_id: device.client_id,
             hardware_serial: device.hardware_serial,
             model: device.model,
-            certificate: Some(der_to_pem(&cert.der)),
-            chain: Some(self.inner.ca.chain_pem().to_string()),
-            serial: Some(cert.serial.clone()),
-            fingerprint_sha256: Some(cert.fingerprint.clone()),
-            not_before: Some(timefmt::rfc3339(cert.not_before)),
-            not_after: Some(timefmt::rfc3339(cert.not_after)),
-            private_key,
-            sensor_key: None,
-            kind: devid_core::api::DeviceKind::Device,
+            kind,
+            private_key: once.private_key,
+            sensor_key: once.sensor_key.map(|k| k.as_str().to_string()),
             created: true,
             status: devid_core::api::DeviceState::Active,
         }
     }
 
+    /// The answer to a replay: the stored device as it is now. A device's current
+    /// certificate; for a sensor no key (it was returned once, by the first answer).
     fn answer_existing(&self, existing: &DeviceWithCerts) -> Result<Registered, DomainError> {
-        let cert = existing
-            .certs
-            .first()
-            .ok_or_else(|| DomainError::internal("registered device without certificate"))?;
+        let d = &existing.device;
+        let cert = match d.kind {
+            devid_core::api::DeviceKind::Sensor => None,
+            devid_core::api::DeviceKind::Device => {
+                Some(existing.certs.first().ok_or_else(|| {
+                    DomainError::internal("registered device without certificate")
+                })?)
+            }
+        };
         Ok(Registered {
-            client_id: existing.device.client_id.clone(),
-            hardware_serial: existing.device.hardware_serial.clone(),
-            model: existing.device.model.clone(),
-            certificate: Some(der_to_pem(&cert.der)),
-            chain: Some(self.inner.ca.chain_pem().to_string()),
-            serial: Some(cert.serial.clone()),
-            fingerprint_sha256: Some(cert.fingerprint.clone()),
-            not_before: Some(timefmt::rfc3339(cert.not_before)),
-            not_after: Some(timefmt::rfc3339(cert.not_after)),
+            client_id: d.client_id.clone(),
+            hardware_serial: d.hardware_serial.clone(),
+            model: d.model.clone(),
+            kind: d.kind,
+            certificate: cert.map(|c| der_to_pem(&c.der)),
+            chain: cert.map(|_| self.inner.ca.chain_pem().to_string()),
+            serial: cert.map(|c| c.serial.clone()),
+            fingerprint_sha256: cert.map(|c| c.fingerprint.clone()),
+            not_before: cert.map(|c| timefmt::rfc3339(c.not_before)),
+            not_after: cert.map(|c| timefmt::rfc3339(c.not_after)),
             private_key: None,
             sensor_key: None,
-            kind: devid_core::api::DeviceKind::Device,
             created: false,
-            status: existing.device.status,
+            status: d.status,
         })
     }
 }

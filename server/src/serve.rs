@@ -11,7 +11,7 @@ use tokio::sync::watch;
 
 use crate::app::{app, AppState};
 use crate::auth::{new_token, TokenCache};
-use crate::ca::{Ca, CaKeys, TokenConfig};
+use crate::ca::{Ca, CaKeys, SensorKek, TokenConfig};
 use crate::config::{Pkcs11Settings, Settings};
 use crate::feed::Feed;
 use crate::metrics::Metrics;
@@ -41,6 +41,8 @@ pub fn init_tracing() {
 pub struct Ready {
     pub store: Store,
     pub ca: Arc<Ca>,
+    /// Seals and opens sensors' keys.
+    pub kek: Arc<SensorKek>,
     /// Where the admin token was written on this start (first start only).
     pub admin_token_file: Option<PathBuf>,
     /// Whether this start created the CA.
@@ -133,8 +135,17 @@ pub async fn init(settings: &Settings) -> Result<Ready, BoxError> {
     let data_dir = settings.data_dir.clone();
     let org = settings.organization.clone();
     let keys = ca_keys(settings)?;
-    let (ca, created) = tokio::task::spawn_blocking(move || {
-        Ca::init_or_load_keys(&data_dir, &keys, org.as_deref())
+    // The sensor KEK is kept like the CA key files: under the CA passphrase when one is set
+    // (with keys in a token there is none).
+    let kek_passphrase = match &keys {
+        CaKeys::Files { passphrase } => passphrase.clone(),
+        CaKeys::Token(_) => None,
+    };
+    let (ca, created, kek) = tokio::task::spawn_blocking(move || {
+        let (ca, created) = Ca::init_or_load_keys(&data_dir, &keys, org.as_deref())?;
+        let rng = ring::rand::SystemRandom::new();
+        let kek = SensorKek::load_or_create(&data_dir, kek_passphrase.as_deref(), &rng)?;
+        Ok::<_, crate::ca::CaError>((ca, created, kek))
     })
     .await??;
     if created {
@@ -148,10 +159,17 @@ pub async fn init(settings: &Settings) -> Result<Ready, BoxError> {
             "created root and issuing CA"
         );
     }
+    // Every process sharing the database must seal with the same KEK: say so at once when
+    // this one's differs (sensor registrations and sensor keys then fail in this process;
+    // devices are unaffected).
+    if let Err(e) = crate::domain::sensors::check_kek(&store, &kek).await {
+        tracing::warn!(error = %e, "sensor key-encryption key");
+    }
     let admin_token_file = bootstrap_admin(&store, &settings.data_dir).await?;
     Ok(Ready {
         store,
         ca: Arc::new(ca),
+        kek: Arc::new(kek),
         admin_token_file,
         ca_created: created,
     })
@@ -334,11 +352,13 @@ pub async fn run(settings: Settings) -> Result<(), BoxError> {
         registry: Registry::new(
             ready.store.clone(),
             ready.ca.clone(),
+            ready.kek.clone(),
             profile.clone(),
             metrics.clone(),
         ),
         store: ready.store,
         ca: ready.ca,
+        kek: ready.kek,
         settings: Arc::new(settings),
         profile: Arc::new(profile),
         feed,

@@ -183,6 +183,25 @@ async fn what_the_server_answers_fits_the_documented_schemas() {
         let server = &server;
         async move { server.admin_get(&path).await.1 }
     };
+    // A sensor behind the device (resumed first: a gateway may be suspended, but not revoked).
+    let (status, sensor) = server
+        .admin_post(
+            "/v1/devices",
+            &json!({"hardware_serial": "OA-S1", "kind": "sensor", "model": "thermo-v2"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{sensor}");
+    let sensor_id = sensor["client_id"].as_str().unwrap().to_string();
+    let attached = put(
+        format!("/v1/devices/{id}/sensors"),
+        json!({"sensors": [sensor_id]}),
+    )
+    .await;
+    let broker = server.token("broker", None).await;
+    let (status, keys) = server
+        .get(&format!("/v1/devices/{id}/sensors/keys"), Some(&broker))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{keys}");
     let samples = [
         ("Health", get("/healthz".into()).await),
         ("Readiness", get("/readyz".into()).await),
@@ -208,6 +227,14 @@ async fn what_the_server_answers_fits_the_documented_schemas() {
         ("ModelList", get("/v1/models".into()).await),
         ("Problem", get("/v1/devices/NOSUCHDEVICE".into()).await),
         ("Problem", server.get("/v1/devices", None).await.1),
+        ("Registered", sensor),
+        ("GatewaySensors", attached),
+        (
+            "GatewaySensors",
+            get(format!("/v1/devices/{id}/sensors")).await,
+        ),
+        ("SensorKeys", keys),
+        ("Device", get(format!("/v1/devices/{sensor_id}")).await),
     ];
     let (ok, said) = conform(&venv, &doc, &samples);
     assert!(ok, "answers that break their schema:\n{said}");
@@ -224,6 +251,7 @@ fn concrete(path: &str) -> String {
         .replace("{serial}", "0abc")
         .replace("{id}", "nosuchtoken")
         .replace("{model}", "nosuchmodel")
+        .replace("{gateway}", "NOSUCHDEVICE1")
 }
 
 /// A body that passes an operation's JSON extraction, so that the role check is what answers
@@ -240,6 +268,7 @@ fn sample_body(schema: &str) -> Value {
         "CreateTokenRequest" => json!({"role": "auditor", "name": "probe"}),
         "BrokerEnrollRequest" => json!({"name": "mqtt.example.com", "csr": "x"}),
         "EventBatch" => json!({"events": []}),
+        "SensorAttachment" => json!({"sensors": []}),
         other => panic!("no sample body for {other}: add one"),
     }
 }
@@ -331,7 +360,7 @@ async fn the_server_serves_what_the_document_says_to_the_roles_it_names() {
             }
         }
     }
-    assert_eq!(operations, 29, "operations in the document");
+    assert_eq!(operations, 32, "operations in the document");
     // And a path the document does not name is not served.
     let (status, problem) = probe(&server, &Method::GET, "/v1/nothing", None, None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);

@@ -221,7 +221,7 @@ fn dev(serial: &str, client_id: &str, csr: Option<&str>) -> NewDevice {
         model: Some("sensor".into()),
         metadata: Some(r#"{"line":1}"#.into()),
         created_at: T0,
-        cert: NewCert {
+        credential: Credential::Certificate(NewCert {
             serial: format!("{:016x}{:016x}", std::process::id(), n),
             fingerprint: format!("{:064x}", n),
             der: vec![0x30, 0x03, (n & 0xff) as u8, 1, 2],
@@ -231,7 +231,7 @@ fn dev(serial: &str, client_id: &str, csr: Option<&str>) -> NewDevice {
             // Every fixture has a key of its own (a replay is recognized before keys count).
             spki_sha256: devid_core::csr::spki_sha256(&n.to_be_bytes()),
             profile: "idevid".into(),
-        },
+        }),
     }
 }
 
@@ -398,17 +398,20 @@ async fn register_stores_device_cert_and_audit(env: Env) {
     assert_eq!(got.device.created_at, T0);
     assert_eq!(got.certs.len(), 1);
     let c = &got.certs[0];
-    assert_eq!(c.serial, d.cert.serial);
+    assert_eq!(c.serial, d.cert().expect("a device").serial);
     assert_eq!(c.client_id, "SNabc123");
-    assert_eq!(c.der, d.cert.der);
+    assert_eq!(c.der, d.cert().expect("a device").der);
     assert_eq!(c.status, CertState::Good);
     assert_eq!(c.csr_sha256.as_deref(), Some("csr1"));
     let by_serial = s
-        .get_certificate(&d.cert.serial)
+        .get_certificate(&d.cert().expect("a device").serial)
         .await
         .expect("cert")
         .expect("some");
-    assert_eq!(by_serial.fingerprint, d.cert.fingerprint);
+    assert_eq!(
+        by_serial.fingerprint,
+        d.cert().expect("a device").fingerprint
+    );
     assert!(s.get_certificate("00").await.expect("cert").is_none());
     assert!(s.get_device("nobody").await.expect("get").is_none());
     assert!(s.hardware_serial_exists("HW-1").await.expect("exists"));
@@ -445,12 +448,12 @@ async fn replay_same_csr_returns_existing_else_conflicts(env: Env) {
         Ok(RegOutcome::Existing(d)) => {
             assert_eq!(d.device.client_id, "CID1");
             assert_eq!(d.certs.len(), 1);
-            assert_eq!(d.certs[0].serial, first.cert.serial);
+            assert_eq!(d.certs[0].serial, first.cert().expect("a device").serial);
         }
         other => panic!("expected Existing, got {other:?}"),
     }
     assert!(s
-        .get_certificate(&replay.cert.serial)
+        .get_certificate(&replay.cert().expect("a device").serial)
         .await
         .expect("get")
         .is_none());
@@ -519,7 +522,7 @@ async fn duplicates_within_one_call_see_the_earlier_item(env: Env) {
     match &out[1] {
         Ok(RegOutcome::Existing(d)) => {
             assert_eq!(d.device.client_id, "C1");
-            assert_eq!(d.certs[0].serial, items[0].cert.serial);
+            assert_eq!(d.certs[0].serial, items[0].cert().expect("a device").serial);
         }
         other => panic!("expected Existing, got {other:?}"),
     }
@@ -580,7 +583,7 @@ async fn all_or_nothing_conflict_leaves_nothing_behind(env: Env) {
     assert_eq!(s.count_devices().await.expect("count"), 1);
     for it in &items {
         assert!(s
-            .get_certificate(&it.cert.serial)
+            .get_certificate(&it.cert().expect("a device").serial)
             .await
             .expect("cert")
             .is_none());
@@ -656,7 +659,7 @@ async fn conflict_in_a_later_chunk_leaves_nothing_behind(env: Env) {
     assert_eq!(s.count_devices().await.expect("count"), 1);
     assert!(s.get_device("K0").await.expect("get").is_none());
     assert!(s
-        .get_certificate(&items[0].cert.serial)
+        .get_certificate(&items[0].cert().expect("a device").serial)
         .await
         .expect("cert")
         .is_none());
@@ -683,11 +686,22 @@ async fn many_rows_in_one_call_keep_each_certificate_with_its_device(env: Env) {
             .expect("some");
         assert_eq!(got.device.hardware_serial, it.hardware_serial);
         assert_eq!(got.certs.len(), 1, "{}", it.client_id);
-        assert_eq!(got.certs[0].serial, it.cert.serial, "{}", it.client_id);
-        assert_eq!(got.certs[0].fingerprint, it.cert.fingerprint);
-        assert_eq!(got.certs[0].csr_sha256, it.cert.csr_sha256);
+        assert_eq!(
+            got.certs[0].serial,
+            it.cert().expect("a device").serial,
+            "{}",
+            it.client_id
+        );
+        assert_eq!(
+            got.certs[0].fingerprint,
+            it.cert().expect("a device").fingerprint
+        );
+        assert_eq!(
+            got.certs[0].csr_sha256,
+            it.cert().expect("a device").csr_sha256
+        );
         let cert = s
-            .get_certificate(&it.cert.serial)
+            .get_certificate(&it.cert().expect("a device").serial)
             .await
             .expect("cert")
             .expect("some");
@@ -719,7 +733,10 @@ async fn large_batch_spans_several_chunks(env: Env) {
     assert!(out.iter().all(|o| matches!(o, Ok(RegOutcome::Created))));
     assert_eq!(s.count_devices().await.expect("count"), 12_000);
     let last = s.get_device("L11999").await.expect("get").expect("some");
-    assert_eq!(last.certs[0].serial, items[11_999].cert.serial);
+    assert_eq!(
+        last.certs[0].serial,
+        items[11_999].cert().expect("a device").serial
+    );
     // Replaying the whole batch (with freshly generated ClientIDs, as a replay that names none
     // gets) returns every device as Existing and adds nothing.
     let replay: Vec<NewDevice> = (0..12_000)
@@ -864,7 +881,10 @@ async fn revoke_device_revokes_all_certs_once(env: Env) {
     assert_eq!(entry.seq, 2);
     assert_eq!(entry.scope, RevocationScope::Device);
     assert_eq!(entry.action, RevocationAction::Revoked);
-    assert_eq!(entry.serials, vec![d.cert.serial.clone()]);
+    assert_eq!(
+        entry.serials,
+        vec![d.cert().expect("a device").serial.clone()]
+    );
     assert_eq!(entry.client_id, "R1");
     match s
         .revoke_device("R1", RevocationReason::KeyCompromise, T0 + 6, &admin())
@@ -895,7 +915,7 @@ async fn revoke_device_revokes_all_certs_once(env: Env) {
     assert_eq!(audit_count(s, "device.revoke").await, 1);
     let crl = s.crl_listing().await.expect("crl");
     assert_eq!(crl.len(), 1);
-    assert_eq!(crl[0].serial, d.cert.serial);
+    assert_eq!(crl[0].serial, d.cert().expect("a device").serial);
     assert_eq!(crl[0].reason_code, 5);
     assert_eq!(crl[0].revoked_at, T0 + 5);
 }
@@ -913,7 +933,10 @@ async fn suspend_and_resume_toggle_hold(env: Env) {
     assert_eq!(got.certs[0].status, CertState::Hold);
     assert_eq!(entry.action, RevocationAction::Suspended);
     assert_eq!(entry.reason, Some(RevocationReason::CertificateHold));
-    assert_eq!(entry.serials, vec![d.cert.serial.clone()]);
+    assert_eq!(
+        entry.serials,
+        vec![d.cert().expect("a device").serial.clone()]
+    );
     let crl = s.crl_listing().await.expect("crl");
     assert_eq!(crl.len(), 1);
     assert_eq!(crl[0].reason_code, 6);
@@ -957,7 +980,7 @@ async fn revoke_certificate_once(env: Env) {
     register_one(s, &d).await.expect("register");
     let (cert, entry) = s
         .revoke_certificate(
-            &d.cert.serial,
+            &d.cert().expect("a device").serial,
             RevocationReason::Superseded,
             T0 + 9,
             &admin(),
@@ -968,10 +991,13 @@ async fn revoke_certificate_once(env: Env) {
     assert_eq!(cert.reason, Some(RevocationReason::Superseded));
     assert_eq!(entry.scope, RevocationScope::Certificate);
     assert_eq!(entry.client_id, "V1");
-    assert_eq!(entry.serials, vec![d.cert.serial.clone()]);
+    assert_eq!(
+        entry.serials,
+        vec![d.cert().expect("a device").serial.clone()]
+    );
     assert!(matches!(
         s.revoke_certificate(
-            &d.cert.serial,
+            &d.cert().expect("a device").serial,
             RevocationReason::KeyCompromise,
             T0,
             &admin()
@@ -1027,7 +1053,10 @@ async fn feed_seq_increases_by_one_and_pages(env: Env) {
         (1..=7).collect::<Vec<_>>()
     );
     assert_eq!(all[2].client_id, "F2");
-    assert_eq!(all[2].serials, vec![items[2].cert.serial.clone()]);
+    assert_eq!(
+        all[2].serials,
+        vec![items[2].cert().expect("a device").serial.clone()]
+    );
     assert_eq!(all[2].at, T0 + 2);
     let (page, head) = s.feed_since(3, 2).await.expect("feed");
     assert_eq!(head, 7);
@@ -1605,7 +1634,7 @@ async fn racing_changes_to_one_device_apply_once(env: Env) {
     let mut tasks = Vec::new();
     for i in 0..8 {
         let s = if i % 2 == 0 { a.clone() } else { b.clone() };
-        let serial = d.cert.serial.clone();
+        let serial = d.cert().expect("a device").serial.clone();
         tasks.push(tokio::spawn(async move {
             match i % 4 {
                 0 | 1 => s
@@ -1670,7 +1699,7 @@ async fn reopening_keeps_devices_feed_and_crl(env: Env) {
     let s = env.another().await;
     let got = s.get_device("K1").await.expect("get").expect("some");
     assert_eq!(got.device.status, DeviceState::Revoked);
-    assert_eq!(got.certs[0].serial, d.cert.serial);
+    assert_eq!(got.certs[0].serial, d.cert().expect("a device").serial);
     assert_eq!(s.feed_head().await.expect("head"), 1);
     assert_eq!(s.crl_get().await.expect("crl").expect("some").number, 1);
     // Numbering continues after a restart.
@@ -1774,7 +1803,7 @@ async fn sqlite_upgrade_from_the_first_schema_keeps_data() {
         Ok(RegOutcome::Created)
     ));
     let got = s.get_device("NEW1").await.expect("get").expect("some");
-    assert_eq!(got.certs[0].serial, new.cert.serial);
+    assert_eq!(got.certs[0].serial, new.cert().expect("a device").serial);
     assert_eq!(s.count_devices().await.expect("count"), 2);
 }
 
@@ -1783,7 +1812,9 @@ async fn sqlite_upgrade_from_the_first_schema_keeps_data() {
 /// A device whose certificate certifies `key` (any bytes standing for a key).
 fn dev_with_key(serial: &str, client_id: &str, csr: &str, key: &str) -> NewDevice {
     let mut d = dev(serial, client_id, Some(csr));
-    d.cert.spki_sha256 = devid_core::csr::spki_sha256(key.as_bytes());
+    if let Credential::Certificate(c) = &mut d.credential {
+        c.spki_sha256 = devid_core::csr::spki_sha256(key.as_bytes());
+    }
     d
 }
 
@@ -1967,11 +1998,11 @@ async fn keys_of_earlier_certificates_are_bound_on_open(env: Env) {
     // A and B share a key (possible before keys were tracked: B gets a made-up key hash now);
     // C was revoked for keyCompromise.
     let mut a = dev("HW-A", "A", Some("csr-a"));
-    a.cert.der = der_k.clone();
+    a.cert_mut().expect("a device").der = der_k.clone();
     let mut b = dev("HW-B", "B", Some("csr-b"));
-    b.cert.der = der_k;
+    b.cert_mut().expect("a device").der = der_k;
     let mut c = dev("HW-C", "C", Some("csr-c"));
-    c.cert.der = der_c;
+    c.cert_mut().expect("a device").der = der_c;
     for d in [&a, &b, &c] {
         assert!(matches!(register_one(s, d).await, Ok(RegOutcome::Created)));
     }
@@ -1983,7 +2014,7 @@ async fn keys_of_earlier_certificates_are_bound_on_open(env: Env) {
         .await;
     env.raw_exec("DELETE FROM device_keys").await;
     let mut k = dev("HW-K", "K", Some("csr-k"));
-    k.cert.spki_sha256 = spki_k;
+    k.cert_mut().expect("a device").spki_sha256 = spki_k;
     assert!(
         matches!(register_one(s, &k).await, Ok(RegOutcome::Created)),
         "without the backfill the key is free"
@@ -1994,12 +2025,12 @@ async fn keys_of_earlier_certificates_are_bound_on_open(env: Env) {
     // Opening the store binds the keys again, the earliest device first.
     let reopened = env.another().await;
     let mut k2 = dev("HW-K2", "K2", Some("csr-k2"));
-    k2.cert.spki_sha256 = spki_k;
+    k2.cert_mut().expect("a device").spki_sha256 = spki_k;
     assert_eq!(
         register_one(&reopened, &k2).await.err(),
         Some(RegConflict::KeyTaken { holder: "A".into() })
     );
-    k2.cert.spki_sha256 = spki_c;
+    k2.cert_mut().expect("a device").spki_sha256 = spki_c;
     assert_eq!(
         register_one(&reopened, &k2).await.err(),
         Some(RegConflict::KeyCompromised)
@@ -2007,7 +2038,7 @@ async fn keys_of_earlier_certificates_are_bound_on_open(env: Env) {
     // The made-up hashes of the other fixtures' certificates (not DER) are marked done, so the
     // next open has nothing to do.
     let again = env.another().await;
-    k2.cert.spki_sha256 = spki_k;
+    k2.cert_mut().expect("a device").spki_sha256 = spki_k;
     assert!(matches!(
         register_one(&again, &k2).await,
         Err(RegConflict::KeyTaken { .. })

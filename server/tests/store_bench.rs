@@ -19,7 +19,7 @@ fn items(prefix: &str, n: usize) -> Vec<NewDevice> {
             model: Some("sensor".into()),
             metadata: Some(r#"{"line":"A","shift":2}"#.into()),
             created_at: 1_764_000_000,
-            cert: NewCert {
+            credential: Credential::Certificate(NewCert {
                 serial: format!("{prefix}{i:030x}"),
                 fingerprint: format!("{prefix}{i:062x}"),
                 // About the size of a real IDevID certificate.
@@ -29,7 +29,7 @@ fn items(prefix: &str, n: usize) -> Vec<NewDevice> {
                 csr_sha256: Some(format!("{i:064x}")),
                 spki_sha256: devid_core::csr::spki_sha256(format!("{prefix}{i}").as_bytes()),
                 profile: "idevid".into(),
-            },
+            }),
         })
         .collect()
 }

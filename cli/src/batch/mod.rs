@@ -45,6 +45,12 @@ use crate::table;
 pub use input::file_key;
 pub use manifest::chain_file;
 
+/// The name of a sensor's key file, `<ClientID>.sensor.key`: its key K as base64url without
+/// padding and a newline.
+pub fn sensor_key_file(client_id: &str) -> String {
+    format!("{client_id}.sensor.key")
+}
+
 use input::{read_csv, Failure, Row};
 use journal::Journal;
 use lock::DirLock;
@@ -83,6 +89,8 @@ struct Shared {
     api: Api,
     out: PathBuf,
     generate: bool,
+    /// Every row is a sensor (no CSR; the server makes its key).
+    sensors: bool,
     csr_dir: Option<PathBuf>,
     threads: usize,
     journal: Journal,
@@ -116,12 +124,13 @@ pub async fn run(api: &Api, out: OutputFormat, a: BatchArgs) -> Result<ExitCode>
     let lock = DirLock::take(&a.out, &state)?;
     let journal = Journal::open(&state)?;
     let (manifest, done) = Manifest::open(&a.out)?;
-    let (todo, skipped) = still_to_do(rows, &done, &a.out, a.generate_keys);
+    let (todo, skipped) = still_to_do(rows, &done, &a.out, a.generate_keys, a.sensors);
 
     let shared = Arc::new(Shared {
         api: api.clone(),
         out: a.out.clone(),
         generate: a.generate_keys,
+        sensors: a.sensors,
         csr_dir: a.csr_dir.clone(),
         threads: a
             .threads
@@ -169,11 +178,15 @@ fn still_to_do(
     done: &HashMap<String, ManifestRow>,
     out: &Path,
     with_keys: bool,
+    sensors: bool,
 ) -> (Vec<Row>, usize) {
     let nonempty =
         |name: String| std::fs::metadata(out.join(name)).is_ok_and(|m| m.is_file() && m.len() > 0);
     let finished = |r: &Row| {
         done.get(&r.serial).is_some_and(|m| {
+            if sensors {
+                return nonempty(sensor_key_file(&m.client_id));
+            }
             nonempty(format!("{}.crt", m.client_id))
                 && nonempty(chain_file(&m.client_id))
                 && (!with_keys || nonempty(format!("{}.key", m.client_id)))

@@ -8,6 +8,7 @@ use devid_core::api::{BatchResponse, Registered};
 use super::input::Failure;
 use super::manifest::{chain_file, ManifestRow};
 use super::prepare::Item;
+use super::sensor_key_file;
 use super::{locked, Shared, CHAIN_FILE};
 use crate::cmd::{write_direct, write_public};
 use crate::error::{CliError, Result};
@@ -29,6 +30,9 @@ pub fn store(s: &Shared, items: Vec<Item>, body: BatchResponse) -> Result<()> {
                 *chain_written = true;
             }
         }
+    }
+    if s.sensors {
+        return store_sensors(s, &items, &body);
     }
     let (ready, refused) = match_answers(&items, &body)?;
     write_files(s, &ready)?;
@@ -116,4 +120,64 @@ fn write_files(s: &Shared, ready: &[Ready<'_>]) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// [`store`] for sensors: each sensor's key file (mode 0600, synced), then the manifest lines.
+/// A sensor the server answers without its key (it was registered before and its key was
+/// returned then) is done when an earlier run wrote its key file, and fails otherwise: the
+/// server never shows a sensor's key again.
+fn store_sensors(s: &Shared, items: &[Item], body: &BatchResponse) -> Result<()> {
+    let by_serial: HashMap<&str, &Registered> = body
+        .items
+        .iter()
+        .map(|r| (r.hardware_serial.as_str(), r))
+        .collect();
+    let mut rows = Vec::with_capacity(items.len());
+    let mut refused = Vec::new();
+    let (mut created, mut already) = (0, 0);
+    {
+        let _one_writer = s
+            .file_writer
+            .lock()
+            .map_err(|_| CliError::failed("an earlier write failed"))?;
+        for item in items {
+            let reg = *by_serial.get(item.row.serial.as_str()).ok_or_else(|| {
+                CliError::failed(format!(
+                    "the server's answer lacks hardware_serial {:?}",
+                    item.row.serial
+                ))
+            })?;
+            devid_core::clientid::validate(&reg.client_id).map_err(|e| {
+                CliError::failed(format!("server answered an unusable ClientID: {e}"))
+            })?;
+            if let Some(why) = crate::cmd::not_ready(reg) {
+                refused.push(item.row.failure(why));
+                continue;
+            }
+            let path = s.out.join(sensor_key_file(&reg.client_id));
+            match &reg.sensor_key {
+                Some(key) => {
+                    crate::cmd::write_synced_private(&path, format!("{key}\n").as_bytes())?;
+                    created += 1;
+                }
+                None if std::fs::metadata(&path).is_ok_and(|m| m.len() > 0) => already += 1,
+                None => {
+                    refused.push(item.row.failure(crate::cmd::sensor_key_lost(reg)));
+                    continue;
+                }
+            }
+            rows.push(ManifestRow {
+                hardware_serial: item.row.serial.clone(),
+                model: reg.model.clone().unwrap_or_default(),
+                client_id: reg.client_id.clone(),
+                serial: String::new(),
+                fingerprint_sha256: String::new(),
+                not_after: String::new(),
+                chain_file: String::new(),
+            });
+        }
+    }
+    s.manifest.append(&rows)?;
+    s.progress.registered(created, already);
+    s.fail(refused)
 }

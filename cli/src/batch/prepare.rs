@@ -9,10 +9,10 @@ use super::Shared;
 use crate::error::Result;
 use crate::keys;
 
-/// A row ready to send: its CSR, and its key when the key was made here.
+/// A row ready to send: its CSR (none for a sensor), and its key when the key was made here.
 pub struct Item {
     pub row: Row,
-    pub csr: String,
+    pub csr: Option<String>,
     pub key: Option<String>,
 }
 
@@ -51,7 +51,7 @@ pub fn prepare(s: &Shared, rows: Vec<Row>) -> Result<(Vec<Item>, Vec<Failure>)> 
                     new_keys.push(JournalEntry {
                         hardware_serial: item.row.serial.clone(),
                         key: item.key.clone().unwrap_or_default(),
-                        csr: item.csr.clone(),
+                        csr: item.csr.clone().unwrap_or_default(),
                     });
                 }
                 items.push(item);
@@ -67,9 +67,17 @@ pub fn prepare(s: &Shared, rows: Vec<Row>) -> Result<(Vec<Item>, Vec<Failure>)> 
 fn prepare_one(s: &Shared, r: &Row) -> std::result::Result<(Item, bool), Failure> {
     let item = |csr: String, key: Option<String>| Item {
         row: r.clone(),
-        csr,
+        csr: Some(csr),
         key,
     };
+    if s.sensors {
+        let sensor = Item {
+            row: r.clone(),
+            csr: None,
+            key: None,
+        };
+        return Ok((sensor, false));
+    }
     if s.generate {
         if let Some(e) = s.journal.earlier(&r.serial) {
             return Ok((item(e.csr.clone(), Some(e.key.clone())), false));

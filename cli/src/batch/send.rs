@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use devid_core::api::{BatchRequest, BatchResponse, RegisterRequest};
+use devid_core::api::{BatchRequest, BatchResponse, DeviceKind, RegisterRequest};
 use reqwest::Method;
 
 use super::prepare::Item;
@@ -19,7 +19,7 @@ pub async fn send_items(s: &Arc<Shared>, mut items: Vec<Item>) -> Result<()> {
         let sent = s
             .api
             .request(Method::POST, "/v1/devices/batch")
-            .json(&batch_request(&items))
+            .json(&batch_request(&items, s.sensors))
             .send()
             .await;
         let retry_reason = match sent {
@@ -73,7 +73,7 @@ pub async fn send_items(s: &Arc<Shared>, mut items: Vec<Item>) -> Result<()> {
     Ok(())
 }
 
-fn batch_request(items: &[Item]) -> BatchRequest {
+fn batch_request(items: &[Item], sensors: bool) -> BatchRequest {
     BatchRequest {
         items: items
             .iter()
@@ -82,9 +82,13 @@ fn batch_request(items: &[Item]) -> BatchRequest {
                 model: i.row.model.clone(),
                 client_id: i.row.client_id.clone(),
                 metadata: i.row.metadata.clone(),
-                csr: Some(i.csr.clone()),
+                csr: i.csr.clone(),
                 generate_key: false,
-                kind: Default::default(),
+                kind: if sensors {
+                    DeviceKind::Sensor
+                } else {
+                    DeviceKind::Device
+                },
             })
             .collect(),
     }

@@ -89,6 +89,8 @@ pub fn device_text(d: &Device) -> String {
         ("client_id", d.client_id.clone()),
         ("hardware_serial", d.hardware_serial.clone()),
         ("model", table::opt(&d.model)),
+        ("kind", d.kind.as_str().to_string()),
+        ("gateway", table::opt(&d.gateway)),
         ("status", d.status.as_str().to_string()),
         ("created_at", d.created_at.clone()),
         ("revoked_at", table::opt(&d.revoked_at)),
@@ -157,7 +159,7 @@ async fn list(api: &Api, out: OutputFormat, a: ListArgs) -> Result<ExitCode> {
             status,
             hardware_serial: a.serial.clone(),
             model: a.model.clone(),
-            kind: None,
+            kind: a.kind,
             created_after: created_after.clone(),
             limit: Some(u32::try_from(remaining.clamp(1, 1000)).unwrap_or(1000)),
             cursor: cursor.take(),
@@ -178,6 +180,8 @@ async fn list(api: &Api, out: OutputFormat, a: ListArgs) -> Result<ExitCode> {
                 "client_id",
                 "hardware_serial",
                 "model",
+                "kind",
+                "gateway",
                 "status",
                 "created_at",
                 "last_seen",
@@ -187,6 +191,8 @@ async fn list(api: &Api, out: OutputFormat, a: ListArgs) -> Result<ExitCode> {
                     d.client_id.clone(),
                     d.hardware_serial.clone(),
                     table::opt(&d.model),
+                    d.kind.as_str().to_string(),
+                    table::opt(&d.gateway),
                     d.status.as_str().to_string(),
                     d.created_at.clone(),
                     table::opt(&d.last_seen),
@@ -219,6 +225,9 @@ fn parse_metadata(entries: &[String]) -> Result<Option<serde_json::Value>> {
 }
 
 async fn register(api: &Api, out: OutputFormat, a: RegisterArgs) -> Result<ExitCode> {
+    if a.sensor {
+        return register_sensor(api, out, a).await;
+    }
     let metadata = parse_metadata(&a.metadata)?;
     super::create_dir(&a.out)?;
     // With --generate-key the key and its CSR are kept in a pending file before the CSR is sent,
@@ -331,6 +340,55 @@ async fn register(api: &Api, out: OutputFormat, a: RegisterArgs) -> Result<ExitC
             if !reg.created {
                 eprintln!("already registered with this CSR; wrote the existing certificate");
             }
+            super::emit(format!("{}\n", reg.client_id).as_bytes())?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// `register --sensor`: the sensor's key, returned once, goes to `<ClientID>.sensor.key` (mode
+/// 0600, synced) before the ClientID is printed. A repeated request is answered without the
+/// key: fine when that file is there already (an earlier run wrote it), an error otherwise.
+async fn register_sensor(api: &Api, out: OutputFormat, a: RegisterArgs) -> Result<ExitCode> {
+    let req = RegisterRequest {
+        hardware_serial: a.serial.to_string(),
+        model: a.model.as_ref().map(ModelName::to_string),
+        client_id: a.client_id.as_ref().map(|id| id.to_string()),
+        metadata: parse_metadata(&a.metadata)?,
+        csr: None,
+        generate_key: false,
+        kind: DeviceKind::Sensor,
+    };
+    super::create_dir(&a.out)?;
+    let resp = api
+        .request(Method::POST, "/v1/devices")
+        .json(&req)
+        .send()
+        .await
+        .map_err(|e| api.transport_error(&e))?;
+    if !resp.status().is_success() {
+        return Err(api.error_from_response(resp).await);
+    }
+    let reg: Registered = api.json(resp).await?;
+    devid_core::clientid::validate(&reg.client_id)
+        .map_err(|e| CliError::failed(format!("server answered an unusable ClientID: {e}")))?;
+    if let Some(why) = super::not_ready(&reg) {
+        return Err(CliError::failed(why));
+    }
+    let path = a.out.join(crate::batch::sensor_key_file(&reg.client_id));
+    match &reg.sensor_key {
+        Some(key) => super::write_synced_private(&path, format!("{key}\n").as_bytes())?,
+        None if std::fs::metadata(&path).is_ok_and(|m| m.len() > 0) => {
+            eprintln!(
+                "already registered; its key is in {} (written when it was registered)",
+                path.display()
+            );
+        }
+        None => return Err(CliError::failed(super::sensor_key_lost(&reg))),
+    }
+    match out {
+        OutputFormat::Json => super::print_json(&reg),
+        OutputFormat::Table => {
             super::emit(format!("{}\n", reg.client_id).as_bytes())?;
             Ok(ExitCode::SUCCESS)
         }

@@ -5,6 +5,7 @@ mod crl;
 mod device;
 mod feed;
 pub mod fleet;
+mod gateway;
 mod token;
 
 use std::io::Write as _;
@@ -33,6 +34,7 @@ pub async fn run(command: Command, settings: Settings) -> Result<ExitCode> {
         Command::Audit(a) => audit(&api, out, a).await,
         Command::Broker(c) => fleet::broker(&api, out, c).await,
         Command::Model(c) => fleet::model(&api, out, c).await,
+        Command::Gateway(c) => gateway::run(&api, out, c).await,
         // Handled before the settings are resolved.
         Command::Completions { .. } => Ok(ExitCode::SUCCESS),
     }
@@ -105,6 +107,16 @@ pub fn issued(reg: &Registered) -> Result<Issued<'_>> {
             reg.kind.as_str()
         ))),
     }
+}
+
+/// Why a sensor answered without its key cannot be flashed: its key was returned once, to the
+/// request that registered it.
+pub fn sensor_key_lost(reg: &Registered) -> String {
+    format!(
+        "hardware_serial {:?} is already registered as sensor {} and its key was returned once, \
+         to the request that registered it; the server never shows it again",
+        reg.hardware_serial, reg.client_id
+    )
 }
 
 /// Why a registration answer is not a device ready to ship, if it is not: a repeated request
@@ -203,6 +215,15 @@ pub fn parse_since(s: &str) -> Result<String> {
 /// Writes a file readable by its owner only (private keys), replacing any old one atomically.
 pub fn write_private(path: &Path, contents: &[u8]) -> Result<()> {
     write_with_mode(path, contents, 0o600)
+}
+
+/// Writes a private file (mode 0600) in place and syncs it to disk: a secret that exists
+/// nowhere else (a sensor's key) is on disk before anything records it as written.
+pub fn write_synced_private(path: &Path, contents: &[u8]) -> Result<()> {
+    write_direct(path, contents, true)?;
+    std::fs::File::open(path)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| io_err(format!("cannot sync {}", path.display()), e))
 }
 
 /// Writes a file atomically (temporary name, then rename) with the given mode.

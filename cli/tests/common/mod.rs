@@ -87,15 +87,69 @@ pub fn run_in(cwd: &Path, envs: &[(&str, &str)], args: &[&str]) -> Run {
     Run::from(c.output().expect("run devid"))
 }
 
+/// Makes a new database on the PostgreSQL server of `admin_url` (with psql, the client the
+/// PostgreSQL installation brings) and returns its URL.
+pub fn fresh_pg_database(admin_url: &str) -> String {
+    let name = format!(
+        "devid_test_cli{}_{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_nanos()
+    );
+    let out = Command::new("psql")
+        .arg(admin_url)
+        .arg("-c")
+        .arg(format!("CREATE DATABASE {name}"))
+        .output()
+        .expect("run psql");
+    assert!(
+        out.status.success(),
+        "psql: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let base = admin_url
+        .rsplit_once('/')
+        .map_or(admin_url, |(base, _)| base);
+    format!("{base}/{name}")
+}
+
 pub struct Server {
     pub dir: tempfile::TempDir,
     pub url: String,
     pub port: u16,
     child: Option<Child>,
+    /// A fresh PostgreSQL database, or None for SQLite in the data directory.
+    pub database_url: Option<String>,
 }
 
 impl Server {
     pub fn start() -> Server {
+        Server::start_on(None)
+    }
+
+    /// A server on SQLite, and one on a fresh PostgreSQL database when DEVID_TEST_POSTGRES_URL
+    /// is set (required under `CI=true` or `DEVID_TEST_REQUIRE_POSTGRES=1`, so that a missing
+    /// PostgreSQL fails the run instead of passing as skipped).
+    pub fn each_backend() -> Vec<Server> {
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let mut v = vec![Server::start()];
+        match var("DEVID_TEST_POSTGRES_URL") {
+            Some(admin) => v.push(Server::start_on(Some(fresh_pg_database(&admin)))),
+            None => {
+                let ci = var("CI").is_some_and(|v| v.eq_ignore_ascii_case("true") || v == "1");
+                let required = var("DEVID_TEST_REQUIRE_POSTGRES").is_some_and(|v| v != "0");
+                assert!(
+                    !(ci || required),
+                    "DEVID_TEST_POSTGRES_URL is not set and this run requires PostgreSQL"
+                );
+            }
+        }
+        v
+    }
+
+    fn start_on(database_url: Option<String>) -> Server {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
         let mut s = Server {
@@ -103,9 +157,19 @@ impl Server {
             port,
             dir,
             child: None,
+            database_url,
         };
         s.spawn();
         s
+    }
+
+    /// `sqlite` or `postgres`, for messages.
+    pub fn backend(&self) -> &'static str {
+        if self.database_url.is_some() {
+            "postgres"
+        } else {
+            "sqlite"
+        }
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -129,7 +193,11 @@ impl Server {
             .append(true)
             .open(self.dir.path().join("server.log"))
             .expect("log");
-        let child = Command::new(server_bin())
+        let mut cmd = Command::new(server_bin());
+        if let Some(url) = &self.database_url {
+            cmd.arg("--database-url").arg(url);
+        }
+        let child = cmd
             .arg("--listen")
             .arg(format!("127.0.0.1:{}", self.port))
             .arg("--data-dir")

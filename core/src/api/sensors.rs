@@ -72,6 +72,15 @@ pub struct AttachedSensor {
     #[serde(default)]
     #[cfg_attr(feature = "openapi", schema(format = DateTime))]
     pub last_seen: Option<String>,
+    /// Readings brokers accepted, in all.
+    #[serde(default)]
+    pub accepted: u64,
+    /// Readings brokers refused, by refusal reason, in all.
+    #[serde(default)]
+    pub refused: BTreeMap<String, u64>,
+    /// The highest seq any broker reported accepting (0: none).
+    #[serde(default)]
+    pub seq_floor: u64,
 }
 
 /// `GET /v1/devices/{gateway}/sensors/keys` (broker): what a broker needs to verify the

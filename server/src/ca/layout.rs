@@ -255,7 +255,7 @@ fn random_tag(rng: &dyn SecureRandom) -> Result<String, CaError> {
     Ok(hex::encode(tag))
 }
 
-fn write_private(path: &Path, data: &[u8]) -> Result<(), CaError> {
+pub(super) fn write_private(path: &Path, data: &[u8]) -> Result<(), CaError> {
     let mut f = fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -268,7 +268,7 @@ fn write_private(path: &Path, data: &[u8]) -> Result<(), CaError> {
     f.sync_all().map_err(io_err(path))
 }
 
-fn sync_dir(dir: &Path) -> Result<(), CaError> {
+pub(super) fn sync_dir(dir: &Path) -> Result<(), CaError> {
     fs::File::open(dir)
         .and_then(|f| f.sync_all())
         .map_err(io_err(dir))

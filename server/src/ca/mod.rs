@@ -12,6 +12,7 @@
 //! - `keys` and [`keystore`]: key files at rest, optionally encrypted with a passphrase;
 //!   `passphrase` re-encrypts them.
 //! - `token` and `token_key`: keys in a PKCS#11 token instead ([`CaKeys::Token`]).
+//! - [`sensor_kek`]: the key that seals sensors' keys in the database, kept beside the CA keys.
 //! - `issue`: device and broker certificates; `crl`: the CRL.
 
 use std::fmt;
@@ -26,6 +27,7 @@ pub mod keystore;
 mod layout;
 mod passphrase;
 mod rules;
+pub mod sensor_kek;
 mod signer;
 mod token;
 mod token_key;
@@ -34,6 +36,7 @@ pub use crl::CrlEntry;
 pub use error::CaError;
 pub use issue::IssuedCert;
 pub use layout::{CaKeys, CA_DIR};
+pub use sensor_kek::SensorKek;
 pub use token::TokenConfig;
 
 use layout::{pem_cert, pem_chain};

@@ -12,7 +12,8 @@ use super::layout::{
 use super::Ca;
 
 impl Ca {
-    /// Re-encrypts the CA's private keys (issuing, and root when present) under `new`
+    /// Re-encrypts the CA's private keys (issuing, and root when present) and the sensor KEK
+    /// under `new`
     /// (`None`: store them unencrypted), after decrypting them with `old`. Every key is decoded
     /// and re-encoded before any file is replaced; each file is then replaced atomically
     /// (a private temporary file, fsynced, renamed over it). A key that already opens with
@@ -54,6 +55,8 @@ impl Ca {
             let text = encode_key_file(&pkcs8_der, new, &rng, &path)?;
             plan.push((path, text));
         }
+        // The sensor key-encryption key is kept like the CA keys.
+        plan.extend(super::sensor_kek::reencode(&ca_dir, old, new, &rng)?);
         for (path, text) in &plan {
             replace_private(path, text.as_bytes(), &rng)?;
         }

@@ -110,6 +110,7 @@ impl From<StoreError> for DomainError {
         match e {
             StoreError::NotFound => DomainError::NotFound("no such item".to_string()),
             StoreError::InvalidTransition(msg) => DomainError::InvalidTransition(msg),
+            StoreError::Refused(e) => *e,
             StoreError::BatchConflict { index, conflict } => {
                 super::registration::refusal(&conflict).at_index(index)
             }

@@ -432,7 +432,7 @@ mod tests {
     /// none otherwise.
     #[tokio::test]
     async fn the_store_applies_every_plan() {
-        use crate::store::{NewCert, NewDevice, RegMode, Store};
+        use crate::store::{Credential, NewCert, NewDevice, RegMode, Store};
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::connect_sqlite(&dir.path().join("t.db"), false)
             .await
@@ -472,7 +472,7 @@ mod tests {
                     model: None,
                     metadata: None,
                     created_at: 0,
-                    cert: NewCert {
+                    credential: Credential::Certificate(NewCert {
                         serial: serial.clone(),
                         fingerprint: serial.clone(),
                         der: vec![n],
@@ -481,7 +481,7 @@ mod tests {
                         csr_sha256: Some(serial.clone()),
                         spki_sha256: devid_core::csr::spki_sha256(&[n]),
                         profile: "idevid".into(),
-                    },
+                    }),
                 };
                 store
                     .register(&[device], RegMode::AllOrNothing, &actor, 0)

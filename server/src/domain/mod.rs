@@ -8,6 +8,8 @@
 //! - [`models`], [`tokens`], [`brokers`]: per-model settings, API tokens, broker enrolment.
 //! - [`registration`]: the checks of an item and a batch, whether an item is new, a replay or a
 //!   conflict given what is stored (`classify`, asked by the store), what a refusal means.
+//! - [`sensors`]: sensors behind gateways: attachment rules, the keys brokers get, what
+//!   brokers report of readings.
 //! - [`authz`]: decisions beyond "this role may call this route" (factory tokens limited to
 //!   models).
 //! - [`audit`]: one helper for "do it, and record a failure in the audit log" (successes are
@@ -25,6 +27,7 @@ pub mod lifecycle;
 pub mod models;
 pub mod policy;
 pub mod registration;
+pub mod sensors;
 pub mod tokens;
 
 use std::sync::Arc;

@@ -28,16 +28,10 @@ pub async fn effective_policy(
         Some(m) => store.get_model(m).await?,
         None => None,
     };
-    let parse = |json: &str| -> Result<TopicPolicy, DomainError> {
-        serde_json::from_str(json).map_err(DomainError::internal)
-    };
-    let topics = match (
-        &own.topic_policy,
-        model.as_ref().and_then(|m| m.topic_policy.as_ref()),
-    ) {
-        (Some(t), _) | (None, Some(t)) => parse(t)?,
-        (None, None) => TopicPolicy::default(),
-    };
+    let topics = topics_of(
+        own.topic_policy.as_deref(),
+        model.as_ref().and_then(|m| m.topic_policy.as_deref()),
+    )?;
     let message_auth = match own
         .message_auth
         .or_else(|| model.and_then(|m| m.message_auth))
@@ -50,6 +44,15 @@ pub async fn effective_policy(
         allowed_cidrs: own.allowed_cidrs.unwrap_or_default(),
         message_auth,
     })
+}
+
+/// The topic policy that applies given a device's own stored policy and its model's (stored
+/// JSON): its own, else its model's, else [`TopicPolicy::default`].
+pub fn topics_of(own: Option<&str>, model: Option<&str>) -> Result<TopicPolicy, DomainError> {
+    match own.or(model) {
+        Some(json) => serde_json::from_str(json).map_err(DomainError::internal),
+        None => Ok(TopicPolicy::default()),
+    }
 }
 
 /// Replaces a device's allow-list (empty: anywhere) and tells brokers. Only the allow-list

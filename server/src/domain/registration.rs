@@ -5,7 +5,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use devid_core::api::RegisterRequest;
+use devid_core::api::{DeviceKind, RegisterRequest};
 use devid_core::{clientid, HardwareSerial, ModelName};
 use ring::rand::SecureRandom;
 
@@ -25,12 +25,25 @@ pub struct Checked {
     /// True when the ClientID was made here (a collision may be retried with a fresh one).
     pub client_id_generated: bool,
     pub metadata: Option<String>,
-    pub csr: Option<String>,
+    /// What the device is registered with.
+    pub with: Credentials,
+}
+
+/// How an item's credential is made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credentials {
+    /// A device whose key pair was made elsewhere: its CSR (PEM), to check and sign.
+    Csr(String),
+    /// A device whose key pair the service makes (returned once).
+    GenerateKey,
+    /// A sensor: the service makes its key K (returned once), no certificate.
+    SensorKey,
 }
 
 /// The cheap, synchronous checks of one item, before its CSR is read: the hardware serial, the
-/// model (and whether the caller may register it), metadata, csr or generate_key, the ClientID
-/// given or one made with the model's prefix (from `prefixes`, else none).
+/// model (and whether the caller may register it), metadata, csr or generate_key for a device
+/// and neither for a sensor, the ClientID given or one made with the model's prefix (from
+/// `prefixes`, else none).
 pub fn check(
     caller: &Caller,
     req: RegisterRequest,
@@ -63,19 +76,27 @@ pub fn check(
             ))
         }
     };
-    match (&req.csr, req.generate_key) {
-        (Some(_), true) => {
+    let with = match (req.kind, req.csr, req.generate_key) {
+        (DeviceKind::Sensor, None, false) => Credentials::SensorKey,
+        (DeviceKind::Sensor, _, _) => {
+            return Err(DomainError::invalid(
+                "a sensor has no certificate: give neither csr nor generate_key (its key is \
+                 made by the service and returned once as sensor_key)",
+            ))
+        }
+        (DeviceKind::Device, Some(_), true) => {
             return Err(DomainError::invalid(
                 "give either csr or generate_key, not both",
             ))
         }
-        (None, false) => {
+        (DeviceKind::Device, None, false) => {
             return Err(DomainError::invalid(
                 "give a csr (PEM) or \"generate_key\": true",
             ))
         }
-        _ => {}
-    }
+        (DeviceKind::Device, Some(csr), false) => Credentials::Csr(csr),
+        (DeviceKind::Device, None, true) => Credentials::GenerateKey,
+    };
     let (client_id, generated) = match req.client_id {
         Some(id) => {
             clientid::validate(&id)
@@ -102,7 +123,7 @@ pub fn check(
         client_id,
         client_id_generated: generated,
         metadata,
-        csr: req.csr,
+        with,
     })
 }
 
@@ -145,7 +166,8 @@ pub fn check_batch(
 pub fn distinct_keys(devices: &[NewDevice]) -> Result<(), DomainError> {
     let mut spkis = HashMap::with_capacity(devices.len());
     for (index, d) in devices.iter().enumerate() {
-        if let Some(first) = spkis.insert(d.cert.spki_sha256, index) {
+        let Some(cert) = d.cert() else { continue };
+        if let Some(first) = spkis.insert(cert.spki_sha256, index) {
             return Err(DomainError::invalid_field(
                 "csr",
                 format!(
@@ -171,9 +193,13 @@ pub fn refusal(c: &RegConflict) -> DomainError {
                 "hardware_serial is already registered to device {holder}; a generate_key \
                  request makes a new key, so it never repeats a registration"
             ),
+            "kind" => format!(
+                "hardware_serial is already registered to {holder}, which is of the other kind \
+                 (a device with a certificate, or a sensor)"
+            ),
             field => format!(
-                "hardware_serial is already registered to device {holder} with this CSR but \
-                 another {field}; repeating a registration means repeating the whole request"
+                "hardware_serial is already registered to device {holder} with another \
+                 {field}; repeating a registration means repeating the whole request"
             ),
         }),
         RegConflict::ClientIdTaken => DomainError::conflict("client_id belongs to another device"),
@@ -213,6 +239,7 @@ pub struct KnownSerial {
     pub client_id: String,
     pub model: Option<String>,
     pub metadata: Option<String>,
+    pub kind: DeviceKind,
     /// csr_sha256 of the device's current certificate.
     pub csr_sha256: Option<String>,
 }
@@ -225,32 +252,44 @@ pub struct KnownKey {
     pub compromised: bool,
 }
 
-/// Why `item` is not a replay of the registration of a device with this CSR, ClientID, model
-/// and metadata: the first field that differs, or None for a replay. A generated key is never
-/// a replay (the key was returned once); a ClientID or metadata the item does not give is not
-/// compared; metadata is compared as JSON values.
-fn replay_differs(
-    item: &NewDevice,
-    csr_sha256: Option<&str>,
-    client_id: &str,
-    model: Option<&str>,
-    metadata: Option<&str>,
-) -> Option<&'static str> {
-    let Some(csr) = item.cert.csr_sha256.as_deref() else {
-        return Some("generate_key");
-    };
-    if csr_sha256 != Some(csr) {
-        return Some("csr");
+/// What a registration stored, to compare a repeated request with.
+struct Stored<'a> {
+    kind: DeviceKind,
+    csr_sha256: Option<&'a str>,
+    client_id: &'a str,
+    model: Option<&'a str>,
+    metadata: Option<&'a str>,
+}
+
+/// Why `item` is not a replay of the registration that stored `stored`: the first field that
+/// differs, or None for a replay. A device with a generated key is never a replay (the key was
+/// returned once); a sensor is a replay when kind, model, ClientID and metadata match (its key
+/// was returned once too: the replay's answer carries none); a ClientID or metadata the item
+/// does not give is not compared; metadata is compared as JSON values.
+fn replay_differs(item: &NewDevice, stored: Stored<'_>) -> Option<&'static str> {
+    if item.kind() != stored.kind {
+        return Some("kind");
     }
-    if item.model.as_deref() != model {
+    if let Some(cert) = item.cert() {
+        let Some(csr) = cert.csr_sha256.as_deref() else {
+            return Some("generate_key");
+        };
+        if stored.csr_sha256 != Some(csr) {
+            return Some("csr");
+        }
+    }
+    if item.model.as_deref() != stored.model {
         return Some("model");
     }
-    if !item.client_id_generated && item.client_id != client_id {
+    if !item.client_id_generated && item.client_id != stored.client_id {
         return Some("client_id");
     }
     if let Some(given) = item.metadata.as_deref() {
         let parse = |s: &str| serde_json::from_str::<serde_json::Value>(s).ok();
-        if metadata.is_none_or(|stored| parse(stored) != parse(given)) {
+        if stored
+            .metadata
+            .is_none_or(|stored| parse(stored) != parse(given))
+        {
             return Some("metadata");
         }
     }
@@ -272,14 +311,17 @@ pub fn classify(
     let mut new_keys: HashMap<[u8; 32], usize> = HashMap::new();
     let mut new_client_ids: HashSet<&str> = HashSet::new();
     for (index, item) in items.iter().enumerate() {
+        // A sensor has no key pair to bind.
+        let spki = item.cert().map(|c| c.spki_sha256);
         let plan = if let Some(known) = serials.get(&item.hardware_serial) {
-            match replay_differs(
-                item,
-                known.csr_sha256.as_deref(),
-                &known.client_id,
-                known.model.as_deref(),
-                known.metadata.as_deref(),
-            ) {
+            let stored = Stored {
+                kind: known.kind,
+                csr_sha256: known.csr_sha256.as_deref(),
+                client_id: &known.client_id,
+                model: known.model.as_deref(),
+                metadata: known.metadata.as_deref(),
+            };
+            match replay_differs(item, stored) {
                 None => Plan::Existing(ExistingRef::Stored(known.device_id)),
                 Some(differs) => Plan::Conflict(RegConflict::SerialTaken {
                     holder: known.client_id.clone(),
@@ -288,13 +330,14 @@ pub fn classify(
             }
         } else if let Some(&first) = new_serials.get(item.hardware_serial.as_str()) {
             let f = &items[first];
-            match replay_differs(
-                item,
-                f.cert.csr_sha256.as_deref(),
-                &f.client_id,
-                f.model.as_deref(),
-                f.metadata.as_deref(),
-            ) {
+            let stored = Stored {
+                kind: f.kind(),
+                csr_sha256: f.cert().and_then(|c| c.csr_sha256.as_deref()),
+                client_id: &f.client_id,
+                model: f.model.as_deref(),
+                metadata: f.metadata.as_deref(),
+            };
+            match replay_differs(item, stored) {
                 None => Plan::Existing(ExistingRef::InBatch(first)),
                 Some(differs) => Plan::Conflict(RegConflict::SerialTaken {
                     holder: f.client_id.clone(),
@@ -305,7 +348,7 @@ pub fn classify(
             || new_client_ids.contains(item.client_id.as_str())
         {
             Plan::Conflict(RegConflict::ClientIdTaken)
-        } else if let Some(known) = keys.get(&item.cert.spki_sha256) {
+        } else if let Some(known) = spki.and_then(|k| keys.get(&k)) {
             Plan::Conflict(if known.compromised {
                 RegConflict::KeyCompromised
             } else {
@@ -313,13 +356,15 @@ pub fn classify(
                     holder: known.holder.clone(),
                 }
             })
-        } else if let Some(&first) = new_keys.get(&item.cert.spki_sha256) {
+        } else if let Some(&first) = spki.and_then(|k| new_keys.get(&k)) {
             Plan::Conflict(RegConflict::KeyTaken {
                 holder: items[first].client_id.clone(),
             })
         } else {
             new_serials.insert(&item.hardware_serial, index);
-            new_keys.insert(item.cert.spki_sha256, index);
+            if let Some(k) = spki {
+                new_keys.insert(k, index);
+            }
             new_client_ids.insert(&item.client_id);
             Plan::Create
         };
@@ -334,7 +379,7 @@ pub fn classify(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::NewCert;
+    use crate::store::{Credential, NewCert};
     use devid_core::api::Role;
 
     fn caller(models: Option<Vec<String>>) -> Caller {
@@ -419,7 +464,7 @@ mod tests {
             model: None,
             metadata: None,
             created_at: 0,
-            cert: NewCert {
+            credential: Credential::Certificate(NewCert {
                 serial: format!("s-{serial}-{cid}"),
                 fingerprint: format!("f-{serial}-{cid}"),
                 der: vec![],
@@ -428,7 +473,95 @@ mod tests {
                 csr_sha256: csr.map(str::to_string),
                 spki_sha256: devid_core::csr::spki_sha256(key.as_bytes()),
                 profile: "idevid".into(),
+            }),
+        }
+    }
+
+    fn sensor(serial: &str, cid: &str) -> NewDevice {
+        NewDevice {
+            client_id: cid.into(),
+            client_id_generated: false,
+            hardware_serial: serial.into(),
+            model: None,
+            metadata: None,
+            created_at: 0,
+            credential: Credential::SensorKey {
+                sealed: vec![1, 2, 3],
             },
+        }
+    }
+
+    #[test]
+    fn a_sensor_replays_by_kind_model_client_id_and_metadata_and_never_binds_a_key() {
+        let mut stored = HashMap::new();
+        for (serial, cid, kind) in [
+            ("SS1", "CS1", DeviceKind::Sensor),
+            ("SD1", "CD1", DeviceKind::Device),
+        ] {
+            stored.insert(
+                serial.to_string(),
+                KnownSerial {
+                    device_id: 1,
+                    client_id: cid.into(),
+                    model: None,
+                    metadata: None,
+                    kind,
+                    csr_sha256: None,
+                },
+            );
+        }
+        let client_ids: HashSet<String> = ["CS1".to_string(), "CD1".to_string()].into();
+        let mut other_model = sensor("SS1", "CS1");
+        other_model.model = Some("m".into());
+        let items = vec![
+            sensor("SS1", "CS1"),          // 0: replay of a stored sensor
+            sensor("SD1", "CD1"),          // 1: the serial is a device's
+            item("SS1", "CS1", Some("a")), // 2: a device on a sensor's serial
+            other_model,                   // 3: another model
+            sensor("SS2", "CS2"),          // 4: created
+            sensor("SS3", "CS3"),          // 5: created (no key to collide with item 4's)
+            sensor("SS2", "CS2"),          // 6: replay of item 4
+        ];
+        let plans = classify(
+            &items,
+            &stored,
+            &client_ids,
+            &HashMap::new(),
+            RegMode::Independent,
+        )
+        .expect("independent");
+        assert_eq!(
+            plans,
+            vec![
+                Plan::Existing(ExistingRef::Stored(1)),
+                taken("CD1", "kind"),
+                taken("CS1", "kind"),
+                taken("CS1", "model"),
+                Plan::Create,
+                Plan::Create,
+                Plan::Existing(ExistingRef::InBatch(4)),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_sensor_takes_neither_csr_nor_generate_key() {
+        let rng = ring::rand::SystemRandom::new();
+        let none = HashMap::new();
+        let mut ok = req("SN-1", None);
+        ok.generate_key = false;
+        ok.kind = DeviceKind::Sensor;
+        let c = check(&caller(None), ok.clone(), &none, &rng).expect("a sensor");
+        assert_eq!(c.with, Credentials::SensorKey);
+        let mut with_key = ok.clone();
+        with_key.generate_key = true;
+        let mut with_csr = ok;
+        with_csr.csr = Some("x".into());
+        for bad in [with_key, with_csr] {
+            assert!(matches!(
+                check(&caller(None), bad, &none, &rng),
+                Err(DomainError::Invalid { .. })
+            ));
         }
     }
 
@@ -453,6 +586,7 @@ mod tests {
                 client_id: "C7".into(),
                 model: None,
                 metadata: Some(r#"{"a":1,"b":2}"#.into()),
+                kind: DeviceKind::Device,
                 csr_sha256: Some("a".into()),
             },
         );

@@ -53,9 +53,14 @@ async fn enroll_broker(
     Ok((StatusCode::CREATED, Json(cert)))
 }
 
-/// Report connection events, at most 1,000 a call.
+/// Report connection events, at most 1,000 a call, and what the broker saw of sensors'
+/// readings since its previous call.
 ///
-/// Kept as each device's last_seen and last_address, and as counts of refusals by kind.
+/// Connection events are kept as each device's last_seen and last_address, and as counts of
+/// refusals by kind. Per sensor, the service keeps the highest seq reported (the `seq_floor`
+/// brokers get with its keys), counts of accepted and refused readings (by reason), and as its
+/// last_seen its newest accepted reading. Reports for ClientIDs that are not sensors are
+/// ignored.
 #[utoipa::path(
     post,
     path = "/v1/events",
@@ -68,6 +73,7 @@ async fn report_events(
     ApiJson(batch): ApiJson<EventBatch>,
 ) -> Result<StatusCode, ApiError> {
     guard.check()?;
+    let readings = crate::domain::sensors::fold_reports(&batch.sensors)?;
     if batch.events.len() > MAX_EVENTS {
         return Err(ApiError::PayloadTooLarge(format!(
             "at most {MAX_EVENTS} events per call"
@@ -94,6 +100,10 @@ async fn report_events(
         });
     }
     state.store.record_events(&rows).await?;
+    state
+        .store
+        .record_sensor_readings(&readings, timefmt::now())
+        .await?;
     for refusal in &failures {
         state.metrics.auth_failure(refusal.as_deref());
     }

@@ -33,13 +33,17 @@ pub fn router() -> Routes {
         .add(FOLLOWERS, routes!(device_status))
         .merge(super::lifecycle::router())
         .merge(super::device_settings::router())
+        .merge(super::sensors::router())
 }
 
 /// Register one device.
 ///
-/// With a CSR, or with `generate_key` (the private key is then in the first answer only).
-/// Idempotent per hardware serial and CSR: the same request again answers 200 with the stored
-/// device. A factory token limited to some models may register only those.
+/// With a CSR, or with `generate_key` (the private key is then in the first answer only). A
+/// sensor (`"kind": "sensor"`) takes neither: the service makes its key and returns it once as
+/// `sensor_key`, with no certificate. Idempotent per hardware serial and CSR (a sensor: per
+/// hardware serial, kind, model, ClientID and metadata): the same request again answers 200
+/// with the stored device, without any key. A factory token limited to some models may
+/// register only those.
 #[utoipa::path(
     post,
     path = "/v1/devices",
@@ -166,6 +170,7 @@ async fn list_devices(
             .map(|d| d.device)
             .filter(|d| {
                 q.status.is_none_or(|s| s == d.status)
+                    && q.kind.is_none_or(|k| k == d.kind)
                     && q.model.as_ref().is_none_or(|m| d.model.as_ref() == Some(m))
                     && created_after.is_none_or(|t| d.created_at > t)
                     && after_id.is_none_or(|a| d.id > a)
@@ -177,6 +182,7 @@ async fn list_devices(
                 .store
                 .list_devices(&DeviceFilter {
                     status: q.status,
+                    kind: q.kind,
                     model: q.model,
                     created_after,
                     after_id,
@@ -277,8 +283,8 @@ fn summary(d: &DeviceRow) -> DeviceSummary {
         client_id: d.client_id.clone(),
         hardware_serial: d.hardware_serial.clone(),
         model: d.model.clone(),
-        kind: Default::default(),
-        gateway: None,
+        kind: d.kind,
+        gateway: d.gateway.clone(),
         status: d.status,
         created_at: rfc3339(d.created_at),
         last_seen: rfc3339_opt(d.last_seen),
@@ -306,8 +312,8 @@ pub fn device_json(d: &DeviceWithCerts) -> Device {
         client_id: r.client_id.clone(),
         hardware_serial: r.hardware_serial.clone(),
         model: r.model.clone(),
-        kind: Default::default(),
-        gateway: None,
+        kind: r.kind,
+        gateway: r.gateway.clone(),
         status: r.status,
         metadata: r
             .metadata

@@ -14,6 +14,7 @@ pub mod devices;
 pub mod lifecycle;
 pub mod ops;
 pub mod revocations;
+pub mod sensors;
 pub mod tokens;
 
 use axum::extract::FromRequestParts;
@@ -52,6 +53,8 @@ pub const REGISTRARS: Access = Access::Roles(&[Role::Admin, Role::Factory]);
 /// Brokers read device status, certificates, model settings and the feed.
 pub const FOLLOWERS: Access = Access::Roles(&[Role::Admin, Role::Auditor, Role::Broker]);
 pub const REPORTERS: Access = Access::Roles(&[Role::Admin, Role::Broker]);
+/// Brokers alone: sensors' derived keys.
+pub const BROKERS: Access = Access::Roles(&[Role::Broker]);
 
 /// The route table: what the server serves and the OpenAPI document describes.
 pub struct Routes(OpenApiRouter<AppState>);

@@ -4,7 +4,7 @@
 use sqlx::FromRow;
 
 use super::sql::{Arg, Conn, KeyColumn, Maybe, Stmt, Tx};
-use super::types::CERT_COLUMNS;
+use super::types::{CERT_COLUMNS, GATEWAY_COLUMN};
 use super::{clamp_limit, CertRow, DeviceFilter, DeviceRow, DeviceWithCerts, Store, StoreError};
 
 /// A row of a device LEFT JOIN its certificates: the device, and one certificate or none.
@@ -20,7 +20,7 @@ impl Joined {
     /// The statement's start; the caller adds `WHERE` (on `d`) and `ORDER BY d.id, c.id DESC`.
     pub fn select() -> String {
         format!(
-            "SELECT d.*, {CERT_COLUMNS} FROM devices d \
+            "SELECT d.*, {GATEWAY_COLUMN}, {CERT_COLUMNS} FROM devices d \
              LEFT JOIN certificates c ON c.device_id = d.id"
         )
     }
@@ -153,19 +153,24 @@ impl Store {
     /// Devices with id > `after_id`, ordered by id, at most `limit` (0 means 100; capped at
     /// 10,000). `created_after` is exclusive.
     pub async fn list_devices(&self, f: &DeviceFilter) -> Result<Vec<DeviceRow>, StoreError> {
-        let mut q =
-            Stmt::new("SELECT * FROM devices WHERE id > ").push_bind(f.after_id.unwrap_or(0));
+        let mut q = Stmt::new(format!(
+            "SELECT d.*, {GATEWAY_COLUMN} FROM devices d WHERE d.id > "
+        ))
+        .push_bind(f.after_id.unwrap_or(0));
         if let Some(s) = f.status {
-            q = q.push(" AND status = ").push_bind(s.as_str());
+            q = q.push(" AND d.status = ").push_bind(s.as_str());
+        }
+        if let Some(k) = f.kind {
+            q = q.push(" AND d.kind = ").push_bind(k.as_str());
         }
         if let Some(m) = &f.model {
-            q = q.push(" AND model = ").push_bind(m.as_str());
+            q = q.push(" AND d.model = ").push_bind(m.as_str());
         }
         if let Some(t) = f.created_after {
-            q = q.push(" AND created_at > ").push_bind(t);
+            q = q.push(" AND d.created_at > ").push_bind(t);
         }
         let rows = q
-            .push(" ORDER BY id LIMIT ")
+            .push(" ORDER BY d.id LIMIT ")
             .push_bind(clamp_limit(f.limit))
             .fetch_all(&mut self.pools.read().await?)
             .await?;

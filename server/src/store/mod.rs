@@ -13,6 +13,8 @@
 //!   and transactions of either backend, and the `Dialect` value (placeholders, row locks,
 //!   bind limits); advisory locks and NOTIFY, which only PostgreSQL needs.
 //! - `registration`: new devices (the one write path per backend), the replay/conflict path.
+//! - `sensors`: sensors' keys, their gateways, the KEK's check value and what brokers report
+//!   of their readings.
 //! - `devices`: device and certificate queries; `lifecycle`: the one executor of
 //!   `domain::lifecycle` plans; `feed`: the revocation feed and the CRL; `tokens`: tokens and
 //!   audit; `settings`: connection events, per-device policy, models.
@@ -32,6 +34,7 @@ mod feed;
 mod lifecycle;
 mod postgres;
 mod registration;
+mod sensors;
 mod settings;
 mod sql;
 mod sqlite;
@@ -55,6 +58,12 @@ pub enum StoreError {
     /// An AllOrNothing registration failed at item `index`.
     #[error("item {index}: {conflict:?}")]
     BatchConflict { index: usize, conflict: RegConflict },
+    /// A rule of the domain refused the change (asked inside the transaction); nothing changed.
+    #[error("{0}")]
+    Refused(Box<crate::domain::DomainError>),
+    /// The sensor KEK's check value differs from the one the database recorded.
+    #[error("the sensor key-encryption key differs from the one the database recorded")]
+    KekMismatch,
     /// A state change that is not allowed (e.g. resuming a revoked device); message is public.
     #[error("{0}")]
     InvalidTransition(String),

@@ -117,7 +117,7 @@ pub(super) async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
 }
 
 /// The registration statement: data-modifying CTEs insert the devices, their certificates
-/// (joined on the returned ids), the key bindings and the audit rows from the arrays of
+/// (joined on the returned ids), the key bindings, sensors' sealed keys and the audit rows from the arrays of
 /// [`NEW_DEVICE`]'s columns.
 static INSERT_NEW: LazyLock<String> = LazyLock::new(|| {
     let (mut params, mut names) = (Vec::new(), Vec::new());
@@ -136,9 +136,9 @@ static INSERT_NEW: LazyLock<String> = LazyLock::new(|| {
            SELECT * FROM UNNEST({}) AS t({}) \
          ), dev AS ( \
            INSERT INTO devices (client_id, hardware_serial, client_id_generated, model, \
-             metadata, current_serial, created_at) \
+             metadata, current_serial, created_at, kind) \
            SELECT client_id, hardware_serial, client_id_generated, model, metadata, serial, \
-             created_at FROM input \
+             created_at, kind FROM input \
            RETURNING id, hardware_serial \
          ), cert AS ( \
            INSERT INTO certificates (serial, device_id, fingerprint, der, not_before, \
@@ -146,10 +146,17 @@ static INSERT_NEW: LazyLock<String> = LazyLock::new(|| {
            SELECT i.serial, dev.id, i.fingerprint, i.der, i.not_before, i.not_after, \
              i.profile, i.csr_sha256, i.spki_sha256, i.created_at \
            FROM input i JOIN dev ON dev.hardware_serial = i.hardware_serial \
+           WHERE i.serial IS NOT NULL \
          ), keys AS ( \
            INSERT INTO device_keys (spki_sha256, device_id) \
            SELECT i.spki_sha256, dev.id \
            FROM input i JOIN dev ON dev.hardware_serial = i.hardware_serial \
+           WHERE i.spki_sha256 IS NOT NULL \
+         ), sensor AS ( \
+           INSERT INTO sensors (device_id, sealed_key) \
+           SELECT dev.id, i.sealed_key \
+           FROM input i JOIN dev ON dev.hardware_serial = i.hardware_serial \
+           WHERE i.sealed_key IS NOT NULL \
          ) \
          INSERT INTO audit (at, actor_id, actor_name, action, target, outcome) \
          SELECT at, actor_id, actor_name, 'device.register', client_id, 'ok' FROM input",
@@ -187,7 +194,7 @@ pub(super) async fn lookup_keys(
 ) -> Result<Vec<KnownKeyRow>, sqlx::Error> {
     let hashes: Vec<&[u8]> = items
         .iter()
-        .map(|i| i.cert.spki_sha256.as_slice())
+        .filter_map(|i| i.cert().map(|c| c.spki_sha256.as_slice()))
         .collect();
     sqlx::query_as(
         "SELECT k.spki_sha256, k.compromised_at, d.client_id \
@@ -210,7 +217,7 @@ pub(super) async fn lookup_serials(
         // Two index lookups driven by the arrays: a plan that does not depend on the table's
         // statistics (`= ANY($1) OR = ANY($2)` became a sequential scan testing every row
         // against the whole array once the cached plan thought the table was small).
-        "SELECT d.id, d.hardware_serial, d.client_id, d.model, d.metadata, c.csr_sha256 \
+        "SELECT d.id, d.hardware_serial, d.client_id, d.model, d.metadata, d.kind, c.csr_sha256 \
          FROM devices d \
          LEFT JOIN certificates c ON c.serial = d.current_serial \
          WHERE d.id IN ( \

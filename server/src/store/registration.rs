@@ -28,28 +28,29 @@ pub(super) struct NewRow<'a> {
     pub at: i64,
 }
 
-/// How one input column of the registration statement is read from a [`NewRow`].
+/// How one input column of the registration statement is read from a [`NewRow`]. A device's
+/// certificate columns are NULL for a sensor, and a sensor's key column NULL for a device.
 #[derive(Clone, Copy)]
 pub(super) enum Get {
     Text(for<'a> fn(&NewRow<'a>) -> Option<&'a str>),
-    Int(for<'a> fn(&NewRow<'a>) -> i64),
+    Int(for<'a> fn(&NewRow<'a>) -> Option<i64>),
     Bool(for<'a> fn(&NewRow<'a>) -> bool),
-    Bytes(for<'a> fn(&NewRow<'a>) -> &'a [u8]),
+    Bytes(for<'a> fn(&NewRow<'a>) -> Option<&'a [u8]>),
 }
 
 impl Get {
     pub fn arg<'a>(self, r: &NewRow<'a>) -> Arg<'a> {
         match self {
             Get::Text(f) => Arg::Text(f(r)),
-            Get::Int(f) => Arg::Int(Some(f(r))),
+            Get::Int(f) => Arg::Int(f(r)),
             Get::Bool(f) => Arg::Bool(f(r)),
-            Get::Bytes(f) => Arg::Bytes(Some(f(r))),
+            Get::Bytes(f) => Arg::Bytes(f(r)),
         }
     }
 }
 
 /// The input of the registration statement, one row per new device: the columns of the
-/// `register_new` view (SQLite, migration 0004; its trigger says where each goes) and of the
+/// `register_new` view (SQLite, migration 0005; its trigger says where each goes) and of the
 /// UNNEST in PostgreSQL's statement (`postgres::insert_new`, which says the same), in this
 /// order. Both statements take their column names, count and values from here. A new device
 /// column written at registration is: a field of `NewDevice`, an entry here, the column in a
@@ -70,28 +71,42 @@ pub(super) const NEW_DEVICE: &[(&str, Get)] = &[
     ),
     ("model", Get::Text(|r| r.device.model.as_deref())),
     ("metadata", Get::Text(|r| r.device.metadata.as_deref())),
-    ("created_at", Get::Int(|r| r.device.created_at)),
-    ("serial", Get::Text(|r| Some(r.device.cert.serial.as_str()))),
+    ("created_at", Get::Int(|r| Some(r.device.created_at))),
+    ("kind", Get::Text(|r| Some(r.device.kind().as_str()))),
+    (
+        "serial",
+        Get::Text(|r| r.device.cert().map(|c| c.serial.as_str())),
+    ),
     (
         "fingerprint",
-        Get::Text(|r| Some(r.device.cert.fingerprint.as_str())),
+        Get::Text(|r| r.device.cert().map(|c| c.fingerprint.as_str())),
     ),
-    ("der", Get::Bytes(|r| r.device.cert.der.as_slice())),
-    ("not_before", Get::Int(|r| r.device.cert.not_before)),
-    ("not_after", Get::Int(|r| r.device.cert.not_after)),
+    (
+        "der",
+        Get::Bytes(|r| r.device.cert().map(|c| c.der.as_slice())),
+    ),
+    (
+        "not_before",
+        Get::Int(|r| r.device.cert().map(|c| c.not_before)),
+    ),
+    (
+        "not_after",
+        Get::Int(|r| r.device.cert().map(|c| c.not_after)),
+    ),
     (
         "profile",
-        Get::Text(|r| Some(r.device.cert.profile.as_str())),
+        Get::Text(|r| r.device.cert().map(|c| c.profile.as_str())),
     ),
     (
         "csr_sha256",
-        Get::Text(|r| r.device.cert.csr_sha256.as_deref()),
+        Get::Text(|r| r.device.cert().and_then(|c| c.csr_sha256.as_deref())),
     ),
     (
         "spki_sha256",
-        Get::Bytes(|r| r.device.cert.spki_sha256.as_slice()),
+        Get::Bytes(|r| r.device.cert().map(|c| c.spki_sha256.as_slice())),
     ),
-    ("at", Get::Int(|r| r.at)),
+    ("sealed_key", Get::Bytes(|r| r.device.sealed_key())),
+    ("at", Get::Int(|r| Some(r.at))),
     ("actor_id", Get::Text(|r| Some(r.actor.id.as_str()))),
     ("actor_name", Get::Text(|r| Some(r.actor.name.as_str()))),
 ];
@@ -104,6 +119,8 @@ pub(super) struct KnownSerialRow {
     client_id: String,
     model: Option<String>,
     metadata: Option<String>,
+    #[sqlx(try_from = "super::stored::Stored")]
+    kind: devid_core::api::DeviceKind,
     /// Of the device's current certificate.
     csr_sha256: Option<String>,
 }
@@ -222,6 +239,7 @@ impl Store {
                 client_id: s.client_id,
                 model: s.model,
                 metadata: s.metadata,
+                kind: s.kind,
                 csr_sha256: s.csr_sha256,
             };
             serials.insert(s.hardware_serial, known);

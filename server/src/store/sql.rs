@@ -327,6 +327,8 @@ pub enum Lock {
     Feed,
     /// The first start's admin token.
     Bootstrap,
+    /// Changes of which gateway relays which sensors.
+    Attachments,
 }
 
 impl Tx {
@@ -351,10 +353,12 @@ impl Tx {
         /// Advisory lock keys (arbitrary constants, "devid" + purpose).
         const FEED: i64 = 0x6465_7669_6401;
         const BOOTSTRAP: i64 = 0x6465_7669_6402;
+        const ATTACHMENTS: i64 = 0x6465_7669_6403;
         if self.dialect() == Dialect::Postgres {
             let key = match lock {
                 Lock::Feed => FEED,
                 Lock::Bootstrap => BOOTSTRAP,
+                Lock::Attachments => ATTACHMENTS,
             };
             Stmt::new("SELECT pg_advisory_xact_lock($1)")
                 .bind(key)

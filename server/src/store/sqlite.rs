@@ -65,9 +65,9 @@ pub(super) fn rows_per_statement() -> usize {
     DIALECT.max_binds() / NEW_DEVICE.len()
 }
 
-/// Stores `rows` as new devices through the `register_new` view (migration 0004): its
-/// INSTEAD OF trigger writes each row's device, certificate, key binding and `device.register`
-/// audit row. A uniqueness violation aborts the statement with nothing of it written.
+/// Stores `rows` as new devices through the `register_new` view (migration 0005): its
+/// INSTEAD OF trigger writes each row's device, certificate and key binding (a device) or
+/// sealed key (a sensor), and `device.register` audit row. A uniqueness violation aborts the statement with nothing of it written.
 pub(super) async fn insert_new(
     conn: &mut SqliteConnection,
     rows: &[NewRow<'_>],
@@ -95,11 +95,12 @@ pub(super) async fn lookup_keys(
     conn: &mut SqliteConnection,
     items: &[NewDevice],
 ) -> Result<Vec<KnownKeyRow>, sqlx::Error> {
-    fetch_chunked(conn, items, DIALECT.max_binds(), |chunk| {
-        let keys: Vec<Arg<'_>> = chunk
-            .iter()
-            .map(|it| Arg::from(it.cert.spki_sha256.as_slice()))
-            .collect();
+    let keys: Vec<&[u8]> = items
+        .iter()
+        .filter_map(|i| i.cert().map(|c| c.spki_sha256.as_slice()))
+        .collect();
+    fetch_chunked(conn, &keys, DIALECT.max_binds(), |chunk| {
+        let keys: Vec<Arg<'_>> = chunk.iter().map(|k| Arg::from(*k)).collect();
         Stmt::new(
             "SELECT k.spki_sha256, k.compromised_at, d.client_id FROM device_keys k \
              JOIN devices d ON d.id = k.device_id WHERE k.spki_sha256 IN (",
@@ -122,7 +123,8 @@ pub(super) async fn lookup_serials(
             .collect();
         let client_ids: Vec<Arg<'_>> = chunk.iter().map(|it| (&it.client_id).into()).collect();
         Stmt::new(
-            "SELECT d.id, d.hardware_serial, d.client_id, d.model, d.metadata, c.csr_sha256 \
+            "SELECT d.id, d.hardware_serial, d.client_id, d.model, d.metadata, d.kind, \
+             c.csr_sha256 \
              FROM devices d LEFT JOIN certificates c ON c.serial = d.current_serial \
              WHERE d.hardware_serial IN (",
         )

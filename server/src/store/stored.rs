@@ -2,7 +2,7 @@
 //! row is read (`#[sqlx(try_from = "Stored")]` on a field of a `FromRow` type).
 
 use devid_core::api::{
-    CertState, DeviceState, RevocationAction, RevocationReason, RevocationScope, Role,
+    CertState, DeviceKind, DeviceState, RevocationAction, RevocationReason, RevocationScope, Role,
 };
 
 /// A `NOT NULL` text column, parsed into its type as the row is read (`try_from`).
@@ -56,6 +56,7 @@ macro_rules! stored_name {
 
 stored_name!(
     DeviceState => "device status",
+    DeviceKind => "device kind",
     CertState => "certificate status",
     Role => "role",
     RevocationScope => "feed scope",
@@ -89,4 +90,31 @@ impl TryFrom<StoredOpt> for Option<Vec<String>> {
 /// How a list of strings is stored: a JSON array.
 pub(super) fn json_list(v: &[String]) -> String {
     serde_json::Value::from(v.to_vec()).to_string()
+}
+
+/// A sensor's seq (1 <= seq < 2^64) as SQL stores it: an i64 in the same order (seq - 2^63),
+/// so that `>` and `MAX` compare seqs in SQL on both backends.
+pub(super) fn seq_to_sql(seq: u64) -> i64 {
+    (seq ^ (1 << 63)) as i64
+}
+
+/// The inverse of [`seq_to_sql`].
+pub(super) fn seq_from_sql(v: i64) -> u64 {
+    (v as u64) ^ (1 << 63)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_seqs_keep_their_order_and_value() {
+        let seqs = [0, 1, 2, (1 << 63) - 1, 1 << 63, u64::MAX - 1, u64::MAX];
+        for w in seqs.windows(2) {
+            assert!(seq_to_sql(w[0]) < seq_to_sql(w[1]), "{w:?}");
+        }
+        for s in seqs {
+            assert_eq!(seq_from_sql(seq_to_sql(s)), s);
+        }
+    }
 }

@@ -4,7 +4,7 @@
 //! something invalid by hand fails the read instead of travelling on.
 
 use devid_core::api::{
-    CertState, DeviceState, RevocationAction, RevocationReason, RevocationScope, Role,
+    CertState, DeviceKind, DeviceState, RevocationAction, RevocationReason, RevocationScope, Role,
 };
 use sqlx::FromRow;
 
@@ -84,7 +84,49 @@ pub struct NewDevice {
     /// A JSON object, serialized.
     pub metadata: Option<String>,
     pub created_at: i64,
-    pub cert: NewCert,
+    /// A device's certificate, or a sensor's sealed key.
+    pub credential: Credential,
+}
+
+/// What a new device is registered with, which also says its kind.
+#[derive(Debug, Clone)]
+pub enum Credential {
+    /// A device: its first certificate.
+    Certificate(NewCert),
+    /// A sensor: its key K sealed under the sensor KEK (`crate::sensorkeys`), never K itself.
+    SensorKey { sealed: Vec<u8> },
+}
+
+impl NewDevice {
+    pub fn kind(&self) -> DeviceKind {
+        match self.credential {
+            Credential::Certificate(_) => DeviceKind::Device,
+            Credential::SensorKey { .. } => DeviceKind::Sensor,
+        }
+    }
+
+    /// A device's certificate (None for a sensor).
+    pub fn cert(&self) -> Option<&NewCert> {
+        match &self.credential {
+            Credential::Certificate(c) => Some(c),
+            Credential::SensorKey { .. } => None,
+        }
+    }
+
+    pub fn cert_mut(&mut self) -> Option<&mut NewCert> {
+        match &mut self.credential {
+            Credential::Certificate(c) => Some(c),
+            Credential::SensorKey { .. } => None,
+        }
+    }
+
+    /// A sensor's sealed key (None for a device).
+    pub fn sealed_key(&self) -> Option<&[u8]> {
+        match &self.credential {
+            Credential::Certificate(_) => None,
+            Credential::SensorKey { sealed } => Some(sealed),
+        }
+    }
 }
 
 /// A certificate, read with `CERT_COLUMNS`: the columns `devices` also has are renamed
@@ -127,6 +169,12 @@ pub struct DeviceRow {
     pub metadata: Option<String>,
     #[sqlx(try_from = "Stored")]
     pub status: DeviceState,
+    #[sqlx(try_from = "Stored")]
+    pub kind: DeviceKind,
+    /// A sensor's gateway (ClientID), where the statement reads it ([`GATEWAY_COLUMN`]);
+    /// None otherwise.
+    #[sqlx(default)]
+    pub gateway: Option<String>,
     pub created_at: i64,
     pub revoked_at: Option<i64>,
     #[sqlx(try_from = "StoredOpt")]
@@ -134,6 +182,10 @@ pub struct DeviceRow {
     pub last_seen: Option<i64>,
     pub last_address: Option<String>,
 }
+
+/// The select-list entry that gives [`DeviceRow::gateway`], `d` being the device.
+pub(super) const GATEWAY_COLUMN: &str = "(SELECT g.client_id FROM sensors s \
+     JOIN devices g ON g.id = s.gateway_id WHERE s.device_id = d.id) AS gateway";
 
 /// A device with its certificates, newest first.
 #[derive(Debug, Clone)]
@@ -184,6 +236,7 @@ pub enum RegMode {
 #[derive(Debug, Clone, Default)]
 pub struct DeviceFilter {
     pub status: Option<DeviceState>,
+    pub kind: Option<DeviceKind>,
     pub model: Option<String>,
     pub created_after: Option<i64>,
     /// Return devices with id > after_id (cursor).
@@ -296,4 +349,38 @@ pub struct Transition {
     pub certificate: Option<CertRow>,
     /// The feed entry written; None when the plan changed nothing.
     pub entry: Option<FeedEntryRow>,
+}
+
+/// A sensor attached to a gateway, with what the broker's key endpoint needs.
+#[derive(Debug, Clone)]
+pub struct SensorRow {
+    pub client_id: String,
+    pub status: DeviceState,
+    pub model: Option<String>,
+    pub last_seen: Option<i64>,
+    /// Its own topic policy (JSON), if any.
+    pub topic_policy: Option<String>,
+    /// Its model's topic policy (JSON), if any.
+    pub model_topic_policy: Option<String>,
+    /// K sealed under the sensor KEK.
+    pub sealed_key: Vec<u8>,
+    /// The highest seq brokers reported accepting (0: none).
+    pub seq_floor: u64,
+    /// Readings brokers accepted.
+    pub accepted: i64,
+    /// Readings brokers refused, by reason.
+    pub refused: std::collections::BTreeMap<String, i64>,
+}
+
+/// What brokers reported of one sensor's readings in one batch (summed per sensor).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SensorReading {
+    pub client_id: String,
+    /// The highest seq accepted (0: none).
+    pub highest_seq: u64,
+    pub accepted: i64,
+    /// Refused readings by reason.
+    pub refused: std::collections::BTreeMap<String, i64>,
+    /// The newest accepted reading.
+    pub last_accepted_at: Option<i64>,
 }

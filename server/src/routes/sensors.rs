@@ -1,0 +1,95 @@
+//! Sensors behind gateways: a gateway's set of sensors, and the keys brokers verify their
+//! readings with (DEVID-S1).
+
+use axum::extract::{Path, State};
+use axum::Json;
+use devid_core::api::{GatewaySensors, SensorAttachment, SensorKeys};
+use devid_core::ClientId;
+use utoipa_axum::routes;
+
+use crate::app::{ApiJson, AppState};
+use crate::domain::sensors;
+use crate::error::ApiError;
+use crate::openapi::{JsonBodyProblems, NotFound};
+use crate::routes::{ctx, Guard, Routes, ADMIN, BROKERS, READERS};
+
+pub(crate) fn router() -> Routes {
+    Routes::new()
+        .add(ADMIN, routes!(set_sensors))
+        .add(READERS, routes!(list_sensors))
+        .add(BROKERS, routes!(sensor_keys))
+}
+
+/// Set the sensors a gateway relays (the whole set).
+///
+/// A sensor attached to another gateway moves to this one; the gateway's sensors not in the
+/// list are detached; an empty list detaches all. The gateway must be a device that is not
+/// revoked, each entry a sensor that is not revoked; otherwise nothing changes. Brokers learn
+/// of the change through the feed: an `updated` entry for each gateway whose set changed and
+/// each sensor attached, moved or detached.
+#[utoipa::path(
+    put,
+    path = "/v1/devices/{gateway}/sensors",
+    params(("gateway" = ClientId, Path)),
+    request_body = SensorAttachment,
+    responses(
+        (status = 200, description = "The gateway's sensors now", body = GatewaySensors),
+        (status = 404, response = NotFound),
+        JsonBodyProblems,
+    )
+)]
+async fn set_sensors(
+    State(state): State<AppState>,
+    guard: Guard,
+    Path(gateway): Path<String>,
+    ApiJson(req): ApiJson<SensorAttachment>,
+) -> Result<Json<GatewaySensors>, ApiError> {
+    let caller = guard.check()?;
+    let audit = caller.audit("gateway.sensors", &gateway);
+    let work = sensors::set_sensors(ctx(&state), &audit, &gateway, &req.sensors);
+    Ok(Json(audit.run(&state.store, work).await?))
+}
+
+/// The sensors a gateway relays.
+#[utoipa::path(
+    get,
+    path = "/v1/devices/{gateway}/sensors",
+    params(("gateway" = ClientId, Path)),
+    responses(
+        (status = 200, description = "The gateway's sensors", body = GatewaySensors),
+        (status = 404, response = NotFound),
+    )
+)]
+async fn list_sensors(
+    State(state): State<AppState>,
+    guard: Guard,
+    Path(gateway): Path<String>,
+) -> Result<Json<GatewaySensors>, ApiError> {
+    guard.check()?;
+    Ok(Json(sensors::list(&state.store, &gateway).await?))
+}
+
+/// The keys a broker verifies a gateway's sensors' readings with.
+///
+/// For each sensor attached to the gateway: `K_mac` and `K_enc` (DEVID-S1, derived from the
+/// sensor's key, which never leaves the service), its status, the topic filters it may publish
+/// to (`%c` not expanded) and its seq floor (the highest seq any broker reported accepting).
+#[utoipa::path(
+    get,
+    path = "/v1/devices/{gateway}/sensors/keys",
+    params(("gateway" = ClientId, Path)),
+    responses(
+        (status = 200, description = "The gateway's sensors' keys", body = SensorKeys),
+        (status = 404, response = NotFound),
+    )
+)]
+async fn sensor_keys(
+    State(state): State<AppState>,
+    guard: Guard,
+    Path(gateway): Path<String>,
+) -> Result<Json<SensorKeys>, ApiError> {
+    guard.check()?;
+    Ok(Json(
+        sensors::keys(&state.store, &state.kek, &gateway).await?,
+    ))
+}
