@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use devid_core::api::{
     ConnectionEvent, DeviceStatus, EventBatch, FeedEntry, FeedPage, RevocationAction,
-    RevocationScope, SensorKeys, SensorReport,
+    RevocationScope,
 };
 use devid_core::sse::SseParser;
 use futures::StreamExt;
@@ -30,6 +30,9 @@ use tokio::sync::{mpsc, watch};
 use crate::config::{Config, ConfigError};
 use crate::engine::{SensorMaterial, SensorTally};
 use crate::state::{self, Applied, Recheck, RevocationState};
+
+mod sensors;
+use sensors::{fetch_sensors, sensor_report, Pending};
 
 /// Broker thread -> service thread.
 #[derive(Debug)]
@@ -159,34 +162,6 @@ impl Ctx {
             self.log(
                 LogLevel::Warning,
                 format!("devid: cannot persist contact time: {e}"),
-            );
-        }
-    }
-
-    /// Records the reported highest seqs and writes them to `state_dir` (one atomic write).
-    fn persist_sensor_counters(&self, report: &[SensorTally]) {
-        let snapshot = {
-            let mut c = self
-                .sensor_counters
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            let mut changed = false;
-            for t in report {
-                let e = c.entry(t.sensor.clone()).or_insert(0);
-                if t.highest_seq > *e {
-                    *e = t.highest_seq;
-                    changed = true;
-                }
-            }
-            if !changed {
-                return;
-            }
-            c.clone()
-        };
-        if let Err(e) = state::save_sensor_counters(&self.config.state_dir, &snapshot) {
-            self.log(
-                LogLevel::Error,
-                format!("devid: cannot persist sensor counters: {e}"),
             );
         }
     }
@@ -354,37 +329,6 @@ async fn run(
     feed.abort();
 }
 
-/// What waits for the next `POST /v1/events`.
-#[derive(Default)]
-struct Pending {
-    events: Vec<ConnectionEvent>,
-    /// Per (sensor, gateway): the reports since the last successful POST, merged.
-    sensors: BTreeMap<(String, String), SensorTally>,
-}
-
-impl Pending {
-    fn is_empty(&self) -> bool {
-        self.events.is_empty() && self.sensors.is_empty()
-    }
-
-    fn merge(&mut self, t: SensorTally) {
-        let key = (t.sensor.clone(), t.gateway.clone());
-        match self.sensors.get_mut(&key) {
-            None => {
-                self.sensors.insert(key, t);
-            }
-            Some(p) => {
-                p.highest_seq = p.highest_seq.max(t.highest_seq);
-                p.delta.accepted += t.delta.accepted;
-                for (k, v) in t.delta.refused {
-                    *p.delta.refused.entry(k).or_default() += v;
-                }
-                p.delta.last_accepted_at = p.delta.last_accepted_at.max(t.delta.last_accepted_at);
-            }
-        }
-    }
-}
-
 fn handle(ctx: &Arc<Ctx>, pending: &mut Pending, msg: ToService) {
     match msg {
         ToService::FetchStatus(id) => {
@@ -406,33 +350,6 @@ fn handle(ctx: &Arc<Ctx>, pending: &mut Pending, msg: ToService) {
             }
         }
     }
-}
-
-/// A sensor's line of `POST /v1/events`.
-fn sensor_report(t: &SensorTally) -> SensorReport {
-    SensorReport {
-        client_id: t.sensor.clone(),
-        gateway: t.gateway.clone(),
-        highest_seq: t.highest_seq,
-        accepted: t.delta.accepted,
-        refused: t
-            .delta
-            .refused
-            .iter()
-            .map(|(k, v)| (k.to_string(), *v))
-            .collect(),
-        last_accepted_at: t.delta.last_accepted_at.map(rfc3339),
-    }
-}
-
-fn rfc3339(unix: u64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(i64::try_from(unix).unwrap_or(0))
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| "1970-01-01T00:00:00Z".to_string())
 }
 
 async fn post_events(ctx: &Ctx, pending: &mut Pending) {
@@ -563,73 +480,6 @@ async fn fetch_status(ctx: Arc<Ctx>, client_id: String) {
         .apply_status_tagged(&status, etag);
     ctx.persist();
     let _ = ctx.out.send(FromService::Recheck(recheck));
-}
-
-/// The keys of the sensors attached to `gateway`, handed to the broker thread. On failure
-/// nothing is sent: the gateway's readings stay refused as `keys_pending`, and the next
-/// one asks again (at most once a second).
-async fn fetch_sensors(ctx: Arc<Ctx>, gateway: String) {
-    let res = ctx
-        .http
-        .get(ctx.url(&format!("/v1/devices/{gateway}/sensors/keys")))
-        .timeout(Duration::from_secs(5))
-        .send()
-        .await;
-    let answer: SensorKeys = match res {
-        Ok(r) if r.status().is_success() => match r.json().await {
-            Ok(a) => a,
-            Err(e) => {
-                ctx.log(
-                    LogLevel::Warning,
-                    format!("devid: sensor keys of {gateway}: bad answer: {e}"),
-                );
-                return;
-            }
-        },
-        Ok(r) => {
-            ctx.log(
-                LogLevel::Warning,
-                format!("devid: sensor keys of {gateway}: HTTP {}", r.status()),
-            );
-            return;
-        }
-        Err(e) => {
-            ctx.log(
-                LogLevel::Warning,
-                format!("devid: sensor keys of {gateway}: {e}"),
-            );
-            return;
-        }
-    };
-    if answer.gateway != gateway {
-        ctx.log(
-            LogLevel::Warning,
-            format!(
-                "devid: sensor keys of {gateway}: answer is about {}",
-                answer.gateway
-            ),
-        );
-        return;
-    }
-    let mut sensors = Vec::with_capacity(answer.sensors.len());
-    for s in &answer.sensors {
-        match SensorMaterial::new(
-            &s.client_id,
-            s.status,
-            &s.k_mac,
-            &s.k_enc,
-            &s.publish,
-            s.seq_floor,
-        ) {
-            Ok(m) => sensors.push(m),
-            // Left out: its readings are refused as not attached.
-            Err(e) => ctx.log(
-                LogLevel::Warning,
-                format!("devid: sensor keys of {gateway}: {e}"),
-            ),
-        }
-    }
-    let _ = ctx.out.send(FromService::SensorKeys { gateway, sensors });
 }
 
 async fn feed_loop(ctx: Arc<Ctx>) {
