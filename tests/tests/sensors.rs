@@ -1,12 +1,12 @@
-//! Sensors behind a gateway (DEVID-S1) end to end: devid-server, Mosquitto with the plugin, one
-//! `devid-agent gateway` reading a pseudo-terminal, two `devid-agent sensor` simulators writing
-//! frames to it, and a subscriber. Readings arrive with `devid-verified` and `devid-via`; a
-//! forged reading, a replayed one, one of a sensor attached to another gateway and one of a
-//! revoked sensor are refused, and the gateway stays connected throughout.
+//! Sensors behind a gateway (DEVID-S1) end to end: a real devid-server, Mosquitto with the
+//! plugin, one `devid-agent gateway` reading a pseudo-terminal, two `devid-agent sensor`
+//! simulators writing frames to it, and a subscriber. Readings arrive with `devid-verified` and
+//! `devid-via`; a forged reading, a replayed one, one of a sensor attached to another gateway
+//! and one of a revoked sensor are refused, and the gateway stays connected throughout.
 //!
-//! The service's sensor routes (the keys of a gateway's sensors) are played by [`ServiceProxy`]
-//! in front of the real devid-server, which registers every identity and revokes through its
-//! feed: the sensors are identities of the service, their keys are made here.
+//! Sensors are registered with `"kind": "sensor"` (their `sensor_key` becomes the simulator's
+//! key file) and attached through `PUT /v1/devices/{gateway}/sensors`; the broker fetches their
+//! derived keys from devid-server.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -14,13 +14,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine as _;
 use devid_device::link::{LinkSpec, LinkWriter};
 use devid_device::mqtt::ReasonCode;
 use devid_device::Event;
 use devid_e2e::*;
-use ring::rand::{SecureRandom, SystemRandom};
 use serde_json::{json, Value};
 
 const NAME: &str = "mqtt.test.local";
@@ -106,40 +103,46 @@ impl Drop for Gateway {
     }
 }
 
-/// A sensor: its ClientID, key file, counter file, and the entry the keys route gives for it.
+/// A sensor registered with the service (`"kind": "sensor"`): its ClientID, the key file
+/// holding the `sensor_key` it was given once, and its counter file.
 struct Sensor {
     id: String,
     key_file: PathBuf,
     counter: PathBuf,
-    entry: SensorEntry,
 }
 
-/// A sensor registered in the service as an identity the feed can revoke, with a key made here
-/// and written as the 43-character `sensor_key` file a sensor is flashed with.
 async fn register_sensor(service: &Service, dir: &Path, serial: &str) -> Sensor {
-    let id = service.register_device(serial).await.client_id;
-    let mut k = [0u8; 32];
-    SystemRandom::new().fill(&mut k).expect("rng");
+    let (s, v) = service
+        .call(
+            "POST",
+            "/v1/devices",
+            Some(json!({"hardware_serial": serial, "kind": "sensor"})),
+        )
+        .await;
+    assert!(s == 200 || s == 201, "register sensor: HTTP {s}: {v}");
+    assert_eq!(v["kind"], "sensor", "{v}");
+    let id = v["client_id"].as_str().expect("client_id").to_string();
+    let key = v["sensor_key"].as_str().expect("sensor_key once");
+    assert_eq!(key.len(), 43, "{v}");
     let key_file = dir.join(format!("{id}.key"));
-    std::fs::write(&key_file, URL_SAFE_NO_PAD.encode(k)).expect("key file");
-    let derived = devid_sensor::derive(&k, id.as_bytes()).expect("derive");
+    std::fs::write(&key_file, key).expect("key file");
     Sensor {
         counter: dir.join(format!("{id}.counter")),
-        entry: SensorEntry {
-            client_id: id.clone(),
-            status: "active".into(),
-            k_mac: derived.mac,
-            k_enc: derived.enc,
-            publish: vec!["devices/%c/#".into()],
-        },
         id,
         key_file,
     }
 }
 
-/// Attaches sensors to a gateway: what the keys route answers for it from now on.
-fn attach(proxy: &ServiceProxy, gateway: &str, sensors: &[&Sensor]) {
-    proxy.set_sensors(gateway, sensors.iter().map(|s| s.entry.clone()).collect());
+async fn attach(service: &Service, gateway: &str, sensors: &[&Sensor]) {
+    let ids: Vec<&str> = sensors.iter().map(|s| s.id.as_str()).collect();
+    let (s, v) = service
+        .call(
+            "PUT",
+            &format!("/v1/devices/{gateway}/sensors"),
+            Some(json!({ "sensors": ids })),
+        )
+        .await;
+    assert_eq!(s, 200, "attach to {gateway}: {v}");
 }
 
 /// Runs `devid-agent sensor` once; returns (seq, frame bytes).
@@ -223,11 +226,8 @@ async fn logged(broker: &Broker, sensor: &str, reason: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readings_relayed_by_a_gateway_are_verified_per_sensor_and_forgeries_are_refused() {
     let service = Service::start().await;
-    let proxy = ServiceProxy::start(service.url()).await;
     let identity = service.enroll_broker(NAME).await;
-    let mut settings = BrokerSettings::new(&service, identity);
-    settings.service_url = proxy.url();
-    let broker = Broker::start(settings);
+    let broker = Broker::start(BrokerSettings::new(&service, identity));
     let root = service.root_der();
     let dir = tempfile::tempdir().expect("tempdir");
     let d = dir.path();
@@ -237,8 +237,8 @@ async fn readings_relayed_by_a_gateway_are_verified_per_sensor_and_forgeries_are
     let a = register_sensor(&service, d, "hw-sensor-a").await;
     let b = register_sensor(&service, d, "hw-sensor-b").await;
     let elsewhere = register_sensor(&service, d, "hw-sensor-c").await;
-    attach(&proxy, &gw.client_id, &[&a, &b]);
-    attach(&proxy, &other_gw.client_id, &[&elsewhere]);
+    attach(&service, &gw.client_id, &[&a, &b]).await;
+    attach(&service, &other_gw.client_id, &[&elsewhere]).await;
 
     // A subscriber allowed to read every device's topics.
     let sub_creds = service.register_device("hw-subscriber").await;
