@@ -482,3 +482,105 @@ async fn the_operators_certificate_is_served_when_given() {
         "devid's root must not verify the operator's certificate"
     );
 }
+
+/// Cisco libest's `estclient` (installed by scripts/setup.sh under target/tools/libest), run
+/// against the TLS listener with `args`; returns its exit status (0 even when a request failed)
+/// and what it printed.
+fn estclient(server: &Server, url: &str, out_dir: &Path, args: &[&str]) -> (bool, String) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/tools/libest");
+    let bin = root.join("usr/bin/estclient");
+    let lib = std::fs::read_dir(root.join("usr/lib"))
+        .ok()
+        .and_then(|mut d| d.next())
+        .map(|e| e.unwrap().path());
+    assert!(
+        bin.exists() && lib.is_some(),
+        "libest's estclient is not installed under {}: run scripts/setup.sh",
+        root.display()
+    );
+    let out = Command::new(&bin)
+        .env("LD_LIBRARY_PATH", lib.unwrap())
+        .env("EST_OPENSSL_CACERT", server.root_pem())
+        .args(["-s", "localhost", "-p", port_of(url), "-o"])
+        .arg(out_dir)
+        .args(args)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[tokio::test]
+async fn libest_estclient_gets_cacerts_and_enrolls_with_a_token() {
+    for backend in backends().await {
+        let (server, url) = tls_server(&backend, &[]).await;
+        let dir = tempfile::tempdir().unwrap();
+        let (ok, text) = estclient(&server, &url, dir.path(), &["-g"]);
+        assert!(ok, "{text}");
+        let cacerts = std::fs::read(dir.path().join("cacert-0-0.pkcs7")).unwrap();
+        assert_eq!(
+            print_certs(dir.path(), &cacerts)
+                .matches("BEGIN CERTIFICATE")
+                .count(),
+            2
+        );
+
+        // A PEM CSR made by openssl, with the hardware serial in the subject.
+        let key = dir.path().join("dev.key");
+        let csr = dir.path().join("dev.csr");
+        run_ok(
+            Command::new("openssl")
+                .args([
+                    "req",
+                    "-new",
+                    "-newkey",
+                    "ec",
+                    "-pkeyopt",
+                    "ec_paramgen_curve:P-256",
+                ])
+                .args(["-nodes", "-subj", "/serialNumber=SN-LIBEST-1", "-keyout"])
+                .arg(&key)
+                .arg("-out")
+                .arg(&csr),
+        );
+        let csr = csr.to_str().unwrap();
+        // A wrong token: refused, nothing written.
+        let (ok, text) = estclient(
+            &server,
+            &url,
+            dir.path(),
+            &["-e", "-u", "line", "-h", "devid_x_y", "-y", csr],
+        );
+        // estclient exits 0 whatever happened: what it wrote and said is the verdict.
+        let _ = ok;
+        assert!(text.contains("EST_ERR_AUTH_FAIL"), "{text}");
+        assert!(!dir.path().join("cert-0-0.pkcs7").exists());
+        // The admin token as the Basic password: enrolled (estclient answers the 401 challenge).
+        let (ok, text) = estclient(
+            &server,
+            &url,
+            dir.path(),
+            &["-e", "-u", "line", "-h", &server.token, "-y", csr],
+        );
+        assert!(ok, "{text}");
+        let cert = std::fs::read(dir.path().join("cert-0-0.pkcs7")).unwrap();
+        let cert = print_certs(dir.path(), &cert);
+        assert!(
+            subject_of(&cert, dir.path()).contains("serialNumber=SN-LIBEST-1"),
+            "{cert}"
+        );
+        let (_, found) = server
+            .admin_get("/v1/devices?hardware_serial=SN-LIBEST-1")
+            .await;
+        assert_eq!(
+            found["items"].as_array().unwrap().len(),
+            1,
+            "{}",
+            backend.name()
+        );
+    }
+}
