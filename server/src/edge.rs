@@ -285,7 +285,7 @@ pub async fn problem_documents(req: Request, next: Next) -> Response {
         || is_problem(&response)
         || response
             .extensions()
-            .get::<crate::routes::est::EstAnswer>()
+            .get::<crate::routes::est_answer::EstAnswer>()
             .is_some()
     {
         return response;

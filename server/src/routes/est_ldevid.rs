@@ -8,7 +8,8 @@ use std::time::SystemTime;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 
-use super::est::{base64_answer, EstAnswer, EstError, Kind, Presented, PKCS7_CERTS_ONLY};
+use super::est::{Kind, PKCS7_CERTS_ONLY};
+use super::est_answer::{base64_answer, EstAnswer, EstError, Presented};
 use crate::app::AppState;
 use crate::domain::renewal::{KeyProof, RequestKind};
 use crate::error::ApiError;

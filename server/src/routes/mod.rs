@@ -12,6 +12,7 @@ pub mod ca;
 pub mod device_settings;
 pub mod devices;
 pub mod est;
+pub mod est_answer;
 pub mod est_ldevid;
 pub mod lifecycle;
 pub mod ops;
