@@ -11,6 +11,9 @@ pub mod brokers;
 pub mod ca;
 pub mod device_settings;
 pub mod devices;
+pub mod est;
+pub mod est_answer;
+pub mod est_ldevid;
 pub mod lifecycle;
 pub mod ops;
 pub mod renewals;
@@ -101,6 +104,7 @@ pub fn table() -> Routes {
         .merge(tokens::router())
         .merge(audit::router())
         .merge(brokers::router())
+        .merge(est::router())
         .merge(renewals::router())
 }
 
