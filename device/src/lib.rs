@@ -9,6 +9,7 @@
 //! - [`connect`]: one call to connect a device (resume, fall back), or a plain/mTLS client.
 //! - [`transport`]: TCP and TLS (rustls on ring).
 //! - [`credentials`]: certificate chain and key files.
+//! - [`renew`]: the LDevID kept fresh: when to renew, EST, files written atomically.
 //!
 //! Architecture invariant: the protocol logic lives in `devid_core::protocol` (sans-IO); this
 //! crate only moves its bytes through MQTT packets.
@@ -19,6 +20,7 @@ pub mod connection;
 pub mod credentials;
 pub mod devid1;
 pub mod mqtt;
+pub mod renew;
 pub mod transport;
 
 pub use client::{
