@@ -4,6 +4,7 @@
 //! Exit codes: 0 ok, 1 refused or failed (the reason code and its name are printed), 2 usage.
 
 mod bench;
+mod renew_cli;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -37,9 +38,22 @@ enum Cmd {
     Connect {
         #[command(flatten)]
         common: Common,
-        /// Stay connected and print events until the broker disconnects (or Ctrl-C).
+        /// Stay connected and print events until the broker disconnects (or Ctrl-C); with
+        /// --renew, keep the LDevID fresh and reconnect after each renewal.
         #[arg(long)]
         stay: bool,
+        #[command(flatten)]
+        renew: renew_cli::RenewArgs,
+    },
+    /// Enroll or renew the LDevID now if it is due (or --force), then exit.
+    Renew {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        renew: renew_cli::RenewArgs,
+        /// Renew even if not due yet.
+        #[arg(long)]
+        force: bool,
     },
     /// Publish a message.
     Publish {
@@ -351,7 +365,7 @@ fn pk_ops_json(ops: devid_core::protocol::PkOps) -> serde_json::Value {
     })
 }
 
-fn print_event(ev: &Event, json: bool) {
+pub(crate) fn print_event(ev: &Event, json: bool) {
     match ev {
         Event::Message(m) => print_message(m, json),
         Event::Disconnected {
@@ -414,7 +428,19 @@ fn print_message(m: &Message, json: bool) {
 
 async fn run(cli: Cli) -> Result<(), Failure> {
     match cli.cmd {
-        Cmd::Connect { common, stay } => {
+        Cmd::Connect {
+            common,
+            stay,
+            renew,
+        } => {
+            if renew.enabled() {
+                if !stay {
+                    return Err(Failure::usage(
+                        "--renew needs --stay (or: devid-agent renew)",
+                    ));
+                }
+                return renew_cli::stay(common, renew).await;
+            }
             let s = setup(&common)?;
             let mut client = connect(&s, common.rotation()).await?;
             if !stay {
@@ -563,6 +589,11 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 }
             }
         }
+        Cmd::Renew {
+            common,
+            renew,
+            force,
+        } => renew_cli::renew_once(common, renew, force).await,
         Cmd::Bench { cmd } => bench::run(cmd).await,
     }
 }
