@@ -24,8 +24,14 @@ const AGENT: &str = env!("CARGO_BIN_EXE_devid-agent");
 /// Lifetime of the LDevIDs the EST server issues.
 const VALIDITY_SECS: i64 = 9;
 
-/// What the EST server saw: path and the TLS client certificate's leaf.
-type Seen = Arc<Mutex<Vec<(String, Option<Vec<u8>>)>>>;
+/// What the EST server saw: path, the TLS client certificate's leaf and the CSR's public key;
+/// and whether it answers (`hang`: it reads the request and never answers).
+#[derive(Default, Clone)]
+struct Seen {
+    requests: Arc<Mutex<Vec<(String, Option<Vec<u8>>)>>>,
+    csr_keys: Arc<Mutex<Vec<Vec<u8>>>>,
+    hang: Arc<std::sync::atomic::AtomicBool>,
+}
 
 /// A certs-only SignedData (RFC 5652 degenerate form) holding `certs`.
 fn certs_only(certs: &[&[u8]]) -> Vec<u8> {
@@ -86,7 +92,16 @@ async fn est_server(
                 .and_then(|c| c.first())
                 .map(|c| c.to_vec());
             let (path, body) = read_request(&mut tls).await;
-            seen.lock().unwrap().push((path.clone(), peer.clone()));
+            seen.requests
+                .lock()
+                .unwrap()
+                .push((path.clone(), peer.clone()));
+            if let Some(k) = csr_key(&body) {
+                seen.csr_keys.lock().unwrap().push(k);
+            }
+            if seen.hang.load(std::sync::atomic::Ordering::SeqCst) {
+                tokio::time::sleep(Duration::from_secs(3_600)).await;
+            }
             let (status, ctype, answer) = answer(&path, &body, peer, &ca);
             let head = format!(
                 "HTTP/1.1 {status}\r\ncontent-type: {ctype}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
@@ -97,6 +112,28 @@ async fn est_server(
             let _ = tls.shutdown().await;
         });
     }
+}
+
+fn csr_key(body: &[u8]) -> Option<Vec<u8>> {
+    use base64::Engine;
+    use x509_parser::prelude::FromDer;
+    let clean: Vec<u8> = body
+        .iter()
+        .copied()
+        .filter(|b| !b.is_ascii_whitespace())
+        .collect();
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(clean)
+        .ok()?;
+    let (_, r) =
+        x509_parser::certification_request::X509CertificationRequest::from_der(&der).ok()?;
+    Some(
+        r.certification_request_info
+            .subject_pki
+            .subject_public_key
+            .data
+            .to_vec(),
+    )
 }
 
 async fn read_request<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> (String, Vec<u8>) {
@@ -236,7 +273,7 @@ async fn the_agent_enrolls_with_its_idevid_renews_when_due_and_connects_with_eac
 
     // The EST server is down when the agent starts: it backs off, then enrolls.
     let est_port = common::free_port();
-    let seen: Seen = Arc::default();
+    let seen = Seen::default();
     let ldir = dir.path().join("ldevid");
     let hook_log = dir.path().join("hook.log");
     let mut agent = tokio::process::Command::new(AGENT)
@@ -315,7 +352,7 @@ async fn the_agent_enrolls_with_its_idevid_renews_when_due_and_connects_with_eac
 
     assert_eq!(renewed.len(), 3, "{events:?}");
     assert_eq!(connects_after, renewed);
-    let seen = seen.lock().unwrap().clone();
+    let seen = seen.requests.lock().unwrap().clone();
     assert_eq!(seen[0].0, "/.well-known/est/simpleenroll");
     let idevid_der = idevid.chain_der[0].clone();
     assert_eq!(
@@ -351,4 +388,92 @@ async fn the_agent_enrolls_with_its_idevid_renews_when_due_and_connects_with_eac
     assert_eq!(mode & 0o777, 0o600);
     assert!(!ldir.join("ldevid.prev.key").exists());
     assert!(!ldir.join("ldevid.next.key").exists());
+}
+
+/// The public key of a PKCS#8 PEM key file.
+fn key_file_public(path: &Path) -> Vec<u8> {
+    let k = devid_device::credentials::load_key(path).unwrap();
+    devid_device::renew::csr::public_key(&k).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_key_made_before_the_agent_was_killed_is_the_key_of_the_retry() {
+    common::install_ring();
+    let dir = tempfile::tempdir().unwrap();
+    let birth = Pki::new("birth root");
+    let ldevid_ca = Arc::new(Pki::new("ldevid root"));
+    let root = birth.write_root(dir.path());
+    let b = birth.broker(dir.path(), "mqtt.test");
+    let idevid = birth.device(dir.path(), &client_id("crs"));
+    let seen = Seen::default();
+    seen.hang.store(true, std::sync::atomic::Ordering::SeqCst);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let est_port = listener.local_addr().unwrap().port();
+    let server = tokio::spawn(est_server(
+        listener,
+        b.chain_der.clone(),
+        b.key_pkcs8.clone(),
+        vec![birth.root_der(), ldevid_ca.root_der()],
+        ldevid_ca.clone(),
+        seen.clone(),
+    ));
+    let ldir = dir.path().join("ldevid");
+    let renew = |force: bool| {
+        let mut c = tokio::process::Command::new(AGENT);
+        c.args(["renew", "--json", "--broker", "127.0.0.1:1"])
+            .args([
+                "--cert",
+                &p(&idevid.cert),
+                "--key",
+                &p(&idevid.key),
+                "--root",
+                &p(&root),
+            ])
+            .args(["--renew", "est", "--est-url"])
+            .arg(format!("https://127.0.0.1:{est_port}"))
+            .args(["--ldevid-dir", &p(&ldir), "--retry-min", "1s"])
+            .kill_on_drop(true);
+        if force {
+            c.arg("--force");
+        }
+        c
+    };
+    // The server takes the CSR and never answers; the agent is killed while it waits.
+    let mut first = renew(false).spawn().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while seen.csr_keys.lock().unwrap().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no CSR reached the server"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    first.start_kill().unwrap();
+    first.wait().await.unwrap();
+    let pending = ldir.join("ldevid.next.key");
+    assert!(pending.exists(), "the key was on disk before its CSR left");
+    let made = key_file_public(&pending);
+    assert_eq!(seen.csr_keys.lock().unwrap()[0], made);
+    assert!(!ldir.join("ldevid.crt").exists());
+
+    // The next run asks again with the same key, and installs the answer for it.
+    seen.hang.store(false, std::sync::atomic::Ordering::SeqCst);
+    let out = renew(true).output().await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("\"event\":\"renewed\""), "{stdout}");
+    let keys = seen.csr_keys.lock().unwrap().clone();
+    assert_eq!(keys.len(), 2);
+    assert_eq!(keys[1], made, "the retry used the key made before the kill");
+    assert_eq!(key_file_public(&ldir.join("ldevid.key")), made);
+    assert!(!pending.exists());
+    // Not due again: a second run does nothing and says so.
+    let out = renew(false).output().await.unwrap();
+    assert!(out.status.success());
+    assert_eq!(seen.csr_keys.lock().unwrap().len(), 2);
+    server.abort();
 }
