@@ -24,11 +24,14 @@ const AGENT: &str = env!("CARGO_BIN_EXE_devid-agent");
 /// Lifetime of the LDevIDs the EST server issues.
 const VALIDITY_SECS: i64 = 9;
 
+/// A request's path and the TLS client certificate's leaf.
+type Request = (String, Option<Vec<u8>>);
+
 /// What the EST server saw: path, the TLS client certificate's leaf and the CSR's public key;
 /// and whether it answers (`hang`: it reads the request and never answers).
 #[derive(Default, Clone)]
 struct Seen {
-    requests: Arc<Mutex<Vec<(String, Option<Vec<u8>>)>>>,
+    requests: Arc<Mutex<Vec<Request>>>,
     csr_keys: Arc<Mutex<Vec<Vec<u8>>>>,
     hang: Arc<std::sync::atomic::AtomicBool>,
 }
