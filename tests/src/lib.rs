@@ -9,6 +9,7 @@
 //! unwinds.
 //!
 //! - `artifact`: the built binaries and plugin, checked against their sources.
+//! - `backend`: SQLite or a fresh PostgreSQL database ([`Backend`], [`backends`]).
 //! - `process`: child processes stopped by PID ([`Proc`]), free ports.
 //! - `service`: devid-server ([`Service`]) and the admin calls the tests make.
 //! - `broker`: Mosquitto with the plugin ([`Broker`], [`BrokerSettings`]).
@@ -18,6 +19,7 @@
 //! - `poll`: waiting for a condition instead of a fixed sleep.
 
 mod artifact;
+mod backend;
 mod broker;
 mod ca;
 mod creds;
@@ -27,6 +29,7 @@ mod process;
 mod service;
 
 pub use artifact::{artifact, stale, target_dir};
+pub use backend::{backends, fresh_pg_database, Backend};
 pub use broker::{Broker, BrokerSettings, MOSQUITTO};
 pub use ca::{issue_device, issue_with_service_ca, TestCa};
 pub use creds::DeviceCreds;
