@@ -45,16 +45,8 @@ enum Cmd {
         #[command(flatten)]
         renew: renew_cli::RenewArgs,
     },
-    /// Enroll or renew the LDevID now if it is due (or --force), then exit.
-    Renew {
-        #[command(flatten)]
-        common: Common,
-        #[command(flatten)]
-        renew: renew_cli::RenewArgs,
-        /// Renew even if not due yet.
-        #[arg(long)]
-        force: bool,
-    },
+    /// Enroll or renew the LDevID now if it is due (or --force), then exit; --status only shows.
+    Renew(renew_cli::RenewCmd),
     /// Publish a message.
     Publish {
         #[command(flatten)]
@@ -589,11 +581,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 }
             }
         }
-        Cmd::Renew {
-            common,
-            renew,
-            force,
-        } => renew_cli::renew_once(common, renew, force).await,
+        Cmd::Renew(cmd) => renew_cli::renew_once(cmd).await,
         Cmd::Bench { cmd } => bench::run(cmd).await,
     }
 }

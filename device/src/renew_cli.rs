@@ -203,14 +203,64 @@ async fn renew_due<T: RenewTransport>(
     Ok(false)
 }
 
+/// `devid-agent renew`.
+#[derive(Args)]
+pub(crate) struct RenewCmd {
+    #[command(flatten)]
+    common: Common,
+    #[command(flatten)]
+    renew: RenewArgs,
+    /// Renew even if not due yet.
+    #[arg(long)]
+    force: bool,
+    /// Only show the LDevID, when it is due and the retry state (JSON); change nothing.
+    #[arg(long)]
+    status: bool,
+}
+
+/// What `renew --status` shows.
+fn status(renewer: &mut Renewer) -> Result<serde_json::Value, Failure> {
+    let fail = |e: devid_device::renew::RenewError| Failure::failed(e.to_string());
+    let decision = renewer.plan(unix_now()).map_err(fail)?;
+    let ldevid = renewer.ldevid().map_err(fail)?;
+    let previous = renewer
+        .store
+        .previous()
+        .map_err(|e| Failure::failed(e.to_string()))?
+        .is_some();
+    let s = &renewer.state;
+    let next = match decision {
+        Decision::Wait { until } => serde_json::json!({"wait_until": until}),
+        Decision::Renew { with, call } => {
+            serde_json::json!({"renew_now": {"with": format!("{with:?}"), "call": format!("{call:?}")}})
+        }
+    };
+    Ok(serde_json::json!({
+        "ldevid": ldevid.map(|(_, serial, v)| serde_json::json!({
+            "serial": serial, "not_before": v.not_before, "not_after": v.not_after})),
+        "due": s.due,
+        "next": next,
+        "retry": {"attempts": s.retry.attempts, "next_try": s.retry.next_try,
+                  "ldevid_refused": s.retry.ldevid_refused},
+        "phase": s.phase,
+        "previous_pair_kept": previous,
+    }))
+}
+
 /// `devid-agent renew`: one renewal now if due (or with --force), then exit (0 if the LDevID
 /// is current afterwards).
-pub(crate) async fn renew_once(
-    common: Common,
-    args: RenewArgs,
-    force: bool,
-) -> Result<(), Failure> {
+pub(crate) async fn renew_once(cmd: RenewCmd) -> Result<(), Failure> {
+    let RenewCmd {
+        common,
+        renew: args,
+        force,
+        status: only_status,
+    } = cmd;
     let mut renewer = open(&common, &args)?;
+    if only_status {
+        println!("{}", status(&mut renewer)?);
+        return Ok(());
+    }
     renewer.run_hook().await;
     let installed = match args.renew {
         Via::Off => return Err(Failure::usage("renew needs --renew est or --renew mqtt")),

@@ -478,5 +478,19 @@ async fn a_key_made_before_the_agent_was_killed_is_the_key_of_the_retry() {
     let out = renew(false).output().await.unwrap();
     assert!(out.status.success());
     assert_eq!(seen.csr_keys.lock().unwrap().len(), 2);
+    // --status shows the installed LDevID and when it is due, and changes nothing.
+    let out = renew(false).arg("--status").output().await.unwrap();
+    assert!(out.status.success());
+    let st: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        st["ldevid"]["serial"].as_str(),
+        Some(file_serial(&ldir.join("ldevid.crt")).as_str()),
+        "{st}"
+    );
+    assert!(
+        st["next"]["wait_until"].as_u64().unwrap() > st["ldevid"]["not_before"].as_u64().unwrap()
+    );
+    assert_eq!(st["retry"]["attempts"], 0, "{st}");
+    assert_eq!(seen.csr_keys.lock().unwrap().len(), 2);
     server.abort();
 }
