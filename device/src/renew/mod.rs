@@ -131,7 +131,9 @@ impl Renewer {
     ) -> Result<Self, RenewError> {
         let store = Store::open(dir)?;
         let mut state = store.load_state()?;
-        store.recover(&mut state)?;
+        if store.recover(&mut state)? {
+            forget_session(&store);
+        }
         Ok(Renewer {
             store,
             idevid,
@@ -237,6 +239,7 @@ impl Renewer {
                     }
                     self.store.stage(&chain)?;
                     self.store.install(&mut self.state)?;
+                    forget_session(&self.store);
                     self.run_hook().await;
                     let serial = cert_info(&chain[0]).ok().map(|(s, _)| s);
                     return Ok(Report {
@@ -347,6 +350,12 @@ impl Renewer {
     pub fn paths(&self) -> (PathBuf, PathBuf) {
         (self.store.cert_path(), self.store.key_path())
     }
+}
+
+/// A DEVID-1 resumption ticket belongs to the session of the certificate that made it: after a
+/// switch the next connection is a full handshake with the new certificate.
+fn forget_session(store: &Store) {
+    crate::devid1::forget_ticket(&crate::devid1::ticket_path_for_key(&store.key_path()));
 }
 
 fn spki_of(c: &CertificateDer<'_>) -> Option<Vec<u8>> {

@@ -216,6 +216,9 @@ async fn enrolls_with_the_idevid_then_renews_with_the_ldevid_keeping_the_old_pai
     drop(r2);
 
     // Due: re-enroll with the LDevID; the old pair stays as prev until the new one connects.
+    // The old LDevID's resumption ticket goes with it.
+    let ticket = crate::devid1::ticket_path_for_key(&r.store.key_path());
+    std::fs::write(&ticket, b"ticket of the old session").unwrap();
     let rep = r
         .attempt(&ca, Credential::Ldevid, Call::Reenroll)
         .await
@@ -229,6 +232,10 @@ async fn enrolls_with_the_idevid_then_renews_with_the_ldevid_keeping_the_old_pai
     assert_eq!(seen[1].1, Call::Reenroll);
     let second = r.store.current().unwrap().unwrap();
     assert_ne!(pk(&second), pk(&first), "re-keyed");
+    assert!(
+        !ticket.exists(),
+        "the old session's ticket outlived its certificate"
+    );
     let prev = r.store.previous().unwrap().expect("old pair kept");
     assert_eq!(prev.chain[0], first.chain[0]);
     assert_eq!(pk(&prev), pk(&first));
