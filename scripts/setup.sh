@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Makes sure what the tests need is installed and running: openssl (an independent checker),
+# Makes sure what the tests need is installed and running: openssl and curl (independent
+# checkers; curl is the EST client of the EST tests),
 # Mosquitto 2.0 (the real broker the end-to-end tests start on their own ports) and its stock
 # clients mosquitto_pub/mosquitto_sub (the mutual-TLS end-to-end test), SoftHSM2 and
 # pkcs11-tool (opensc) for the CA-keys-in-a-token tests, PostgreSQL at 127.0.0.1:5432 with trust
@@ -17,6 +18,7 @@ fi
 
 need_apt=()
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
+command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need_apt+=(mosquitto)
 command -v mosquitto_pub >/dev/null 2>&1 && command -v mosquitto_sub >/dev/null 2>&1 ||
   need_apt+=(mosquitto-clients)

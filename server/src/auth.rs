@@ -258,6 +258,14 @@ impl FromRequestParts<AppState> for Caller {
             .and_then(|v| v.to_str().ok())
             .ok_or(DomainError::Unauthenticated)?;
         let secret = bearer_token(header).ok_or(DomainError::Unauthenticated)?;
+        Caller::from_secret(state, secret).await
+    }
+}
+
+impl Caller {
+    /// The caller whose token is `secret`, if the token exists, is not revoked and has not
+    /// expired.
+    pub async fn from_secret(state: &AppState, secret: &str) -> Result<Caller, DomainError> {
         let token_hash = hash_token(secret);
         let row = state
             .tokens
@@ -276,6 +284,21 @@ impl FromRequestParts<AppState> for Caller {
             token_hash,
         })
     }
+}
+
+/// The password of an `Authorization: Basic <base64(user:password)>` header (RFC 7617), where
+/// EST clients put a token; the user name is ignored.
+pub fn basic_password(header: &str) -> Option<String> {
+    let (scheme, value) = header.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(value.trim())
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (_, password) = text.split_once(':')?;
+    Some(password.to_string())
 }
 
 /// The token of an `Authorization: Bearer <token>` header. The scheme name is case-insensitive
@@ -332,6 +355,22 @@ mod tests {
         for h in ["Basic devid_x", "Bearer", "Bearerdevid_x", "Bearer other"] {
             assert_eq!(bearer_token(h), None, "{h}");
         }
+    }
+
+    #[test]
+    fn basic_passwords() {
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        assert_eq!(
+            basic_password(&format!("Basic {}", b64("line3:devid_x_y"))).as_deref(),
+            Some("devid_x_y")
+        );
+        assert_eq!(
+            basic_password(&format!("basic {}", b64(":a:b"))).as_deref(),
+            Some("a:b")
+        );
+        assert_eq!(basic_password(&format!("Bearer {}", b64("u:p"))), None);
+        assert_eq!(basic_password("Basic !!"), None);
+        assert_eq!(basic_password(&format!("Basic {}", b64("no colon"))), None);
     }
 
     #[test]

@@ -100,6 +100,15 @@ pub struct Opts {
     /// File holding the token's user PIN (or set DEVID_PKCS11_PIN; never a flag).
     #[arg(long, env = "DEVID_PKCS11_PIN_FILE", global = true)]
     pub pkcs11_pin_file: Option<PathBuf>,
+    /// Also serve everything, and EST (/.well-known/est/), over TLS on this address [default: off].
+    #[arg(long, env = "DEVID_TLS_LISTEN", global = true)]
+    pub tls_listen: Option<SocketAddr>,
+    /// The TLS listener's certificate chain, PEM (leaf first); with --tls-key. Without it devid issues its own for the host of --public-url and renews it.
+    #[arg(long, env = "DEVID_TLS_CERT", global = true)]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert, PEM (PKCS#8 or SEC1).
+    #[arg(long, env = "DEVID_TLS_KEY", global = true)]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// What `devid.toml` may hold: the same settings as the flags.
@@ -116,6 +125,17 @@ pub struct FileConfig {
     pub pkcs11_module: Option<PathBuf>,
     pub pkcs11_token: Option<String>,
     pub pkcs11_pin_file: Option<PathBuf>,
+    pub tls_listen: Option<SocketAddr>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+}
+
+/// The TLS listener: where, and whose certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsSettings {
+    pub listen: SocketAddr,
+    /// The operator's certificate chain and key files; None: devid issues its own.
+    pub files: Option<(PathBuf, PathBuf)>,
 }
 
 /// Where a PKCS#11 token keeps the CA keys. The PIN itself is read when the CA is opened
@@ -140,6 +160,8 @@ pub struct Settings {
     pub max_body_bytes: usize,
     /// None: the CA keys are files under `<data_dir>/ca/`.
     pub pkcs11: Option<Pkcs11Settings>,
+    /// None: no TLS listener.
+    pub tls: Option<TlsSettings>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -157,6 +179,8 @@ pub enum ConfigError {
     DatabaseUrl,
     #[error("a PKCS#11 token needs both --pkcs11-module and --pkcs11-token")]
     Pkcs11Incomplete,
+    #[error("--tls-cert and --tls-key go together, and with --tls-listen")]
+    TlsIncomplete,
 }
 
 /// Parses a certificate validity: `none`, or a duration in core's grammar with a unit
@@ -220,7 +244,24 @@ impl Opts {
             (None, None, None) => None,
             _ => return Err(ConfigError::Pkcs11Incomplete),
         };
+        let tls = match (
+            self.tls_listen.or(file.tls_listen),
+            self.tls_cert.or(file.tls_cert),
+            self.tls_key.or(file.tls_key),
+        ) {
+            (Some(listen), Some(cert), Some(key)) => Some(TlsSettings {
+                listen,
+                files: Some((cert, key)),
+            }),
+            (Some(listen), None, None) => Some(TlsSettings {
+                listen,
+                files: None,
+            }),
+            (None, None, None) => None,
+            _ => return Err(ConfigError::TlsIncomplete),
+        };
         Ok(Settings {
+            tls,
             pkcs11,
             listen,
             data_dir: self

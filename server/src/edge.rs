@@ -275,12 +275,19 @@ fn percent_decode(s: &str) -> String {
 }
 
 /// Turns every error response that is not yet a problem document (axum's own 405, rejections of
-/// extractors that are not ours) into one, keeping its status and headers. Client errors keep
+/// extractors that are not ours) into one, keeping its status and headers. EST answers are left
+/// alone: RFC 7030 clients get plain text. Client errors keep
 /// axum's text as the detail; server errors get the generic one.
 pub async fn problem_documents(req: Request, next: Next) -> Response {
     let response = next.run(req).await;
     let status = response.status();
-    if !(status.is_client_error() || status.is_server_error()) || is_problem(&response) {
+    if !(status.is_client_error() || status.is_server_error())
+        || is_problem(&response)
+        || response
+            .extensions()
+            .get::<crate::routes::est::EstAnswer>()
+            .is_some()
+    {
         return response;
     }
     let (mut parts, body) = response.into_parts();

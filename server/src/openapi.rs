@@ -106,6 +106,9 @@ impl utoipa::IntoResponses for JsonBodyProblems {
     }
 }
 
+/// Where EST lives (RFC 7030 section 3.2.2): its operations answer errors in plain text.
+pub const EST_PREFIX: &str = "/.well-known/est/";
+
 /// The operations of a path item.
 fn operations(paths: &mut Paths) -> impl Iterator<Item = &mut Operation> {
     paths.paths.values_mut().flat_map(|item| {
@@ -223,7 +226,20 @@ fn complete(mut api: OpenApi) -> Value {
              RFC 3339 in UTC; certificate serials and fingerprints are lowercase hex.",
         ))
         .build();
-    for op in operations(&mut api.paths) {
+    // EST answers its errors in plain text (RFC 7030); everything else in problem documents.
+    let (est, mut rest): (Paths, Paths) = {
+        let mut est = Paths::new();
+        let mut rest = Paths::new();
+        for (path, item) in std::mem::take(&mut api.paths.paths) {
+            if path.starts_with(EST_PREFIX) {
+                est.paths.insert(path, item);
+            } else {
+                rest.paths.insert(path, item);
+            }
+        }
+        (est, rest)
+    };
+    for op in operations(&mut rest) {
         op.responses.responses.insert(
             "default".to_string(),
             problem_response(
@@ -232,6 +248,21 @@ fn complete(mut api: OpenApi) -> Value {
             ),
         );
     }
+    let mut est = est;
+    for op in operations(&mut est) {
+        op.responses.responses.insert(
+            "default".to_string(),
+            Response::builder()
+                .description("Any other error, as plain text a person can read (RFC 7030).")
+                .content(
+                    "text/plain",
+                    utoipa::openapi::Content::new(Some(String::schema())),
+                )
+                .into(),
+        );
+    }
+    rest.paths.append(&mut est.paths);
+    api.paths.paths = rest.paths;
     let mut doc = serde_json::to_value(&api).expect("utoipa's OpenApi serializes to JSON");
     for item in doc["paths"]
         .as_object_mut()
@@ -401,7 +432,12 @@ mod tests {
                         response["description"].is_string(),
                         "{at} {status}: no description"
                     );
-                    if !status.starts_with('2') && status != "304" {
+                    if !status.starts_with('2') && path.starts_with(EST_PREFIX) {
+                        assert!(
+                            response["content"]["text/plain"].is_object(),
+                            "{at} {status}: EST errors are plain text"
+                        );
+                    } else if !status.starts_with('2') && status != "304" {
                         assert!(
                             response["content"][PROBLEM_JSON].is_object(),
                             "{at} {status}: not a problem document"
@@ -410,7 +446,11 @@ mod tests {
                 }
                 if roles.is_empty() {
                     assert!(op.get("security").is_none(), "{at}: public with security");
-                    assert!(!responses.contains_key("401"), "{at}");
+                    // EST authenticates by TLS client certificate or HTTP Basic, not by bearer.
+                    assert!(
+                        !responses.contains_key("401") || path.starts_with(EST_PREFIX),
+                        "{at}"
+                    );
                 } else {
                     assert_eq!(op["security"][0]["bearer"], json!(roles), "{at}");
                     assert!(responses.contains_key("401") && responses.contains_key("403"));
@@ -432,7 +472,7 @@ mod tests {
                 assert_eq!(named, declared, "{at}: path parameters");
             }
         }
-        assert_eq!(count, 29, "operations in the document");
+        assert_eq!(count, 39, "operations in the document");
     }
 
     #[test]

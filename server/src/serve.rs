@@ -346,15 +346,55 @@ pub async fn run(settings: Settings) -> Result<(), BoxError> {
         tokens: Arc::new(TokenCache::default()),
         shutdown: shutdown_rx,
     };
+    let tls = match &state.settings.tls {
+        Some(tls) => {
+            let config = crate::tls::server_config(
+                tls,
+                state.ca.clone(),
+                state.settings.public_url.as_deref(),
+                &state.profile,
+            )?;
+            let tcp = tokio::net::TcpListener::bind(tls.listen)
+                .await
+                .map_err(|e| format!("cannot listen on {} (TLS): {e}", tls.listen))?;
+            let listener =
+                crate::tls::TlsListener::new(tcp, tokio_rustls::TlsAcceptor::from(config))?;
+            let tls_addr = axum::serve::Listener::local_addr(&listener)?;
+            println!("devid-server: TLS (EST and the API) on https://{tls_addr}");
+            tracing::info!(addr = %tls_addr, "TLS listening");
+            Some(listener)
+        }
+        None => None,
+    };
     println!("devid-server: listening on http://{addr}");
     tracing::info!(%addr, "listening");
-    axum::serve(listener, app(state))
-        .with_graceful_shutdown(async move {
-            wait_for_signal().await;
-            tracing::info!("shutting down");
-            let _ = shutdown_tx.send(true);
+    let router = app(state);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let tls_server = tls.map(|listener| {
+        let service = router
+            .clone()
+            .into_make_service_with_connect_info::<crate::tls::ClientTls>();
+        let rx = shutdown_tx.subscribe();
+        tokio::spawn(async move {
+            axum::serve(listener, service)
+                .with_graceful_shutdown(stopped(rx))
+                .await
         })
+    });
+    let rx = shutdown_tx.subscribe();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        let _ = shutdown_tx.send(true);
+    });
+    axum::serve(listener, router)
+        .with_graceful_shutdown(stopped(rx))
         .await?;
+    if let Some(server) = tls_server {
+        server.await??;
+    }
     Ok(())
 }
 

@@ -185,12 +185,13 @@ fn only_the_http_edge_knows_axum() {
             "server/src/edge.rs",
             "server/src/error.rs",
             "server/src/auth.rs",
+            "server/src/tls/listener.rs",
         ],
         "axum",
     );
     assert!(
         found.is_empty(),
-        "axum outside the HTTP edge (routes, app, serve, edge, error, the auth extractor):\n{}",
+        "axum outside the HTTP edge (routes, app, serve, edge, error, the auth extractor, the TLS listener):\n{}",
         found.join("\n")
     );
 }

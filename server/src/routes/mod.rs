@@ -11,6 +11,8 @@ pub mod brokers;
 pub mod ca;
 pub mod device_settings;
 pub mod devices;
+pub mod est;
+pub mod est_ldevid;
 pub mod lifecycle;
 pub mod ops;
 pub mod revocations;
@@ -97,6 +99,7 @@ pub fn table() -> Routes {
         .merge(tokens::router())
         .merge(audit::router())
         .merge(brokers::router())
+        .merge(est::router())
 }
 
 /// The caller of a route that needs a token, with the roles its route-table entry admits.

@@ -1,0 +1,597 @@
+//! EST (RFC 7030 with RFC 8951) under `/.well-known/est/` and `/.well-known/est/<label>/`,
+//! where the label is a model name. The bytes are built and read in [`crate::est`]; this module
+//! authenticates, calls the registry or the LDevID issuance, and answers.
+//!
+//! Authentication: a TLS client certificate of a device (only on the TLS listener), or HTTP
+//! Basic with a factory or admin token as the password (the user name is ignored). Errors are
+//! plain text a person can read, with RFC 7030's status codes; nothing is issued on an error,
+//! and every refusal is audited.
+
+use axum::body::Bytes;
+use axum::extract::connect_info::ConnectInfo;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use devid_core::api::{RegisterRequest, Registered, Role};
+use utoipa_axum::routes;
+
+use crate::app::AppState;
+use crate::auth::{basic_password, Caller};
+use crate::domain::audit;
+use crate::error::ApiError;
+use crate::est::{self, certs_only};
+use crate::routes::{Access, Routes};
+use crate::store::Actor;
+use crate::tls::ClientTls;
+
+/// `application/pkcs7-mime`, the type of `cacerts` answers.
+const PKCS7: &str = "application/pkcs7-mime";
+/// The type of enrollment answers.
+const PKCS7_CERTS_ONLY: &str = "application/pkcs7-mime; smime-type=certs-only";
+const CSRATTRS: &str = "application/csrattrs";
+const PKCS10: &str = "application/pkcs10";
+
+pub fn router() -> Routes {
+    Routes::new()
+        .add(Access::Public, routes!(cacerts))
+        .add(Access::Public, routes!(cacerts_labeled))
+        .add(Access::Public, routes!(csrattrs))
+        .add(Access::Public, routes!(csrattrs_labeled))
+        .add(Access::Public, routes!(simpleenroll))
+        .add(Access::Public, routes!(simpleenroll_labeled))
+        .add(Access::Public, routes!(simplereenroll))
+        .add(Access::Public, routes!(simplereenroll_labeled))
+        .add(Access::Public, routes!(serverkeygen))
+        .add(Access::Public, routes!(serverkeygen_labeled))
+}
+
+/// Marks an EST answer, so that the edge leaves its plain-text errors as they are.
+#[derive(Debug, Clone, Copy)]
+pub struct EstAnswer;
+
+/// An EST error: the status RFC 7030 uses and a plain-text body saying why.
+#[derive(Debug)]
+pub struct EstError(pub ApiError);
+
+impl From<ApiError> for EstError {
+    fn from(e: ApiError) -> Self {
+        EstError(e)
+    }
+}
+
+impl From<crate::domain::DomainError> for EstError {
+    fn from(e: crate::domain::DomainError) -> Self {
+        EstError(e.into())
+    }
+}
+
+impl IntoResponse for EstError {
+    fn into_response(self) -> Response {
+        if let ApiError::Internal(cause) = &self.0 {
+            tracing::error!(%cause, "internal error");
+        }
+        let status = self.0.status();
+        let text = match &self.0 {
+            ApiError::Unauthorized => "authenticate with the device's TLS client certificate, \
+                 or with HTTP Basic and a factory or admin token as the password"
+                .to_string(),
+            other => {
+                let p = other.problem();
+                p.detail.unwrap_or(p.title)
+            }
+        };
+        let mut response = (
+            status,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            format!("{text}\n"),
+        )
+            .into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"devid EST\""),
+            );
+        }
+        response.extensions_mut().insert(EstAnswer);
+        response
+    }
+}
+
+impl crate::domain::audit::AuditOutcome for EstError {
+    fn audit_outcome(&self) -> String {
+        self.0.audit_outcome()
+    }
+}
+
+/// A base64 body with its content type.
+fn base64_answer(content_type: &'static str, der: &[u8]) -> Response {
+    let mut response = (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (
+                header::HeaderName::from_static("content-transfer-encoding"),
+                "base64",
+            ),
+        ],
+        est::encode_body(der),
+    )
+        .into_response();
+    response.extensions_mut().insert(EstAnswer);
+    response
+}
+
+/// A device certificate the TLS layer passed, read for what EST needs of it.
+pub struct Presented {
+    pub leaf_der: Vec<u8>,
+    /// The subject CN: the device's ClientID.
+    pub client_id: String,
+    /// Lowercase hex, as the registry keeps serials.
+    pub serial_hex: String,
+    /// Unix seconds.
+    pub not_after: i64,
+    pub not_before: i64,
+}
+
+impl Presented {
+    /// Whether the certificate is outside its validity at `now` (unix seconds).
+    pub fn expired_at(&self, now: i64) -> bool {
+        now > self.not_after || now < self.not_before
+    }
+}
+
+/// The client certificate of the request's TLS connection, if any (never on the plain
+/// listener).
+fn presented(headers_ext: &axum::http::Extensions) -> Option<Presented> {
+    let tls = headers_ext.get::<ConnectInfo<ClientTls>>()?;
+    let leaf = tls.0.chain.as_ref()?.first()?.as_ref().to_vec();
+    let (_, cert) = x509_parser::parse_x509_certificate(&leaf).ok()?;
+    let client_id = cert
+        .subject()
+        .iter_common_name()
+        .next()
+        .and_then(|cn| cn.as_str().ok())?
+        .to_string();
+    let raw = cert.raw_serial();
+    let first = raw.iter().position(|b| *b != 0).unwrap_or(raw.len());
+    Some(Presented {
+        serial_hex: hex::encode(&raw[first..]),
+        client_id,
+        not_after: cert.validity().not_after.timestamp(),
+        not_before: cert.validity().not_before.timestamp(),
+        leaf_der: leaf,
+    })
+}
+
+/// Who is calling, for the audit of a refusal: the certificate's device, the token, or nobody.
+fn anonymous_actor(presented: Option<&Presented>) -> Actor {
+    match presented {
+        Some(p) => Actor {
+            id: format!("cert:{}", p.serial_hex),
+            name: p.client_id.clone(),
+        },
+        None => Actor {
+            id: "anonymous".into(),
+            name: "EST client".into(),
+        },
+    }
+}
+
+/// Records a refused EST call made before (or without) a token.
+async fn audit_refusal(
+    state: &AppState,
+    actor: &Actor,
+    action: &str,
+    target: &str,
+    err: &EstError,
+) {
+    let rec = audit::record(actor, action, target, err.0.audit_outcome());
+    if let Err(e) = state.store.insert_audit(&rec).await {
+        tracing::error!(error = %e, action, "could not write audit record");
+    }
+}
+
+/// The token of an HTTP Basic header, as a caller that may register devices.
+async fn basic_caller(state: &AppState, headers: &HeaderMap) -> Result<Option<Caller>, EstError> {
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let password = value
+        .to_str()
+        .ok()
+        .and_then(basic_password)
+        .ok_or(EstError(ApiError::Unauthorized))?;
+    let caller = Caller::from_secret(state, &password)
+        .await
+        .map_err(|_| EstError(ApiError::Unauthorized))?;
+    caller.require(&[Role::Admin, Role::Factory])?;
+    Ok(Some(caller))
+}
+
+/// The DER CSR of an enrollment request.
+fn csr_of(body: &Bytes) -> Result<Vec<u8>, EstError> {
+    est::decode_body(body).map_err(|e| EstError(ApiError::BadRequest(e.to_string())))
+}
+
+/// The label as a model name (RFC 7030 section 3.2.2: one path segment).
+fn model_of(label: Option<String>) -> Option<String> {
+    label.filter(|l| !l.is_empty())
+}
+
+/// Registers a new device from an EST request authenticated by a token: exactly what
+/// `POST /v1/devices` does, with the hardware serial from the CSR subject's serialNumber and
+/// the model from the label.
+async fn register(
+    state: &AppState,
+    caller: &Caller,
+    csr_der: &[u8],
+    label: Option<String>,
+    generate_key: bool,
+) -> Result<Registered, EstError> {
+    let serial = est::csr_subject_serial(csr_der);
+    let target = serial.clone().unwrap_or_else(|| "(no serialNumber)".into());
+    let work = async {
+        let serial = serial.ok_or_else(|| {
+            ApiError::BadRequest(
+                "the CSR's subject has no serialNumber (2.5.4.5): EST enrollment with a token \
+                 takes the device's hardware serial from it"
+                    .into(),
+            )
+        })?;
+        // serverkeygen ignores the CSR's key (RFC 7030 section 4.4.1), but not its signature.
+        devid_core::csr::parse_csr_der(csr_der).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        let req = RegisterRequest {
+            hardware_serial: serial,
+            model: model_of(label),
+            client_id: None,
+            metadata: None,
+            csr: (!generate_key).then(|| est::csr_pem(csr_der)),
+            generate_key,
+        };
+        Ok::<_, ApiError>(state.registry.register_one(caller, req).await?)
+    };
+    Ok(caller
+        .audit("device.register", &target)
+        .run(&state.store, work)
+        .await?)
+}
+
+/// The certificate of a registration, as a certs-only answer.
+fn registered_answer(reg: &Registered) -> Result<Response, EstError> {
+    let cert = est::pem_certs(&reg.certificate);
+    let cert = cert
+        .first()
+        .ok_or_else(|| ApiError::internal("a registration answered no certificate"))?;
+    Ok(base64_answer(PKCS7_CERTS_ONLY, &certs_only(&[cert])))
+}
+
+/// `cacerts`: the issuing CA(s) and the root.
+async fn cacerts_answer(state: &AppState) -> Response {
+    let chain: Vec<&[u8]> = state.ca.chain_der().iter().map(Vec::as_slice).collect();
+    base64_answer(PKCS7, &certs_only(&chain))
+}
+
+/// What an enrollment is: first enrollment, or renewal of the presented certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Enroll,
+    Reenroll,
+}
+
+async fn enroll(
+    state: AppState,
+    ext: axum::http::Extensions,
+    headers: HeaderMap,
+    label: Option<String>,
+    body: Bytes,
+    kind: Kind,
+) -> Result<Response, EstError> {
+    let presented = presented(&ext);
+    let action = match kind {
+        Kind::Enroll => "est.simpleenroll",
+        Kind::Reenroll => "est.simplereenroll",
+    };
+    // Refusals met here are audited here; the registry and the LDevID issuance audit their own.
+    let refuse = |e: EstError| async {
+        audit_refusal(&state, &anonymous_actor(presented.as_ref()), action, "", &e).await;
+        Err(e)
+    };
+    let csr_der = match csr_of(&body) {
+        Ok(der) => der,
+        Err(e) => return refuse(e).await,
+    };
+    let now = crate::timefmt::now();
+    // An expired certificate counts only for re-enrollment (the model's renewal grace is
+    // applied by the issuance); everywhere else it is no certificate.
+    let usable = presented
+        .as_ref()
+        .filter(|p| kind == Kind::Reenroll || !p.expired_at(now));
+    if let Some(p) = usable {
+        return super::est_ldevid::issue(&state, p, csr_der, kind).await;
+    }
+    if kind == Kind::Reenroll {
+        return refuse(EstError(ApiError::Unauthorized)).await;
+    }
+    match basic_caller(&state, &headers).await {
+        Ok(Some(caller)) => {
+            registered_answer(&register(&state, &caller, &csr_der, label, false).await?)
+        }
+        Ok(None) => refuse(EstError(ApiError::Unauthorized)).await,
+        Err(e) => refuse(e).await,
+    }
+}
+
+async fn serverkeygen_answer(
+    state: AppState,
+    headers: HeaderMap,
+    label: Option<String>,
+    body: Bytes,
+) -> Result<Response, EstError> {
+    let refuse = |e: EstError| async {
+        audit_refusal(&state, &anonymous_actor(None), "est.serverkeygen", "", &e).await;
+        Err(e)
+    };
+    let csr_der = match csr_of(&body) {
+        Ok(der) => der,
+        Err(e) => return refuse(e).await,
+    };
+    let caller = match basic_caller(&state, &headers).await {
+        Ok(Some(caller)) => caller,
+        Ok(None) => return refuse(EstError(ApiError::Unauthorized)).await,
+        Err(e) => return refuse(e).await,
+    };
+    let reg = register(&state, &caller, &csr_der, label, true).await?;
+    let Some(key_pem) = reg.private_key.as_deref() else {
+        let e = EstError(ApiError::conflict(
+            "this device is already registered; its server-made key was returned once, in the \
+             first answer, and is not kept",
+        ));
+        caller
+            .audit("device.register", &reg.hardware_serial)
+            .failed(&state.store, &e)
+            .await;
+        return Err(e);
+    };
+    let key = pem::parse(key_pem).map_err(ApiError::internal)?;
+    let cert = est::pem_certs(&reg.certificate);
+    let cert = cert
+        .first()
+        .ok_or_else(|| ApiError::internal("a registration answered no certificate"))?;
+    let boundary = format!("devid-est-{}", &reg.serial);
+    let body = est::serverkeygen_body(key.contents(), &certs_only(&[cert]), &boundary);
+    let mut response = (
+        [(
+            header::CONTENT_TYPE,
+            format!("multipart/mixed; boundary={boundary}"),
+        )],
+        body,
+    )
+        .into_response();
+    response.extensions_mut().insert(EstAnswer);
+    Ok(response)
+}
+
+/// The CA certificates: issuing CA(s) and root, as a certs-only CMS (base64 DER).
+#[utoipa::path(
+    get,
+    path = "/.well-known/est/cacerts",
+    tag = "est",
+    responses((status = 200, description = "Certs-only CMS SignedData, base64 of DER", content_type = PKCS7, body = String))
+)]
+async fn cacerts(State(state): State<AppState>) -> Response {
+    cacerts_answer(&state).await
+}
+
+/// [`cacerts`] under a label (a model name): the same CA certificates.
+#[utoipa::path(
+    get,
+    path = "/.well-known/est/{label}/cacerts",
+    tag = "est",
+    params(("label" = String, Path, description = "A model name")),
+    responses((status = 200, description = "Certs-only CMS SignedData, base64 of DER", content_type = PKCS7, body = String))
+)]
+async fn cacerts_labeled(State(state): State<AppState>, Path(_label): Path<String>) -> Response {
+    cacerts_answer(&state).await
+}
+
+fn csrattrs_answer() -> Response {
+    base64_answer(CSRATTRS, &est::csr_attrs())
+}
+
+/// What devid accepts in a CSR: an ECDSA P-256 key, signed with ecdsa-with-SHA256.
+#[utoipa::path(
+    get,
+    path = "/.well-known/est/csrattrs",
+    tag = "est",
+    responses((status = 200, description = "CsrAttrs, base64 of DER", content_type = CSRATTRS, body = String))
+)]
+async fn csrattrs() -> Response {
+    csrattrs_answer()
+}
+
+/// [`csrattrs`] under a label.
+#[utoipa::path(
+    get,
+    path = "/.well-known/est/{label}/csrattrs",
+    tag = "est",
+    params(("label" = String, Path, description = "A model name")),
+    responses((status = 200, description = "CsrAttrs, base64 of DER", content_type = CSRATTRS, body = String))
+)]
+async fn csrattrs_labeled(Path(_label): Path<String>) -> Response {
+    csrattrs_answer()
+}
+
+/// Enroll: with the device's TLS client certificate (an IDevID or a valid LDevID), an LDevID
+/// for that device; with HTTP Basic and a factory or admin token, a new device registered as
+/// `POST /v1/devices` would (hardware serial from the CSR subject's serialNumber).
+#[utoipa::path(
+    post,
+    path = "/.well-known/est/simpleenroll",
+    tag = "est",
+    request_body(content = String, content_type = PKCS10, description = "PKCS#10, base64 of DER"),
+    responses(
+        (status = 200, description = "The new certificate, certs-only CMS, base64 of DER", content_type = PKCS7_CERTS_ONLY, body = String),
+        (status = 400, description = "Bad request (plain text)", content_type = "text/plain", body = String),
+        (status = 401, description = "No usable credential (plain text)", content_type = "text/plain", body = String),
+        (status = 403, description = "Refused (plain text)", content_type = "text/plain", body = String),
+    )
+)]
+async fn simpleenroll(
+    State(state): State<AppState>,
+    req: axum::extract::Request,
+) -> Result<Response, EstError> {
+    let (parts, body) = split(req, &state).await?;
+    enroll(
+        state,
+        parts.extensions,
+        parts.headers,
+        None,
+        body,
+        Kind::Enroll,
+    )
+    .await
+}
+
+/// [`simpleenroll`] for the model named by the label.
+#[utoipa::path(
+    post,
+    path = "/.well-known/est/{label}/simpleenroll",
+    tag = "est",
+    params(("label" = String, Path, description = "A model name")),
+    request_body(content = String, content_type = PKCS10, description = "PKCS#10, base64 of DER"),
+    responses(
+        (status = 200, description = "The new certificate, certs-only CMS, base64 of DER", content_type = PKCS7_CERTS_ONLY, body = String),
+        (status = 400, description = "Bad request (plain text)", content_type = "text/plain", body = String),
+        (status = 401, description = "No usable credential (plain text)", content_type = "text/plain", body = String),
+    )
+)]
+async fn simpleenroll_labeled(
+    State(state): State<AppState>,
+    Path(label): Path<String>,
+    req: axum::extract::Request,
+) -> Result<Response, EstError> {
+    let (parts, body) = split(req, &state).await?;
+    enroll(
+        state,
+        parts.extensions,
+        parts.headers,
+        Some(label),
+        body,
+        Kind::Enroll,
+    )
+    .await
+}
+
+/// Re-enroll with the current certificate (TLS client certificate): the CSR's subject and
+/// SAN must be the certificate's; the same key renews, a new key re-keys. An LDevID expired
+/// less than its model's renewal grace ago is accepted here, and nowhere else.
+#[utoipa::path(
+    post,
+    path = "/.well-known/est/simplereenroll",
+    tag = "est",
+    request_body(content = String, content_type = PKCS10, description = "PKCS#10, base64 of DER"),
+    responses(
+        (status = 200, description = "The new certificate, certs-only CMS, base64 of DER", content_type = PKCS7_CERTS_ONLY, body = String),
+        (status = 400, description = "Bad request, or the subject or SAN differs (plain text)", content_type = "text/plain", body = String),
+        (status = 401, description = "No usable certificate (plain text)", content_type = "text/plain", body = String),
+    )
+)]
+async fn simplereenroll(
+    State(state): State<AppState>,
+    req: axum::extract::Request,
+) -> Result<Response, EstError> {
+    let (parts, body) = split(req, &state).await?;
+    enroll(
+        state,
+        parts.extensions,
+        parts.headers,
+        None,
+        body,
+        Kind::Reenroll,
+    )
+    .await
+}
+
+/// [`simplereenroll`] under a label.
+#[utoipa::path(
+    post,
+    path = "/.well-known/est/{label}/simplereenroll",
+    tag = "est",
+    params(("label" = String, Path, description = "A model name")),
+    request_body(content = String, content_type = PKCS10, description = "PKCS#10, base64 of DER"),
+    responses(
+        (status = 200, description = "The new certificate, certs-only CMS, base64 of DER", content_type = PKCS7_CERTS_ONLY, body = String),
+        (status = 400, description = "Bad request (plain text)", content_type = "text/plain", body = String),
+        (status = 401, description = "No usable certificate (plain text)", content_type = "text/plain", body = String),
+    )
+)]
+async fn simplereenroll_labeled(
+    State(state): State<AppState>,
+    Path(label): Path<String>,
+    req: axum::extract::Request,
+) -> Result<Response, EstError> {
+    let (parts, body) = split(req, &state).await?;
+    enroll(
+        state,
+        parts.extensions,
+        parts.headers,
+        Some(label),
+        body,
+        Kind::Reenroll,
+    )
+    .await
+}
+
+/// Server-side key generation (RFC 7030 section 4.4) for a new device, with HTTP Basic and a
+/// factory or admin token: `multipart/mixed` with the PKCS#8 key (returned once, not kept) and
+/// the certificate. The CSR names the device (serialNumber); its key is not used.
+#[utoipa::path(
+    post,
+    path = "/.well-known/est/serverkeygen",
+    tag = "est",
+    request_body(content = String, content_type = PKCS10, description = "PKCS#10, base64 of DER"),
+    responses(
+        (status = 200, description = "multipart/mixed: application/pkcs8 and a certs-only CMS", content_type = "multipart/mixed", body = String),
+        (status = 400, description = "Bad request (plain text)", content_type = "text/plain", body = String),
+        (status = 401, description = "No usable credential (plain text)", content_type = "text/plain", body = String),
+    )
+)]
+async fn serverkeygen(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, EstError> {
+    serverkeygen_answer(state, headers, None, body).await
+}
+
+/// [`serverkeygen`] for the model named by the label.
+#[utoipa::path(
+    post,
+    path = "/.well-known/est/{label}/serverkeygen",
+    tag = "est",
+    params(("label" = String, Path, description = "A model name")),
+    request_body(content = String, content_type = PKCS10, description = "PKCS#10, base64 of DER"),
+    responses(
+        (status = 200, description = "multipart/mixed: application/pkcs8 and a certs-only CMS", content_type = "multipart/mixed", body = String),
+        (status = 400, description = "Bad request (plain text)", content_type = "text/plain", body = String),
+    )
+)]
+async fn serverkeygen_labeled(
+    State(state): State<AppState>,
+    Path(label): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, EstError> {
+    serverkeygen_answer(state, headers, Some(label), body).await
+}
+
+/// The request's parts and its body (under the server's body limit).
+async fn split(
+    req: axum::extract::Request,
+    state: &AppState,
+) -> Result<(axum::http::request::Parts, Bytes), EstError> {
+    let (parts, body) = req.into_parts();
+    let body = axum::body::to_bytes(body, state.settings.max_body_bytes)
+        .await
+        .map_err(|e| EstError(ApiError::BadRequest(format!("cannot read the body: {e}"))))?;
+    Ok((parts, body))
+}

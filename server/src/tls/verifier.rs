@@ -1,0 +1,121 @@
+//! Client certificates on the TLS listener: requested, never required, verified against
+//! devid's root with the issuing CA(s) the [`Ca`] holds as intermediates (a client may send its
+//! leaf alone).
+//!
+//! One exception to "verified": a certificate whose only fault is that it has expired passes
+//! the TLS layer, so that `simplereenroll` can apply the model's renewal grace. Such a
+//! certificate is still checked in full (chain, signatures, usage) at the instant it expired.
+//! Every route but `simplereenroll` treats an expired certificate as no certificate (see
+//! `routes::est`), and bearer-token routes never look at client certificates.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, RootCertStore};
+use rustls::{Error, SignatureScheme};
+
+use crate::ca::Ca;
+
+/// Verifies client certificates against the CA (see the module documentation).
+#[derive(Debug)]
+pub struct DeviceCertVerifier {
+    inner: Arc<dyn ClientCertVerifier>,
+    ca: Arc<Ca>,
+}
+
+impl DeviceCertVerifier {
+    pub fn new(ca: Arc<Ca>, provider: Arc<CryptoProvider>) -> Result<Self, String> {
+        let mut roots = RootCertStore::empty();
+        roots
+            .add(CertificateDer::from(ca.root_der().to_vec()))
+            .map_err(|e| format!("devid's root is not a usable trust anchor: {e}"))?;
+        let inner = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+            .allow_unauthenticated()
+            .build()
+            .map_err(|e| format!("cannot build the client certificate verifier: {e}"))?;
+        Ok(DeviceCertVerifier { inner, ca })
+    }
+
+    /// The intermediates a client sent, then every issuing CA of devid's chain (all of it but
+    /// the root), read from the CA at each handshake so that a new issuing CA counts at once.
+    fn intermediates<'a>(&self, sent: &[CertificateDer<'a>]) -> Vec<CertificateDer<'a>> {
+        let chain = self.ca.chain_der();
+        let issuing = &chain[..chain.len().saturating_sub(1)];
+        sent.iter()
+            .cloned()
+            .chain(issuing.iter().map(|d| CertificateDer::from(d.clone())))
+            .collect()
+    }
+}
+
+/// The leaf's notAfter, as a [`UnixTime`].
+fn not_after(end_entity: &CertificateDer<'_>) -> Option<UnixTime> {
+    let (_, cert) = x509_parser::parse_x509_certificate(end_entity.as_ref()).ok()?;
+    let secs = u64::try_from(cert.validity().not_after.timestamp()).ok()?;
+    Some(UnixTime::since_unix_epoch(Duration::from_secs(secs)))
+}
+
+impl ClientCertVerifier for DeviceCertVerifier {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, Error> {
+        let intermediates = self.intermediates(intermediates);
+        match self
+            .inner
+            .verify_client_cert(end_entity, &intermediates, now)
+        {
+            Err(Error::InvalidCertificate(
+                CertificateError::Expired | CertificateError::ExpiredContext { .. },
+            )) => {
+                // Expired: the rest must hold at the instant it expired.
+                let at = not_after(end_entity)
+                    .ok_or(Error::InvalidCertificate(CertificateError::BadEncoding))?;
+                self.inner
+                    .verify_client_cert(end_entity, &intermediates, at)
+            }
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
