@@ -19,7 +19,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use devid_core::api::{
     DeviceState, DeviceStatus, FeedEntry, RevocationAction, RevocationScope, TopicPolicy,
 };
-use devid_core::MessageAuth;
+use devid_core::{ConnectWith, MessageAuth};
 use serde::{Deserialize, Serialize};
 
 pub const STATE_FILE: &str = "state.json";
@@ -44,6 +44,9 @@ pub struct CachedStatus {
     pub policy: TopicPolicy,
     pub allowed_cidrs: Vec<String>,
     pub message_auth: MessageAuth,
+    /// Which certificates the device's model admits (`ldevid`: LDevIDs only).
+    #[serde(default)]
+    pub connect_with: ConnectWith,
     /// The answer's ETag, sent back as If-None-Match on the next fetch.
     #[serde(default)]
     pub etag: Option<String>,
@@ -56,6 +59,7 @@ impl From<&DeviceStatus> for CachedStatus {
             policy: s.policy.clone().unwrap_or_default(),
             allowed_cidrs: s.allowed_cidrs.clone(),
             message_auth: s.message_auth,
+            connect_with: s.connect_with,
             etag: None,
         }
     }
@@ -409,6 +413,7 @@ mod tests {
             policy: None,
             allowed_cidrs: vec!["10.0.0.0/8".into()],
             message_auth: MessageAuth::Off,
+            connect_with: devid_core::ConnectWith::Any,
         };
         s.apply_status_tagged(&st, Some("\"abc\"".into()));
         assert_eq!(s.statuses["a"].etag.as_deref(), Some("\"abc\""));

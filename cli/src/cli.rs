@@ -5,7 +5,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use devid_core::{
-    Cidr, DnsName, HardwareSerial, HumanDuration, MessageAuth, ModelName, TopicFilter,
+    Cidr, ConnectWith, DnsName, HardwareSerial, HumanDuration, LdevidValidity, MessageAuth,
+    ModelName, RenewalGrace, TopicFilter,
 };
 
 const MAIN_HELP: &str = "\
@@ -253,7 +254,7 @@ pub enum ModelCommand {
     Show { model: ModelName },
     /// Change a model's settings (unnamed settings keep their values)
     #[command(
-        after_help = "Examples:\n  devid model set thermo-v2 --prefix THERMO\n  devid model set thermo-v2 --publish 'devices/%c/#' --subscribe 'devices/%c/#,broadcast/#' --message-auth required"
+        after_help = "Examples:\n  devid model set thermo-v2 --prefix THERMO\n  devid model set thermo-v2 --publish 'devices/%c/#' --subscribe 'devices/%c/#,broadcast/#' --message-auth required\n  devid model set thermo-v2 --ldevid-validity 30d --renewal-grace 7d --connect-with ldevid"
     )]
     Set {
         model: ModelName,
@@ -269,6 +270,15 @@ pub enum ModelCommand {
         /// off or required
         #[arg(long)]
         message_auth: Option<MessageAuth>,
+        /// Lifetime of the model's LDevIDs (operational certificates), at most 90d
+        #[arg(long)]
+        ldevid_validity: Option<LdevidValidity>,
+        /// How long after expiry an LDevID may still renew (0 = never)
+        #[arg(long)]
+        renewal_grace: Option<RenewalGrace>,
+        /// Certificates brokers admit: any (IDevID or LDevID) or ldevid (LDevID only)
+        #[arg(long)]
+        connect_with: Option<ConnectWith>,
     },
 }
 

@@ -2,6 +2,7 @@
 //!
 //! Always present:
 //! - [`clientid`]: the ClientID rules (charset, length, per-model prefix, check character).
+//! - [`ldevid`]: the LDevID settings of a model and the mark of an LDevID.
 //! - [`hwserial`], [`model`], [`cidr`], [`duration`], [`topic`], [`dnsname`], [`message_auth`]:
 //!   the value types with rules ([`HardwareSerial`], [`ModelName`], [`Cidr`], [`HumanDuration`],
 //!   [`TopicName`], [`TopicFilter`], [`DnsName`], [`MessageAuth`]), parsed once and used by
@@ -32,6 +33,7 @@ pub mod csr;
 pub mod dnsname;
 pub mod duration;
 pub mod hwserial;
+pub mod ldevid;
 pub mod message_auth;
 pub mod model;
 #[cfg(feature = "openapi")]
@@ -49,6 +51,7 @@ pub use clientid::ClientId;
 pub use dnsname::DnsName;
 pub use duration::HumanDuration;
 pub use hwserial::HardwareSerial;
+pub use ldevid::{ConnectWith, LdevidValidity, RenewalGrace};
 pub use message_auth::MessageAuth;
 pub use model::ModelName;
 pub use topic::{TopicFilter, TopicName};

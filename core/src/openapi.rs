@@ -162,6 +162,29 @@ pub const MESSAGE_AUTH: StringRules = StringRules {
 };
 string_value!(crate::MessageAuth, "MessageAuth", MESSAGE_AUTH);
 
+pub const LDEVID_VALIDITY: StringRules = StringRules {
+    description: "The lifetime of an LDevID: a duration (a whole number above zero and one \
+        unit, s, m, h, d or w; a number without a unit is seconds) of at most 90 days.",
+    pattern: "^0*[1-9][0-9]*[smhdw]?$",
+    exact: false,
+    min_length: 1,
+    max_length: 40,
+    examples: &["90d", "30d", "12h"],
+};
+string_value!(crate::LdevidValidity, "LdevidValidity", LDEVID_VALIDITY);
+
+pub const RENEWAL_GRACE: StringRules = StringRules {
+    description: "How long after its expiry an LDevID may still renew: 0 (never) or a duration \
+        (a whole number above zero and one unit, s, m, h, d, w or y; a number without a unit is \
+        seconds).",
+    pattern: "^(0|0*[1-9][0-9]*[smhdwy]?)$",
+    exact: false,
+    min_length: 1,
+    max_length: 40,
+    examples: &["30d", "0", "12h"],
+};
+string_value!(crate::RenewalGrace, "RenewalGrace", RENEWAL_GRACE);
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -276,6 +299,20 @@ mod tests {
                 texts(&["1s", "3600", "20y", "2w", "012s"]),
                 texts(&["0s", "1h30m", "1Y", "-1s", "1.5h", "s"]),
                 |s| s.parse::<crate::HumanDuration>().is_ok(),
+            ),
+            (
+                "LdevidValidity",
+                &LDEVID_VALIDITY,
+                texts(&["1s", "3600", "90d", "12w", "012h"]),
+                texts(&["0", "0s", "91d", "1y", "1h30m", "-1s"]),
+                |s| s.parse::<crate::LdevidValidity>().is_ok(),
+            ),
+            (
+                "RenewalGrace",
+                &RENEWAL_GRACE,
+                texts(&["0", "1s", "3600", "30d", "1y"]),
+                texts(&["00", "0s", "-1", "never", "1h30m"]),
+                |s| s.parse::<crate::RenewalGrace>().is_ok(),
             ),
             (
                 "TopicFilter",

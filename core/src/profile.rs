@@ -13,7 +13,8 @@
 //!   notAfter 99991231235959Z, RFC 5280 4.1.2.5).
 //! - [`Profile::LDevId`]: a short-lived operational identity with the same names and
 //!   extensions and a validity given by the profile itself (at most
-//!   [`MAX_LDEVID_LIFETIME_SECS`]).
+//!   [`MAX_LDEVID_LIFETIME_SECS`]), plus a certificatePolicies extension naming
+//!   [`crate::ldevid::LDEVID_POLICY_OID`], the mark that tells it from an IDevID.
 //! - [`broker_params`]: an MQTT broker's server certificate: CN = first DNS name, SAN DNS
 //!   names, EKU serverAuth and clientAuth, same serial, key-identifier and CRL rules; default
 //!   validity 2 years.
@@ -44,7 +45,7 @@ pub const BACKDATE_SECS: i64 = 60;
 /// Length of the random certificate serial number, in bytes.
 pub const SERIAL_LEN: usize = 16;
 /// Longest lifetime of an LDevID (operational) certificate: 90 days.
-pub const MAX_LDEVID_LIFETIME_SECS: u64 = 90 * 24 * 3600;
+pub const MAX_LDEVID_LIFETIME_SECS: u64 = crate::ldevid::MAX_LDEVID_VALIDITY_SECS;
 /// X.520 upper bounds (RFC 5280 appendix A.1): ub-common-name,
 /// ub-organization-name.
 const UB_COMMON_NAME: usize = 64;
@@ -261,6 +262,15 @@ pub fn device_params(
     params.distinguished_name = dn;
     params.subject_alt_names = vec![SanType::URI(uri)];
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    if let Profile::LDevId { .. } = profile {
+        // certificatePolicies (2.5.29.32), not critical: the LDevID mark.
+        params
+            .custom_extensions
+            .push(rcgen::CustomExtension::from_oid_content(
+                &[2, 5, 29, 32],
+                crate::ldevid::ldevid_policies_der(),
+            ));
+    }
     Ok(params)
 }
 

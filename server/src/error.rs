@@ -237,6 +237,11 @@ impl From<DomainError> for ApiError {
             DomainError::InvalidTransition(detail) => ApiError::conflict(detail),
             DomainError::Forbidden { detail, index } => ApiError::Forbidden { detail, index },
             DomainError::Invalid { detail, index, .. } => ApiError::Unprocessable { detail, index },
+            DomainError::Mismatch(detail) => ApiError::BadRequest(detail),
+            DomainError::RateLimited(detail) => ApiError::OtherClientError {
+                status: StatusCode::TOO_MANY_REQUESTS,
+                detail,
+            },
             DomainError::Unauthenticated => ApiError::Unauthorized,
             DomainError::Unavailable(detail) => ApiError::Unavailable(detail),
             DomainError::Internal(cause) => ApiError::Internal(cause),
@@ -327,6 +332,8 @@ mod tests {
                 403,
             ),
             (DomainError::invalid_field("csr", "csr: bad"), 422),
+            (DomainError::Mismatch("subject differs".into()), 400),
+            (DomainError::RateLimited("at most 5".into()), 429),
             (
                 DomainError::Unavailable("the service is shutting down".into()),
                 503,

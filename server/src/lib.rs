@@ -11,6 +11,7 @@
 //!   a problem document.
 //! - [`auth`]: bearer tokens and roles.
 //! - [`registry`]: the registration pipeline (validate, sign in parallel, group-commit).
+//! - [`ldevid`]: the one function that issues an LDevID (EST enroll/re-enroll, MQTT renewal).
 //! - [`feed`]: device feed fan-out (revocations and settings changes) (in-process, and PostgreSQL LISTEN/NOTIFY) and the CRL.
 //! - [`ca`]: the certificate authority (keys on disk, issuance, CRL signing).
 //! - [`store`]: SQLite and PostgreSQL storage.
@@ -25,6 +26,7 @@ pub mod edge;
 pub mod error;
 pub mod est;
 pub mod feed;
+pub mod ldevid;
 pub mod metrics;
 pub mod openapi;
 pub mod registry;

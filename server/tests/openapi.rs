@@ -240,6 +240,7 @@ fn sample_body(schema: &str) -> Value {
         "CreateTokenRequest" => json!({"role": "auditor", "name": "probe"}),
         "BrokerEnrollRequest" => json!({"name": "mqtt.example.com", "csr": "x"}),
         "EventBatch" => json!({"events": []}),
+        "RenewalRequest" => json!({"client_id": "X", "serial": "01", "csr": ""}),
         other => panic!("no sample body for {other}: add one"),
     }
 }
@@ -340,7 +341,7 @@ async fn the_server_serves_what_the_document_says_to_the_roles_it_names() {
             }
         }
     }
-    assert_eq!(operations, 39, "operations in the document");
+    assert_eq!(operations, 40, "operations in the document");
     // And a path the document does not name is not served.
     let (status, problem) = probe(&server, &Method::GET, "/v1/nothing", None, None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);

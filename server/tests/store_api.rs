@@ -1548,6 +1548,9 @@ async fn events_policy_and_models(env: Env) {
         client_id_prefix: Some("SN".into()),
         topic_policy: None,
         message_auth: Some("off".into()),
+        ldevid_validity: Some("30d".parse().expect("validity")),
+        renewal_grace: Some("0".parse().expect("grace")),
+        connect_with: Some(devid_core::ConnectWith::Ldevid),
         updated_at: T0,
     };
     s.put_model(&m, &audit_rec(&admin(), "model.put", "sensor", T0))
@@ -1555,6 +1558,8 @@ async fn events_policy_and_models(env: Env) {
         .expect("put");
     let m2 = ModelRow {
         client_id_prefix: Some("SX".into()),
+        // Settings absent: back to the defaults (NULL).
+        connect_with: None,
         updated_at: T0 + 1,
         ..m.clone()
     };

@@ -187,6 +187,7 @@ mod tests {
             policy: None,
             allowed_cidrs: vec![],
             message_auth: devid_core::MessageAuth::Required,
+            connect_with: devid_core::ConnectWith::Any,
         };
         lock(&shared).revocations.apply_status(&st);
         let sealed = props(&[("devid-seq", "2"), ("devid-seal", "1")]);

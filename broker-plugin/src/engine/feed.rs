@@ -198,6 +198,7 @@ mod tests {
             }),
             allowed_cidrs: vec!["10.0.0.0/8".into()],
             message_auth: devid_core::MessageAuth::Off,
+            connect_with: devid_core::ConnectWith::Any,
         };
         let r = lock(&shared).revocations.apply_status(&status);
         assert!(e.acl(1, Access::Publish, "t/dev1"));
@@ -217,6 +218,7 @@ mod tests {
             policy: None,
             allowed_cidrs: vec![],
             message_auth: devid_core::MessageAuth::Off,
+            connect_with: devid_core::ConnectWith::Any,
         }
     }
 

@@ -135,6 +135,18 @@ fn model_fields(m: &ModelSettings) -> Vec<(&'static str, String)> {
                 .clone()
                 .unwrap_or_else(|| MessageAuth::default().to_string()),
         ),
+        (
+            "ldevid_validity",
+            m.ldevid_validity.unwrap_or_default().to_string(),
+        ),
+        (
+            "renewal_grace",
+            m.renewal_grace.unwrap_or_default().to_string(),
+        ),
+        (
+            "connect_with",
+            m.connect_with.unwrap_or_default().to_string(),
+        ),
     ]
 }
 
@@ -181,6 +193,9 @@ pub async fn model(api: &Api, out: OutputFormat, c: ModelCommand) -> Result<Exit
             publish,
             subscribe,
             message_auth: ma,
+            ldevid_validity,
+            renewal_grace,
+            connect_with,
         } => {
             if let Some(p) = &prefix {
                 devid_core::clientid::validate_prefix(p)
@@ -197,6 +212,9 @@ pub async fn model(api: &Api, out: OutputFormat, c: ModelCommand) -> Result<Exit
                     client_id_prefix: None,
                     topics: None,
                     message_auth: None,
+                    ldevid_validity: None,
+                    renewal_grace: None,
+                    connect_with: None,
                 },
                 Err(e) => return Err(e),
             };
@@ -215,6 +233,9 @@ pub async fn model(api: &Api, out: OutputFormat, c: ModelCommand) -> Result<Exit
             if let Some(ma) = ma {
                 m.message_auth = Some(ma.to_string());
             }
+            m.ldevid_validity = ldevid_validity.or(m.ldevid_validity);
+            m.renewal_grace = renewal_grace.or(m.renewal_grace);
+            m.connect_with = connect_with.or(m.connect_with);
             let m: ModelSettings = api
                 .put(&format!("/v1/models/{}", seg(model.as_str())), &m)
                 .await?;

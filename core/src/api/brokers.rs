@@ -1,4 +1,5 @@
-//! Brokers: their enrolment and the connection events they report.
+//! Brokers: their enrolment, the connection events they report, and the LDevID renewals they
+//! relay for their devices (renewal over MQTT).
 
 use serde::{Deserialize, Serialize};
 
@@ -65,4 +66,51 @@ pub struct BrokerCertificate {
     pub fingerprint_sha256: String,
     pub not_before: String,
     pub not_after: String,
+}
+
+/// `POST /v1/brokers/renewals` (broker role): an LDevID request a device made over MQTT,
+/// relayed by the broker it is connected to. The service checks everything itself: the
+/// certificate the device authenticated with must be the device's, and a key other than that
+/// certificate's needs the re-key proof (the broker cannot ask for a key of its choosing).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct RenewalRequest {
+    /// The ClientID the connection authenticated as.
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::ClientId))]
+    pub client_id: String,
+    /// Serial (lowercase hex) of the certificate the connection authenticated with.
+    pub serial: String,
+    /// The PKCS#10 request, base64 of DER.
+    pub csr: String,
+    /// For a new key: base64 of the DER ECDSA signature by the current certificate's key over
+    /// the re-key proof message (`docs/protocol.md`, "MQTT renewal").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rekey_proof: Option<String>,
+}
+
+/// The answer to a [`RenewalRequest`] (200 either way): the certificate and its chain, or the
+/// refusal the broker passes on to the device.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RenewalAnswer {
+    /// Why nothing was issued; absent when a certificate was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refusal: Option<crate::ldevid::Refusal>,
+    /// The refusal's text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// The new certificate then its issuer(s), root last, each base64 of DER.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chain: Vec<String>,
+    /// The new certificate's serial (lowercase hex).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial: Option<String>,
+    /// RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(format = DateTime))]
+    pub not_after: Option<String>,
+    /// `enrolled`, `renewed` or `rekeyed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<String>,
 }

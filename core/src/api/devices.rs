@@ -235,6 +235,9 @@ pub struct DeviceStatus {
     /// `off` or `required`: whether the broker requires per-message authentication.
     #[serde(default)]
     pub message_auth: crate::MessageAuth,
+    /// `any` or `ldevid`: which certificates the broker admits (the model's setting).
+    #[serde(default)]
+    pub connect_with: crate::ConnectWith,
 }
 
 #[cfg(test)]

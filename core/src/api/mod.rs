@@ -40,6 +40,7 @@
 //! | `PUT /v1/models/{model}` | [`ModelSettings`] -> [`ModelSettings`] |
 //! | `POST /v1/events` | [`EventBatch`] -> 202 |
 //! | `POST /v1/brokers` | [`BrokerEnrollRequest`] -> [`BrokerCertificate`] |
+//! | `POST /v1/brokers/renewals` | [`RenewalRequest`] -> [`RenewalAnswer`] |
 
 mod audit;
 mod brokers;

@@ -66,6 +66,19 @@ pub struct ModelSettings {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<crate::MessageAuth>))]
     pub message_auth: Option<String>,
+    /// Lifetime of the model's LDevIDs (operational certificates), at most `90d`; absent: `90d`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<crate::LdevidValidity>))]
+    pub ldevid_validity: Option<crate::LdevidValidity>,
+    /// How long after its expiry an LDevID may still be used to renew it (`0` = never);
+    /// absent: `30d`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<crate::RenewalGrace>))]
+    pub renewal_grace: Option<crate::RenewalGrace>,
+    /// `any` (default): brokers admit the IDevID or an LDevID; `ldevid`: an LDevID only (the
+    /// IDevID then serves only to enroll).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect_with: Option<crate::ConnectWith>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

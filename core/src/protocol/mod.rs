@@ -103,6 +103,7 @@ mod keys;
 mod messages;
 mod pk;
 mod publish;
+pub mod renewal;
 mod server;
 mod ticket;
 

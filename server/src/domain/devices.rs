@@ -56,5 +56,6 @@ pub async fn status(store: &Store, d: &DeviceWithCerts) -> Result<DeviceStatus, 
         }),
         allowed_cidrs: policy.allowed_cidrs,
         message_auth: policy.message_auth,
+        connect_with: policy.connect_with,
     })
 }

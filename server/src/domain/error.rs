@@ -31,6 +31,13 @@ pub enum DomainError {
         detail: String,
         index: Option<usize>,
     },
+    /// The request does not match what it refers to (an EST re-enrollment whose CSR names
+    /// another subject than the certificate it renews); `detail` says what differs.
+    #[error("{0}")]
+    Mismatch(String),
+    /// Too many requests of this kind for the subject in a short time; `detail` says the limit.
+    #[error("{0}")]
+    RateLimited(String),
     /// No valid credential.
     #[error("no valid credential")]
     Unauthenticated,

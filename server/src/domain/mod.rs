@@ -8,6 +8,7 @@
 //! - [`models`], [`tokens`], [`brokers`]: per-model settings, API tokens, broker enrolment.
 //! - [`registration`]: the checks of an item and a batch, whether an item is new, a replay or a
 //!   conflict given what is stored (`classify`, asked by the store), what a refusal means.
+//! - [`renewal`]: the rules of LDevID issuance (enroll, renew, re-key), pure.
 //! - [`authz`]: decisions beyond "this role may call this route" (factory tokens limited to
 //!   models).
 //! - [`audit`]: one helper for "do it, and record a failure in the audit log" (successes are
@@ -25,6 +26,7 @@ pub mod lifecycle;
 pub mod models;
 pub mod policy;
 pub mod registration;
+pub mod renewal;
 pub mod tokens;
 
 use std::sync::Arc;

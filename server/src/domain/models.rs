@@ -1,4 +1,5 @@
-//! Per-model settings: ClientID prefix, topic policy, message authentication.
+//! Per-model settings: ClientID prefix, topic policy, message authentication, LDevIDs
+//! (validity, renewal grace, which certificates brokers admit).
 
 use devid_core::api::{ModelSettings, TopicPolicy};
 use devid_core::{clientid, ModelName};
@@ -52,6 +53,9 @@ pub async fn put(
             .transpose()
             .map_err(DomainError::internal)?,
         message_auth: settings.message_auth.clone(),
+        ldevid_validity: settings.ldevid_validity,
+        renewal_grace: settings.renewal_grace,
+        connect_with: settings.connect_with,
         updated_at: timefmt::now(),
     };
     let entry = ctx.store.put_model(&row, &audit.ok()).await?;
@@ -72,5 +76,8 @@ pub fn settings(m: &ModelRow) -> Result<ModelSettings, DomainError> {
             .transpose()
             .map_err(DomainError::internal)?,
         message_auth: m.message_auth.clone(),
+        ldevid_validity: m.ldevid_validity,
+        renewal_grace: m.renewal_grace,
+        connect_with: m.connect_with,
     })
 }

@@ -2,11 +2,11 @@
 //! changes of a device's own settings (topic policy, message authentication, allow-list).
 
 use devid_core::api::{PolicyUpdate, TopicPolicy};
-use devid_core::{Cidr, MessageAuth, TopicFilter};
+use devid_core::{Cidr, ConnectWith, LdevidValidity, MessageAuth, RenewalGrace, TopicFilter};
 
 use super::audit::Audit;
 use super::{devices, Ctx, DomainError};
-use crate::store::{DevicePolicyChange, DeviceRow, DeviceWithCerts, Store};
+use crate::store::{DevicePolicyChange, DeviceRow, DeviceWithCerts, ModelRow, Store};
 
 /// The policy that applies to a device.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -14,6 +14,35 @@ pub struct EffectivePolicy {
     pub topics: TopicPolicy,
     pub allowed_cidrs: Vec<String>,
     pub message_auth: MessageAuth,
+    pub connect_with: ConnectWith,
+}
+
+/// A model's LDevID settings, defaults filled in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LdevidSettings {
+    pub validity: LdevidValidity,
+    pub renewal_grace: RenewalGrace,
+    pub connect_with: ConnectWith,
+}
+
+impl LdevidSettings {
+    /// The settings of `model` (None: a device without a model, or a model never configured).
+    pub fn of(model: Option<&ModelRow>) -> LdevidSettings {
+        LdevidSettings {
+            validity: model.and_then(|m| m.ldevid_validity).unwrap_or_default(),
+            renewal_grace: model.and_then(|m| m.renewal_grace).unwrap_or_default(),
+            connect_with: model.and_then(|m| m.connect_with).unwrap_or_default(),
+        }
+    }
+}
+
+/// The LDevID settings of a device's model.
+pub async fn ldevid_settings(store: &Store, d: &DeviceRow) -> Result<LdevidSettings, DomainError> {
+    let model = match &d.model {
+        Some(m) => store.get_model(m).await?,
+        None => None,
+    };
+    Ok(LdevidSettings::of(model.as_ref()))
 }
 
 pub async fn effective_policy(
@@ -38,6 +67,7 @@ pub async fn effective_policy(
         (Some(t), _) | (None, Some(t)) => parse(t)?,
         (None, None) => TopicPolicy::default(),
     };
+    let connect_with = LdevidSettings::of(model.as_ref()).connect_with;
     let message_auth = match own
         .message_auth
         .or_else(|| model.and_then(|m| m.message_auth))
@@ -49,6 +79,7 @@ pub async fn effective_policy(
         topics,
         allowed_cidrs: own.allowed_cidrs.unwrap_or_default(),
         message_auth,
+        connect_with,
     })
 }
 

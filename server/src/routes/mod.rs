@@ -15,6 +15,7 @@ pub mod est;
 pub mod est_ldevid;
 pub mod lifecycle;
 pub mod ops;
+pub mod renewals;
 pub mod revocations;
 pub mod tokens;
 
@@ -100,6 +101,7 @@ pub fn table() -> Routes {
         .merge(audit::router())
         .merge(brokers::router())
         .merge(est::router())
+        .merge(renewals::router())
 }
 
 /// The caller of a route that needs a token, with the roles its route-table entry admits.

@@ -14,7 +14,7 @@
 //!   bind limits); advisory locks and NOTIFY, which only PostgreSQL needs.
 //! - `registration`: new devices (the one write path per backend), the replay/conflict path.
 //! - `devices`: device and certificate queries; `lifecycle`: the one executor of
-//!   `domain::lifecycle` plans; `feed`: the revocation feed and the CRL; `tokens`: tokens and
+//!   `domain::lifecycle` plans; `ldevid`: the one write path of an LDevID; `feed`: the revocation feed and the CRL; `tokens`: tokens and
 //!   audit; `settings`: connection events, per-device policy, models.
 //! - `sqlite`, `postgres`: connecting, migrating, and the statements that differ by more than a
 //!   dialect value: registration's one statement and its bulk look-ups (multi-row VALUES and
@@ -29,6 +29,7 @@
 
 mod devices;
 mod feed;
+mod ldevid;
 mod lifecycle;
 mod postgres;
 mod registration;
@@ -44,6 +45,7 @@ use std::sync::Arc;
 
 use devid_core::api::RevocationReason;
 
+pub use ldevid::{KeyBinding, LdevidFacts, LdevidPlan};
 pub use types::*;
 
 use sql::{Dialect, Pools};

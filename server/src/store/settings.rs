@@ -157,17 +157,25 @@ impl Store {
         m: &ModelRow,
         audit: &AuditRecord,
     ) -> Result<FeedEntryRow, StoreError> {
+        let validity = m.ldevid_validity.map(|v| v.to_string());
+        let grace = m.renewal_grace.map(|v| v.to_string());
         let mut tx = self.pools.begin_write().await?;
         Stmt::new(
-            "INSERT INTO models (name, client_id_prefix, topic_policy, message_auth, updated_at) \
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (name) DO UPDATE SET \
+            "INSERT INTO models (name, client_id_prefix, topic_policy, message_auth, \
+             ldevid_validity, renewal_grace, connect_with, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (name) DO UPDATE SET \
              client_id_prefix = excluded.client_id_prefix, topic_policy = excluded.topic_policy, \
-             message_auth = excluded.message_auth, updated_at = excluded.updated_at",
+             message_auth = excluded.message_auth, ldevid_validity = excluded.ldevid_validity, \
+             renewal_grace = excluded.renewal_grace, connect_with = excluded.connect_with, \
+             updated_at = excluded.updated_at",
         )
         .bind(&m.name)
         .bind(&m.client_id_prefix)
         .bind(&m.topic_policy)
         .bind(&m.message_auth)
+        .bind(&validity)
+        .bind(&grace)
+        .bind(m.connect_with.map(|v| v.as_str()))
         .bind(m.updated_at)
         .execute(&mut tx)
         .await?;

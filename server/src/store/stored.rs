@@ -86,6 +86,27 @@ impl TryFrom<StoredOpt> for Option<Vec<String>> {
     }
 }
 
+/// A value type stored as its text form, or NULL (a model's LDevID settings).
+macro_rules! stored_text_opt {
+    ($($t:ty => $what:literal),+ $(,)?) => {
+        $(
+            impl TryFrom<StoredOpt> for Option<$t> {
+                type Error = Corrupt;
+                fn try_from(s: StoredOpt) -> Result<Self, Corrupt> {
+                    s.0.map(|s| parse($what, s, |s| s.parse::<$t>().ok()))
+                        .transpose()
+                }
+            }
+        )+
+    };
+}
+
+stored_text_opt!(
+    devid_core::LdevidValidity => "LDevID validity",
+    devid_core::RenewalGrace => "renewal grace",
+    devid_core::ConnectWith => "connect_with",
+);
+
 /// How a list of strings is stored: a JSON array.
 pub(super) fn json_list(v: &[String]) -> String {
     serde_json::Value::from(v.to_vec()).to_string()

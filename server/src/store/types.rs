@@ -6,6 +6,7 @@
 use devid_core::api::{
     CertState, DeviceState, RevocationAction, RevocationReason, RevocationScope, Role,
 };
+use devid_core::{ConnectWith, LdevidValidity, RenewalGrace};
 use sqlx::FromRow;
 
 use super::stored::{Stored, StoredOpt};
@@ -247,7 +248,7 @@ pub struct DevicePolicyChange {
     pub message_auth: Option<Option<String>>,
 }
 
-/// Per-model settings: ClientID prefix, topic policy, message authentication.
+/// Per-model settings: ClientID prefix, topic policy, message authentication, LDevIDs.
 #[derive(Debug, Clone, PartialEq, Eq, FromRow)]
 pub struct ModelRow {
     pub name: String,
@@ -255,6 +256,15 @@ pub struct ModelRow {
     /// Serialized `TopicPolicy` JSON.
     pub topic_policy: Option<String>,
     pub message_auth: Option<String>,
+    /// None: the default (`90d`).
+    #[sqlx(try_from = "StoredOpt")]
+    pub ldevid_validity: Option<LdevidValidity>,
+    /// None: the default (`30d`).
+    #[sqlx(try_from = "StoredOpt")]
+    pub renewal_grace: Option<RenewalGrace>,
+    /// None: the default (`any`).
+    #[sqlx(try_from = "StoredOpt")]
+    pub connect_with: Option<ConnectWith>,
     pub updated_at: i64,
 }
 
