@@ -1,23 +1,11 @@
 //! New device keys and PKCS#10 requests, with ring alone (the device links no certificate
 //! builder). A request copies the subject and the subjectAltName of the certificate that
-//! authenticates it byte for byte, which is what a re-enrollment must present (RFC 7030 4.2.2).
+//! authenticates it byte for byte, which is what a re-enrollment must present (RFC 7030 4.2.2);
+//! core's `protocol::renewal::renewal_csr` builds it, for EST and MQTT alike.
 
 use ring::rand::SecureRandom;
 use ring::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_ASN1_SIGNING};
 use rustls::pki_types::{CertificateDer, PrivatePkcs8KeyDer};
-
-use super::der::{seq, tlv, BIT_STRING, BOOLEAN, INTEGER, OCTET_STRING, OID, SET};
-
-/// 1.2.840.10045.2.1 id-ecPublicKey
-const OID_EC_PUBLIC_KEY: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01];
-/// 1.2.840.10045.3.1.7 prime256v1
-const OID_P256: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
-/// 1.2.840.10045.4.3.2 ecdsa-with-SHA256
-const OID_ECDSA_SHA256: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x02];
-/// 1.2.840.113549.1.9.14 extensionRequest
-const OID_EXTENSION_REQUEST: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x09, 0x0e];
-/// 2.5.29.17 subjectAltName
-const OID_SAN: &[u8] = &[0x55, 0x1d, 0x11];
 
 /// Why a request could not be made.
 #[derive(Debug, thiserror::Error)]
@@ -49,7 +37,8 @@ pub fn public_key(key: &PrivatePkcs8KeyDer<'_>) -> Result<Vec<u8>, CsrError> {
     Ok(pair.public_key().as_ref().to_vec())
 }
 
-/// A PKCS#10 request (DER) for `key` with the subject and subjectAltName of `like`.
+/// A PKCS#10 request (DER) for `key` with the subject and subjectAltName of `like`, as every
+/// renewal path builds it (`devid_core::protocol::renewal::renewal_csr`).
 pub fn build_csr(
     key: &PrivatePkcs8KeyDer<'_>,
     like: &CertificateDer<'_>,
@@ -58,49 +47,10 @@ pub fn build_csr(
     let pair =
         EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, key.secret_pkcs8_der(), rng)
             .map_err(|e| CsrError::Key(e.to_string()))?;
-    let (_, cert) = x509_parser::parse_x509_certificate(like.as_ref())
-        .map_err(|e| CsrError::Certificate(e.to_string()))?;
-    let subject = cert.subject().as_raw();
-    let spki = seq(&[
-        &seq(&[&tlv(OID, OID_EC_PUBLIC_KEY), &tlv(OID, OID_P256)]),
-        &tlv(
-            BIT_STRING,
-            &[&[0u8][..], pair.public_key().as_ref()].concat(),
-        ),
-    ]);
-    let mut extensions = Vec::new();
-    for ext in cert.extensions() {
-        if ext.oid.as_bytes() == OID_SAN {
-            let critical = if ext.critical {
-                tlv(BOOLEAN, &[0xff])
-            } else {
-                Vec::new()
-            };
-            extensions.push(seq(&[
-                &tlv(OID, OID_SAN),
-                &critical,
-                &tlv(OCTET_STRING, ext.value),
-            ]));
-        }
-    }
-    let attributes = if extensions.is_empty() {
-        tlv(0xa0, &[])
-    } else {
-        let ext_seq = seq(&extensions.iter().map(Vec::as_slice).collect::<Vec<_>>());
-        tlv(
-            0xa0,
-            &seq(&[&tlv(OID, OID_EXTENSION_REQUEST), &tlv(SET, &ext_seq)]),
-        )
-    };
-    let info = seq(&[&tlv(INTEGER, &[0]), subject, &spki, &attributes]);
-    let sig = pair.sign(rng, &info).map_err(|_| CsrError::Sign)?;
-    let mut bits = vec![0u8];
-    bits.extend_from_slice(sig.as_ref());
-    Ok(seq(&[
-        &info,
-        &seq(&[&tlv(OID, OID_ECDSA_SHA256)]),
-        &tlv(BIT_STRING, &bits),
-    ]))
+    devid_core::protocol::renewal::renewal_csr(like.as_ref(), &pair, rng).map_err(|e| match e {
+        devid_core::protocol::Error::BadCertificate(m) => CsrError::Certificate(m.to_string()),
+        _ => CsrError::Sign,
+    })
 }
 
 /// PEM text of one DER object.
