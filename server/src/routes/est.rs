@@ -27,7 +27,7 @@ use crate::tls::ClientTls;
 /// `application/pkcs7-mime`, the type of `cacerts` answers.
 const PKCS7: &str = "application/pkcs7-mime";
 /// The type of enrollment answers.
-const PKCS7_CERTS_ONLY: &str = "application/pkcs7-mime; smime-type=certs-only";
+pub const PKCS7_CERTS_ONLY: &str = "application/pkcs7-mime; smime-type=certs-only";
 const CSRATTRS: &str = "application/csrattrs";
 const PKCS10: &str = "application/pkcs10";
 
@@ -104,7 +104,7 @@ impl crate::domain::audit::AuditOutcome for EstError {
 }
 
 /// A base64 body with its content type.
-fn base64_answer(content_type: &'static str, der: &[u8]) -> Response {
+pub(super) fn base64_answer(content_type: &'static str, der: &[u8]) -> Response {
     let mut response = (
         [
             (header::CONTENT_TYPE, content_type),
