@@ -109,6 +109,10 @@ pub struct State {
     /// The `--exec` hook has not run yet for the installed pair.
     #[serde(default)]
     pub hook_pending: bool,
+    /// When the current pair was installed (Unix seconds): its lifetime on this device starts
+    /// there, not at a notBefore the CA backdated.
+    #[serde(default)]
+    pub installed_at: Option<u64>,
 }
 
 /// A certificate chain and its key.
@@ -307,6 +311,7 @@ impl Store {
         state.retry = Retry::default();
         state.serial = None;
         state.due = None;
+        state.installed_at = Some(super::unix_now());
         self.save_state(state)
     }
 

@@ -168,8 +168,17 @@ impl Renewer {
         let ldevid = self.ldevid()?;
         if let Some((_, serial, v)) = &ldevid {
             if self.state.serial.as_deref() != Some(serial) || self.state.due.is_none() {
+                // CAs backdate notBefore (devid by a minute): the lifetime that counts starts
+                // when this device installed the certificate, if it did.
+                let held = engine::Validity {
+                    not_before: v
+                        .not_before
+                        .max(self.state.installed_at.unwrap_or(0))
+                        .min(v.not_after),
+                    not_after: v.not_after,
+                };
                 self.state.serial = Some(serial.clone());
-                self.state.due = Some(engine::renew_at(*v, self.unit()));
+                self.state.due = Some(engine::renew_at(held, self.unit()));
                 self.store.save_state(&self.state)?;
             }
         }

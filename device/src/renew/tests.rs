@@ -33,6 +33,8 @@ struct FakeCa {
     validity_secs: i64,
     /// Answer with the leaf alone (the chain comes from `ca_certs`).
     leaf_only: bool,
+    /// How far notBefore is set back from now.
+    backdate_secs: i64,
 }
 
 fn ca_params(cn: &str) -> CertificateParams {
@@ -59,6 +61,7 @@ impl FakeCa {
             seen: Mutex::new(Vec::new()),
             validity_secs,
             leaf_only,
+            backdate_secs: 1,
         }
     }
 
@@ -84,7 +87,7 @@ impl FakeCa {
     fn issue(&self, csr: &[u8]) -> CertificateDer<'static> {
         let mut req = CertificateSigningRequestParams::from_der(&csr.to_vec().into()).unwrap();
         let now = time::OffsetDateTime::now_utc();
-        req.params.not_before = now - time::Duration::seconds(1);
+        req.params.not_before = now - time::Duration::seconds(self.backdate_secs);
         req.params.not_after = now + time::Duration::seconds(self.validity_secs);
         req.params.serial_number = Some(rand_serial());
         req.signed_by(&self.issuing).unwrap().der().clone()
@@ -468,4 +471,35 @@ fn atomic_writes_leave_no_temporary_file_and_set_the_mode() {
         .map(|e| e.unwrap().file_name())
         .collect();
     assert_eq!(names.len(), 1, "{names:?}");
+}
+
+#[tokio::test]
+async fn a_backdated_not_before_does_not_make_a_new_ldevid_due_at_once() {
+    // notBefore 10 minutes back, 60 s of validity: measured from notBefore, 2/3 of the
+    // lifetime is long past; measured from the installation it is 40 to 50 s away.
+    let dir = tempfile::tempdir().unwrap();
+    let mut ca = FakeCa::new(60, false);
+    ca.backdate_secs = 600;
+    let idevid = ca.idevid();
+    let mut r = Renewer::open(dir.path(), idevid, settings(None)).unwrap();
+    r.attempt(&ca, Credential::Idevid, Call::Enroll)
+        .await
+        .unwrap();
+    let installed = r.state.installed_at.expect("installation time recorded");
+    let (_, v) = r.store.current().unwrap().unwrap().leaf_info().unwrap();
+    assert!(v.not_before + 500 < installed);
+    match r.plan(installed).unwrap() {
+        Decision::Wait { until } => {
+            let held = v.not_after - installed;
+            assert!(
+                until >= installed + held * 2 / 3,
+                "{until} {installed} {held}"
+            );
+            assert!(
+                until <= installed + held * 5 / 6 + 1,
+                "{until} {installed} {held}"
+            );
+        }
+        d => panic!("due at once: {d:?}"),
+    }
 }
