@@ -98,6 +98,7 @@ impl ServerSide for Devid1Server {
                     fingerprint: id.fingerprint_hex(),
                     not_after: id.not_after,
                     resumed: false,
+                    ldevid: devid_core::ldevid::is_ldevid(&id.leaf_der),
                 };
                 Ok((v, Hello::Full(pending)))
             }
@@ -111,6 +112,8 @@ impl ServerSide for Devid1Server {
                     fingerprint: String::new(),
                     not_after: t.cert_not_after,
                     resumed: true,
+                    // The ticket does not say; the engine remembers it from the full exchange.
+                    ldevid: None,
                 };
                 Ok((v, Hello::Resume(pending)))
             }
@@ -189,6 +192,7 @@ impl ServerSide for Devid1Server {
             .map_err(refusal)?;
         Ok(Verified {
             fingerprint: id.fingerprint_hex(),
+            ldevid: devid_core::ldevid::is_ldevid(&id.leaf_der),
             client_id: id.client_id,
             serial: id.serial_hex,
             not_after: id.not_after,

@@ -10,7 +10,8 @@
 //! - `plugin`: the plugin instance (start from the options, TICK, stop);
 //! - [`engine`]: the broker-thread logic (no FFI), keyed by connection;
 //! - [`devid1`]: the adapter to `devid_core::protocol`'s server half, plus the mutual-TLS check;
-//! - [`service`]: the background thread (device feed, device status, events);
+//! - [`service`]: the background thread (device feed, device status, events, renewals);
+//! - [`relay`]: renewal over MQTT, the service thread's side (request relayed, answer to reply);
 //! - [`refusal`]: why a device or a message is refused (reason code, name, log text);
 //! - [`state`], [`policy`], [`cidr`], [`config`]: safe building blocks.
 //!
@@ -33,6 +34,7 @@ pub mod ffi;
 mod plugin;
 pub mod policy;
 pub mod refusal;
+pub mod relay;
 pub mod service;
 pub mod state;
 

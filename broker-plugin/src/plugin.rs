@@ -10,7 +10,7 @@ use std::ffi::c_int;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::engine::{Engine, Expired};
+use crate::engine::{Engine, Expired, RenewReply};
 use crate::ffi::host::mosquitto_plugin_id_t;
 use crate::ffi::log;
 use crate::service::{FromService, LogLevel, Shared};
@@ -70,6 +70,8 @@ pub(crate) struct Tick {
     pub(crate) kicks: Vec<String>,
     /// Connections whose handshake did not finish within `auth_timeout`.
     pub(crate) expired: Vec<Expired>,
+    /// Renewal replies to publish.
+    pub(crate) replies: Vec<RenewReply>,
 }
 
 impl Plugin {
@@ -147,6 +149,7 @@ impl Plugin {
                 Tick {
                     kicks,
                     expired: e.expired_handshakes(),
+                    replies: e.take_replies(),
                 }
             }
             Err(_) => return None,

@@ -55,6 +55,10 @@ pub enum Refusal {
     Denied(Denial),
     #[error("source address {address} not in the device's allow-list")]
     AddressNotAllowed { address: String },
+    /// The device's model admits LDevIDs only (`connect_with ldevid`) and the certificate is
+    /// the IDevID (or, for a resumption, not known to be an LDevID).
+    #[error("connect_with ldevid: certificate {serial} is {}", if *.known { "an IDevID, not an LDevID" } else { "not known to be an LDevID (resumed from a ticket)" })]
+    LdevidRequired { serial: String, known: bool },
     #[error("AUTH without a DEVID-1 exchange in progress")]
     NoExchange,
     #[error("AUTH after authentication completed")]
@@ -109,6 +113,7 @@ impl Refusal {
             Refusal::Denied(Denial::SerialRevoked) => "certificate_revoked",
             Refusal::Denied(Denial::SerialOnHold) => "certificate_on_hold",
             Refusal::AddressNotAllowed { .. } => "address_not_allowed",
+            Refusal::LdevidRequired { .. } => "ldevid_required",
             Refusal::NoExchange => "no_exchange",
             Refusal::AuthAfterSuccess => "auth_after_success",
             Refusal::TimedOut | Refusal::Abandoned { .. } => "timed_out",
@@ -205,6 +210,16 @@ mod tests {
         assert_eq!(
             Refusal::Denied(Denial::SerialOnHold).to_string(),
             "certificate on hold"
+        );
+        let idevid = Refusal::LdevidRequired {
+            serial: "0a".into(),
+            known: true,
+        };
+        assert_eq!(idevid.name(), "ldevid_required");
+        assert_eq!(idevid.reason_code(), 0x87);
+        assert_eq!(
+            idevid.to_string(),
+            "connect_with ldevid: certificate 0a is an IDevID, not an LDevID"
         );
         assert_eq!(
             Refusal::TooManyRefusedMessages.to_string(),

@@ -30,6 +30,20 @@ use crate::state::{self, Applied, Recheck, RevocationState};
 pub enum ToService {
     FetchStatus(String),
     Event(ConnectionEvent),
+    /// A device's renewal request, to relay to the service.
+    Renew(RenewJob),
+}
+
+/// A renewal request as the broker thread checked it: the connection's own ClientID and
+/// certificate serial, the CSR, the re-key proof, the Correlation Data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenewJob {
+    pub key: crate::engine::ConnKey,
+    pub client_id: String,
+    pub serial: String,
+    pub csr: Vec<u8>,
+    pub proof: Option<Vec<u8>>,
+    pub correlation: Vec<u8>,
 }
 
 /// Service thread -> broker thread (drained in TICK).
@@ -41,6 +55,11 @@ pub enum FromService {
     /// A device's settings (topic policy, allow-list, message authentication) changed: fetch
     /// the status again of the connections it concerns.
     Updated(Updated),
+    /// The answer to a renewal request, to publish to that client.
+    Renewed {
+        key: crate::engine::ConnKey,
+        reply: crate::engine::RenewReply,
+    },
     /// A line for the broker log (the background thread may not call mosquitto_log_printf).
     Log(LogLevel, String),
 }
@@ -286,6 +305,9 @@ async fn run(
                 Some(ToService::FetchStatus(id)) => {
                     tokio::spawn(fetch_status(ctx.clone(), id));
                 }
+                Some(ToService::Renew(job)) => {
+                    tokio::spawn(relay_renewal(ctx.clone(), job));
+                }
                 Some(ToService::Event(e)) => {
                     if pending.len() >= MAX_PENDING_EVENTS {
                         pending.remove(0);
@@ -348,6 +370,19 @@ async fn post_events(ctx: &Ctx, pending: &mut Vec<ConnectionEvent>) {
             }
         }
     }
+}
+
+/// Relays a renewal request (see `crate::relay`) and sends the reply to the broker thread.
+async fn relay_renewal(ctx: Arc<Ctx>, job: RenewJob) {
+    let url = ctx.url("/v1/brokers/renewals");
+    let (reply, problem) = crate::relay::renew(&ctx.http, &url, &job).await;
+    if let Some(line) = problem {
+        ctx.log(LogLevel::Warning, line);
+    }
+    let _ = ctx.out.send(FromService::Renewed {
+        key: job.key,
+        reply,
+    });
 }
 
 async fn fetch_status(ctx: Arc<Ctx>, client_id: String) {

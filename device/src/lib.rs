@@ -9,7 +9,8 @@
 //! - [`connect`]: one call to connect a device (resume, fall back), or a plain/mTLS client.
 //! - [`transport`]: TCP and TLS (rustls on ring).
 //! - [`credentials`]: certificate chain and key files.
-//! - [`renew`]: the LDevID kept fresh: when to renew, EST, files written atomically.
+//! - [`renew`]: the LDevID kept fresh: when to renew, EST, over the open MQTT connection
+//!   (`renew::mqtt`: CSR, re-key proof, the correlated reply), files written atomically.
 //!
 //! Architecture invariant: the protocol logic lives in `devid_core::protocol` (sans-IO); this
 //! crate only moves its bytes through MQTT packets.
@@ -31,4 +32,5 @@ pub use connection::{
     handshake, AuthError, Authenticator, ClientError, ConnectOptions, Connected, Connection, NoAuth,
 };
 pub use devid1::{Devid1, Devid1Session};
+pub use renew::mqtt::{renew_over_mqtt, renewal_request, RenewError};
 pub use transport::{open, server_name, tls_config, TlsOptions, Transport};

@@ -10,6 +10,7 @@ use devid_device::credentials::{load_certs, load_key};
 use devid_device::renew::engine::{self, Credential, Decision, Outcome, Policy};
 use devid_device::renew::est::EstClient;
 use devid_device::renew::files::Pair;
+use devid_device::renew::mqtt::MqttRenewal;
 use devid_device::renew::{unix_now, RenewTransport, Renewer, Report, Settings};
 use devid_device::{Client, Event, Rotation};
 
@@ -269,7 +270,7 @@ pub(crate) async fn renew_once(cmd: RenewCmd) -> Result<(), Failure> {
             let (_, c) = common_for(&common, &renewer)?;
             let s = setup(&c)?;
             let client = connect(&s, Rotation::default()).await?;
-            let r = renew_due(&mut renewer, &mqtt_transport(&client)?, force, common.json).await;
+            let r = renew_due(&mut renewer, &mqtt_transport(&client), force, common.json).await;
             client.disconnect().await?;
             r?
         }
@@ -290,26 +291,10 @@ pub(crate) async fn renew_once(cmd: RenewCmd) -> Result<(), Failure> {
 }
 
 /// The MQTT in-band transport over an open connection.
-fn mqtt_transport(_client: &Client) -> Result<NoMqtt, Failure> {
-    Err(Failure::usage(
-        "--renew mqtt: this build has no in-band renewal yet; use --renew est",
-    ))
-}
-
-/// Placeholder type for the transport the MQTT path supplies.
-struct NoMqtt;
-
-impl RenewTransport for NoMqtt {
-    async fn request(
-        &self,
-        _: &Pair,
-        _: engine::Call,
-        _: &[u8],
-    ) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, devid_device::renew::TransportError>
-    {
-        Err(devid_device::renew::TransportError::Invalid(
-            "no MQTT renewal".into(),
-        ))
+fn mqtt_transport(client: &Client) -> MqttRenewal<'_> {
+    MqttRenewal {
+        client,
+        timeout: Duration::from_secs(60),
     }
 }
 
@@ -394,7 +379,7 @@ pub(crate) async fn stay(common: Common, args: RenewArgs) -> Result<(), Failure>
                     let installed = match &est {
                         Some(est) => renew_due(&mut renewer, est, false, common.json).await?,
                         None => {
-                            let t = mqtt_transport(&client)?;
+                            let t = mqtt_transport(&client);
                             renew_due(&mut renewer, &t, false, common.json).await?
                         }
                     };

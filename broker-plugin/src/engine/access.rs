@@ -5,6 +5,7 @@
 #![deny(unsafe_code)]
 
 use devid_core::api::{ConnectionEventKind, TopicPolicy};
+use devid_core::protocol::renewal::{RENEW_RESPONSE_TOPIC, RENEW_TOPIC};
 
 use super::{Conn, ConnKey, Engine, MessageCheck, MessageVerdict, ServerSide, Via};
 use crate::policy::{Access, Expanded};
@@ -19,6 +20,15 @@ impl<S: ServerSide> Engine<S> {
         };
         if a.denied {
             return false;
+        }
+        // Renewal over MQTT: a devid-admitted device may publish its request, and its reply
+        // may be delivered to it (a resumed session re-checks queued messages); nobody may
+        // subscribe to either (the reply is addressed to the client, not routed).
+        match (access, topic) {
+            (Access::Publish, RENEW_TOPIC) | (Access::Deliver, RENEW_RESPONSE_TOPIC) => {
+                return true
+            }
+            _ => {}
         }
         let g = lock(&self.shared);
         let default_policy;

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use devid_core::api::ConnectionEventKind;
 use devid_core::protocol::PkOps;
+use devid_core::ConnectWith;
 
 use super::guard::source_group;
 use super::{AuthOutcome, Authenticated, Conn, ConnKey, Engine, ServerSide, Verified, Via, METHOD};
@@ -16,6 +17,11 @@ use crate::cidr;
 use crate::refusal::Refusal;
 use crate::service::{lock, LogLevel};
 use crate::state;
+
+/// Most certificate kinds remembered for resumptions (forgotten all at once beyond: a resumed
+/// LDevID whose kind is forgotten is refused where `connect_with ldevid` applies, and the
+/// device's next full exchange teaches it again).
+const MAX_CERT_KINDS: usize = 100_000;
 
 /// Within this long after start, no TICK yet is normal.
 const TICK_GRACE: Duration = Duration::from_secs(3);
@@ -65,8 +71,30 @@ impl<S: ServerSide> Engine<S> {
                     address: address.unwrap_or("?").to_string(),
                 });
             }
+            if st.connect_with == ConnectWith::Ldevid && id.ldevid != Some(true) {
+                return Err(Refusal::LdevidRequired {
+                    serial: id.serial.clone(),
+                    known: id.ldevid.is_some(),
+                });
+            }
         }
         Ok(())
+    }
+
+    /// Remembers whether a certificate is an LDevID (from a full exchange or mutual TLS), and
+    /// fills it in for a resumption, whose ticket names only the serial.
+    fn certificate_kind(&mut self, id: &mut Verified) {
+        let serial = state::normalize_serial(&id.serial);
+        match id.ldevid {
+            Some(kind) => {
+                if self.cert_kinds.len() >= MAX_CERT_KINDS && !self.cert_kinds.contains_key(&serial)
+                {
+                    self.cert_kinds.clear();
+                }
+                self.cert_kinds.insert(serial, kind);
+            }
+            None => id.ldevid = self.cert_kinds.get(&serial).copied(),
+        }
     }
 
     /// MOSQ_EVT_EXT_AUTH_START: a CONNECT (or a re-authentication) with an auth method.
@@ -102,7 +130,7 @@ impl<S: ServerSide> Engine<S> {
             return self.refuse(cid, address, reason);
         }
         let now = state::unix_now();
-        let (identity, hello) = match self.server.hello(data, cid, now) {
+        let (mut identity, hello) = match self.server.hello(data, cid, now) {
             Ok(v) => v,
             Err(e) => {
                 let bad_method = e.is_bad_method();
@@ -117,6 +145,7 @@ impl<S: ServerSide> Engine<S> {
         if identity.client_id != cid {
             return self.refuse(cid, address, Refusal::ClientIdMismatch);
         }
+        self.certificate_kind(&mut identity);
         if let Some(p) = &previous {
             if p.identity.client_id != identity.client_id {
                 return self.refuse(cid, address, Refusal::ReauthOtherIdentity);
@@ -261,13 +290,14 @@ impl<S: ServerSide> Engine<S> {
         if let Err(e) = devid_core::clientid::validate(cid) {
             return self.refuse(cid, address, Refusal::BadClientId(e));
         }
-        let identity = match self.server.verify_tls_client(der, cid, state::unix_now()) {
+        let mut identity = match self.server.verify_tls_client(der, cid, state::unix_now()) {
             Ok(i) => i,
             Err(e) => return self.refuse(cid, address, e),
         };
         if identity.client_id != cid {
             return self.refuse(cid, address, Refusal::CertificateClientIdMismatch);
         }
+        self.certificate_kind(&mut identity);
         if let Err(reason) = self.admissible(&identity, address) {
             return self.refuse(cid, address, reason);
         }
@@ -412,5 +442,98 @@ mod tests {
             AuthOutcome::Deny
         );
         assert!(!e.acl(1, Access::Publish, "devices/dev1/x"));
+    }
+
+    fn ldevid_only(cid: &str) -> devid_core::api::DeviceStatus {
+        devid_core::api::DeviceStatus {
+            client_id: cid.into(),
+            status: devid_core::api::DeviceState::Active,
+            model: Some("m".into()),
+            revoked_serials: vec![],
+            policy: None,
+            allowed_cidrs: vec![],
+            message_auth: devid_core::MessageAuth::Off,
+            connect_with: devid_core::ConnectWith::Ldevid,
+        }
+    }
+
+    fn refusals(rx: &mut tokio::sync::mpsc::Receiver<ToService>) -> Vec<String> {
+        drain(rx)
+            .into_iter()
+            .filter_map(|m| match m {
+                ToService::Event(ev) if ev.kind == ConnectionEventKind::AuthFailure => ev.refusal,
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn connect_with_ldevid_refuses_the_idevid_on_every_path() {
+        let (mut e, shared, mut rx) = engine();
+        lock(&shared).revocations.apply_status(&ldevid_only("dev1"));
+        // DEVID-1 with the IDevID: refused with its own reason, logged and reported.
+        assert_eq!(connect(&mut e, 1, "dev1", "0a"), AuthOutcome::Deny);
+        assert_eq!(refusals(&mut rx), vec!["ldevid_required".to_string()]);
+        assert!(e
+            .take_logs()
+            .iter()
+            .any(|(_, l)| l.contains("is an IDevID, not an LDevID [ldevid_required]")));
+        // With an LDevID: admitted.
+        assert!(matches!(
+            connect(&mut e, 2, "dev1", "0b:ldevid"),
+            AuthOutcome::Success(_)
+        ));
+        // A resumption of that LDevID (seen in a full exchange): admitted; of a certificate
+        // never seen: refused, it cannot be told from an IDevID.
+        assert!(matches!(
+            e.auth_start(3, Some(METHOD), b"resume:dev1:0b", Some("dev1"), None),
+            AuthOutcome::Continue(_)
+        ));
+        assert!(matches!(
+            e.auth_continue(3, b"finish", Some("dev1"), None),
+            AuthOutcome::Success(_)
+        ));
+        assert_eq!(
+            e.auth_start(4, Some(METHOD), b"resume:dev1:0c", Some("dev1"), None),
+            AuthOutcome::Deny
+        );
+        // Mutual TLS: the same rule.
+        assert_eq!(
+            e.basic_auth(5, Some(b"hello:dev1:0a"), Some("dev1"), None),
+            AuthOutcome::Deny
+        );
+        assert_eq!(
+            e.basic_auth(6, Some(b"hello:dev1:0d:ldevid"), Some("dev1"), None),
+            AuthOutcome::Success(vec![])
+        );
+        // Other devices (no such setting) keep connecting with their IDevID.
+        assert!(matches!(
+            connect(&mut e, 7, "dev2", "0e"),
+            AuthOutcome::Success(_)
+        ));
+    }
+
+    #[test]
+    fn a_status_that_says_ldevid_kicks_a_live_idevid_connection() {
+        let (mut e, shared, mut rx) = engine();
+        assert!(matches!(
+            connect(&mut e, 1, "dev1", "0a"),
+            AuthOutcome::Success(_)
+        ));
+        assert!(matches!(
+            connect(&mut e, 2, "dev2", "0b:ldevid"),
+            AuthOutcome::Success(_)
+        ));
+        drain(&mut rx);
+        let r1 = lock(&shared).revocations.apply_status(&ldevid_only("dev1"));
+        let r2 = lock(&shared).revocations.apply_status(&ldevid_only("dev2"));
+        let kicks = e.tick(vec![
+            crate::service::FromService::Recheck(r1),
+            crate::service::FromService::Recheck(r2),
+        ]);
+        assert_eq!(kicks, vec!["dev1".to_string()]);
+        assert_eq!(refusals(&mut rx), vec!["ldevid_required".to_string()]);
+        assert!(!e.acl(1, Access::Publish, "devices/dev1/x"));
+        assert!(e.acl(2, Access::Publish, "devices/dev2/x"));
     }
 }

@@ -7,7 +7,10 @@
 
 use std::time::{Duration, Instant};
 
+use devid_core::api::ConnectionEventKind;
+
 use super::{Conn, Engine, ServerSide};
+use crate::refusal::Refusal;
 use crate::service::{lock, FromService, LogLevel, ToService, Updated};
 use crate::state::{self, Recheck};
 
@@ -26,6 +29,7 @@ impl<S: ServerSide> Engine<S> {
                 FromService::Log(level, line) => self.log(level, line),
                 FromService::Recheck(r) => self.recheck(&r, &mut kicks),
                 FromService::Updated(u) => self.updated(&u),
+                FromService::Renewed { key, reply } => self.renewal_answered(key, reply),
             }
         }
         self.handshakes.forget_full_buckets();
@@ -101,15 +105,30 @@ impl<S: ServerSide> Engine<S> {
                 continue;
             }
             if let Err(reason) = self.admissible(&a.identity, a.address.as_deref()) {
-                denied.push((*key, a.identity.client_id.clone(), reason));
+                denied.push((
+                    *key,
+                    a.identity.client_id.clone(),
+                    a.address.clone(),
+                    reason,
+                ));
             }
         }
-        for (key, cid, reason) in denied {
+        for (key, cid, address, reason) in denied {
             self.mark_denied(key);
             self.log(
                 LogLevel::Notice,
                 format!("devid: disconnecting {cid}: {reason} [{}]", reason.name()),
             );
+            // A connection admitted before its status said `connect_with ldevid` is refused
+            // now: reported like a refusal at connect time.
+            if matches!(reason, Refusal::LdevidRequired { .. }) {
+                self.event(
+                    ConnectionEventKind::AuthFailure,
+                    &cid,
+                    address.as_deref(),
+                    Some(&reason),
+                );
+            }
             kicks.push(cid);
         }
     }
@@ -227,7 +246,7 @@ mod tests {
             .into_iter()
             .filter_map(|m| match m {
                 ToService::FetchStatus(id) => Some(id),
-                ToService::Event(_) => None,
+                ToService::Event(_) | ToService::Renew(_) => None,
             })
             .collect();
         v.sort();

@@ -22,6 +22,8 @@
 //! - `access`: the topic ACL and per-message authentication of PUBLISHes;
 //! - `feed`: what TICK applies from the service thread (re-checks, kicks, settings updates,
 //!   throttled status fetches);
+//! - `renewal`: renewal over MQTT (`$CONTROL/devid/renew/v1`): requests handed to the service
+//!   thread, replies addressed to the requesting client;
 //! - `report`: log lines for the broker and connection events for the service.
 
 #![deny(unsafe_code)]
@@ -30,6 +32,7 @@ mod access;
 mod connect;
 mod feed;
 mod guard;
+mod renewal;
 mod report;
 
 use std::collections::HashMap;
@@ -45,6 +48,7 @@ pub use crate::refusal::{MessageRefusal, Refusal};
 use crate::service::{LogLevel, Shared, ToService};
 pub use guard::source_group;
 use guard::HandshakeLimiter;
+pub use renewal::RenewReply;
 
 /// The authentication method this plugin answers.
 pub const METHOD: &str = "DEVID-1";
@@ -61,6 +65,10 @@ pub struct Verified {
     pub not_after: u64,
     /// True for a DEVID-1 resumption (symmetric only, from a ticket).
     pub resumed: bool,
+    /// Whether the certificate is an LDevID (it carries the LDevID policy mark, which the CA
+    /// signed); None when unknown: a resumption whose certificate this broker has not seen in
+    /// a full exchange since it started.
+    pub ldevid: Option<bool>,
 }
 
 /// The server half of DEVID-1 as the engine needs it. The real one wraps
@@ -204,6 +212,11 @@ pub struct Engine<S: ServerSide> {
     logs: Vec<(LogLevel, String)>,
     /// Unfinished handshakes and ClientHello rates per source address group.
     handshakes: HandshakeLimiter,
+    /// Whether each certificate seen in a full exchange or mutual TLS is an LDevID, by serial
+    /// (for resumptions, whose ticket names only the serial). Bounded.
+    cert_kinds: HashMap<String, bool>,
+    /// Renewal requests in flight and replies to publish.
+    renewals: renewal::Renewals,
 }
 
 impl<S: ServerSide> Engine<S> {
@@ -225,6 +238,8 @@ impl<S: ServerSide> Engine<S> {
             stale_logged: false,
             status_requested: HashMap::new(),
             logs: Vec::new(),
+            cert_kinds: HashMap::new(),
+            renewals: renewal::Renewals::default(),
         }
     }
 
@@ -239,6 +254,7 @@ impl<S: ServerSide> Engine<S> {
 
     /// MOSQ_EVT_DISCONNECT: forget the connection.
     pub fn disconnect(&mut self, key: ConnKey) {
+        self.renewals.forget(key);
         if let Some(Conn::Authenticated(a)) = self.take(key) {
             self.event(
                 ConnectionEventKind::Disconnect,

@@ -41,15 +41,22 @@ impl ServerSide for Fake {
         HELLO_CALLS.with(|c| c.set(c.get() + 1));
         let s = std::str::from_utf8(data).map_err(|_| malformed())?;
         let mut parts = s.split(':');
-        if !matches!(parts.next(), Some("hello" | "resume")) {
-            return Err(malformed());
-        }
+        let resumed = match parts.next() {
+            Some("hello") => false,
+            Some("resume") => true,
+            _ => return Err(malformed()),
+        };
+        let client_id = parts.next().ok_or_else(malformed)?.into();
+        let serial = parts.next().ok_or_else(malformed)?.into();
+        // `:ldevid` after the serial: the certificate is an LDevID. A resumption does not know.
+        let ldevid = (!resumed).then_some(parts.next() == Some("ldevid"));
         let v = Verified {
-            client_id: parts.next().ok_or_else(malformed)?.into(),
-            serial: parts.next().ok_or_else(malformed)?.into(),
+            client_id,
+            serial,
             fingerprint: "ff".into(),
             not_after: u64::MAX,
-            resumed: false,
+            resumed,
+            ldevid,
         };
         Ok((v.clone(), v))
     }

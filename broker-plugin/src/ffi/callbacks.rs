@@ -10,6 +10,7 @@ use super::host::*;
 use super::init::plugin;
 use super::marshal::{borrowed_str, client_certificate_der, client_info, host_copy, opt_str};
 use super::props::DevidProperties;
+use super::renewal;
 use crate::engine::{AuthOutcome, ConnKey, MessageVerdict};
 use crate::plugin::{Plugin, Tick};
 use crate::policy::Access;
@@ -22,7 +23,7 @@ pub(super) unsafe extern "C" fn callback(
 ) -> c_int {
     let fail = match event {
         MOSQ_EVT_ACL_CHECK | MOSQ_EVT_MESSAGE => MOSQ_ERR_ACL_DENIED,
-        MOSQ_EVT_TICK | MOSQ_EVT_DISCONNECT => MOSQ_ERR_SUCCESS,
+        MOSQ_EVT_TICK | MOSQ_EVT_DISCONNECT | MOSQ_EVT_CONTROL => MOSQ_ERR_SUCCESS,
         _ => MOSQ_ERR_AUTH,
     };
     guard(fail, || {
@@ -43,6 +44,7 @@ pub(super) unsafe extern "C" fn callback(
                 MOSQ_EVT_MESSAGE => on_message(p, &mut *event_data.cast()),
                 MOSQ_EVT_TICK => on_tick(p),
                 MOSQ_EVT_DISCONNECT => on_disconnect(p, &*event_data.cast()),
+                MOSQ_EVT_CONTROL => renewal::on_control(p, &*event_data.cast()),
                 _ => fail,
             }
         };
@@ -237,9 +239,15 @@ unsafe fn replace_payload(ev: &mut mosquitto_evt_message, new: &[u8]) -> Result<
 }
 
 fn on_tick(p: &Plugin) -> c_int {
-    let Some(Tick { kicks, expired }) = p.tick() else {
+    let Some(Tick {
+        kicks,
+        expired,
+        replies,
+    }) = p.tick()
+    else {
         return MOSQ_ERR_SUCCESS;
     };
+    renewal::publish_replies(&replies);
     // SAFETY: broker thread; every key is a live connection (see close_connections).
     unsafe { close_connections(&expired) };
     // No borrow is held here: a kick re-enters DISCONNECT synchronously.

@@ -23,6 +23,17 @@
 //! - Mosquitto calls the DISCONNECT callback for a connection before it frees it, so a
 //!   `struct mosquitto *` the plugin still holds state for is live.
 //! - `mosquitto_client_certificate` returns a new reference: release it with `X509_free`.
+//! - `MOSQ_EVT_CONTROL` is registered per topic (the topic is the `event_data` of
+//!   `mosquitto_callback_register`/`_unregister`, and must start with `$CONTROL/`). A client
+//!   PUBLISH to that exact topic passes the ACL `WRITE` check, then reaches this callback alone:
+//!   it is never queued for subscribers, and QoS 1/2 is acknowledged with 0x00 whatever the
+//!   callback returns. The event's strings, payload and properties live for the call only.
+//! - `mosquitto_broker_publish_copy(client_id, ...)` copies the payload and queues the message;
+//!   it is delivered at the start of the next main-loop pass straight into that client's queue:
+//!   no subscription needed, no ACL checked (the `READ` check runs on the subscription path,
+//!   and when a persisted session is resumed); dropped if that ClientID is not connected. On
+//!   success the broker owns (and frees) `properties`; on failure the caller frees them.
+//! - `mosquitto_property_read_binary` hands back a `calloc` copy: free it with `free()`.
 
 #![allow(non_camel_case_types)]
 
@@ -76,10 +87,12 @@ pub const MOSQ_EVT_ACL_CHECK: c_int = 2;
 pub const MOSQ_EVT_BASIC_AUTH: c_int = 3;
 pub const MOSQ_EVT_EXT_AUTH_START: c_int = 4;
 pub const MOSQ_EVT_EXT_AUTH_CONTINUE: c_int = 5;
+pub const MOSQ_EVT_CONTROL: c_int = 6;
 pub const MOSQ_EVT_MESSAGE: c_int = 7;
 pub const MOSQ_EVT_TICK: c_int = 9;
 pub const MOSQ_EVT_DISCONNECT: c_int = 10;
 
+pub const MQTT_PROP_CORRELATION_DATA: c_int = 9;
 pub const MQTT_PROP_USER_PROPERTY: c_int = 38;
 
 #[repr(C)]
@@ -124,6 +137,21 @@ pub struct mosquitto_evt_message {
     pub topic: *mut c_char,
     pub payload: *mut c_void,
     pub properties: *mut mosquitto_property,
+    pub reason_string: *mut c_char,
+    pub payloadlen: u32,
+    pub qos: u8,
+    pub reason_code: u8,
+    pub retain: bool,
+    pub future2: [*mut c_void; 4],
+}
+
+#[repr(C)]
+pub struct mosquitto_evt_control {
+    pub future: *mut c_void,
+    pub client: *mut mosquitto,
+    pub topic: *const c_char,
+    pub payload: *const c_void,
+    pub properties: *const mosquitto_property,
     pub reason_string: *mut c_char,
     pub payloadlen: u32,
     pub qos: u8,
@@ -179,6 +207,13 @@ const _: () = {
     assert!(offset_of!(mosquitto_evt_message, qos) == 52);
     assert!(offset_of!(mosquitto_evt_message, reason_code) == 53);
     assert!(offset_of!(mosquitto_evt_message, retain) == 54);
+    assert!(size_of::<mosquitto_evt_control>() == 88);
+    assert!(offset_of!(mosquitto_evt_control, client) == 8);
+    assert!(offset_of!(mosquitto_evt_control, topic) == 16);
+    assert!(offset_of!(mosquitto_evt_control, payload) == 24);
+    assert!(offset_of!(mosquitto_evt_control, properties) == 32);
+    assert!(offset_of!(mosquitto_evt_control, payloadlen) == 48);
+    assert!(offset_of!(mosquitto_evt_control, qos) == 52);
     assert!(size_of::<mosquitto_evt_tick>() == 72);
     assert!(size_of::<mosquitto_evt_disconnect>() == 56);
     assert!(offset_of!(mosquitto_evt_disconnect, client) == 8);
@@ -235,6 +270,28 @@ extern "C" {
         identifier: c_int,
         name: *const c_char,
         value: *const c_char,
+    ) -> c_int;
+    pub fn mosquitto_property_read_binary(
+        proplist: *const mosquitto_property,
+        identifier: c_int,
+        value: *mut *mut c_void,
+        len: *mut u16,
+        skip_first: bool,
+    ) -> *const mosquitto_property;
+    pub fn mosquitto_property_add_binary(
+        proplist: *mut *mut mosquitto_property,
+        identifier: c_int,
+        value: *const c_void,
+        len: u16,
+    ) -> c_int;
+    pub fn mosquitto_broker_publish_copy(
+        clientid: *const c_char,
+        topic: *const c_char,
+        payloadlen: c_int,
+        payload: *const c_void,
+        qos: c_int,
+        retain: bool,
+        properties: *mut mosquitto_property,
     ) -> c_int;
     pub fn mosquitto_free(mem: *mut c_void);
     pub fn mosquitto_malloc(size: usize) -> *mut c_void;

@@ -71,6 +71,26 @@ pub(crate) unsafe fn load(
             return Err(InitError::Register { event: ev, rc });
         }
     }
+    // Renewal requests: MOSQ_EVT_CONTROL for the one topic (never delivered to subscribers).
+    let topic = super::renewal::topic();
+    // SAFETY: as above; the broker copies the topic.
+    let rc = unsafe {
+        mosquitto_callback_register(
+            id,
+            MOSQ_EVT_CONTROL,
+            callback,
+            topic.as_ptr().cast(),
+            p.cast(),
+        )
+    };
+    if rc != MOSQ_ERR_SUCCESS {
+        // SAFETY: as above.
+        unsafe { unload(p) };
+        return Err(InitError::Register {
+            event: MOSQ_EVT_CONTROL,
+            rc,
+        });
+    }
     // SAFETY: the broker passes a valid out-pointer.
     unsafe { *userdata = p.cast() };
     Ok(())
@@ -87,6 +107,11 @@ pub(crate) unsafe fn unload(p: *mut Plugin) {
         // SAFETY: unregistering a callback that may or may not be registered is harmless.
         unsafe { mosquitto_callback_unregister(plugin.id, ev, callback, std::ptr::null()) };
     }
+    let topic = super::renewal::topic();
+    // SAFETY: as above; the control callback is found by its topic.
+    unsafe {
+        mosquitto_callback_unregister(plugin.id, MOSQ_EVT_CONTROL, callback, topic.as_ptr().cast())
+    };
     plugin.stop();
 }
 

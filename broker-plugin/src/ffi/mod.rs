@@ -12,7 +12,8 @@
 //! - `init`: options in, callbacks registered and unregistered, the `userdata` pointer;
 //! - `callbacks`: the one registered callback and its per-event marshalling to the engine;
 //! - `props`: the `devid-*` user properties of a PUBLISH, read once and unlinked in place;
-//! - `closing`: closing connections whose handshake timed out.
+//! - `closing`: closing connections whose handshake timed out;
+//! - `renewal`: the `$CONTROL/devid/renew/v1` event in, the renewal replies out.
 //!
 //! What is decided, and the plugin's life cycle, are safe code elsewhere (`crate::plugin`,
 //! `crate::engine`); this module only translates.
@@ -25,6 +26,7 @@ mod log;
 mod marshal;
 mod panic;
 mod props;
+mod renewal;
 
 pub(crate) use log::log;
 pub(crate) use panic::guard;

@@ -4,7 +4,7 @@
 use super::task::{Pending, Task};
 use super::{Ack, Event, Message};
 use crate::connection::ClientError;
-use crate::mqtt::{Packet, Properties, PubResponse, QoS, ReasonCode, SubAck};
+use crate::mqtt::{Packet, Properties, Property, PubResponse, QoS, ReasonCode, SubAck};
 
 impl Task {
     /// Handles one incoming packet; `Err` ends the connection with that event.
@@ -22,14 +22,18 @@ impl Task {
                     .user_properties()
                     .map(|(k, v)| (k.to_owned(), v.to_owned()))
                     .collect();
-                let _ = self.events.send(Event::Message(Message {
+                let message = Message {
                     topic: p.topic,
                     payload: p.payload,
                     qos: p.qos,
                     retain: p.retain,
                     user_properties,
                     properties: p.properties,
-                }));
+                };
+                match self.take_waiter(&message) {
+                    Some(w) => drop(w.send(message)),
+                    None => drop(self.events.send(Event::Message(message))),
+                }
                 if let Some(a) = ack {
                     self.send(&a).await.map_err(closed)?;
                 }
@@ -101,6 +105,21 @@ impl Task {
             }
         }
         Ok(())
+    }
+}
+
+impl Task {
+    /// The request waiting for this message (same response topic and Correlation Data), if any.
+    fn take_waiter(&mut self, m: &Message) -> Option<tokio::sync::oneshot::Sender<Message>> {
+        let correlation = m.properties.iter().find_map(|p| match p {
+            Property::CorrelationData(c) => Some(c.as_slice()),
+            _ => None,
+        })?;
+        let i = self
+            .waiters
+            .iter()
+            .position(|(t, c, _)| *t == m.topic && c.as_slice() == correlation)?;
+        Some(self.waiters.swap_remove(i).2)
     }
 }
 

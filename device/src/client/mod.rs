@@ -52,6 +52,8 @@ pub struct OutgoingMessage {
     pub retain: bool,
     pub user_properties: Vec<(String, String)>,
     pub protection: Protection,
+    /// MQTT v5 Correlation Data (a request's, which its response carries back).
+    pub correlation_data: Option<Vec<u8>>,
 }
 
 impl OutgoingMessage {
@@ -63,6 +65,7 @@ impl OutgoingMessage {
             retain: false,
             user_properties: Vec::new(),
             protection: Protection::None,
+            correlation_data: None,
         }
     }
 }
@@ -159,6 +162,14 @@ enum Command {
     Subscribe(Vec<(String, SubscriptionOptions)>, Reply<Vec<ReasonCode>>),
     Unsubscribe(Vec<String>, Reply<Vec<ReasonCode>>),
     Ping(Reply<Duration>),
+    /// Publish a request, then hand the PUBLISH on the response topic that carries the same
+    /// Correlation Data to the waiter instead of the event stream.
+    Request {
+        msg: OutgoingMessage,
+        response_topic: String,
+        published: Reply<Option<Ack>>,
+        response: oneshot::Sender<Message>,
+    },
     Reauthenticate(Reply<()>),
     Disconnect(ReasonCode, Reply<()>),
 }
@@ -222,6 +233,36 @@ impl Client {
     /// authorized is an `Ack`, not an error). QoS 0 returns `None` once written.
     pub async fn publish(&self, msg: OutgoingMessage) -> Result<Option<Ack>, ClientError> {
         self.call(|tx| Command::Publish(msg, tx)).await
+    }
+
+    /// MQTT v5 request/response: publishes `msg` (which must carry Correlation Data) and waits
+    /// for the PUBLISH on `response_topic` carrying the same Correlation Data (no subscription
+    /// is made: the answer is addressed to this client, as `mosquitto_broker_publish` with a
+    /// ClientID does). Other messages keep going to [`Client::next_event`]. Fails with the
+    /// PUBLISH's own error, or `Closed` when the connection ends first; bound the wait with a
+    /// timeout (`tokio::time::timeout`).
+    pub async fn request(
+        &self,
+        msg: OutgoingMessage,
+        response_topic: &str,
+    ) -> Result<(Option<Ack>, Message), ClientError> {
+        if msg.correlation_data.is_none() {
+            return Err(ClientError::Protocol(
+                "a request needs Correlation Data".into(),
+            ));
+        }
+        let (resp_tx, resp_rx) = oneshot::channel();
+        let response_topic = response_topic.to_string();
+        let ack = self
+            .call(|tx| Command::Request {
+                msg,
+                response_topic,
+                published: tx,
+                response: resp_tx,
+            })
+            .await?;
+        let message = resp_rx.await.map_err(|_| ClientError::Closed)?;
+        Ok((ack, message))
     }
 
     /// Subscribes and returns the SUBACK reason codes, one per filter.

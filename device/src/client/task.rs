@@ -4,12 +4,12 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::{
-    Ack, ClientSettings, Command, Event, OutgoingMessage, Protection, Reply, Rotation, SessionHook,
-    REAUTH_TIMEOUT,
+    Ack, ClientSettings, Command, Event, Message, OutgoingMessage, Protection, Reply, Rotation,
+    SessionHook, REAUTH_TIMEOUT,
 };
 use crate::connection::{ClientError, Connection};
 use crate::mqtt::{Packet, Properties, Property, Publish, QoS, ReasonCode, Subscribe, Unsubscribe};
@@ -60,6 +60,8 @@ pub(super) struct Task {
     /// Protected PUBLISHes since the last (re-)authentication.
     pub(super) since_rotation: u64,
     pub(super) rotated_at: Instant,
+    /// Requests waiting for their response: (response topic, Correlation Data).
+    pub(super) waiters: Vec<(String, Vec<u8>, oneshot::Sender<Message>)>,
 }
 
 /// How the task loop ends.
@@ -100,6 +102,7 @@ impl Task {
             receive_maximum: usize::from(receive_maximum.max(1)),
             since_rotation: 0,
             rotated_at: Instant::now(),
+            waiters: Vec::new(),
         }
     }
 
@@ -249,6 +252,18 @@ impl Task {
                 self.pings.push_back((Instant::now(), Some(tx)));
             }
             Command::Reauthenticate(tx) => self.start_reauth(Some(tx)).await?,
+            Command::Request {
+                msg,
+                response_topic,
+                published,
+                response,
+            } => {
+                // Waiters whose caller gave up are forgotten here.
+                self.waiters.retain(|(_, _, w)| !w.is_closed());
+                let correlation = msg.correlation_data.clone().unwrap_or_default();
+                self.waiters.push((response_topic, correlation, response));
+                self.publish(msg, published).await?
+            }
             Command::Disconnect(..) => {
                 // Handled by the loop.
             }
@@ -289,9 +304,14 @@ impl Task {
             topic: m.topic,
             packet_id,
             properties: m
-                .user_properties
+                .correlation_data
+                .map(Property::CorrelationData)
                 .into_iter()
-                .map(|(k, v)| Property::UserProperty(k, v))
+                .chain(
+                    m.user_properties
+                        .into_iter()
+                        .map(|(k, v)| Property::UserProperty(k, v)),
+                )
                 .collect(),
             payload: m.payload,
         };

@@ -6,6 +6,7 @@
 //! - [`csr`] and [`der`]: new keys and PKCS#10 requests with ring alone.
 //! - [`pkcs7`]: the certificates of an EST certs-only answer.
 //! - [`est`]: the EST client.
+//! - [`mqtt`]: renewal over an open MQTT connection (`docs/protocol.md`, "MQTT renewal").
 //! - [`Renewer`]: one attempt end to end over any [`RenewTransport`] (EST, or MQTT in band),
 //!   step by step so that a restart between any two steps resumes where it stopped.
 
@@ -14,6 +15,7 @@ pub mod der;
 pub mod engine;
 pub mod est;
 pub mod files;
+pub mod mqtt;
 pub mod pkcs7;
 
 use std::future::Future;
