@@ -282,3 +282,115 @@ async fn the_agent_enrolls_renews_and_connects_with_each_ldevid_over_est() {
         run(backend).await;
     }
 }
+
+/// Over MQTT: the agent connects with its IDevID, enrolls its LDevID in band (a new key, with
+/// the re-key proof), reconnects with it, renews in band when due and reconnects again.
+async fn run_mqtt(backend: Backend) {
+    let service = Service::start_with(&backend, &[]).await;
+    let (s, v) = service
+        .call(
+            "PUT",
+            &format!("/v1/models/{MODEL}"),
+            Some(json!({"ldevid_validity": VALIDITY})),
+        )
+        .await;
+    assert!((200..300).contains(&s), "PUT model: {s} {v}");
+    let (s, v) = service
+        .call(
+            "POST",
+            "/v1/devices",
+            Some(
+                json!({"hardware_serial": format!("hw-mqtt-{}", backend.name()),
+                        "model": MODEL, "generate_key": true}),
+            ),
+        )
+        .await;
+    assert_eq!(s, 201, "register: {v}");
+    let dev = DeviceCreds::from_registered(&serde_json::from_value(v).expect("registered"));
+    let identity = service.enroll_broker(NAME).await;
+    let broker = Broker::start(BrokerSettings::new(&service, identity));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (cert, key, root) = (
+        dir.path().join("idevid.crt"),
+        dir.path().join("idevid.key"),
+        dir.path().join("root.pem"),
+    );
+    std::fs::write(&cert, dev.cert_pem()).expect("w");
+    std::fs::write(&key, dev.key_pem()).expect("w");
+    std::fs::write(&root, service.root_pem()).expect("w");
+    let ldir = dir.path().join("ldevid");
+    let hook_log = dir.path().join("hook.log");
+    let mut agent = tokio::process::Command::new(artifact("devid-agent"))
+        .args(["connect", "--stay", "--json", "--broker", &broker.addr()])
+        .args(["--cert", &p(&cert), "--key", &p(&key), "--root", &p(&root)])
+        .args(["--broker-name", NAME, "--renew", "mqtt"])
+        .args([
+            "--ldevid-dir",
+            &p(&ldir),
+            "--retry-min",
+            "1s",
+            "--retry-max",
+            "2s",
+        ])
+        .arg("--exec")
+        .arg(format!("echo \"$DEVID_SERIAL\" >> {}", hook_log.display()))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn devid-agent");
+    let mut lines = BufReader::new(agent.stdout.take().expect("stdout")).lines();
+    let mut serials = Vec::new();
+    let mut connects = 0;
+    let expect = ["connected", "renewed", "connected", "renewed", "connected"];
+    let mut with = ["idevid", "ldevid"].iter();
+    for want in expect.iter() {
+        let ev = next_json(&mut lines, want).await;
+        assert_eq!(ev["event"], *want, "{ev}");
+        match *want {
+            "connected" => {
+                connects += 1;
+                assert_eq!(ev["client_id"], dev.client_id.as_str());
+                if connects > 1 {
+                    assert_eq!(ev["resumed"], false, "{ev}");
+                    assert_eq!(
+                        file_serial(&ldir.join("ldevid.crt")),
+                        *serials.last().expect("a serial")
+                    );
+                }
+            }
+            _ => {
+                assert_eq!(ev["with"], *with.next().expect("two renewals"), "{ev}");
+                serials.push(ev["serial"].as_str().expect("serial").to_owned());
+            }
+        }
+    }
+    assert!(
+        eventually(Duration::from_secs(5), || !ldir
+            .join("ldevid.prev.key")
+            .exists())
+        .await
+    );
+    agent.start_kill().expect("kill");
+    let _ = agent.wait().await;
+    let hook = std::fs::read_to_string(&hook_log).expect("hook log");
+    assert_eq!(hook.lines().collect::<Vec<_>>(), serials);
+    // Both LDevIDs were issued by the service for this device.
+    let (s, v) = service
+        .call("GET", &format!("/v1/devices/{}", dev.client_id), None)
+        .await;
+    assert_eq!(s, 200, "{v}");
+    for serial in &serials {
+        assert!(
+            v.to_string().to_lowercase().contains(serial.as_str()),
+            "{serial} not in {v}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_enrolls_renews_and_connects_with_each_ldevid_over_mqtt() {
+    for backend in backends() {
+        run_mqtt(backend).await;
+    }
+}
