@@ -41,6 +41,32 @@ if ! "$openapi_venv/bin/openapi-spec-validator" --version >/dev/null 2>&1; then
   "$openapi_venv/bin/pip" install --quiet --disable-pip-version-check openapi-spec-validator==0.9.0
 fi
 
+# Cisco's libest estclient, the reference EST client (RFC 7030), for the EST interop tests:
+# Debian ships it from trixie on (libest-utils). On an older Debian the two packages are
+# fetched from trixie's pool with apt (a source list of their own, removed at once) and
+# unpacked under target/tools/libest; they link only libc and OpenSSL 3.
+libest_dir="$root/target/tools/libest"
+if ! [ -x "$libest_dir/usr/bin/estclient" ] || ! ls "$libest_dir"/usr/lib/*/libest.so.3 >/dev/null 2>&1; then
+  echo "setup: installing libest's estclient into $libest_dir"
+  export DEBIAN_FRONTEND=noninteractive
+  list=/etc/apt/sources.list.d/devid-libest-trixie.list
+  if ! apt-cache show libest-utils >/dev/null 2>&1; then
+    echo "deb http://deb.debian.org/debian trixie main" >"$list"
+    apt-get update -qq
+  fi
+  tmp=$(mktemp -d)
+  (cd "$tmp" && apt-get download -qq libest-utils libest3 >/dev/null 2>&1) || status=$?
+  if [ -e "$list" ]; then
+    rm -f "$list"
+    apt-get update -qq
+  fi
+  [ "${status:-0}" -eq 0 ] || { echo "setup: could not download libest-utils"; exit 1; }
+  rm -rf "$libest_dir"
+  mkdir -p "$libest_dir"
+  for deb in "$tmp"/*.deb; do dpkg -x "$deb" "$libest_dir"; done
+  rm -rf "$tmp"
+fi
+
 if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
   echo "setup: starting PostgreSQL"
   version=$(ls /etc/postgresql | sort -V | tail -n 1)

@@ -357,12 +357,10 @@ pub async fn run(settings: Settings) -> Result<(), BoxError> {
             let tcp = tokio::net::TcpListener::bind(tls.listen)
                 .await
                 .map_err(|e| format!("cannot listen on {} (TLS): {e}", tls.listen))?;
-            let listener =
-                crate::tls::TlsListener::new(tcp, tokio_rustls::TlsAcceptor::from(config))?;
-            let tls_addr = axum::serve::Listener::local_addr(&listener)?;
+            let tls_addr = tcp.local_addr()?;
             println!("devid-server: TLS (EST and the API) on https://{tls_addr}");
             tracing::info!(addr = %tls_addr, "TLS listening");
-            Some(listener)
+            Some((tcp, tokio_rustls::TlsAcceptor::from(config)))
         }
         None => None,
     };
@@ -372,16 +370,13 @@ pub async fn run(settings: Settings) -> Result<(), BoxError> {
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
-    let tls_server = tls.map(|listener| {
-        let service = router
-            .clone()
-            .into_make_service_with_connect_info::<crate::tls::ClientTls>();
-        let rx = shutdown_tx.subscribe();
-        tokio::spawn(async move {
-            axum::serve(listener, service)
-                .with_graceful_shutdown(stopped(rx))
-                .await
-        })
+    let tls_server = tls.map(|(tcp, acceptor)| {
+        tokio::spawn(crate::tls::serve(
+            tcp,
+            acceptor,
+            router.clone(),
+            shutdown_tx.subscribe(),
+        ))
     });
     let rx = shutdown_tx.subscribe();
     tokio::spawn(async move {
@@ -393,7 +388,7 @@ pub async fn run(settings: Settings) -> Result<(), BoxError> {
         .with_graceful_shutdown(stopped(rx))
         .await?;
     if let Some(server) = tls_server {
-        server.await??;
+        server.await?;
     }
     Ok(())
 }

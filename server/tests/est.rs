@@ -319,7 +319,7 @@ async fn simpleenroll_with_a_token_registers_the_device() {
         );
         assert_eq!(status, 200);
         assert_eq!(print_certs(dir.path(), &again), cert);
-        // The same serial with another key: a conflict, nothing issued.
+        // The same serial with another key: a conflict (400 in EST), nothing issued.
         let (_, other) = openssl_csr(dir.path(), "d2", "/serialNumber=SN-EST-1");
         let (status, body) = curl(
             &server,
@@ -333,7 +333,8 @@ async fn simpleenroll_with_a_token_registers_the_device() {
                 &format!("@{}", other.display()),
             ],
         );
-        assert_eq!(status, 409, "{}", String::from_utf8_lossy(&body));
+        assert_eq!(status, 400, "{}", String::from_utf8_lossy(&body));
+        assert!(String::from_utf8_lossy(&body).contains("already registered"));
         let (_, found) = server
             .admin_get("/v1/devices?hardware_serial=SN-EST-1")
             .await;
@@ -481,4 +482,467 @@ async fn the_operators_certificate_is_served_when_given() {
         !refused.status.success(),
         "devid's root must not verify the operator's certificate"
     );
+}
+
+/// Cisco libest's `estclient` (installed by scripts/setup.sh under target/tools/libest), run
+/// against the TLS listener with `args`; returns its exit status (0 even when a request failed)
+/// and what it printed.
+fn estclient(server: &Server, url: &str, out_dir: &Path, args: &[&str]) -> (bool, String) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/tools/libest");
+    let bin = root.join("usr/bin/estclient");
+    let lib = std::fs::read_dir(root.join("usr/lib"))
+        .ok()
+        .and_then(|mut d| d.next())
+        .map(|e| e.unwrap().path());
+    assert!(
+        bin.exists() && lib.is_some(),
+        "libest's estclient is not installed under {}: run scripts/setup.sh",
+        root.display()
+    );
+    let out = Command::new(&bin)
+        .env("LD_LIBRARY_PATH", lib.unwrap())
+        .env("EST_OPENSSL_CACERT", server.root_pem())
+        .args(["-s", "localhost", "-p", port_of(url), "-o"])
+        .arg(out_dir)
+        .args(args)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[tokio::test]
+async fn libest_estclient_gets_cacerts_and_enrolls_with_a_token() {
+    for backend in backends().await {
+        let (server, url) = tls_server(&backend, &[]).await;
+        let dir = tempfile::tempdir().unwrap();
+        let (ok, text) = estclient(&server, &url, dir.path(), &["-g"]);
+        assert!(ok, "{text}");
+        let cacerts = std::fs::read(dir.path().join("cacert-0-0.pkcs7")).unwrap();
+        assert_eq!(
+            print_certs(dir.path(), &cacerts)
+                .matches("BEGIN CERTIFICATE")
+                .count(),
+            2
+        );
+
+        // A PEM CSR made by openssl, with the hardware serial in the subject.
+        let key = dir.path().join("dev.key");
+        let csr = dir.path().join("dev.csr");
+        run_ok(
+            Command::new("openssl")
+                .args([
+                    "req",
+                    "-new",
+                    "-newkey",
+                    "ec",
+                    "-pkeyopt",
+                    "ec_paramgen_curve:P-256",
+                ])
+                .args(["-nodes", "-subj", "/serialNumber=SN-LIBEST-1", "-keyout"])
+                .arg(&key)
+                .arg("-out")
+                .arg(&csr),
+        );
+        let csr = csr.to_str().unwrap();
+        // A wrong token: refused, nothing written.
+        let (ok, text) = estclient(
+            &server,
+            &url,
+            dir.path(),
+            &["-e", "-u", "line", "-h", "devid_x_y", "-y", csr],
+        );
+        // estclient exits 0 whatever happened: what it wrote and said is the verdict.
+        let _ = ok;
+        assert!(text.contains("EST_ERR_AUTH_FAIL"), "{text}");
+        assert!(!dir.path().join("cert-0-0.pkcs7").exists());
+        // The admin token as the Basic password: enrolled (estclient answers the 401 challenge).
+        let (ok, text) = estclient(
+            &server,
+            &url,
+            dir.path(),
+            &["-e", "-u", "line", "-h", &server.token, "-y", csr],
+        );
+        assert!(ok, "{text}");
+        let cert = std::fs::read(dir.path().join("cert-0-0.pkcs7")).unwrap();
+        let cert = print_certs(dir.path(), &cert);
+        assert!(
+            subject_of(&cert, dir.path()).contains("serialNumber=SN-LIBEST-1"),
+            "{cert}"
+        );
+        let (_, found) = server
+            .admin_get("/v1/devices?hardware_serial=SN-LIBEST-1")
+            .await;
+        assert_eq!(
+            found["items"].as_array().unwrap().len(),
+            1,
+            "{}",
+            backend.name()
+        );
+
+        // The device enrolls its LDevID with that certificate (TLS client authentication), for
+        // a new P-256 key ...
+        let idevid = write(dir.path(), "idevid.pem", &cert);
+        let k1 = dir.path().join("k1.key");
+        run_ok(
+            Command::new("openssl")
+                .args([
+                    "genpkey",
+                    "-algorithm",
+                    "EC",
+                    "-pkeyopt",
+                    "ec_paramgen_curve:P-256",
+                    "-out",
+                ])
+                .arg(&k1),
+        );
+        let out = dir.path().join("ldevid");
+        std::fs::create_dir_all(&out).unwrap();
+        let (_, text) = estclient(
+            &server,
+            &url,
+            &out,
+            &[
+                "-e",
+                "-c",
+                idevid.to_str().unwrap(),
+                "-k",
+                key.to_str().unwrap(),
+                "-x",
+                k1.to_str().unwrap(),
+            ],
+        );
+        let l1 = std::fs::read(out.join("cert-0-0.pkcs7")).unwrap_or_else(|_| panic!("{text}"));
+        let l1 = write(dir.path(), "l1.pem", &print_certs(dir.path(), &l1));
+        assert_eq!(
+            pubkey(&l1),
+            run_ok(
+                Command::new("openssl")
+                    .args(["pkey", "-pubout", "-in"])
+                    .arg(&k1)
+            )
+        );
+        // ... and re-enrolls with it: estclient builds the CSR from the certificate's names.
+        let out = dir.path().join("renewed");
+        std::fs::create_dir_all(&out).unwrap();
+        let (_, text) = estclient(
+            &server,
+            &url,
+            &out,
+            &["-r", "-c", l1.to_str().unwrap(), "-k", k1.to_str().unwrap()],
+        );
+        let l2 = std::fs::read(out.join("cert-0-0.pkcs7")).unwrap_or_else(|_| panic!("{text}"));
+        let l2 = write(dir.path(), "l2.pem", &print_certs(dir.path(), &l2));
+        assert_eq!(pubkey(&l2), pubkey(&l1));
+        assert_ne!(std::fs::read(&l2).unwrap(), std::fs::read(&l1).unwrap());
+    }
+}
+
+/// Registers a device with a key made by openssl (its IDevID); returns its ClientID and the
+/// files of its certificate and key.
+async fn register_device(
+    server: &Server,
+    dir: &Path,
+    serial: &str,
+    model: Option<&str>,
+) -> (String, PathBuf, PathBuf) {
+    let key = dir.join(format!("{serial}.idevid.key"));
+    let csr = dir.join(format!("{serial}.idevid.csr"));
+    run_ok(
+        Command::new("openssl")
+            .args([
+                "req",
+                "-new",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+            ])
+            .args(["-nodes", "-subj", "/CN=x", "-keyout"])
+            .arg(&key)
+            .arg("-out")
+            .arg(&csr),
+    );
+    let mut body = serde_json::json!({
+        "hardware_serial": serial,
+        "csr": std::fs::read_to_string(&csr).unwrap(),
+    });
+    if let Some(m) = model {
+        body["model"] = serde_json::json!(m);
+    }
+    let (status, v) = server.admin_post("/v1/devices", &body).await;
+    assert_eq!(status, 201, "{v}");
+    let cert = write(
+        dir,
+        &format!("{serial}.idevid.pem"),
+        v["certificate"].as_str().unwrap(),
+    );
+    (v["client_id"].as_str().unwrap().to_string(), cert, key)
+}
+
+/// `curl` as the device holding `cert` and `key`, posting the base64 CSR in `csr`.
+fn curl_as(server: &Server, url: &str, cert: &Path, key: &Path, csr: &Path) -> (u16, Vec<u8>) {
+    curl(
+        server,
+        url,
+        &[
+            "--cert",
+            cert.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+            "-H",
+            "Content-Type: application/pkcs10",
+            "--data-binary",
+            &format!("@{}", csr.display()),
+        ],
+    )
+}
+
+/// The certificate of a certs-only answer, written to `name`.
+fn answer_cert(dir: &Path, name: &str, b64: &[u8]) -> PathBuf {
+    write(dir, name, &print_certs(dir, b64))
+}
+
+fn pubkey(cert: &Path) -> String {
+    run_ok(
+        Command::new("openssl")
+            .args(["x509", "-noout", "-pubkey", "-in"])
+            .arg(cert),
+    )
+}
+
+#[tokio::test]
+async fn a_device_enrolls_renews_and_rekeys_with_its_certificate() {
+    for backend in backends().await {
+        let (server, url) = tls_server(&backend, &[]).await;
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let (id, idevid, k0) = register_device(&server, d, "SN-DEV-1", None).await;
+        let est = |op: &str| format!("{url}/.well-known/est/{op}");
+        let subj = format!("/CN={id}/serialNumber=SN-DEV-1");
+        let san = format!("subjectAltName=URI:urn:devid:{id}");
+        let csr_with = |name: &str, subj: &str, key: Option<&Path>| -> (PathBuf, PathBuf) {
+            let der = d.join(format!("{name}.csr.der"));
+            let keyfile = key.map_or_else(|| d.join(format!("{name}.key")), Path::to_path_buf);
+            let mut cmd = Command::new("openssl");
+            cmd.args([
+                "req", "-new", "-nodes", "-subj", subj, "-addext", &san, "-outform", "DER",
+            ]);
+            match key {
+                Some(k) => cmd.arg("-key").arg(k),
+                None => cmd
+                    .args([
+                        "-newkey",
+                        "ec",
+                        "-pkeyopt",
+                        "ec_paramgen_curve:P-256",
+                        "-keyout",
+                    ])
+                    .arg(&keyfile),
+            };
+            run_ok(cmd.arg("-out").arg(&der));
+            let b64 = d.join(format!("{name}.csr.b64"));
+            run_ok(
+                Command::new("openssl")
+                    .args(["base64", "-in"])
+                    .arg(&der)
+                    .arg("-out")
+                    .arg(&b64),
+            );
+            (b64, keyfile)
+        };
+
+        // Enroll with the IDevID: an LDevID for a new key, with the device's names.
+        let (csr1, k1) = csr_with("l1", "/CN=anything", None);
+        let (status, b64) = curl_as(&server, &est("simpleenroll"), &idevid, &k0, &csr1);
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&b64));
+        let l1 = answer_cert(d, "l1.pem", &b64);
+        let subject = subject_of(&std::fs::read_to_string(&l1).unwrap(), d);
+        assert!(
+            subject.contains(&format!("CN={id}")) && subject.contains("serialNumber=SN-DEV-1"),
+            "{subject}"
+        );
+        // The model's default LDevID validity, 90 days: valid in 89, not in 91.
+        let checkend = |days: u64| {
+            Command::new("openssl")
+                .args([
+                    "x509",
+                    "-noout",
+                    "-checkend",
+                    &(days * 86_400).to_string(),
+                    "-in",
+                ])
+                .arg(&l1)
+                .status()
+                .unwrap()
+                .success()
+        };
+        assert!(checkend(89) && !checkend(91));
+        run_ok(
+            Command::new("openssl")
+                .args(["verify", "-CAfile"])
+                .arg(server.root_pem())
+                .arg("-untrusted")
+                .arg(write(
+                    d,
+                    "issuing.pem",
+                    server.get("/v1/ca", None).await.1.as_str().unwrap(),
+                ))
+                .arg(&l1),
+        );
+
+        // Re-enroll with the LDevID, same key: renewed.
+        let (csr2, _) = csr_with("l2", &subj, Some(&k1));
+        let (status, b64) = curl_as(&server, &est("simplereenroll"), &l1, &k1, &csr2);
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&b64));
+        let l2 = answer_cert(d, "l2.pem", &b64);
+        assert_eq!(pubkey(&l2), pubkey(&l1));
+        // Re-enroll with a new key: re-keyed.
+        let (csr3, k3) = csr_with("l3", &subj, None);
+        let (status, b64) = curl_as(&server, &est("simplereenroll"), &l2, &k1, &csr3);
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&b64));
+        let l3 = answer_cert(d, "l3.pem", &b64);
+        assert_ne!(pubkey(&l3), pubkey(&l2));
+
+        // A subject that is not the certificate's: 400 saying so, nothing issued.
+        let (bad, _) = csr_with("bad", &format!("/CN={id}/serialNumber=SN-OTHER"), Some(&k3));
+        let (status, body) = curl_as(&server, &est("simplereenroll"), &l3, &k3, &bad);
+        assert_eq!(status, 400);
+        assert!(
+            String::from_utf8_lossy(&body).contains("subject"),
+            "{}",
+            String::from_utf8_lossy(&body)
+        );
+        // No certificate: 401, on the TLS listener and on the plain one.
+        let (status, _) = curl(
+            &server,
+            &est("simplereenroll"),
+            &[
+                "-H",
+                "Content-Type: application/pkcs10",
+                "--data-binary",
+                &format!("@{}", csr3.display()),
+            ],
+        );
+        assert_eq!(status, 401);
+        let resp = server
+            .client
+            .post(server.url("/.well-known/est/simplereenroll"))
+            .body(std::fs::read(&csr3).unwrap())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 401);
+
+        // Server-side key generation with the current certificate: a key and an LDevID for it.
+        let (status, body) = curl_as(&server, &est("serverkeygen"), &l3, &k3, &csr3);
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+        assert!(String::from_utf8_lossy(&body).contains("application/pkcs8"));
+
+        // Issuances and refusals are audited.
+        assert!(audit_has(&server, "ldevid.issue", "ok").await);
+        assert!(audit_has(&server, "ldevid.issue", "subject").await);
+
+        // The device is revoked: its certificates no longer enroll anything.
+        let (status, v) = server
+            .admin_post(
+                &format!("/v1/devices/{id}/revoke"),
+                &serde_json::json!({"reason": "keyCompromise"}),
+            )
+            .await;
+        assert!(status.is_success(), "{v}");
+        let (csr4, _) = csr_with("l4", &subj, Some(&k3));
+        for (op, cert, key) in [("simplereenroll", &l3, &k3), ("simpleenroll", &idevid, &k0)] {
+            let (status, body) = curl_as(&server, &est(op), cert, key, &csr4);
+            assert!(
+                status == 403 || status == 400,
+                "{op}: {status} {}",
+                String::from_utf8_lossy(&body)
+            );
+        }
+        let (_, dev) = server.admin_get(&format!("/v1/devices/{id}")).await;
+        let certs = dev["certificates"].as_array().map_or(0, Vec::len);
+        assert_eq!(certs, 5, "IDevID and four LDevIDs, no more: {dev}");
+    }
+}
+
+#[tokio::test]
+async fn an_expired_ldevid_renews_within_the_grace_and_counts_for_nothing_else() {
+    for backend in backends().await {
+        let (server, url) = tls_server(&backend, &[]).await;
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let (status, v) = server
+            .send(
+                reqwest::Method::PUT,
+                "/v1/models/shortlived",
+                Some(&server.token.clone()),
+                Some(&serde_json::json!({"ldevid_validity": "2s", "renewal_grace": "1h"})),
+            )
+            .await;
+        assert!(status.is_success(), "{v}");
+        let (id, idevid, k0) = register_device(&server, d, "SN-EXP-1", Some("shortlived")).await;
+        let est = |op: &str| format!("{url}/.well-known/est/{op}");
+        let (lkey, csr) = openssl_csr(d, "any", "/CN=x");
+        let (status, b64) = curl_as(&server, &est("simpleenroll"), &idevid, &k0, &csr);
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&b64));
+        let ldevid = answer_cert(d, "l.pem", &b64);
+        tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+        let expired = !Command::new("openssl")
+            .args(["x509", "-noout", "-checkend", "0", "-in"])
+            .arg(&ldevid)
+            .status()
+            .unwrap()
+            .success();
+        assert!(expired, "the LDevID should have expired");
+
+        // Expired: no certificate for simpleenroll (401) ...
+        let (status, _) = curl_as(&server, &est("simpleenroll"), &ldevid, &lkey, &csr);
+        assert_eq!(status, 401, "{}", backend.name());
+        // ... but a bearer-token route on the same listener still works with it presented.
+        let auth = format!("Authorization: Bearer {}", server.token);
+        let (status, _) = curl(
+            &server,
+            &format!("{url}/v1/devices"),
+            &[
+                "--cert",
+                ldevid.to_str().unwrap(),
+                "--key",
+                lkey.to_str().unwrap(),
+                "-H",
+                &auth,
+            ],
+        );
+        assert_eq!(status, 200);
+        // ... and simplereenroll accepts it within the model's renewal grace.
+        let subj = format!("/CN={id}/serialNumber=SN-EXP-1");
+        let der = d.join("renew.csr.der");
+        run_ok(
+            Command::new("openssl")
+                .args(["req", "-new", "-key"])
+                .arg(&lkey)
+                .args([
+                    "-subj",
+                    &subj,
+                    "-addext",
+                    &format!("subjectAltName=URI:urn:devid:{id}"),
+                ])
+                .args(["-outform", "DER", "-out"])
+                .arg(&der),
+        );
+        let b64 = d.join("renew.csr.b64");
+        run_ok(
+            Command::new("openssl")
+                .args(["base64", "-in"])
+                .arg(&der)
+                .arg("-out")
+                .arg(&b64),
+        );
+        let (status, body) = curl_as(&server, &est("simplereenroll"), &ldevid, &lkey, &b64);
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    }
 }

@@ -17,7 +17,7 @@ use utoipa_axum::routes;
 
 use crate::app::AppState;
 use crate::auth::{basic_password, Caller};
-use crate::domain::audit;
+use crate::domain::audit::{self, AuditOutcome as _};
 use crate::error::ApiError;
 use crate::est::{self, certs_only};
 use crate::routes::{Access, Routes};
@@ -65,13 +65,23 @@ impl From<crate::domain::DomainError> for EstError {
     }
 }
 
-impl IntoResponse for EstError {
-    fn into_response(self) -> Response {
-        if let ApiError::Internal(cause) = &self.0 {
-            tracing::error!(%cause, "internal error");
+impl EstError {
+    /// The status of the answer: those RFC 7030 clients know (400 for any request the server
+    /// will not act on, 401, 403, 404, 500, 503; libest, for one, knows no other), and 429 for
+    /// a device renewing too often (with the reason in the body).
+    pub fn status(&self) -> StatusCode {
+        match self.0.status() {
+            StatusCode::UNPROCESSABLE_ENTITY
+            | StatusCode::CONFLICT
+            | StatusCode::PAYLOAD_TOO_LARGE
+            | StatusCode::UNSUPPORTED_MEDIA_TYPE => StatusCode::BAD_REQUEST,
+            other => other,
         }
-        let status = self.0.status();
-        let text = match &self.0 {
+    }
+
+    /// The plain-text reason.
+    pub fn text(&self) -> String {
+        match &self.0 {
             ApiError::Unauthorized => "authenticate with the device's TLS client certificate, \
                  or with HTTP Basic and a factory or admin token as the password"
                 .to_string(),
@@ -79,7 +89,17 @@ impl IntoResponse for EstError {
                 let p = other.problem();
                 p.detail.unwrap_or(p.title)
             }
-        };
+        }
+    }
+}
+
+impl IntoResponse for EstError {
+    fn into_response(self) -> Response {
+        if let ApiError::Internal(cause) = &self.0 {
+            tracing::error!(%cause, "internal error");
+        }
+        let status = self.status();
+        let text = self.text();
         let mut response = (
             status,
             [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
@@ -99,12 +119,12 @@ impl IntoResponse for EstError {
 
 impl crate::domain::audit::AuditOutcome for EstError {
     fn audit_outcome(&self) -> String {
-        self.0.audit_outcome()
+        format!("error: {} {}", self.status().as_u16(), self.text())
     }
 }
 
 /// A base64 body with its content type.
-pub(super) fn base64_answer(content_type: &'static str, der: &[u8]) -> Response {
+pub fn base64_answer(content_type: &'static str, der: &[u8]) -> Response {
     let mut response = (
         [
             (header::CONTENT_TYPE, content_type),
@@ -184,7 +204,7 @@ async fn audit_refusal(
     target: &str,
     err: &EstError,
 ) {
-    let rec = audit::record(actor, action, target, err.0.audit_outcome());
+    let rec = audit::record(actor, action, target, err.audit_outcome());
     if let Err(e) = state.store.insert_audit(&rec).await {
         tracing::error!(error = %e, action, "could not write audit record");
     }
@@ -322,10 +342,28 @@ async fn enroll(
 
 async fn serverkeygen_answer(
     state: AppState,
+    ext: axum::http::Extensions,
     headers: HeaderMap,
     label: Option<String>,
     body: Bytes,
 ) -> Result<Response, EstError> {
+    let presented = presented(&ext).filter(|p| !p.expired_at(crate::timefmt::now()));
+    if let Some(p) = &presented {
+        // The device's own certificate: an LDevID for a key made here. The CSR (required by
+        // RFC 7030 section 4.4.1) is read, not used.
+        if let Err(e) = csr_of(&body) {
+            audit_refusal(
+                &state,
+                &anonymous_actor(Some(p)),
+                "est.serverkeygen",
+                "",
+                &e,
+            )
+            .await;
+            return Err(e);
+        }
+        return super::est_ldevid::serverkeygen(&state, p).await;
+    }
     let refuse = |e: EstError| async {
         audit_refusal(&state, &anonymous_actor(None), "est.serverkeygen", "", &e).await;
         Err(e)
@@ -541,9 +579,10 @@ async fn simplereenroll_labeled(
     .await
 }
 
-/// Server-side key generation (RFC 7030 section 4.4) for a new device, with HTTP Basic and a
-/// factory or admin token: `multipart/mixed` with the PKCS#8 key (returned once, not kept) and
-/// the certificate. The CSR names the device (serialNumber); its key is not used.
+/// Server-side key generation (RFC 7030 section 4.4): `multipart/mixed` with a PKCS#8 key made
+/// by the server (returned once, not kept) and its certificate. With the device's TLS client
+/// certificate: an LDevID for that device. With HTTP Basic and a factory or admin token: a new
+/// device, named by the CSR subject's serialNumber. The CSR's key is not used.
 #[utoipa::path(
     post,
     path = "/.well-known/est/serverkeygen",
@@ -557,10 +596,10 @@ async fn simplereenroll_labeled(
 )]
 async fn serverkeygen(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Bytes,
+    req: axum::extract::Request,
 ) -> Result<Response, EstError> {
-    serverkeygen_answer(state, headers, None, body).await
+    let (parts, body) = split(req, &state).await?;
+    serverkeygen_answer(state, parts.extensions, parts.headers, None, body).await
 }
 
 /// [`serverkeygen`] for the model named by the label.
@@ -578,10 +617,10 @@ async fn serverkeygen(
 async fn serverkeygen_labeled(
     State(state): State<AppState>,
     Path(label): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
+    req: axum::extract::Request,
 ) -> Result<Response, EstError> {
-    serverkeygen_answer(state, headers, Some(label), body).await
+    let (parts, body) = split(req, &state).await?;
+    serverkeygen_answer(state, parts.extensions, parts.headers, Some(label), body).await
 }
 
 /// The request's parts and its body (under the server's body limit).

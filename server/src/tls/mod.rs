@@ -5,8 +5,8 @@
 //! - `cert`: the server's own certificate (the operator's, or issued by devid's CA and renewed
 //!   here).
 //! - `verifier`: which client certificates pass the handshake.
-//! - `listener`: handshakes off the accept loop, and [`ClientTls`], what a request knows of its
-//!   connection.
+//! - `listener`: the accept loop, handshakes on tasks of their own, and [`ClientTls`], what a
+//!   request knows of its connection.
 
 pub mod cert;
 pub mod listener;
@@ -19,7 +19,7 @@ use rustls::crypto::CryptoProvider;
 use rustls::ServerConfig;
 use time::OffsetDateTime;
 
-pub use listener::{ClientTls, TlsListener};
+pub use listener::{serve, ClientTls};
 
 use crate::ca::Ca;
 use crate::config::TlsSettings;

@@ -119,3 +119,97 @@ impl ClientCertVerifier for DeviceCertVerifier {
         self.inner.supported_verify_schemes()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ca::CaKeys;
+    use devid_core::profile::{DeviceIdentity, Profile, ProfileSettings, Validity};
+    use time::OffsetDateTime;
+
+    fn new_ca(dir: &std::path::Path) -> Arc<Ca> {
+        let keys = CaKeys::Files { passphrase: None };
+        let (ca, _) = Ca::init_or_load_keys(dir, &keys, None).expect("CA");
+        Arc::new(ca)
+    }
+
+    /// A device certificate of `ca` issued at `issued`, valid for `secs`.
+    fn device_cert(ca: &Ca, issued: OffsetDateTime, secs: u64) -> CertificateDer<'static> {
+        let rng = ring::rand::SystemRandom::new();
+        let id = devid_core::clientid::generate("T", &[7; 10]).expect("id");
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key");
+        let csr = rcgen::CertificateParams::default()
+            .serialize_request(&key)
+            .expect("csr");
+        let csr = devid_core::csr::parse_csr_der(csr.der()).expect("checked");
+        let settings = ProfileSettings {
+            organization: None,
+            validity: Validity::Years(1),
+            crl_url: None,
+        };
+        let identity = DeviceIdentity {
+            client_id: &id,
+            hardware_serial: "SN-1",
+        };
+        let profile = Profile::LDevId {
+            lifetime: Duration::from_secs(secs),
+        };
+        let issued = ca
+            .issue_device_profile(
+                profile,
+                csr.public_key(),
+                &identity,
+                &settings,
+                issued,
+                &rng,
+            )
+            .expect("issued");
+        CertificateDer::from(issued.der)
+    }
+
+    fn verifier(ca: Arc<Ca>) -> DeviceCertVerifier {
+        DeviceCertVerifier::new(ca, Arc::new(rustls::crypto::ring::default_provider()))
+            .expect("verifier")
+    }
+
+    fn unix(t: OffsetDateTime) -> UnixTime {
+        UnixTime::since_unix_epoch(Duration::from_secs(t.unix_timestamp() as u64))
+    }
+
+    #[test]
+    fn valid_and_expired_device_certificates_pass_the_handshake_others_do_not() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let ca = new_ca(dir.path());
+        let v = verifier(ca.clone());
+        let now = OffsetDateTime::now_utc();
+        // Valid, sent alone: the issuing CA comes from the Ca.
+        let fresh = device_cert(&ca, now, 3600);
+        assert!(v.verify_client_cert(&fresh, &[], unix(now)).is_ok());
+        // Expired (seconds ago, after the CA was made): let through, the route decides what it
+        // is worth.
+        let old = device_cert(&ca, now - time::Duration::seconds(10), 1);
+        let r = v.verify_client_cert(&old, &[], unix(now));
+        assert!(r.is_ok(), "{r:?}");
+        // Not yet valid: refused.
+        let future = device_cert(&ca, now + time::Duration::days(2), 3600);
+        assert!(v.verify_client_cert(&future, &[], unix(now)).is_err());
+        // Another CA's certificate, valid or expired: refused.
+        let other_dir = tempfile::tempdir().expect("tmp");
+        let other = new_ca(other_dir.path());
+        for cert in [
+            device_cert(&other, now, 3600),
+            device_cert(&other, now - time::Duration::seconds(10), 1),
+        ] {
+            assert!(v.verify_client_cert(&cert, &[], unix(now)).is_err());
+        }
+        // A tampered certificate (one byte of its signature): refused, expired or not.
+        for cert in [fresh, old] {
+            let mut der = cert.as_ref().to_vec();
+            let last = der.len() - 3;
+            der[last] ^= 1;
+            let der = CertificateDer::from(der);
+            assert!(v.verify_client_cert(&der, &[], unix(now)).is_err());
+        }
+        assert!(!v.client_auth_mandatory() && v.offer_client_auth());
+    }
+}
