@@ -12,8 +12,8 @@
 //! - [`gateway`]: relaying sensor readings (DEVID-S1) as PUBLISHes with the sensor properties;
 //!   [`link`]: the sensor link (serial device, pty, Unix socket) and its frame decoding;
 //!   [`sensor_sim`]: a simulated sensor (key file, persisted counter, frames).
-//! - [`renew`]: renewal of the certificate over an open MQTT connection (CSR, re-key proof,
-//!   the correlated reply).
+//! - [`renew`]: the LDevID kept fresh: when to renew, EST, over the open MQTT connection
+//!   (`renew::mqtt`: CSR, re-key proof, the correlated reply), files written atomically.
 //!
 //! Architecture invariant: the protocol logic lives in `devid_core::protocol` (sans-IO); this
 //! crate only moves its bytes through MQTT packets.
@@ -38,5 +38,5 @@ pub use connection::{
     handshake, AuthError, Authenticator, ClientError, ConnectOptions, Connected, Connection, NoAuth,
 };
 pub use devid1::{Devid1, Devid1Session};
-pub use renew::{renew_over_mqtt, renewal_request, RenewError};
+pub use renew::mqtt::{renew_over_mqtt, renewal_request, RenewError};
 pub use transport::{open, server_name, tls_config, TlsOptions, Transport};

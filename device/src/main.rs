@@ -5,6 +5,7 @@
 
 mod bench;
 mod gateway_cmd;
+mod renew_cli;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -38,10 +39,15 @@ enum Cmd {
     Connect {
         #[command(flatten)]
         common: Common,
-        /// Stay connected and print events until the broker disconnects (or Ctrl-C).
+        /// Stay connected and print events until the broker disconnects (or Ctrl-C); with
+        /// --renew, keep the LDevID fresh and reconnect after each renewal.
         #[arg(long)]
         stay: bool,
+        #[command(flatten)]
+        renew: renew_cli::RenewArgs,
     },
+    /// Enroll or renew the LDevID now if it is due (or --force), then exit; --status only shows.
+    Renew(renew_cli::RenewCmd),
     /// Publish a message.
     Publish {
         #[command(flatten)]
@@ -356,7 +362,7 @@ fn pk_ops_json(ops: devid_core::protocol::PkOps) -> serde_json::Value {
     })
 }
 
-fn print_event(ev: &Event, json: bool) {
+pub(crate) fn print_event(ev: &Event, json: bool) {
     match ev {
         Event::Message(m) => print_message(m, json),
         Event::Disconnected {
@@ -419,7 +425,19 @@ fn print_message(m: &Message, json: bool) {
 
 async fn run(cli: Cli) -> Result<(), Failure> {
     match cli.cmd {
-        Cmd::Connect { common, stay } => {
+        Cmd::Connect {
+            common,
+            stay,
+            renew,
+        } => {
+            if renew.enabled() {
+                if !stay {
+                    return Err(Failure::usage(
+                        "--renew needs --stay (or: devid-agent renew)",
+                    ));
+                }
+                return renew_cli::stay(common, renew).await;
+            }
             let s = setup(&common)?;
             let mut client = connect(&s, common.rotation()).await?;
             if !stay {
@@ -570,6 +588,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         }
         Cmd::Gateway(a) => gateway_cmd::gateway(a).await,
         Cmd::Sensor(a) => gateway_cmd::sensor(a),
+        Cmd::Renew(cmd) => renew_cli::renew_once(cmd).await,
         Cmd::Bench { cmd } => bench::run(cmd).await,
     }
 }

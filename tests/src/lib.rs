@@ -9,6 +9,7 @@
 //! unwinds.
 //!
 //! - `artifact`: the built binaries and plugin, checked against their sources.
+//! - `backend`: SQLite or a fresh PostgreSQL database ([`Backend`], [`backends`]).
 //! - `process`: child processes stopped by PID ([`Proc`]), free ports.
 //! - `service`: devid-server ([`Service`]) and the admin calls the tests make.
 //! - `broker`: Mosquitto with the plugin ([`Broker`], [`BrokerSettings`]).
@@ -20,6 +21,7 @@
 //!   played by the test ([`ServiceProxy`]).
 
 mod artifact;
+mod backend;
 mod broker;
 mod ca;
 mod creds;
@@ -30,6 +32,7 @@ mod proxy;
 mod service;
 
 pub use artifact::{artifact, artifact_of, stale, target_dir};
+pub use backend::{backends, fresh_pg_database, Backend};
 pub use broker::{Broker, BrokerSettings, MOSQUITTO};
 pub use ca::{issue_device, issue_with_service_ca, TestCa};
 pub use creds::DeviceCreds;

@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 use tempfile::TempDir;
 
 use crate::artifact::artifact;
+use crate::backend::Backend;
 use crate::creds::DeviceCreds;
 use crate::init;
 use crate::process::{free_port, wait_for_port, Proc};
@@ -21,14 +22,25 @@ pub struct Service {
     pub admin_token: String,
     proc: Proc,
     http: reqwest::Client,
+    /// Arguments after --listen and --data-dir (database, TLS listener, ...).
+    extra: Vec<String>,
 }
 
 impl Service {
     pub async fn start() -> Service {
+        Self::start_with(&Backend::Sqlite, &[]).await
+    }
+
+    /// On `backend`, with `extra` arguments (e.g. `--tls-listen`).
+    pub async fn start_with(backend: &Backend, extra: &[&str]) -> Service {
         init();
         let data_dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
-        let proc = Self::spawn(port, data_dir.path());
+        let mut extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        if let Backend::Postgres(url) = backend {
+            extra.extend(["--database-url".to_string(), url.clone()]);
+        }
+        let proc = Self::spawn(port, data_dir.path(), &extra);
         let token_file = data_dir.path().join("admin.token");
         let admin_token = std::fs::read_to_string(&token_file)
             .unwrap_or_else(|e| panic!("{}: {e}", token_file.display()))
@@ -44,16 +56,18 @@ impl Service {
                 .timeout(Duration::from_secs(30))
                 .build()
                 .expect("http client"),
+            extra,
         }
     }
 
-    fn spawn(port: u16, data_dir: &Path) -> Proc {
+    fn spawn(port: u16, data_dir: &Path, extra: &[String]) -> Proc {
         let log = std::fs::File::create(data_dir.join("server.log")).expect("log file");
         let mut child = Command::new(artifact("devid-server"))
             .arg("--listen")
             .arg(format!("127.0.0.1:{port}"))
             .arg("--data-dir")
             .arg(data_dir)
+            .args(extra)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)
@@ -76,7 +90,7 @@ impl Service {
     /// Starts it again on the same port and data directory.
     pub fn restart(&mut self) {
         self.proc.stop();
-        self.proc = Self::spawn(self.port, self.data_dir.path());
+        self.proc = Self::spawn(self.port, self.data_dir.path(), &self.extra);
     }
 
     pub fn url(&self) -> String {

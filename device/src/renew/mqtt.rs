@@ -105,3 +105,65 @@ pub async fn renew_over_mqtt(
         }),
     }
 }
+
+/// Renewal over an open connection as a [`super::RenewTransport`]: the agent's attempt sends
+/// its CSR here, with the re-key proof when the CSR's key is not the connection's certificate's.
+pub struct MqttRenewal<'a> {
+    pub client: &'a Client,
+    /// How long to wait for the reply.
+    pub timeout: Duration,
+}
+
+impl super::RenewTransport for MqttRenewal<'_> {
+    async fn request(
+        &self,
+        auth: &super::files::Pair,
+        _call: super::engine::Call,
+        csr: &[u8],
+    ) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, super::TransportError> {
+        use super::TransportError as T;
+        let rng = SystemRandom::new();
+        let current = EcdsaKeyPair::from_pkcs8(
+            &ring::signature::ECDSA_P256_SHA256_ASN1_SIGNING,
+            auth.key.secret_pkcs8_der(),
+            &rng,
+        )
+        .map_err(|e| T::Invalid(format!("the current key: {e}")))?;
+        let same_key = csr_public_key(csr).as_deref()
+            == Some(ring::signature::KeyPair::public_key(&current).as_ref());
+        let proof = if same_key {
+            None
+        } else {
+            Some(renewal::rekey_proof(&current, csr, &rng).map_err(|e| T::Invalid(e.to_string()))?)
+        };
+        match renew_over_mqtt(self.client, csr.to_vec(), proof, self.timeout).await {
+            Ok(chain) => Ok(chain
+                .into_iter()
+                .map(rustls::pki_types::CertificateDer::from)
+                .collect()),
+            Err(e @ RenewError::Refused { refusal, .. }) => match refusal {
+                Some(Refusal::RateLimited | Refusal::Unavailable | Refusal::Internal) | None => {
+                    Err(T::Unreachable(e.to_string()))
+                }
+                Some(_) => Err(T::Refused(e.to_string())),
+            },
+            Err(e @ RenewError::NotAccepted(_)) => Err(T::Refused(e.to_string())),
+            Err(e @ RenewError::BadReply(_)) => Err(T::Invalid(e.to_string())),
+            Err(e) => Err(T::Unreachable(e.to_string())),
+        }
+    }
+}
+
+/// The public point of a DER PKCS#10 request.
+fn csr_public_key(csr: &[u8]) -> Option<Vec<u8>> {
+    use x509_parser::prelude::FromDer;
+    let (_, r) =
+        x509_parser::certification_request::X509CertificationRequest::from_der(csr).ok()?;
+    Some(
+        r.certification_request_info
+            .subject_pki
+            .subject_public_key
+            .data
+            .to_vec(),
+    )
+}
