@@ -64,6 +64,7 @@ impl ServerSide for TlsOnly {
             fingerprint: String::new(),
             not_after: u64::MAX,
             resumed: false,
+            ldevid: Some(false),
         })
     }
 }

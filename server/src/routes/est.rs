@@ -82,6 +82,7 @@ async fn register(
             metadata: None,
             csr: (!generate_key).then(|| est::csr_pem(csr_der)),
             generate_key,
+            kind: Default::default(),
         };
         Ok::<_, ApiError>(state.registry.register_one(caller, req).await?)
     };
@@ -93,7 +94,7 @@ async fn register(
 
 /// The certificate of a registration, as a certs-only answer.
 fn registered_answer(reg: &Registered) -> Result<Response, EstError> {
-    let cert = est::pem_certs(&reg.certificate);
+    let cert = est::pem_certs(reg.certificate.as_deref().unwrap_or_default());
     let cert = cert
         .first()
         .ok_or_else(|| ApiError::internal("a registration answered no certificate"))?;
@@ -206,11 +207,11 @@ async fn serverkeygen_answer(
         return Err(e);
     };
     let key = pem::parse(key_pem).map_err(ApiError::internal)?;
-    let cert = est::pem_certs(&reg.certificate);
+    let cert = est::pem_certs(reg.certificate.as_deref().unwrap_or_default());
     let cert = cert
         .first()
         .ok_or_else(|| ApiError::internal("a registration answered no certificate"))?;
-    let boundary = format!("devid-est-{}", &reg.serial);
+    let boundary = format!("devid-est-{}", reg.serial.as_deref().unwrap_or_default());
     let body = est::serverkeygen_body(key.contents(), &certs_only(&[cert]), &boundary);
     let mut response = (
         [(
