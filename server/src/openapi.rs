@@ -432,7 +432,7 @@ mod tests {
                 assert_eq!(named, declared, "{at}: path parameters");
             }
         }
-        assert_eq!(count, 29, "operations in the document");
+        assert_eq!(count, 31, "operations in the document");
     }
 
     #[test]

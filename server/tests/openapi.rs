@@ -308,7 +308,14 @@ async fn the_server_serves_what_the_document_says_to_the_roles_it_names() {
             let (status, problem) = probe(&server, &method, &target, None, body.as_ref()).await;
             assert_ne!(problem["detail"], "no such route", "{at} is not served");
             if roles.is_empty() {
-                assert!(status.is_success(), "{at} is public: {status} {problem}");
+                // A public route that names something in its path finds nothing here: 404.
+                let named_nothing = path.contains('{')
+                    && status == StatusCode::NOT_FOUND
+                    && problem["status"] == 404;
+                assert!(
+                    status.is_success() || named_nothing,
+                    "{at} is public: {status} {problem}"
+                );
                 continue;
             }
             assert_eq!(status, StatusCode::UNAUTHORIZED, "{at} without a token");
@@ -331,7 +338,7 @@ async fn the_server_serves_what_the_document_says_to_the_roles_it_names() {
             }
         }
     }
-    assert_eq!(operations, 29, "operations in the document");
+    assert_eq!(operations, 31, "operations in the document");
     // And a path the document does not name is not served.
     let (status, problem) = probe(&server, &Method::GET, "/v1/nothing", None, None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);

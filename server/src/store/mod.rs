@@ -29,6 +29,7 @@
 
 mod devices;
 mod feed;
+mod issuers;
 mod lifecycle;
 mod postgres;
 mod registration;
@@ -44,6 +45,7 @@ use std::sync::Arc;
 
 use devid_core::api::RevocationReason;
 
+pub use issuers::{IssuerRow, ACTIVE, RETIRED, REVOKED};
 pub use types::*;
 
 use sql::{Dialect, Pools};
