@@ -98,6 +98,8 @@ impl ServerSide for Devid1Server {
                     fingerprint: id.fingerprint_hex(),
                     not_after: id.not_after,
                     resumed: false,
+                    issuer: id.issuer_id(),
+                    verified_at: now,
                 };
                 Ok((v, Hello::Full(pending)))
             }
@@ -111,6 +113,8 @@ impl ServerSide for Devid1Server {
                     fingerprint: String::new(),
                     not_after: t.cert_not_after,
                     resumed: true,
+                    issuer: None,
+                    verified_at: t.issued,
                 };
                 Ok((v, Hello::Resume(pending)))
             }
@@ -189,10 +193,12 @@ impl ServerSide for Devid1Server {
             .map_err(refusal)?;
         Ok(Verified {
             fingerprint: id.fingerprint_hex(),
+            issuer: id.issuer_id(),
             client_id: id.client_id,
             serial: id.serial_hex,
             not_after: id.not_after,
             resumed: false,
+            verified_at: now,
         })
     }
 }

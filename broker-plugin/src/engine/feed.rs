@@ -95,9 +95,14 @@ impl<S: ServerSide> Engine<S> {
             let Conn::Authenticated(a) = conn else {
                 continue;
             };
-            if a.identity.client_id != r.client_id
-                && !serials.contains(&state::normalize_serial(&a.identity.serial))
-            {
+            let concerned = match &r.issuer {
+                Some(issuer) => a.identity.issuer.as_ref().is_none_or(|i| i == issuer),
+                None => {
+                    a.identity.client_id == r.client_id
+                        || serials.contains(&state::normalize_serial(&a.identity.serial))
+                }
+            };
+            if !concerned {
                 continue;
             }
             if let Err(reason) = self.admissible(&a.identity, a.address.as_deref()) {

@@ -61,6 +61,12 @@ pub struct Verified {
     pub not_after: u64,
     /// True for a DEVID-1 resumption (symmetric only, from a ticket).
     pub resumed: bool,
+    /// The id of the issuing CA that signed the certificate (from its AKI); None for a
+    /// resumption, which carries no certificate.
+    pub issuer: Option<String>,
+    /// When the certificate chain was last verified (unix seconds): now, or for a
+    /// resumption when its ticket was issued.
+    pub verified_at: u64,
 }
 
 /// The server half of DEVID-1 as the engine needs it. The real one wraps

@@ -50,6 +50,8 @@ impl ServerSide for Fake {
             fingerprint: "ff".into(),
             not_after: u64::MAX,
             resumed: false,
+            issuer: parts.next().map(str::to_string),
+            verified_at: 0,
         };
         Ok((v.clone(), v))
     }
