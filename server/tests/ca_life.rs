@@ -419,3 +419,24 @@ async fn every_process_of_a_scale_out_issues_from_the_new_ca_at_once() {
         );
     }
 }
+
+/// `change-passphrase` re-encrypts the keys of rotated issuing CAs too.
+#[test]
+fn change_passphrase_covers_rotated_issuing_cas() {
+    use devid_server::ca::{Ca, CaKeys, CaOptions};
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let keys = CaKeys::Files { passphrase: None };
+    let (ca, _) = Ca::init_or_load_with(&data, &keys, &CaOptions::default()).unwrap();
+    let rotated = ca
+        .new_issuing(&CaOptions::default(), time::OffsetDateTime::now_utc())
+        .unwrap();
+    let key = data.join(format!("ca/issuers/{}.key", rotated.id()));
+    let before = std::fs::read_to_string(&key).unwrap();
+    let changed = Ca::change_passphrase(&data, None, Some("a long passphrase")).unwrap();
+    assert!(changed.contains(&key), "{changed:?}");
+    assert_ne!(std::fs::read_to_string(&key).unwrap(), before);
+    // Already under the new passphrase: nothing left to change.
+    let again = Ca::change_passphrase(&data, None, Some("a long passphrase")).unwrap();
+    assert!(again.is_empty(), "{again:?}");
+}
