@@ -6,7 +6,8 @@
 # pkcs11-tool (opensc) for the CA-keys-in-a-token tests, PostgreSQL at 127.0.0.1:5432 with trust
 # auth, cargo-machete (the unused-dependency check of .ci/run), and openapi-spec-validator (the
 # independent checker of the served OpenAPI document) in a Python virtual environment of its own
-# under target/tools/openapi-venv.
+# under target/tools/openapi-venv, and pkilint (RFC 5280 lints of the certificates and CRLs devid
+# makes) in another under target/tools/pkilint-venv.
 # Idempotent; installs from Debian's packages, crates.io and PyPI when missing.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -65,6 +66,14 @@ if ! [ -x "$libest_dir/usr/bin/estclient" ] || ! ls "$libest_dir"/usr/lib/*/libe
   mkdir -p "$libest_dir"
   for deb in "$tmp"/*.deb; do dpkg -x "$deb" "$libest_dir"; done
   rm -rf "$tmp"
+fi
+
+pkilint_venv="$root/target/tools/pkilint-venv"
+if ! "$pkilint_venv/bin/lint_pkix_cert" --help >/dev/null 2>&1; then
+  echo "setup: installing pkilint into $pkilint_venv"
+  rm -rf "$pkilint_venv"
+  python3 -m venv "$pkilint_venv"
+  "$pkilint_venv/bin/pip" install --quiet --disable-pip-version-check pkilint==0.13.3
 fi
 
 if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then

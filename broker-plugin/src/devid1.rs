@@ -99,6 +99,8 @@ impl ServerSide for Devid1Server {
                     not_after: id.not_after,
                     resumed: false,
                     ldevid: devid_core::ldevid::is_ldevid(&id.leaf_der),
+                    issuer: id.issuer_id(),
+                    verified_at: now,
                 };
                 Ok((v, Hello::Full(pending)))
             }
@@ -114,6 +116,8 @@ impl ServerSide for Devid1Server {
                     resumed: true,
                     // The ticket does not say; the engine remembers it from the full exchange.
                     ldevid: None,
+                    issuer: None,
+                    verified_at: t.issued,
                 };
                 Ok((v, Hello::Resume(pending)))
             }
@@ -193,10 +197,12 @@ impl ServerSide for Devid1Server {
         Ok(Verified {
             fingerprint: id.fingerprint_hex(),
             ldevid: devid_core::ldevid::is_ldevid(&id.leaf_der),
+            issuer: id.issuer_id(),
             client_id: id.client_id,
             serial: id.serial_hex,
             not_after: id.not_after,
             resumed: false,
+            verified_at: now,
         })
     }
 }

@@ -112,6 +112,7 @@ impl Refusal {
             Refusal::Denied(Denial::DeviceSuspended) => "device_suspended",
             Refusal::Denied(Denial::SerialRevoked) => "certificate_revoked",
             Refusal::Denied(Denial::SerialOnHold) => "certificate_on_hold",
+            Refusal::Denied(Denial::IssuerRevoked) => "issuing_ca_revoked",
             Refusal::AddressNotAllowed { .. } => "address_not_allowed",
             Refusal::LdevidRequired { .. } => "ldevid_required",
             Refusal::NoExchange => "no_exchange",

@@ -79,6 +79,9 @@ pub struct RevocationState {
     pub devices: BTreeMap<String, DeviceState>,
     /// Device status and policy as last fetched.
     pub statuses: BTreeMap<String, CachedStatus>,
+    /// Revoked issuing CAs by id, with when this broker learned of it (unix seconds).
+    #[serde(default)]
+    pub issuers: BTreeMap<String, u64>,
 }
 
 /// Who must be re-checked after a change: connections of this ClientID or using one of these
@@ -87,6 +90,9 @@ pub struct RevocationState {
 pub struct Recheck {
     pub client_id: String,
     pub serials: Vec<String>,
+    /// An issuing CA was revoked: every connection under it (and every resumed one, whose
+    /// issuer is unknown) is checked.
+    pub issuer: Option<String>,
 }
 
 /// Why a device is refused by the revocation state.
@@ -96,6 +102,9 @@ pub enum Denial {
     DeviceSuspended,
     SerialRevoked,
     SerialOnHold,
+    /// The certificate's issuing CA is revoked (or, for a resumption, the ticket predates an
+    /// issuing CA's revocation: a full handshake shows which CA signed the certificate).
+    IssuerRevoked,
 }
 
 impl Denial {
@@ -105,6 +114,7 @@ impl Denial {
             Denial::DeviceSuspended => "device suspended",
             Denial::SerialRevoked => "certificate revoked",
             Denial::SerialOnHold => "certificate on hold",
+            Denial::IssuerRevoked => "issuing CA revoked",
         }
     }
 }
@@ -138,6 +148,19 @@ impl RevocationState {
         let gap = e.seq > self.seq + 1;
         self.seq = e.seq;
         let serials: Vec<String> = e.serials.iter().map(|s| normalize_serial(s)).collect();
+        if e.scope == RevocationScope::IssuingCa {
+            if e.action == RevocationAction::Revoked {
+                self.issuers.insert(e.client_id.clone(), unix_now());
+            }
+            return Applied::Changed {
+                recheck: Recheck {
+                    client_id: String::new(),
+                    serials: Vec::new(),
+                    issuer: Some(e.client_id.clone()),
+                },
+                gap,
+            };
+        }
         match (e.action, e.scope) {
             (RevocationAction::Revoked, scope) => {
                 for s in &serials {
@@ -168,12 +191,14 @@ impl RevocationState {
                 }
             }
             // Settings changed, not revocation state: the re-check that follows fetches them.
-            (RevocationAction::Updated, _) => {}
+            // A rotation (scope issuing_ca) was handled above.
+            (RevocationAction::Updated | RevocationAction::Rotated, _) => {}
         }
         Applied::Changed {
             recheck: Recheck {
                 client_id: e.client_id.clone(),
                 serials,
+                issuer: None,
             },
             gap,
         }
@@ -206,6 +231,19 @@ impl RevocationState {
         Recheck {
             client_id: s.client_id.clone(),
             serials,
+            issuer: None,
+        }
+    }
+
+    /// The issuing CA rule: a certificate under a revoked issuing CA is refused; so is a
+    /// resumption (`issuer` None) whose chain was verified before an issuing CA's revocation.
+    pub fn check_issuer(&self, issuer: Option<&str>, verified_at: u64) -> Result<(), Denial> {
+        match issuer {
+            Some(id) if self.issuers.contains_key(id) => Err(Denial::IssuerRevoked),
+            None if self.issuers.values().any(|at| *at >= verified_at) => {
+                Err(Denial::IssuerRevoked)
+            }
+            _ => Ok(()),
         }
     }
 
@@ -343,7 +381,8 @@ mod tests {
             Applied::Changed {
                 recheck: Recheck {
                     client_id: "a".into(),
-                    serials: vec!["0a1b".into()]
+                    serials: vec!["0a1b".into()],
+                    issuer: None,
                 },
                 gap: false
             }

@@ -18,7 +18,12 @@
 //! - [`broker_params`]: an MQTT broker's server certificate: CN = first DNS name, SAN DNS
 //!   names, EKU serverAuth and clientAuth, same serial, key-identifier and CRL rules; default
 //!   validity 2 years.
-//! - [`root_ca_params`] and [`issuing_ca_params`]: the CA certificates made on first start.
+//! - [`root_ca_params`] and [`issuing_ca_params`]: the CA certificates (root: default
+//!   [`DEFAULT_ROOT_YEARS`]; issuing CA: default [`DEFAULT_ISSUING_YEARS`], never past the
+//!   root's notAfter, with a CRL distribution point naming the root's CRL when given).
+//!
+//! No certificate outlives its issuer: [`cap_to_issuer`] is the one rule, applied by the CA to
+//! everything it signs.
 //!
 //! Key identifiers: the SKI is rcgen's `KeyIdMethod::Sha256`, the first 160 bits of SHA-256
 //! over the subject's SubjectPublicKeyInfo DER; the AKI is copied from the issuing CA's SKI.
@@ -38,6 +43,10 @@ use crate::hwserial::{self, HardwareSerial};
 
 /// Default validity of a device birth certificate (IDevID).
 pub const DEFAULT_DEVICE_YEARS: u32 = 20;
+/// Default validity of the root CA certificate.
+pub const DEFAULT_ROOT_YEARS: u32 = 30;
+/// Default validity of an issuing CA certificate.
+pub const DEFAULT_ISSUING_YEARS: u32 = 10;
 /// Default validity of a broker certificate.
 pub const DEFAULT_BROKER_YEARS: u32 = 2;
 /// notBefore is set this far before the issuing time, to tolerate clocks running behind.
@@ -70,6 +79,8 @@ pub enum ProfileError {
     CrlUrl(String),
     #[error("invalid validity: {0}")]
     Validity(String),
+    #[error("invalid CA name: {0}")]
+    CaName(String),
     #[error("the random number generator failed")]
     Rng,
 }
@@ -144,7 +155,8 @@ pub struct ProfileSettings {
     /// Subject O, when set.
     pub organization: Option<String>,
     pub validity: Validity,
-    /// The CRL distribution point, e.g. `http://host:8080/v1/crl`.
+    /// The CRL distribution point, e.g. `http://host:8080/v1/crl`. devid's CA makes it name
+    /// the signing CA's own CRL: `<crl_url>/issuing/<issuing CA id>`.
     pub crl_url: Option<String>,
 }
 
@@ -344,37 +356,89 @@ fn end_entity_params(
     Ok(params)
 }
 
-/// The self-signed root CA made on first start: CA:TRUE (critical), keyCertSign and cRLSign
-/// (critical), SKI, no expiry (a birth certificate lives as long as the device, and so must
-/// its chain).
-pub fn root_ca_params(
-    organization: Option<&str>,
-    serial: &[u8; SERIAL_LEN],
-    now: OffsetDateTime,
-) -> Result<CertificateParams, ProfileError> {
-    ca_params("devid Root CA", organization, serial, now, None)
+/// What a CA certificate takes besides its serial and issuing time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaCertSettings<'a> {
+    /// The subject CN.
+    pub common_name: &'a str,
+    /// Subject O, when set.
+    pub organization: Option<&'a str>,
+    pub validity: Validity,
+    /// An issuing CA: the CRL distribution point naming the root's CRL (e.g.
+    /// `http://host:8080/v1/crl/root`). Ignored for the root.
+    pub crl_url: Option<&'a str>,
 }
 
-/// The online issuing CA made on first start, signed by the root: CA:TRUE with pathlen 0,
-/// keyCertSign, cRLSign and digitalSignature, SKI and AKI, no expiry.
-pub fn issuing_ca_params(
-    organization: Option<&str>,
+/// The CN of the root devid makes.
+pub const ROOT_CN: &str = "devid Root CA";
+/// The CN of the first issuing CA devid makes; later ones add their key identifier.
+pub const ISSUING_CN: &str = "devid Issuing CA";
+
+/// The self-signed root CA: CA:TRUE (critical), keyCertSign and cRLSign (critical), SKI;
+/// validity from the settings (default [`DEFAULT_ROOT_YEARS`]).
+pub fn root_ca_params(
+    settings: &CaCertSettings<'_>,
     serial: &[u8; SERIAL_LEN],
     now: OffsetDateTime,
 ) -> Result<CertificateParams, ProfileError> {
-    ca_params("devid Issuing CA", organization, serial, now, Some(0))
+    let not_after = settings.validity.not_after(now)?;
+    ca_params(settings, serial, now, not_after, None)
+}
+
+/// An online issuing CA, signed by the root: CA:TRUE with pathlen 0, keyCertSign, cRLSign and
+/// digitalSignature, SKI and AKI, the root's CRL as distribution point when given; validity
+/// from the settings (default [`DEFAULT_ISSUING_YEARS`]), capped at the root's notAfter.
+pub fn issuing_ca_params(
+    settings: &CaCertSettings<'_>,
+    serial: &[u8; SERIAL_LEN],
+    now: OffsetDateTime,
+    root_not_after: OffsetDateTime,
+) -> Result<CertificateParams, ProfileError> {
+    let (not_after, _) = cap_to_issuer(settings.validity.not_after(now)?, root_not_after);
+    if not_after <= not_before(now) {
+        return Err(ProfileError::Validity(
+            "the root CA has expired: no issuing CA can be made under it".into(),
+        ));
+    }
+    let mut params = ca_params(settings, serial, now, not_after, Some(0))?;
+    if let Some(url) = settings.crl_url {
+        check_crl_url(url)?;
+        params.crl_distribution_points = vec![CrlDistributionPoint {
+            uris: vec![url.to_string()],
+        }];
+    }
+    Ok(params)
+}
+
+/// No certificate outlives its issuer: `not_after` capped at the issuer's notAfter, and
+/// whether it was capped.
+pub fn cap_to_issuer(
+    not_after: OffsetDateTime,
+    issuer_not_after: OffsetDateTime,
+) -> (OffsetDateTime, bool) {
+    if not_after > issuer_not_after {
+        (issuer_not_after, true)
+    } else {
+        (not_after, false)
+    }
 }
 
 fn ca_params(
-    cn: &str,
-    organization: Option<&str>,
+    settings: &CaCertSettings<'_>,
     serial: &[u8; SERIAL_LEN],
     now: OffsetDateTime,
+    not_after: OffsetDateTime,
     path_len: Option<u8>,
 ) -> Result<CertificateParams, ProfileError> {
+    let cn = settings.common_name;
+    if cn.is_empty() || cn.chars().count() > UB_COMMON_NAME || cn.chars().any(char::is_control) {
+        return Err(ProfileError::CaName(format!(
+            "the common name must be 1 to {UB_COMMON_NAME} characters"
+        )));
+    }
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CommonName, cn);
-    if let Some(o) = organization {
+    if let Some(o) = settings.organization {
         check_organization(o)?;
         dn.push(DnType::OrganizationName, o);
     }
@@ -382,7 +446,7 @@ fn ca_params(
     params.distinguished_name = dn;
     params.serial_number = Some(SerialNumber::from_slice(serial));
     params.not_before = not_before(now);
-    params.not_after = no_expiry();
+    params.not_after = not_after;
     params.key_identifier_method = KeyIdMethod::Sha256;
     match path_len {
         None => {

@@ -4,8 +4,9 @@ use std::time::Duration;
 
 use devid_core::csr::parse_csr_pem;
 use devid_core::profile::{
-    broker_params, device_params, issuing_ca_params, no_expiry, random_serial, root_ca_params,
-    DeviceIdentity, Profile, ProfileError, ProfileSettings, Validity, BACKDATE_SECS,
+    broker_params, cap_to_issuer, device_params, issuing_ca_params, no_expiry, random_serial,
+    root_ca_params, CaCertSettings, DeviceIdentity, Profile, ProfileError, ProfileSettings,
+    Validity, BACKDATE_SECS, DEFAULT_ISSUING_YEARS, DEFAULT_ROOT_YEARS, ISSUING_CN, ROOT_CN,
 };
 use rcgen::{CertificateParams, Issuer, KeyPair};
 use ring::rand::SystemRandom;
@@ -31,7 +32,7 @@ fn test_ca() -> TestCa {
     let rng = SystemRandom::new();
     let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("keygen");
     let serial = random_serial(&rng).expect("serial");
-    let params = root_ca_params(Some("Acme"), &serial, NOW).expect("params");
+    let params = root_ca_params(&root_settings(), &serial, NOW).expect("params");
     let cert = params.self_signed(&key).expect("self-signed");
     let der = cert.der().to_vec();
     let issuer = Issuer::from_ca_cert_der(&der.clone().into(), key).expect("issuer");
@@ -531,7 +532,7 @@ fn ca_profiles_are_cas_with_the_right_key_usage() {
     let rng = SystemRandom::new();
     let root_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("keygen");
     let root_params =
-        root_ca_params(Some("Acme"), &random_serial(&rng).expect("s"), NOW).expect("root");
+        root_ca_params(&root_settings(), &random_serial(&rng).expect("s"), NOW).expect("root");
     let root = root_params.self_signed(&root_key).expect("root");
     let root_der = root.der().to_vec();
     let root_cert = parse(&root_der);
@@ -541,12 +542,28 @@ fn ca_profiles_are_cas_with_the_right_key_usage() {
     let ku = root_cert.key_usage().expect("u").expect("KU");
     assert!(ku.critical && ku.value.key_cert_sign() && ku.value.crl_sign());
     assert!(!ku.value.digital_signature());
-    assert_eq!(root_cert.validity().not_after.to_datetime(), no_expiry());
+    let root_not_after = root_cert.validity().not_after.to_datetime();
+    assert_eq!(
+        root_not_after,
+        datetime!(2056-11-25 13:00:00 UTC),
+        "30 years"
+    );
 
     let issuer = Issuer::from_ca_cert_der(&root_der.clone().into(), root_key).expect("issuer");
     let int_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("keygen");
-    let int_params =
-        issuing_ca_params(Some("Acme"), &random_serial(&rng).expect("s"), NOW).expect("int");
+    let int_settings = CaCertSettings {
+        common_name: ISSUING_CN,
+        validity: Validity::Years(DEFAULT_ISSUING_YEARS),
+        crl_url: Some("http://ca.example/v1/crl/root"),
+        ..root_settings()
+    };
+    let int_params = issuing_ca_params(
+        &int_settings,
+        &random_serial(&rng).expect("s"),
+        NOW,
+        root_not_after,
+    )
+    .expect("int");
     let int = int_params.signed_by(&int_key, &issuer).expect("int");
     let int_der = int.der().to_vec();
     let int_cert = parse(&int_der);
@@ -561,4 +578,64 @@ fn ca_profiles_are_cas_with_the_right_key_usage() {
     int_cert
         .verify_signature(Some(root_cert.public_key()))
         .expect("signed by root");
+    assert_eq!(
+        int_cert.validity().not_after.to_datetime(),
+        datetime!(2036-11-25 13:00:00 UTC),
+        "10 years"
+    );
+    let dp = int_cert
+        .get_extension_unique(&OID_X509_EXT_CRL_DISTRIBUTION_POINTS)
+        .expect("u")
+        .expect("the issuing CA names the root's CRL");
+    assert!(String::from_utf8_lossy(dp.value).contains("http://ca.example/v1/crl/root"));
+}
+
+fn root_settings() -> CaCertSettings<'static> {
+    CaCertSettings {
+        common_name: ROOT_CN,
+        organization: Some("Acme"),
+        validity: Validity::Years(DEFAULT_ROOT_YEARS),
+        crl_url: None,
+    }
+}
+
+#[test]
+fn an_issuing_ca_never_outlives_its_root() {
+    let rng = SystemRandom::new();
+    let root_not_after = datetime!(2027-06-01 00:00:00 UTC);
+    let settings = CaCertSettings {
+        common_name: ISSUING_CN,
+        ..root_settings()
+    };
+    let params = issuing_ca_params(
+        &settings,
+        &random_serial(&rng).expect("s"),
+        NOW,
+        root_not_after,
+    )
+    .expect("capped, not refused");
+    assert_eq!(params.not_after, root_not_after);
+    // A root that has already expired cannot have a new issuing CA.
+    let err = issuing_ca_params(
+        &settings,
+        &random_serial(&rng).expect("s"),
+        NOW,
+        NOW - time::Duration::days(1),
+    )
+    .expect_err("expired root");
+    assert!(matches!(err, ProfileError::Validity(_)), "{err}");
+}
+
+#[test]
+fn cap_to_issuer_caps_only_what_outlives_the_issuer() {
+    let issuer = datetime!(2030-01-01 00:00:00 UTC);
+    assert_eq!(
+        cap_to_issuer(datetime!(2044-01-01 00:00:00 UTC), issuer),
+        (issuer, true)
+    );
+    let earlier = datetime!(2029-12-31 23:59:59 UTC);
+    assert_eq!(cap_to_issuer(earlier, issuer), (earlier, false));
+    assert_eq!(cap_to_issuer(issuer, issuer), (issuer, false));
+    // A legacy issuer without expiry caps nothing.
+    assert_eq!(cap_to_issuer(earlier, no_expiry()), (earlier, false));
 }

@@ -63,6 +63,28 @@ pub enum Command {
         #[arg(long)]
         remove: bool,
     },
+    /// The issuing CAs: rotate to a new one, revoke one. Running servers follow at once.
+    Ca {
+        #[command(subcommand)]
+        command: CaCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CaCommand {
+    /// Make a new issuing CA (new key, in the token when --pkcs11-* name one) under the same
+    /// root and make it active; the previous one is retired: still trusted, still signing its
+    /// CRL while certificates it signed may be valid.
+    Rotate,
+    /// Revoke a retired issuing CA (its key is compromised): it goes on the root's CRL and into
+    /// the device feed, and brokers refuse every certificate under it.
+    RevokeIssuing {
+        /// The issuing CA's id (as `GET /v1/ca` and `ca rotate` print it) or its certificate's serial (hex).
+        id: String,
+        /// RFC 5280 reason, by name.
+        #[arg(long, default_value = "cACompromise")]
+        reason: String,
+    },
 }
 
 #[derive(Debug, Args, Default)]
@@ -88,6 +110,12 @@ pub struct Opts {
     /// Device certificate validity: a duration with a unit (`20y` calendar years, `365d`, `12w`, `3600s`), or `none` (notAfter 99991231235959Z) [default: 20y].
     #[arg(long, env = "DEVID_CERT_VALIDITY", global = true)]
     pub cert_validity: Option<String>,
+    /// Root CA validity when the CA is created (first start, `init`), same grammar as --cert-validity [default: 30y].
+    #[arg(long, env = "DEVID_ROOT_VALIDITY", global = true)]
+    pub root_validity: Option<String>,
+    /// Issuing CA validity when one is created (first start, `init`, `ca rotate`), same grammar; never past the root's notAfter [default: 10y].
+    #[arg(long, env = "DEVID_ISSUING_VALIDITY", global = true)]
+    pub issuing_validity: Option<String>,
     /// Largest request body accepted, in bytes [default: 33554432].
     #[arg(long, env = "DEVID_MAX_BODY_BYTES", global = true)]
     pub max_body_bytes: Option<usize>,
@@ -121,6 +149,8 @@ pub struct FileConfig {
     pub public_url: Option<String>,
     pub organization: Option<String>,
     pub cert_validity: Option<String>,
+    pub root_validity: Option<String>,
+    pub issuing_validity: Option<String>,
     pub max_body_bytes: Option<usize>,
     pub pkcs11_module: Option<PathBuf>,
     pub pkcs11_token: Option<String>,
@@ -157,6 +187,10 @@ pub struct Settings {
     pub public_url: Option<String>,
     pub organization: Option<String>,
     pub cert_validity: Validity,
+    /// Validity of a new root CA.
+    pub root_validity: Validity,
+    /// Validity of a new issuing CA.
+    pub issuing_validity: Validity,
     pub max_body_bytes: usize,
     /// None: the CA keys are files under `<data_dir>/ca/`.
     pub pkcs11: Option<Pkcs11Settings>,
@@ -231,6 +265,20 @@ impl Opts {
             Some(v) => parse_validity(&v)?,
             None => Validity::Years(20),
         };
+        let ca_validity = |flag: Option<String>, file: Option<String>, years| match flag.or(file) {
+            Some(v) => parse_validity(&v),
+            None => Ok(Validity::Years(years)),
+        };
+        let root_validity = ca_validity(
+            self.root_validity,
+            file.root_validity,
+            devid_core::profile::DEFAULT_ROOT_YEARS,
+        )?;
+        let issuing_validity = ca_validity(
+            self.issuing_validity,
+            file.issuing_validity,
+            devid_core::profile::DEFAULT_ISSUING_YEARS,
+        )?;
         let pkcs11 = match (
             self.pkcs11_module.or(file.pkcs11_module),
             self.pkcs11_token.or(file.pkcs11_token),
@@ -272,6 +320,8 @@ impl Opts {
             public_url,
             organization: self.organization.or(file.organization),
             cert_validity,
+            root_validity,
+            issuing_validity,
             max_body_bytes: self
                 .max_body_bytes
                 .or(file.max_body_bytes)

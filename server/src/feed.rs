@@ -9,16 +9,19 @@
 //! Subscribers (the SSE stream) then read the entries themselves from the store, so a missed
 //! signal can delay an entry but never lose it.
 //!
-//! The CRL is regenerated when the feed head moves past the head it reflects (or when it ages),
-//! never per request; its number increases by one each time, across processes (compare-and-set
-//! in the store).
+//! The CRLs (each issuing CA's, and the root's) are regenerated when the feed head moves past
+//! the head they reflect (or when they age), never per request; each one's number increases by
+//! one each time, across processes (compare-and-set in the store).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use devid_core::api::RevocationReason;
+
 use tokio::sync::{watch, Mutex};
 
-use crate::ca::{Ca, CrlEntry};
+use crate::ca::{authority_key_id, Ca, CaError, CrlEntry, IssuingCa};
 use crate::domain::DomainError;
 use crate::metrics::Metrics;
 use crate::store::{CrlRow, Store};
@@ -29,12 +32,16 @@ pub const CRL_VALIDITY: Duration = Duration::from_secs(7 * 24 * 3600);
 /// A CRL older than this is re-signed even without changes.
 pub const CRL_REFRESH: Duration = Duration::from_secs(24 * 3600);
 
+/// SQLite: how often the feed head is read for entries other processes appended.
+pub const SQLITE_FEED_POLL: Duration = Duration::from_millis(500);
+
 pub struct Feed {
     head: watch::Sender<i64>,
     store: Store,
     ca: Arc<Ca>,
     metrics: Arc<Metrics>,
-    crl: Mutex<Option<CrlRow>>,
+    /// The CRLs last read or made, by their store key.
+    crl: Mutex<HashMap<String, CrlRow>>,
 }
 
 impl Feed {
@@ -52,7 +59,7 @@ impl Feed {
             store: store.clone(),
             ca,
             metrics,
-            crl: Mutex::new(None),
+            crl: Mutex::new(HashMap::new()),
         });
         // PostgreSQL: other processes' entries arrive as NOTIFY payloads.
         let (tx, mut rx) = tokio::sync::broadcast::channel::<i64>(1024);
@@ -68,6 +75,20 @@ impl Feed {
                         // Missed some: the next value still says "at least N".
                         Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
                         Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                    }
+                }
+            });
+        } else {
+            // SQLite: one serving process, but one-shot commands (`devid-server ca rotate`)
+            // append entries from another process; a cheap poll brings them in.
+            let weak = Arc::downgrade(&feed);
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(SQLITE_FEED_POLL);
+                loop {
+                    tick.tick().await;
+                    let Some(feed) = weak.upgrade() else { break };
+                    if let Ok(head) = feed.store.feed_head().await {
+                        feed.notify(head);
                     }
                 }
             });
@@ -96,61 +117,66 @@ impl Feed {
         *self.head.borrow()
     }
 
-    /// The current CRL (DER), regenerated only when the feed moved or it aged.
+    /// The active issuing CA's CRL (DER), regenerated only when the feed moved or it aged.
     pub async fn crl(&self) -> Result<Vec<u8>, DomainError> {
+        self.crl_of(CrlOf::Issuer(self.ca.active())).await
+    }
+
+    /// A CRL (DER): an issuing CA's, or the root's (the ARL); regenerated only when the feed
+    /// moved or it aged, never per request.
+    pub async fn crl_of(&self, which: CrlOf) -> Result<Vec<u8>, DomainError> {
         let head = self.head().max(self.store.feed_head().await?);
         let now = timefmt::now();
+        let key = which.key();
         let mut cached = self.crl.lock().await;
-        if let Some(row) = cached.as_ref() {
+        if let Some(row) = cached.get(&key) {
             if fresh(row, head, now) {
                 return Ok(row.der.clone());
             }
         }
         // Another process may already have published a newer one.
-        let stored = self.store.crl_get().await?;
+        let stored = self.store.crl_of(&key).await?;
         if let Some(row) = stored.as_ref() {
             if fresh(row, head, now) {
-                *cached = stored.clone();
+                cached.insert(key, row.clone());
                 return Ok(row.der.clone());
             }
         }
-        let row = self.regenerate(stored, now).await?;
+        let row = self.regenerate(&which, stored, now).await?;
         let der = row.der.clone();
-        *cached = Some(row);
+        cached.insert(key, row);
         Ok(der)
     }
 
     async fn regenerate(
         &self,
+        which: &CrlOf,
         mut previous: Option<CrlRow>,
         now: i64,
     ) -> Result<CrlRow, DomainError> {
+        let key = which.key();
         for _ in 0..5 {
             // Read the head before the listing: the listing then covers at least that head.
             let head = self.store.feed_head().await?;
-            let listing = self.store.crl_listing().await?;
-            let entries: Vec<CrlEntry> = listing
-                .iter()
-                .map(|l| {
-                    Ok(CrlEntry {
-                        serial: hex::decode(&l.serial).map_err(DomainError::internal)?,
-                        revoked_at: time::OffsetDateTime::from_unix_timestamp(l.revoked_at)
-                            .map_err(DomainError::internal)?,
-                        reason_code: l.reason_code,
-                    })
-                })
-                .collect::<Result<_, DomainError>>()?;
+            let entries = self.entries(which).await?;
+            let count = entries.len();
             let number = previous.as_ref().map_or(1, |p| p.number + 1);
             let this_update =
                 time::OffsetDateTime::from_unix_timestamp(now).map_err(DomainError::internal)?;
             let next_update = this_update + CRL_VALIDITY;
-            let ca = self.ca.clone();
-            let der = tokio::task::spawn_blocking(move || {
-                ca.sign_crl(&entries, number as u64, this_update, next_update)
+            let (ca, which2) = (self.ca.clone(), which.clone());
+            let der = tokio::task::spawn_blocking(move || match which2 {
+                CrlOf::Issuer(issuer) => {
+                    issuer.sign_crl(&entries, number as u64, this_update, next_update)
+                }
+                CrlOf::Root => ca.sign_arl(&entries, number as u64, this_update, next_update),
             })
             .await
             .map_err(DomainError::internal)?
-            .map_err(DomainError::internal)?;
+            .map_err(|e| match e {
+                CaError::NoRootKey => DomainError::NotFound(e.to_string()),
+                e => DomainError::internal(e),
+            })?;
             let row = CrlRow {
                 number,
                 feed_head: head,
@@ -160,19 +186,20 @@ impl Feed {
             };
             if self
                 .store
-                .crl_put(&row, previous.as_ref().map(|p| p.number))
+                .crl_of_put(&key, &row, previous.as_ref().map(|p| p.number))
                 .await?
             {
                 tracing::info!(
+                    crl = %key,
                     crl_number = number,
                     feed_head = head,
-                    revoked = listing.len(),
+                    revoked = count,
                     "CRL regenerated"
                 );
                 return Ok(row);
             }
             // Lost the race to another process: take its CRL if it is fresh enough.
-            previous = self.store.crl_get().await?;
+            previous = self.store.crl_of(&key).await?;
             if let Some(row) = previous.as_ref() {
                 if fresh(row, head, now) {
                     return Ok(row.clone());
@@ -184,6 +211,53 @@ impl Feed {
         ))
     }
 
+    /// What a CRL lists: an issuing CA's revoked and held certificates (those whose AKI is its
+    /// key identifier), or the root's revoked issuing CAs.
+    async fn entries(&self, which: &CrlOf) -> Result<Vec<CrlEntry>, DomainError> {
+        let at =
+            |t: i64| time::OffsetDateTime::from_unix_timestamp(t).map_err(DomainError::internal);
+        match which {
+            CrlOf::Root => {
+                let rows = self.store.issuers().await?;
+                rows.iter()
+                    .filter(|r| r.status == crate::store::REVOKED)
+                    .map(|r| {
+                        Ok(CrlEntry {
+                            serial: hex::decode(pad_even(&r.serial))
+                                .map_err(DomainError::internal)?,
+                            revoked_at: at(r.revoked_at.unwrap_or(r.created_at))?,
+                            reason_code: r
+                                .reason
+                                .as_deref()
+                                .and_then(RevocationReason::parse)
+                                .map_or(0, RevocationReason::code),
+                        })
+                    })
+                    .collect()
+            }
+            CrlOf::Issuer(issuer) => {
+                let listing = self.store.crl_listing().await?;
+                let ders = self.store.crl_listing_der().await?;
+                let ours: std::collections::HashSet<&str> = ders
+                    .iter()
+                    .filter(|(_, der)| authority_key_id(der).as_deref() == Some(issuer.key_id()))
+                    .map(|(serial, _)| serial.as_str())
+                    .collect();
+                listing
+                    .iter()
+                    .filter(|l| ours.contains(l.serial.as_str()))
+                    .map(|l| {
+                        Ok(CrlEntry {
+                            serial: hex::decode(&l.serial).map_err(DomainError::internal)?,
+                            revoked_at: at(l.revoked_at)?,
+                            reason_code: l.reason_code,
+                        })
+                    })
+                    .collect()
+            }
+        }
+    }
+
     /// Regenerates the CRL in the background after a change (so requests find it ready).
     pub fn refresh_crl_soon(self: &Arc<Self>) {
         let feed = self.clone();
@@ -191,7 +265,38 @@ impl Feed {
             if let Err(e) = feed.crl().await {
                 tracing::warn!(error = %e, "CRL regeneration after a change failed");
             }
+            if feed.ca.has_root_key() {
+                if let Err(e) = feed.crl_of(CrlOf::Root).await {
+                    tracing::warn!(error = %e, "root CRL regeneration after a change failed");
+                }
+            }
         });
+    }
+}
+
+/// Which CRL: an issuing CA's, or the root's.
+#[derive(Debug, Clone)]
+pub enum CrlOf {
+    Issuer(Arc<IssuingCa>),
+    Root,
+}
+
+impl CrlOf {
+    /// Its key in the store: the issuing CA's id, or `root`.
+    fn key(&self) -> String {
+        match self {
+            CrlOf::Issuer(i) => i.id().to_string(),
+            CrlOf::Root => "root".to_string(),
+        }
+    }
+}
+
+/// Hex with an even number of digits (serials are stored without leading zeros).
+fn pad_even(hex: &str) -> String {
+    if hex.len() % 2 == 1 {
+        format!("0{hex}")
+    } else {
+        hex.to_string()
     }
 }
 

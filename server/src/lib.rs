@@ -20,6 +20,7 @@
 pub mod app;
 pub mod auth;
 pub mod ca;
+pub mod ca_command;
 pub mod config;
 pub mod domain;
 pub mod edge;

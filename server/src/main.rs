@@ -42,6 +42,7 @@ fn main() -> ExitCode {
                 serve::import_ca(&settings, &cert, key, &chain).await
             }
             Command::ChangePassphrase { remove } => serve::change_passphrase(&settings, remove),
+            Command::Ca { command } => devid_server::ca_command::run(&settings, command).await,
         }
     });
     match result {

@@ -65,7 +65,7 @@ impl Metrics {
         let counter = match action {
             RevocationAction::Revoked | RevocationAction::Suspended => &self.revocations,
             RevocationAction::Resumed => &self.resumptions,
-            RevocationAction::Updated => return,
+            RevocationAction::Updated | RevocationAction::Rotated => return,
         };
         counter.fetch_add(1, Ordering::Relaxed);
     }

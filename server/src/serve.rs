@@ -11,7 +11,7 @@ use tokio::sync::watch;
 
 use crate::app::{app, AppState};
 use crate::auth::{new_token, TokenCache};
-use crate::ca::{Ca, CaKeys, SensorKek, TokenConfig};
+use crate::ca::{Ca, CaKeys, CaOptions, SensorKek, TokenConfig};
 use crate::config::{Pkcs11Settings, Settings};
 use crate::feed::Feed;
 use crate::metrics::Metrics;
@@ -129,11 +129,29 @@ fn pkcs11_pin(p11: &Pkcs11Settings) -> Result<String, BoxError> {
         })
 }
 
+/// The base URL clients reach this service at: `--public-url`, else `http://<--listen>`.
+pub fn public_base(settings: &Settings) -> String {
+    settings
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{}", settings.listen))
+}
+
+/// What a new CA or issuing CA is made with, from the settings.
+pub fn ca_options(settings: &Settings) -> CaOptions {
+    CaOptions {
+        organization: settings.organization.clone(),
+        root_validity: settings.root_validity,
+        issuing_validity: settings.issuing_validity,
+        root_crl_url: Some(format!("{}/v1/crl/root", public_base(settings))),
+    }
+}
+
 /// Opens the store, creates or loads the CA, and on the very first start makes the admin token.
 pub async fn init(settings: &Settings) -> Result<Ready, BoxError> {
     let store = open_store(settings).await?;
     let data_dir = settings.data_dir.clone();
-    let org = settings.organization.clone();
+    let options = ca_options(settings);
     let keys = ca_keys(settings)?;
     // The sensor KEK is kept like the CA key files: under the CA passphrase when one is set
     // (with keys in a token there is none).
@@ -142,7 +160,7 @@ pub async fn init(settings: &Settings) -> Result<Ready, BoxError> {
         CaKeys::Token(_) => None,
     };
     let (ca, created, kek) = tokio::task::spawn_blocking(move || {
-        let (ca, created) = Ca::init_or_load_keys(&data_dir, &keys, org.as_deref())?;
+        let (ca, created) = Ca::init_or_load_with(&data_dir, &keys, &options)?;
         let rng = ring::rand::SystemRandom::new();
         let kek = SensorKek::load_or_create(&data_dir, kek_passphrase.as_deref(), &rng)?;
         Ok::<_, crate::ca::CaError>((ca, created, kek))
@@ -165,6 +183,9 @@ pub async fn init(settings: &Settings) -> Result<Ready, BoxError> {
     if let Err(e) = crate::domain::sensors::check_kek(&store, &kek).await {
         tracing::warn!(error = %e, "sensor key-encryption key");
     }
+    crate::domain::issuers::adopt_and_sync(&store, &ca)
+        .await
+        .map_err(|e| format!("cannot load the issuing CAs the database names: {e}"))?;
     let admin_token_file = bootstrap_admin(&store, &settings.data_dir).await?;
     Ok(Ready {
         store,
@@ -325,6 +346,24 @@ pub fn change_passphrase(settings: &Settings, remove: bool) -> Result<(), BoxErr
     Ok(())
 }
 
+/// Keeps this process's issuing CAs as the store names them: re-read whenever the feed moves
+/// (a rotation or an issuing CA's revocation appends an entry, which reaches this process by
+/// NOTIFY on PostgreSQL and by the feed poll on SQLite), so new certificates come from the
+/// new issuing CA at once. Registration itself never asks the store which CA is active.
+fn follow_issuers(store: &Store, ca: &Arc<Ca>, feed: &Arc<Feed>) {
+    let mut head = feed.subscribe();
+    let (store, ca) = (store.clone(), ca.clone());
+    tokio::spawn(async move {
+        while head.changed().await.is_ok() {
+            match crate::domain::issuers::sync(&store, &ca).await {
+                Ok(true) => tracing::info!(active = %ca.active().id(), "issuing CA changed"),
+                Ok(false) => {}
+                Err(e) => tracing::error!(error = %e, "cannot load the issuing CAs"),
+            }
+        }
+    });
+}
+
 /// Runs the service until SIGTERM or Ctrl-C, then drains in-flight requests and stops.
 pub async fn run(settings: Settings) -> Result<(), BoxError> {
     let ready = init(&settings).await?;
@@ -347,6 +386,7 @@ pub async fn run(settings: Settings) -> Result<(), BoxError> {
     let feed = Feed::start(ready.store.clone(), ready.ca.clone(), metrics.clone())
         .await
         .map_err(|e| e.to_string())?;
+    follow_issuers(&ready.store, &ready.ca, &feed);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let state = AppState {
         registry: Registry::new(

@@ -88,10 +88,7 @@ fn init_creates_private_files_and_second_start_loads_the_same_ca() {
         root.contains("Subject: CN = devid Root CA, O = Acme"),
         "{root}"
     );
-    assert!(
-        root.contains("Not After : Dec 31 23:59:59 9999 GMT"),
-        "{root}"
-    );
+    assert!(!root.contains("9999 GMT"), "{root}");
     assert!(root.contains("ASN1 OID: prime256v1"), "{root}");
     let issuing = openssl(dir, &["x509", "-in", "issuing.pem", "-noout", "-text"]);
     assert!(issuing.contains("CA:TRUE, pathlen:0"), "{issuing}");

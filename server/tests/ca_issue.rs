@@ -9,7 +9,7 @@ use std::path::Path;
 use ca_common::{openssl, openssl_csr, openssl_raw, read, settings, write, write_ca_pems};
 use devid_core::csr::{parse_csr_der, parse_csr_pem, CsrError};
 use devid_core::profile::{DeviceIdentity, ProfileError, ProfileSettings, Validity};
-use devid_server::ca::{Ca, CaError, IssuedCert};
+use devid_server::ca::{Ca, CaError, CaKeys, CaOptions, IssuedCert};
 use ring::rand::SystemRandom;
 use time::macros::datetime;
 
@@ -143,7 +143,10 @@ fn device_cert_from_a_greedy_csr_gets_the_profile_and_verifies() {
     );
     let now_s = now.replace_nanosecond(0).expect("ns");
     assert_eq!(issued.not_before, now_s - time::Duration::seconds(60));
-    assert_eq!(issued.not_after.year(), now.year() + 20);
+    // 20 years asked, but no certificate outlives its issuing CA (10 years).
+    assert_eq!(issued.not_after, ca.active().not_after());
+    assert!(issued.not_after_capped);
+    assert_eq!(issued.not_after.year(), now.year() + 10);
     let fmt = time::format_description::parse_borrowed::<2>(
         "[month repr:short] [day padding:space] [hour]:[minute]:[second] [year] GMT",
     )
@@ -169,7 +172,15 @@ fn device_cert_from_a_greedy_csr_gets_the_profile_and_verifies() {
 fn no_expiry_gives_generalized_time_99991231235959z() {
     let tmp = tempfile::tempdir().expect("tmp");
     let dir = tmp.path();
-    let ca = new_ca(dir);
+    // A CA without expiry, as data directories made before CAs expired have.
+    let options = CaOptions {
+        root_validity: Validity::NoExpiry,
+        issuing_validity: Validity::NoExpiry,
+        ..CaOptions::default()
+    };
+    let keys = CaKeys::Files { passphrase: None };
+    let (ca, _) = Ca::init_or_load_with(&dir.join("data"), &keys, &options).expect("CA");
+    write_ca_pems(dir, &ca);
     let csr = parse_csr_pem(&ca_common::rcgen_csr()).expect("csr");
     let s = ProfileSettings {
         validity: Validity::NoExpiry,

@@ -607,3 +607,67 @@ async fn two_processes_on_postgresql_share_one_token() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
+
+/// `ca rotate` with the keys in a token: the new issuing key is made in the token (the data
+/// directory keeps its reference), the running server issues from it, and the root's CRL is
+/// signed by the root key in the token.
+#[tokio::test]
+async fn rotation_makes_the_new_issuing_key_in_the_token() {
+    let Some(hsm) = Hsm::new() else { return };
+    for backend in backends().await {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = tmp.path().join("data");
+        let server = Server::start_with(&backend, hsm.options(&data)).await;
+        let name = backend.name();
+        let a = register(&server, &format!("TOK-ROT-A-{name}")).await;
+        let mut args = vec!["rotate".to_string()];
+        args.extend(hsm.args("pin"));
+        if let Backend::Postgres(url) = &backend {
+            args.extend(["--database-url".to_string(), url.clone()]);
+        }
+        let (ok, out) = hsm.devid_server("ca", &data, &args);
+        assert!(ok, "{out}");
+        let id = out
+            .split("issuing CA ")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .unwrap()
+            .to_string();
+        let reference = std::fs::read_to_string(data.join(format!("ca/issuers/{id}.pkcs11")))
+            .expect("the new key is a reference into the token");
+        assert!(reference.starts_with("pkcs11:"), "{reference}");
+        assert!(!data.join(format!("ca/issuers/{id}.key")).exists());
+        let start = std::time::Instant::now();
+        let mut n = 0;
+        loop {
+            n += 1;
+            let b = register(&server, &format!("TOK-ROT-B{n}-{name}")).await;
+            if b["chain"] != a["chain"] {
+                break;
+            }
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(3),
+                "no switch"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        let resp = server
+            .client
+            .get(server.url("/v1/crl/root"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        let arl = resp.bytes().await.unwrap();
+        let dir = tmp.path();
+        std::fs::write(dir.join("arl.der"), &arl).unwrap();
+        let root = server.root_pem().display().to_string();
+        let text = openssl(
+            dir,
+            &[
+                "crl", "-inform", "DER", "-in", "arl.der", "-noout", "-CAfile", &root,
+            ],
+        );
+        assert!(text.contains("verify OK"), "{text}");
+    }
+}

@@ -146,6 +146,11 @@ async fn validity_none_gives_the_rfc5280_no_expiry_date() {
             extra_args: vec![
                 "--cert-validity".into(),
                 "none".into(),
+                // A CA without expiry, as data directories made before CAs expired have.
+                "--root-validity".into(),
+                "none".into(),
+                "--issuing-validity".into(),
+                "none".into(),
                 "--organization".into(),
                 "Acme Devices".into(),
             ],

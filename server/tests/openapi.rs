@@ -347,7 +347,14 @@ async fn the_server_serves_what_the_document_says_to_the_roles_it_names() {
                 continue;
             }
             if roles.is_empty() {
-                assert!(status.is_success(), "{at} is public: {status} {problem}");
+                // A public route that names something in its path finds nothing here: 404.
+                let named_nothing = path.contains('{')
+                    && status == StatusCode::NOT_FOUND
+                    && problem["status"] == 404;
+                assert!(
+                    status.is_success() || named_nothing,
+                    "{at} is public: {status} {problem}"
+                );
                 continue;
             }
             assert_eq!(status, StatusCode::UNAUTHORIZED, "{at} without a token");
@@ -370,7 +377,7 @@ async fn the_server_serves_what_the_document_says_to_the_roles_it_names() {
             }
         }
     }
-    assert_eq!(operations, 43, "operations in the document");
+    assert_eq!(operations, 45, "operations in the document");
     // And a path the document does not name is not served.
     let (status, problem) = probe(&server, &Method::GET, "/v1/nothing", None, None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);

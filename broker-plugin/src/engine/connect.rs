@@ -65,6 +65,8 @@ impl<S: ServerSide> Engine<S> {
     pub(super) fn admissible(&self, id: &Verified, address: Option<&str>) -> Result<(), Refusal> {
         let g = lock(&self.shared);
         g.revocations.check(&id.client_id, &id.serial)?;
+        g.revocations
+            .check_issuer(id.issuer.as_deref(), id.verified_at)?;
         if let Some(st) = g.revocations.statuses.get(&id.client_id) {
             if !cidr::allowed(&st.allowed_cidrs, address) {
                 return Err(Refusal::AddressNotAllowed {

@@ -186,9 +186,14 @@ impl<S: ServerSide> Engine<S> {
             let Conn::Authenticated(a) = conn else {
                 continue;
             };
-            if a.identity.client_id != r.client_id
-                && !serials.contains(&state::normalize_serial(&a.identity.serial))
-            {
+            let concerned = match &r.issuer {
+                Some(issuer) => a.identity.issuer.as_ref().is_none_or(|i| i == issuer),
+                None => {
+                    a.identity.client_id == r.client_id
+                        || serials.contains(&state::normalize_serial(&a.identity.serial))
+                }
+            };
+            if !concerned {
                 continue;
             }
             if let Err(reason) = self.admissible(&a.identity, a.address.as_deref()) {
@@ -282,6 +287,56 @@ mod tests {
         assert_eq!(connect(&mut e, 4, "dev3", "0C"), AuthOutcome::Deny);
         assert!(matches!(
             connect(&mut e, 5, "dev3", "0d"),
+            AuthOutcome::Success(_)
+        ));
+    }
+
+    fn issuing_ca_entry(seq: i64, action: RevocationAction, id: &str) -> FeedEntry {
+        FeedEntry {
+            seq,
+            scope: RevocationScope::IssuingCa,
+            action,
+            client_id: id.into(),
+            serials: vec!["7f01".into()],
+            reason: None,
+            at: "x".into(),
+            model: None,
+        }
+    }
+
+    #[test]
+    fn a_revoked_issuing_ca_kicks_and_refuses_what_it_signed() {
+        let (mut e, shared, _rx) = engine();
+        // "serial:issuer"; without an issuer the connection stands for a resumption.
+        for (key, cid, serial) in [
+            (1, "dev1", "0a:aa"),
+            (2, "dev2", "0b:bb"),
+            (3, "dev3", "0c"),
+        ] {
+            assert!(matches!(
+                connect(&mut e, key, cid, serial),
+                AuthOutcome::Success(_)
+            ));
+        }
+        // A rotation changes nothing for live connections.
+        let rotated = issuing_ca_entry(1, RevocationAction::Rotated, "bb");
+        let recheck = match lock(&shared).revocations.apply(&rotated) {
+            state::Applied::Changed { recheck, .. } => recheck,
+            state::Applied::Duplicate => panic!("duplicate"),
+        };
+        assert!(e.tick(vec![FromService::Recheck(recheck)]).is_empty());
+
+        let revoked = issuing_ca_entry(2, RevocationAction::Revoked, "aa");
+        let recheck = match lock(&shared).revocations.apply(&revoked) {
+            state::Applied::Changed { recheck, .. } => recheck,
+            state::Applied::Duplicate => panic!("duplicate"),
+        };
+        let kicks = e.tick(vec![FromService::Recheck(recheck)]);
+        assert_eq!(kicks, vec!["dev1".to_string(), "dev3".to_string()]);
+        assert!(e.acl(2, Access::Publish, "devices/dev2/x"));
+        assert_eq!(connect(&mut e, 4, "dev4", "0d:aa"), AuthOutcome::Deny);
+        assert!(matches!(
+            connect(&mut e, 5, "dev5", "0e:bb"),
             AuthOutcome::Success(_)
         ));
     }

@@ -74,6 +74,12 @@ pub struct Verified {
     /// signed); None when unknown: a resumption whose certificate this broker has not seen in
     /// a full exchange since it started.
     pub ldevid: Option<bool>,
+    /// The id of the issuing CA that signed the certificate (from its AKI); None for a
+    /// resumption, which carries no certificate.
+    pub issuer: Option<String>,
+    /// When the certificate chain was last verified (unix seconds): now, or for a
+    /// resumption when its ticket was issued.
+    pub verified_at: u64,
 }
 
 /// The server half of DEVID-1 as the engine needs it. The real one wraps

@@ -48,8 +48,11 @@ impl ServerSide for Fake {
         };
         let client_id = parts.next().ok_or_else(malformed)?.into();
         let serial = parts.next().ok_or_else(malformed)?.into();
-        // `:ldevid` after the serial: the certificate is an LDevID. A resumption does not know.
-        let ldevid = (!resumed).then_some(parts.next() == Some("ldevid"));
+        // After the serial: `ldevid` (the certificate is an LDevID; a resumption does not know)
+        // and the issuing CA's id, in any order.
+        let rest: Vec<&str> = parts.collect();
+        let ldevid = (!resumed).then_some(rest.contains(&"ldevid"));
+        let issuer = rest.iter().find(|p| **p != "ldevid").map(|p| p.to_string());
         let v = Verified {
             client_id,
             serial,
@@ -57,6 +60,8 @@ impl ServerSide for Fake {
             not_after: u64::MAX,
             resumed,
             ldevid,
+            issuer,
+            verified_at: 0,
         };
         Ok((v.clone(), v))
     }

@@ -102,6 +102,7 @@ impl Updated {
             RevocationScope::Device | RevocationScope::Certificate => {
                 (!e.client_id.is_empty()).then(|| Updated::Device(e.client_id.clone()))
             }
+            RevocationScope::IssuingCa => None,
         }
     }
 }

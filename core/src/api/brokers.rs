@@ -72,6 +72,10 @@ pub struct BrokerCertificate {
     pub fingerprint_sha256: String,
     pub not_before: String,
     pub not_after: String,
+    /// True when `not_after` is the issuing CA's own notAfter: no certificate outlives its
+    /// issuer, so this one is shorter-lived than its profile's validity.
+    #[serde(default)]
+    pub not_after_capped: bool,
 }
 
 /// `POST /v1/brokers/renewals` (broker role): an LDevID request a device made over MQTT,

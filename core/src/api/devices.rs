@@ -94,6 +94,11 @@ pub struct Registered {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(format = DateTime))]
     pub not_after: Option<String>,
+    /// True when `not_after` is the issuing CA's own notAfter: no certificate outlives its
+    /// issuer, so this one is shorter-lived than the configured validity asked. False for a
+    /// sensor, which has no certificate.
+    #[serde(default)]
+    pub not_after_capped: bool,
     /// PKCS#8 PEM private key, only with `generate_key` and only in the first answer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub private_key: Option<String>,

@@ -16,6 +16,9 @@ named_enum! {
         /// device's status again (scope device) or that of every connected device of the model
         /// (scope model) and apply it to live connections.
         Updated = "updated",
+        /// Scope issuing_ca: a new issuing CA (`client_id` is its id, `serials` its serial) is
+        /// active; the previous one is retired and still trusted. Brokers fetch the CA set again.
+        Rotated = "rotated",
     }
 }
 
@@ -26,6 +29,9 @@ named_enum! {
         Certificate = "certificate",
         /// Every device of `model` (only with [`RevocationAction::Updated`]).
         Model = "model",
+        /// An issuing CA (`client_id` is its id, `serials` its certificate's serial): with
+        /// `revoked`, every certificate under it is refused; with `rotated`, the CA set changed.
+        IssuingCa = "issuing_ca",
     }
 }
 

@@ -8,6 +8,8 @@ named_enum! {
     pub enum RevocationReason {
         Unspecified = "unspecified",
         KeyCompromise = "keyCompromise",
+        /// For an issuing CA whose key is compromised (`devid-server ca revoke-issuing`).
+        CaCompromise = "cACompromise",
         AffiliationChanged = "affiliationChanged",
         Superseded = "superseded",
         CessationOfOperation = "cessationOfOperation",
@@ -22,6 +24,7 @@ impl RevocationReason {
         match self {
             RevocationReason::Unspecified => 0,
             RevocationReason::KeyCompromise => 1,
+            RevocationReason::CaCompromise => 2,
             RevocationReason::AffiliationChanged => 3,
             RevocationReason::Superseded => 4,
             RevocationReason::CessationOfOperation => 5,

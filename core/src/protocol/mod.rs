@@ -108,8 +108,9 @@ mod server;
 mod ticket;
 
 pub use certs::{
-    normalize_serial_hex, BrokerCertCache, CertCache, DeviceIdentity, MemoryBrokerCertCache,
-    MemoryCache, MemoryCertCache, VerifiedBrokerCert, VerifiedDeviceCert, DEVID_URN_PREFIX,
+    issuer_id_of, issuing_ca_id, normalize_serial_hex, BrokerCertCache, CertCache, DeviceIdentity,
+    MemoryBrokerCertCache, MemoryCache, MemoryCertCache, VerifiedBrokerCert, VerifiedDeviceCert,
+    DEVID_URN_PREFIX,
 };
 pub use client::{
     ClientHandshake, ClientResume, ClientSession, ExpectResumeChallenge, ExpectResumeFinish,

@@ -1,4 +1,5 @@
-//! The certificate revocation list, signed by the issuing CA.
+//! Certificate revocation lists: each issuing CA's (its revoked certificates), and the root's
+//! (the ARL: revoked issuing CAs).
 
 use rcgen::{
     CertificateRevocationListParams, KeyIdMethod, RevocationReason, RevokedCertParams, SerialNumber,
@@ -6,7 +7,7 @@ use rcgen::{
 use time::OffsetDateTime;
 
 use super::error::CaError;
-use super::Ca;
+use super::{Ca, IssuingCa};
 
 /// One revoked (or held) certificate for [`Ca::sign_crl`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,7 +21,41 @@ pub struct CrlEntry {
 }
 
 impl Ca {
-    /// A DER CRL (v2) signed by the issuing CA, with AKI and CRL number. Serials are written
+    /// A DER CRL (v2) signed by the active issuing CA; see [`IssuingCa::sign_crl`].
+    pub fn sign_crl(
+        &self,
+        entries: &[CrlEntry],
+        crl_number: u64,
+        this_update: OffsetDateTime,
+        next_update: OffsetDateTime,
+    ) -> Result<Vec<u8>, CaError> {
+        self.active()
+            .sign_crl(entries, crl_number, this_update, next_update)
+    }
+
+    /// The root's CRL (ARL): DER, v2, signed by the root key, listing revoked issuing CAs.
+    /// Refused when this data directory does not keep the root's key (an imported CA).
+    pub fn sign_arl(
+        &self,
+        entries: &[CrlEntry],
+        crl_number: u64,
+        this_update: OffsetDateTime,
+        next_update: OffsetDateTime,
+    ) -> Result<Vec<u8>, CaError> {
+        let signer = self.root.signer.as_ref().ok_or(CaError::NoRootKey)?;
+        let params = crl_params(
+            entries,
+            crl_number,
+            this_update,
+            next_update,
+            self.root.key_id.clone(),
+        )?;
+        signer.crl(&params)
+    }
+}
+
+impl IssuingCa {
+    /// A DER CRL (v2) signed by this issuing CA, with AKI and CRL number. Serials are written
     /// as given; reason 0 (unspecified) is written as no reason code.
     pub fn sign_crl(
         &self,
@@ -29,25 +64,41 @@ impl Ca {
         this_update: OffsetDateTime,
         next_update: OffsetDateTime,
     ) -> Result<Vec<u8>, CaError> {
-        if next_update <= this_update {
-            return Err(CaError::InvalidCrl(
-                "nextUpdate must be after thisUpdate".into(),
-            ));
-        }
-        let revoked_certs = entries
-            .iter()
-            .map(revoked_cert)
-            .collect::<Result<Vec<_>, _>>()?;
-        let params = CertificateRevocationListParams {
+        let params = crl_params(
+            entries,
+            crl_number,
             this_update,
             next_update,
-            crl_number: SerialNumber::from_slice(&crl_number.to_be_bytes()),
-            issuing_distribution_point: None,
-            revoked_certs,
-            key_identifier_method: KeyIdMethod::PreSpecified(self.issuing_key_id.clone()),
-        };
+            self.key_id.clone(),
+        )?;
         self.signer.crl(&params)
     }
+}
+
+fn crl_params(
+    entries: &[CrlEntry],
+    crl_number: u64,
+    this_update: OffsetDateTime,
+    next_update: OffsetDateTime,
+    key_id: Vec<u8>,
+) -> Result<CertificateRevocationListParams, CaError> {
+    if next_update <= this_update {
+        return Err(CaError::InvalidCrl(
+            "nextUpdate must be after thisUpdate".into(),
+        ));
+    }
+    let revoked_certs = entries
+        .iter()
+        .map(revoked_cert)
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(CertificateRevocationListParams {
+        this_update,
+        next_update,
+        crl_number: SerialNumber::from_slice(&crl_number.to_be_bytes()),
+        issuing_distribution_point: None,
+        revoked_certs,
+        key_identifier_method: KeyIdMethod::PreSpecified(key_id),
+    })
 }
 
 fn revoked_cert(e: &CrlEntry) -> Result<RevokedCertParams, CaError> {

@@ -49,6 +49,9 @@ pub enum CaError {
     /// The PKCS#11 token holding the CA keys refused, is missing, or did not answer.
     #[error("PKCS#11 token: {0}")]
     Token(String),
+    /// The root's key is not kept here (an imported CA): no root CRL, no new issuing CA.
+    #[error("the root CA's key is not in this data directory (the CA was imported)")]
+    NoRootKey,
 }
 
 impl CaError {

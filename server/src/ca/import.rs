@@ -110,9 +110,9 @@ fn install_imported(
     chain_der: Vec<Vec<u8>>,
     key_file: (&'static str, String),
 ) -> Result<Ca, CaError> {
-    let ca = Ca::from_parts(issuing_der.clone(), key, chain_der.clone())?;
+    let ca = Ca::from_parts(issuing_der.clone(), key, chain_der.clone(), None)?;
     let files = CaFiles {
-        root_der: ca.root_der.clone(),
+        root_der: ca.root_der().to_vec(),
         issuing_der,
         key_files: vec![key_file],
         chain_der,

@@ -4,7 +4,7 @@
 use std::fs;
 use std::path::Path;
 
-use devid_core::profile;
+use devid_core::profile::{self, CaCertSettings, Validity};
 use rcgen::Issuer;
 use ring::rand::SystemRandom;
 use time::OffsetDateTime;
@@ -19,6 +19,31 @@ use super::signer::CaKey;
 use super::token::Token;
 use super::token_key::TokenKey;
 use super::Ca;
+
+/// What a new CA is made with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaOptions {
+    /// Subject O of both CA certificates.
+    pub organization: Option<String>,
+    /// Default [`profile::DEFAULT_ROOT_YEARS`].
+    pub root_validity: Validity,
+    /// Default [`profile::DEFAULT_ISSUING_YEARS`], never past the root's notAfter.
+    pub issuing_validity: Validity,
+    /// The root's CRL (e.g. `http://host:8080/v1/crl/root`), written into every issuing CA
+    /// certificate as its CRL distribution point.
+    pub root_crl_url: Option<String>,
+}
+
+impl Default for CaOptions {
+    fn default() -> Self {
+        CaOptions {
+            organization: None,
+            root_validity: Validity::Years(profile::DEFAULT_ROOT_YEARS),
+            issuing_validity: Validity::Years(profile::DEFAULT_ISSUING_YEARS),
+            root_crl_url: None,
+        }
+    }
+}
 
 /// Labels of the key objects devid makes in a token.
 const ROOT_LABEL: &str = "devid root CA";
@@ -48,6 +73,20 @@ impl Ca {
         keys: &CaKeys,
         organization: Option<&str>,
     ) -> Result<(Ca, bool), CaError> {
+        let options = CaOptions {
+            organization: organization.map(str::to_string),
+            ..CaOptions::default()
+        };
+        Ca::init_or_load_with(data_dir, keys, &options)
+    }
+
+    /// [`Ca::init_or_load_keys`] with every option of a new CA (`options` matter only when
+    /// the CA is created now).
+    pub fn init_or_load_with(
+        data_dir: &Path,
+        keys: &CaKeys,
+        options: &CaOptions,
+    ) -> Result<(Ca, bool), CaError> {
         if let CaKeys::Files { passphrase } = keys {
             check_passphrase(passphrase.as_deref())?;
         }
@@ -60,33 +99,48 @@ impl Ca {
 
         let rng = SystemRandom::new();
         let now = OffsetDateTime::now_utc();
-        let (files, issuing_key) = new_ca_files(organization, keys, now, &rng)?;
+        let files = new_ca_files(options, keys, now, &rng)?;
         match install(data_dir, &ca_dir, &files, &rng)? {
-            Installed::Ours => {
-                let ca = Ca::from_parts(files.issuing_der, issuing_key, files.chain_der)?;
-                Ok((ca, true))
-            }
+            // Loaded from what was written, so a first start runs exactly like every later one.
+            Installed::Ours => Ok((Ca::load(&ca_dir, keys)?, true)),
             // Another process created the CA first: use theirs.
             Installed::SomeoneElses => Ok((Ca::load(&ca_dir, keys)?, false)),
         }
     }
 }
 
-/// A new root (self-signed) and issuing CA (signed by the root), with fresh keys; returns
-/// the files and the issuing key.
+/// A new root (self-signed) and issuing CA (signed by the root), with fresh keys.
 fn new_ca_files(
-    organization: Option<&str>,
+    options: &CaOptions,
     keys: &CaKeys,
     now: OffsetDateTime,
     rng: &SystemRandom,
-) -> Result<(CaFiles, CaKey), CaError> {
+) -> Result<CaFiles, CaError> {
     let (root_key, issuing_key, key_files) = new_keys(keys, rng)?;
 
-    let root_params = profile::root_ca_params(organization, &profile::random_serial(rng)?, now)?;
+    let organization = options.organization.as_deref();
+    let root_settings = CaCertSettings {
+        common_name: profile::ROOT_CN,
+        organization,
+        validity: options.root_validity,
+        crl_url: None,
+    };
+    let root_params = profile::root_ca_params(&root_settings, &profile::random_serial(rng)?, now)?;
+    let root_not_after = root_params.not_after;
     let root_cert = root_params.self_signed(&root_key).map_err(signing)?;
     let root_issuer = Issuer::new(root_params, root_key);
-    let issuing_params =
-        profile::issuing_ca_params(organization, &profile::random_serial(rng)?, now)?;
+    let issuing_settings = CaCertSettings {
+        common_name: profile::ISSUING_CN,
+        organization,
+        validity: options.issuing_validity,
+        crl_url: options.root_crl_url.as_deref(),
+    };
+    let issuing_params = profile::issuing_ca_params(
+        &issuing_settings,
+        &profile::random_serial(rng)?,
+        now,
+        root_not_after,
+    )?;
     let issuing_cert = issuing_params
         .signed_by(&issuing_key, &root_issuer)
         .map_err(signing)?;
@@ -99,7 +153,7 @@ fn new_ca_files(
         root_der,
         issuing_der,
     };
-    Ok((files, issuing_key))
+    Ok(files)
 }
 
 /// The root and issuing keys, and what the data directory keeps of them: the key files, or
@@ -135,6 +189,29 @@ fn new_keys(keys: &CaKeys, rng: &SystemRandom) -> Result<NewKeys, CaError> {
                 (ISSUING_REF, issuing.reference()),
             ];
             Ok((CaKey::Token(root), CaKey::Token(issuing), files))
+        }
+    }
+}
+
+/// A new issuing key for a rotation: the key, what the data directory keeps of it (the key
+/// file's text, or the reference to the token key) and that file's extension.
+pub(super) fn new_issuing_key(
+    keys: &CaKeys,
+    label: &str,
+    rng: &SystemRandom,
+) -> Result<(CaKey, String, &'static str), CaError> {
+    match keys {
+        CaKeys::Files { passphrase } => {
+            let pkcs8 = new_p256_pkcs8(rng)?;
+            let text = encode_key_file(&pkcs8, passphrase.as_deref(), rng, Path::new(label))?;
+            let key = p256_key_pair(&pkcs8).map_err(CaError::Signing)?;
+            Ok((CaKey::File(key), text, "key"))
+        }
+        CaKeys::Token(config) => {
+            let token = Token::open(config)?;
+            let key = TokenKey::generate(&token, label, rng)?;
+            let reference = key.reference();
+            Ok((CaKey::Token(key), reference, "pkcs11"))
         }
     }
 }

@@ -13,7 +13,7 @@ use time::OffsetDateTime;
 
 use super::error::CaError;
 use super::layout::{pem_block, pem_cert};
-use super::Ca;
+use super::{Ca, IssuingCa};
 
 /// A certificate devid issued.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,6 +27,11 @@ pub struct IssuedCert {
     pub fingerprint_sha256: String,
     pub not_before: OffsetDateTime,
     pub not_after: OffsetDateTime,
+    /// Whether notAfter was cut to the issuing CA's notAfter (no certificate outlives its
+    /// issuer), so the certificate is shorter-lived than its profile asked.
+    pub not_after_capped: bool,
+    /// The id of the issuing CA that signed it.
+    pub issuer_id: String,
 }
 
 impl Ca {
@@ -55,7 +60,7 @@ impl Ca {
     ) -> Result<IssuedCert, CaError> {
         let serial = profile::random_serial(rng)?;
         let params = device_params(profile, id, settings, &serial, now)?;
-        self.sign(&params, key)
+        self.active().sign(params, key)
     }
 
     /// For devices that cannot make keys: makes a P-256 key pair here and issues an IDevID for
@@ -88,15 +93,33 @@ impl Ca {
     ) -> Result<IssuedCert, CaError> {
         let serial = profile::random_serial(rng)?;
         let params = broker_params(&[dns_name], settings, &serial, now)?;
-        self.sign(&params, csr.public_key())
+        self.active().sign(params, csr.public_key())
     }
+}
 
-    fn sign(
+/// The CRL of the issuing CA `id` under the CRL base URL the profile names (e.g.
+/// `http://host:8080/v1/crl` -> `http://host:8080/v1/crl/issuing/<id>`): each certificate's CRL
+/// distribution point names its own issuer's CRL.
+pub fn issuer_crl_url(base: &str, id: &str) -> String {
+    format!("{}/issuing/{id}", base.trim_end_matches('/'))
+}
+
+impl IssuingCa {
+    /// Signs `params` for `key`, notAfter capped at this CA's own ([`profile::cap_to_issuer`]).
+    /// The CRL distribution point, when the profile set one, is made to name this CA's CRL.
+    pub(super) fn sign(
         &self,
-        params: &CertificateParams,
+        mut params: CertificateParams,
         key: &impl PublicKeyData,
     ) -> Result<IssuedCert, CaError> {
-        let der = self.signer.certificate(params, key)?;
+        let (not_after, capped) = profile::cap_to_issuer(params.not_after, self.not_after);
+        params.not_after = not_after;
+        for dp in &mut params.crl_distribution_points {
+            for uri in &mut dp.uris {
+                *uri = issuer_crl_url(uri, &self.id);
+            }
+        }
+        let der = self.signer.certificate(&params, key)?;
         let serial = params
             .serial_number
             .as_ref()
@@ -109,6 +132,8 @@ impl Ca {
             fingerprint_sha256: hex::encode(digest::digest(&digest::SHA256, &der)),
             not_before: params.not_before,
             not_after: params.not_after,
+            not_after_capped: capped,
+            issuer_id: self.id.clone(),
             der,
         })
     }

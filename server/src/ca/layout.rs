@@ -52,7 +52,7 @@ const STALE_TMP_AGE: Duration = Duration::from_secs(3600);
 
 /// Where the CA keys are: files under `ca/` (encrypted when a passphrase is given), or a
 /// PKCS#11 token.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum CaKeys {
     Files { passphrase: Option<String> },
     Token(TokenConfig),
@@ -99,29 +99,47 @@ impl Ca {
             .map_err(|v| corrupt(format!("{ISSUING_CRT} holds {} certificates", v.len())))?;
         let chain_der = pem_certificates(&read(CHAIN_PEM)?, CHAIN_PEM)?;
 
-        let key = load_issuing_key(ca_dir, keys, &issuing_der)?;
+        let key = load_key(ca_dir, keys, (ISSUING_KEY, ISSUING_REF), &issuing_der)?;
         if chain_der.first() != Some(&issuing_der) {
             return Err(corrupt(format!(
                 "{CHAIN_PEM} does not start with {ISSUING_CRT}"
             )));
         }
-        Ca::from_parts(issuing_der, key, chain_der)
+        // The root's key is here only when devid made the root (not for an imported CA).
+        let root_key = match chain_der.last() {
+            Some(root) if ca_dir.join(ROOT_KEY).exists() || ca_dir.join(ROOT_REF).exists() => {
+                Some(load_key(ca_dir, keys, (ROOT_KEY, ROOT_REF), root)?)
+            }
+            _ => None,
+        };
+        let mut ca = Ca::from_parts(issuing_der, key, chain_der, root_key)?;
+        ca.home = Some(super::rotate::Home {
+            dir: ca_dir.to_path_buf(),
+            keys: keys.clone(),
+        });
+        Ok(ca)
     }
 }
 
-/// The issuing key as `keys` says it is kept, refusing a CA kept the other way. A key in a
-/// token is known by the issuing certificate's public key, which every signature it makes is
-/// then checked against.
-fn load_issuing_key(ca_dir: &Path, keys: &CaKeys, issuing_der: &[u8]) -> Result<CaKey, CaError> {
-    let in_token = ca_dir.join(ISSUING_REF).exists();
+/// A CA key (`names`: its file, its token reference) as `keys` says it is kept, refusing a CA
+/// kept the other way. A key in a token is known by its certificate's public key, which every
+/// signature it makes is then checked against.
+pub(super) fn load_key(
+    ca_dir: &Path,
+    keys: &CaKeys,
+    names: (&str, &str),
+    cert_der: &[u8],
+) -> Result<CaKey, CaError> {
+    let (key_name, ref_name) = names;
+    let in_token = ca_dir.join(ref_name).exists();
     match keys {
         CaKeys::Files { .. } if in_token => Err(CaError::Token(format!(
             "the CA keys are in a token ({}): give --pkcs11-module, --pkcs11-token \
              and the PIN",
-            ca_dir.join(ISSUING_REF).display()
+            ca_dir.join(ref_name).display()
         ))),
         CaKeys::Files { passphrase } => {
-            let key_path = ca_dir.join(ISSUING_KEY);
+            let key_path = ca_dir.join(key_name);
             let text = read_key_file(&key_path)?;
             let (_, key) = decode_key_file(&key_path, &text, passphrase.as_deref())?;
             Ok(CaKey::File(key))
@@ -131,10 +149,10 @@ fn load_issuing_key(ca_dir: &Path, keys: &CaKeys, issuing_der: &[u8]) -> Result<
             ca_dir.display()
         ))),
         CaKeys::Token(config) => {
-            let path = ca_dir.join(ISSUING_REF);
+            let path = ca_dir.join(ref_name);
             let reference = fs::read_to_string(&path).map_err(io_err(&path))?;
             let token = Token::open(config)?;
-            let public = public_key_point(issuing_der)?;
+            let public = public_key_point(cert_der)?;
             Ok(CaKey::Token(TokenKey::open(&token, &reference, public)?))
         }
     }

@@ -12,8 +12,8 @@ use super::layout::{
 use super::Ca;
 
 impl Ca {
-    /// Re-encrypts the CA's private keys (issuing, and root when present) and the sensor KEK
-    /// under `new`
+    /// Re-encrypts the CA's private keys (issuing, root when present, and the issuing CAs of
+    /// rotations under `issuers/`) and the sensor KEK under `new`
     /// (`None`: store them unencrypted), after decrypting them with `old`. Every key is decoded
     /// and re-encoded before any file is replaced; each file is then replaced atomically
     /// (a private temporary file, fsynced, renamed over it). A key that already opens with
@@ -42,9 +42,19 @@ impl Ca {
         }
         let rng = SystemRandom::new();
         let mut plan: Vec<(PathBuf, String)> = Vec::new();
-        for name in [ISSUING_KEY, ROOT_KEY] {
-            let path = ca_dir.join(name);
-            if name == ROOT_KEY && !path.exists() {
+        // The issuing CAs made by rotations have their keys under issuers/.
+        let mut paths = vec![ca_dir.join(ISSUING_KEY), ca_dir.join(ROOT_KEY)];
+        if let Ok(entries) = std::fs::read_dir(ca_dir.join("issuers")) {
+            let mut rotated: Vec<PathBuf> = entries
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "key"))
+                .collect();
+            rotated.sort();
+            paths.extend(rotated);
+        }
+        for path in paths {
+            if path == ca_dir.join(ROOT_KEY) && !path.exists() {
                 continue; // an imported CA has no root key here
             }
             let text = read_key_file(&path)?;

@@ -2,7 +2,7 @@
 //! at import and at every load (see [`Ca::import`] for the list).
 
 use devid_core::csr::P256PublicKey;
-use devid_core::profile::{DeviceIdentity, Profile, ProfileSettings};
+use devid_core::profile::{self, device_params, DeviceIdentity, Profile, ProfileSettings};
 use ring::digest;
 use ring::rand::SystemRandom;
 use time::OffsetDateTime;
@@ -12,7 +12,7 @@ use x509_parser::oid_registry::{
 use x509_parser::prelude::{FromDer, ParsedExtension, X509Certificate};
 
 use super::error::CaError;
-use super::Ca;
+use super::IssuingCa;
 
 /// What the checks learned about the issuing certificate.
 pub(super) struct CheckedIssuing {
@@ -132,7 +132,7 @@ fn check_chain(parsed: &[X509Certificate<'_>]) -> Result<(), CaError> {
 
 /// The issuing certificate's SKI; without one, rcgen's `KeyIdMethod::Sha256` (first 160 bits
 /// of SHA-256 over the SubjectPublicKeyInfo DER).
-fn key_id(issuing: &X509Certificate<'_>) -> Vec<u8> {
+pub(super) fn key_id(issuing: &X509Certificate<'_>) -> Vec<u8> {
     issuing
         .iter_extensions()
         .find_map(|e| match e.parsed_extension() {
@@ -144,7 +144,7 @@ fn key_id(issuing: &X509Certificate<'_>) -> Vec<u8> {
         })
 }
 
-impl Ca {
+impl IssuingCa {
     /// Issues a throw-away certificate and checks its issuer name, AKI and signature against
     /// the issuing certificate. rcgen re-encodes the issuer name from its own model, which
     /// cannot hold multi-valued RDNs or repeated attribute types.
@@ -156,14 +156,15 @@ impl Ca {
         };
         let key = P256PublicKey::from_uncompressed(self.signer.public_key_raw())
             .ok_or_else(|| CaError::InvalidCa("the issuing key is not a P-256 point".into()))?;
-        let issued = self.issue_device_profile(
+        let serial = profile::random_serial(&rng)?;
+        let params = device_params(
             Profile::IDevId,
-            &key,
             &id,
             &ProfileSettings::default(),
+            &serial,
             OffsetDateTime::now_utc(),
-            &rng,
         )?;
+        let issued = self.sign(params, &key)?;
         let cert = parse_cert(&issued.der).map_err(CaError::InvalidCa)?;
         if cert.issuer().as_raw() != issuing.subject {
             return Err(CaError::InvalidCa(
@@ -184,7 +185,7 @@ impl Ca {
                 }
                 _ => None,
             });
-        if aki.as_deref() != Some(self.issuing_key_id.as_slice()) {
+        if aki.as_deref() != Some(self.key_id.as_slice()) {
             return Err(CaError::InvalidCa(
                 "the issued AKI does not match the issuing certificate's key identifier".into(),
             ));
@@ -198,6 +199,20 @@ impl Ca {
 pub(super) fn public_key_point(der: &[u8]) -> Result<Vec<u8>, CaError> {
     let cert = parse_cert(der).map_err(CaError::InvalidCa)?;
     Ok(cert.public_key().subject_public_key.data.to_vec())
+}
+
+/// The authority key identifier of a DER certificate: which issuing CA signed it.
+pub fn authority_key_id(der: &[u8]) -> Option<Vec<u8>> {
+    let cert = parse_cert(der).ok()?;
+    let aki = cert
+        .iter_extensions()
+        .find_map(|e| match e.parsed_extension() {
+            ParsedExtension::AuthorityKeyIdentifier(a) => {
+                a.key_identifier.as_ref().map(|k| k.0.to_vec())
+            }
+            _ => None,
+        });
+    aki
 }
 
 /// One DER certificate, nothing after it.

@@ -28,6 +28,7 @@ use cryptoki::types::AuthPin;
 use super::error::CaError;
 
 /// Where the CA keys live in a token: the module, which token, and the user PIN.
+#[derive(Clone)]
 pub struct TokenConfig {
     /// The PKCS#11 module (a shared library such as `libsofthsm2.so`).
     pub module: PathBuf,

@@ -47,5 +47,6 @@ pub async fn enroll(
         fingerprint_sha256: issued.fingerprint_sha256,
         not_before: rfc3339(issued.not_before.unix_timestamp()),
         not_after: rfc3339(issued.not_after.unix_timestamp()),
+        not_after_capped: issued.not_after_capped,
     })
 }

@@ -118,6 +118,15 @@ impl Action {
                      /v1/devices/{client_id}/suspend), not by revoking",
                 ))
             }
+            Action::Revoke { reason } | Action::RevokeCertificate { reason }
+                if *reason == RevocationReason::CaCompromise =>
+            {
+                Err(DomainError::invalid_field(
+                    "reason",
+                    "cACompromise is for an issuing CA (devid-server ca revoke-issuing), not a \
+                     device",
+                ))
+            }
             _ => Ok(()),
         }
     }

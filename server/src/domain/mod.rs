@@ -24,6 +24,7 @@ pub mod authz;
 pub mod brokers;
 pub mod devices;
 mod error;
+pub mod issuers;
 pub mod lifecycle;
 pub mod models;
 pub mod policy;

@@ -31,6 +31,7 @@
 
 mod devices;
 mod feed;
+mod issuers;
 mod ldevid;
 mod lifecycle;
 mod postgres;
@@ -48,6 +49,7 @@ use std::sync::Arc;
 
 use devid_core::api::RevocationReason;
 
+pub use issuers::{IssuerRow, ACTIVE, RETIRED, REVOKED};
 pub use ldevid::{KeyBinding, LdevidFacts, LdevidPlan};
 pub use types::*;
 
