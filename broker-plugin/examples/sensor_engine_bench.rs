@@ -65,6 +65,8 @@ impl ServerSide for TlsOnly {
             not_after: u64::MAX,
             resumed: false,
             ldevid: Some(false),
+            issuer: None,
+            verified_at: 0,
         })
     }
 }

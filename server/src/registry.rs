@@ -407,6 +407,8 @@ impl Registry {
     fn answer_created(&self, device: NewDevice, once: Once) -> Registered {
         let kind = device.kind();
         let cert = device.cert();
+        let not_after_capped =
+            cert.is_some_and(|c| self.inner.ca.ends_with_its_issuer(c.not_after));
         Registered {
             certificate: cert.map(|c| der_to_pem(&c.der)),
             chain: cert.map(|_| self.inner.ca.chain_pem().to_string()),
@@ -418,7 +420,7 @@ impl Registry {
             hardware_serial: device.hardware_serial,
             model: device.model,
             kind,
-            not_after_capped: cert.is_some_and(|c| self.inner.ca.ends_with_its_issuer(c.not_after)),
+            not_after_capped,
             private_key: once.private_key,
             sensor_key: once.sensor_key.map(|k| k.as_str().to_string()),
             created: true,

@@ -19,6 +19,21 @@ pub fn in_use(rows: &[IssuerRow], now: i64) -> Vec<&IssuerRow> {
         .collect()
 }
 
+/// The CA certificates a relying party needs, DER: the active issuing CA's chain up to (not
+/// including) the root, then every other issuing CA still in use, root last. `GET /v1/ca` and
+/// EST `cacerts` both answer this set.
+pub async fn ca_set_der(store: &Store, ca: &Ca, now: i64) -> Result<Vec<Vec<u8>>, DomainError> {
+    let rows = store.issuers().await?;
+    let active = ca.active();
+    let chain = active.chain_der();
+    let mut out: Vec<Vec<u8>> = chain[..chain.len().saturating_sub(1)].to_vec();
+    for row in in_use(&rows, now).iter().filter(|r| r.id != active.id()) {
+        out.push(row.der.clone());
+    }
+    out.push(ca.root_der().to_vec());
+    Ok(out)
+}
+
 /// Records the data directory's issuing CA as the active one when the store has none, then
 /// loads what the store names.
 pub async fn adopt_and_sync(store: &Store, ca: &Ca) -> Result<(), DomainError> {

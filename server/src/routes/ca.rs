@@ -40,17 +40,8 @@ pub fn router() -> Routes {
     responses((status = 200, description = "The chain", content_type = PEM_CHAIN, body = String))
 )]
 async fn ca_chain(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
-    let rows = state.store.issuers().await.map_err(DomainError::from)?;
-    let in_use = issuers::in_use(&rows, timefmt::now());
-    let active = state.ca.active();
-    // The active chain up to (not including) the root, the other issuing CAs, the root.
-    let chain = active.chain_der();
-    let above_root = &chain[..chain.len().saturating_sub(1)];
-    let mut body: String = above_root.iter().map(|d| der_to_pem(d)).collect();
-    for row in in_use.iter().filter(|r| r.id != active.id()) {
-        body.push_str(&der_to_pem(&row.der));
-    }
-    body.push_str(&state.ca.root_pem());
+    let set = issuers::ca_set_der(&state.store, &state.ca, timefmt::now()).await?;
+    let body: String = set.iter().map(|d| der_to_pem(d)).collect();
     Ok(([(header::CONTENT_TYPE, PEM_CHAIN)], body))
 }
 

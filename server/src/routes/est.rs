@@ -101,10 +101,13 @@ fn registered_answer(reg: &Registered) -> Result<Response, EstError> {
     Ok(base64_answer(PKCS7_CERTS_ONLY, &certs_only(&[cert])))
 }
 
-/// `cacerts`: the issuing CA(s) and the root.
-async fn cacerts_answer(state: &AppState) -> Response {
-    let chain: Vec<&[u8]> = state.ca.chain_der().iter().map(Vec::as_slice).collect();
-    base64_answer(PKCS7, &certs_only(&chain))
+/// `cacerts`: every issuing CA still in use and the root, the set `GET /v1/ca` answers.
+async fn cacerts_answer(state: &AppState) -> Result<Response, EstError> {
+    let set = crate::domain::issuers::ca_set_der(&state.store, &state.ca, crate::timefmt::now())
+        .await
+        .map_err(|e| EstError(ApiError::from(e)))?;
+    let chain: Vec<&[u8]> = set.iter().map(Vec::as_slice).collect();
+    Ok(base64_answer(PKCS7, &certs_only(&chain)))
 }
 
 /// What an enrollment is: first enrollment, or renewal of the presented certificate.
@@ -232,7 +235,7 @@ async fn serverkeygen_answer(
     tag = "est",
     responses((status = 200, description = "Certs-only CMS SignedData, base64 of DER", content_type = PKCS7, body = String))
 )]
-async fn cacerts(State(state): State<AppState>) -> Response {
+async fn cacerts(State(state): State<AppState>) -> Result<Response, EstError> {
     cacerts_answer(&state).await
 }
 
@@ -244,7 +247,10 @@ async fn cacerts(State(state): State<AppState>) -> Response {
     params(("label" = String, Path, description = "A model name")),
     responses((status = 200, description = "Certs-only CMS SignedData, base64 of DER", content_type = PKCS7, body = String))
 )]
-async fn cacerts_labeled(State(state): State<AppState>, Path(_label): Path<String>) -> Response {
+async fn cacerts_labeled(
+    State(state): State<AppState>,
+    Path(_label): Path<String>,
+) -> Result<Response, EstError> {
     cacerts_answer(&state).await
 }
 
