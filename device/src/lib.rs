@@ -26,8 +26,8 @@ pub mod devid1;
 pub mod gateway;
 pub mod link;
 pub mod mqtt;
-pub mod sensor_sim;
 pub mod renew;
+pub mod sensor_sim;
 pub mod transport;
 
 pub use client::{

@@ -9,8 +9,8 @@
 
 use std::time::{Duration, Instant};
 
-use devid_core::api::DeviceState;
 use devid_core::api::ConnectionEventKind;
+use devid_core::api::DeviceState;
 
 use super::{Conn, Engine, ServerSide};
 use crate::refusal::Refusal;

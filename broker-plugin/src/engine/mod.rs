@@ -51,9 +51,9 @@ pub use crate::refusal::{MessageRefusal, Refusal};
 use crate::service::{LogLevel, Shared, ToService};
 pub use guard::source_group;
 use guard::HandshakeLimiter;
+pub use renewal::RenewReply;
 use sensor::SensorBook;
 pub use sensor::{Delta, SensorMaterial, SensorTally};
-pub use renewal::RenewReply;
 
 /// The authentication method this plugin answers.
 pub const METHOD: &str = "DEVID-1";
