@@ -41,14 +41,23 @@ impl DeviceCertVerifier {
         Ok(DeviceCertVerifier { inner, ca })
     }
 
-    /// The intermediates a client sent, then every issuing CA of devid's chain (all of it but
-    /// the root), read from the CA at each handshake so that a new issuing CA counts at once.
+    /// The intermediates a client sent, then every issuing CA this process has loaded (the
+    /// active one and those retired by a rotation; a revoked one is never loaded), read from
+    /// the CA at each handshake so that a rotation counts at once.
     fn intermediates<'a>(&self, sent: &[CertificateDer<'a>]) -> Vec<CertificateDer<'a>> {
+        // The active chain above the root too: an imported CA may have intermediates between
+        // its root and its issuing CA.
         let chain = self.ca.chain_der();
-        let issuing = &chain[..chain.len().saturating_sub(1)];
+        let above_root = &chain[..chain.len().saturating_sub(1)];
+        let issuers = self.ca.issuers();
         sent.iter()
             .cloned()
-            .chain(issuing.iter().map(|d| CertificateDer::from(d.clone())))
+            .chain(above_root.iter().map(|d| CertificateDer::from(d.clone())))
+            .chain(
+                issuers
+                    .iter()
+                    .map(|i| CertificateDer::from(i.der().to_vec())),
+            )
             .collect()
     }
 }
