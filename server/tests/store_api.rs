@@ -2049,3 +2049,95 @@ async fn keys_of_earlier_certificates_are_bound_on_open(env: Env) {
         Err(RegConflict::KeyTaken { .. })
     ));
 }
+
+// ---- events for applications ------------------------------------------------------------------
+
+fn app_event(kind: devid_core::api::AppEventKind, id: &str, model: &str) -> NewAppEvent {
+    NewAppEvent {
+        kind,
+        at: T0,
+        client_id: Some(id.into()),
+        model: Some(model.into()),
+        data: serde_json::json!({"n": id}),
+    }
+}
+
+async fn app_events_append_in_order_and_filter(env: Env) {
+    use devid_core::api::AppEventKind as K;
+    let s = &env.store;
+    assert_eq!(s.app_events_head().await.expect("head"), 0);
+    assert_eq!(s.append_app_events(&[]).await.expect("nothing"), 0);
+    let last = s
+        .append_app_events(&[
+            app_event(K::Registered, "A1", "thermo"),
+            app_event(K::Revoked, "A2", "thermo"),
+            app_event(K::Registered, "B1", "valve"),
+        ])
+        .await
+        .expect("append");
+    assert_eq!(last, 3);
+    // Another process appends concurrently with this one: seqs stay gap-free and unique.
+    let other = env.another().await;
+    let mine = [app_event(K::Connected, "A1", "thermo")];
+    let theirs = [
+        app_event(K::Disconnected, "A1", "thermo"),
+        app_event(K::Suspended, "B1", "valve"),
+    ];
+    let (a, b) = tokio::join!(s.append_app_events(&mine), other.append_app_events(&theirs));
+    assert!(a.expect("a") > 3 && b.expect("b") > 3);
+    let all = s
+        .app_events_since(0, 0, &AppEventFilter::default())
+        .await
+        .expect("all");
+    assert_eq!(
+        all.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        vec![1, 2, 3, 4, 5, 6]
+    );
+    assert_eq!(all[1].kind, K::Revoked);
+    assert_eq!(all[1].client_id.as_deref(), Some("A2"));
+    let data: serde_json::Value = serde_json::from_str(&all[1].data).expect("data is JSON");
+    assert_eq!(data, serde_json::json!({"n": "A2"}));
+    let registered = s
+        .app_events_since(
+            0,
+            0,
+            &AppEventFilter {
+                kinds: vec![K::Registered, K::Suspended],
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("by kind");
+    assert_eq!(
+        registered.iter().map(|e| e.kind).collect::<Vec<_>>(),
+        vec![K::Registered, K::Registered, K::Suspended]
+    );
+    let valve = s
+        .app_events_since(
+            1,
+            1,
+            &AppEventFilter {
+                model: Some("valve".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("by model, one");
+    assert_eq!(valve.len(), 1);
+    assert_eq!(valve[0].client_id.as_deref(), Some("B1"));
+    let a1 = s
+        .app_events_since(
+            0,
+            0,
+            &AppEventFilter {
+                client_id: Some("A1".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("by device");
+    assert_eq!(a1.len(), 3);
+    assert_eq!(s.app_events_head().await.expect("head"), 6);
+}
+
+both!(app_events_append_in_order_and_filter);

@@ -59,6 +59,9 @@ impl<S: ServerSide> Engine<S> {
             reason: Some(format!("{reason} (relayed by {gateway})")),
             refusal: Some(reason.name().to_string()),
             broker: self.config.broker_name.clone(),
+            auth: None,
+            serial: None,
+            sw_version: None,
         }));
     }
 
@@ -77,6 +80,9 @@ impl<S: ServerSide> Engine<S> {
             reason: refusal.map(Refusal::to_string),
             refusal: refusal.map(|r| r.name().to_string()),
             broker: self.config.broker_name.clone(),
+            auth: None,
+            serial: None,
+            sw_version: None,
         }));
     }
 

@@ -392,6 +392,8 @@ async fn post_events(ctx: &Ctx, pending: &mut Pending) {
                 .filter_map(|k| pending.sensors.get(k))
                 .map(sensor_report)
                 .collect(),
+            counters: Vec::new(),
+            broker: None,
         };
         let res = ctx
             .http

@@ -34,6 +34,63 @@ pub struct ConnectionEvent {
     /// Broker name, when the broker knows it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub broker: Option<String>,
+    /// For connects: how the connection authenticated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<AuthMethod>,
+    /// For connects: serial (lowercase hex) of the certificate the connection authenticated
+    /// with (DEVID-1 full exchange or mutual TLS; for resumption, the certificate the ticket
+    /// was issued for).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial: Option<String>,
+    /// For connects: the software version the device reported in its CONNECT (user property
+    /// `devid-sw`), at most 64 printable ASCII characters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sw_version: Option<String>,
+}
+
+named_enum! {
+    /// How a connection authenticated.
+    pub enum AuthMethod {
+        /// DEVID-1 full exchange (certificate, ECDH, signatures).
+        Devid1 = "devid1",
+        /// DEVID-1 resumption (ticket).
+        Resumption = "resumption",
+        /// Mutual TLS on the broker's listener.
+        MutualTls = "mtls",
+    }
+}
+
+/// What a device did on one broker since that broker's previous batch: counters, never one
+/// report per message.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct DeviceCounters {
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::ClientId))]
+    pub client_id: String,
+    /// PUBLISHes accepted from the device since the previous batch.
+    pub published: u64,
+    /// PUBLISHes refused (ACL, message authentication) since the previous batch.
+    pub refused: u64,
+}
+
+/// Who sent a batch, sent with every batch (a broker posts at least one batch every 10 s,
+/// empty if need be, so the service knows it is alive).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct BrokerHeartbeat {
+    /// The broker's name (plugin option `broker_name`, else the host name).
+    pub name: String,
+    /// When this broker process started (RFC 3339): connections it reported before are gone.
+    #[cfg_attr(feature = "openapi", schema(format = DateTime))]
+    pub started_at: String,
+    /// The plugin's `max_staleness` in seconds.
+    pub max_staleness: u64,
+    /// The newest feed seq the broker has applied.
+    pub feed_seq: i64,
+    /// Connections the plugin authenticated that are open now.
+    pub connected: u64,
 }
 
 /// `POST /v1/events` (broker role), at most 1,000 events and
@@ -48,6 +105,12 @@ pub struct EventBatch {
     /// per sensor and gateway.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sensors: Vec<super::SensorReport>,
+    /// Per-device PUBLISH counters since the previous batch, at most one entry per ClientID.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub counters: Vec<DeviceCounters>,
+    /// The sending broker (absent from brokers older than this field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broker: Option<BrokerHeartbeat>,
 }
 
 /// `POST /v1/brokers` (admin): enrol a broker. The key is made where the broker runs; the CSR

@@ -13,6 +13,9 @@ named_enum! {
         Broker = "broker",
         /// Reads everything, changes nothing.
         Auditor = "auditor",
+        /// An application beside the fleet: reads events, devices and fleet health, nothing
+        /// else.
+        App = "app",
     }
 }
 

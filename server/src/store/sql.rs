@@ -329,6 +329,8 @@ pub enum Lock {
     Bootstrap,
     /// Changes of which gateway relays which sensors.
     Attachments,
+    /// Appends to the events for applications: seq order is commit order.
+    AppEvents,
 }
 
 impl Tx {
@@ -354,11 +356,13 @@ impl Tx {
         const FEED: i64 = 0x6465_7669_6401;
         const BOOTSTRAP: i64 = 0x6465_7669_6402;
         const ATTACHMENTS: i64 = 0x6465_7669_6403;
+        const APP_EVENTS: i64 = 0x6465_7669_6404;
         if self.dialect() == Dialect::Postgres {
             let key = match lock {
                 Lock::Feed => FEED,
                 Lock::Bootstrap => BOOTSTRAP,
                 Lock::Attachments => ATTACHMENTS,
+                Lock::AppEvents => APP_EVENTS,
             };
             Stmt::new("SELECT pg_advisory_xact_lock($1)")
                 .bind(key)

@@ -2,7 +2,8 @@
 //! row is read (`#[sqlx(try_from = "Stored")]` on a field of a `FromRow` type).
 
 use devid_core::api::{
-    CertState, DeviceKind, DeviceState, RevocationAction, RevocationReason, RevocationScope, Role,
+    AppEventKind, CertState, DeviceKind, DeviceState, RevocationAction, RevocationReason,
+    RevocationScope, Role,
 };
 
 /// A `NOT NULL` text column, parsed into its type as the row is read (`try_from`).
@@ -61,6 +62,7 @@ stored_name!(
     Role => "role",
     RevocationScope => "feed scope",
     RevocationAction => "feed action",
+    AppEventKind => "event kind",
 );
 
 /// A JSON list of strings (feed serials).

@@ -1,0 +1,154 @@
+//! The events for applications: appended inside the transaction of the change they report
+//! (one statement per call, whatever the number of events), read in pages by the event stream,
+//! the event pages, device timelines and webhook delivery.
+
+use devid_core::api::AppEventKind;
+use sqlx::FromRow;
+
+use super::sql::{Lock, Stmt, Tx};
+use super::stored::Stored;
+use super::{clamp_limit, Store, StoreError};
+
+/// PostgreSQL NOTIFY channel carrying the newest seq after each append.
+pub const APP_EVENTS_CHANNEL: &str = "devid_app_events";
+
+/// An event to append.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct NewAppEvent {
+    pub kind: AppEventKind,
+    /// Unix seconds.
+    pub at: i64,
+    pub client_id: Option<String>,
+    pub model: Option<String>,
+    /// A JSON object: the kind's own fields.
+    pub data: serde_json::Value,
+}
+
+/// A stored event.
+#[derive(Debug, Clone, FromRow)]
+pub struct AppEventRow {
+    pub seq: i64,
+    pub at: i64,
+    #[sqlx(try_from = "Stored")]
+    pub kind: AppEventKind,
+    pub client_id: Option<String>,
+    pub model: Option<String>,
+    /// JSON object text.
+    pub data: String,
+}
+
+/// Which events a reader wants; empty `kinds` means every kind.
+#[derive(Debug, Clone, Default)]
+pub struct AppEventFilter {
+    pub kinds: Vec<AppEventKind>,
+    pub model: Option<String>,
+    pub client_id: Option<String>,
+}
+
+/// The wire form of `events` for the one INSERT: a JSON array of objects.
+fn rows_json(events: &[NewAppEvent]) -> String {
+    serde_json::Value::Array(
+        events
+            .iter()
+            .map(|e| {
+                serde_json::json!({
+                    "at": e.at,
+                    "kind": e.kind.as_str(),
+                    "client_id": e.client_id,
+                    "model": e.model,
+                    "data": e.data,
+                })
+            })
+            .collect(),
+    )
+    .to_string()
+}
+
+/// Appends `events` in order under the app-events lock (seq = max + 1, + 2, ...: commit order
+/// on both backends), with a NOTIFY of the new head in the same transaction. Returns the seq of
+/// the last one (0 when `events` is empty: nothing is written).
+pub(crate) async fn append_app_events(
+    tx: &mut Tx,
+    events: &[NewAppEvent],
+) -> Result<i64, StoreError> {
+    if events.is_empty() {
+        return Ok(0);
+    }
+    tx.lock(Lock::AppEvents).await?;
+    let sql = if tx.dialect() == super::sql::Dialect::Postgres {
+        "INSERT INTO app_events (seq, at, kind, client_id, model, data) \
+         SELECT (SELECT COALESCE(MAX(seq), 0) FROM app_events) + j.ord, (j.v->>'at')::bigint, \
+         j.v->>'kind', j.v->>'client_id', j.v->>'model', (j.v->'data')::text \
+         FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS j(v, ord) \
+         RETURNING seq"
+    } else {
+        "INSERT INTO app_events (seq, at, kind, client_id, model, data) \
+         SELECT (SELECT COALESCE(MAX(seq), 0) FROM app_events) + j.key + 1, \
+         json_extract(j.value, '$.at'), json_extract(j.value, '$.kind'), \
+         json_extract(j.value, '$.client_id'), json_extract(j.value, '$.model'), \
+         json_extract(j.value, '$.data') FROM json_each($1) AS j \
+         RETURNING seq"
+    };
+    let rows = rows_json(events);
+    let seqs: Vec<(i64,)> = Stmt::new(sql)
+        .bind(rows.as_str())
+        .fetch_all(&mut *tx)
+        .await?;
+    let last = seqs.iter().map(|s| s.0).max().unwrap_or(0);
+    tx.notify(APP_EVENTS_CHANNEL, &last.to_string()).await?;
+    Ok(last)
+}
+
+impl Store {
+    /// Appends `events` in one transaction of their own (for events that report no change of
+    /// the store's, such as a broker's connects).
+    pub async fn append_app_events(&self, events: &[NewAppEvent]) -> Result<i64, StoreError> {
+        if events.is_empty() {
+            return Ok(0);
+        }
+        let mut tx = self.pools.begin_write().await?;
+        let last = append_app_events(&mut tx, events).await?;
+        tx.commit().await?;
+        Ok(last)
+    }
+
+    /// Events with seq > `since` that pass `filter`, oldest first, at most `limit` (0 means
+    /// 100; capped at 10,000).
+    pub async fn app_events_since(
+        &self,
+        since: i64,
+        limit: u32,
+        filter: &AppEventFilter,
+    ) -> Result<Vec<AppEventRow>, StoreError> {
+        let kinds: Vec<&str> = filter.kinds.iter().map(|k| k.as_str()).collect();
+        let kinds = serde_json::to_string(&kinds).unwrap_or_else(|_| "[]".into());
+        let in_kinds = if self.is_postgres() {
+            "kind IN (SELECT jsonb_array_elements_text($2::jsonb))"
+        } else {
+            "kind IN (SELECT value FROM json_each($2))"
+        };
+        let sql = format!(
+            "SELECT seq, at, kind, client_id, model, data FROM app_events \
+             WHERE seq > $1 AND ($3 = 0 OR {in_kinds}) \
+             AND ($4 = '' OR model = $4) AND ($5 = '' OR client_id = $5) \
+             ORDER BY seq LIMIT $6"
+        );
+        Ok(Stmt::new(sql)
+            .bind(since)
+            .bind(kinds.as_str())
+            .bind(filter.kinds.len() as i64)
+            .bind(filter.model.as_deref().unwrap_or(""))
+            .bind(filter.client_id.as_deref().unwrap_or(""))
+            .bind(clamp_limit(limit))
+            .fetch_all(&mut self.pools.read().await?)
+            .await?)
+    }
+
+    /// The newest seq (0 when there is none).
+    pub async fn app_events_head(&self) -> Result<i64, StoreError> {
+        let (head,): (i64,) = Stmt::new("SELECT COALESCE(MAX(seq), 0) FROM app_events")
+            .fetch_one(&mut self.pools.read().await?)
+            .await?;
+        Ok(head)
+    }
+}
