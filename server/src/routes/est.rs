@@ -117,6 +117,17 @@ pub enum Kind {
     Reenroll,
 }
 
+/// An enrollment route's whole body: read the request, then [`enroll`].
+async fn enroll_request(
+    state: AppState,
+    req: axum::extract::Request,
+    label: Option<String>,
+    kind: Kind,
+) -> Result<Response, EstError> {
+    let (parts, body) = split(req, &state).await?;
+    enroll(state, parts.extensions, parts.headers, label, body, kind).await
+}
+
 async fn enroll(
     state: AppState,
     ext: axum::http::Extensions,
@@ -300,16 +311,7 @@ async fn simpleenroll(
     State(state): State<AppState>,
     req: axum::extract::Request,
 ) -> Result<Response, EstError> {
-    let (parts, body) = split(req, &state).await?;
-    enroll(
-        state,
-        parts.extensions,
-        parts.headers,
-        None,
-        body,
-        Kind::Enroll,
-    )
-    .await
+    enroll_request(state, req, None, Kind::Enroll).await
 }
 
 /// [`simpleenroll`] for the model named by the label.
@@ -330,16 +332,7 @@ async fn simpleenroll_labeled(
     Path(label): Path<String>,
     req: axum::extract::Request,
 ) -> Result<Response, EstError> {
-    let (parts, body) = split(req, &state).await?;
-    enroll(
-        state,
-        parts.extensions,
-        parts.headers,
-        Some(label),
-        body,
-        Kind::Enroll,
-    )
-    .await
+    enroll_request(state, req, Some(label), Kind::Enroll).await
 }
 
 /// Re-enroll with the current certificate (TLS client certificate): the CSR's subject and
@@ -360,16 +353,7 @@ async fn simplereenroll(
     State(state): State<AppState>,
     req: axum::extract::Request,
 ) -> Result<Response, EstError> {
-    let (parts, body) = split(req, &state).await?;
-    enroll(
-        state,
-        parts.extensions,
-        parts.headers,
-        None,
-        body,
-        Kind::Reenroll,
-    )
-    .await
+    enroll_request(state, req, None, Kind::Reenroll).await
 }
 
 /// [`simplereenroll`] under a label.
@@ -390,16 +374,7 @@ async fn simplereenroll_labeled(
     Path(label): Path<String>,
     req: axum::extract::Request,
 ) -> Result<Response, EstError> {
-    let (parts, body) = split(req, &state).await?;
-    enroll(
-        state,
-        parts.extensions,
-        parts.headers,
-        Some(label),
-        body,
-        Kind::Reenroll,
-    )
-    .await
+    enroll_request(state, req, Some(label), Kind::Reenroll).await
 }
 
 /// Server-side key generation (RFC 7030 section 4.4): `multipart/mixed` with a PKCS#8 key made
