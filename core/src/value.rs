@@ -176,7 +176,7 @@ mod tests {
         let e = "root".parse::<Role>().expect_err("unknown");
         assert_eq!(
             e.to_string(),
-            "unknown variant `root`, expected one of `admin`, `factory`, `broker`, `auditor`"
+            "unknown variant `root`, expected one of `admin`, `factory`, `broker`, `auditor`, `app`"
         );
         let e = serde_json::from_str::<Role>("\"root\"").expect_err("unknown");
         assert!(e.to_string().starts_with("unknown variant `root`"), "{e}");
