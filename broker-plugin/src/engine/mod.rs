@@ -26,7 +26,9 @@
 //!   gateway, the checks, per-sensor replay windows and counts;
 //! - `renewal`: renewal over MQTT (`$CONTROL/devid/renew/v1`): requests handed to the service
 //!   thread, replies addressed to the requesting client;
-//! - `report`: log lines for the broker and connection events for the service.
+//! - `report`: log lines for the broker and connection events for the service;
+//! - `counters`: per-device PUBLISH counts (accepted, refused), kept in each connection's
+//!   state and handed to the service thread at most once a second.
 
 #![deny(unsafe_code)]
 

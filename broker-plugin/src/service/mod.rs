@@ -9,8 +9,9 @@
 //! - device status: fetch `GET /v1/devices/{id}/status` when the broker thread asks.
 //! - sensor keys: fetch `GET /v1/devices/{gateway}/sensors/keys` when the broker thread asks
 //!   (a device authenticated, or the feed changed its sensors).
-//! - events: batch connection events and per-sensor counts and `POST /v1/events` them about
-//!   once a second; each sensor report also updates the persisted highest accepted seqs
+//! - events: batch connection events, per-sensor counts and per-device PUBLISH counters and
+//!   `POST /v1/events` them about once a second, each batch with the broker's heartbeat, and at
+//!   least every 10 s even when nothing happened; each sensor report also updates the persisted highest accepted seqs
 //!   (`sensors.json` in `state_dir`, one atomic write per report, never per message).
 
 #![deny(unsafe_code)]
