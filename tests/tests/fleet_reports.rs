@@ -1,7 +1,8 @@
 //! What a broker tells the service about its devices' health, seen on the wire: Mosquitto with
 //! the plugin posts its event batches through [`ServiceProxy`], which records them (and answers
 //! 202 itself), while the devid-agent binary connects with DEVID-1, resumes, connects with
-//! mutual TLS, publishes allowed and refused messages and disconnects. The service's side of
+//! mutual TLS, publishes allowed and refused messages and disconnects (and the tests' device
+//! client reports a software version that breaks the rule). The service's side of
 //! fleet health is not involved: the assertions are about the batches alone, so this runs on
 //! SQLite only.
 
@@ -126,8 +127,19 @@ async fn batches_carry_connects_counters_disconnects_and_the_heartbeat() {
     );
     let o = agent(dir.path(), &tls_addr, &["connect", "--mtls"]);
     assert!(o.status.success(), "{}", text(&o));
+    // A version that breaks the rule (not ASCII) is left out of the report, never refused.
+    let mut auth = authenticator(&dev, &service.root_der(), Tamper::None);
+    let mut conn = devid_device::open(&addr, &devid_device::Transport::Tcp)
+        .await
+        .expect("open");
+    let mut opts = devid_device::ConnectOptions::new(dev.client_id.clone());
+    opts.username = Some("devid-sw=caf\u{e9}".into());
+    devid_device::handshake(&mut conn, &opts, Some(&mut auth))
+        .await
+        .expect("admitted");
+    drop(conn);
 
-    // Four connections, four disconnects; one accepted and one refused PUBLISH.
+    // Five connections, five disconnects; one accepted and one refused PUBLISH.
     let mut batches = Vec::new();
     let done = eventually(Duration::from_secs(20), || {
         batches = proxy.batches();
@@ -136,7 +148,7 @@ async fn batches_carry_connects_counters_disconnects_and_the_heartbeat() {
             .filter(|e| e["kind"] == "disconnect" && e["client_id"] == dev.client_id.as_str())
             .count();
         let (published, refused, _) = counted(&batches, &dev.client_id);
-        disconnects >= 4 && published >= 1 && refused >= 1
+        disconnects >= 5 && published >= 1 && refused >= 1
     })
     .await;
     assert!(done, "batches: {batches:#?}\n{}", broker.log());
@@ -152,13 +164,23 @@ async fn batches_carry_connects_counters_disconnects_and_the_heartbeat() {
         .collect();
     assert_eq!(
         how,
-        ["devid1", "resumption", "resumption", "mtls"],
+        ["devid1", "resumption", "resumption", "mtls", "devid1"],
         "{mine:#?}"
     );
-    for e in &connects {
+    assert!(connects[4].get("sw_version").is_none(), "{mine:#?}");
+    assert!(
+        broker.log().contains(
+            "reported a software version that has U+00E9 at position 4; only printable ASCII"
+        ),
+        "{}",
+        broker.log()
+    );
+    for (i, e) in connects.iter().enumerate() {
         let serial = devid_core::protocol::normalize_serial_hex(&dev.serial).expect("hex");
         assert_eq!(e["serial"], serial.as_str(), "{e}");
-        assert_eq!(e["sw_version"], SW, "{e}");
+        if i < 4 {
+            assert_eq!(e["sw_version"], SW, "{e}");
+        }
         assert_eq!(e["broker"], BROKER, "{e}");
         assert!(
             e["address"]
