@@ -7,7 +7,9 @@
 //! nothing counted is lost, up to [`MAX_PENDING`] ClientIDs.
 //!
 //! A gateway's relayed sensor readings are not counted here: they are the sensors' and leave
-//! in the sensor reports.
+//! in the sensor reports. Mosquitto checks a Will against the ACL when it sends it (no MESSAGE
+//! event): a Will refused while the connection is still known counts as refused, one sent is
+//! not counted.
 
 #![deny(unsafe_code)]
 
