@@ -50,7 +50,7 @@ pub struct Config {
     pub max_staleness: Duration,
     /// How long a DEVID-1 exchange may take from CONNECT to the last AUTH.
     pub auth_timeout: Duration,
-    /// A name for events (`broker` field); defaults to the broker certificate's subject if unset.
+    /// A name for events and the heartbeat (`broker` fields); the host name when unset.
     pub broker_name: Option<String>,
     /// Ticket keys (the file's text, checked at start): enables resumption and tickets.
     pub ticket_keys: Option<String>,

@@ -81,7 +81,11 @@ impl Plugin {
         opts: &[(String, String)],
     ) -> Result<Plugin, InitError> {
         let instance = Instance::claim()?;
-        let config = config::Config::from_options(opts)?;
+        let mut config = config::Config::from_options(opts)?;
+        // Every event and heartbeat names the broker: its option, else the host name.
+        if config.broker_name.is_none() {
+            config.broker_name = Some(crate::ffi::host_name());
+        }
         let server = devid1::Devid1Server::new(&config)?;
         // A cache that cannot be read is not trusted at all: start empty and forget the contact
         // time, so every device is refused until the feed has caught up from the beginning.
@@ -123,6 +127,7 @@ impl Plugin {
         let shared = Arc::new(Mutex::new(Shared {
             revocations: cached.unwrap_or_default(),
             last_contact: contact,
+            connected: 0,
         }));
         let handle = service::start(config.clone(), shared.clone(), counters.clone())?;
         let engine = Engine::new(config, server, shared, Some(handle.to_service.clone()))
@@ -175,6 +180,7 @@ impl Plugin {
         // service thread ends.
         if let Ok(mut e) = self.engine.try_borrow_mut() {
             e.report_sensors(true);
+            e.report_counters(true);
         }
         self.service.borrow_mut().stop();
         // Lines the service thread produced while stopping.

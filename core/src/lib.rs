@@ -3,9 +3,10 @@
 //! Always present:
 //! - [`clientid`]: the ClientID rules (charset, length, per-model prefix, check character).
 //! - [`ldevid`]: the LDevID settings of a model and the mark of an LDevID.
-//! - [`hwserial`], [`model`], [`cidr`], [`duration`], [`topic`], [`dnsname`], [`message_auth`]:
-//!   the value types with rules ([`HardwareSerial`], [`ModelName`], [`Cidr`], [`HumanDuration`],
-//!   [`TopicName`], [`TopicFilter`], [`DnsName`], [`MessageAuth`]), parsed once and used by
+//! - [`hwserial`], [`model`], [`cidr`], [`duration`], [`topic`], [`dnsname`], [`message_auth`],
+//!   [`swversion`]: the value types with rules ([`HardwareSerial`], [`ModelName`], [`Cidr`],
+//!   [`HumanDuration`], [`TopicName`], [`TopicFilter`], [`DnsName`], [`MessageAuth`],
+//!   [`SwVersion`]), parsed once and used by
 //!   server, plugin, CLI and device alike.
 //!
 //! Behind features, so that each dependent links only what it uses (all three are default):
@@ -44,6 +45,7 @@ pub mod profile;
 pub mod protocol;
 #[cfg(feature = "api")]
 pub mod sse;
+pub mod swversion;
 pub mod topic;
 
 pub use cidr::Cidr;
@@ -54,5 +56,6 @@ pub use hwserial::HardwareSerial;
 pub use ldevid::{ConnectWith, LdevidValidity, RenewalGrace};
 pub use message_auth::MessageAuth;
 pub use model::ModelName;
+pub use swversion::SwVersion;
 pub use topic::{TopicFilter, TopicName};
 pub use value::UnknownName;

@@ -1,6 +1,7 @@
 //! A framed MQTT v5 connection over any byte stream (TCP, TLS), and the CONNECT exchange
 //! including enhanced authentication (CONNECT / AUTH 0x18 ... / CONNACK).
 
+use devid_core::SwVersion;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -164,6 +165,9 @@ impl Connection {
     }
 }
 
+/// The CONNECT user property that carries the device's software version.
+pub const SW_VERSION_PROPERTY: &str = "devid-sw";
+
 /// What the CONNECT carries besides authentication.
 #[derive(Debug, Clone)]
 pub struct ConnectOptions {
@@ -172,6 +176,10 @@ pub struct ConnectOptions {
     pub clean_start: bool,
     pub session_expiry: u32,
     pub username: Option<String>,
+    /// The device's software version, reported in CONNECT (`docs/protocol.md`, "Software
+    /// version"): the user property `devid-sw`, and the User Name `devid-sw=<version>` when no
+    /// `username` is set (Mosquitto 2.0 shows its plugins the User Name, not the properties).
+    pub sw_version: Option<SwVersion>,
     /// Advertised as our Maximum Packet Size and enforced on incoming packets.
     pub max_packet_size: u32,
     /// Bound on the whole CONNECT ... CONNACK exchange.
@@ -186,6 +194,7 @@ impl ConnectOptions {
             clean_start: true,
             session_expiry: 0,
             username: None,
+            sw_version: None,
             max_packet_size: DEFAULT_MAX_PACKET_SIZE,
             connect_timeout: Duration::from_secs(10),
         }
@@ -220,6 +229,14 @@ pub async fn handshake<A: Authenticator>(
         if opts.max_packet_size != DEFAULT_MAX_PACKET_SIZE {
             properties.push(Property::MaximumPacketSize(opts.max_packet_size));
         }
+        let mut username = opts.username.clone();
+        if let Some(v) = &opts.sw_version {
+            properties.push(Property::UserProperty(
+                SW_VERSION_PROPERTY.into(),
+                v.as_str().into(),
+            ));
+            username.get_or_insert_with(|| format!("{SW_VERSION_PROPERTY}={v}"));
+        }
         if let Some(a) = auth.as_deref_mut() {
             let data = a.start()?;
             properties.push(Property::AuthenticationMethod(a.method().to_owned()));
@@ -231,7 +248,7 @@ pub async fn handshake<A: Authenticator>(
             keep_alive: opts.keep_alive,
             properties,
             will: None,
-            username: opts.username.clone(),
+            username,
             password: None,
         }))
         .await?;
@@ -329,5 +346,56 @@ impl Authenticator for NoAuth {
     }
     fn finish(&mut self, _: &[u8]) -> Result<(), AuthError> {
         match *self {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the CONNECT of `opts` looks like to a broker.
+    async fn connect_packet(opts: ConnectOptions) -> Connect {
+        let (a, b) = tokio::io::duplex(4096);
+        let mut device = Connection::new(a);
+        let mut broker = Connection::new(b);
+        let client = tokio::spawn(async move {
+            handshake::<NoAuth>(&mut device, &opts, None)
+                .await
+                .map(|_| ())
+        });
+        let Ok(Some(Packet::Connect(c))) = broker.recv().await else {
+            panic!("no CONNECT");
+        };
+        broker
+            .send(&Packet::ConnAck(ConnAck {
+                session_present: false,
+                reason: ReasonCode::SUCCESS,
+                properties: Properties::new(),
+            }))
+            .await
+            .expect("CONNACK");
+        client.await.expect("task").expect("connected");
+        c
+    }
+
+    #[tokio::test]
+    async fn the_software_version_goes_in_a_user_property_and_the_user_name() {
+        let mut opts = ConnectOptions::new("dev1");
+        opts.sw_version = Some(SwVersion::parse("fw 1.2.3").expect("version"));
+        let c = connect_packet(opts.clone()).await;
+        assert_eq!(
+            c.properties.user_properties().collect::<Vec<_>>(),
+            vec![("devid-sw", "fw 1.2.3")]
+        );
+        assert_eq!(c.username.as_deref(), Some("devid-sw=fw 1.2.3"));
+        // A User Name of the application's own is kept; the property still says the version.
+        opts.username = Some("app".into());
+        let c = connect_packet(opts.clone()).await;
+        assert_eq!(c.username.as_deref(), Some("app"));
+        assert_eq!(c.properties.user_properties().count(), 1);
+        // Without a version: neither.
+        let c = connect_packet(ConnectOptions::new("dev1")).await;
+        assert_eq!(c.username, None);
+        assert_eq!(c.properties.user_properties().count(), 0);
     }
 }

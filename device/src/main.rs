@@ -130,6 +130,10 @@ pub(crate) struct Common {
     /// Keep-alive in seconds.
     #[arg(long, default_value_t = 60)]
     keep_alive: u16,
+    /// The device's software version, reported in CONNECT (`devid-sw`) for fleet health: 1 to
+    /// 64 printable ASCII characters.
+    #[arg(long)]
+    sw_version: Option<devid_core::SwVersion>,
     /// Never resume with a stored ticket (always a full handshake).
     #[arg(long)]
     no_resume: bool,
@@ -287,6 +291,7 @@ pub(crate) async fn connect(s: &Setup, rotation: Rotation) -> Result<Client, Fai
         .unwrap_or_else(|| s.creds.client_id.clone());
     let mut opts = ConnectOptions::new(client_id);
     opts.keep_alive = c.keep_alive;
+    opts.sw_version = c.sw_version.clone();
     match &s.config {
         None => {
             let (client, connected) = connect_plain(&c.broker, &s.transport, &opts)

@@ -2,7 +2,8 @@
 //! goes to the real devid-server (feed, SSE stream, statuses), except the sensor keys of a
 //! gateway (`GET /v1/devices/{gateway}/sensors/keys`, answered from the test's table, with each
 //! sensor's `seq_floor` the highest seq the brokers reported) and the event batches
-//! (`POST /v1/events`, recorded). The plugin's side of DEVID-S1 is tested through it apart from
+//! (`POST /v1/events`, their bodies recorded and answered 202). The plugin's side of DEVID-S1
+//! and of fleet health (connection events, counters, heartbeat) is tested through it apart from
 //! the service's.
 //!
 //! A minimal HTTP/1.1 server: one request per connection (`Connection: close`), bodies by
@@ -74,6 +75,11 @@ impl ServiceProxy {
     /// that never heard of the sensor), so a broker's window comes from its own counters.
     pub fn forget_reports(&self) {
         lock(&self.state).batches.clear();
+    }
+
+    /// Every event batch (`POST /v1/events` body) received so far, in order.
+    pub fn batches(&self) -> Vec<Value> {
+        lock(&self.state).batches.clone()
     }
 
     /// The `sensors` parts of every event batch received so far, in order.

@@ -12,7 +12,7 @@ use devid_core::api::{ConnectionEventKind, TopicPolicy};
 use devid_core::protocol::renewal::{RENEW_RESPONSE_TOPIC, RENEW_TOPIC};
 
 use super::sensor::{parse_claim, Claim};
-use super::{Conn, ConnKey, Engine, MessageCheck, MessageVerdict, ServerSide, Via};
+use super::{Authenticated, Conn, ConnKey, Engine, MessageCheck, MessageVerdict, ServerSide, Via};
 use crate::policy::{Access, Expanded};
 use crate::refusal::{MessageRefusal, Refusal, SensorRefusal};
 use crate::service::{lock, LogLevel};
@@ -23,6 +23,15 @@ impl<S: ServerSide> Engine<S> {
         let Some(Conn::Authenticated(a)) = self.conns.get(&key) else {
             return false;
         };
+        let allowed = self.authenticated_acl(a, access, topic);
+        // A PUBLISH refused here never reaches MESSAGE: count it now.
+        if access == Access::Publish && !allowed {
+            a.counts.refused();
+        }
+        allowed
+    }
+
+    fn authenticated_acl(&self, a: &Authenticated<S>, access: Access, topic: &str) -> bool {
         if a.denied {
             return false;
         }
@@ -75,6 +84,7 @@ impl<S: ServerSide> Engine<S> {
                 return MessageVerdict::Refuse;
             };
             if a.denied {
+                a.counts.refused();
                 return MessageVerdict::Refuse;
             }
             // The ACL let this through for the sensors' sake only: not the gateway's own topic.
@@ -123,6 +133,7 @@ impl<S: ServerSide> Engine<S> {
         match outcome {
             Ok(v) => {
                 a.refused_in_row = 0;
+                a.counts.published();
                 v
             }
             Err(reason) => self.refuse_message(key, topic, reason),
@@ -142,6 +153,7 @@ impl<S: ServerSide> Engine<S> {
             return MessageVerdict::Refuse;
         };
         a.refused_in_row += 1;
+        a.counts.refused();
         let n = a.refused_in_row;
         let address = a.address.clone();
         let cid = a.identity.client_id.clone();

@@ -7,10 +7,10 @@
 
 use std::time::Duration;
 
-use devid_core::api::ConnectionEventKind;
 use devid_core::protocol::PkOps;
-use devid_core::ConnectWith;
+use devid_core::{ConnectWith, SwVersion};
 
+use super::counters::ConnCounts;
 use super::guard::source_group;
 use super::{AuthOutcome, Authenticated, Conn, ConnKey, Engine, ServerSide, Verified, Via, METHOD};
 use crate::cidr;
@@ -25,6 +25,23 @@ const MAX_CERT_KINDS: usize = 100_000;
 
 /// Within this long after start, no TICK yet is normal.
 const TICK_GRACE: Duration = Duration::from_secs(3);
+
+/// A first or re-authentication exchange awaiting its ClientFinish: when it started, who, the
+/// server half's state, and the software version its CONNECT reported.
+type Handshake<S> = (
+    std::time::Instant,
+    Verified,
+    <S as ServerSide>::Pending,
+    Option<SwVersion>,
+);
+
+/// How a connection is admitted beyond its identity.
+struct Admission {
+    /// For a re-authentication: what the connection counted so far (no new connect event).
+    reauth: Option<ConnCounts>,
+    /// The software version its CONNECT reported.
+    sw_version: Option<SwVersion>,
+}
 
 impl<S: ServerSide> Engine<S> {
     /// Checks that must hold before any device is admitted: TICK works, state is fresh.
@@ -108,15 +125,41 @@ impl<S: ServerSide> Engine<S> {
         client_id: Option<&str>,
         address: Option<&str>,
     ) -> AuthOutcome {
+        let sw_version = self.connecting.take();
         if method != Some(METHOD) {
             return AuthOutcome::Defer;
         }
-        let cid = client_id.unwrap_or("");
         // A re-authentication keeps the live identity aside; a failed one ends the connection.
-        let previous = match self.take(key) {
+        let mut previous = match self.take(key) {
             Some(Conn::Authenticated(a)) => Some(a),
             _ => None,
         };
+        let outcome = self.start_exchange(
+            key,
+            data,
+            client_id.unwrap_or(""),
+            address,
+            &mut previous,
+            sw_version,
+        );
+        // Still here: the re-authentication failed, and the connection it had ends.
+        if let Some(p) = previous {
+            self.ended(*p);
+        }
+        outcome
+    }
+
+    /// [`Self::auth_start`] for DEVID-1: the first message of a full exchange or a
+    /// resumption. `previous` is taken into the handshake when it goes on.
+    fn start_exchange(
+        &mut self,
+        key: ConnKey,
+        data: &[u8],
+        cid: &str,
+        address: Option<&str>,
+        previous: &mut Option<Box<Authenticated<S>>>,
+        sw_version: Option<SwVersion>,
+    ) -> AuthOutcome {
         if let Err(reason) = self.gate() {
             return self.refuse(cid, address, reason);
         }
@@ -148,7 +191,7 @@ impl<S: ServerSide> Engine<S> {
             return self.refuse(cid, address, Refusal::ClientIdMismatch);
         }
         self.certificate_kind(&mut identity);
-        if let Some(p) = &previous {
+        if let Some(p) = previous {
             if p.identity.client_id != identity.client_id {
                 return self.refuse(cid, address, Refusal::ReauthOtherIdentity);
             }
@@ -166,7 +209,8 @@ impl<S: ServerSide> Engine<S> {
                         address: address.map(str::to_string),
                         identity,
                         pending,
-                        previous,
+                        previous: previous.take(),
+                        sw_version,
                     },
                 );
                 AuthOutcome::Continue(server_hello)
@@ -187,18 +231,45 @@ impl<S: ServerSide> Engine<S> {
         let Some(conn) = self.take(key) else {
             return self.refuse(&cid, address, Refusal::NoExchange);
         };
-        let (started, identity, pending, previous) = match conn {
+        let (started, identity, pending, mut previous, sw_version) = match conn {
             Conn::Handshaking {
                 started,
                 identity,
                 pending,
                 previous,
+                sw_version,
                 ..
-            } => (started, identity, pending, previous),
+            } => (started, identity, pending, previous, sw_version),
             Conn::Authenticated(_) => {
                 return self.refuse(&cid, address, Refusal::AuthAfterSuccess);
             }
         };
+        let outcome = self.finish_exchange(
+            key,
+            (started, identity, pending, sw_version),
+            data,
+            &cid,
+            address,
+            &mut previous,
+        );
+        // Still here: the re-authentication failed, and the connection it had ends.
+        if let Some(p) = previous {
+            self.ended(*p);
+        }
+        outcome
+    }
+
+    /// [`Self::auth_continue`] for a handshake in progress.
+    fn finish_exchange(
+        &mut self,
+        key: ConnKey,
+        (started, identity, pending, sw_version): Handshake<S>,
+        data: &[u8],
+        cid: &str,
+        address: Option<&str>,
+        previous: &mut Option<Box<Authenticated<S>>>,
+    ) -> AuthOutcome {
+        let cid = cid.to_string();
         if started.elapsed() > self.config.auth_timeout {
             return self.refuse(&cid, address, Refusal::TimedOut);
         }
@@ -209,14 +280,15 @@ impl<S: ServerSide> Engine<S> {
         let now = state::unix_now();
         match self.server.finish(pending, data, now) {
             Ok((keys, server_finish, pk_ops)) => {
-                let reauth = previous.is_some();
+                // A re-authentication goes on counting where the connection was.
+                let reauth = previous.take().map(|p| p.counts);
                 self.admit(
                     key,
                     identity,
                     Some((keys, pk_ops)),
                     Via::Devid1,
                     address,
-                    reauth,
+                    Admission { reauth, sw_version },
                 );
                 AuthOutcome::Success(server_finish)
             }
@@ -231,8 +303,9 @@ impl<S: ServerSide> Engine<S> {
         keys: Option<(S::Keys, PkOps)>,
         via: Via,
         address: Option<&str>,
-        reauth: bool,
+        admission: Admission,
     ) {
+        let Admission { reauth, sw_version } = admission;
         let cid = identity.client_id.clone();
         let (keys, pk_ops) = match keys {
             Some((k, ops)) => (Some(k), format!("; pk_ops={ops}")),
@@ -242,7 +315,7 @@ impl<S: ServerSide> Engine<S> {
             LogLevel::Info,
             format!(
                 "devid: {} client {cid} (serial {}) from {} via {}{pk_ops}",
-                if reauth {
+                if reauth.is_some() {
                     "re-authenticated"
                 } else {
                     "admitted"
@@ -256,6 +329,9 @@ impl<S: ServerSide> Engine<S> {
                 },
             ),
         );
+        if reauth.is_none() {
+            self.connected(&identity, via, address, sw_version.as_ref());
+        }
         self.conns.insert(
             key,
             Conn::Authenticated(Box::new(Authenticated {
@@ -265,11 +341,9 @@ impl<S: ServerSide> Engine<S> {
                 via,
                 address: address.map(str::to_string),
                 denied: false,
+                counts: reauth.unwrap_or_default(),
             })),
         );
-        if !reauth {
-            self.event(ConnectionEventKind::Connect, &cid, address, None);
-        }
         self.request_status(&cid);
         // Any authenticated device may relay sensors: fetch the keys of those attached to it.
         self.request_sensors(&cid);
@@ -284,6 +358,7 @@ impl<S: ServerSide> Engine<S> {
         client_id: Option<&str>,
         address: Option<&str>,
     ) -> AuthOutcome {
+        let sw_version = self.connecting.take();
         let cid = client_id.unwrap_or("");
         let Some(der) = cert_der else {
             return self.refuse(cid, address, Refusal::NoCredentials);
@@ -305,7 +380,17 @@ impl<S: ServerSide> Engine<S> {
         if let Err(reason) = self.admissible(&identity, address) {
             return self.refuse(cid, address, reason);
         }
-        self.admit(key, identity, None, Via::MutualTls, address, false);
+        self.admit(
+            key,
+            identity,
+            None,
+            Via::MutualTls,
+            address,
+            Admission {
+                reauth: None,
+                sw_version,
+            },
+        );
         AuthOutcome::Success(Vec::new())
     }
 }

@@ -49,6 +49,7 @@ impl<S: ServerSide> Engine<S> {
             }
         }
         self.report_sensors(false);
+        self.report_counters(false);
         self.handshakes.forget_full_buckets();
         // Forget fetch times once they no longer throttle anything (bounded memory).
         self.status_requested

@@ -180,6 +180,9 @@ impl<S: ServerSide> Engine<S> {
                     key,
                     reauth: previous.is_some(),
                 });
+                if let Some(p) = previous {
+                    self.ended(*p);
+                }
             }
         }
         if !expired.is_empty() {

@@ -26,12 +26,15 @@
 //!   gateway, the checks, per-sensor replay windows and counts;
 //! - `renewal`: renewal over MQTT (`$CONTROL/devid/renew/v1`): requests handed to the service
 //!   thread, replies addressed to the requesting client;
-//! - `report`: log lines for the broker and connection events for the service.
+//! - `report`: log lines for the broker and connection events for the service;
+//! - `counters`: per-device PUBLISH counts (accepted, refused), kept in each connection's
+//!   state and handed to the service thread at most once a second.
 
 #![deny(unsafe_code)]
 
 mod access;
 mod connect;
+mod counters;
 mod feed;
 mod guard;
 mod renewal;
@@ -44,11 +47,13 @@ use std::time::Instant;
 
 use devid_core::api::ConnectionEventKind;
 use devid_core::protocol::PkOps;
+use devid_core::SwVersion;
 use tokio::sync::mpsc;
 
 use crate::config::Config;
 pub use crate::refusal::{MessageRefusal, Refusal};
 use crate::service::{LogLevel, Shared, ToService};
+use counters::{ConnCounts, CounterBook};
 pub use guard::source_group;
 use guard::HandshakeLimiter;
 pub use renewal::RenewReply;
@@ -57,6 +62,10 @@ pub use sensor::{Delta, SensorMaterial, SensorTally};
 
 /// The authentication method this plugin answers.
 pub const METHOD: &str = "DEVID-1";
+
+/// How a CONNECT's User Name carries the device's software version (Mosquitto 2.0 gives
+/// plugins no CONNECT property, so the `devid-sw` user property cannot be read here).
+pub const SW_VERSION_PREFIX: &str = "devid-sw=";
 
 /// The connection key: the `struct mosquitto *` as an integer.
 pub type ConnKey = usize;
@@ -195,6 +204,8 @@ enum Conn<S: ServerSide> {
         pending: S::Pending,
         /// Set when this is a re-authentication of a live connection.
         previous: Option<Box<Authenticated<S>>>,
+        /// The software version the CONNECT reported (a first exchange).
+        sw_version: Option<SwVersion>,
     },
     Authenticated(Box<Authenticated<S>>),
 }
@@ -210,6 +221,8 @@ struct Authenticated<S: ServerSide> {
     /// Set when the revocation state or allow-list turned against the connection: everything is
     /// denied while the kick goes through.
     denied: bool,
+    /// PUBLISHes accepted and refused since the last handoff to the service thread.
+    counts: ConnCounts,
 }
 
 pub struct Engine<S: ServerSide> {
@@ -232,6 +245,10 @@ pub struct Engine<S: ServerSide> {
     cert_kinds: HashMap<String, bool>,
     /// Renewal requests in flight and replies to publish.
     renewals: renewal::Renewals,
+    /// PUBLISH counts per ClientID waiting for the service thread.
+    counters: CounterBook,
+    /// What the CONNECT being authenticated reported (see [`Engine::connecting_with`]).
+    connecting: Option<SwVersion>,
 }
 
 impl<S: ServerSide> Engine<S> {
@@ -256,6 +273,8 @@ impl<S: ServerSide> Engine<S> {
             sensors: SensorBook::default(),
             cert_kinds: HashMap::new(),
             renewals: renewal::Renewals::default(),
+            counters: CounterBook::default(),
+            connecting: None,
         }
     }
 
@@ -278,17 +297,52 @@ impl<S: ServerSide> Engine<S> {
     /// MOSQ_EVT_DISCONNECT: forget the connection.
     pub fn disconnect(&mut self, key: ConnKey) {
         self.renewals.forget(key);
-        if let Some(Conn::Authenticated(a)) = self.take(key) {
-            self.event(
-                ConnectionEventKind::Disconnect,
-                &a.identity.client_id,
-                a.address.as_deref(),
-                None,
-            );
-            // The gateway's sensor keys go with its last connection (a takeover keeps them).
-            if self.authenticated_keys(&a.identity.client_id).is_empty() {
-                self.sensors.forget_gateway(&a.identity.client_id);
-            }
+        match self.take(key) {
+            Some(Conn::Authenticated(a)) => self.ended(*a),
+            // A re-authentication in progress: the connection it had ends.
+            Some(Conn::Handshaking {
+                previous: Some(p), ..
+            }) => self.ended(*p),
+            _ => {}
+        }
+    }
+
+    /// An authenticated connection ended (closed, kicked, or its re-authentication failed):
+    /// reported, its counts kept for the next handoff, a gateway's sensor keys dropped with
+    /// its last connection.
+    fn ended(&mut self, a: Authenticated<S>) {
+        self.keep_counts(&a.identity.client_id, &a.counts);
+        self.event(
+            ConnectionEventKind::Disconnect,
+            &a.identity.client_id,
+            a.address.as_deref(),
+            None,
+        );
+        // The gateway's sensor keys go with its last connection (a takeover keeps them).
+        if self.authenticated_keys(&a.identity.client_id).is_empty() {
+            self.sensors.forget_gateway(&a.identity.client_id);
+        }
+    }
+
+    /// What the CONNECT being authenticated says besides its credentials: its User Name, which
+    /// may carry the device's software version (`devid-sw=<version>`, see
+    /// `docs/protocol.md`). Called right before [`Engine::auth_start`] or
+    /// [`Engine::basic_auth`] for the same event, which take it. An invalid version is logged
+    /// and ignored; the connection is not refused for it.
+    pub fn connecting_with(&mut self, client_id: Option<&str>, username: Option<&str>) {
+        self.connecting = None;
+        let Some(text) = username.and_then(|u| u.strip_prefix(SW_VERSION_PREFIX)) else {
+            return;
+        };
+        match SwVersion::parse(text) {
+            Ok(v) => self.connecting = Some(v),
+            Err(e) => self.log(
+                LogLevel::Notice,
+                format!(
+                    "devid: client {:?} reported a software version that {e}; ignored",
+                    client_id.unwrap_or("")
+                ),
+            ),
         }
     }
 

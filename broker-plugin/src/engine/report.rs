@@ -4,11 +4,13 @@
 
 #![deny(unsafe_code)]
 
-use devid_core::api::{ConnectionEvent, ConnectionEventKind};
+use devid_core::api::{AuthMethod, ConnectionEvent, ConnectionEventKind};
+use devid_core::SwVersion;
 
-use super::{AuthOutcome, Engine, ServerSide};
+use super::{AuthOutcome, Engine, ServerSide, Verified, Via};
 use crate::refusal::{Refusal, SensorRefusal};
 use crate::service::{LogLevel, ToService};
+use crate::state::normalize_serial;
 
 impl<S: ServerSide> Engine<S> {
     /// Log lines produced since the last call (`ffi` writes them to the broker log).
@@ -86,6 +88,33 @@ impl<S: ServerSide> Engine<S> {
         }));
     }
 
+    /// Reports an admitted connection: how it authenticated, with which certificate, and the
+    /// software version its CONNECT reported.
+    pub(super) fn connected(
+        &self,
+        identity: &Verified,
+        via: Via,
+        address: Option<&str>,
+        sw_version: Option<&SwVersion>,
+    ) {
+        self.send(ToService::Event(ConnectionEvent {
+            kind: ConnectionEventKind::Connect,
+            client_id: identity.client_id.clone(),
+            at: rfc3339_now(),
+            address: address.map(str::to_string),
+            reason: None,
+            refusal: None,
+            broker: self.config.broker_name.clone(),
+            auth: Some(match via {
+                Via::Devid1 if identity.resumed => AuthMethod::Resumption,
+                Via::Devid1 => AuthMethod::Devid1,
+                Via::MutualTls => AuthMethod::MutualTls,
+            }),
+            serial: Some(normalize_serial(&identity.serial)),
+            sw_version: sw_version.map(|v| v.as_str().to_string()),
+        }));
+    }
+
     /// Logs and reports a refusal; the broker answers CONNACK 0x87.
     pub(super) fn refuse(
         &mut self,
@@ -125,8 +154,8 @@ pub(crate) fn rfc3339_now() -> String {
 #[cfg(test)]
 mod tests {
     use super::super::testing::*;
-    use super::super::METHOD;
-    use devid_core::api::ConnectionEventKind;
+    use super::super::{AuthOutcome, METHOD};
+    use devid_core::api::{AuthMethod, ConnectionEvent, ConnectionEventKind};
 
     use crate::service::ToService;
 
@@ -170,6 +199,106 @@ mod tests {
             logs.iter().any(|(_, l)| l
                 == "devid: refused client \"dev1\" from 10.0.0.9: ClientID differs from the certificate or ticket [client_id_mismatch]"),
             "{logs:?}"
+        );
+    }
+
+    fn events(rx: &mut tokio::sync::mpsc::Receiver<ToService>) -> Vec<ConnectionEvent> {
+        drain(rx)
+            .into_iter()
+            .filter_map(|m| match m {
+                ToService::Event(ev) => Some(ev),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn connects_say_how_with_which_certificate_and_software() {
+        let (mut e, _s, mut rx) = engine_with(|c| c.broker_name = Some("b1".into()));
+        // DEVID-1 full exchange, with a software version in the User Name.
+        e.connecting_with(Some("dev1"), Some("devid-sw=fw 1.2.3"));
+        connect(&mut e, 1, "dev1", "0A1F");
+        // A resumption, without one; mutual TLS with an invalid one (ignored, logged).
+        e.connecting_with(Some("dev2"), None);
+        e.auth_start(
+            2,
+            Some(METHOD),
+            b"resume:dev2:00ff",
+            Some("dev2"),
+            Some("10.0.0.2"),
+        );
+        e.auth_continue(2, b"finish", Some("dev2"), Some("10.0.0.2"));
+        e.connecting_with(Some("dev3"), Some("devid-sw=caf\u{e9}"));
+        e.basic_auth(3, Some(b"hello:dev3:3c"), Some("dev3"), None);
+        // A User Name that is not a version, on its own: nothing.
+        e.connecting_with(Some("dev4"), Some("operator"));
+        connect(&mut e, 4, "dev4", "4d");
+        let got: Vec<_> = events(&mut rx)
+            .into_iter()
+            .map(|ev| {
+                assert_eq!(ev.kind, ConnectionEventKind::Connect);
+                assert_eq!(ev.broker.as_deref(), Some("b1"));
+                (ev.client_id, ev.auth, ev.serial, ev.sw_version)
+            })
+            .collect();
+        let s = |v: &str| Some(v.to_string());
+        assert_eq!(
+            got,
+            vec![
+                (
+                    "dev1".into(),
+                    Some(AuthMethod::Devid1),
+                    s("0a1f"),
+                    s("fw 1.2.3")
+                ),
+                ("dev2".into(), Some(AuthMethod::Resumption), s("ff"), None),
+                ("dev3".into(), Some(AuthMethod::MutualTls), s("3c"), None),
+                ("dev4".into(), Some(AuthMethod::Devid1), s("4d"), None),
+            ]
+        );
+        assert!(e
+            .take_logs()
+            .iter()
+            .any(|(_, l)| l.contains("\"dev3\" reported a software version that has U+00E9")));
+    }
+
+    #[test]
+    fn every_authenticated_connection_that_ends_is_reported_once() {
+        let (mut e, _s, mut rx) = engine_with(|c| c.broker_name = Some("b1".into()));
+        connect(&mut e, 1, "dev1", "0a");
+        connect(&mut e, 2, "dev2", "0b");
+        connect(&mut e, 3, "dev3", "0c");
+        // A handshake that never authenticated: no disconnect.
+        e.auth_start(4, Some(METHOD), b"hello:dev4:0d", Some("dev4"), None);
+        drain(&mut rx);
+        e.disconnect(1);
+        // A failed re-authentication ends the connection (the broker then closes it).
+        assert_eq!(
+            e.auth_start(2, Some(METHOD), b"hello:dev9:0b", Some("dev2"), None),
+            AuthOutcome::Deny
+        );
+        e.disconnect(2);
+        // A re-authentication abandoned by a closing client.
+        assert!(matches!(
+            e.auth_start(3, Some(METHOD), b"hello:dev3:0c", Some("dev3"), None),
+            AuthOutcome::Continue(_)
+        ));
+        e.disconnect(3);
+        e.disconnect(4);
+        let got: Vec<_> = events(&mut rx)
+            .into_iter()
+            .filter(|ev| ev.kind == ConnectionEventKind::Disconnect)
+            .map(|ev| (ev.client_id, ev.address, ev.broker))
+            .collect();
+        let addr = Some("127.0.0.1".to_string());
+        let b = Some("b1".to_string());
+        assert_eq!(
+            got,
+            vec![
+                ("dev1".into(), addr.clone(), b.clone()),
+                ("dev2".into(), addr.clone(), b.clone()),
+                ("dev3".into(), addr, b),
+            ]
         );
     }
 }

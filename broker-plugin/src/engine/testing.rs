@@ -120,6 +120,20 @@ pub(super) fn engine() -> (Engine<Fake>, Arc<Mutex<Shared>>, mpsc::Receiver<ToSe
 pub(super) fn engine_with(
     adjust: impl FnOnce(&mut Config),
 ) -> (Engine<Fake>, Arc<Mutex<Shared>>, mpsc::Receiver<ToService>) {
+    engine_full(adjust, 1000)
+}
+
+/// An engine whose service queue holds `capacity` messages.
+pub(super) fn engine_queue(
+    capacity: usize,
+) -> (Engine<Fake>, Arc<Mutex<Shared>>, mpsc::Receiver<ToService>) {
+    engine_full(|_| {}, capacity)
+}
+
+fn engine_full(
+    adjust: impl FnOnce(&mut Config),
+    capacity: usize,
+) -> (Engine<Fake>, Arc<Mutex<Shared>>, mpsc::Receiver<ToService>) {
     let mut config = Config {
         service_url: "http://127.0.0.1:1".into(),
         token: "t".into(),
@@ -145,7 +159,7 @@ pub(super) fn engine_with(
         last_contact: Some(state::unix_now()),
         ..Shared::default()
     }));
-    let (tx, rx) = mpsc::channel(1000);
+    let (tx, rx) = mpsc::channel(capacity);
     let mut e = Engine::new(config, Fake, shared.clone(), Some(tx));
     e.tick(Vec::new());
     (e, shared, rx)

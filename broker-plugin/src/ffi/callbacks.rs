@@ -86,6 +86,9 @@ unsafe fn on_ext_auth(p: &Plugin, ev: &mut mosquitto_evt_extended_auth, start: b
             return MOSQ_ERR_AUTH;
         };
         if start {
+            // SAFETY: live client; the username is NULL or valid for the call.
+            let username = unsafe { borrowed_str(mosquitto_client_username(ev.client)) };
+            engine.connecting_with(cid.as_deref(), username);
             // SAFETY: auth_method is NULL or a string valid for the call.
             let method = unsafe { opt_str(ev.auth_method) };
             engine.auth_start(
@@ -132,6 +135,8 @@ unsafe fn on_basic_auth(p: &Plugin, ev: &mosquitto_evt_basic_auth) -> c_int {
         let Ok(mut engine) = p.engine.try_borrow_mut() else {
             return MOSQ_ERR_AUTH;
         };
+        // SAFETY: username is NULL or a string valid for the call.
+        engine.connecting_with(cid.as_deref(), unsafe { borrowed_str(ev.username) });
         engine.basic_auth(
             ev.client as ConnKey,
             cert.as_deref(),

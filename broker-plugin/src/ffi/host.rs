@@ -247,6 +247,8 @@ extern "C" {
     pub fn mosquitto_log_printf(level: c_int, fmt: *const c_char, ...);
     pub fn mosquitto_client_address(client: *const mosquitto) -> *const c_char;
     pub fn mosquitto_client_id(client: *const mosquitto) -> *const c_char;
+    /// The CONNECT's User Name (NULL when none), as the broker holds it now.
+    pub fn mosquitto_client_username(client: *const mosquitto) -> *const c_char;
     pub fn mosquitto_client_certificate(client: *const mosquitto) -> *mut c_void;
     pub fn mosquitto_client_protocol_version(client: *const mosquitto) -> c_int;
     pub fn mosquitto_set_username(client: *mut mosquitto, username: *const c_char) -> c_int;

@@ -87,3 +87,19 @@ pub(super) fn host_copy(alloc: HostAlloc, bytes: &[u8]) -> Result<*mut c_void, (
         Ok(buf.cast())
     }
 }
+
+/// This machine's host name (`gethostname`), the broker's name when the `broker_name` option
+/// is not given; `unknown` when it cannot be read as UTF-8.
+pub(crate) fn host_name() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most buf.len() bytes into buf.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return "unknown".into();
+    }
+    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+    match std::str::from_utf8(&buf[..end]) {
+        Ok(s) if !s.trim().is_empty() => s.trim().to_string(),
+        _ => "unknown".into(),
+    }
+}

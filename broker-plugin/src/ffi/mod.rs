@@ -8,7 +8,7 @@
 //! - `panic`: the panic boundary every entry point and callback runs behind (fails closed);
 //! - `log`: lines to the broker's log;
 //! - `marshal`: borrowed and copied C strings, client identity and certificate, buffers
-//!   allocated for the broker to free;
+//!   allocated for the broker to free, the host name;
 //! - `init`: options in, callbacks registered and unregistered, the `userdata` pointer;
 //! - `callbacks`: the one registered callback and its per-event marshalling to the engine;
 //! - `props`: the `devid-*` user properties of a PUBLISH, read once and unlinked in place;
@@ -29,4 +29,5 @@ mod props;
 mod renewal;
 
 pub(crate) use log::log;
+pub(crate) use marshal::host_name;
 pub(crate) use panic::guard;

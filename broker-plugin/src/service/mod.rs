@@ -9,8 +9,9 @@
 //! - device status: fetch `GET /v1/devices/{id}/status` when the broker thread asks.
 //! - sensor keys: fetch `GET /v1/devices/{gateway}/sensors/keys` when the broker thread asks
 //!   (a device authenticated, or the feed changed its sensors).
-//! - events: batch connection events and per-sensor counts and `POST /v1/events` them about
-//!   once a second; each sensor report also updates the persisted highest accepted seqs
+//! - events: batch connection events, per-sensor counts and per-device PUBLISH counters and
+//!   `POST /v1/events` them about once a second, each batch with the broker's heartbeat, and at
+//!   least every 10 s even when nothing happened; each sensor report also updates the persisted highest accepted seqs
 //!   (`sensors.json` in `state_dir`, one atomic write per report, never per message).
 
 #![deny(unsafe_code)]
@@ -20,8 +21,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use devid_core::api::{
-    ConnectionEvent, DeviceStatus, EventBatch, FeedEntry, FeedPage, RevocationAction,
-    RevocationScope,
+    BrokerHeartbeat, ConnectionEvent, DeviceCounters, DeviceStatus, EventBatch, FeedEntry,
+    FeedPage, RevocationAction, RevocationScope,
 };
 use devid_core::sse::SseParser;
 use futures::StreamExt;
@@ -33,7 +34,7 @@ use crate::state::{self, Applied, Recheck, RevocationState};
 
 mod feed;
 mod sensors;
-use sensors::{fetch_sensors, sensor_report, Pending};
+use sensors::{fetch_sensors, rfc3339, sensor_report, Pending};
 
 /// Broker thread -> service thread.
 #[derive(Debug)]
@@ -46,6 +47,8 @@ pub enum ToService {
     Sensors(Vec<SensorTally>),
     /// A device's renewal request, to relay to the service.
     Renew(RenewJob),
+    /// PUBLISHes accepted and refused per ClientID since the previous handoff.
+    Counters(Vec<DeviceCounters>),
 }
 
 /// A renewal request as the broker thread checked it: the connection's own ClientID and
@@ -122,6 +125,8 @@ pub struct Shared {
     pub revocations: RevocationState,
     /// Unix seconds of the last successful contact with the service.
     pub last_contact: Option<u64>,
+    /// Open authenticated connections, as the broker thread last counted them (heartbeat).
+    pub connected: u64,
 }
 
 pub fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
@@ -132,8 +137,10 @@ pub fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
 
 /// Most events kept while the service is unreachable; the oldest are dropped beyond this.
 const MAX_PENDING_EVENTS: usize = 10_000;
-/// Most events per POST (the API's limit is 1,000).
+/// Most events per POST (the API's limit is 1,000), and most PUBLISH counter entries.
 const BATCH: usize = 1_000;
+/// A batch (empty if need be) leaves at least this often: the service's sign of life.
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(10);
 
 pub struct Handle {
     pub to_service: mpsc::Sender<ToService>,
@@ -165,6 +172,8 @@ struct Ctx {
     out: std::sync::mpsc::Sender<FromService>,
     /// Highest accepted seq per sensor, as persisted in `state_dir` (only grows).
     sensor_counters: Mutex<BTreeMap<String, u64>>,
+    /// When the plugin started (RFC 3339), for the heartbeat.
+    started_at: String,
 }
 
 impl Ctx {
@@ -295,6 +304,7 @@ pub fn start(
         shared,
         out,
         sensor_counters: Mutex::new(sensor_counters),
+        started_at: rfc3339(state::unix_now()),
     });
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -325,6 +335,8 @@ async fn run(
     let mut pending = Pending::default();
     let mut flush = tokio::time::interval(Duration::from_millis(1000));
     flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first batch (the heartbeat alone if nothing happened) leaves at start.
+    let mut last_post: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
             _ = shutdown.changed() => break,
@@ -333,7 +345,9 @@ async fn run(
                 Some(m) => handle(&ctx, &mut pending, m),
             },
             _ = flush.tick() => {
-                if !pending.is_empty() {
+                let heartbeat_due = last_post.is_none_or(|t| t.elapsed() >= HEARTBEAT_EVERY);
+                if !pending.is_empty() || heartbeat_due {
+                    last_post = Some(tokio::time::Instant::now());
                     post_events(&ctx, &mut pending).await;
                 }
             }
@@ -373,11 +387,43 @@ fn handle(ctx: &Arc<Ctx>, pending: &mut Pending, msg: ToService) {
                 pending.merge(t);
             }
         }
+        ToService::Counters(counters) => {
+            let dropped = pending.merge_counters(counters);
+            if dropped > 0 {
+                ctx.log(
+                    LogLevel::Warning,
+                    format!("devid: {dropped} PUBLISH counts dropped: counts of {} devices wait for the service", sensors::MAX_PENDING_COUNTERS),
+                );
+            }
+        }
     }
 }
 
+/// Who sends the batch, as of now.
+fn heartbeat(ctx: &Ctx) -> BrokerHeartbeat {
+    let (feed_seq, connected) = {
+        let g = lock(&ctx.shared);
+        (g.revocations.seq, g.connected)
+    };
+    BrokerHeartbeat {
+        name: ctx
+            .config
+            .broker_name
+            .clone()
+            .unwrap_or_else(|| "unknown".into()),
+        started_at: ctx.started_at.clone(),
+        max_staleness: ctx.config.max_staleness.as_secs(),
+        feed_seq,
+        connected,
+    }
+}
+
+/// Posts what waits, in batches, each carrying the heartbeat; at least one batch, empty if
+/// nothing waits. What a failed POST carried stays for the next one.
 async fn post_events(ctx: &Ctx, pending: &mut Pending) {
-    while !pending.is_empty() {
+    let mut first = true;
+    while first || !pending.is_empty() {
+        first = false;
         let n = pending.events.len().min(BATCH);
         let keys: Vec<(String, String)> = pending
             .sensors
@@ -392,8 +438,8 @@ async fn post_events(ctx: &Ctx, pending: &mut Pending) {
                 .filter_map(|k| pending.sensors.get(k))
                 .map(sensor_report)
                 .collect(),
-            counters: Vec::new(),
-            broker: None,
+            counters: pending.counters_batch(BATCH),
+            broker: Some(heartbeat(ctx)),
         };
         let res = ctx
             .http
@@ -408,14 +454,16 @@ async fn post_events(ctx: &Ctx, pending: &mut Pending) {
                 for k in &keys {
                     pending.sensors.remove(k);
                 }
+                pending.delivered_counters(&batch.counters);
             }
             Ok(r) if r.status().is_client_error() => {
                 // The service refuses this batch for good (e.g. 400/403): retrying cannot help.
                 ctx.log(
                     LogLevel::Warning,
                     format!(
-                        "devid: service refused {n} events and {} sensor reports: HTTP {}",
+                        "devid: service refused {n} events, {} sensor reports and {} PUBLISH counters: HTTP {}",
                         keys.len(),
+                        batch.counters.len(),
                         r.status()
                     ),
                 );
@@ -423,6 +471,7 @@ async fn post_events(ctx: &Ctx, pending: &mut Pending) {
                 for k in &keys {
                     pending.sensors.remove(k);
                 }
+                pending.delivered_counters(&batch.counters);
             }
             Ok(r) => {
                 ctx.log(

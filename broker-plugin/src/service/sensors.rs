@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use devid_core::api::{ConnectionEvent, SensorKeys, SensorReport};
+use devid_core::api::{ConnectionEvent, DeviceCounters, SensorKeys, SensorReport};
 
 use super::{Ctx, FromService, LogLevel};
 use crate::engine::{SensorMaterial, SensorTally};
@@ -50,11 +50,59 @@ pub(super) struct Pending {
     pub(super) events: Vec<ConnectionEvent>,
     /// Per (sensor, gateway): the reports since the last successful POST, merged.
     pub(super) sensors: BTreeMap<(String, String), SensorTally>,
+    /// Per ClientID: PUBLISHes accepted and refused since the last successful POST, merged.
+    pub(super) counters: BTreeMap<String, (u64, u64)>,
 }
+
+/// Most ClientIDs whose PUBLISH counts wait for a successful POST; counts of further
+/// ClientIDs are dropped (and that is logged) while the service is unreachable.
+pub(super) const MAX_PENDING_COUNTERS: usize = 100_000;
 
 impl Pending {
     pub(super) fn is_empty(&self) -> bool {
-        self.events.is_empty() && self.sensors.is_empty()
+        self.events.is_empty() && self.sensors.is_empty() && self.counters.is_empty()
+    }
+
+    /// Adds a handoff of PUBLISH counts to what waits; returns the counts that did not fit.
+    pub(super) fn merge_counters(&mut self, counters: Vec<DeviceCounters>) -> u64 {
+        let mut dropped = 0u64;
+        for c in counters {
+            if let Some(p) = self.counters.get_mut(&c.client_id) {
+                p.0 = p.0.saturating_add(c.published);
+                p.1 = p.1.saturating_add(c.refused);
+            } else if self.counters.len() < MAX_PENDING_COUNTERS {
+                self.counters.insert(c.client_id, (c.published, c.refused));
+            } else {
+                dropped = dropped.saturating_add(c.published.saturating_add(c.refused));
+            }
+        }
+        dropped
+    }
+
+    /// The counters part of a batch: at most `max` ClientIDs that wait, each once.
+    pub(super) fn counters_batch(&self, max: usize) -> Vec<DeviceCounters> {
+        self.counters
+            .iter()
+            .take(max)
+            .map(|(client_id, (published, refused))| DeviceCounters {
+                client_id: client_id.clone(),
+                published: *published,
+                refused: *refused,
+            })
+            .collect()
+    }
+
+    /// Takes out what a POST delivered, leaving what was counted since.
+    pub(super) fn delivered_counters(&mut self, sent: &[DeviceCounters]) {
+        for c in sent {
+            if let Some(p) = self.counters.get_mut(&c.client_id) {
+                p.0 = p.0.saturating_sub(c.published);
+                p.1 = p.1.saturating_sub(c.refused);
+                if *p == (0, 0) {
+                    self.counters.remove(&c.client_id);
+                }
+            }
+        }
     }
 
     pub(super) fn merge(&mut self, t: SensorTally) {
@@ -92,7 +140,7 @@ pub(super) fn sensor_report(t: &SensorTally) -> SensorReport {
     }
 }
 
-fn rfc3339(unix: u64) -> String {
+pub(super) fn rfc3339(unix: u64) -> String {
     time::OffsetDateTime::from_unix_timestamp(i64::try_from(unix).unwrap_or(0))
         .ok()
         .and_then(|t| {
@@ -167,4 +215,52 @@ pub(super) async fn fetch_sensors(ctx: Arc<Ctx>, gateway: String) {
         }
     }
     let _ = ctx.out.send(FromService::SensorKeys { gateway, sensors });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn c(client_id: &str, published: u64, refused: u64) -> DeviceCounters {
+        DeviceCounters {
+            client_id: client_id.into(),
+            published,
+            refused,
+        }
+    }
+
+    #[test]
+    fn counters_merge_until_delivered_one_entry_per_client_id() {
+        let mut p = Pending::default();
+        assert_eq!(p.merge_counters(vec![c("a", 1, 0), c("b", 0, 2)]), 0);
+        // A failed POST leaves everything; the next handoff merges in.
+        let sent = p.counters_batch(1_000);
+        assert_eq!(sent, vec![c("a", 1, 0), c("b", 0, 2)]);
+        p.merge_counters(vec![c("a", 4, 1)]);
+        assert_eq!(p.counters_batch(1_000), vec![c("a", 5, 1), c("b", 0, 2)]);
+        // Delivered: what the batch carried goes, what came after it stays.
+        let sent = p.counters_batch(1_000);
+        p.merge_counters(vec![c("b", 1, 0)]);
+        p.delivered_counters(&sent);
+        assert_eq!(p.counters_batch(1_000), vec![c("b", 1, 0)]);
+        assert!(!p.is_empty());
+        p.delivered_counters(&[c("b", 1, 0)]);
+        assert!(p.is_empty());
+    }
+
+    #[test]
+    fn counters_wait_bounded_and_leave_in_batches() {
+        let mut p = Pending::default();
+        let many: Vec<_> = (0..MAX_PENDING_COUNTERS)
+            .map(|i| c(&format!("d{i:06}"), 1, 0))
+            .collect();
+        assert_eq!(p.merge_counters(many), 0);
+        assert_eq!(
+            p.merge_counters(vec![c("new", 2, 3), c("d000000", 1, 0)]),
+            5
+        );
+        assert_eq!(p.counters.len(), MAX_PENDING_COUNTERS);
+        assert_eq!(p.counters["d000000"], (2, 0));
+        assert_eq!(p.counters_batch(1_000).len(), 1_000);
+    }
 }
