@@ -42,6 +42,7 @@ pub mod openapi;
 pub mod profile;
 #[cfg(feature = "protocol")]
 pub mod protocol;
+pub mod search;
 #[cfg(feature = "api")]
 pub mod sse;
 pub mod topic;
@@ -54,5 +55,6 @@ pub use hwserial::HardwareSerial;
 pub use ldevid::{ConnectWith, LdevidValidity, RenewalGrace};
 pub use message_auth::MessageAuth;
 pub use model::ModelName;
+pub use search::SearchPrefix;
 pub use topic::{TopicFilter, TopicName};
 pub use value::UnknownName;
