@@ -36,10 +36,7 @@ impl SearchPrefix {
         if s.is_empty() {
             return Err(SearchPrefixError::Empty);
         }
-        if let Some(i) = s
-            .chars()
-            .position(|c| !crate::hwserial::is_allowed_char(c))
-        {
+        if let Some(i) = s.chars().position(|c| !crate::hwserial::is_allowed_char(c)) {
             return Err(SearchPrefixError::Character(i + 1));
         }
         // Only ASCII is left: bytes are characters.

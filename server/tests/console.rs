@@ -108,7 +108,11 @@ async fn devices_are_found_by_the_start_of_their_client_id_or_serial_a_page_at_a
         }
         let (s, page) = server.admin_get("/v1/devices?q=AB-").await;
         assert_eq!(s, StatusCode::OK, "{page}");
-        assert_eq!(serials(&page), ["AB-1", "AB-2", "AB-10"], "case-sensitive, prefix only");
+        assert_eq!(
+            serials(&page),
+            ["AB-1", "AB-2", "AB-10"],
+            "case-sensitive, prefix only"
+        );
         let (_, page) = server.admin_get("/v1/devices?q=AB-1").await;
         assert_eq!(serials(&page), ["AB-1", "AB-10"]);
         let (_, page) = server.admin_get("/v1/devices?q=A").await;

@@ -118,12 +118,7 @@ impl Session {
         let v: Value = resp.json().await.expect("new session answer");
         let id = v["value"]["sessionId"]
             .as_str()
-            .unwrap_or_else(|| {
-                panic!(
-                    "chromedriver made no session: {v}\nlog:\n{}",
-                    driver.log()
-                )
-            })
+            .unwrap_or_else(|| panic!("chromedriver made no session: {v}\nlog:\n{}", driver.log()))
             .to_string();
         Session {
             http,
@@ -300,9 +295,7 @@ impl Session {
 
     /// Writes a PNG of the viewport to `path`.
     pub async fn screenshot(&self, path: &Path) {
-        let v = self
-            .call(reqwest::Method::GET, "/screenshot", None)
-            .await;
+        let v = self.call(reqwest::Method::GET, "/screenshot", None).await;
         let png = base64::engine::general_purpose::STANDARD
             .decode(v.as_str().expect("screenshot base64"))
             .expect("screenshot base64");

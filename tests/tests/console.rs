@@ -131,12 +131,16 @@ async fn run(backend: &Backend, driver: &Chromedriver, dir: Option<PathBuf>) {
     if status == 200 {
         let total = summary["total"].as_u64().expect("total").to_string();
         browser
-            .wait_text("[data-count=total] .value", "the device count", |t| t == total)
+            .wait_text("[data-count=total] .value", "the device count", |t| {
+                t == total
+            })
             .await;
     } else {
         assert_eq!(status, 404, "{summary}");
         browser
-            .wait_text("#counts .panel-body", "not available", |t| t == "not available")
+            .wait_text("#counts .panel-body", "not available", |t| {
+                t == "not available"
+            })
             .await;
     }
     browser
@@ -177,15 +181,21 @@ async fn run(backend: &Backend, driver: &Chromedriver, dir: Option<PathBuf>) {
     // Escape closes the dialog without a change.
     browser.click(&browser.find("#suspend").await).await;
     browser
-        .wait_text("#confirm-title", "the device's name", |t| t.contains(client_id.as_str()))
+        .wait_text("#confirm-title", "the device's name", |t| {
+            t.contains(client_id.as_str())
+        })
         .await;
     browser.type_into_focus(ESCAPE).await;
-    wait_until("Escape closes the dialog", Duration::from_secs(10), || async {
-        browser
-            .execute("return document.getElementById('confirm').open")
-            .await
-            == Value::Bool(false)
-    })
+    wait_until(
+        "Escape closes the dialog",
+        Duration::from_secs(10),
+        || async {
+            browser
+                .execute("return document.getElementById('confirm').open")
+                .await
+                == Value::Bool(false)
+        },
+    )
     .await;
     assert_eq!(
         browser.text(&browser.find("#device-status").await).await,
@@ -203,7 +213,11 @@ async fn run(backend: &Backend, driver: &Chromedriver, dir: Option<PathBuf>) {
     let disabled = browser
         .execute("return document.getElementById('confirm-ok').disabled")
         .await;
-    assert_eq!(disabled, Value::Bool(true), "disabled until the ClientID is typed");
+    assert_eq!(
+        disabled,
+        Value::Bool(true),
+        "disabled until the ClientID is typed"
+    );
     browser
         .send_keys(&browser.find("#confirm-input").await, client_id)
         .await;
@@ -259,7 +273,9 @@ async fn run(backend: &Backend, driver: &Chromedriver, dir: Option<PathBuf>) {
     browser.set_window_size(400, 860).await;
     browser.goto(&format!("{url}#/devices")).await;
     browser
-        .wait_text("#devices .panel-body", "the device list", |t| t.contains(serial))
+        .wait_text("#devices .panel-body", "the device list", |t| {
+            t.contains(serial)
+        })
         .await;
     shot(&browser, &dir, "devices-narrow").await;
 }

@@ -154,8 +154,12 @@ impl Store {
     /// 10,000). `created_after` is exclusive.
     pub async fn list_devices(&self, f: &DeviceFilter) -> Result<Vec<DeviceRow>, StoreError> {
         let prefix = f.prefix.as_ref().map(|p| (p.as_str(), p.upper_bound()));
+        // With a search, `+d.id` keeps SQLite from walking the whole table in id order to
+        // find a rare match: it reads the two index ranges and sorts what they hold
+        // (PostgreSQL's planner does so by itself: a BitmapOr of the two indexes).
+        let id = if prefix.is_some() { "+d.id" } else { "d.id" };
         let mut q = Stmt::new(format!(
-            "SELECT d.*, {GATEWAY_COLUMN} FROM devices d WHERE d.id > "
+            "SELECT d.*, {GATEWAY_COLUMN} FROM devices d WHERE {id} > "
         ))
         .push_bind(f.after_id.unwrap_or(0));
         if let Some(s) = f.status {
