@@ -7,7 +7,8 @@
 # auth, cargo-machete (the unused-dependency check of .ci/run), and openapi-spec-validator (the
 # independent checker of the served OpenAPI document) in a Python virtual environment of its own
 # under target/tools/openapi-venv, and pkilint (RFC 5280 lints of the certificates and CRLs devid
-# makes) in another under target/tools/pkilint-venv.
+# makes) in another under target/tools/pkilint-venv, and Debian's chromium and chromium-driver
+# (the web console's test drives a headless Chromium through chromedriver).
 # Idempotent; installs from Debian's packages, crates.io and PyPI when missing.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -27,6 +28,8 @@ command -v pg_ctlcluster >/dev/null 2>&1 || need_apt+=(postgresql)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3 python3-venv)
 command -v softhsm2-util >/dev/null 2>&1 || need_apt+=(softhsm2)
 command -v pkcs11-tool >/dev/null 2>&1 || need_apt+=(opensc)
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || need_apt+=(chromium-driver)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive

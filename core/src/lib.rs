@@ -43,6 +43,7 @@ pub mod openapi;
 pub mod profile;
 #[cfg(feature = "protocol")]
 pub mod protocol;
+pub mod search;
 #[cfg(feature = "api")]
 pub mod sse;
 pub mod swversion;
@@ -57,5 +58,6 @@ pub use ldevid::{ConnectWith, LdevidValidity, RenewalGrace};
 pub use message_auth::MessageAuth;
 pub use model::ModelName;
 pub use swversion::SwVersion;
+pub use search::SearchPrefix;
 pub use topic::{TopicFilter, TopicName};
 pub use value::UnknownName;

@@ -17,6 +17,8 @@
 //! - `device`: connected devices ([`Device`]); [`Tamper`] makes the real device code misbehave
 //!   on the wire through `Devid1::alter_outgoing`.
 //! - `poll`: waiting for a condition instead of a fixed sleep.
+//! - `webdriver`: headless Chromium through Debian's chromedriver ([`Chromedriver`],
+//!   [`Session`]), a small W3C WebDriver client over reqwest (the console test).
 //! - `proxy`: the service as the plugin sees it, with the sensor keys and the event batches
 //!   played by the test ([`ServiceProxy`]).
 
@@ -30,6 +32,7 @@ mod poll;
 mod process;
 mod proxy;
 mod service;
+mod webdriver;
 
 pub use artifact::{artifact, artifact_of, stale, target_dir};
 pub use backend::{backends, fresh_pg_database, Backend};
@@ -44,6 +47,7 @@ pub use poll::{eventually, wait_until};
 pub use process::{free_port, Proc};
 pub use proxy::{SensorEntry, ServiceProxy};
 pub use service::{BrokerIdentity, Service};
+pub use webdriver::{Chromedriver, Session, ESCAPE};
 
 pub use devid_device;
 

@@ -157,6 +157,7 @@ async fn list(api: &Api, out: OutputFormat, a: ListArgs) -> Result<ExitCode> {
         let remaining = (a.limit as usize).saturating_sub(items.len());
         let q = DeviceListQuery {
             status,
+            q: None,
             hardware_serial: a.serial.clone(),
             model: a.model.clone(),
             kind: a.kind,

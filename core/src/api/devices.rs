@@ -135,6 +135,11 @@ pub struct BatchResponse {
 pub struct DeviceListQuery {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<DeviceState>,
+    /// Devices whose ClientID or hardware serial starts with this text (case-sensitive;
+    /// 1 to 64 characters of a hardware serial's set). Excludes `hardware_serial`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", param(value_type = Option<String>))]
+    pub q: Option<crate::SearchPrefix>,
     /// Exact hardware serial (the label on the box): at most one device.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", param(value_type = Option<crate::HardwareSerial>))]

@@ -62,6 +62,19 @@ pub struct CreatedToken {
     pub token: String,
 }
 
+/// `GET /v1/whoami`: the calling token, so that a client (the web console) offers only what
+/// the token may do.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Whoami {
+    pub token_id: String,
+    pub role: Role,
+    /// Factory tokens limited to some models: those models.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Vec<crate::ModelName>>))]
+    pub models: Option<Vec<String>>,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TokenList {

@@ -135,6 +135,8 @@ async fn register_batch(
 }
 
 /// List devices, oldest first, a page at a time.
+///
+/// `q` finds devices by the start of their ClientID or hardware serial (the console's search).
 #[utoipa::path(
     get,
     path = "/v1/devices",
@@ -161,6 +163,11 @@ async fn list_devices(
         })
         .transpose()?;
     let after_id = q.cursor.as_deref().map(decode_cursor).transpose()?;
+    if q.q.is_some() && q.hardware_serial.is_some() {
+        return Err(ApiError::BadRequest(
+            "q and hardware_serial exclude each other".into(),
+        ));
+    }
     let rows = match &q.hardware_serial {
         // The serial is unique: one lookup, then the other filters.
         Some(serial) => state
@@ -184,6 +191,7 @@ async fn list_devices(
                     status: q.status,
                     kind: q.kind,
                     model: q.model,
+                    prefix: q.q,
                     created_after,
                     after_id,
                     limit: limit + 1,

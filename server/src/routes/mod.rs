@@ -9,6 +9,7 @@
 pub mod audit;
 pub mod brokers;
 pub mod ca;
+pub mod console;
 pub mod device_settings;
 pub mod devices;
 pub mod est;
@@ -57,6 +58,14 @@ pub const REGISTRARS: Access = Access::Roles(&[Role::Admin, Role::Factory]);
 /// Brokers read device status, certificates, model settings and the feed.
 pub const FOLLOWERS: Access = Access::Roles(&[Role::Admin, Role::Auditor, Role::Broker]);
 pub const REPORTERS: Access = Access::Roles(&[Role::Admin, Role::Broker]);
+/// Every token, whatever its role (`whoami`).
+pub const ANY_TOKEN: Access = Access::Roles(&[
+    Role::Admin,
+    Role::Factory,
+    Role::Broker,
+    Role::Auditor,
+    Role::App,
+]);
 /// Brokers alone: sensors' derived keys.
 pub const BROKERS: Access = Access::Roles(&[Role::Broker]);
 
@@ -98,6 +107,7 @@ impl Default for Routes {
 pub fn table() -> Routes {
     Routes::new()
         .merge(ops::router())
+        .merge(console::router())
         .merge(ca::router())
         .merge(devices::router())
         .merge(revocations::router())

@@ -1,16 +1,16 @@
-//! Token management (admin; auditors may list).
+//! Token management (admin; auditors may list), and `whoami` for every token.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
-use devid_core::api::{CreateTokenRequest, CreatedToken, TokenInfo, TokenList};
+use devid_core::api::{CreateTokenRequest, CreatedToken, TokenInfo, TokenList, Whoami};
 use utoipa_axum::routes;
 
 use crate::app::{ApiJson, ApiQuery, AppState, NoQuery};
 use crate::domain::tokens;
 use crate::error::ApiError;
 use crate::openapi::{BadRequest, JsonBodyProblems, NotFound};
-use crate::routes::{Guard, Routes, ADMIN, READERS};
+use crate::routes::{Guard, Routes, ADMIN, ANY_TOKEN, READERS};
 use crate::store::TokenRow;
 use crate::timefmt::{rfc3339, rfc3339_opt};
 
@@ -19,6 +19,7 @@ pub fn router() -> Routes {
         .add(ADMIN, routes!(create_token))
         .add(READERS, routes!(list_tokens))
         .add(ADMIN, routes!(revoke_token))
+        .add(ANY_TOKEN, routes!(whoami))
 }
 
 pub fn token_json(t: &TokenRow) -> TokenInfo {
@@ -60,6 +61,21 @@ async fn create_token(
             token: token.secret,
         }),
     ))
+}
+
+/// The calling token: its id, role and, for a factory token limited to some models, those.
+#[utoipa::path(
+    get,
+    path = "/v1/whoami",
+    responses((status = 200, description = "The calling token", body = Whoami), (status = 400, response = BadRequest))
+)]
+async fn whoami(guard: Guard, _: ApiQuery<NoQuery>) -> Result<Json<Whoami>, ApiError> {
+    let caller = guard.check()?;
+    Ok(Json(Whoami {
+        token_id: caller.token_id,
+        role: caller.role,
+        models: caller.models,
+    }))
 }
 
 /// List tokens (never their secrets).

@@ -153,8 +153,13 @@ impl Store {
     /// Devices with id > `after_id`, ordered by id, at most `limit` (0 means 100; capped at
     /// 10,000). `created_after` is exclusive.
     pub async fn list_devices(&self, f: &DeviceFilter) -> Result<Vec<DeviceRow>, StoreError> {
+        let prefix = f.prefix.as_ref().map(|p| (p.as_str(), p.upper_bound()));
+        // With a search, `+d.id` keeps SQLite from walking the whole table in id order to
+        // find a rare match: it reads the two index ranges and sorts what they hold
+        // (PostgreSQL's planner does so by itself: a BitmapOr of the two indexes).
+        let id = if prefix.is_some() { "+d.id" } else { "d.id" };
         let mut q = Stmt::new(format!(
-            "SELECT d.*, {GATEWAY_COLUMN} FROM devices d WHERE d.id > "
+            "SELECT d.*, {GATEWAY_COLUMN} FROM devices d WHERE {id} > "
         ))
         .push_bind(f.after_id.unwrap_or(0));
         if let Some(s) = f.status {
@@ -168,6 +173,22 @@ impl Store {
         }
         if let Some(t) = f.created_after {
             q = q.push(" AND d.created_at > ").push_bind(t);
+        }
+        if let Some((lo, hi)) = &prefix {
+            // A range on each unique column (client_id, hardware_serial), so each side is an
+            // index range scan on both backends; `SearchPrefix::upper_bound` makes the range
+            // exactly the strings starting with the prefix in byte order (SQLite's BINARY,
+            // PostgreSQL's C and C.UTF-8 collations).
+            q = q
+                .push(" AND ((d.client_id >= ")
+                .push_bind(*lo)
+                .push(" AND d.client_id < ")
+                .push_bind(hi)
+                .push(") OR (d.hardware_serial >= ")
+                .push_bind(*lo)
+                .push(" AND d.hardware_serial < ")
+                .push_bind(hi)
+                .push("))");
         }
         let rows = q
             .push(" ORDER BY d.id LIMIT ")

@@ -239,6 +239,8 @@ pub struct DeviceFilter {
     pub status: Option<DeviceState>,
     pub kind: Option<DeviceKind>,
     pub model: Option<String>,
+    /// ClientID or hardware serial starts with this.
+    pub prefix: Option<devid_core::SearchPrefix>,
     pub created_after: Option<i64>,
     /// Return devices with id > after_id (cursor).
     pub after_id: Option<i64>,
