@@ -14,6 +14,7 @@ pub mod devices;
 pub mod est;
 pub mod est_answer;
 pub mod est_ldevid;
+pub mod fleet;
 pub mod lifecycle;
 pub mod ops;
 pub mod renewals;
@@ -57,6 +58,8 @@ pub const REGISTRARS: Access = Access::Roles(&[Role::Admin, Role::Factory]);
 /// Brokers read device status, certificates, model settings and the feed.
 pub const FOLLOWERS: Access = Access::Roles(&[Role::Admin, Role::Auditor, Role::Broker]);
 pub const REPORTERS: Access = Access::Roles(&[Role::Admin, Role::Broker]);
+/// Who reads fleet health: operators, auditors and applications beside the fleet.
+pub const FLEET_READERS: Access = Access::Roles(&[Role::Admin, Role::Auditor, Role::App]);
 /// Brokers alone: sensors' derived keys.
 pub const BROKERS: Access = Access::Roles(&[Role::Broker]);
 
@@ -106,6 +109,7 @@ pub fn table() -> Routes {
         .merge(brokers::router())
         .merge(est::router())
         .merge(renewals::router())
+        .merge(fleet::router())
 }
 
 /// The caller of a route that needs a token, with the roles its route-table entry admits.
