@@ -199,6 +199,17 @@ struct Candidate {
     t: Option<i64>,
 }
 
+/// An open `silent` finding with what closes it.
+#[derive(FromRow)]
+struct SilentOpen {
+    subject: String,
+    model: Option<String>,
+    last_seen: Option<i64>,
+    disconnect_at: Option<i64>,
+    status: String,
+    conns: i64,
+}
+
 /// What one sweep did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Swept {
@@ -303,9 +314,10 @@ impl Store {
             })
             .collect();
         events.extend(open_findings(&mut tx, &new, now).await?);
-        let open: Vec<(String, Option<String>, Option<i64>, Option<i64>, String, i64)> = Stmt::new(
-            "SELECT f.subject, d.model, d.last_seen, h.disconnect_at, COALESCE(d.status, 'revoked'), \
-             (SELECT COUNT(*) FROM fleet_connections c WHERE c.client_id = f.subject) \
+        let open: Vec<SilentOpen> = Stmt::new(
+            "SELECT f.subject, d.model, d.last_seen, h.disconnect_at, \
+             COALESCE(d.status, 'revoked') AS status, \
+             (SELECT COUNT(*) FROM fleet_connections c WHERE c.client_id = f.subject) AS conns \
              FROM findings f LEFT JOIN devices d ON d.client_id = f.subject \
              LEFT JOIN device_health h ON h.client_id = f.subject \
              WHERE f.check_name = 'silent' AND f.closed_at IS NULL",
@@ -314,13 +326,13 @@ impl Store {
         .await?;
         let gone: Vec<String> = open
             .into_iter()
-            .filter(|(_, model, seen, dis, status, conns)| {
-                let latest = seen.unwrap_or(0).max(dis.unwrap_or(0));
-                *conns > 0
-                    || status != DeviceState::Active.as_str()
-                    || now - latest <= t.for_model(model.as_deref()).silent_after
+            .filter(|o| {
+                let latest = o.last_seen.unwrap_or(0).max(o.disconnect_at.unwrap_or(0));
+                o.conns > 0
+                    || o.status != DeviceState::Active.as_str()
+                    || now - latest <= t.for_model(o.model.as_deref()).silent_after
             })
-            .map(|r| r.0)
+            .map(|o| o.subject)
             .collect();
         events.extend(close_findings(&mut tx, CheckName::Silent, &gone, now).await?);
 

@@ -381,19 +381,19 @@ pub fn event_findings(
                     ));
                 }
             }
-            "auth_address" => {
-                if checks::reached(c.recent, checks::Limits::default().auth_failures) {
-                    out.push(NewFinding::new(
-                        CheckName::AuthFailures,
-                        value,
-                        None,
-                        None,
-                        format!(
-                            "{} failed authentications from {value} in 10 minutes",
-                            c.recent
-                        ),
-                    ));
-                }
+            "auth_address"
+                if checks::reached(c.recent, checks::Limits::default().auth_failures) =>
+            {
+                out.push(NewFinding::new(
+                    CheckName::AuthFailures,
+                    value,
+                    None,
+                    None,
+                    format!(
+                        "{} failed authentications from {value} in 10 minutes",
+                        c.recent
+                    ),
+                ));
             }
             "takeover" => {
                 let limit = thresholds
