@@ -79,3 +79,5 @@ CREATE TABLE fleet_checks (
 -- The sweeper's candidate queries: silent and never-seen devices by time, counts by status.
 CREATE INDEX devices_last_seen ON devices (last_seen) WHERE last_seen IS NOT NULL;
 CREATE INDEX devices_never_seen ON devices (created_at) WHERE last_seen IS NULL;
+-- cert_expiring's candidates: valid certificates by notAfter.
+CREATE INDEX certificates_expiry ON certificates (not_after) WHERE status = 'good';

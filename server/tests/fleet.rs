@@ -498,3 +498,60 @@ async fn time_driven_checks_open_and_close_by_themselves() {
         store.close().await;
     }
 }
+
+#[tokio::test]
+async fn cert_expiring_opens_near_not_after_and_closes_after_renewal_or_revocation() {
+    for backend in backends().await {
+        let server = Server::start(&backend).await;
+        let id = register(&server, "FX-1", "thermo").await;
+        let (_, h) = server.admin_get(&format!("/v1/devices/{id}/health")).await;
+        let not_after = time::OffsetDateTime::parse(
+            h["cert_not_after"].as_str().unwrap(),
+            &time::format_description::well_known::Rfc3339,
+        )
+        .unwrap()
+        .unix_timestamp();
+        let store = store_of(&server).await;
+        // 31 days before notAfter: not yet; 29 days before: open.
+        store.sweep_fleet(not_after - 31 * 86_400).await.unwrap();
+        assert!(findings(&server, "?check=cert_expiring").await.is_empty());
+        store.sweep_fleet(not_after - 29 * 86_400).await.unwrap();
+        let open = findings(&server, "?check=cert_expiring").await;
+        assert_eq!(
+            checks_of(&open),
+            vec![("cert_expiring".to_string(), id.clone())],
+            "{}",
+            backend.name()
+        );
+        assert_eq!(open[0]["severity"], "warning");
+        // A longer threshold for the model keeps it open earlier; a revoked device's closes.
+        store.sweep_fleet(not_after - 31 * 86_400).await.unwrap();
+        assert!(findings(&server, "?check=cert_expiring").await.is_empty());
+        let (status, _) = server
+            .send(
+                Method::PUT,
+                "/v1/fleet/checks/thermo",
+                Some(&server.token.clone()),
+                Some(&json!({"cert_expiring": "60d"})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        store.sweep_fleet(not_after - 31 * 86_400).await.unwrap();
+        assert_eq!(findings(&server, "?check=cert_expiring").await.len(), 1);
+        server
+            .admin_post(
+                &format!("/v1/devices/{id}/revoke"),
+                &json!({"reason": "superseded"}),
+            )
+            .await;
+        store.sweep_fleet(not_after - 31 * 86_400).await.unwrap();
+        assert!(findings(&server, "?check=cert_expiring").await.is_empty());
+        assert_eq!(
+            findings(&server, "?check=cert_expiring&state=closed&model=thermo")
+                .await
+                .len(),
+            2
+        );
+        store.close().await;
+    }
+}

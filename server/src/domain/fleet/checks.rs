@@ -87,6 +87,15 @@ impl Thresholds {
             .map(&field)
             .fold(field(&Limits::default()), i64::min)
     }
+
+    /// The largest value of `field` over every model and the defaults (for a check that holds
+    /// below its threshold, such as time left before notAfter).
+    pub fn max_of(&self, field: impl Fn(&Limits) -> i64) -> i64 {
+        self.per_model
+            .values()
+            .map(&field)
+            .fold(field(&Limits::default()), i64::max)
+    }
 }
 
 /// A check's severity.
