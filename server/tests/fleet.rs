@@ -184,6 +184,23 @@ async fn batches_build_health_connections_and_timeline() {
         assert_eq!(s["never_seen"], 0);
         assert_eq!(s["brokers_live"], 1);
         assert_eq!(s["brokers_known"], 1);
+        // The same counts as gauges (read at the first scrape).
+        let metrics = server
+            .client
+            .get(server.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        for line in [
+            "devid_fleet_devices{status=\"active\"} 2\n",
+            "devid_fleet_connected_devices 1\n",
+            "devid_fleet_open_findings{check=\"silent\",severity=\"info\"} 0\n",
+        ] {
+            assert!(metrics.contains(line), "{line}: {metrics}");
+        }
 
         // A restarted broker: what it reported before is gone.
         post_batch(&server, &broker, json!({"broker": heartbeat("b1", t + 50)})).await;

@@ -13,7 +13,8 @@ use devid_core::api::{
 use serde_json::json;
 
 use super::DomainError;
-use crate::store::{NewAppEvent, NewFinding};
+use crate::metrics::{FleetGauges, Metrics};
+use crate::store::{NewAppEvent, NewFinding, Store};
 use crate::timefmt;
 use checks::Thresholds;
 
@@ -439,4 +440,28 @@ pub fn event_findings(
         ));
     }
     out
+}
+
+/// Reads the fleet's gauges again when the ones `metrics` holds are older than
+/// [`crate::metrics::FLEET_GAUGES_MAX_AGE`]. A store error leaves the old ones (logged).
+pub async fn refresh_gauges(store: &Store, metrics: &Metrics) {
+    let now = timefmt::now();
+    if !metrics.fleet_stale(now) {
+        return;
+    }
+    let read = async {
+        let c = store.fleet_counts(now).await?;
+        let findings = store.open_finding_counts().await?;
+        Ok::<_, crate::store::StoreError>(FleetGauges {
+            active: c.active,
+            suspended: c.suspended,
+            revoked: c.revoked,
+            connected_now: c.connected_now,
+            open_findings: findings.into_iter().map(|(c, _, n)| (c, n)).collect(),
+        })
+    };
+    match read.await {
+        Ok(g) => metrics.set_fleet(now, g),
+        Err(e) => tracing::warn!(error = %e, "cannot read the fleet gauges"),
+    }
 }
