@@ -206,7 +206,9 @@ pub enum DeviceCommand {
         id: String,
     },
     /// A device's events (connects, failures, status changes, findings), newest first
-    #[command(after_help = "Examples:\n  devid device timeline THERMO7KQ2M4XH9C3VBN8Da --limit 20")]
+    #[command(
+        after_help = "Examples:\n  devid device timeline THERMO7KQ2M4XH9C3VBN8Da --limit 20"
+    )]
     Timeline {
         /// ClientID
         id: String,

@@ -115,7 +115,10 @@ impl Metrics {
     pub fn fleet_stale(&self, now: i64) -> bool {
         self.fleet
             .lock()
-            .map(|g| g.as_ref().is_none_or(|(at, _)| now - at >= FLEET_GAUGES_MAX_AGE))
+            .map(|g| {
+                g.as_ref()
+                    .is_none_or(|(at, _)| now - at >= FLEET_GAUGES_MAX_AGE)
+            })
             .unwrap_or(true)
     }
 
@@ -267,11 +270,12 @@ mod tests {
         assert!(!m.fleet_stale(104));
         assert!(m.fleet_stale(105));
         let text = m.render();
-        assert!(text.contains("devid_fleet_devices{status=\"active\"} 3\n"), "{text}");
+        assert!(
+            text.contains("devid_fleet_devices{status=\"active\"} 3\n"),
+            "{text}"
+        );
         assert!(text.contains("devid_fleet_connected_devices 2\n"));
-        assert!(text.contains(
-            "devid_fleet_open_findings{check=\"silent\",severity=\"info\"} 4\n"
-        ));
+        assert!(text.contains("devid_fleet_open_findings{check=\"silent\",severity=\"info\"} 4\n"));
         assert!(text.contains(
             "devid_fleet_open_findings{check=\"revoked_connected\",severity=\"critical\"} 0\n"
         ));

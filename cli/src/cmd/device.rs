@@ -63,9 +63,7 @@ pub async fn run(api: &Api, out: OutputFormat, c: DeviceCommand) -> Result<ExitC
         }
         DeviceCommand::Status { id } => super::brokers::status(api, out, &id).await,
         DeviceCommand::Health { id } => super::fleet::health(api, out, &id).await,
-        DeviceCommand::Timeline { id, limit } => {
-            super::fleet::timeline(api, out, &id, limit).await
-        }
+        DeviceCommand::Timeline { id, limit } => super::fleet::timeline(api, out, &id, limit).await,
         DeviceCommand::Policy {
             id,
             publish,

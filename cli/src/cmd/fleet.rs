@@ -3,8 +3,7 @@
 use std::process::ExitCode;
 
 use devid_core::api::{
-    AppEventPage, CheckThresholds, ConnectionSeen, DeviceHealth, Finding, FindingPage,
-    FleetSummary,
+    AppEventPage, CheckThresholds, ConnectionSeen, DeviceHealth, Finding, FindingPage, FleetSummary,
 };
 
 use crate::cli::{FleetCommand, OutputFormat};
@@ -109,7 +108,9 @@ fn summary_text(s: &FleetSummary) -> String {
 }
 
 fn findings_table(items: &[Finding]) -> String {
-    let mut t = Table::new(&["id", "check", "severity", "subject", "opened", "closed", "detail"]);
+    let mut t = Table::new(&[
+        "id", "check", "severity", "subject", "opened", "closed", "detail",
+    ]);
     for f in items {
         t.row(vec![
             f.id.to_string(),
@@ -159,9 +160,7 @@ fn seen(c: &Option<ConnectionSeen>) -> String {
 }
 
 pub async fn health(api: &Api, out: OutputFormat, id: &str) -> Result<ExitCode> {
-    let h: DeviceHealth = api
-        .get(&format!("/v1/devices/{}/health", seg(id)))
-        .await?;
+    let h: DeviceHealth = api.get(&format!("/v1/devices/{}/health", seg(id))).await?;
     if out == OutputFormat::Json {
         return super::print_json(&h);
     }
@@ -213,7 +212,10 @@ pub async fn timeline(
     id: &str,
     limit: Option<u32>,
 ) -> Result<ExitCode> {
-    let q: Vec<(&str, String)> = limit.map(|l| ("limit", l.to_string())).into_iter().collect();
+    let q: Vec<(&str, String)> = limit
+        .map(|l| ("limit", l.to_string()))
+        .into_iter()
+        .collect();
     let page: AppEventPage = api
         .get_query(&format!("/v1/devices/{}/timeline", seg(id)), &q)
         .await?;

@@ -1,10 +1,10 @@
 //! The commands. Each prints a table (for people) or the documented JSON object (for scripts).
 
+pub mod brokers;
 mod ca;
 mod crl;
 mod device;
 mod feed;
-pub mod brokers;
 mod fleet;
 mod gateway;
 mod token;
