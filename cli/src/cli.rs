@@ -3,6 +3,9 @@
 
 use std::path::PathBuf;
 
+mod fleet;
+pub use fleet::FleetCommand;
+
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use devid_core::{
     Cidr, ConnectWith, DnsName, HardwareSerial, HumanDuration, LdevidValidity, MessageAuth,
@@ -117,6 +120,9 @@ pub enum Command {
     /// The sensors a gateway relays
     #[command(subcommand)]
     Gateway(GatewayCommand),
+    /// The fleet's health: summary, findings of the fleet checks, check thresholds
+    #[command(subcommand)]
+    Fleet(FleetCommand),
     /// Shell completions
     #[command(
         after_help = "Examples:\n  devid completions bash > /etc/bash_completion.d/devid\n  devid completions zsh > ~/.zfunc/_devid\n  devid completions fish > ~/.config/fish/completions/devid.fish"
@@ -192,6 +198,23 @@ pub enum DeviceCommand {
     Resume {
         /// ClientID
         id: String,
+    },
+    /// What devid knows of a device's health: last seen, connections, failures, findings
+    #[command(after_help = "Examples:\n  devid device health THERMO7KQ2M4XH9C3VBN8Da -o json")]
+    Health {
+        /// ClientID
+        id: String,
+    },
+    /// A device's events (connects, failures, status changes, findings), newest first
+    #[command(
+        after_help = "Examples:\n  devid device timeline THERMO7KQ2M4XH9C3VBN8Da --limit 20"
+    )]
+    Timeline {
+        /// ClientID
+        id: String,
+        /// At most this many (default 100, at most 1000)
+        #[arg(long)]
+        limit: Option<u32>,
     },
     /// What brokers see: status, revoked serials, topic policy, allowed networks
     #[command(after_help = "Examples:\n  devid device status THERMO7KQ2M4XH9C3VBN8Da")]

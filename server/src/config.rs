@@ -15,6 +15,8 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_DATA_DIR: &str = "devid-data";
 /// 10,000 CSRs of about 600 bytes each, with JSON around them, fit well inside this.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
+/// How long app events (devices' timelines) are kept: 30 days.
+pub const DEFAULT_TIMELINE_RETENTION: &str = "30d";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -137,6 +139,9 @@ pub struct Opts {
     /// The private key of --tls-cert, PEM (PKCS#8 or SEC1).
     #[arg(long, env = "DEVID_TLS_KEY", global = true)]
     pub tls_key: Option<PathBuf>,
+    /// How long devices' timelines (the app events) are kept, a duration with a unit (`30d`, `12w`) [default: 30d].
+    #[arg(long, env = "DEVID_TIMELINE_RETENTION", global = true)]
+    pub timeline_retention: Option<String>,
 }
 
 /// What `devid.toml` may hold: the same settings as the flags.
@@ -158,6 +163,7 @@ pub struct FileConfig {
     pub tls_listen: Option<SocketAddr>,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+    pub timeline_retention: Option<String>,
 }
 
 /// The TLS listener: where, and whose certificate.
@@ -196,6 +202,8 @@ pub struct Settings {
     pub pkcs11: Option<Pkcs11Settings>,
     /// None: no TLS listener.
     pub tls: Option<TlsSettings>,
+    /// App events (devices' timelines) older than this are deleted.
+    pub timeline_retention: HumanDuration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -215,6 +223,8 @@ pub enum ConfigError {
     Pkcs11Incomplete,
     #[error("--tls-cert and --tls-key go together, and with --tls-listen")]
     TlsIncomplete,
+    #[error("invalid timeline retention: {0}")]
+    Retention(String),
 }
 
 /// Parses a certificate validity: `none`, or a duration in core's grammar with a unit
@@ -308,7 +318,14 @@ impl Opts {
             (None, None, None) => None,
             _ => return Err(ConfigError::TlsIncomplete),
         };
+        let retention = self
+            .timeline_retention
+            .or(file.timeline_retention)
+            .unwrap_or_else(|| DEFAULT_TIMELINE_RETENTION.to_string());
+        let timeline_retention = HumanDuration::parse(retention.trim(), Bare::Refused)
+            .map_err(|e| ConfigError::Retention(e.to_string()))?;
         Ok(Settings {
+            timeline_retention,
             tls,
             pkcs11,
             listen,
@@ -382,6 +399,20 @@ mod tests {
         assert_eq!(s.public_url, None);
         assert_eq!(s.data_dir, PathBuf::from("devid-data"));
         assert_eq!(s.pkcs11, None);
+        assert_eq!(s.timeline_retention.as_secs(), 30 * 86_400);
+        let s = Opts {
+            timeline_retention: Some("12w".into()),
+            ..Opts::default()
+        }
+        .resolve()
+        .expect("resolve");
+        assert_eq!(s.timeline_retention.to_string(), "12w");
+        assert!(Opts {
+            timeline_retention: Some("30".into()),
+            ..Opts::default()
+        }
+        .resolve()
+        .is_err());
 
         std::fs::write(&path, "listn = \"x\"\n").expect("write");
         let err = Opts {

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use devid_core::api::RevocationAction;
+use devid_core::api::{CheckName, RevocationAction};
 
 /// Upper bounds (seconds) of the issuance latency histogram.
 const BUCKETS: [f64; 12] = [
@@ -30,7 +30,25 @@ pub struct Metrics {
     latency_buckets: [AtomicU64; BUCKETS.len() + 1],
     latency_sum_micros: AtomicU64,
     latency_count: AtomicU64,
+    /// The fleet's gauges as last read from the store, and when (unix seconds).
+    fleet: Mutex<Option<(i64, FleetGauges)>>,
 }
+
+/// The fleet's gauges: read from the store at most every [`FLEET_GAUGES_MAX_AGE`] seconds
+/// (a scrape finds them older: the scrape reads them again), so scrapers cost the database one
+/// set of counts per interval whatever their number.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FleetGauges {
+    pub active: i64,
+    pub suspended: i64,
+    pub revoked: i64,
+    pub connected_now: i64,
+    /// Open findings per check (every check has one severity).
+    pub open_findings: Vec<(CheckName, i64)>,
+}
+
+/// How old the fleet gauges may be before a scrape reads them again.
+pub const FLEET_GAUGES_MAX_AGE: i64 = 5;
 
 impl Metrics {
     pub fn request(&self, method: &str, route: &str, status: u16) {
@@ -93,6 +111,23 @@ impl Metrics {
         }
     }
 
+    /// Whether the fleet gauges need reading again at `now`.
+    pub fn fleet_stale(&self, now: i64) -> bool {
+        self.fleet
+            .lock()
+            .map(|g| {
+                g.as_ref()
+                    .is_none_or(|(at, _)| now - at >= FLEET_GAUGES_MAX_AGE)
+            })
+            .unwrap_or(true)
+    }
+
+    pub fn set_fleet(&self, now: i64, gauges: FleetGauges) {
+        if let Ok(mut g) = self.fleet.lock() {
+            *g = Some((now, gauges));
+        }
+    }
+
     pub fn set_feed_head(&self, head: i64) {
         self.feed_head.fetch_max(head, Ordering::Relaxed);
     }
@@ -136,6 +171,37 @@ impl Metrics {
         if let Ok(map) = self.auth_failures.lock() {
             for (kind, n) in map.iter() {
                 let _ = writeln!(out, "devid_auth_failures_total{{refusal=\"{kind}\"}} {n}");
+            }
+        }
+        if let Ok(Some((_, g))) = self.fleet.lock().as_deref() {
+            let _ = write!(
+                out,
+                "# HELP devid_fleet_devices Devices and sensors registered, by status.\n\
+                 # TYPE devid_fleet_devices gauge\n\
+                 devid_fleet_devices{{status=\"active\"}} {}\n\
+                 devid_fleet_devices{{status=\"suspended\"}} {}\n\
+                 devid_fleet_devices{{status=\"revoked\"}} {}\n\
+                 # HELP devid_fleet_connected_devices Devices with an open connection on a live broker.\n\
+                 # TYPE devid_fleet_connected_devices gauge\n\
+                 devid_fleet_connected_devices {}\n\
+                 # HELP devid_fleet_open_findings Open findings of the fleet checks, by check and severity.\n\
+                 # TYPE devid_fleet_open_findings gauge\n",
+                g.active, g.suspended, g.revoked, g.connected_now
+            );
+            for check in CheckName::ALL {
+                let n = g
+                    .open_findings
+                    .iter()
+                    .filter(|(c, _)| *c == check)
+                    .map(|(_, n)| n)
+                    .sum::<i64>();
+                let severity = crate::domain::fleet::checks::severity(check);
+                let _ = writeln!(
+                    out,
+                    "devid_fleet_open_findings{{check=\"{}\",severity=\"{}\"}} {n}",
+                    check.as_str(),
+                    severity.as_str()
+                );
             }
         }
         out.push_str(
@@ -189,7 +255,30 @@ mod tests {
         m.auth_failure(Some("device_revoked"));
         m.auth_failure(Some("Bad\"label"));
         m.auth_failure(None);
+        assert!(m.fleet_stale(100));
+        assert!(!m.render().contains("devid_fleet_devices"));
+        m.set_fleet(
+            100,
+            FleetGauges {
+                active: 3,
+                suspended: 1,
+                revoked: 0,
+                connected_now: 2,
+                open_findings: vec![(CheckName::Silent, 4)],
+            },
+        );
+        assert!(!m.fleet_stale(104));
+        assert!(m.fleet_stale(105));
         let text = m.render();
+        assert!(
+            text.contains("devid_fleet_devices{status=\"active\"} 3\n"),
+            "{text}"
+        );
+        assert!(text.contains("devid_fleet_connected_devices 2\n"));
+        assert!(text.contains("devid_fleet_open_findings{check=\"silent\",severity=\"info\"} 4\n"));
+        assert!(text.contains(
+            "devid_fleet_open_findings{check=\"revoked_connected\",severity=\"critical\"} 0\n"
+        ));
         assert!(
             text.contains("devid_certificates_issued_total 4\n"),
             "{text}"

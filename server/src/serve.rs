@@ -364,6 +364,36 @@ fn follow_issuers(store: &Store, ca: &Arc<Ca>, feed: &Arc<Feed>) {
     });
 }
 
+/// Every 30 s: the time-driven fleet checks (findings open and close by themselves), and the
+/// deletion of app events older than the timeline retention (`retention` seconds). With
+/// several processes on one PostgreSQL database each sweeps; the findings' unique index keeps
+/// one open finding per check and subject whoever opens it.
+fn sweep_fleet(store: &Store, retention: u64) {
+    let store = store.clone();
+    let retention = i64::try_from(retention).unwrap_or(i64::MAX);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(30));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let now = crate::timefmt::now();
+            match store.sweep_fleet(now).await {
+                Ok(s) if s.opened + s.closed > 0 => {
+                    tracing::info!(opened = s.opened, closed = s.closed, "fleet checks")
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "fleet sweep failed"),
+            }
+            if let Err(e) = store
+                .delete_app_events_before(now.saturating_sub(retention))
+                .await
+            {
+                tracing::warn!(error = %e, "cannot delete old app events");
+            }
+        }
+    });
+}
+
 /// Runs the service until SIGTERM or Ctrl-C, then drains in-flight requests and stops.
 pub async fn run(settings: Settings) -> Result<(), BoxError> {
     let ready = init(&settings).await?;
@@ -387,6 +417,7 @@ pub async fn run(settings: Settings) -> Result<(), BoxError> {
         .await
         .map_err(|e| e.to_string())?;
     follow_issuers(&ready.store, &ready.ca, &feed);
+    sweep_fleet(&ready.store, settings.timeline_retention.as_secs());
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let state = AppState {
         registry: Registry::new(

@@ -235,6 +235,23 @@ async fn what_the_server_answers_fits_the_documented_schemas() {
         ),
         ("SensorKeys", keys),
         ("Device", get(format!("/v1/devices/{sensor_id}")).await),
+        ("FleetSummary", get("/v1/fleet/summary".into()).await),
+        (
+            "FindingPage",
+            get("/v1/fleet/findings?state=all".into()).await,
+        ),
+        (
+            "DeviceHealth",
+            get(format!("/v1/devices/{id}/health")).await,
+        ),
+        (
+            "AppEventPage",
+            get(format!("/v1/devices/{id}/timeline")).await,
+        ),
+        (
+            "CheckThresholds",
+            get("/v1/fleet/checks/thermo".into()).await,
+        ),
     ];
     let (ok, said) = conform(&venv, &doc, &samples);
     assert!(ok, "answers that break their schema:\n{said}");
@@ -270,6 +287,7 @@ fn sample_body(schema: &str) -> Value {
         "EventBatch" => json!({"events": []}),
         "RenewalRequest" => json!({"client_id": "X", "serial": "01", "csr": ""}),
         "SensorAttachment" => json!({"sensors": []}),
+        "CheckThresholds" => json!({}),
         other => panic!("no sample body for {other}: add one"),
     }
 }
@@ -303,7 +321,7 @@ async fn the_server_serves_what_the_document_says_to_the_roles_it_names() {
     let server = Server::start(&Backend::Sqlite).await;
     let (_, doc) = server.get("/openapi.json", None).await;
     let mut tokens = vec![("admin".to_string(), server.token.clone())];
-    for role in ["factory", "broker", "auditor"] {
+    for role in ["factory", "broker", "auditor", "app"] {
         tokens.push((role.to_string(), server.token(role, None).await));
     }
     let paths = doc["paths"].as_object().unwrap();
@@ -377,7 +395,7 @@ async fn the_server_serves_what_the_document_says_to_the_roles_it_names() {
             }
         }
     }
-    assert_eq!(operations, 48, "operations in the document");
+    assert_eq!(operations, 54, "operations in the document");
     // And a path the document does not name is not served.
     let (status, problem) = probe(&server, &Method::GET, "/v1/nothing", None, None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);

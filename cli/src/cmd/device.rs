@@ -61,16 +61,18 @@ pub async fn run(api: &Api, out: OutputFormat, c: DeviceCommand) -> Result<ExitC
                 .await?;
             print_device(out, &d)
         }
-        DeviceCommand::Status { id } => super::fleet::status(api, out, &id).await,
+        DeviceCommand::Status { id } => super::brokers::status(api, out, &id).await,
+        DeviceCommand::Health { id } => super::fleet::health(api, out, &id).await,
+        DeviceCommand::Timeline { id, limit } => super::fleet::timeline(api, out, &id, limit).await,
         DeviceCommand::Policy {
             id,
             publish,
             subscribe,
             message_auth,
-        } => super::fleet::policy(api, out, &id, publish, subscribe, message_auth).await,
+        } => super::brokers::policy(api, out, &id, publish, subscribe, message_auth).await,
         DeviceCommand::Allowlist { id, cidrs, clear } => {
             let cidrs = if clear { Vec::new() } else { cidrs };
-            super::fleet::allowlist(api, out, &id, cidrs).await
+            super::brokers::allowlist(api, out, &id, cidrs).await
         }
         DeviceCommand::Resume { id } => {
             let d: Device = api

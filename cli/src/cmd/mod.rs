@@ -1,10 +1,11 @@
 //! The commands. Each prints a table (for people) or the documented JSON object (for scripts).
 
+pub mod brokers;
 mod ca;
 mod crl;
 mod device;
 mod feed;
-pub mod fleet;
+mod fleet;
 mod gateway;
 mod token;
 
@@ -32,9 +33,10 @@ pub async fn run(command: Command, settings: Settings) -> Result<ExitCode> {
         Command::Crl(c) => crl::run(&api, out, c).await,
         Command::Token(c) => token::run(&api, out, c).await,
         Command::Audit(a) => audit(&api, out, a).await,
-        Command::Broker(c) => fleet::broker(&api, out, c).await,
-        Command::Model(c) => fleet::model(&api, out, c).await,
+        Command::Broker(c) => brokers::broker(&api, out, c).await,
+        Command::Model(c) => brokers::model(&api, out, c).await,
         Command::Gateway(c) => gateway::run(&api, out, c).await,
+        Command::Fleet(c) => fleet::run(&api, out, c).await,
         // Handled before the settings are resolved.
         Command::Completions { .. } => Ok(ExitCode::SUCCESS),
     }

@@ -38,3 +38,13 @@ pub struct AppEvent {
     #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub data: serde_json::Value,
 }
+
+/// `GET /v1/devices/{client_id}/timeline?cursor=&limit=`: a device's events, newest first.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct AppEventPage {
+    pub items: Vec<AppEvent>,
+    /// Pass as `cursor` for the next (older) page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}

@@ -195,3 +195,32 @@ pub struct FleetActivity {
     /// Valid certificates by the month of their notAfter, the next 12 months, 12 entries.
     pub expiries: Vec<PeriodCount>,
 }
+
+/// `GET/PUT /v1/fleet/checks/{model}`: a model's check thresholds. Every field is optional;
+/// an absent one is the default (given on each field).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct CheckThresholds {
+    /// `cert_expiring` when the newest valid certificate expires within this (default 30d).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<crate::HumanDuration>))]
+    pub cert_expiring: Option<crate::HumanDuration>,
+    /// `never_seen` when registered longer ago than this without a connect (default 30d).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<crate::HumanDuration>))]
+    pub never_seen: Option<crate::HumanDuration>,
+    /// `silent` when not connected and nothing seen for longer than this (default 24h).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<crate::HumanDuration>))]
+    pub silent_after: Option<crate::HumanDuration>,
+    /// `duplicate_client_id` at this many takeovers within an hour (default 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub takeovers_per_hour: Option<u32>,
+    /// `shared_certificate` at this many source networks within an hour (default 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub networks_per_hour: Option<u32>,
+    /// `auth_failures` at this many failures within 10 minutes (default 10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_failures: Option<u32>,
+}

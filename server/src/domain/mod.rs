@@ -11,6 +11,8 @@
 //! - [`renewal`]: the rules of LDevID issuance (enroll, renew, re-key), pure.
 //! - [`sensors`]: sensors behind gateways: attachment rules, the keys brokers get, what
 //!   brokers report of readings.
+//! - [`fleet`]: what brokers' batches mean for the fleet's health record, and the fleet
+//!   checks' decisions (`fleet::checks`).
 //! - [`authz`]: decisions beyond "this role may call this route" (factory tokens limited to
 //!   models).
 //! - [`audit`]: one helper for "do it, and record a failure in the audit log" (successes are
@@ -24,6 +26,7 @@ pub mod authz;
 pub mod brokers;
 pub mod devices;
 mod error;
+pub mod fleet;
 pub mod issuers;
 pub mod lifecycle;
 pub mod models;

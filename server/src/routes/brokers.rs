@@ -79,12 +79,10 @@ async fn report_events(
             "at most {MAX_EVENTS} events per call"
         )));
     }
-    let mut rows = Vec::with_capacity(batch.events.len());
+    let parsed = crate::domain::fleet::parse(&batch)?;
+    let mut rows = Vec::with_capacity(parsed.events.len());
     let mut failures = Vec::new();
-    for (i, e) in batch.events.into_iter().enumerate() {
-        let at = timefmt::parse_rfc3339(&e.at).ok_or_else(|| {
-            ApiError::unprocessable(format!("at {:?} is not an RFC 3339 time", e.at)).at_index(i)
-        })?;
+    for e in &parsed.events {
         if e.kind == ConnectionEventKind::AuthFailure {
             failures.push(e.refusal.clone());
         }
@@ -93,12 +91,13 @@ async fn report_events(
             continue;
         }
         rows.push(DeviceEvent {
-            client_id: e.client_id,
-            at,
-            address: e.address,
+            client_id: e.client_id.clone(),
+            at: e.at,
+            address: e.address.clone(),
             auth_failure: e.kind == ConnectionEventKind::AuthFailure,
         });
     }
+    state.store.ingest_batch(&parsed, timefmt::now()).await?;
     state.store.record_events(&rows).await?;
     state
         .store

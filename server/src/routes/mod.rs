@@ -15,6 +15,7 @@ pub mod devices;
 pub mod est;
 pub mod est_answer;
 pub mod est_ldevid;
+pub mod fleet;
 pub mod lifecycle;
 pub mod ops;
 pub mod renewals;
@@ -66,6 +67,8 @@ pub const ANY_TOKEN: Access = Access::Roles(&[
     Role::Auditor,
     Role::App,
 ]);
+/// Who reads fleet health: operators, auditors and applications beside the fleet.
+pub const FLEET_READERS: Access = Access::Roles(&[Role::Admin, Role::Auditor, Role::App]);
 /// Brokers alone: sensors' derived keys.
 pub const BROKERS: Access = Access::Roles(&[Role::Broker]);
 
@@ -116,6 +119,7 @@ pub fn table() -> Routes {
         .merge(brokers::router())
         .merge(est::router())
         .merge(renewals::router())
+        .merge(fleet::router())
 }
 
 /// The caller of a route that needs a token, with the roles its route-table entry admits.

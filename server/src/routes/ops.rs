@@ -83,6 +83,7 @@ async fn readyz(State(state): State<AppState>) -> Result<impl IntoResponse, ApiE
     responses((status = 200, description = "The metrics", content_type = PROMETHEUS_TEXT, body = String))
 )]
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    crate::domain::fleet::refresh_gauges(&state.store, &state.metrics).await;
     (
         [(header::CONTENT_TYPE, PROMETHEUS_TEXT)],
         state.metrics.render(),

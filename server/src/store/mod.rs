@@ -16,6 +16,8 @@
 //! - `sensors`: sensors' keys, their gateways, the KEK's check value and what brokers report
 //!   of their readings.
 //! - `app_events`: the events for applications (appended inside the changes' transactions).
+//! - `fleet`: the fleet's health record from brokers' batches; `findings`: the fleet checks'
+//!   findings; `sweep`: the periodic sweep of the checks.
 //! - `devices`: device and certificate queries; `lifecycle`: the one executor of
 //!   `domain::lifecycle` plans; `ldevid`: the one write path of an LDevID; `feed`: the revocation feed and the CRL; `tokens`: tokens and
 //!   audit; `settings`: connection events, per-device policy, models.
@@ -33,6 +35,8 @@
 mod app_events;
 mod devices;
 mod feed;
+mod findings;
+mod fleet;
 mod issuers;
 mod ldevid;
 mod lifecycle;
@@ -43,6 +47,7 @@ mod settings;
 mod sql;
 mod sqlite;
 mod stored;
+mod sweep;
 mod tokens;
 mod types;
 
@@ -52,8 +57,11 @@ use std::sync::Arc;
 use devid_core::api::RevocationReason;
 
 pub use app_events::{AppEventFilter, AppEventRow, NewAppEvent, APP_EVENTS_CHANNEL};
+pub use findings::{FindingFilter, FindingRow, NewFinding};
+pub use fleet::{DeviceHealthRows, FleetCounts, HealthRow, Ingested};
 pub use issuers::{IssuerRow, ACTIVE, RETIRED, REVOKED};
 pub use ldevid::{KeyBinding, LdevidFacts, LdevidPlan};
+pub use sweep::Swept;
 pub use types::*;
 
 use sql::{Dialect, Pools};
