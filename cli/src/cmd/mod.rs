@@ -6,6 +6,7 @@ mod device;
 mod feed;
 pub mod fleet;
 mod gateway;
+mod sensor;
 mod token;
 
 use std::io::Write as _;
@@ -35,6 +36,7 @@ pub async fn run(command: Command, settings: Settings) -> Result<ExitCode> {
         Command::Broker(c) => fleet::broker(&api, out, c).await,
         Command::Model(c) => fleet::model(&api, out, c).await,
         Command::Gateway(c) => gateway::run(&api, out, c).await,
+        Command::Sensor(c) => sensor::run(&api, out, c).await,
         // Handled before the settings are resolved.
         Command::Completions { .. } => Ok(ExitCode::SUCCESS),
     }
