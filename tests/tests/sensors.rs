@@ -226,7 +226,13 @@ async fn logged(broker: &Broker, sensor: &str, reason: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readings_relayed_by_a_gateway_are_verified_per_sensor_and_forgeries_are_refused() {
-    let service = Service::start().await;
+    for backend in backends() {
+        run(backend).await;
+    }
+}
+
+async fn run(backend: Backend) {
+    let service = Service::start_with(&backend, &[]).await;
     let identity = service.enroll_broker(NAME).await;
     let broker = Broker::start(BrokerSettings::new(&service, identity));
     let root = service.root_der();

@@ -349,13 +349,6 @@ impl SensorBook {
         self.gateways.contains_key(gateway)
     }
 
-    /// Whether `gateway` has sensors whose filters widen what it may publish.
-    pub(super) fn has_sensors(&self, gateway: &str) -> bool {
-        self.gateways
-            .get(gateway)
-            .is_some_and(|s| !s.sensors.is_empty())
-    }
-
     /// The ACL's question for a gateway's PUBLISH: does an attached, active sensor's policy
     /// allow this topic? (The MESSAGE check then requires that sensor's valid claim.)
     pub(super) fn any_sensor_allows(&self, gateway: &str, topic: &str) -> bool {
