@@ -123,6 +123,9 @@ pub enum Command {
     /// The fleet's health: summary, findings of the fleet checks, check thresholds
     #[command(subcommand)]
     Fleet(FleetCommand),
+    /// Sensors' keys
+    #[command(subcommand)]
+    Sensor(SensorCommand),
     /// Shell completions
     #[command(
         after_help = "Examples:\n  devid completions bash > /etc/bash_completion.d/devid\n  devid completions zsh > ~/.zfunc/_devid\n  devid completions fish > ~/.config/fish/completions/devid.fish"
@@ -455,6 +458,21 @@ pub enum GatewayCommand {
     Sensors {
         /// The gateway's ClientID
         gateway: devid_core::ClientId,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SensorCommand {
+    /// Give a sensor a new key K; written to DIR/<ClientID>.sensor.key (mode 0600)
+    #[command(
+        after_help = "Examples:\n  devid sensor rekey TS7KQ2M4XH9C3VBN8Dab --out keys/\n\nThe key is shown this once: the file replaces the old key file. Brokers refuse readings made with the old key within a second (the feed); the sensor's seq goes on."
+    )]
+    Rekey {
+        /// The sensor's ClientID
+        sensor: devid_core::ClientId,
+        /// Output directory
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
     },
 }
 

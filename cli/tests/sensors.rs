@@ -237,3 +237,51 @@ fn gateways_attach_detach_and_list_sensors() {
         assert!(shown.contains("sensor") && shown.contains(&gw2), "{shown}");
     }
 }
+
+#[test]
+fn sensor_rekey_writes_the_new_key_to_a_private_file() {
+    use std::os::unix::fs::PermissionsExt;
+    for s in Server::each_backend() {
+        let out = s.work().join("flash");
+        let out_s = out.to_str().expect("utf8");
+        let id = s
+            .devid(&[
+                "device", "register", "--serial", "RK-1", "--sensor", "--out", out_s,
+            ])
+            .ok()
+            .stdout
+            .trim()
+            .to_string();
+        let file = out.join(format!("{id}.sensor.key"));
+        let old = std::fs::read_to_string(&file).expect("registration's key file");
+        let j = s
+            .devid(&["-o", "json", "sensor", "rekey", &id, "--out", out_s])
+            .ok()
+            .json();
+        assert_eq!(j["client_id"], id.as_str(), "{j}");
+        assert_eq!(j["key_file"], file.to_str().expect("utf8"), "{j}");
+        let new = std::fs::read_to_string(&file).expect("new key file");
+        assert_eq!(new.trim().len(), 43, "{new}");
+        assert_ne!(new, old, "{}: a new key", s.backend());
+        let mode = std::fs::metadata(&file).expect("meta").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        // A device has no sensor key: refused, no file written.
+        let gw = s
+            .devid(&[
+                "device",
+                "register",
+                "--serial",
+                "RK-G",
+                "--generate-key",
+                "--out",
+                out_s,
+            ])
+            .ok()
+            .stdout
+            .trim()
+            .to_string();
+        let r = s.devid(&["sensor", "rekey", &gw, "--out", out_s]).code(1);
+        assert!(r.stderr.contains("not a sensor"), "{r:?}");
+        assert!(!out.join(format!("{gw}.sensor.key")).exists());
+    }
+}

@@ -703,3 +703,190 @@ async fn a_process_with_another_kek_seals_and_opens_no_sensor_key() {
     let (_, none) = one.admin_get("/v1/devices?hardware_serial=XK-2").await;
     assert_eq!(none["items"], json!([]));
 }
+
+/// `POST .../sensors/attach|detach` from many callers at once (each its own request, as two
+/// operators' CLIs would send them): every change is kept, none undoes another.
+#[tokio::test]
+async fn concurrent_attaches_and_detaches_lose_nothing() {
+    for backend in backends().await {
+        let server = Server::start(&backend).await;
+        let gw = device(&server, "CA-GW").await;
+        let mut all = Vec::new();
+        for i in 0..12 {
+            all.push(sensor(&server, &format!("CA-S{i}")).await.0);
+        }
+        let send_all = |verb: &'static str, ids: Vec<String>| {
+            let (url, token, gw) = (server.url.clone(), server.token.clone(), gw.clone());
+            async move {
+                let client = reqwest::Client::new();
+                let tasks: Vec<_> = ids
+                    .into_iter()
+                    .map(|id| {
+                        let req = client
+                            .post(format!("{url}/v1/devices/{gw}/sensors/{verb}"))
+                            .bearer_auth(&token)
+                            .json(&json!({ "sensors": [id] }));
+                        tokio::spawn(async move {
+                            let r = req.send().await.unwrap();
+                            let status = r.status();
+                            (status, r.text().await.unwrap())
+                        })
+                    })
+                    .collect();
+                for t in tasks {
+                    let (status, body) = t.await.unwrap();
+                    assert_eq!(status, StatusCode::OK, "{verb}: {body}");
+                }
+            }
+        };
+        let head = feed_head(&server).await;
+        send_all("attach", all.clone()).await;
+        let (_, listed) = server.admin_get(&format!("/v1/devices/{gw}/sensors")).await;
+        assert_eq!(
+            sorted(ids(&listed)),
+            sorted(all.clone()),
+            "{}",
+            backend.name()
+        );
+        let entries = feed_after(&server, head).await;
+        for s in &all {
+            assert!(entries.contains(&("updated".into(), s.clone())), "{s}");
+        }
+        // Attaching one it has already changes nothing.
+        let token = server.token.clone();
+        let (status, v) = server
+            .send(
+                Method::POST,
+                &format!("/v1/devices/{gw}/sensors/attach"),
+                Some(&token),
+                Some(&json!({ "sensors": [all[0]] })),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{v}");
+        assert_eq!(ids(&v).len(), all.len());
+
+        let (gone, kept) = all.split_at(7);
+        send_all("detach", gone.to_vec()).await;
+        let (_, listed) = server.admin_get(&format!("/v1/devices/{gw}/sensors")).await;
+        assert_eq!(
+            sorted(ids(&listed)),
+            sorted(kept.to_vec()),
+            "{}",
+            backend.name()
+        );
+        let (_, shown) = server.admin_get(&format!("/v1/devices/{}", gone[0])).await;
+        assert!(shown["gateway"].is_null(), "{shown}");
+
+        // Bad input changes nothing: a device where a sensor belongs, an unknown field.
+        let (status, v) = server
+            .send(
+                Method::POST,
+                &format!("/v1/devices/{gw}/sensors/attach"),
+                Some(&token),
+                Some(&json!({ "sensors": [gw] })),
+            )
+            .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+        let (status, _) = server
+            .send(
+                Method::POST,
+                &format!("/v1/devices/{gw}/sensors/detach"),
+                Some(&token),
+                Some(&json!({ "sensors": [], "all": true })),
+            )
+            .await;
+        assert!(status.is_client_error(), "{status}");
+        let (_, listed) = server.admin_get(&format!("/v1/devices/{gw}/sensors")).await;
+        assert_eq!(sorted(ids(&listed)), sorted(kept.to_vec()));
+        // Admin only.
+        let reader = server.token("auditor", None).await;
+        let (status, _) = server
+            .send(
+                Method::POST,
+                &format!("/v1/devices/{gw}/sensors/detach"),
+                Some(&reader),
+                Some(&json!({ "sensors": [kept[0]] })),
+            )
+            .await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+    }
+}
+
+/// `POST /v1/devices/{sensor}/rekey`: a new K, shown once and sealed in place of the old one;
+/// brokers get keys derived from it and an `updated` entry tells them; a device or a revoked
+/// sensor has no key to re-key.
+#[tokio::test]
+async fn a_rekey_replaces_the_sealed_key_and_tells_brokers() {
+    for backend in backends().await {
+        let server = Server::start(&backend).await;
+        let gw = device(&server, "RK-GW").await;
+        let (s1, k1) = sensor(&server, "RK-S1").await;
+        let (status, _) = put_sensors(&server, &gw, &[&s1]).await;
+        assert_eq!(status, StatusCode::OK);
+        let before = database_bytes(&server);
+        let head = feed_head(&server).await;
+        let (status, v) = server
+            .admin_post(&format!("/v1/devices/{s1}/rekey"), &json!({}))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{v}");
+        assert_eq!(v["client_id"], s1.as_str());
+        let k2: [u8; 32] = unb64(v["sensor_key"].as_str().unwrap()).try_into().unwrap();
+        assert_ne!(k1, k2);
+        assert!(
+            feed_after(&server, head)
+                .await
+                .contains(&("updated".into(), s1.clone())),
+            "brokers are told"
+        );
+        let broker = server.token("broker", None).await;
+        let (status, keys) = server
+            .get(&format!("/v1/devices/{gw}/sensors/keys"), Some(&broker))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{keys}");
+        let derived = devid_sensor::derive(&k2, s1.as_bytes()).unwrap();
+        assert_eq!(keys["sensors"][0]["k_mac"], b64(&derived.mac));
+        assert_eq!(keys["sensors"][0]["k_enc"], b64(&derived.enc));
+        if matches!(backend, Backend::Sqlite) {
+            let after = database_bytes(&server);
+            assert!(
+                !after.windows(32).any(|w| w == k2),
+                "the new key is stored only sealed"
+            );
+            assert_ne!(before, after);
+        }
+        let (_, audit) = server.admin_get("/v1/audit?limit=1000").await;
+        assert!(
+            audit["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["action"] == "sensor.rekey" && e["target"] == s1.as_str()),
+            "{audit}"
+        );
+
+        let (status, v) = server
+            .admin_post(&format!("/v1/devices/{gw}/rekey"), &json!({}))
+            .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "a device: {v}");
+        server
+            .admin_post(
+                &format!("/v1/devices/{s1}/revoke"),
+                &json!({"reason": "keyCompromise"}),
+            )
+            .await;
+        let (status, v) = server
+            .admin_post(&format!("/v1/devices/{s1}/rekey"), &json!({}))
+            .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "revoked: {v}");
+        let reader = server.token("auditor", None).await;
+        let (status, _) = server
+            .send(
+                Method::POST,
+                &format!("/v1/devices/{s1}/rekey"),
+                Some(&reader),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+    }
+}

@@ -3,7 +3,8 @@
 //! without sensor properties on its own topics, with `devid-sensor-mac`, and sealed, for many
 //! sensors, at QoS 0 and QoS 1, alternating the rows in rounds on one broker. Prints one JSON
 //! line per row (messages/s, the broker's CPU per message) and the ratios to the row without
-//! sensor properties.
+//! sensor properties, and to the row whose messages carry three user properties that are not
+//! devid's (what Mosquitto itself costs for the three a reading carries).
 //!
 //! `cargo build --workspace && cargo build --release -p devid-mosquitto && cargo bench -p
 //! devid-e2e --bench sensor_publish [-- SENSORS SECONDS ROUNDS]` (default 200 sensors, 5 s, 2
@@ -40,6 +41,9 @@ struct Sensor {
 enum Mode {
     /// The gateway's own topics, no sensor properties.
     None,
+    /// The gateway's own topics with three user properties of the sensor rows' sizes that are
+    /// not devid's: what Mosquitto itself costs for three properties, the fair baseline.
+    Props3,
     Mac,
     Seal,
 }
@@ -48,6 +52,7 @@ impl Mode {
     fn name(self) -> &'static str {
         match self {
             Mode::None => "none",
+            Mode::Props3 => "none+3 user properties",
             Mode::Mac => "devid-sensor-mac",
             Mode::Seal => "devid-sensor-seal",
         }
@@ -61,6 +66,17 @@ fn message(gateway: &str, s: &Sensor, mode: Mode, qos: QoS) -> OutgoingMessage {
     match mode {
         Mode::None => {
             OutgoingMessage::new(format!("devices/{gateway}/{}", s.id), reading.to_vec(), qos)
+        }
+        Mode::Props3 => {
+            let seq = s.seq.fetch_add(1, Ordering::Relaxed) + 1;
+            let mut m =
+                OutgoingMessage::new(format!("devices/{gateway}/{}", s.id), reading.to_vec(), qos);
+            m.user_properties = vec![
+                ("x-sensor".to_string(), s.id.clone()),
+                ("x-sensor-seq".to_string(), seq.to_string()),
+                ("x-sensor-mac".to_string(), "A".repeat(22)),
+            ];
+            m
         }
         Mode::Mac | Mode::Seal => {
             let seq = s.seq.fetch_add(1, Ordering::Relaxed) + 1;
@@ -241,7 +257,7 @@ async fn main() {
     let mut totals: Vec<Totals> = Vec::new();
     for round in 0..rounds {
         for qos in [QoS::AtMostOnce, QoS::AtLeastOnce] {
-            for mode in [Mode::None, Mode::Mac, Mode::Seal] {
+            for mode in [Mode::None, Mode::Props3, Mode::Mac, Mode::Seal] {
                 let r = run(&client, &gw.client_id, &sensors, mode, qos, seconds, pid).await;
                 let q = if qos == QoS::AtMostOnce { 0 } else { 1 };
                 println!(
@@ -269,16 +285,20 @@ async fn main() {
     );
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
     for q in [0u8, 1] {
-        let base = totals
-            .iter()
-            .find(|(k, _, _)| *k == (q, Mode::None))
-            .map(|(_, r, c)| (mean(r), mean(c)))
-            .expect("baseline");
+        let base_of = |m: Mode| {
+            totals
+                .iter()
+                .find(|(k, _, _)| *k == (q, m))
+                .map(|(_, r, c)| (mean(r), mean(c)))
+                .expect("baseline")
+        };
+        let (base, props3) = (base_of(Mode::None), base_of(Mode::Props3));
         for (k, rates, cpus) in totals.iter().filter(|(k, _, _)| k.0 == q) {
             println!(
                 "{}",
                 json!({"summary": true, "qos": q, "mode": k.1.name(), "per_second": mean(rates).round(),
                        "vs_none": (mean(rates) / base.0 * 1000.0).round() / 1000.0,
+                       "vs_none_3_props": (mean(rates) / props3.0 * 1000.0).round() / 1000.0,
                        "broker_us_per_message": (mean(cpus) * 100.0).round() / 100.0,
                        "extra_broker_us_per_message": ((mean(cpus) - base.1) * 100.0).round() / 100.0})
             );

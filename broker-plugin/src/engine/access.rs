@@ -5,6 +5,8 @@
 //! A gateway may also publish on the topics of its attached, active sensors: the ACL (which
 //! never sees a PUBLISH's properties) lets such a PUBLISH through, and the MESSAGE check then
 //! accepts it only as a sensor reading that verifies (see `sensor`), never as the gateway's own.
+//! Once its set is known, a gateway's PUBLISH on a topic nobody allows passes the ACL too, so
+//! that a reading of a sensor it does not relay is counted for that sensor (`not_attached`).
 
 #![deny(unsafe_code)]
 
@@ -46,8 +48,19 @@ impl<S: ServerSide> Engine<S> {
         }
         let cid = &a.identity.client_id;
         // The sensors' filters first: an indexed lookup, cheaper than expanding the policy.
-        (access == Access::Publish && self.sensors.any_sensor_allows(cid, topic))
-            || self.own_policy_allows(cid, access, topic)
+        if access == Access::Publish && self.sensors.any_sensor_allows(cid, topic) {
+            return true;
+        }
+        if self.own_policy_allows(cid, access, topic) {
+            return true;
+        }
+        // A reading of a sensor this gateway does not relay, on a topic none of its sensors
+        // has: the ACL never sees the claim, so it lets the PUBLISH on to the MESSAGE check,
+        // which counts it against the sensor it names (`not_attached`) and refuses it, and
+        // refuses a PUBLISH without a claim as this check would have. Only once the gateway's
+        // set is known, and never on a `$` topic (`$CONTROL/..` never reaches MESSAGE). A
+        // Will is checked after the connection's DISCONNECT, when nothing is allowed.
+        access == Access::Publish && !topic.starts_with('$') && self.sensors.knows_gateway(cid)
     }
 
     /// The device's own policy (fetched, or the default one).
@@ -88,10 +101,16 @@ impl<S: ServerSide> Engine<S> {
                 return MessageVerdict::Refuse;
             }
             // The ACL let this through for the sensors' sake only: not the gateway's own topic.
-            if self.sensors.has_sensors(&a.identity.client_id)
-                && !self.own_policy_allows(&a.identity.client_id, Access::Publish, topic)
+            let cid = &a.identity.client_id;
+            if self.sensors.knows_gateway(cid)
+                && !self.own_policy_allows(cid, Access::Publish, topic)
             {
-                return self.refuse_message(key, topic, MessageRefusal::TopicNotAllowed);
+                if self.sensors.any_sensor_allows(cid, topic) {
+                    return self.refuse_message(key, topic, MessageRefusal::TopicNotAllowed);
+                }
+                // Nobody's topic, let through only for a sensor's claim: refused as the ACL
+                // would have refused it, not counted against the connection.
+                return MessageVerdict::Refuse;
             }
             lock(&self.shared)
                 .revocations

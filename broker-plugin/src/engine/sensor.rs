@@ -26,14 +26,16 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use devid_core::api::DeviceState;
 use devid_core::TopicFilter;
-use devid_sensor::ReplayWindow;
+use devid_sensor::{ReplayWindow, SensorKeys};
+use zeroize::Zeroizing;
+
+mod claim;
+
+pub(super) use claim::{parse_claim, Claim, Proof};
 
 use crate::policy::covers;
 use crate::refusal::SensorRefusal;
 use crate::state::unix_now;
-
-use devid_sensor::PROP_SEQ as SENSOR_SEQ;
-use devid_sensor::{PROP_MAC as SENSOR_MAC, PROP_SEAL as SENSOR_SEAL, PROP_SENSOR as SENSOR};
 
 /// Gateways' sensor keys are refetched at most this often (per gateway).
 const FETCH_REFRESH: Duration = Duration::from_secs(1);
@@ -42,19 +44,38 @@ pub(super) const REPORT_EVERY: Duration = Duration::from_secs(1);
 /// A refused reading is logged and reported as an event at most this often per gateway,
 /// claimed sensor and reason (the counts stay exact).
 const REFUSAL_NOTICE_EVERY: Duration = Duration::from_secs(1);
+/// Most sensors not known here whose `not_attached` readings one report counts.
+const MAX_UNKNOWN_COUNTED: usize = 1_000;
 
-/// One sensor's material as the service sent it, checked and with `%c` expanded.
-#[derive(Clone, PartialEq, Eq)]
+/// One sensor's material as the service sent it, checked and with `%c` expanded. Its keys are
+/// kept with their key schedules done once ([`devid_sensor::SensorKeys`]: HMAC pads, AES round
+/// keys, GHASH table), not redone per reading; the decoded key bytes are wiped once those are
+/// made. (ring keeps its key schedules without wiping them when dropped; no safe code can.)
+#[derive(Clone)]
 pub struct SensorMaterial {
     pub client_id: String,
     pub state: DeviceState,
-    k_mac: [u8; 32],
-    k_enc: [u8; 32],
+    keys: SensorKeys,
+    /// SHA-256 of K_mac || K_enc, first 16 bytes: whether two materials hold the same keys,
+    /// without keeping or comparing the keys themselves.
+    key_digest: [u8; 16],
     /// The sensor's publish filters, `%c` expanded with its ClientID (invalid ones dropped).
     publish: Vec<String>,
     /// The highest seq any broker reported for this sensor.
     pub seq_floor: u64,
 }
+
+impl PartialEq for SensorMaterial {
+    fn eq(&self, other: &Self) -> bool {
+        self.client_id == other.client_id
+            && self.state == other.state
+            && self.key_digest == other.key_digest
+            && self.publish == other.publish
+            && self.seq_floor == other.seq_floor
+    }
+}
+
+impl Eq for SensorMaterial {}
 
 impl std::fmt::Debug for SensorMaterial {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -67,14 +88,20 @@ impl std::fmt::Debug for SensorMaterial {
     }
 }
 
-/// Decodes a 32-byte key sent as base64url without padding (43 characters).
-fn key32(text: &str, what: &str) -> Result<[u8; 32], String> {
-    let bytes = URL_SAFE_NO_PAD
-        .decode(text.as_bytes())
-        .map_err(|_| format!("{what} is not base64url"))?;
-    bytes
-        .try_into()
-        .map_err(|_| format!("{what} is not 32 bytes"))
+/// Decodes a 32-byte key sent as base64url without padding (43 characters); the decoded bytes
+/// are wiped when the answer is dropped.
+fn key32(text: &str, what: &str) -> Result<Zeroizing<[u8; 32]>, String> {
+    let bytes = Zeroizing::new(
+        URL_SAFE_NO_PAD
+            .decode(text.as_bytes())
+            .map_err(|_| format!("{what} is not base64url"))?,
+    );
+    let mut key = Zeroizing::new([0u8; 32]);
+    if bytes.len() != key.len() {
+        return Err(format!("{what} is not 32 bytes"));
+    }
+    key.copy_from_slice(&bytes);
+    Ok(key)
 }
 
 impl SensorMaterial {
@@ -96,11 +123,17 @@ impl SensorMaterial {
             .filter_map(|f| TopicFilter::parse(f).and_then(|f| f.expand(client_id)).ok())
             .map(TopicFilter::into_string)
             .collect();
+        let (k_mac, k_enc) = (key32(k_mac, "k_mac")?, key32(k_enc, "k_enc")?);
+        let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
+        digest.update(k_mac.as_slice());
+        digest.update(k_enc.as_slice());
+        let mut key_digest = [0u8; 16];
+        key_digest.copy_from_slice(&digest.finish().as_ref()[..16]);
         Ok(SensorMaterial {
             client_id: client_id.to_string(),
             state,
-            k_mac: key32(k_mac, "k_mac")?,
-            k_enc: key32(k_enc, "k_enc")?,
+            keys: SensorKeys::new(&k_mac, &k_enc),
+            key_digest,
             publish,
             seq_floor,
         })
@@ -109,89 +142,6 @@ impl SensorMaterial {
     fn allows(&self, topic: &str) -> bool {
         devid_core::TopicName::check(topic).is_ok() && self.publish.iter().any(|f| covers(f, topic))
     }
-}
-
-/// What a PUBLISH's `devid-sensor*` properties claim.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct Claim<'a> {
-    pub sensor: &'a str,
-    pub seq: u64,
-    pub proof: Proof,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Proof {
-    Mac([u8; 16]),
-    Seal,
-}
-
-/// Reads the sensor claim of a PUBLISH from its `devid-*` properties. None: no `devid-sensor*`
-/// property at all (not a sensor reading). A claim that is present but malformed is refused,
-/// and names the sensor when its ClientID could be read.
-pub(super) fn parse_claim<'a>(
-    props: &[(&'a str, &'a str)],
-) -> Option<Result<Claim<'a>, (Option<&'a str>, SensorRefusal)>> {
-    let mut sensor = None;
-    let mut seq = None;
-    let mut mac = None;
-    let mut seal = None;
-    let mut own_claim = false;
-    let mut any = false;
-    let mut repeated = None;
-    let mut unknown = false;
-    for &(k, v) in props {
-        let slot = match k {
-            SENSOR => &mut sensor,
-            SENSOR_SEQ => &mut seq,
-            SENSOR_MAC => &mut mac,
-            SENSOR_SEAL => &mut seal,
-            "devid-seq" | "devid-mac" | "devid-seal" => {
-                own_claim = true;
-                continue;
-            }
-            _ => {
-                if k.starts_with(SENSOR) {
-                    any = true;
-                    unknown = true;
-                }
-                continue;
-            }
-        };
-        any = true;
-        if slot.replace(v).is_some() {
-            repeated = Some(k);
-        }
-    }
-    if !any {
-        return None;
-    }
-    let named = sensor.filter(|s| devid_core::clientid::validate(s).is_ok());
-    let fail = |what: &'static str| Some(Err((named, SensorRefusal::Malformed(what))));
-    if repeated.is_some() {
-        return fail("a devid-sensor property is repeated");
-    }
-    if unknown {
-        return fail("unknown devid-sensor property");
-    }
-    if own_claim {
-        return fail("devid-seq, devid-mac or devid-seal with devid-sensor");
-    }
-    let Some(sensor) = named else {
-        return fail("devid-sensor is not a ClientID");
-    };
-    let Some(Ok(seq)) = seq.map(|s| devid_sensor::parse_seq(s.as_bytes())) else {
-        return fail("devid-sensor-seq is not a decimal 1..2^64");
-    };
-    let proof = match (mac, seal) {
-        (Some(tag), None) => match devid_sensor::decode_b64url_16(tag.as_bytes()) {
-            Ok(t) => Proof::Mac(t),
-            Err(_) => return fail("devid-sensor-mac is not 16 bytes of base64url"),
-        },
-        (None, Some("1")) => Proof::Seal,
-        (None, Some(_)) => return fail("devid-sensor-seal is not 1"),
-        _ => return fail("exactly one of devid-sensor-mac and devid-sensor-seal"),
-    };
-    Some(Ok(Claim { sensor, seq, proof }))
 }
 
 /// One gateway's sensors, with their publish filters indexed for the ACL, which asks about
@@ -284,6 +234,8 @@ pub(super) struct SensorBook {
     /// When a refusal for (gateway, claimed sensor, reason) was last logged and reported.
     noticed: HashMap<(String, String, &'static str), Instant>,
     last_report: Option<Instant>,
+    /// Sensors not known here counted in this report period.
+    unknown_counted: usize,
 }
 
 /// An accepted reading: what the broker forwards.
@@ -392,11 +344,9 @@ impl SensorBook {
         v
     }
 
-    /// Whether `gateway` has sensors whose filters widen what it may publish.
-    pub(super) fn has_sensors(&self, gateway: &str) -> bool {
-        self.gateways
-            .get(gateway)
-            .is_some_and(|s| !s.sensors.is_empty())
+    /// Whether the service's answer about `gateway`'s sensors is here (possibly none).
+    pub(super) fn knows_gateway(&self, gateway: &str) -> bool {
+        self.gateways.contains_key(gateway)
     }
 
     /// The ACL's question for a gateway's PUBLISH: does an attached, active sensor's policy
@@ -445,27 +395,25 @@ impl SensorBook {
         let id = claim.sensor.as_bytes();
         let plaintext = match claim.proof {
             Proof::Mac(tag) => {
-                devid_sensor::verify_mac(&m.k_mac, id, claim.seq, topic.as_bytes(), payload, &tag)
+                m.keys
+                    .verify_mac(id, claim.seq, topic.as_bytes(), payload, &tag)
                     .map_err(|_| SensorRefusal::BadMac)?;
                 None
             }
             Proof::Seal => {
                 let mut buf = payload.to_vec();
                 let t = topic.as_bytes();
-                let opened = if devid_sensor::seal_aad_len(id, t) <= devid_sensor::AAD_STACK_LEN {
-                    devid_sensor::open_in_place(&m.k_enc, id, claim.seq, t, &mut buf)
+                let mut stack = [0u8; devid_sensor::AAD_STACK_LEN];
+                let mut heap = Vec::new();
+                let n = devid_sensor::seal_aad_len(id, t);
+                let scratch = if n <= stack.len() {
+                    &mut stack[..]
                 } else {
-                    // A long topic: the associated data does not fit the crate's stack buffer.
-                    let mut scratch = vec![0u8; devid_sensor::seal_aad_len(id, t)];
-                    devid_sensor::open_in_place_with_scratch(
-                        &m.k_enc,
-                        id,
-                        claim.seq,
-                        t,
-                        &mut buf,
-                        &mut scratch,
-                    )
+                    // A long topic: the associated data does not fit the stack buffer.
+                    heap.resize(n, 0);
+                    &mut heap[..]
                 };
+                let opened = m.keys.open_in_place(id, claim.seq, t, &mut buf, scratch);
                 let n = opened.map_err(|_| SensorRefusal::BadSeal)?;
                 buf.truncate(n);
                 Some(buf)
@@ -482,16 +430,27 @@ impl SensorBook {
         d.last_accepted_at = Some(unix_now());
     }
 
-    /// Counts a refused reading under the sensor it names, when that sensor is known here (a
-    /// made-up ClientID is not given a counter). Returns whether the refusal is due to be
-    /// logged and reported (at most once a second per gateway, claimed sensor and reason).
+    /// Counts a refused reading under the sensor it names, when that sensor is known here, or,
+    /// refused as `not_attached`, for up to [`MAX_UNKNOWN_COUNTED`] sensors a report (a sensor
+    /// of a gateway on another broker; the service skips ClientIDs that are not sensors).
+    /// Returns whether the refusal is due to be logged and reported (at most once a second per
+    /// gateway, claimed sensor and reason).
     pub(super) fn count_refused(
         &mut self,
         sensor: Option<&str>,
         gateway: &str,
         reason: SensorRefusal,
     ) -> bool {
-        if let Some(s) = sensor.filter(|s| self.counters.contains_key(*s)) {
+        let counted = sensor.filter(|s| {
+            if self.counters.contains_key(*s) || self.deltas.contains_key(*s) {
+                return true;
+            }
+            let room =
+                reason == SensorRefusal::NotAttached && self.unknown_counted < MAX_UNKNOWN_COUNTED;
+            self.unknown_counted += usize::from(room);
+            room
+        });
+        if let Some(s) = counted {
             *self
                 .delta(s, gateway)
                 .refused
@@ -539,6 +498,7 @@ impl SensorBook {
             return Vec::new();
         }
         self.last_report = Some(Instant::now());
+        self.unknown_counted = 0;
         self.noticed
             .retain(|_, t| t.elapsed() < REFUSAL_NOTICE_EVERY);
         self.requested.retain(|_, t| t.elapsed() < FETCH_REFRESH);
@@ -580,6 +540,8 @@ mod tests {
     use crate::policy::Access;
     use crate::service::{lock, FromService, ToService, Updated};
     use crate::state::Applied;
+    use devid_sensor::PROP_SEQ as SENSOR_SEQ;
+    use devid_sensor::{PROP_MAC as SENSOR_MAC, PROP_SEAL as SENSOR_SEAL, PROP_SENSOR as SENSOR};
 
     type Props = Vec<(String, String)>;
 
@@ -982,15 +944,54 @@ mod tests {
         let (mut e, _s, _rx) = setup();
         // The ACL sees no properties: it admits a PUBLISH on an active attached sensor's topic.
         assert!(e.acl(1, Access::Publish, "devices/s1/temp"));
+        assert!(e.sensors.any_sensor_allows("gw1", "devices/s1/temp"));
         assert!(
-            !e.acl(1, Access::Publish, "devices/s3/temp"),
+            !e.sensors.any_sensor_allows("gw1", "devices/s3/temp"),
             "gw2's sensor"
         );
         assert!(
             !e.acl(1, Access::Subscribe, "devices/s1/temp"),
             "publish only"
         );
-        assert!(!e.acl(2, Access::Publish, "devices/s1/temp"));
+        assert!(!e.acl(1, Access::Subscribe, "devices/s3/temp"));
+        assert!(
+            !e.acl(1, Access::Publish, "$CONTROL/x/devices/s3"),
+            "never a $ topic"
+        );
+        // A topic nobody allows passes the ACL once the gateway's set is known (so that another
+        // gateway's sensor's reading is counted), and MESSAGE refuses whatever is not a reading
+        // of its own sensors, without counting it against the connection.
+        assert!(e.acl(1, Access::Publish, "devices/s3/temp"));
+        for _ in 0..5 {
+            assert_eq!(
+                e.message(1, "devices/s3/temp", &[], b"x"),
+                MessageVerdict::Refuse
+            );
+        }
+        assert_eq!(
+            send(
+                &mut e,
+                1,
+                "devices/s3/temp",
+                &mac_props("s3", 1, "devices/s3/temp", b"v"),
+                b"v"
+            ),
+            MessageVerdict::Refuse,
+            "gw2's sensor via gw1: not attached"
+        );
+        assert!(
+            e.acl(1, Access::Publish, "devices/gw1/x"),
+            "still connected"
+        );
+        let (mut fresh, _s2, _rx2) = engine();
+        assert!(matches!(
+            connect(&mut fresh, 1, "gw1", "0a"),
+            AuthOutcome::Success(_)
+        ));
+        assert!(
+            !fresh.acl(1, Access::Publish, "devices/s3/temp"),
+            "the set not known yet: the ACL refuses"
+        );
         // The gateway's own message there (no sensor claim) is refused; on its own topic it
         // passes as before.
         assert_eq!(
@@ -1050,9 +1051,10 @@ mod tests {
             "a sensor is not kicked"
         );
         assert!(
-            !e.acl(1, Access::Publish, t),
+            !e.sensors.any_sensor_allows("gw1", t),
             "a suspended sensor widens nothing"
         );
+        assert_eq!(e.message(1, t, &[], b"x"), MessageVerdict::Refuse);
         let r = apply(&shared, entry(2, RevocationAction::Resumed, "s1"));
         e.sensors.requested.clear();
         e.tick(vec![FromService::Recheck(r)]);
@@ -1122,7 +1124,8 @@ mod tests {
             send(&mut e, 2, t, &mac_props("s1", 6, t, b"v"), b"v"),
             MessageVerdict::Refuse
         );
-        // A made-up sensor gets no counter.
+        // A sensor not known here (another broker's gateway relays it) gets no counter, but its
+        // `not_attached` readings are counted for the service.
         assert_eq!(
             send(&mut e, 1, t, &mac_props("zz9", 1, t, b"v"), b"v"),
             MessageVerdict::Refuse
@@ -1136,8 +1139,14 @@ mod tests {
                 _ => None,
             })
             .expect("a report");
-        assert_eq!(report.len(), 2, "{report:?}");
-        let (a, b) = (&report[0], &report[1]);
+        assert_eq!(report.len(), 3, "{report:?}");
+        let (a, b, z) = (&report[0], &report[1], &report[2]);
+        assert_eq!(
+            (z.sensor.as_str(), z.gateway.as_str(), z.highest_seq),
+            ("zz9", "gw1", 0)
+        );
+        assert_eq!(z.delta.refused, [("not_attached", 1)].into_iter().collect());
+        assert_eq!(e.sensors.highest("zz9"), None, "no counter");
         assert_eq!(
             (a.sensor.as_str(), a.gateway.as_str(), a.highest_seq),
             ("s1", "gw1", 4)

@@ -23,7 +23,8 @@ impl Ctx {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
             let mut changed = false;
-            for t in report {
+            // A sensor only refused here (0: none accepted) has nothing to persist.
+            for t in report.iter().filter(|t| t.highest_seq > 0) {
                 let e = c.entry(t.sensor.clone()).or_insert(0);
                 if t.highest_seq > *e {
                     *e = t.highest_seq;

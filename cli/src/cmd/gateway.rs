@@ -1,8 +1,8 @@
 //! `devid gateway attach|detach|sensors`: which sensors a gateway relays.
 //!
-//! The service takes a gateway's whole set (`PUT /v1/devices/{gateway}/sensors`); attach and
-//! detach read the set, change it and write it back, so two of them on the same gateway at
-//! the same moment may undo each other's change: run them one at a time per gateway.
+//! Attach and detach name only the sensors they add or take away
+//! (`POST /v1/devices/{gateway}/sensors/attach|detach`): the service changes the set it has in
+//! one transaction, so two operators changing one gateway at once both get their change.
 
 use std::process::ExitCode;
 
@@ -15,43 +15,21 @@ use crate::error::Result;
 use crate::table::{self, Table};
 
 pub async fn run(api: &Api, out: OutputFormat, c: GatewayCommand) -> Result<ExitCode> {
-    let (gateway, change) = match c {
+    let (gateway, verb, sensors) = match c {
         GatewayCommand::Sensors { gateway } => {
             let set = sensors(api, &gateway).await?;
             return print(out, &set);
         }
-        GatewayCommand::Attach { gateway, sensors } => (gateway, Change::Attach(sensors)),
-        GatewayCommand::Detach { gateway, sensors } => (gateway, Change::Detach(sensors)),
+        GatewayCommand::Attach { gateway, sensors } => (gateway, "attach", sensors),
+        GatewayCommand::Detach { gateway, sensors } => (gateway, "detach", sensors),
     };
-    let mut set: Vec<String> = sensors(api, &gateway)
-        .await?
-        .sensors
-        .into_iter()
-        .map(|s| s.client_id)
-        .collect();
-    match change {
-        Change::Attach(new) => {
-            for s in new {
-                let s = s.into_string();
-                if !set.contains(&s) {
-                    set.push(s);
-                }
-            }
-        }
-        Change::Detach(gone) => {
-            let gone: Vec<String> = gone.into_iter().map(ClientId::into_string).collect();
-            set.retain(|s| !gone.contains(s));
-        }
-    }
+    let body = SensorAttachment {
+        sensors: sensors.into_iter().map(ClientId::into_string).collect(),
+    };
     let now: GatewaySensors = api
-        .put(&path(&gateway), &SensorAttachment { sensors: set })
+        .post(&format!("{}/{verb}", path(&gateway)), &body)
         .await?;
     print(out, &now)
-}
-
-enum Change {
-    Attach(Vec<ClientId>),
-    Detach(Vec<ClientId>),
 }
 
 fn path(gateway: &ClientId) -> String {

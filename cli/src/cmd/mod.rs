@@ -7,6 +7,7 @@ mod device;
 mod feed;
 mod fleet;
 mod gateway;
+mod sensor;
 mod token;
 
 use std::io::Write as _;
@@ -37,6 +38,7 @@ pub async fn run(command: Command, settings: Settings) -> Result<ExitCode> {
         Command::Model(c) => brokers::model(&api, out, c).await,
         Command::Gateway(c) => gateway::run(&api, out, c).await,
         Command::Fleet(c) => fleet::run(&api, out, c).await,
+        Command::Sensor(c) => sensor::run(&api, out, c).await,
         // Handled before the settings are resolved.
         Command::Completions { .. } => Ok(ExitCode::SUCCESS),
     }

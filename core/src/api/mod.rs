@@ -42,7 +42,9 @@
 //! | `POST /v1/brokers` | [`BrokerEnrollRequest`] -> [`BrokerCertificate`] |
 //! | `PUT /v1/devices/{gateway}/sensors` | [`SensorAttachment`] -> [`GatewaySensors`] |
 //! | `GET /v1/devices/{gateway}/sensors` | [`GatewaySensors`] |
+//! | `POST /v1/devices/{gateway}/sensors/attach`, `.../detach` | [`SensorAttachment`] -> [`GatewaySensors`] |
 //! | `GET /v1/devices/{gateway}/sensors/keys` | [`SensorKeys`] (broker role) |
+//! | `POST /v1/devices/{sensor}/rekey` | [`SensorRekeyed`] |
 //! | `POST /v1/brokers/renewals` | [`RenewalRequest`] -> [`RenewalAnswer`] |
 
 mod audit;

@@ -115,6 +115,19 @@ pub struct SensorKeyEntry {
     pub seq_floor: u64,
 }
 
+/// `POST /v1/devices/{sensor}/rekey` (admin): the sensor's new key K, shown this once (the
+/// service keeps it only sealed). Brokers stop accepting readings made with the old key as soon
+/// as the feed's `updated` entry reaches them; the sensor's seq floor stays.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct SensorRekeyed {
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::ClientId))]
+    pub client_id: String,
+    /// K, 32 bytes as base64url without padding (43 characters), as at registration.
+    pub sensor_key: String,
+}
+
 /// What one broker saw of one sensor's readings since its previous report (part of
 /// `POST /v1/events`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

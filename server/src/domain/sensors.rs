@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use base64::Engine as _;
 use devid_core::api::{
     AttachedSensor, DeviceKind, DeviceState, GatewaySensors, SensorKeyEntry, SensorKeys,
-    SensorReport, MAX_SENSORS_PER_GATEWAY, MAX_SENSOR_REPORTS,
+    SensorRekeyed, SensorReport, MAX_SENSORS_PER_GATEWAY, MAX_SENSOR_REPORTS,
 };
 use devid_core::clientid;
 
@@ -67,6 +67,47 @@ pub fn check_set(sensors: &[String]) -> Result<(), DomainError> {
         }
     }
     Ok(())
+}
+
+/// What an attachment call asks for: a gateway's whole new set (`PUT`), or sensors added to or
+/// taken away from the set it has when the change is made (`POST .../attach`, `.../detach`),
+/// which the store reads under the attachments lock, so concurrent calls lose nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttachmentChange<'a> {
+    Set(&'a [String]),
+    Attach(&'a [String]),
+    Detach(&'a [String]),
+}
+
+impl AttachmentChange<'_> {
+    /// The gateway's new set, given its set now. Attaching a sensor it has, or detaching one it
+    /// does not have, changes nothing; the new set passes [`check_set`].
+    pub fn wanted(&self, current: &[String]) -> Result<Vec<String>, DomainError> {
+        let wanted = match *self {
+            AttachmentChange::Set(set) => set.to_vec(),
+            AttachmentChange::Attach(add) => {
+                let mut set = current.to_vec();
+                set.extend(add.iter().filter(|s| !current.contains(s)).cloned());
+                set
+            }
+            AttachmentChange::Detach(gone) => current
+                .iter()
+                .filter(|s| !gone.contains(s))
+                .cloned()
+                .collect(),
+        };
+        check_set(&wanted)?;
+        Ok(wanted)
+    }
+
+    /// The ClientIDs the call names (checked before any look-up).
+    fn named(&self) -> &[String] {
+        match *self {
+            AttachmentChange::Set(s)
+            | AttachmentChange::Attach(s)
+            | AttachmentChange::Detach(s) => s,
+        }
+    }
 }
 
 /// The rules of attachment: the gateway is a device (kind `device`) that is not revoked; every
@@ -141,24 +182,71 @@ pub fn plan_attachment(
     Ok(plan)
 }
 
-/// `PUT /v1/devices/{gateway}/sensors`: sets the gateway's sensors, tells brokers (an `updated`
-/// feed entry per device whose attachment changed) and returns the new set.
+/// `PUT /v1/devices/{gateway}/sensors` and `POST .../sensors/attach|detach`: changes the
+/// gateway's sensors, tells brokers (an `updated` feed entry per device whose attachment
+/// changed) and returns the new set.
 pub async fn set_sensors(
     ctx: Ctx<'_>,
     audit: &Audit,
     gateway: &str,
-    sensors: &[String],
+    change: AttachmentChange<'_>,
 ) -> Result<GatewaySensors, DomainError> {
-    check_set(sensors)?;
+    check_set(change.named())?;
     devices::find(ctx.store, gateway).await?;
     let entries = ctx
         .store
-        .set_gateway_sensors(gateway, sensors, &audit.ok(), timefmt::now())
+        .set_gateway_sensors(gateway, change, &audit.ok(), timefmt::now())
         .await?;
     for e in &entries {
         ctx.updated(e);
     }
     list(ctx.store, gateway).await
+}
+
+/// Whether a device may be given a new sensor key: a sensor that is not revoked.
+pub fn check_rekey(device: &DeviceRow) -> Result<(), DomainError> {
+    if device.kind != DeviceKind::Sensor {
+        return Err(DomainError::invalid(format!(
+            "{} is a device, not a sensor: only a sensor has a key to re-key",
+            device.client_id
+        )));
+    }
+    if device.status == DeviceState::Revoked {
+        return Err(DomainError::invalid(format!(
+            "sensor {} is revoked",
+            device.client_id
+        )));
+    }
+    Ok(())
+}
+
+/// `POST /v1/devices/{sensor}/rekey`: a new key K for the sensor, sealed under the KEK in place
+/// of the old one (the store checks [`check_rekey`] under the row lock and appends an
+/// `updated` feed entry, on which brokers refetch the keys); K is returned this once.
+pub async fn rekey(
+    ctx: Ctx<'_>,
+    audit: &Audit,
+    kek: &SensorKek,
+    sensor: &str,
+) -> Result<SensorRekeyed, DomainError> {
+    let found = devices::find(ctx.store, sensor).await?;
+    check_rekey(&found.device)?;
+    check_kek(ctx.store, kek).await?;
+    let client_id = found.device.client_id;
+    let rng = ring::rand::SystemRandom::new();
+    let mut k = zeroize::Zeroizing::new([0u8; 32]);
+    ring::rand::SecureRandom::fill(&rng, k.as_mut())
+        .map_err(|_| DomainError::internal("rng failure"))?;
+    let sealed = kek.seal(&client_id, &k, &rng)?;
+    let entry = ctx
+        .store
+        .rekey_sensor(&client_id, &sealed, &audit.ok(), timefmt::now())
+        .await?;
+    ctx.updated(&entry);
+    Ok(SensorRekeyed {
+        client_id,
+        sensor_key: base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(k.as_ref()),
+    })
 }
 
 /// A gateway's sensors.
@@ -400,6 +488,35 @@ mod tests {
             let e = plan_attachment(&gw, &ids(&["S1"]), &found, &[]).expect_err(want);
             assert!(e.to_string().contains(want), "{e} / {want}");
         }
+    }
+
+    #[test]
+    fn attach_and_detach_apply_to_the_set_now() {
+        let id = |n: u8| clientid::generate("", &[n; 10]).expect("id");
+        let (a, b, c, z) = (id(1), id(2), id(3), id(9));
+        let now = vec![a.clone(), b.clone()];
+        let add = vec![b.clone(), c.clone()];
+        assert_eq!(
+            AttachmentChange::Attach(&add).wanted(&now).expect("ok"),
+            vec![a.clone(), b.clone(), c.clone()]
+        );
+        let gone = vec![a.clone(), z];
+        assert_eq!(
+            AttachmentChange::Detach(&gone).wanted(&now).expect("ok"),
+            vec![b.clone()]
+        );
+        assert_eq!(AttachmentChange::Set(&add).wanted(&now).expect("ok"), add);
+        let many: Vec<String> = (0..MAX_SENSORS_PER_GATEWAY)
+            .map(|i| {
+                let mut r = [0u8; 10];
+                r[..8].copy_from_slice(&(i as u64 + 100).to_be_bytes());
+                clientid::generate("", &r).expect("id")
+            })
+            .collect();
+        let e = AttachmentChange::Attach(&[c])
+            .wanted(&many)
+            .expect_err("too many");
+        assert!(e.to_string().contains("at most"), "{e}");
     }
 
     #[test]

@@ -3,19 +3,22 @@
 
 use axum::extract::{Path, State};
 use axum::Json;
-use devid_core::api::{GatewaySensors, SensorAttachment, SensorKeys};
+use devid_core::api::{GatewaySensors, SensorAttachment, SensorKeys, SensorRekeyed};
 use devid_core::ClientId;
 use utoipa_axum::routes;
 
 use crate::app::{ApiJson, AppState};
-use crate::domain::sensors;
+use crate::domain::sensors::{self, AttachmentChange};
 use crate::error::ApiError;
-use crate::openapi::{JsonBodyProblems, NotFound};
+use crate::openapi::{JsonBodyProblems, NotFound, Unprocessable};
 use crate::routes::{ctx, Guard, Routes, ADMIN, BROKERS, READERS};
 
 pub(crate) fn router() -> Routes {
     Routes::new()
         .add(ADMIN, routes!(set_sensors))
+        .add(ADMIN, routes!(attach_sensors))
+        .add(ADMIN, routes!(detach_sensors))
+        .add(ADMIN, routes!(rekey_sensor))
         .add(READERS, routes!(list_sensors))
         .add(BROKERS, routes!(sensor_keys))
 }
@@ -46,7 +49,67 @@ async fn set_sensors(
 ) -> Result<Json<GatewaySensors>, ApiError> {
     let caller = guard.check()?;
     let audit = caller.audit("gateway.sensors", &gateway);
-    let work = sensors::set_sensors(ctx(&state), &audit, &gateway, &req.sensors);
+    let change = AttachmentChange::Set(&req.sensors);
+    let work = sensors::set_sensors(ctx(&state), &audit, &gateway, change);
+    Ok(Json(audit.run(&state.store, work).await?))
+}
+
+/// Attach sensors to a gateway, keeping the ones it has.
+///
+/// The listed sensors are added to the gateway's set as it is when the change is made (one
+/// transaction under the attachments lock: two attaches at once both take effect); one
+/// attached to another gateway moves here; one the gateway has already stays. The same rules
+/// and feed entries as `PUT /v1/devices/{gateway}/sensors`; an error changes nothing.
+#[utoipa::path(
+    post,
+    path = "/v1/devices/{gateway}/sensors/attach",
+    params(("gateway" = ClientId, Path)),
+    request_body = SensorAttachment,
+    responses(
+        (status = 200, description = "The gateway's sensors now", body = GatewaySensors),
+        (status = 404, response = NotFound),
+        JsonBodyProblems,
+    )
+)]
+async fn attach_sensors(
+    State(state): State<AppState>,
+    guard: Guard,
+    Path(gateway): Path<String>,
+    ApiJson(req): ApiJson<SensorAttachment>,
+) -> Result<Json<GatewaySensors>, ApiError> {
+    let caller = guard.check()?;
+    let audit = caller.audit("gateway.sensors.attach", &gateway);
+    let change = AttachmentChange::Attach(&req.sensors);
+    let work = sensors::set_sensors(ctx(&state), &audit, &gateway, change);
+    Ok(Json(audit.run(&state.store, work).await?))
+}
+
+/// Detach sensors from a gateway, keeping its others.
+///
+/// The listed sensors are taken out of the gateway's set as it is when the change is made
+/// (one transaction under the attachments lock); a listed sensor the gateway does not have is
+/// left as it is. Brokers learn of it through the feed as for `PUT`.
+#[utoipa::path(
+    post,
+    path = "/v1/devices/{gateway}/sensors/detach",
+    params(("gateway" = ClientId, Path)),
+    request_body = SensorAttachment,
+    responses(
+        (status = 200, description = "The gateway's sensors now", body = GatewaySensors),
+        (status = 404, response = NotFound),
+        JsonBodyProblems,
+    )
+)]
+async fn detach_sensors(
+    State(state): State<AppState>,
+    guard: Guard,
+    Path(gateway): Path<String>,
+    ApiJson(req): ApiJson<SensorAttachment>,
+) -> Result<Json<GatewaySensors>, ApiError> {
+    let caller = guard.check()?;
+    let audit = caller.audit("gateway.sensors.detach", &gateway);
+    let change = AttachmentChange::Detach(&req.sensors);
+    let work = sensors::set_sensors(ctx(&state), &audit, &gateway, change);
     Ok(Json(audit.run(&state.store, work).await?))
 }
 
@@ -92,4 +155,32 @@ async fn sensor_keys(
     Ok(Json(
         sensors::keys(&state.store, &state.kek, &gateway).await?,
     ))
+}
+
+/// Give a sensor a new key.
+///
+/// A new key K is made, sealed in place of the old one and returned this once (as
+/// registration's `sensor_key`). Brokers drop the old keys when the feed's `updated` entry for
+/// the sensor reaches them (within about a second): readings made with the old key are refused
+/// from then on. The sensor's seq floor stays, so its counter goes on. Only a sensor that is not
+/// revoked.
+#[utoipa::path(
+    post,
+    path = "/v1/devices/{sensor}/rekey",
+    params(("sensor" = ClientId, Path)),
+    responses(
+        (status = 200, description = "The sensor's new key, shown once", body = SensorRekeyed),
+        (status = 404, response = NotFound),
+        (status = 422, response = Unprocessable),
+    )
+)]
+async fn rekey_sensor(
+    State(state): State<AppState>,
+    guard: Guard,
+    Path(sensor): Path<String>,
+) -> Result<Json<SensorRekeyed>, ApiError> {
+    let caller = guard.check()?;
+    let audit = caller.audit("sensor.rekey", &sensor);
+    let work = sensors::rekey(ctx(&state), &audit, &state.kek, &sensor);
+    Ok(Json(audit.run(&state.store, work).await?))
 }

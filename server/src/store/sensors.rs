@@ -13,7 +13,7 @@ use super::sql::{Arg, Conn, Lock, Stmt};
 use super::stored::{seq_from_sql, seq_to_sql, Stored};
 use super::tokens::insert_audit_on;
 use super::{AuditRecord, FeedEntryRow, SensorReading, SensorRow, Store, StoreError};
-use crate::domain::sensors::{plan_attachment, Named};
+use crate::domain::sensors::{check_rekey, plan_attachment, AttachmentChange, Named};
 
 #[derive(FromRow)]
 struct NamedRow {
@@ -62,7 +62,8 @@ impl Store {
         Ok(())
     }
 
-    /// Sets the sensors of `gateway` to `wanted` in one transaction: the rules are asked of
+    /// Changes the sensors of `gateway` in one transaction: the new set is `change` applied to
+    /// the set read under the lock (the whole set, or sensors added or taken away); the rules are asked of
     /// `domain::sensors::plan_attachment` with the rows as they are under the lock (an error
     /// changes nothing); sensors attached elsewhere move here, the gateway's others are
     /// detached; one audit row (`audit` with what changed as its detail) and an `updated` feed
@@ -70,15 +71,28 @@ impl Store {
     pub async fn set_gateway_sensors(
         &self,
         gateway: &str,
-        wanted: &[String],
+        change: AttachmentChange<'_>,
         audit: &AuditRecord,
         at: i64,
     ) -> Result<Vec<FeedEntryRow>, StoreError> {
         let mut tx = self.pools.begin_write().await?;
         let d = tx.dialect();
-        // One attachment change at a time across processes: each reads the sets it changes.
+        // One attachment change at a time across processes: each reads the sets it changes,
+        // so an attach or detach computed from the set read here loses no concurrent change.
         tx.lock(Lock::Attachments).await?;
         let gw = lock_device(&mut tx, DeviceKey::ClientId(gateway)).await?;
+        let current: Vec<(String,)> = Stmt::new(
+            "SELECT d.client_id FROM sensors s JOIN devices d ON d.id = s.device_id \
+             WHERE s.gateway_id = $1",
+        )
+        .bind(gw.id)
+        .fetch_all(&mut tx)
+        .await?;
+        let current: Vec<String> = current.into_iter().map(|(c,)| c).collect();
+        let wanted = change
+            .wanted(&current)
+            .map_err(|e| StoreError::Refused(Box::new(e)))?;
+        let wanted = wanted.as_slice();
         let found: Vec<NamedRow> = if wanted.is_empty() {
             Vec::new()
         } else {
@@ -93,13 +107,6 @@ impl Store {
             .fetch_all(&mut tx)
             .await?
         };
-        let current: Vec<(String,)> = Stmt::new(
-            "SELECT d.client_id FROM sensors s JOIN devices d ON d.id = s.device_id \
-             WHERE s.gateway_id = $1",
-        )
-        .bind(gw.id)
-        .fetch_all(&mut tx)
-        .await?;
         let found: Vec<Named> = found
             .into_iter()
             .map(|r| Named {
@@ -109,7 +116,6 @@ impl Store {
                 gateway: r.gateway,
             })
             .collect();
-        let current: Vec<String> = current.into_iter().map(|(c,)| c).collect();
         let plan = plan_attachment(&gw, wanted, &found, &current)
             .map_err(|e| StoreError::Refused(Box::new(e)))?;
         if !plan.attach.is_empty() {
@@ -159,6 +165,43 @@ impl Store {
         }
         tx.commit().await?;
         Ok(entries)
+    }
+
+    /// Replaces sensor `client_id`'s sealed key in one transaction, under the device's row lock
+    /// where `domain::sensors::check_rekey` is asked (an error changes nothing): the audit row
+    /// and an `updated` feed entry (scope device) for the sensor, which is returned. The seq
+    /// floor and counts stay.
+    pub async fn rekey_sensor(
+        &self,
+        client_id: &str,
+        sealed: &[u8],
+        audit: &AuditRecord,
+        at: i64,
+    ) -> Result<FeedEntryRow, StoreError> {
+        let mut tx = self.pools.begin_write().await?;
+        let device = lock_device(&mut tx, DeviceKey::ClientId(client_id)).await?;
+        check_rekey(&device).map_err(|e| StoreError::Refused(Box::new(e)))?;
+        let n = Stmt::new("UPDATE sensors SET sealed_key = $1 WHERE device_id = $2")
+            .bind(sealed)
+            .bind(device.id)
+            .execute(&mut tx)
+            .await?;
+        if n != 1 {
+            return Err(StoreError::NotFound);
+        }
+        insert_audit_on(Conn::from(&mut tx), audit).await?;
+        let entry = append_feed(
+            &mut tx,
+            RevocationScope::Device,
+            RevocationAction::Updated,
+            client_id,
+            Vec::new(),
+            None,
+            at,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(entry)
     }
 
     /// The sensors attached to `gateway` (a ClientID), by ClientID: two statements, whatever
