@@ -62,7 +62,8 @@ pub(crate) struct RenewArgs {
     #[arg(long, default_value = "1h")]
     retry_max: HumanDuration,
     /// The first enrollment waits a delay drawn uniformly from [0, this), once per device, so
-    /// that devices switched on together do not enroll in the same second (0s: at once).
+    /// that devices switched on together do not enroll in the same second (whole seconds: 1s
+    /// enrolls at once).
     #[arg(long, default_value = "60s")]
     enroll_jitter: HumanDuration,
     /// Renew with the current key instead of a new key each time.
