@@ -69,6 +69,7 @@ impl ServerSide for TlsOnly {
             verified_at: 0,
         })
     }
+    fn use_ca_set(&mut self, _set: devid_mosquitto::ca_set::CaSet) {}
 }
 
 struct Msg {

@@ -9,11 +9,12 @@ use std::time::Duration;
 use devid_core::protocol::{
     EcdsaSigner, ExpectClientFinish, ExpectResumeProof, MemoryCertCache, PendingClientHello,
     PendingResume, PkOps, PublishAuth, PublishVerifier, ServerConfig, ServerHandshake, ServerStart,
-    SessionKeys, TicketKeys, MAX_CERTS,
+    SessionKeys, TicketKeys,
 };
 use ring::rand::SystemRandom;
 use rustls_pki_types::UnixTime;
 
+use crate::ca_set::CaSet;
 use crate::config::{Config, ConfigError};
 use crate::engine::{MessageCheck, MessageRefusal, Refusal, ServerSide, Verified};
 
@@ -26,10 +27,9 @@ const PROTOCOL_PROPERTIES: &[&str] = &["devid-seq", "devid-mac", "devid-seal"];
 pub struct Devid1Server {
     config: Arc<ServerConfig>,
     rng: SystemRandom,
-    /// Intermediates for the mutual-TLS path: Mosquitto hands over only the leaf, so the
-    /// issuing CA is taken from the broker's own chain (devid issues brokers and devices from
-    /// the same CA).
-    intermediates: Vec<Vec<u8>>,
+    /// Intermediates for the mutual-TLS path (Mosquitto hands over only the leaf): the
+    /// broker's own chain until the service's CA set arrives (see `crate::ca_set`).
+    cas: CaSet,
 }
 
 impl Devid1Server {
@@ -53,7 +53,10 @@ impl Devid1Server {
         Ok(Devid1Server {
             config: Arc::new(config),
             rng,
-            intermediates: c.broker_chain_der.iter().skip(1).cloned().collect(),
+            cas: CaSet::new(
+                c.broker_chain_der.iter().skip(1).cloned(),
+                &c.trust_anchor_der,
+            ),
         })
     }
 }
@@ -185,11 +188,8 @@ impl ServerSide for Devid1Server {
         client_id: &str,
         now: u64,
     ) -> Result<Verified, Refusal> {
-        // Mosquitto hands over only the leaf: the issuing CA comes from the broker's chain.
-        let mut certs: Vec<&[u8]> = Vec::with_capacity(1 + self.intermediates.len());
-        certs.push(leaf_der);
-        certs.extend(self.intermediates.iter().map(Vec::as_slice));
-        certs.truncate(MAX_CERTS);
+        // Mosquitto hands over only the leaf: its issuing CA comes from the CA set.
+        let certs = self.cas.path(leaf_der);
         let id = self
             .config
             .verify_device_certificate(client_id, &certs, unix(now))
@@ -204,5 +204,9 @@ impl ServerSide for Devid1Server {
             resumed: false,
             verified_at: now,
         })
+    }
+
+    fn use_ca_set(&mut self, set: CaSet) {
+        self.cas = set;
     }
 }

@@ -10,6 +10,7 @@
 //! - `plugin`: the plugin instance (start from the options, TICK, stop);
 //! - [`engine`]: the broker-thread logic (no FFI), keyed by connection;
 //! - [`devid1`]: the adapter to `devid_core::protocol`'s server half, plus the mutual-TLS check;
+//! - [`ca_set`]: the CA certificates a mutual-TLS leaf is chained through (the service's set);
 //! - [`service`]: the background thread (device feed, device status, events, renewals);
 //! - [`relay`]: renewal over MQTT, the service thread's side (request relayed, answer to reply);
 //! - [`refusal`]: why a device or a message is refused (reason code, name, log text);
@@ -26,6 +27,7 @@
 //! not be applied; the plugin refuses to load twice and refuses every device when no TICK
 //! arrives.
 
+pub mod ca_set;
 pub mod cidr;
 pub mod config;
 pub mod devid1;

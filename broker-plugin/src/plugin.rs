@@ -10,7 +10,8 @@ use std::ffi::c_int;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::engine::{Engine, Expired, RenewReply};
+use crate::ca_set::CaSet;
+use crate::engine::{Engine, Expired, RenewReply, ServerSide};
 use crate::ffi::host::mosquitto_plugin_id_t;
 use crate::ffi::log;
 use crate::service::{FromService, LogLevel, Shared};
@@ -86,7 +87,16 @@ impl Plugin {
         if config.broker_name.is_none() {
             config.broker_name = Some(crate::ffi::host_name());
         }
-        let server = devid1::Devid1Server::new(&config)?;
+        let mut server = devid1::Devid1Server::new(&config)?;
+        // The CA set of the service's last answer, until the service answers again.
+        match CaSet::load(&config.state_dir, &config.trust_anchor_der) {
+            Ok(Some(set)) => server.use_ca_set(set),
+            Ok(None) => {}
+            Err(e) => log(
+                LogLevel::Warning,
+                &format!("devid: persisted CA set unusable ({e}); using the broker's chain until the service answers"),
+            ),
+        }
         // A cache that cannot be read is not trusted at all: start empty and forget the contact
         // time, so every device is refused until the feed has caught up from the beginning.
         let (cached, contact) = match state::RevocationState::load(&config.state_dir) {

@@ -713,3 +713,13 @@ fn mutual_tls_path_runs_the_same_certificate_checks() {
         .verify_device_certificate(CLIENT_ID, &certs, now())
         .is_err());
 }
+
+#[test]
+fn ok_a_certificate_names_its_issuing_ca_by_that_cas_own_key_id() {
+    let pki = Pki::new("ids");
+    let (chain, _) = pki.issue(&Leaf::device(CLIENT_ID));
+    let issuer = issuer_id_of(&chain[0]).expect("the leaf's AKI");
+    assert_eq!(ca_id_of(&chain[1]).as_deref(), Some(issuer.as_str()));
+    assert_ne!(ca_id_of(&pki.root_der()), Some(issuer));
+    assert_eq!(ca_id_of(b"not a certificate"), None);
+}

@@ -61,6 +61,11 @@ pub(crate) struct RenewArgs {
     /// Longest retry delay.
     #[arg(long, default_value = "1h")]
     retry_max: HumanDuration,
+    /// The first enrollment waits a delay drawn uniformly from [0, this), once per device, so
+    /// that devices switched on together do not enroll in the same second (whole seconds: 1s
+    /// enrolls at once).
+    #[arg(long, default_value = "60s")]
+    enroll_jitter: HumanDuration,
     /// Renew with the current key instead of a new key each time.
     #[arg(long)]
     keep_key: bool,
@@ -87,6 +92,7 @@ impl RenewArgs {
                 renewal_grace: self.renewal_grace.to_std(),
                 retry_min: self.retry_min.to_std().max(Duration::from_secs(1)),
                 retry_max: self.retry_max.to_std().max(Duration::from_secs(1)),
+                enroll_jitter: self.enroll_jitter.to_std(),
             },
             rekey: !self.keep_key,
             exec: self.exec.clone(),
@@ -240,6 +246,7 @@ fn status(renewer: &mut Renewer) -> Result<serde_json::Value, Failure> {
         "ldevid": ldevid.map(|(_, serial, v)| serde_json::json!({
             "serial": serial, "not_before": v.not_before, "not_after": v.not_after})),
         "due": s.due,
+        "enroll_at": s.enroll_at,
         "next": next,
         "retry": {"attempts": s.retry.attempts, "next_try": s.retry.next_try,
                   "ldevid_refused": s.retry.ldevid_refused},

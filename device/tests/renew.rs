@@ -299,6 +299,8 @@ async fn the_agent_enrolls_with_its_idevid_renews_when_due_and_connects_with_eac
             "1s",
             "--retry-max",
             "2s",
+            "--enroll-jitter",
+            "1s",
         ])
         .arg("--exec")
         .arg(format!(
@@ -435,6 +437,7 @@ async fn a_key_made_before_the_agent_was_killed_is_the_key_of_the_retry() {
             .args(["--renew", "est", "--est-url"])
             .arg(format!("https://127.0.0.1:{est_port}"))
             .args(["--ldevid-dir", &p(&ldir), "--retry-min", "1s"])
+            .args(["--enroll-jitter", "1s"])
             .kill_on_drop(true);
         if force {
             c.arg("--force");

@@ -2,8 +2,14 @@
 //! `POST /v1/devices` (bearer token, plain listener) at `--concurrency`, then re-enrolls each of
 //! them over the TLS listener (`POST /.well-known/est/simplereenroll`, the device's certificate
 //! as TLS client certificate, same key, CSR with the certificate's subject and SAN) at the same
-//! concurrency. Each re-enrollment is one new TLS connection with client authentication, as a
-//! device renewing once would make. Prints one JSON line per phase and the ratio.
+//! concurrency. Each re-enrollment is one new TCP and TLS connection with client
+//! authentication, closed after the answer, as a device renewing once would make: its client
+//! certificate is its identity, so connections cannot be pooled across devices, and a device
+//! renewing every few months has no TLS session left to resume. The load generator shares only
+//! what is not per device (the crypto provider, the root store), and each device's CSR and TLS
+//! configuration are made before the clock starts (a device makes them on its own CPU, while
+//! this load generator shares the server's cores). Prints one JSON line per phase and the
+//! ratio.
 //!
 //! ```text
 //! cargo run --release -p devid-server --example bench_est -- \
@@ -134,6 +140,13 @@ fn renewal_csr(cert_der: &[u8], key: &rcgen::KeyPair) -> rcgen::CertificateSigni
     params.serialize_request(key).unwrap()
 }
 
+/// A device's re-enrollment, ready to send: its TLS configuration (its certificate and key as
+/// client certificate) and the request body (the CSR, base64).
+type Request = (Arc<rustls::ClientConfig>, String);
+
+/// The re-enrollment's path on the TLS listener.
+const EST_PATH: &str = "/.well-known/est/simplereenroll";
+
 fn percentile_ms(sorted: &[Duration], p: f64) -> f64 {
     let idx = ((sorted.len().max(1) as f64 - 1.0) * p).round() as usize;
     sorted.get(idx).map_or(0.0, |d| d.as_secs_f64() * 1e3)
@@ -224,42 +237,62 @@ async fn main() {
         .to_string();
     let port: u16 = args.tls_url.rsplit(':').next().unwrap().parse().unwrap();
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    let url = format!("{}/.well-known/est/simplereenroll", args.tls_url);
-    let started = Instant::now();
-    let lat = drive(args.count, args.concurrency, move |i| {
-        let (devices, roots, provider) = (devices.clone(), roots.clone(), provider.clone());
-        let (url, host) = (url.clone(), host.clone());
-        async move {
-            let (chain, key, csr_b64) = {
-                let d = devices[i].lock().unwrap();
-                let csr = renewal_csr(&d.cert_der, &d.key);
-                (
-                    vec![CertificateDer::from(d.cert_der.clone())],
-                    PrivateKeyDer::from(PrivatePkcs8KeyDer::from(d.key.serialize_der())),
-                    base64::engine::general_purpose::STANDARD.encode(csr.der()),
-                )
-            };
-            let tls = rustls::ClientConfig::builder_with_provider(provider)
+    // What each device brings along is made before the clock starts (a device makes its CSR
+    // on its own CPU, not the server's): its client configuration and the renewal request.
+    let host_name = rustls::pki_types::ServerName::try_from(host.clone()).unwrap();
+    let requests: Vec<std::sync::Mutex<Option<Request>>> = devices
+        .iter()
+        .map(|d| {
+            let d = d.lock().unwrap();
+            let csr = renewal_csr(&d.cert_der, &d.key);
+            let tls = rustls::ClientConfig::builder_with_provider(provider.clone())
                 .with_safe_default_protocol_versions()
                 .unwrap()
-                .with_root_certificates(roots)
-                .with_client_auth_cert(chain, key)
+                .with_root_certificates(roots.clone())
+                .with_client_auth_cert(
+                    vec![CertificateDer::from(d.cert_der.clone())],
+                    PrivateKeyDer::from(PrivatePkcs8KeyDer::from(d.key.serialize_der())),
+                )
                 .unwrap();
-            let client = reqwest::Client::builder()
-                .use_preconfigured_tls(tls)
-                .resolve(&host, addr)
-                .build()
-                .unwrap();
-            let resp = client
-                .post(&url)
-                .header("content-type", "application/pkcs10")
-                .body(csr_b64)
-                .send()
+            let body = base64::engine::general_purpose::STANDARD.encode(csr.der());
+            std::sync::Mutex::new(Some((Arc::new(tls), body)))
+        })
+        .collect();
+    let requests = Arc::new(requests);
+    let started = Instant::now();
+    let lat = drive(args.count, args.concurrency, move |i| {
+        let (requests, host, host_name) = (requests.clone(), host.clone(), host_name.clone());
+        async move {
+            // One TCP and TLS connection per device, closed after its answer: a device renews
+            // once in months, and its client certificate is its identity, so nothing is shared
+            // between devices (no pooled connection, no resumed session).
+            let (tls, body) = requests[i].lock().unwrap().take().unwrap();
+            let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+            tcp.set_nodelay(true).unwrap();
+            let stream = tokio_rustls::TlsConnector::from(tls)
+                .connect(host_name, tcp)
                 .await
                 .unwrap();
+            let (mut send, conn) =
+                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                    .await
+                    .unwrap();
+            let conn = tokio::spawn(conn);
+            let req = hyper::Request::post(EST_PATH)
+                .header("host", format!("{host}:{port}"))
+                .header("content-type", "application/pkcs10")
+                .header("connection", "close")
+                .body(body)
+                .unwrap();
+            let resp = send.send_request(req).await.unwrap();
             let status = resp.status();
-            let body = resp.text().await.unwrap();
-            assert!(status.is_success(), "HTTP {status}: {body}");
+            let answer = http_body_util::BodyExt::collect(resp.into_body())
+                .await
+                .unwrap()
+                .to_bytes();
+            assert!(status.is_success(), "HTTP {status}: {answer:?}");
+            drop(send);
+            let _ = conn.await;
         }
     })
     .await;

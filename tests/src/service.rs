@@ -93,6 +93,32 @@ impl Service {
         self.proc = Self::spawn(self.port, self.data_dir.path(), &self.extra);
     }
 
+    /// Runs `devid-server <args>` as a one-shot command on this service's data directory and
+    /// database, beside the serving process; its standard output.
+    pub fn command(&self, args: &[&str]) -> String {
+        let database: Vec<&String> = self
+            .extra
+            .iter()
+            .skip_while(|a| *a != "--database-url")
+            .take(2)
+            .collect();
+        let out = Command::new(artifact("devid-server"))
+            .arg("--data-dir")
+            .arg(self.data_dir.path())
+            .args(database)
+            .args(args)
+            .env_remove("DEVID_DATABASE_URL")
+            .output()
+            .expect("run devid-server");
+        assert!(
+            out.status.success(),
+            "devid-server {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }

@@ -1,8 +1,9 @@
 //! The issuing CA's rotation and revocation through the real binaries and a real Mosquitto:
 //! devices under the old and the new issuing CA connect to the same broker without a restart;
-//! revoking the old issuing CA drops and refuses its devices and leaves the others.
+//! revoking the old issuing CA drops and refuses its devices and leaves the others. The same over
+//! mutual TLS, where Mosquitto hands the plugin only the leaf and the plugin finds its issuing CA
+//! in the service's CA set (both backends).
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use devid_e2e::devid_device::mqtt::ReasonCode;
@@ -10,25 +11,6 @@ use devid_e2e::devid_device::Event;
 use devid_e2e::*;
 
 const NAME: &str = "mqtt.test.local";
-
-/// `devid-server <args>` on the service's data directory (SQLite): a one-shot command run
-/// beside the serving process.
-fn server_command(service: &Service, args: &[&str]) -> String {
-    let out = Command::new(artifact("devid-server"))
-        .arg("--data-dir")
-        .arg(service.data_dir.path())
-        .args(args)
-        .env_remove("DEVID_DATABASE_URL")
-        .output()
-        .expect("run devid-server");
-    assert!(
-        out.status.success(),
-        "devid-server {args:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 fn issuer(creds: &DeviceCreds) -> String {
     devid_core::protocol::issuer_id_of(&creds.chain_der[0]).expect("AKI")
@@ -47,23 +29,10 @@ async fn devices_of_the_old_and_new_issuing_ca_share_a_broker_until_the_old_one_
         .await
         .expect("device A (old issuing CA) admitted");
 
-    server_command(&service, &["ca", "rotate"]);
+    service.command(&["ca", "rotate"]);
     // The service switches through its feed (a poll on SQLite): B is the first device it
     // registers from the new issuing CA.
-    let started = Instant::now();
-    let mut n = 0;
-    let b = loop {
-        n += 1;
-        let creds = service.register_device(&format!("hw-rot-b{n}")).await;
-        if issuer(&creds) != old {
-            break creds;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(3),
-            "the service still issues from the old CA"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let b = register_under_new_ca(&service, &old, "hw-rot-b").await;
     assert_ne!(issuer(&b), old);
     let mut db = connect(&broker.addr(), &b, &root, None, Tamper::None)
         .await
@@ -78,7 +47,7 @@ async fn devices_of_the_old_and_new_issuing_ca_share_a_broker_until_the_old_one_
         .is_success());
 
     // Revoke the old issuing CA: A is dropped within a second and refused; B stays.
-    server_command(&service, &["ca", "revoke-issuing", &old]);
+    service.command(&["ca", "revoke-issuing", &old]);
     let t0 = Instant::now();
     match da.event(Duration::from_secs(2)).await {
         Some(Event::Disconnected { reason, .. }) => {
@@ -112,4 +81,111 @@ async fn devices_of_the_old_and_new_issuing_ca_share_a_broker_until_the_old_one_
         "{}",
         broker.log()
     );
+}
+
+/// The first device the service registers from an issuing CA other than `old` (the serving
+/// process switches through its feed after `ca rotate`).
+async fn register_under_new_ca(service: &Service, old: &str, prefix: &str) -> DeviceCreds {
+    let started = Instant::now();
+    for n in 1.. {
+        let creds = service.register_device(&format!("{prefix}{n}")).await;
+        if issuer(&creds) != old {
+            return creds;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the service still issues from the old CA"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    unreachable!("the loop returns or panics")
+}
+
+/// The ids of each CA set the plugin logged, in order.
+fn logged_ca_sets(log: &str) -> Vec<Vec<String>> {
+    const MARK: &str = "CA set from the service: ";
+    log.lines()
+        .filter_map(|l| l.split_once(MARK))
+        .filter_map(|(_, rest)| rest.split_once('(')?.1.strip_suffix(')'))
+        .map(|ids| {
+            let mut v: Vec<String> = ids.split(", ").map(str::to_string).collect();
+            v.sort();
+            v
+        })
+        .collect()
+}
+
+/// Waits until the last CA set the plugin took from the service holds exactly `ids`.
+async fn wait_for_ca_set(broker: &Broker, ids: &[&str]) {
+    let mut want: Vec<String> = ids.iter().map(|s| s.to_string()).collect();
+    want.sort();
+    wait_until(
+        &format!("the broker takes the CA set {want:?}"),
+        Duration::from_secs(10),
+        || {
+            let last = logged_ca_sets(&broker.log()).pop();
+            let ok = last.as_ref() == Some(&want);
+            async move { ok }
+        },
+    )
+    .await;
+}
+
+async fn mutual_tls_follows_the_ca_set(backend: Backend) {
+    let service = Service::start_with(&backend, &[]).await;
+    let identity = service.enroll_broker(NAME).await;
+    let mut settings = BrokerSettings::new(&service, identity);
+    settings.tls = true;
+    let broker = Broker::start(settings);
+    let tls = format!("127.0.0.1:{}", broker.tls_port);
+    let root = service.root_der();
+
+    let a = service
+        .register_device(&format!("hw-mtls-a-{}", backend.name()))
+        .await;
+    let old = issuer(&a);
+    wait_for_ca_set(&broker, &[&old]).await;
+    drop(
+        connect_tls(&tls, NAME, &a, &root, None)
+            .await
+            .expect("device A (old issuing CA) admitted over mutual TLS"),
+    );
+
+    service.command(&["ca", "rotate"]);
+    let b = register_under_new_ca(&service, &old, &format!("hw-mtls-b-{}-", backend.name())).await;
+    let new = issuer(&b);
+    // The feed's rotation entry makes the plugin fetch the set again.
+    wait_for_ca_set(&broker, &[&new, &old]).await;
+    let db = connect_tls(&tls, NAME, &b, &root, None)
+        .await
+        .expect("device B (new issuing CA) admitted over mutual TLS, broker not restarted");
+    assert!(db
+        .publish(&format!("devices/{}/x", b.client_id), b"1")
+        .await
+        .is_success());
+    drop(db);
+    drop(
+        connect_tls(&tls, NAME, &a, &root, None)
+            .await
+            .expect("device A (retired issuing CA) still admitted"),
+    );
+
+    service.command(&["ca", "revoke-issuing", &old]);
+    wait_for_ca_set(&broker, &[&new]).await;
+    let r = connect_tls(&tls, NAME, &a, &root, None).await;
+    assert_eq!(
+        refused_with(r),
+        ReasonCode::NOT_AUTHORIZED,
+        "A (revoked issuing CA) over mutual TLS"
+    );
+    connect_tls(&tls, NAME, &b, &root, None)
+        .await
+        .expect("B reconnects over mutual TLS");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_tls_admits_devices_of_a_rotated_issuing_ca_and_refuses_those_of_a_revoked_one() {
+    for backend in backends() {
+        mutual_tls_follows_the_ca_set(backend).await;
+    }
 }

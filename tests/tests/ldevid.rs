@@ -1,7 +1,8 @@
 //! LDevIDs at the broker: `connect_with ldevid` refuses the IDevID on DEVID-1 and on mutual
 //! TLS with its own refusal reason (log, event), and renewal over MQTT
 //! (`$CONTROL/devid/renew/v1`) through the real plugin and service: renew, re-key with its
-//! proof, refusals, the rate limit, and requests never reaching subscribers.
+//! proof, refusals, the rate limit, and requests never reaching subscribers. Each on SQLite and
+//! PostgreSQL.
 
 use std::time::Duration;
 
@@ -67,9 +68,8 @@ async fn auth_failures(service: &Service, kind: &str) -> u64 {
         .map_or(0, |n| n.trim().parse().expect("count"))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn connect_with_ldevid_refuses_the_idevid_on_devid1_and_mutual_tls() {
-    let service = Service::start().await;
+async fn refuses_the_idevid(backend: Backend) {
+    let service = Service::start_with(&backend, &[]).await;
     let identity = service.enroll_broker(NAME).await;
     let mut settings = BrokerSettings::new(&service, identity);
     settings.tls = true;
@@ -197,9 +197,8 @@ fn refusal_of(e: &RenewError) -> Option<Refusal> {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn renewal_over_mqtt_renews_rekeys_refuses_and_never_reaches_subscribers() {
-    let service = Service::start().await;
+async fn renewal_over_mqtt(backend: Backend) {
+    let service = Service::start_with(&backend, &[]).await;
     let identity = service.enroll_broker(NAME).await;
     let broker = Broker::start(BrokerSettings::new(&service, identity));
     let root = service.root_der();
@@ -367,4 +366,18 @@ async fn renewal_over_mqtt_renews_rekeys_refuses_and_never_reaches_subscribers()
         "{}",
         broker.log()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_with_ldevid_refuses_the_idevid_on_devid1_and_mutual_tls() {
+    for backend in backends() {
+        refuses_the_idevid(backend).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renewal_over_mqtt_renews_rekeys_refuses_and_never_reaches_subscribers() {
+    for backend in backends() {
+        renewal_over_mqtt(backend).await;
+    }
 }

@@ -105,6 +105,7 @@ async fn run(backend: Backend) {
         .args(["--broker-name", NAME, "--renew", "est", "--est-url"])
         .arg(format!("https://localhost:{tls_port}"))
         .args(["--ldevid-dir", &p(&ldir), "--retry-min", "1s", "--retry-max", "2s"])
+        .args(["--enroll-jitter", "1s"])
         .arg("--exec")
         .arg(format!(
             "openssl x509 -noout -serial -in \"$DEVID_CERT\" >> {0} && echo \"$DEVID_SERIAL\" >> {0}",
@@ -178,7 +179,8 @@ async fn run(backend: Backend) {
             .args(["--cert", &p(&cert), "--key", &p(&key), "--root", &p(&root)])
             .args(["--renew", "est", "--est-url"])
             .arg(format!("https://localhost:{tls_port}"))
-            .args(["--ldevid-dir", &p(&ldir), "--retry-min", "1s"]);
+            .args(["--ldevid-dir", &p(&ldir), "--retry-min", "1s"])
+            .args(["--enroll-jitter", "1s"]);
         c
     };
     let wait_expired = |path: &Path| {
@@ -331,6 +333,8 @@ async fn run_mqtt(backend: Backend) {
             "1s",
             "--retry-max",
             "2s",
+            "--enroll-jitter",
+            "1s",
         ])
         .arg("--exec")
         .arg(format!("echo \"$DEVID_SERIAL\" >> {}", hook_log.display()))

@@ -46,6 +46,17 @@ impl<S: ServerSide> Engine<S> {
                     }
                 }
                 FromService::Renewed { key, reply } => self.renewal_answered(key, reply),
+                FromService::CaSet(set) => {
+                    self.log(
+                        LogLevel::Info,
+                        format!(
+                            "devid: CA set from the service: {} CAs ({})",
+                            set.len(),
+                            set.ids().join(", ")
+                        ),
+                    );
+                    self.server.use_ca_set(set);
+                }
             }
         }
         self.report_sensors(false);

@@ -139,6 +139,8 @@ pub trait ServerSide {
         client_id: &str,
         now: u64,
     ) -> Result<Verified, Refusal>;
+    /// The CA certificates `verify_tls_client` chains a leaf through from now on.
+    fn use_ca_set(&mut self, set: crate::ca_set::CaSet);
 }
 
 /// What the broker should answer to an authentication event.

@@ -111,6 +111,7 @@ impl ServerSide for Fake {
     fn verify_tls_client(&self, der: &[u8], cid: &str, now: u64) -> Result<Verified, Refusal> {
         self.hello(der, cid, now).map(|(v, _)| v)
     }
+    fn use_ca_set(&mut self, _set: crate::ca_set::CaSet) {}
 }
 
 pub(super) fn engine() -> (Engine<Fake>, Arc<Mutex<Shared>>, mpsc::Receiver<ToService>) {

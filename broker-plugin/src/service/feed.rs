@@ -1,10 +1,12 @@
 //! The device feed: catch up with `GET /v1/revocations?since=N`, then follow
 //! `/v1/revocations/stream` (SSE, resumed with `Last-Event-ID`); on any error, back off and
-//! catch up again.
+//! catch up again. The CA set is fetched after each catch-up and after each `issuing_ca` entry
+//! (a rotation or a revocation), before the entries that follow are applied.
 
 #![deny(unsafe_code)]
 
 use super::*;
+use crate::ca_set::CA_SET_FILE;
 
 pub(super) async fn feed_loop(ctx: Arc<Ctx>) {
     let mut backoff = Duration::from_millis(200);
@@ -42,6 +44,7 @@ pub(super) async fn feed_loop(ctx: Arc<Ctx>) {
 /// since the plugin started is logged: from then on the revocation state is current.
 async fn follow_feed(ctx: &Ctx, caught_up_once: &mut bool) -> Result<(), String> {
     catch_up(ctx).await?;
+    refresh_ca_set(ctx).await?;
     let since = lock(&ctx.shared).revocations.seq;
     if !*caught_up_once {
         *caught_up_once = true;
@@ -83,6 +86,9 @@ async fn follow_feed(ctx: &Ctx, caught_up_once: &mut bool) -> Result<(), String>
                         // Entries were skipped: fetch them with a catch-up.
                         return Err("stream skipped entries; catching up".into());
                     }
+                    if entry.scope == RevocationScope::IssuingCa {
+                        refresh_ca_set(ctx).await?;
+                    }
                 }
             }
             _ = alive.tick() => ctx.mark_contact(),
@@ -117,4 +123,38 @@ async fn catch_up(ctx: &Ctx) -> Result<(), String> {
             return Ok(());
         }
     }
+}
+
+/// Fetches the CA set (`GET /v1/ca`); when it changed, persists it in `state_dir` and hands it
+/// to the broker thread.
+async fn refresh_ca_set(ctx: &Ctx) -> Result<(), String> {
+    let resp = ctx
+        .http
+        .get(ctx.url("/v1/ca"))
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .map_err(|e| format!("CA set: {e}"))?;
+    if !resp.status().is_success() {
+        return Err(format!("CA set: HTTP {}", resp.status()));
+    }
+    let text = resp.text().await.map_err(|e| format!("CA set: {e}"))?;
+    if lock_ca(ctx).as_deref() == Some(text.as_str()) {
+        return Ok(());
+    }
+    let set = CaSet::from_pem(&text, &ctx.config.trust_anchor_der)?;
+    if let Err(e) = state::write_atomic(&ctx.config.state_dir, CA_SET_FILE, text.as_bytes()) {
+        ctx.log(
+            LogLevel::Warning,
+            format!("devid: cannot persist the CA set: {e}"),
+        );
+    }
+    *lock_ca(ctx) = Some(text);
+    let _ = ctx.out.send(FromService::CaSet(set));
+    Ok(())
+}
+
+fn lock_ca(ctx: &Ctx) -> MutexGuard<'_, Option<String>> {
+    // Only this task writes it, one whole value at a time.
+    ctx.ca_set.lock().unwrap_or_else(|p| p.into_inner())
 }

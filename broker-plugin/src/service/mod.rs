@@ -6,6 +6,8 @@
 //! - the device feed (revocations and `updated` settings entries): catch up with `GET /v1/revocations?since=N`, then follow
 //!   `/v1/revocations/stream` (SSE, resumed with `Last-Event-ID`); on any error, back off and
 //!   start again from the persisted seq. While the stream is open the service counts as reachable.
+//! - the CA set: `GET /v1/ca` at each catch-up and after each `issuing_ca` feed entry, persisted
+//!   in `state_dir` and handed to the broker thread when it changed (`crate::ca_set`).
 //! - device status: fetch `GET /v1/devices/{id}/status` when the broker thread asks.
 //! - sensor keys: fetch `GET /v1/devices/{gateway}/sensors/keys` when the broker thread asks
 //!   (a device authenticated, or the feed changed its sensors).
@@ -28,6 +30,7 @@ use devid_core::sse::SseParser;
 use futures::StreamExt;
 use tokio::sync::{mpsc, watch};
 
+use crate::ca_set::CaSet;
 use crate::config::{Config, ConfigError};
 use crate::engine::{SensorMaterial, SensorTally};
 use crate::state::{self, Applied, Recheck, RevocationState};
@@ -84,6 +87,9 @@ pub enum FromService {
         gateway: String,
         sensors: Vec<SensorMaterial>,
     },
+    /// The service's CA set changed (or was read for the first time): the mutual-TLS path
+    /// chains client certificates through it from now on.
+    CaSet(CaSet),
 }
 
 /// What an `updated` feed entry is about.
@@ -174,6 +180,8 @@ struct Ctx {
     sensor_counters: Mutex<BTreeMap<String, u64>>,
     /// When the plugin started (RFC 3339), for the heartbeat.
     started_at: String,
+    /// The CA set as last handed to the broker thread (PEM), to hand over changes only.
+    ca_set: Mutex<Option<String>>,
 }
 
 impl Ctx {
@@ -305,6 +313,7 @@ pub fn start(
         out,
         sensor_counters: Mutex::new(sensor_counters),
         started_at: rfc3339(state::unix_now()),
+        ca_set: Mutex::new(None),
     });
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

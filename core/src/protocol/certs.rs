@@ -18,6 +18,7 @@ use x509_parser::oid_registry::{
 use x509_parser::prelude::FromDer;
 
 use super::error::{ConfigError, Error};
+use super::issuers::issuer_id_of;
 use super::keys::sha256;
 
 /// id-kp-clientAuth (1.3.6.1.5.5.7.3.2), DER body of the OID.
@@ -74,32 +75,11 @@ impl DeviceIdentity {
         hex::encode(self.fingerprint)
     }
 
-    /// The id of the issuing CA that signed the leaf ([`issuing_ca_id`] of its AKI); None
+    /// The id of the issuing CA that signed the leaf ([`issuing_ca_id`](super::issuing_ca_id) of its AKI); None
     /// without an AKI key identifier.
     pub fn issuer_id(&self) -> Option<String> {
         issuer_id_of(&self.leaf_der)
     }
-}
-
-/// An issuing CA's id: the first 8 bytes of its key identifier (its SKI, the AKI of what it
-/// signs), lowercase hex. The service names each issuing CA by it (its CRL, its row, the feed
-/// entry that revokes it); brokers match it against a leaf's AKI.
-pub fn issuing_ca_id(key_id: &[u8]) -> String {
-    hex::encode(key_id.get(..8).unwrap_or(key_id))
-}
-
-/// The [`issuing_ca_id`] of the CA that signed a DER certificate, from its AKI.
-pub fn issuer_id_of(der: &[u8]) -> Option<String> {
-    let (_, cert) = X509Certificate::from_der(der).ok()?;
-    let id = cert
-        .iter_extensions()
-        .find_map(|e| match e.parsed_extension() {
-            ParsedExtension::AuthorityKeyIdentifier(a) => {
-                a.key_identifier.as_ref().map(|k| issuing_ca_id(k.0))
-            }
-            _ => None,
-        });
-    id
 }
 
 /// A verified device certificate as kept in a [`CertCache`]: the identity, the public key and

@@ -99,6 +99,7 @@ mod certs;
 mod client;
 mod codec;
 mod error;
+mod issuers;
 mod keys;
 mod messages;
 mod pk;
@@ -108,15 +109,15 @@ mod server;
 mod ticket;
 
 pub use certs::{
-    issuer_id_of, issuing_ca_id, normalize_serial_hex, BrokerCertCache, CertCache, DeviceIdentity,
-    MemoryBrokerCertCache, MemoryCache, MemoryCertCache, VerifiedBrokerCert, VerifiedDeviceCert,
-    DEVID_URN_PREFIX,
+    normalize_serial_hex, BrokerCertCache, CertCache, DeviceIdentity, MemoryBrokerCertCache,
+    MemoryCache, MemoryCertCache, VerifiedBrokerCert, VerifiedDeviceCert, DEVID_URN_PREFIX,
 };
 pub use client::{
     ClientHandshake, ClientResume, ClientSession, ExpectResumeChallenge, ExpectResumeFinish,
     ExpectServerFinish, ExpectServerHello,
 };
 pub use error::{ConfigError, DecodeError, Error, REASON_BAD_AUTH_METHOD, REASON_NOT_AUTHORIZED};
+pub use issuers::{ca_id_of, issuer_id_of, issuing_ca_id};
 pub use keys::{EcdsaSigner, HandshakeSigner, SessionKeys};
 pub use pk::{pk_operations, PkOps};
 pub use publish::{

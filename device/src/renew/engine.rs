@@ -6,6 +6,16 @@
 //!   in the same second (a fleet switched on together) therefore renew spread evenly over a sixth
 //!   of their lifetime (15 days for the default 90-day LDevID), and the last sixth stays for
 //!   retries while the server is unreachable.
+//! - The first enrollment: at the device's first start + a delay drawn uniformly from
+//!   [0, `enroll_jitter`) ([`enroll_at`]), drawn once and kept across restarts. Devices switched
+//!   on together (a delivery powered up at once, a site after a power cut before any of them
+//!   had an LDevID) therefore enroll spread evenly over the window rather than in the same
+//!   second: N devices ask for about N / `enroll_jitter` enrollments per second (10,000 devices
+//!   and the default 60 s: ~167/s, within what one devid-server on two cores issues). Size the
+//!   window to the fleet switched on together divided by the rate the servers can issue at; a
+//!   device that needs its LDevID before it may connect waits at most that long once, at birth.
+//!   Fallbacks to the IDevID after an LDevID was refused or expired are retries and follow the
+//!   backoff instead.
 //! - With what: no LDevID -> enroll one with the IDevID (`simpleenroll`); a valid LDevID ->
 //!   re-enroll with it (`simplereenroll`); an LDevID expired less than `renewal_grace` ago and not
 //!   yet refused -> re-enroll with the expired LDevID; else fall back to the IDevID.
@@ -70,6 +80,8 @@ pub struct Policy {
     pub retry_min: Duration,
     /// The longest retry delay.
     pub retry_max: Duration,
+    /// The first enrollment waits a delay drawn uniformly from [0, this) ([`enroll_at`]).
+    pub enroll_jitter: Duration,
 }
 
 impl Default for Policy {
@@ -78,8 +90,19 @@ impl Default for Policy {
             renewal_grace: Duration::from_secs(30 * 86_400),
             retry_min: Duration::from_secs(30),
             retry_max: Duration::from_secs(3_600),
+            enroll_jitter: DEFAULT_ENROLL_JITTER,
         }
     }
+}
+
+/// The default window the first enrollment is spread over.
+pub const DEFAULT_ENROLL_JITTER: Duration = Duration::from_secs(60);
+
+/// When a device first started at `first_start` (Unix seconds) enrolls:
+/// `first_start + u * enroll_jitter`, whole seconds (a zero window: at once).
+pub fn enroll_at(first_start: u64, enroll_jitter: Duration, u: Unit) -> u64 {
+    let delay = (u.get() * enroll_jitter.as_secs_f64()) as u64;
+    first_start.saturating_add(delay)
 }
 
 /// The delay before retry number `attempt` (1 = the first retry): uniform in [d/2, d) with
@@ -130,6 +153,9 @@ pub struct Inputs {
     pub ldevid: Option<Validity>,
     /// When the current LDevID is due (fixed once per certificate, see [`renew_at`]).
     pub due: Option<u64>,
+    /// When the first enrollment is due (drawn once per device, see [`enroll_at`]); None: at
+    /// once.
+    pub enroll_at: Option<u64>,
     pub retry: Retry,
 }
 
@@ -145,7 +171,8 @@ pub enum Decision {
 /// The one decision: when, and with which certificate.
 pub fn decide(policy: &Policy, i: &Inputs) -> Decision {
     let Some(ldevid) = i.ldevid else {
-        return not_before(i.retry.next_try, i.now, Credential::Idevid, Call::Enroll);
+        let first = i.retry.next_try.max(i.enroll_at.unwrap_or(0));
+        return not_before(first, i.now, Credential::Idevid, Call::Enroll);
     };
     let due = i.due.unwrap_or(ldevid.not_before);
     if i.now < due {
@@ -236,6 +263,7 @@ mod tests {
             renewal_grace: Duration::from_secs(30 * DAY),
             retry_min: Duration::from_secs(30),
             retry_max: Duration::from_secs(3_600),
+            enroll_jitter: Duration::from_secs(60),
         }
     }
 
@@ -270,6 +298,41 @@ mod tests {
             not_after: 400,
         };
         assert_eq!(renew_at(bad, Unit::new(0.9)), 400);
+    }
+
+    #[test]
+    fn enroll_at_spreads_a_fleet_switched_on_in_one_second_over_the_window() {
+        const FLEET: usize = 10_000;
+        let window = Duration::from_secs(60);
+        assert_eq!(enroll_at(1_000, window, Unit::new(0.0)), 1_000);
+        assert_eq!(enroll_at(1_000, window, Unit::new(0.5)), 1_030);
+        assert_eq!(enroll_at(1_000, window, Unit::new(1.0)), 1_059);
+        assert_eq!(enroll_at(1_000, Duration::ZERO, Unit::new(0.7)), 1_000);
+        // SplitMix64: reproducible draws standing in for the agents' OS randomness.
+        let mut state = 0x5eed_u64;
+        let mut draw = || {
+            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            Unit::from_bits(z ^ (z >> 31))
+        };
+        let mut per_second = std::collections::BTreeMap::<u64, usize>::new();
+        for _ in 0..FLEET {
+            *per_second
+                .entry(enroll_at(1_000, window, draw()))
+                .or_default() += 1;
+        }
+        let busiest = per_second.values().copied().max().unwrap_or(0);
+        assert_eq!(per_second.len(), 60, "every second of the window is used");
+        assert!(per_second.keys().all(|t| (1_000..1_060).contains(t)));
+        // Mean 10,000 / 60 = 167 per second; without the jitter all 10,000 share one second.
+        assert!(busiest <= 230, "busiest second: {busiest}");
+        let mut unjittered = std::collections::BTreeSet::new();
+        for _ in 0..FLEET {
+            unjittered.insert(enroll_at(1_000, Duration::ZERO, draw()));
+        }
+        assert_eq!(unjittered.len(), 1);
     }
 
     #[test]
@@ -323,6 +386,7 @@ mod tests {
                     now: 5,
                     ldevid: None,
                     due: None,
+                    enroll_at: None,
                     retry: r0,
                 },
                 Decision::Renew {
@@ -336,6 +400,7 @@ mod tests {
                     now: 5,
                     ldevid: None,
                     due: None,
+                    enroll_at: None,
                     retry: Retry {
                         attempts: 1,
                         next_try: 50,
@@ -350,6 +415,7 @@ mod tests {
                     now: DAY,
                     ldevid: Some(l),
                     due: Some(due),
+                    enroll_at: None,
                     retry: r0,
                 },
                 Decision::Wait { until: due },
@@ -360,6 +426,7 @@ mod tests {
                     now: due,
                     ldevid: Some(l),
                     due: Some(due),
+                    enroll_at: None,
                     retry: r0,
                 },
                 Decision::Renew {
@@ -373,6 +440,7 @@ mod tests {
                     now: due + 1,
                     ldevid: Some(l),
                     due: Some(due),
+                    enroll_at: None,
                     retry: backing_off,
                 },
                 Decision::Wait { until: 70 * DAY },
@@ -383,6 +451,7 @@ mod tests {
                     now: 100 * DAY,
                     ldevid: Some(l),
                     due: Some(due),
+                    enroll_at: None,
                     retry: r0,
                 },
                 Decision::Renew {
@@ -396,6 +465,7 @@ mod tests {
                     now: 120 * DAY,
                     ldevid: Some(l),
                     due: Some(due),
+                    enroll_at: None,
                     retry: r0,
                 },
                 Decision::Renew {
@@ -409,6 +479,7 @@ mod tests {
                     now: 100 * DAY,
                     ldevid: Some(l),
                     due: Some(due),
+                    enroll_at: None,
                     retry: refused,
                 },
                 Decision::Renew {
@@ -422,6 +493,7 @@ mod tests {
                     now: due,
                     ldevid: Some(l),
                     due: Some(due),
+                    enroll_at: None,
                     retry: refused,
                 },
                 Decision::Renew {
@@ -435,6 +507,7 @@ mod tests {
                     now: 1,
                     ldevid: Some(l),
                     due: None,
+                    enroll_at: None,
                     retry: r0,
                 },
                 Decision::Renew {
@@ -446,6 +519,28 @@ mod tests {
         for (name, i, want) in cases {
             assert_eq!(decide(&p, i), *want, "{name}");
         }
+        // The first enrollment waits for its drawn time, and for a backoff beyond it.
+        let first = |now, retry| Inputs {
+            now,
+            ldevid: None,
+            due: None,
+            enroll_at: Some(40),
+            retry,
+        };
+        assert_eq!(decide(&p, &first(5, r0)), Decision::Wait { until: 40 });
+        assert_eq!(
+            decide(&p, &first(40, r0)),
+            Decision::Renew {
+                with: Idevid,
+                call: Enroll
+            }
+        );
+        let later = Retry {
+            attempts: 1,
+            next_try: 100,
+            ldevid_refused: false,
+        };
+        assert_eq!(decide(&p, &first(50, later)), Decision::Wait { until: 100 });
         // renewal_grace 0: an expired LDevID is never presented.
         let no_grace = Policy {
             renewal_grace: Duration::ZERO,
@@ -455,6 +550,7 @@ mod tests {
             now: 90 * DAY,
             ldevid: Some(l),
             due: Some(due),
+            enroll_at: None,
             retry: r0,
         };
         assert_eq!(

@@ -102,6 +102,10 @@ pub struct State {
     /// restart does not draw again.
     #[serde(default)]
     pub due: Option<u64>,
+    /// When the first enrollment is due (Unix seconds), drawn once at the first start without
+    /// an LDevID so a restart neither draws again nor starts the wait over.
+    #[serde(default)]
+    pub enroll_at: Option<u64>,
     #[serde(default)]
     pub retry: Retry,
     #[serde(default)]

@@ -165,9 +165,15 @@ impl Renewer {
         }
     }
 
-    /// What to do at `now`. The due time of a new LDevID is drawn here once and kept.
+    /// What to do at `now`. The due time of a new LDevID, and the first enrollment's time, are
+    /// drawn here once and kept.
     pub fn plan(&mut self, now: u64) -> Result<Decision, RenewError> {
         let ldevid = self.ldevid()?;
+        if ldevid.is_none() && self.state.enroll_at.is_none() {
+            let jitter = self.settings.policy.enroll_jitter;
+            self.state.enroll_at = Some(engine::enroll_at(now, jitter, self.unit()));
+            self.store.save_state(&self.state)?;
+        }
         if let Some((_, serial, v)) = &ldevid {
             if self.state.serial.as_deref() != Some(serial) || self.state.due.is_none() {
                 // CAs backdate notBefore (devid by a minute): the lifetime that counts starts
@@ -190,6 +196,7 @@ impl Renewer {
                 now,
                 ldevid: ldevid.map(|(_, _, v)| v),
                 due: self.state.due,
+                enroll_at: self.state.enroll_at,
                 retry: self.state.retry,
             },
         ))

@@ -142,9 +142,13 @@ impl RenewTransport for FakeCa {
     }
 }
 
+/// The defaults, with the first enrollment at once (its jitter has a test of its own).
 fn settings(exec: Option<String>) -> Settings {
     Settings {
-        policy: Policy::default(),
+        policy: Policy {
+            enroll_jitter: std::time::Duration::ZERO,
+            ..Policy::default()
+        },
         rekey: true,
         exec,
     }
@@ -502,4 +506,35 @@ async fn a_backdated_not_before_does_not_make_a_new_ldevid_due_at_once() {
         }
         d => panic!("due at once: {d:?}"),
     }
+}
+
+#[test]
+fn the_first_enrollment_waits_for_a_time_drawn_once_and_kept_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = FakeCa::new(90 * 86_400, false);
+    let ldir = dir.path().join("ldevid");
+    let mut s = settings(None);
+    s.policy.enroll_jitter = std::time::Duration::from_secs(3_600);
+    let start = 1_000_000;
+    let mut r = Renewer::open(&ldir, ca.idevid(), s.clone()).unwrap();
+    let at = match r.plan(start).unwrap() {
+        Decision::Wait { until } => until,
+        // A draw of exactly 0 (one chance in 3,600) enrolls at once.
+        Decision::Renew { .. } => start,
+    };
+    assert!((start..start + 3_600).contains(&at), "{at}");
+    assert_eq!(r.state.enroll_at, Some(at));
+    // A restart later in the window keeps the draw; at that time, enroll.
+    let mut r = Renewer::open(&ldir, ca.idevid(), s).unwrap();
+    assert_eq!(r.state.enroll_at, Some(at));
+    if at > start + 1 {
+        assert_eq!(r.plan(start + 1).unwrap(), Decision::Wait { until: at });
+    }
+    assert_eq!(
+        r.plan(at).unwrap(),
+        Decision::Renew {
+            with: Credential::Idevid,
+            call: Call::Enroll
+        }
+    );
 }
