@@ -499,10 +499,10 @@ pub enum CrlCommand {
 pub enum TokenCommand {
     /// Create a token (the secret is printed once)
     #[command(
-        after_help = "Examples:\n  devid token create --role factory --name line-3 --models thermo-v2 --expires 30d --out line3.token\n  devid token create --role auditor --name audit-2026\n  TOKEN=$(devid -o json token create --role broker --name mqtt1 | jq -r .token)"
+        after_help = "Examples:\n  devid token create --role factory --name line-3 --models thermo-v2 --expires 30d --out line3.token\n  devid token create --role auditor --name audit-2026\n  devid token create --role app --name dashboard\n  TOKEN=$(devid -o json token create --role broker --name mqtt1 | jq -r .token)"
     )]
     Create {
-        /// admin, factory, broker or auditor
+        /// admin, factory, broker, auditor or app (reads events and devices)
         #[arg(long)]
         role: String,
         #[arg(long)]

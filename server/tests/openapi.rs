@@ -303,7 +303,7 @@ async fn the_server_serves_what_the_document_says_to_the_roles_it_names() {
     let server = Server::start(&Backend::Sqlite).await;
     let (_, doc) = server.get("/openapi.json", None).await;
     let mut tokens = vec![("admin".to_string(), server.token.clone())];
-    for role in ["factory", "broker", "auditor"] {
+    for role in ["factory", "broker", "auditor", "app"] {
         tokens.push((role.to_string(), server.token(role, None).await));
     }
     let paths = doc["paths"].as_object().unwrap();
@@ -377,7 +377,7 @@ async fn the_server_serves_what_the_document_says_to_the_roles_it_names() {
             }
         }
     }
-    assert_eq!(operations, 45, "operations in the document");
+    assert_eq!(operations, 47, "operations in the document");
     // And a path the document does not name is not served.
     let (status, problem) = probe(&server, &Method::GET, "/v1/nothing", None, None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);

@@ -38,3 +38,14 @@ pub struct AppEvent {
     #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub data: serde_json::Value,
 }
+
+/// A page of events, oldest first (`GET /v1/events`), or a device's timeline, newest first.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct AppEventPage {
+    pub items: Vec<AppEvent>,
+    /// Where the next page starts (`GET /v1/events`: its `since`); absent when this page is
+    /// the last one for now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}

@@ -14,6 +14,7 @@ pub mod devices;
 pub mod est;
 pub mod est_answer;
 pub mod est_ldevid;
+pub mod events;
 pub mod lifecycle;
 pub mod ops;
 pub mod renewals;
@@ -53,6 +54,8 @@ pub enum Access {
 
 pub const ADMIN: Access = Access::Roles(&[Role::Admin]);
 pub const READERS: Access = Access::Roles(&[Role::Admin, Role::Auditor]);
+/// Readers and applications (the `app` role): devices and the events for applications.
+pub const APP_READERS: Access = Access::Roles(&[Role::Admin, Role::Auditor, Role::App]);
 pub const REGISTRARS: Access = Access::Roles(&[Role::Admin, Role::Factory]);
 /// Brokers read device status, certificates, model settings and the feed.
 pub const FOLLOWERS: Access = Access::Roles(&[Role::Admin, Role::Auditor, Role::Broker]);
@@ -101,6 +104,7 @@ pub fn table() -> Routes {
         .merge(ca::router())
         .merge(devices::router())
         .merge(revocations::router())
+        .merge(events::router())
         .merge(tokens::router())
         .merge(audit::router())
         .merge(brokers::router())

@@ -87,6 +87,8 @@ pub const FEED_CHANNEL: &str = "devid_feed";
 #[derive(Clone)]
 pub struct Store {
     pools: Arc<Pools>,
+    /// "The app-events head is now N", in process (see `app_events`).
+    app_head: Arc<app_events::AppEventsHead>,
 }
 
 impl std::fmt::Debug for Store {
@@ -107,6 +109,7 @@ impl Store {
     pub async fn connect_sqlite(path: &Path, durable: bool) -> Result<Store, StoreError> {
         Ok(Store {
             pools: Arc::new(sqlite::connect(path, durable).await?),
+            app_head: Arc::default(),
         })
     }
 
@@ -115,6 +118,7 @@ impl Store {
     pub async fn connect_postgres(url: &str) -> Result<Store, StoreError> {
         Ok(Store {
             pools: Arc::new(postgres::connect(url).await?),
+            app_head: Arc::default(),
         })
     }
 
