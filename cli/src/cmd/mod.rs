@@ -7,6 +7,7 @@ mod feed;
 pub mod fleet;
 mod gateway;
 mod token;
+mod webhook;
 
 use std::io::Write as _;
 use std::path::Path;
@@ -31,6 +32,7 @@ pub async fn run(command: Command, settings: Settings) -> Result<ExitCode> {
         Command::Revocations(c) => feed::run(&api, out, c).await,
         Command::Crl(c) => crl::run(&api, out, c).await,
         Command::Token(c) => token::run(&api, out, c).await,
+        Command::Webhook(c) => webhook::run(&api, out, c).await,
         Command::Audit(a) => audit(&api, out, a).await,
         Command::Broker(c) => fleet::broker(&api, out, c).await,
         Command::Model(c) => fleet::model(&api, out, c).await,

@@ -21,6 +21,7 @@ pub mod renewals;
 pub mod revocations;
 pub mod sensors;
 pub mod tokens;
+pub mod webhooks;
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
@@ -105,6 +106,7 @@ pub fn table() -> Routes {
         .merge(devices::router())
         .merge(revocations::router())
         .merge(events::router())
+        .merge(webhooks::router())
         .merge(tokens::router())
         .merge(audit::router())
         .merge(brokers::router())

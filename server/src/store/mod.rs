@@ -21,7 +21,8 @@
 //!   audit; `settings`: connection events, per-device policy, models.
 //! - `sqlite`, `postgres`: connecting, migrating, and the statements that differ by more than a
 //!   dialect value: registration's one statement and its bulk look-ups (multi-row VALUES and
-//!   `IN` lists on SQLite, arrays on PostgreSQL), and PostgreSQL's feed listener.
+//!   `IN` lists on SQLite, arrays on PostgreSQL), and PostgreSQL's listeners (feed, events).
+//! - `webhooks`: webhooks, their deliveries and the delivery worker's lease.
 //!
 //! Lock order in every write transaction: device row, then its certificates, then the feed lock
 //! (last, held only until commit).
@@ -45,6 +46,7 @@ mod sqlite;
 mod stored;
 mod tokens;
 mod types;
+mod webhooks;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -55,6 +57,7 @@ pub use app_events::{AppEventFilter, AppEventRow, NewAppEvent, APP_EVENTS_CHANNE
 pub use issuers::{IssuerRow, ACTIVE, RETIRED, REVOKED};
 pub use ldevid::{KeyBinding, LdevidFacts, LdevidPlan};
 pub use types::*;
+pub use webhooks::{Attempt, DeliveryRow, WebhookRow};
 
 use sql::{Dialect, Pools};
 

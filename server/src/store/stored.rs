@@ -2,8 +2,8 @@
 //! row is read (`#[sqlx(try_from = "Stored")]` on a field of a `FromRow` type).
 
 use devid_core::api::{
-    AppEventKind, CertState, DeviceKind, DeviceState, RevocationAction, RevocationReason,
-    RevocationScope, Role,
+    AppEventKind, CertState, DeliveryState, DeviceKind, DeviceState, RevocationAction,
+    RevocationReason, RevocationScope, Role,
 };
 
 /// A `NOT NULL` text column, parsed into its type as the row is read (`try_from`).
@@ -63,6 +63,7 @@ stored_name!(
     RevocationScope => "feed scope",
     RevocationAction => "feed action",
     AppEventKind => "event kind",
+    DeliveryState => "delivery state",
 );
 
 /// A JSON list of strings (feed serials).
