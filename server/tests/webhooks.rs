@@ -276,3 +276,43 @@ async fn webhook_requests_are_checked() {
     let (_, hooks) = server.admin_get("/v1/webhooks").await;
     assert_eq!(hooks["items"], json!([]), "nothing was created");
 }
+
+/// PostgreSQL: two processes, one worker (the lease): each event reaches the receiver once,
+/// in order, whichever process registered it.
+#[tokio::test]
+async fn two_processes_deliver_each_event_once_in_order() {
+    let Some(backend) = postgres().await else {
+        eprintln!("DEVID_TEST_POSTGRES_URL is not set: skipping the two-process test");
+        return;
+    };
+    let a = Server::start(&backend).await;
+    let mut b = Server::start_with(
+        &backend,
+        Options {
+            data_dir: Some(a.data_dir.clone()),
+            ..Options::default()
+        },
+    )
+    .await;
+    b.token = a.token.clone();
+    let receiver = Receiver::default();
+    let url = start_receiver(&receiver).await;
+    let hook = create_webhook(&a, &url, &["registered"]).await;
+    let secret = hook["secret"].as_str().unwrap();
+    for i in 0..10 {
+        let server = if i % 2 == 0 { &a } else { &b };
+        register(server, &format!("TP-{i}")).await;
+    }
+    let got = wait_for("ten deliveries", async || {
+        let got = receiver.got.lock().unwrap().clone();
+        (got.len() >= 10).then_some(got)
+    })
+    .await;
+    // A little longer: a second worker would deliver duplicates meanwhile.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let got_now = receiver.got.lock().unwrap().clone();
+    assert_eq!(got_now.len(), 10, "each event once");
+    let ids: Vec<i64> = got.iter().map(|g| g.event_id).collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "in order: {ids:?}");
+    assert!(got.iter().all(|g| signature_ok(secret, g)));
+}
