@@ -7,6 +7,7 @@ mod fleet;
 pub use fleet::FleetCommand;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use devid_core::api::AppEventKind;
 use devid_core::{
     Cidr, ConnectWith, DnsName, HardwareSerial, HumanDuration, LdevidValidity, MessageAuth,
     ModelName, RenewalGrace, TopicFilter,
@@ -106,6 +107,9 @@ pub enum Command {
     /// API tokens (admin)
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Webhooks: events POSTed to a URL, signed (admin)
+    #[command(subcommand)]
+    Webhook(WebhookCommand),
     /// The audit log
     #[command(
         after_help = "Examples:\n  devid audit --since 24h\n  devid audit --actor line-3 -o json"
@@ -537,13 +541,41 @@ pub enum CrlCommand {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum WebhookCommand {
+    /// Create a webhook (its signing secret is printed once)
+    #[command(
+        after_help = "Examples:\n  devid webhook create --url https://ops.example.com/devid --kinds revoked,finding_opened\n  devid webhook create --url https://ops.example.com/devid --kinds registered --models thermo-v2\n\nReceivers check `devid-signature` as docs/webhooks.md says."
+    )]
+    Create {
+        /// Where events are POSTed (http or https)
+        #[arg(long)]
+        url: String,
+        /// Event kinds, comma-separated (registered, revoked, suspended, resumed, connected,
+        /// disconnected, auth_failed, finding_opened, finding_closed, certificate_issued)
+        #[arg(long, value_delimiter = ',', required = true)]
+        kinds: Vec<AppEventKind>,
+        /// Only events about devices of these models (comma-separated)
+        #[arg(long, value_delimiter = ',')]
+        models: Option<Vec<ModelName>>,
+    },
+    /// List webhooks
+    List,
+    /// Delete a webhook (nothing more is sent to it)
+    Delete { id: String },
+    /// A webhook's deliveries, newest first
+    Deliveries { id: String },
+    /// Deliver an event again
+    Redeliver { id: String, delivery: i64 },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum TokenCommand {
     /// Create a token (the secret is printed once)
     #[command(
-        after_help = "Examples:\n  devid token create --role factory --name line-3 --models thermo-v2 --expires 30d --out line3.token\n  devid token create --role auditor --name audit-2026\n  TOKEN=$(devid -o json token create --role broker --name mqtt1 | jq -r .token)"
+        after_help = "Examples:\n  devid token create --role factory --name line-3 --models thermo-v2 --expires 30d --out line3.token\n  devid token create --role auditor --name audit-2026\n  devid token create --role app --name dashboard\n  TOKEN=$(devid -o json token create --role broker --name mqtt1 | jq -r .token)"
     )]
     Create {
-        /// admin, factory, broker or auditor
+        /// admin, factory, broker, auditor or app (reads events and devices)
         #[arg(long)]
         role: String,
         #[arg(long)]

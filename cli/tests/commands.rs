@@ -1084,3 +1084,57 @@ fn generate_key_pending_file_is_removed_on_refusal_and_kept_while_it_may_be_regi
         }
     }
 }
+
+#[test]
+fn app_tokens_and_webhook_commands() {
+    let s = Server::start();
+    let app = s
+        .devid(&[
+            "-o", "json", "token", "create", "--role", "app", "--name", "dash",
+        ])
+        .ok()
+        .json();
+    assert_eq!(app["role"], "app");
+    let app = app["token"].as_str().expect("token").to_string();
+    s.devid_as(&app, &["device", "list"]).ok();
+    let r = s.devid_as(&app, &["token", "list"]).code(3);
+    assert!(r.stderr.contains("403"), "{}", r.stderr);
+
+    let r = s
+        .devid(&[
+            "webhook",
+            "create",
+            "--url",
+            "http://127.0.0.1:9/hook",
+            "--kinds",
+            "revoked,registered",
+        ])
+        .ok();
+    assert!(r.stdout.contains("secret:"), "{}", r.stdout);
+    assert!(r.stderr.contains("shown once"), "{}", r.stderr);
+    let list = s.devid(&["-o", "json", "webhook", "list"]).ok().json();
+    let id = list["items"][0]["id"].as_str().expect("id").to_string();
+    assert_eq!(
+        list["items"][0]["kinds"],
+        serde_json::json!(["revoked", "registered"])
+    );
+    let d = s
+        .devid(&["-o", "json", "webhook", "deliveries", &id])
+        .ok()
+        .json();
+    assert!(d["items"].is_array(), "{d}");
+    // An unknown kind is refused before any request.
+    s.devid(&[
+        "webhook",
+        "create",
+        "--url",
+        "http://x/",
+        "--kinds",
+        "exploded",
+    ])
+    .code(2);
+    s.devid(&["webhook", "redeliver", &id, "12345"]).code(4);
+    s.devid(&["webhook", "delete", &id]).ok();
+    let list = s.devid(&["-o", "json", "webhook", "list"]).ok().json();
+    assert_eq!(list["items"], serde_json::json!([]));
+}

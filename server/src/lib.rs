@@ -36,3 +36,4 @@ pub mod serve;
 pub mod store;
 pub mod timefmt;
 pub mod tls;
+pub mod webhooks;

@@ -437,6 +437,11 @@ pub async fn run(settings: Settings) -> Result<(), BoxError> {
         tokens: Arc::new(TokenCache::default()),
         shutdown: shutdown_rx,
     };
+    crate::webhooks::spawn(
+        state.store.clone(),
+        state.kek.clone(),
+        state.shutdown.clone(),
+    );
     let tls = match &state.settings.tls {
         Some(tls) => {
             let config = crate::tls::server_config(

@@ -243,6 +243,29 @@ async fn enroll_renew_and_rekey_through_the_one_issuance_function() {
             2,
             "two refusals: {audit}"
         );
+
+        // Every issuance is an event for applications: the IDevID, then three LDevIDs.
+        let (_, events) = server
+            .admin_get("/v1/events?kind=certificate_issued&model=valve")
+            .await;
+        let issued: Vec<(&str, &str)> = events["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                (
+                    e["data"]["kind"].as_str().unwrap(),
+                    e["data"]["serial"].as_str().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(issued.len(), 4, "{events}");
+        assert_eq!(issued[0], ("idevid", idevid_serial.as_str()));
+        assert!(issued[1..].iter().all(|(k, _)| *k == "ldevid"), "{events}");
+        assert_eq!(
+            issued[3].1, dev.serial,
+            "the newest is the device's current one"
+        );
     }
 }
 

@@ -288,6 +288,7 @@ fn sample_body(schema: &str) -> Value {
         "RenewalRequest" => json!({"client_id": "X", "serial": "01", "csr": ""}),
         "SensorAttachment" => json!({"sensors": []}),
         "CheckThresholds" => json!({}),
+        "CreateWebhookRequest" => json!({"url": "http://127.0.0.1:9/hook", "kinds": ["revoked"]}),
         other => panic!("no sample body for {other}: add one"),
     }
 }
@@ -395,7 +396,7 @@ async fn the_server_serves_what_the_document_says_to_the_roles_it_names() {
             }
         }
     }
-    assert_eq!(operations, 57, "operations in the document");
+    assert_eq!(operations, 64, "operations in the document");
     // And a path the document does not name is not served.
     let (status, problem) = probe(&server, &Method::GET, "/v1/nothing", None, None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);

@@ -9,6 +9,7 @@ mod fleet;
 mod gateway;
 mod sensor;
 mod token;
+mod webhook;
 
 use std::io::Write as _;
 use std::path::Path;
@@ -33,6 +34,7 @@ pub async fn run(command: Command, settings: Settings) -> Result<ExitCode> {
         Command::Revocations(c) => feed::run(&api, out, c).await,
         Command::Crl(c) => crl::run(&api, out, c).await,
         Command::Token(c) => token::run(&api, out, c).await,
+        Command::Webhook(c) => webhook::run(&api, out, c).await,
         Command::Audit(a) => audit(&api, out, a).await,
         Command::Broker(c) => brokers::broker(&api, out, c).await,
         Command::Model(c) => brokers::model(&api, out, c).await,

@@ -40,7 +40,7 @@ pub async fn run(api: &Api, out: OutputFormat, c: TokenCommand) -> Result<ExitCo
         } => {
             let role = Role::parse(&role).ok_or_else(|| {
                 CliError::usage(format!(
-                    "unknown role {role:?}; use admin, factory, broker or auditor"
+                    "unknown role {role:?}; use admin, factory, broker, auditor or app"
                 ))
             })?;
             if models.is_some() && role != Role::Factory {

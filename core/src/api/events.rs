@@ -39,12 +39,13 @@ pub struct AppEvent {
     pub data: serde_json::Value,
 }
 
-/// `GET /v1/devices/{client_id}/timeline?cursor=&limit=`: a device's events, newest first.
+/// A page of events, oldest first (`GET /v1/events`), or a device's timeline, newest first.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AppEventPage {
     pub items: Vec<AppEvent>,
-    /// Pass as `cursor` for the next (older) page; absent on the last page.
+    /// Where the next page starts: `GET /v1/events` takes it as `since`, a timeline as
+    /// `cursor` (older events); absent when this page is the last one for now.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_cursor: Option<String>,
 }

@@ -46,6 +46,10 @@
 //! | `GET /v1/devices/{gateway}/sensors/keys` | [`SensorKeys`] (broker role) |
 //! | `POST /v1/devices/{sensor}/rekey` | [`SensorRekeyed`] |
 //! | `POST /v1/brokers/renewals` | [`RenewalRequest`] -> [`RenewalAnswer`] |
+//! | `GET /v1/events`, `GET /v1/events/stream` | [`AppEventPage`], [`AppEvent`]s (SSE) |
+//! | `POST /v1/webhooks` | [`CreateWebhookRequest`] -> [`CreatedWebhook`] |
+//! | `GET /v1/webhooks` | [`WebhookList`] |
+//! | `GET /v1/webhooks/{id}/deliveries` | [`WebhookDeliveries`] |
 
 mod audit;
 mod brokers;
@@ -58,6 +62,7 @@ mod policy;
 mod problem;
 mod sensors;
 mod tokens;
+mod webhooks;
 
 pub use audit::*;
 pub use brokers::*;
@@ -70,3 +75,4 @@ pub use policy::*;
 pub use problem::*;
 pub use sensors::*;
 pub use tokens::*;
+pub use webhooks::*;

@@ -35,6 +35,7 @@ pub mod registration;
 pub mod renewal;
 pub mod sensors;
 pub mod tokens;
+pub mod webhooks;
 
 use std::sync::Arc;
 

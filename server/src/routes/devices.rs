@@ -18,7 +18,7 @@ use crate::app::{ApiJson, ApiQuery, AppState};
 use crate::domain::devices::{self as domain, find};
 use crate::error::ApiError;
 use crate::openapi::{BadRequest, Conflict, JsonBodyProblems, NotFound};
-use crate::routes::{Guard, Routes, FOLLOWERS, READERS, REGISTRARS};
+use crate::routes::{Guard, Routes, APP_READERS, FOLLOWERS, REGISTRARS};
 use crate::store::{CertRow, DeviceFilter, DeviceRow, DeviceWithCerts};
 use crate::timefmt::{self, rfc3339, rfc3339_opt};
 
@@ -27,9 +27,9 @@ pub use super::lifecycle::normalize_serial;
 pub fn router() -> Routes {
     Routes::new()
         .add(REGISTRARS, routes!(register))
-        .add(READERS, routes!(list_devices))
+        .add(APP_READERS, routes!(list_devices))
         .add(REGISTRARS, routes!(register_batch))
-        .add(READERS, routes!(show_device))
+        .add(APP_READERS, routes!(show_device))
         .add(FOLLOWERS, routes!(device_status))
         .merge(super::lifecycle::router())
         .merge(super::device_settings::router())

@@ -16,12 +16,14 @@ pub mod est;
 pub mod est_answer;
 pub mod est_ldevid;
 pub mod fleet;
+pub mod events;
 pub mod lifecycle;
 pub mod ops;
 pub mod renewals;
 pub mod revocations;
 pub mod sensors;
 pub mod tokens;
+pub mod webhooks;
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
@@ -55,6 +57,8 @@ pub enum Access {
 
 pub const ADMIN: Access = Access::Roles(&[Role::Admin]);
 pub const READERS: Access = Access::Roles(&[Role::Admin, Role::Auditor]);
+/// Readers and applications (the `app` role): devices and the events for applications.
+pub const APP_READERS: Access = Access::Roles(&[Role::Admin, Role::Auditor, Role::App]);
 pub const REGISTRARS: Access = Access::Roles(&[Role::Admin, Role::Factory]);
 /// Brokers read device status, certificates, model settings and the feed.
 pub const FOLLOWERS: Access = Access::Roles(&[Role::Admin, Role::Auditor, Role::Broker]);
@@ -114,6 +118,8 @@ pub fn table() -> Routes {
         .merge(ca::router())
         .merge(devices::router())
         .merge(revocations::router())
+        .merge(events::router())
+        .merge(webhooks::router())
         .merge(tokens::router())
         .merge(audit::router())
         .merge(brokers::router())

@@ -5,12 +5,44 @@
 use devid_core::api::AppEventKind;
 use sqlx::FromRow;
 
-use super::sql::{Lock, Stmt, Tx};
+use super::sql::{Lock, Pools, Stmt, Tx};
 use super::stored::Stored;
-use super::{clamp_limit, Store, StoreError};
+use super::{clamp_limit, postgres, Store, StoreError};
 
 /// PostgreSQL NOTIFY channel carrying the newest seq after each append.
 pub const APP_EVENTS_CHANNEL: &str = "devid_app_events";
+
+/// "The head is now at least N": what readers of the events wait on. Set in process after
+/// each local commit that appended events, and on PostgreSQL from other processes' NOTIFYs
+/// too (a listener started by the first subscriber). Readers then read the events from the
+/// store, so a missed signal can delay an event but never lose it.
+#[derive(Debug)]
+pub(super) struct AppEventsHead {
+    head: tokio::sync::watch::Sender<i64>,
+    listening: tokio::sync::OnceCell<()>,
+}
+
+impl Default for AppEventsHead {
+    fn default() -> Self {
+        AppEventsHead {
+            head: tokio::sync::watch::Sender::new(0),
+            listening: tokio::sync::OnceCell::new(),
+        }
+    }
+}
+
+impl AppEventsHead {
+    fn advance(&self, seq: i64) {
+        self.head.send_if_modified(|h| {
+            if seq > *h {
+                *h = seq;
+                true
+            } else {
+                false
+            }
+        });
+    }
+}
 
 /// An event to append.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -109,7 +141,49 @@ impl Store {
         let mut tx = self.pools.begin_write().await?;
         let last = append_app_events(&mut tx, events).await?;
         tx.commit().await?;
+        self.app_events_committed(last);
         Ok(last)
+    }
+
+    /// A local transaction that appended events up to `seq` committed: wakes this process's
+    /// readers (0: nothing was appended).
+    pub(super) fn app_events_committed(&self, seq: i64) {
+        if seq > 0 {
+            self.app_head.advance(seq);
+        }
+    }
+
+    /// A receiver that changes when the events' head moves (this process's commits; on
+    /// PostgreSQL every process's). The first call on PostgreSQL starts the listener.
+    pub async fn subscribe_app_events(
+        &self,
+    ) -> Result<tokio::sync::watch::Receiver<i64>, StoreError> {
+        if let Pools::Postgres { pool, url } = &*self.pools {
+            self.app_head
+                .listening
+                .get_or_try_init(|| async {
+                    let (tx, mut rx) = tokio::sync::broadcast::channel::<i64>(1024);
+                    postgres::spawn_listener(url, pool.clone(), postgres::APP_EVENTS, tx).await?;
+                    let weak = std::sync::Arc::downgrade(&self.app_head);
+                    tokio::spawn(async move {
+                        use tokio::sync::broadcast::error::RecvError;
+                        loop {
+                            match rx.recv().await {
+                                Ok(seq) => match weak.upgrade() {
+                                    Some(head) => head.advance(seq),
+                                    None => break,
+                                },
+                                // Missed some: the next value still says "at least N".
+                                Err(RecvError::Lagged(_)) => continue,
+                                Err(RecvError::Closed) => break,
+                            }
+                        }
+                    });
+                    Ok::<(), StoreError>(())
+                })
+                .await?;
+        }
+        Ok(self.app_head.head.subscribe())
     }
 
     /// Events with seq > `since` that pass `filter`, oldest first, at most `limit` (0 means

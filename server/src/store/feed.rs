@@ -101,9 +101,11 @@ impl Store {
     ) -> Result<Option<tokio::task::JoinHandle<()>>, StoreError> {
         match &*self.pools {
             Pools::Sqlite { .. } => Ok(None),
-            Pools::Postgres { pool, url } => postgres::spawn_feed_listener(url, pool.clone(), sink)
-                .await
-                .map(Some),
+            Pools::Postgres { pool, url } => {
+                postgres::spawn_listener(url, pool.clone(), postgres::FEED, sink)
+                    .await
+                    .map(Some)
+            }
         }
     }
 

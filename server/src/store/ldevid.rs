@@ -2,6 +2,9 @@
 //! `domain::renewal`'s; this reads what they need under the device's lock and writes what they
 //! decided, in one transaction.
 
+use devid_core::api::AppEventKind;
+
+use super::app_events::{append_app_events, NewAppEvent};
 use super::devices::{load_cert, lock_device, DeviceKey};
 use super::sql::{Conn, Stmt};
 use super::tokens::insert_audit_on;
@@ -130,10 +133,23 @@ impl Store {
                 .map_err(StoreError::from)?;
         }
         insert_audit_on(Conn::from(&mut tx), &plan.audit).await?;
+        let event = NewAppEvent {
+            kind: AppEventKind::CertificateIssued,
+            at: plan.audit.at,
+            client_id: Some(facts.device.client_id.clone()),
+            model: facts.device.model.clone(),
+            data: serde_json::json!({
+                "serial": c.serial,
+                "not_after": crate::timefmt::rfc3339(c.not_after),
+                "kind": "ldevid",
+            }),
+        };
+        let appended = append_app_events(&mut tx, &[event]).await?;
         let row = load_cert(Conn::from(&mut tx), &c.serial)
             .await?
             .ok_or(StoreError::NotFound)?;
         tx.commit().await.map_err(StoreError::from)?;
+        self.app_events_committed(appended);
         Ok(row)
     }
 }

@@ -3,6 +3,7 @@
 
 use devid_core::api::RevocationReason;
 
+use super::app_events::{append_app_events, NewAppEvent};
 use super::devices::{load_cert, load_device, lock_device, DeviceKey};
 use super::feed::append_feed;
 use super::sql::{numbered, Arg, Conn, Stmt, Tx};
@@ -12,6 +13,29 @@ use super::{
     TransitionSubject,
 };
 use crate::domain::lifecycle::{self, Action, CertScope, Current, Plan};
+
+/// The event for applications a feed entry of a device's change makes: `revoked`,
+/// `suspended` or `resumed` with `{reason?, serials}` (a settings entry makes none).
+fn lifecycle_event(entry: &FeedEntryRow, model: Option<&str>) -> Option<NewAppEvent> {
+    use devid_core::api::{AppEventKind, RevocationAction};
+    let kind = match entry.action {
+        RevocationAction::Revoked => AppEventKind::Revoked,
+        RevocationAction::Suspended => AppEventKind::Suspended,
+        RevocationAction::Resumed => AppEventKind::Resumed,
+        _ => return None,
+    };
+    let mut data = serde_json::json!({ "serials": entry.serials });
+    if let Some(reason) = entry.reason {
+        data["reason"] = reason.as_str().into();
+    }
+    Some(NewAppEvent {
+        kind,
+        at: entry.at,
+        client_id: Some(entry.client_id.clone()),
+        model: model.map(str::to_string),
+        data,
+    })
+}
 
 /// The certificates a change applies to: every one of a device, or the one named.
 #[derive(Debug, Clone, Copy)]
@@ -166,6 +190,10 @@ impl Store {
             at,
         )
         .await?;
+        let events: Vec<NewAppEvent> = lifecycle_event(&entry, dev.model.as_deref())
+            .into_iter()
+            .collect();
+        let appended = append_app_events(&mut tx, &events).await?;
         let audit = AuditRecord {
             detail: change.audit_detail,
             ..audit_ok(actor, change.audit_action, target, at)
@@ -181,6 +209,7 @@ impl Store {
             None => None,
         };
         tx.commit().await?;
+        self.app_events_committed(appended);
         Ok(Ok(Transition {
             device,
             certificate,

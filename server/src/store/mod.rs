@@ -23,7 +23,8 @@
 //!   audit; `settings`: connection events, per-device policy, models.
 //! - `sqlite`, `postgres`: connecting, migrating, and the statements that differ by more than a
 //!   dialect value: registration's one statement and its bulk look-ups (multi-row VALUES and
-//!   `IN` lists on SQLite, arrays on PostgreSQL), and PostgreSQL's feed listener.
+//!   `IN` lists on SQLite, arrays on PostgreSQL), and PostgreSQL's listeners (feed, events).
+//! - `webhooks`: webhooks, their deliveries and the delivery worker's lease.
 //!
 //! Lock order in every write transaction: device row, then its certificates, then the feed lock
 //! (last, held only until commit).
@@ -50,6 +51,7 @@ mod stored;
 mod sweep;
 mod tokens;
 mod types;
+mod webhooks;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -63,6 +65,7 @@ pub use issuers::{IssuerRow, ACTIVE, RETIRED, REVOKED};
 pub use ldevid::{KeyBinding, LdevidFacts, LdevidPlan};
 pub use sweep::Swept;
 pub use types::*;
+pub use webhooks::{Attempt, DeliveryRow, WebhookRow};
 
 use sql::{Dialect, Pools};
 
@@ -95,6 +98,8 @@ pub const FEED_CHANNEL: &str = "devid_feed";
 #[derive(Clone)]
 pub struct Store {
     pools: Arc<Pools>,
+    /// "The app-events head is now N", in process (see `app_events`).
+    app_head: Arc<app_events::AppEventsHead>,
 }
 
 impl std::fmt::Debug for Store {
@@ -115,6 +120,7 @@ impl Store {
     pub async fn connect_sqlite(path: &Path, durable: bool) -> Result<Store, StoreError> {
         Ok(Store {
             pools: Arc::new(sqlite::connect(path, durable).await?),
+            app_head: Arc::default(),
         })
     }
 
@@ -123,6 +129,7 @@ impl Store {
     pub async fn connect_postgres(url: &str) -> Result<Store, StoreError> {
         Ok(Store {
             pools: Arc::new(postgres::connect(url).await?),
+            app_head: Arc::default(),
         })
     }
 

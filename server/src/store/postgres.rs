@@ -245,22 +245,41 @@ pub(super) async fn load_devices_by_serial(
     sqlx::query_as(&sql).bind(serials).fetch_all(conn).await
 }
 
-/// See `Store::spawn_feed_listener`.
-pub(super) async fn spawn_feed_listener(
+/// What a listener follows: a NOTIFY channel whose payloads are the newest seq of a table, and
+/// the query that reads that table's head (announced after a gap in listening).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Channel {
+    pub name: &'static str,
+    pub head_sql: &'static str,
+}
+
+/// The device feed's channel.
+pub(super) const FEED: Channel = Channel {
+    name: FEED_CHANNEL,
+    head_sql: "SELECT COALESCE(MAX(seq), 0) FROM feed",
+};
+
+/// The events for applications' channel.
+pub(super) const APP_EVENTS: Channel = Channel {
+    name: super::APP_EVENTS_CHANNEL,
+    head_sql: "SELECT COALESCE(MAX(seq), 0) FROM app_events",
+};
+
+/// See `Store::spawn_feed_listener`; the same for any [`Channel`].
+pub(super) async fn spawn_listener(
     url: &str,
     pool: PgPool,
+    channel: Channel,
     sink: tokio::sync::broadcast::Sender<i64>,
 ) -> Result<tokio::task::JoinHandle<()>, StoreError> {
     let mut listener = PgListener::connect(url).await?;
-    listener.listen(FEED_CHANNEL).await?;
+    listener.listen(channel.name).await?;
     // After a gap in listening, notifications sent meanwhile are gone: announce the head.
     let announce_head = move |sink: tokio::sync::broadcast::Sender<i64>| {
         let pool = pool.clone();
         async move {
             let head: Result<i64, sqlx::Error> =
-                sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM feed")
-                    .fetch_one(&pool)
-                    .await;
+                sqlx::query_scalar(channel.head_sql).fetch_one(&pool).await;
             if let Ok(head) = head {
                 let _ = sink.send(head);
             }
@@ -277,13 +296,20 @@ pub(super) async fn spawn_feed_listener(
                         }
                     }
                     Err(_) => {
-                        tracing::warn!(payload = n.payload(), "ignoring bad feed notification")
+                        tracing::warn!(
+                            channel = channel.name,
+                            payload = n.payload(),
+                            "ignoring bad notification"
+                        )
                     }
                 },
                 Ok(None) => {
                     // The connection was lost; try_recv already reconnected and listens
                     // again (eager reconnect).
-                    tracing::warn!("feed listener lost its connection; reconnected");
+                    tracing::warn!(
+                        channel = channel.name,
+                        "listener lost its connection; reconnected"
+                    );
                     announce_head(sink.clone()).await;
                     if sink.receiver_count() == 0 {
                         break;
@@ -293,15 +319,19 @@ pub(super) async fn spawn_feed_listener(
                     // Reconnecting failed (or another error). try_recv would reconnect
                     // lazily and then only wait, telling no one what was committed in the
                     // meantime: reconnect here, then announce the head.
-                    tracing::warn!(error = %e, "feed listener error; retrying every 1 s");
+                    tracing::warn!(
+                        channel = channel.name,
+                        error = %e,
+                        "listener error; retrying every 1 s"
+                    );
                     loop {
                         tokio::time::sleep(Duration::from_secs(1)).await;
-                        match listener.listen(FEED_CHANNEL).await {
+                        match listener.listen(channel.name).await {
                             Ok(()) => break,
-                            Err(e) => tracing::debug!(error = %e, "feed listener still down"),
+                            Err(e) => tracing::debug!(error = %e, "listener still down"),
                         }
                     }
-                    tracing::info!("feed listener listening again");
+                    tracing::info!(channel = channel.name, "listening again");
                     announce_head(sink.clone()).await;
                     if sink.receiver_count() == 0 {
                         break;

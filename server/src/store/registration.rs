@@ -7,10 +7,12 @@
 
 use std::collections::{HashMap, HashSet};
 
+use devid_core::api::AppEventKind;
 use sqlx::FromRow;
 
+use super::app_events::{append_app_events, NewAppEvent};
 use super::devices::assemble;
-use super::sql::{Arg, Conn, Dialect, Stmt, Tx};
+use super::sql::{Arg, Conn, Stmt, Tx};
 use super::{is_retryable, postgres, sqlite, Actor, NewDevice, RegConflict, RegMode, RegOutcome};
 use super::{Store, StoreError};
 use crate::domain::registration::{classify, KnownKey, KnownSerial, Plan};
@@ -171,10 +173,10 @@ impl Store {
         let first = self.insert_new_alone(&rows).await;
         match first {
             Ok(()) => return Ok(items.iter().map(|_| Ok(RegOutcome::Created)).collect()),
-            Err(e) if is_retryable(&e) => {
+            Err(StoreError::Database(e)) if is_retryable(&e) => {
                 tracing::debug!("not every registration is new; classifying them");
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(e),
         }
         let mut attempt = 1;
         loop {
@@ -188,20 +190,16 @@ impl Store {
         }
     }
 
-    /// Stores `rows` as new devices in a transaction of their own: one statement (one round
-    /// trip, one commit) when the backend takes them all in one (PostgreSQL always, SQLite up to
-    /// its bind limit), else one statement per chunk in a transaction.
-    async fn insert_new_alone(&self, rows: &[NewRow<'_>]) -> Result<(), sqlx::Error> {
-        let one_statement = match self.dialect() {
-            Dialect::Sqlite => rows.len() <= sqlite::rows_per_statement(),
-            Dialect::Postgres => true,
-        };
-        if one_statement {
-            return insert_new(Conn::from(&mut self.pools.write().await?), rows).await;
-        }
+    /// Stores `rows` as new devices in a transaction of their own, with their events: one
+    /// statement (SQLite: one per chunk of its bind limit), then the one statement that
+    /// appends every row's events.
+    async fn insert_new_alone(&self, rows: &[NewRow<'_>]) -> Result<(), StoreError> {
         let mut tx = self.pools.begin_write().await?;
         insert_new(Conn::from(&mut tx), rows).await?;
-        tx.commit().await
+        let appended = append_app_events(&mut tx, &registration_events(rows)).await?;
+        tx.commit().await?;
+        self.app_events_committed(appended);
+        Ok(())
     }
 
     /// One attempt of the classifying path: look up what the items name, classify, create the
@@ -255,8 +253,10 @@ impl Store {
             .map(|(device, _)| NewRow { device, actor, at })
             .collect();
         created.sort_unstable_by(|a, b| a.device.hardware_serial.cmp(&b.device.hardware_serial));
+        let mut appended = 0;
         if !created.is_empty() {
             insert_new(Conn::from(&mut tx), &created).await?;
+            appended = append_app_events(&mut tx, &registration_events(&created)).await?;
         }
         // A replay's device is the one holding its hardware serial, stored before this call or
         // created just now by an earlier item.
@@ -279,6 +279,7 @@ impl Store {
                 .collect()
         };
         tx.commit().await?;
+        self.app_events_committed(appended);
         items
             .iter()
             .zip(plans)
@@ -374,6 +375,39 @@ impl Store {
 
 /// The backend's registration statement: stores `rows` as new devices. A uniqueness violation
 /// aborts it with nothing of it written.
+/// The events of new devices, in the rows' order: `registered` for each, and for a device
+/// (not a sensor) `certificate_issued` of its IDevID.
+fn registration_events(rows: &[NewRow<'_>]) -> Vec<NewAppEvent> {
+    let mut events = Vec::with_capacity(rows.len() * 2);
+    for r in rows {
+        let d = r.device;
+        events.push(NewAppEvent {
+            kind: AppEventKind::Registered,
+            at: r.at,
+            client_id: Some(d.client_id.to_string()),
+            model: d.model.clone(),
+            data: serde_json::json!({
+                "hardware_serial": d.hardware_serial,
+                "kind": d.kind().as_str(),
+            }),
+        });
+        if let Some(c) = d.cert() {
+            events.push(NewAppEvent {
+                kind: AppEventKind::CertificateIssued,
+                at: r.at,
+                client_id: Some(d.client_id.to_string()),
+                model: d.model.clone(),
+                data: serde_json::json!({
+                    "serial": c.serial,
+                    "not_after": crate::timefmt::rfc3339(c.not_after),
+                    "kind": "idevid",
+                }),
+            });
+        }
+    }
+    events
+}
+
 async fn insert_new(conn: Conn<'_>, rows: &[NewRow<'_>]) -> Result<(), sqlx::Error> {
     match conn {
         Conn::Sqlite(c) => sqlite::insert_new(c, rows).await,

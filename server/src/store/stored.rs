@@ -2,7 +2,7 @@
 //! row is read (`#[sqlx(try_from = "Stored")]` on a field of a `FromRow` type).
 
 use devid_core::api::{
-    AppEventKind, CertState, CheckName, DeviceKind, DeviceState, RevocationAction,
+    AppEventKind, CertState, CheckName, DeliveryState, DeviceKind, DeviceState, RevocationAction,
     RevocationReason, RevocationScope, Role, Severity,
 };
 
@@ -65,6 +65,7 @@ stored_name!(
     AppEventKind => "event kind",
     CheckName => "check name",
     Severity => "severity",
+    DeliveryState => "delivery state",
 );
 
 /// A JSON list of strings (feed serials).
