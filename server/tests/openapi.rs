@@ -377,7 +377,7 @@ async fn the_server_serves_what_the_document_says_to_the_roles_it_names() {
             }
         }
     }
-    assert_eq!(operations, 45, "operations in the document");
+    assert_eq!(operations, 48, "operations in the document");
     // And a path the document does not name is not served.
     let (status, problem) = probe(&server, &Method::GET, "/v1/nothing", None, None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);

@@ -1,5 +1,6 @@
 //! The commands. Each prints a table (for people) or the documented JSON object (for scripts).
 
+mod bulk;
 mod ca;
 mod crl;
 mod device;

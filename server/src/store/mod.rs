@@ -15,6 +15,7 @@
 //! - `registration`: new devices (the one write path per backend), the replay/conflict path.
 //! - `sensors`: sensors' keys, their gateways, the KEK's check value and what brokers report
 //!   of their readings.
+//! - `bulk`: the lifecycle's plan applied to every device a filter selects, set-based.
 //! - `app_events`: the events for applications (appended inside the changes' transactions).
 //! - `devices`: device and certificate queries; `lifecycle`: the one executor of
 //!   `domain::lifecycle` plans; `ldevid`: the one write path of an LDevID; `feed`: the revocation feed and the CRL; `tokens`: tokens and
@@ -31,6 +32,7 @@
 //! per statement.
 
 mod app_events;
+mod bulk;
 mod devices;
 mod feed;
 mod issuers;
@@ -52,6 +54,7 @@ use std::sync::Arc;
 use devid_core::api::RevocationReason;
 
 pub use app_events::{AppEventFilter, AppEventRow, NewAppEvent, APP_EVENTS_CHANNEL};
+pub use bulk::{BulkAudit, BulkOutcome, DeviceSelection};
 pub use issuers::{IssuerRow, ACTIVE, RETIRED, REVOKED};
 pub use ldevid::{KeyBinding, LdevidFacts, LdevidPlan};
 pub use types::*;
