@@ -55,7 +55,7 @@ impl FilterArgs {
             None => None,
             Some(path) => {
                 let text = std::fs::read_to_string(path)
-                    .map_err(|e| io_err(&format!("cannot read {}", path.display()), e))?;
+                    .map_err(|e| io_err(format!("cannot read {}", path.display()), e))?;
                 let ids = text
                     .lines()
                     .enumerate()
