@@ -48,11 +48,11 @@ fn parse_args() -> Args {
     a
 }
 
-async fn post(c: &reqwest::Client, a: &Args, path: &str, body: &Value) -> Value {
+async fn post(c: &reqwest::Client, a: &Args, path: &str, body: Value) -> Value {
     let resp = c
         .post(format!("{}{path}", a.url))
         .bearer_auth(&a.token)
-        .json(body)
+        .json(&body)
         .send()
         .await
         .unwrap();
@@ -101,7 +101,7 @@ async fn main() {
                 &c,
                 &a,
                 "/v1/devices/batch",
-                &json!({ "items": items }),
+                json!({ "items": items }),
             ));
             start = end;
         }
@@ -124,7 +124,7 @@ async fn main() {
         &c,
         &a,
         "/v1/devices/revoke",
-        &json!({"filter": filter, "reason": "keyCompromise", "dry_run": true}),
+        json!({"filter": filter, "reason": "keyCompromise", "dry_run": true}),
     )
     .await;
     let dry_run_s = t.elapsed().as_secs_f64();
@@ -133,7 +133,7 @@ async fn main() {
         &c,
         &a,
         "/v1/devices/revoke",
-        &json!({"filter": filter, "reason": "keyCompromise"}),
+        json!({"filter": filter, "reason": "keyCompromise"}),
     )
     .await;
     let revoke_s = t.elapsed().as_secs_f64();
