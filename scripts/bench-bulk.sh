@@ -4,14 +4,19 @@
 # batches, revokes the lot in one call, and measures the revocation, the CRL regeneration and
 # its size, and a broker-style read of the feed (examples/bench_bulk.rs). Prints one JSON line
 # per backend, labelled with the load average, the steal time and the database size.
-# Usage: scripts/bench-bulk.sh [count]
+# Usage: scripts/bench-bulk.sh [count]   (PROFILE=debug runs the debug build instead)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 COUNT=${1:-100000}
 PG_ADMIN_URL=${DEVID_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres}
-cargo build --release -q -p devid-server --bin devid-server --example bench_bulk
-BIN=target/release/devid-server
-BENCH=target/release/examples/bench_bulk
+PROFILE=${PROFILE:-release}
+if [ "$PROFILE" = release ]; then
+  cargo build --release -q -p devid-server --bin devid-server --example bench_bulk
+else
+  cargo build -q -p devid-server --bin devid-server --example bench_bulk
+fi
+BIN=target/$PROFILE/devid-server
+BENCH=target/$PROFILE/examples/bench_bulk
 work=$(mktemp -d)
 pids=()
 db=""
@@ -45,7 +50,7 @@ measure() { # label, db size command, command...
   echo "$out" | sed "s/^{/{\"backend\":\"$label\",\"load_before\":$l0,\"load_after\":$(cut -d' ' -f1 /proc/loadavg),\"steal_ticks\":$((s1 - s0)),\"db_bytes\":$(eval "$size_cmd"),/"
 }
 
-echo "# $(date -u +%FT%TZ) $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)" >&2
+echo "# $(date -u +%FT%TZ) $PROFILE build, $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)" >&2
 start_server sqlite
 measure sqlite "du -cb $work/sqlite/devid.db* | tail -1 | cut -f1" \
   "$BENCH" --url "$URL" --token-file "$work/sqlite/admin.token" --count "$COUNT"

@@ -76,6 +76,7 @@ async fn get(c: &reqwest::Client, a: &Args, path: &str) -> reqwest::Response {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let a = parse_args();
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let c = reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(600))
         .build()
