@@ -98,12 +98,7 @@ async fn main() {
                            "metadata": {"lot": a.lot}, "generate_key": true})
                 })
                 .collect();
-            calls.push(post(
-                &c,
-                &a,
-                "/v1/devices/batch",
-                json!({ "items": items }),
-            ));
+            calls.push(post(&c, &a, "/v1/devices/batch", json!({ "items": items })));
             start = end;
         }
         futures::future::join_all(calls).await;

@@ -261,6 +261,7 @@ fn sample_body(schema: &str) -> Value {
         "RegisterRequest" => json!({"hardware_serial": "OA-9"}),
         "BatchRequest" => json!({"items": []}),
         "RevokeRequest" => json!({"reason": "superseded"}),
+        "BulkRequest" => json!({"filter": {"model": "nosuchmodel"}, "dry_run": true}),
         "ReasonRequest" => json!({}),
         "AllowList" => json!({"cidrs": []}),
         "PolicyUpdate" => json!({}),
