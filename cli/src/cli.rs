@@ -177,34 +177,50 @@ pub enum DeviceCommand {
         /// ClientID
         id: String,
     },
-    /// Revoke a device and all its certificates (final)
+    /// Revoke a device, or every device a filter selects, and their certificates (final)
     #[command(
-        after_help = "Examples:\n  devid device revoke THERMO7KQ2M4XH9C3VBN8Da --reason keyCompromise --yes\n\nReasons: unspecified, keyCompromise, affiliationChanged, superseded, cessationOfOperation,\nprivilegeWithdrawn."
+        after_help = "Examples:\n  devid device revoke THERMO7KQ2M4XH9C3VBN8Da --reason keyCompromise --yes\n  devid device revoke --model thermo --where lot=L7 --reason keyCompromise --dry-run\n  devid device revoke --model thermo --where lot=L7 --reason keyCompromise\n  devid device revoke --ids-file recall.txt --reason keyCompromise --yes\n\nReasons: unspecified, keyCompromise, affiliationChanged, superseded, cessationOfOperation,\nprivilegeWithdrawn. With a filter, the command asks \"revoke N devices? [y/N]\" on a terminal and\nneeds --yes otherwise; --dry-run only counts and shows the first 20 ClientIDs."
     )]
     Revoke {
-        /// ClientID
-        id: String,
+        /// ClientID (or give a filter instead)
+        id: Option<String>,
         #[arg(long)]
         reason: String,
         /// Do not ask for confirmation
         #[arg(long, short = 'y')]
         yes: bool,
+        #[command(flatten)]
+        filter: FilterArgs,
     },
-    /// Put a device on hold (its certificates go on the CRL as certificateHold)
+    /// Put a device, or every device a filter selects, on hold (certificates on the CRL as
+    /// certificateHold)
     #[command(
-        after_help = "Examples:\n  devid device suspend THERMO7KQ2M4XH9C3VBN8Da --comment \"returned for repair\""
+        after_help = "Examples:\n  devid device suspend THERMO7KQ2M4XH9C3VBN8Da --comment \"returned for repair\"\n  devid device suspend --model thermo --where lot=L7 --created-after 2026-11-01T00:00:00Z --yes"
     )]
     Suspend {
-        /// ClientID
-        id: String,
+        /// ClientID (or give a filter instead)
+        id: Option<String>,
+        /// Kept in the audit log (one device only)
         #[arg(long)]
         comment: Option<String>,
+        /// Do not ask for confirmation (a filter)
+        #[arg(long, short = 'y')]
+        yes: bool,
+        #[command(flatten)]
+        filter: FilterArgs,
     },
-    /// Lift a device's hold
-    #[command(after_help = "Examples:\n  devid device resume THERMO7KQ2M4XH9C3VBN8Da")]
+    /// Lift the hold of a device, or of every device a filter selects
+    #[command(
+        after_help = "Examples:\n  devid device resume THERMO7KQ2M4XH9C3VBN8Da\n  devid device resume --model thermo --where lot=L7 --yes"
+    )]
     Resume {
-        /// ClientID
-        id: String,
+        /// ClientID (or give a filter instead)
+        id: Option<String>,
+        /// Do not ask for confirmation (a filter)
+        #[arg(long, short = 'y')]
+        yes: bool,
+        #[command(flatten)]
+        filter: FilterArgs,
     },
     /// What devid knows of a device's health: last seen, connections, failures, findings
     #[command(after_help = "Examples:\n  devid device health THERMO7KQ2M4XH9C3VBN8Da -o json")]
@@ -410,6 +426,30 @@ pub struct BatchArgs {
     /// Threads making keys (default: all cores)
     #[arg(long)]
     pub threads: Option<usize>,
+}
+
+/// Which devices a revoke, suspend or resume applies to, instead of one ClientID: those meeting
+/// every criterion given.
+#[derive(Debug, Args, Default)]
+pub struct FilterArgs {
+    /// Devices of this model
+    #[arg(long)]
+    pub model: Option<ModelName>,
+    /// KEY=VALUE: the device's metadata has KEY with this string value (repeat: all must match)
+    #[arg(long = "where", value_name = "KEY=VALUE")]
+    pub metadata: Vec<String>,
+    /// Registered after this RFC 3339 time
+    #[arg(long)]
+    pub created_after: Option<String>,
+    /// Registered before this RFC 3339 time
+    #[arg(long)]
+    pub created_before: Option<String>,
+    /// A file of ClientIDs, one a line (at most 100,000)
+    #[arg(long, value_name = "FILE")]
+    pub ids_file: Option<PathBuf>,
+    /// Count and show the first ClientIDs; change nothing
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]

@@ -11,8 +11,9 @@ use devid_core::api::{
 use devid_core::ModelName;
 use reqwest::Method;
 
+use super::bulk::Verb;
 use crate::batch::file_key;
-use crate::cli::{DeviceCommand, ListArgs, OutputFormat, RegisterArgs};
+use crate::cli::{DeviceCommand, FilterArgs, ListArgs, OutputFormat, RegisterArgs};
 use crate::client::{seg, Api};
 use crate::error::{io_err, CliError, Result};
 use crate::keys;
@@ -27,8 +28,16 @@ pub async fn run(api: &Api, out: OutputFormat, c: DeviceCommand) -> Result<ExitC
             let d: Device = api.get(&format!("/v1/devices/{}", seg(&id))).await?;
             print_device(out, &d)
         }
-        DeviceCommand::Revoke { id, reason, yes } => {
+        DeviceCommand::Revoke {
+            id,
+            reason,
+            yes,
+            filter,
+        } => {
             let reason = super::parse_reason(&reason)?;
+            let Some(id) = one_or_filter(id, &filter)? else {
+                return super::bulk::run(api, out, Verb::Revoke(reason), &filter, yes).await;
+            };
             if !yes && std::io::stdin().is_terminal() {
                 eprint!(
                     "Revoke device {id} and all its certificates ({})? This cannot be undone. [y/N] ",
@@ -52,7 +61,18 @@ pub async fn run(api: &Api, out: OutputFormat, c: DeviceCommand) -> Result<ExitC
                 .await?;
             print_device(out, &d)
         }
-        DeviceCommand::Suspend { id, comment } => {
+        DeviceCommand::Suspend {
+            id,
+            comment,
+            yes,
+            filter,
+        } => {
+            let Some(id) = one_or_filter(id, &filter)? else {
+                if comment.is_some() {
+                    return Err(CliError::usage("--comment is for one device"));
+                }
+                return super::bulk::run(api, out, Verb::Suspend, &filter, yes).await;
+            };
             let d: Device = api
                 .post(
                     &format!("/v1/devices/{}/suspend", seg(&id)),
@@ -74,7 +94,10 @@ pub async fn run(api: &Api, out: OutputFormat, c: DeviceCommand) -> Result<ExitC
             let cidrs = if clear { Vec::new() } else { cidrs };
             super::brokers::allowlist(api, out, &id, cidrs).await
         }
-        DeviceCommand::Resume { id } => {
+        DeviceCommand::Resume { id, yes, filter } => {
+            let Some(id) = one_or_filter(id, &filter)? else {
+                return super::bulk::run(api, out, Verb::Resume, &filter, yes).await;
+            };
             let d: Device = api
                 .post(
                     &format!("/v1/devices/{}/resume", seg(&id)),
@@ -83,6 +106,21 @@ pub async fn run(api: &Api, out: OutputFormat, c: DeviceCommand) -> Result<ExitC
                 .await?;
             print_device(out, &d)
         }
+    }
+}
+
+/// The one ClientID given, or None when a filter is; refused when both or neither are.
+fn one_or_filter(id: Option<String>, filter: &FilterArgs) -> Result<Option<String>> {
+    match (id, filter.is_given()) {
+        (Some(_), true) => Err(CliError::usage(
+            "give a ClientID or a filter (--model, --where, --created-after, --created-before, \
+             --ids-file), not both",
+        )),
+        (None, false) => Err(CliError::usage(
+            "give a ClientID, or a filter: --model, --where, --created-after, \
+             --created-before, --ids-file",
+        )),
+        (id, _) => Ok(id),
     }
 }
 

@@ -1,6 +1,7 @@
 //! The commands. Each prints a table (for people) or the documented JSON object (for scripts).
 
 pub mod brokers;
+mod bulk;
 mod ca;
 mod crl;
 mod device;

@@ -26,6 +26,7 @@
 //! | `POST /v1/devices/{client_id}/revoke` | [`RevokeRequest`] -> [`Device`] |
 //! | `POST /v1/devices/{client_id}/suspend` | optional [`ReasonRequest`] -> [`Device`] |
 //! | `POST /v1/devices/{client_id}/resume` | -> [`Device`] |
+//! | `POST /v1/devices/revoke`, `/suspend`, `/resume` | [`BulkRequest`] -> [`BulkResult`] |
 //! | `POST /v1/certificates/{serial}/revoke` | [`RevokeRequest`] -> [`CertificateInfo`] |
 //! | `GET /v1/certificates/{serial}` | [`CertificateInfo`] |
 //! | `GET /v1/revocations?since=N&limit=L` | [`FeedPage`] |
@@ -53,6 +54,7 @@
 
 mod audit;
 mod brokers;
+mod bulk;
 mod devices;
 mod events;
 mod feed;
@@ -66,6 +68,7 @@ mod webhooks;
 
 pub use audit::*;
 pub use brokers::*;
+pub use bulk::*;
 pub use devices::*;
 pub use events::*;
 pub use feed::*;

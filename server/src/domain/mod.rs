@@ -2,6 +2,7 @@
 //!
 //! - [`lifecycle`]: the device state machine (revoke, suspend, resume, certificate revocation),
 //!   a pure `plan` the store's one executor applies inside its transaction.
+//! - [`bulk`]: the same plan applied to every device a filter selects, in one transaction.
 //! - [`devices`]: finding a device, the status brokers poll.
 //! - [`policy`]: what applies to a device (its settings, else its model's, else the defaults),
 //!   and changing its policy and allow-list.
@@ -24,6 +25,7 @@
 pub mod audit;
 pub mod authz;
 pub mod brokers;
+pub mod bulk;
 pub mod devices;
 mod error;
 pub mod fleet;

@@ -2,12 +2,15 @@
 
 use axum::extract::{Path, State};
 use axum::Json;
-use devid_core::api::{CertificateInfo, Device, ReasonRequest, RevokeRequest};
+use devid_core::api::{
+    BulkRequest, BulkResult, CertificateInfo, Device, ReasonRequest, RevokeRequest,
+};
 use devid_core::ClientId;
 use utoipa_axum::routes;
 
 use super::devices::{cert_json, device_json};
 use crate::app::{ApiJson, AppState};
+use crate::domain::bulk;
 use crate::domain::lifecycle::{self, Action};
 use crate::error::ApiError;
 use crate::openapi::{BadRequest, Conflict, JsonBodyProblems, NotFound, Unprocessable};
@@ -19,11 +22,114 @@ const MAX_COMMENT_CHARS: usize = 500;
 
 pub(crate) fn router() -> Routes {
     Routes::new()
+        .add(ADMIN, routes!(revoke_devices))
+        .add(ADMIN, routes!(suspend_devices))
+        .add(ADMIN, routes!(resume_devices))
         .add(ADMIN, routes!(revoke_device))
         .add(ADMIN, routes!(suspend_device))
         .add(ADMIN, routes!(resume_device))
         .add(FOLLOWERS, routes!(show_certificate))
         .add(ADMIN, routes!(revoke_certificate))
+}
+
+/// Revoke every device the filter selects, and their certificates (final), in one transaction.
+///
+/// `reason` is required. Devices already revoked are matched, not changed. With `dry_run`
+/// nothing changes: the answer says how many devices would change, and which first.
+#[utoipa::path(
+    post,
+    path = "/v1/devices/revoke",
+    request_body = BulkRequest,
+    responses(
+        (status = 200, description = "What changed (or would)", body = BulkResult),
+        JsonBodyProblems,
+    )
+)]
+async fn revoke_devices(
+    State(state): State<AppState>,
+    guard: Guard,
+    ApiJson(req): ApiJson<BulkRequest>,
+) -> Result<Json<BulkResult>, ApiError> {
+    let action = req
+        .reason
+        .map(|reason| Action::Revoke { reason })
+        .ok_or_else(|| ApiError::unprocessable("reason: required to revoke"));
+    change_devices(state, guard, req, action).await
+}
+
+/// Suspend every active device the filter selects (their certificates go on hold).
+///
+/// Devices already suspended, and revoked ones, are matched, not changed.
+#[utoipa::path(
+    post,
+    path = "/v1/devices/suspend",
+    request_body = BulkRequest,
+    responses(
+        (status = 200, description = "What changed (or would)", body = BulkResult),
+        JsonBodyProblems,
+    )
+)]
+async fn suspend_devices(
+    State(state): State<AppState>,
+    guard: Guard,
+    ApiJson(req): ApiJson<BulkRequest>,
+) -> Result<Json<BulkResult>, ApiError> {
+    let action = no_reason(&req, Action::Suspend { comment: None });
+    change_devices(state, guard, req, action).await
+}
+
+/// Resume every suspended device the filter selects.
+///
+/// Active devices, and revoked ones, are matched, not changed.
+#[utoipa::path(
+    post,
+    path = "/v1/devices/resume",
+    request_body = BulkRequest,
+    responses(
+        (status = 200, description = "What changed (or would)", body = BulkResult),
+        JsonBodyProblems,
+    )
+)]
+async fn resume_devices(
+    State(state): State<AppState>,
+    guard: Guard,
+    ApiJson(req): ApiJson<BulkRequest>,
+) -> Result<Json<BulkResult>, ApiError> {
+    let action = no_reason(&req, Action::Resume);
+    change_devices(state, guard, req, action).await
+}
+
+/// Suspension and resumption take no reason.
+fn no_reason(req: &BulkRequest, action: Action) -> Result<Action, ApiError> {
+    match req.reason {
+        Some(_) => Err(ApiError::unprocessable(
+            "reason: only a revocation takes a reason",
+        )),
+        None => Ok(action),
+    }
+}
+
+/// The bulk routes' one path: role check, the change (audited when it fails), the answer.
+async fn change_devices(
+    state: AppState,
+    guard: Guard,
+    req: BulkRequest,
+    action: Result<Action, ApiError>,
+) -> Result<Json<BulkResult>, ApiError> {
+    let caller = guard.check()?;
+    let name = action.as_ref().map_or("devices.change", bulk::audit_action);
+    let work = async {
+        let action = action?;
+        let actor = caller.actor();
+        Ok::<_, ApiError>(
+            bulk::change_devices(ctx(&state), &actor, &req.filter, action, req.dry_run).await?,
+        )
+    };
+    let result = caller
+        .audit(name, &bulk::describe(&req.filter))
+        .run(&state.store, work)
+        .await?;
+    Ok(Json(result))
 }
 
 /// Revoke a device and all its certificates (final).

@@ -15,6 +15,7 @@
 //! - `registration`: new devices (the one write path per backend), the replay/conflict path.
 //! - `sensors`: sensors' keys, their gateways, the KEK's check value and what brokers report
 //!   of their readings.
+//! - `bulk`: the lifecycle's plan applied to every device a filter selects, set-based.
 //! - `app_events`: the events for applications (appended inside the changes' transactions).
 //! - `fleet`: the fleet's health record from brokers' batches; `findings`: the fleet checks'
 //!   findings; `sweep`: the periodic sweep of the checks.
@@ -34,6 +35,7 @@
 //! per statement.
 
 mod app_events;
+mod bulk;
 mod devices;
 mod feed;
 mod findings;
@@ -61,6 +63,7 @@ use devid_core::api::RevocationReason;
 pub use app_events::{AppEventFilter, AppEventRow, NewAppEvent, APP_EVENTS_CHANNEL};
 pub use findings::{FindingFilter, FindingRow, NewFinding};
 pub use fleet::{DeviceHealthRows, FleetCounts, HealthRow, Ingested};
+pub use bulk::{BulkAudit, BulkOutcome, DeviceSelection};
 pub use issuers::{IssuerRow, ACTIVE, RETIRED, REVOKED};
 pub use ldevid::{KeyBinding, LdevidFacts, LdevidPlan};
 pub use sweep::Swept;

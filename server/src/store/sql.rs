@@ -154,6 +154,11 @@ impl<'a> Stmt<'a> {
         self
     }
 
+    /// How many arguments are bound so far (the number of the last `$N`).
+    pub fn arg_count(&self) -> usize {
+        self.args.len()
+    }
+
     /// Appends SQL text.
     pub fn push(mut self, sql: &str) -> Self {
         self.sql.to_mut().push_str(sql);
