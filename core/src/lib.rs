@@ -57,7 +57,7 @@ pub use hwserial::HardwareSerial;
 pub use ldevid::{ConnectWith, LdevidValidity, RenewalGrace};
 pub use message_auth::MessageAuth;
 pub use model::ModelName;
-pub use swversion::SwVersion;
 pub use search::SearchPrefix;
+pub use swversion::SwVersion;
 pub use topic::{TopicFilter, TopicName};
 pub use value::UnknownName;

@@ -472,7 +472,7 @@ mod tests {
                 assert_eq!(named, declared, "{at}: path parameters");
             }
         }
-        assert_eq!(count, 67, "operations in the document");
+        assert_eq!(count, 68, "operations in the document");
     }
 
     #[test]

@@ -572,3 +572,64 @@ async fn cert_expiring_opens_near_not_after_and_closes_after_renewal_or_revocati
         store.close().await;
     }
 }
+
+#[tokio::test]
+async fn activity_counts_connects_failures_registrations_and_expiries_per_period() {
+    for backend in backends().await {
+        // Certificates of 45 days: both expire next month or the one after.
+        let server = Server::start_with(
+            &backend,
+            Options {
+                extra_args: vec!["--cert-validity".into(), "45d".into()],
+                ..Options::default()
+            },
+        )
+        .await;
+        let broker = server.token("broker", None).await;
+        let app = server.token("app", None).await;
+        let a = register(&server, "FA-1", "thermo").await;
+        let b = register(&server, "FA-2", "thermo").await;
+        let t = now();
+        post_batch(
+            &server,
+            &broker,
+            json!({
+                "events": [
+                    {"kind": "connect", "client_id": a, "at": rfc(t), "address": "10.0.0.5:4000", "auth": "devid1"},
+                    {"kind": "connect", "client_id": b, "at": rfc(t), "address": "10.0.0.6:4000", "auth": "devid1"},
+                    {"kind": "auth_failure", "client_id": a, "at": rfc(t), "address": "10.9.9.9:1",
+                     "refusal": "bad_signature", "reason": "signature does not verify"}
+                ],
+                "broker": heartbeat("b1", t - 1000)
+            }),
+        )
+        .await;
+        let (status, act) = server.get("/v1/fleet/activity", Some(&app)).await;
+        assert_eq!(status, StatusCode::OK, "{}: {act}", backend.name());
+        let hours = act["hours"].as_array().unwrap();
+        assert_eq!(hours.len(), 24);
+        let sum = |items: &[Value], field: &str| -> u64 {
+            items.iter().map(|h| h[field].as_u64().unwrap()).sum()
+        };
+        assert_eq!(sum(hours, "connects"), 2, "{act}");
+        assert_eq!(sum(hours, "auth_failures"), 1, "{act}");
+        // This hour is the last one.
+        assert_eq!(hours[23]["connects"], 2, "{act}");
+        let regs = act["registrations"].as_array().unwrap();
+        assert_eq!(regs.len(), 30);
+        assert_eq!(regs[29]["count"], 2, "{act}");
+        assert_eq!(regs[29]["period"], rfc(t)[..10], "{act}");
+        let exp = act["expiries"].as_array().unwrap();
+        assert_eq!(exp.len(), 12);
+        assert_eq!(sum(exp, "count"), 2, "{act}");
+        let month = &rfc(t + 45 * 86_400)[..7];
+        let at = exp.iter().position(|m| m["period"] == *month).unwrap();
+        assert!(at == 1 || at == 2, "{act}");
+        assert_eq!(exp[at]["count"], 2, "{act}");
+        // Mutations are not the app's.
+        let (status, _) = server
+            .send(Method::POST, "/v1/fleet/activity", Some(&app), None)
+            .await;
+        assert!(status.is_client_error());
+    }
+}

@@ -236,6 +236,7 @@ async fn what_the_server_answers_fits_the_documented_schemas() {
         ("SensorKeys", keys),
         ("Device", get(format!("/v1/devices/{sensor_id}")).await),
         ("FleetSummary", get("/v1/fleet/summary".into()).await),
+        ("FleetActivity", get("/v1/fleet/activity".into()).await),
         (
             "FindingPage",
             get("/v1/fleet/findings?state=all".into()).await,
@@ -397,7 +398,7 @@ async fn the_server_serves_what_the_document_says_to_the_roles_it_names() {
             }
         }
     }
-    assert_eq!(operations, 67, "operations in the document");
+    assert_eq!(operations, 68, "operations in the document");
     // And a path the document does not name is not served.
     let (status, problem) = probe(&server, &Method::GET, "/v1/nothing", None, None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);

@@ -5,7 +5,7 @@ use axum::extract::{Path, State};
 use axum::Json;
 use devid_core::api::{
     AppEvent, AppEventPage, CertState, CheckName, CheckThresholds, ConnectionSeen, DeviceHealth,
-    Finding, FindingCount, FindingPage, FleetSummary, ReasonCount, Severity,
+    Finding, FindingCount, FindingPage, FleetActivity, FleetSummary, ReasonCount, Severity,
 };
 use devid_core::ModelName;
 use serde::Deserialize;
@@ -21,6 +21,7 @@ use crate::timefmt::{self, rfc3339, rfc3339_opt};
 pub fn router() -> Routes {
     Routes::new()
         .add(FLEET_READERS, routes!(summary))
+        .add(FLEET_READERS, routes!(activity))
         .add(FLEET_READERS, routes!(findings))
         .add(FLEET_READERS, routes!(device_health))
         .add(FLEET_READERS, routes!(device_timeline))
@@ -105,6 +106,25 @@ async fn summary(
         brokers_known: u(c.brokers_known),
         at: rfc3339(now),
     }))
+}
+
+/// What the console plots: connections and failed authentications per hour over the last 24
+/// hours, registrations per day over the last 30 days, valid certificates by the month of their
+/// notAfter over the next 12 months (this month first). Every period is listed, zeros included.
+#[utoipa::path(
+    get,
+    path = "/v1/fleet/activity",
+    responses((status = 200, description = "Counts per period", body = FleetActivity), (status = 400, response = BadRequest))
+)]
+async fn activity(
+    State(state): State<AppState>,
+    guard: Guard,
+    _: ApiQuery<NoQuery>,
+) -> Result<Json<FleetActivity>, ApiError> {
+    guard.check()?;
+    let now = timefmt::now();
+    let counts = state.store.fleet_activity(now).await?;
+    Ok(Json(crate::domain::fleet::activity::activity(now, &counts)))
 }
 
 /// `GET /v1/fleet/findings` parameters.

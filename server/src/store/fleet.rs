@@ -13,6 +13,7 @@ use super::findings::open_findings;
 use super::sql::{Dialect, Stmt, Tx};
 use super::stored::Stored;
 use super::{NewAppEvent, Store, StoreError};
+use crate::domain::fleet::activity::ActivityCounts;
 use crate::domain::fleet::checks::{self, Limits, Thresholds};
 use crate::domain::fleet::{self as rules, Batch, Known, WindowCount};
 
@@ -514,5 +515,49 @@ impl Store {
         super::tokens::insert_audit_on(super::sql::Conn::from(&mut tx), audit).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    /// The counts behind the console's plots (`domain::fleet::activity`): connects and failed
+    /// authentications per hour from the app events, registrations per day, valid certificates
+    /// per day of notAfter. Each is a range on an index (`app_events_at`, `devices_created_at`,
+    /// `certificates_expiry`), grouped in the database.
+    pub async fn fleet_activity(&self, now: i64) -> Result<ActivityCounts, StoreError> {
+        use crate::domain::fleet::activity::{windows, DAY, HOUR};
+        let (hours_from, days_from, exp_from, exp_to) = windows(now);
+        let mut c = self.pools.read().await?;
+        let hours: Vec<(i64, i64, i64)> = Stmt::new(
+            "SELECT (at / $2) * $2 AS h, \
+             SUM(CASE WHEN kind = 'connected' THEN 1 ELSE 0 END), \
+             SUM(CASE WHEN kind = 'auth_failed' THEN 1 ELSE 0 END) \
+             FROM app_events WHERE at >= $1 AND kind IN ('connected', 'auth_failed') \
+             GROUP BY 1",
+        )
+        .bind(hours_from)
+        .bind(HOUR)
+        .fetch_all(&mut c)
+        .await?;
+        let registrations: Vec<(i64, i64)> = Stmt::new(
+            "SELECT (created_at / $2) * $2 AS d, COUNT(*) FROM devices WHERE created_at >= $1 \
+             GROUP BY 1",
+        )
+        .bind(days_from)
+        .bind(DAY)
+        .fetch_all(&mut c)
+        .await?;
+        let expiries: Vec<(i64, i64)> = Stmt::new(
+            "SELECT (not_after / $3) * $3 AS d, COUNT(*) FROM certificates \
+             WHERE status = 'good' AND not_after >= $1 AND not_after < $2 \
+             GROUP BY 1",
+        )
+        .bind(exp_from)
+        .bind(exp_to)
+        .bind(DAY)
+        .fetch_all(&mut c)
+        .await?;
+        Ok(ActivityCounts {
+            hours,
+            registrations,
+            expiries,
+        })
     }
 }

@@ -61,9 +61,9 @@ use std::sync::Arc;
 use devid_core::api::RevocationReason;
 
 pub use app_events::{AppEventFilter, AppEventRow, NewAppEvent, APP_EVENTS_CHANNEL};
+pub use bulk::{BulkAudit, BulkOutcome, DeviceSelection};
 pub use findings::{FindingFilter, FindingRow, NewFinding};
 pub use fleet::{DeviceHealthRows, FleetCounts, HealthRow, Ingested};
-pub use bulk::{BulkAudit, BulkOutcome, DeviceSelection};
 pub use issuers::{IssuerRow, ACTIVE, RETIRED, REVOKED};
 pub use ldevid::{KeyBinding, LdevidFacts, LdevidPlan};
 pub use sweep::Swept;

@@ -3,6 +3,7 @@
 //! needs inside the batch's transaction, asks [`fold`], and writes the plan with a bounded
 //! number of statements.
 
+pub mod activity;
 pub mod checks;
 
 use std::collections::{HashMap, HashSet};
