@@ -4,10 +4,13 @@
 use std::path::PathBuf;
 
 mod fleet;
+mod sensors;
+mod webhook;
 pub use fleet::FleetCommand;
+pub use sensors::{GatewayCommand, SensorCommand};
+pub use webhook::WebhookCommand;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use devid_core::api::AppEventKind;
 use devid_core::{
     Cidr, ConnectWith, DnsName, HardwareSerial, HumanDuration, LdevidValidity, MessageAuth,
     ModelName, RenewalGrace, TopicFilter,
@@ -474,53 +477,6 @@ pub struct ListArgs {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum GatewayCommand {
-    /// Attach sensors to a gateway (a sensor attached elsewhere moves here)
-    #[command(
-        after_help = "Examples:\n  devid gateway attach GW4KQ2M4XH9C3VBN8Da TS7KQ2M4XH9C3VBN8Dab TS9KQ2M4XH9C3VBN8Dac\n\nPrints the gateway's sensors. Brokers learn of the change within a second (the feed)."
-    )]
-    Attach {
-        /// The gateway's ClientID (a device)
-        gateway: devid_core::ClientId,
-        /// Sensors' ClientIDs
-        #[arg(required = true)]
-        sensors: Vec<devid_core::ClientId>,
-    },
-    /// Detach sensors from a gateway
-    #[command(
-        after_help = "Examples:\n  devid gateway detach GW4KQ2M4XH9C3VBN8Da TS7KQ2M4XH9C3VBN8Dab"
-    )]
-    Detach {
-        /// The gateway's ClientID
-        gateway: devid_core::ClientId,
-        /// Sensors' ClientIDs
-        #[arg(required = true)]
-        sensors: Vec<devid_core::ClientId>,
-    },
-    /// The sensors a gateway relays, with their status and last accepted reading
-    #[command(after_help = "Examples:\n  devid gateway sensors GW4KQ2M4XH9C3VBN8Da -o json")]
-    Sensors {
-        /// The gateway's ClientID
-        gateway: devid_core::ClientId,
-    },
-}
-
-#[derive(Debug, Subcommand)]
-pub enum SensorCommand {
-    /// Give a sensor a new key K; written to DIR/<ClientID>.sensor.key (mode 0600)
-    #[command(
-        after_help = "Examples:\n  devid sensor rekey TS7KQ2M4XH9C3VBN8Dab --out keys/\n\nThe key is shown this once: the file replaces the old key file. Brokers refuse readings made with the old key within a second (the feed); the sensor's seq goes on."
-    )]
-    Rekey {
-        /// The sensor's ClientID
-        sensor: devid_core::ClientId,
-        /// Output directory
-        #[arg(long, value_name = "DIR")]
-        out: PathBuf,
-    },
-}
-
-#[derive(Debug, Subcommand)]
 pub enum CertCommand {
     /// Revoke one certificate
     #[command(
@@ -578,34 +534,6 @@ pub enum CrlCommand {
         #[arg(long)]
         verify: bool,
     },
-}
-
-#[derive(Debug, Subcommand)]
-pub enum WebhookCommand {
-    /// Create a webhook (its signing secret is printed once)
-    #[command(
-        after_help = "Examples:\n  devid webhook create --url https://ops.example.com/devid --kinds revoked,finding_opened\n  devid webhook create --url https://ops.example.com/devid --kinds registered --models thermo-v2\n\nReceivers check `devid-signature` as docs/webhooks.md says."
-    )]
-    Create {
-        /// Where events are POSTed (http or https)
-        #[arg(long)]
-        url: String,
-        /// Event kinds, comma-separated (registered, revoked, suspended, resumed, connected,
-        /// disconnected, auth_failed, finding_opened, finding_closed, certificate_issued)
-        #[arg(long, value_delimiter = ',', required = true)]
-        kinds: Vec<AppEventKind>,
-        /// Only events about devices of these models (comma-separated)
-        #[arg(long, value_delimiter = ',')]
-        models: Option<Vec<ModelName>>,
-    },
-    /// List webhooks
-    List,
-    /// Delete a webhook (nothing more is sent to it)
-    Delete { id: String },
-    /// A webhook's deliveries, newest first
-    Deliveries { id: String },
-    /// Deliver an event again
-    Redeliver { id: String, delivery: i64 },
 }
 
 #[derive(Debug, Subcommand)]

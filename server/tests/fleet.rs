@@ -173,7 +173,16 @@ async fn batches_build_health_connections_and_timeline() {
             .iter()
             .map(|e| e["kind"].as_str().unwrap())
             .collect();
-        assert_eq!(kinds, vec!["disconnected", "connected"], "{tb}");
+        assert_eq!(
+            kinds,
+            vec![
+                "disconnected",
+                "connected",
+                "certificate_issued",
+                "registered"
+            ],
+            "{tb}"
+        );
 
         // The summary.
         let (status, s) = server.get("/v1/fleet/summary", Some(&app)).await;

@@ -109,7 +109,9 @@ impl<S: ServerSide> Engine<S> {
                     return self.refuse_message(key, topic, MessageRefusal::TopicNotAllowed);
                 }
                 // Nobody's topic, let through only for a sensor's claim: refused as the ACL
-                // would have refused it, not counted against the connection.
+                // would have refused it (and counted as the ACL counts it), not held against
+                // the connection's run of refusals.
+                a.counts.refused();
                 return MessageVerdict::Refuse;
             }
             lock(&self.shared)
