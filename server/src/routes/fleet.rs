@@ -14,18 +14,18 @@ use utoipa_axum::routes;
 use crate::app::{ApiJson, ApiQuery, AppState, NoQuery};
 use crate::error::ApiError;
 use crate::openapi::{BadRequest, JsonBodyProblems, NotFound};
-use crate::routes::{Guard, Routes, ADMIN, FLEET_READERS};
+use crate::routes::{Guard, Routes, ADMIN, APP_READERS};
 use crate::store::{AppEventRow, FindingFilter, FindingRow};
 use crate::timefmt::{self, rfc3339, rfc3339_opt};
 
 pub fn router() -> Routes {
     Routes::new()
-        .add(FLEET_READERS, routes!(summary))
-        .add(FLEET_READERS, routes!(activity))
-        .add(FLEET_READERS, routes!(findings))
-        .add(FLEET_READERS, routes!(device_health))
-        .add(FLEET_READERS, routes!(device_timeline))
-        .add(FLEET_READERS, routes!(get_checks))
+        .add(APP_READERS, routes!(summary))
+        .add(APP_READERS, routes!(activity))
+        .add(APP_READERS, routes!(findings))
+        .add(APP_READERS, routes!(device_health))
+        .add(APP_READERS, routes!(device_timeline))
+        .add(APP_READERS, routes!(get_checks))
         .add(ADMIN, routes!(put_checks))
 }
 

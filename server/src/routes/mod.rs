@@ -57,7 +57,8 @@ pub enum Access {
 
 pub const ADMIN: Access = Access::Roles(&[Role::Admin]);
 pub const READERS: Access = Access::Roles(&[Role::Admin, Role::Auditor]);
-/// Readers and applications (the `app` role): devices and the events for applications.
+/// Readers and applications (the `app` role): devices, the events for applications and fleet
+/// health.
 pub const APP_READERS: Access = Access::Roles(&[Role::Admin, Role::Auditor, Role::App]);
 pub const REGISTRARS: Access = Access::Roles(&[Role::Admin, Role::Factory]);
 /// Brokers read device status, certificates, model settings and the feed.
@@ -71,8 +72,6 @@ pub const ANY_TOKEN: Access = Access::Roles(&[
     Role::Auditor,
     Role::App,
 ]);
-/// Who reads fleet health: operators, auditors and applications beside the fleet.
-pub const FLEET_READERS: Access = Access::Roles(&[Role::Admin, Role::Auditor, Role::App]);
 /// Brokers alone: sensors' derived keys.
 pub const BROKERS: Access = Access::Roles(&[Role::Broker]);
 

@@ -77,23 +77,13 @@ pub struct AppEventFilter {
     pub client_id: Option<String>,
 }
 
-/// The wire form of `events` for the one INSERT: a JSON array of objects.
-fn rows_json(events: &[NewAppEvent]) -> String {
-    serde_json::Value::Array(
-        events
-            .iter()
-            .map(|e| {
-                serde_json::json!({
-                    "at": e.at,
-                    "kind": e.kind.as_str(),
-                    "client_id": e.client_id,
-                    "model": e.model,
-                    "data": e.data,
-                })
-            })
-            .collect(),
-    )
-    .to_string()
+/// The wire form of `events` for the one INSERT: a JSON array of objects with the table's
+/// columns (`NewAppEvent`'s own serde form, written straight out without a tree in between).
+fn rows_json(events: &[NewAppEvent]) -> Result<String, StoreError> {
+    // Strings, integers and JSON values only: this cannot fail, and if it ever did the change
+    // fails with it rather than losing its events.
+    serde_json::to_string(events)
+        .map_err(|e| StoreError::Database(sqlx::Error::Encode(Box::new(e))))
 }
 
 /// Appends `events` in order under the app-events lock (seq = max + 1, + 2, ...: commit order
@@ -121,7 +111,7 @@ pub(crate) async fn append_app_events(
          json_extract(j.value, '$.data') FROM json_each($1) AS j \
          RETURNING seq"
     };
-    let rows = rows_json(events);
+    let rows = rows_json(events)?;
     let seqs: Vec<(i64,)> = Stmt::new(sql)
         .bind(rows.as_str())
         .fetch_all(&mut *tx)
