@@ -52,6 +52,31 @@ struct Candidate {
     t: Option<i64>,
 }
 
+/// The findings of `check` for the candidates whose time `t` lies more than their model's
+/// `limit` before `now`; `detail` says the time (RFC 3339).
+fn overdue(
+    cands: Vec<Candidate>,
+    check: CheckName,
+    now: i64,
+    limit: impl Fn(&Candidate) -> i64,
+    detail: impl Fn(&str) -> String,
+) -> Vec<NewFinding> {
+    cands
+        .into_iter()
+        .filter(|c| c.t.is_some_and(|at| now - at > limit(c)))
+        .map(|c| {
+            let detail = detail(&crate::timefmt::rfc3339(c.t.unwrap_or(0)));
+            NewFinding::new(
+                check,
+                &c.client_id,
+                Some(c.client_id.clone()),
+                c.model,
+                detail,
+            )
+        })
+        .collect()
+}
+
 /// An open `silent` finding with what closes it.
 #[derive(FromRow)]
 struct SilentOpen {
@@ -147,25 +172,13 @@ impl Store {
         .bind(SWEEP_BATCH)
         .fetch_all(&mut tx)
         .await?;
-        let new: Vec<NewFinding> = cands
-            .into_iter()
-            .filter(|c| {
-                c.t.is_some_and(|seen| now - seen > t.for_model(c.model.as_deref()).silent_after)
-            })
-            .map(|c| {
-                let detail = format!(
-                    "not seen since {}",
-                    crate::timefmt::rfc3339(c.t.unwrap_or(0))
-                );
-                NewFinding::new(
-                    CheckName::Silent,
-                    &c.client_id,
-                    Some(c.client_id.clone()),
-                    c.model,
-                    detail,
-                )
-            })
-            .collect();
+        let new = overdue(
+            cands,
+            CheckName::Silent,
+            now,
+            |c| t.for_model(c.model.as_deref()).silent_after,
+            |at| format!("not seen since {at}"),
+        );
         events.extend(open_findings(&mut tx, &new, now).await?);
         let open: Vec<SilentOpen> = Stmt::new(
             "SELECT f.subject, d.model, d.last_seen, h.disconnect_at, \
@@ -201,25 +214,13 @@ impl Store {
         .bind(SWEEP_BATCH)
         .fetch_all(&mut tx)
         .await?;
-        let new: Vec<NewFinding> = cands
-            .into_iter()
-            .filter(|c| {
-                c.t.is_some_and(|at| now - at > t.for_model(c.model.as_deref()).never_seen)
-            })
-            .map(|c| {
-                let detail = format!(
-                    "registered {} and never connected",
-                    crate::timefmt::rfc3339(c.t.unwrap_or(0))
-                );
-                NewFinding::new(
-                    CheckName::NeverSeen,
-                    &c.client_id,
-                    Some(c.client_id.clone()),
-                    c.model,
-                    detail,
-                )
-            })
-            .collect();
+        let new = overdue(
+            cands,
+            CheckName::NeverSeen,
+            now,
+            |c| t.for_model(c.model.as_deref()).never_seen,
+            |at| format!("registered {at} and never connected"),
+        );
         events.extend(open_findings(&mut tx, &new, now).await?);
         let gone: Vec<(String,)> = Stmt::new(
             "SELECT f.subject FROM findings f LEFT JOIN devices d ON d.client_id = f.subject \
