@@ -47,11 +47,14 @@ async fn set_sensors(
     Path(gateway): Path<String>,
     ApiJson(req): ApiJson<SensorAttachment>,
 ) -> Result<Json<GatewaySensors>, ApiError> {
-    let caller = guard.check()?;
-    let audit = caller.audit("gateway.sensors", &gateway);
-    let change = AttachmentChange::Set(&req.sensors);
-    let work = sensors::set_sensors(ctx(&state), &audit, &gateway, change);
-    Ok(Json(audit.run(&state.store, work).await?))
+    change_sensors(
+        &state,
+        guard,
+        "gateway.sensors",
+        &gateway,
+        AttachmentChange::Set(&req.sensors),
+    )
+    .await
 }
 
 /// Attach sensors to a gateway, keeping the ones it has.
@@ -77,11 +80,14 @@ async fn attach_sensors(
     Path(gateway): Path<String>,
     ApiJson(req): ApiJson<SensorAttachment>,
 ) -> Result<Json<GatewaySensors>, ApiError> {
-    let caller = guard.check()?;
-    let audit = caller.audit("gateway.sensors.attach", &gateway);
-    let change = AttachmentChange::Attach(&req.sensors);
-    let work = sensors::set_sensors(ctx(&state), &audit, &gateway, change);
-    Ok(Json(audit.run(&state.store, work).await?))
+    change_sensors(
+        &state,
+        guard,
+        "gateway.sensors.attach",
+        &gateway,
+        AttachmentChange::Attach(&req.sensors),
+    )
+    .await
 }
 
 /// Detach sensors from a gateway, keeping its others.
@@ -106,10 +112,28 @@ async fn detach_sensors(
     Path(gateway): Path<String>,
     ApiJson(req): ApiJson<SensorAttachment>,
 ) -> Result<Json<GatewaySensors>, ApiError> {
+    change_sensors(
+        &state,
+        guard,
+        "gateway.sensors.detach",
+        &gateway,
+        AttachmentChange::Detach(&req.sensors),
+    )
+    .await
+}
+
+/// Makes one change to a gateway's sensors, audited as `action`: the body of the three routes
+/// above, which differ only in the change and its name.
+async fn change_sensors(
+    state: &AppState,
+    guard: Guard,
+    action: &'static str,
+    gateway: &str,
+    change: AttachmentChange<'_>,
+) -> Result<Json<GatewaySensors>, ApiError> {
     let caller = guard.check()?;
-    let audit = caller.audit("gateway.sensors.detach", &gateway);
-    let change = AttachmentChange::Detach(&req.sensors);
-    let work = sensors::set_sensors(ctx(&state), &audit, &gateway, change);
+    let audit = caller.audit(action, gateway);
+    let work = sensors::set_sensors(ctx(state), &audit, gateway, change);
     Ok(Json(audit.run(&state.store, work).await?))
 }
 
