@@ -9,6 +9,8 @@
 //! unwinds.
 //!
 //! - `artifact`: the built binaries and plugin, checked against their sources.
+//! - `bins`: the `devid` CLI and `devid-agent` as the tests run them ([`devid_cli`],
+//!   [`agent_command`]).
 //! - `backend`: SQLite or a fresh PostgreSQL database ([`Backend`], [`backends`]).
 //! - `process`: child processes stopped by PID ([`Proc`]), free ports.
 //! - `service`: devid-server ([`Service`]) and the admin calls the tests make.
@@ -24,6 +26,7 @@
 
 mod artifact;
 mod backend;
+mod bins;
 mod broker;
 mod ca;
 mod creds;
@@ -36,6 +39,7 @@ mod webdriver;
 
 pub use artifact::{artifact, artifact_of, stale, target_dir};
 pub use backend::{backends, fresh_pg_database, Backend};
+pub use bins::{agent_command, devid_cli, devid_cli_ok, output_text, AgentFiles};
 pub use broker::{Broker, BrokerSettings, MOSQUITTO};
 pub use ca::{issue_device, issue_with_service_ca, TestCa};
 pub use creds::DeviceCreds;

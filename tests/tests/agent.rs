@@ -1,36 +1,28 @@
 //! The devid-agent binary against Mosquitto with the plugin.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use devid_e2e::*;
 
 const NAME: &str = "mqtt.test.local";
 
 fn agent(dir: &Path, broker: &str, args: &[&str]) -> Output {
-    let mut cmd = Command::new(artifact("devid-agent"));
-    cmd.args(&args[..1])
-        .arg("--broker")
-        .arg(broker)
-        .arg("--cert")
-        .arg(dir.join("dev.crt"))
-        .arg("--key")
-        .arg(dir.join("dev.key"))
-        .arg("--root")
-        .arg(dir.join("root.pem"))
-        .arg("--broker-name")
-        .arg(NAME)
-        .args(&args[1..]);
-    cmd.output().expect("run devid-agent")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "status {:?}\nstdout: {}\nstderr: {}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
+    let (cert, key, root) = (
+        dir.join("dev.crt"),
+        dir.join("dev.key"),
+        dir.join("root.pem"),
+    );
+    let files = AgentFiles {
+        cert: &cert,
+        key: &key,
+        root: &root,
+        broker_name: NAME,
+    };
+    agent_command(args[0], broker, &files)
+        .args(&args[1..])
+        .output()
+        .expect("run devid-agent")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -49,14 +41,14 @@ async fn devid_agent_connects_publishes_and_is_refused_when_revoked() {
     let tls_addr = format!("127.0.0.1:{}", broker.tls_port);
 
     let o = agent(dir.path(), &addr, &["connect"]);
-    assert!(o.status.success(), "{}", text(&o));
+    assert!(o.status.success(), "{}", output_text(&o));
     let own = format!("devices/{}/temp", dev.client_id);
     let o = agent(
         dir.path(),
         &addr,
         &["publish", "--topic", &own, "--message", "21", "--qos", "1"],
     );
-    assert!(o.status.success(), "{}", text(&o));
+    assert!(o.status.success(), "{}", output_text(&o));
     let o = agent(
         dir.path(),
         &addr,
@@ -73,7 +65,7 @@ async fn devid_agent_connects_publishes_and_is_refused_when_revoked() {
     assert!(
         !o.status.success(),
         "foreign publish accepted: {}",
-        text(&o)
+        output_text(&o)
     );
     // QoS 2: the whole exchange on its own topic; refused (in the PUBREC) on another's.
     let o = agent(
@@ -81,7 +73,7 @@ async fn devid_agent_connects_publishes_and_is_refused_when_revoked() {
         &addr,
         &["publish", "--topic", &own, "--message", "22", "--qos", "2"],
     );
-    assert!(o.status.success(), "{}", text(&o));
+    assert!(o.status.success(), "{}", output_text(&o));
     let o = agent(
         dir.path(),
         &addr,
@@ -98,11 +90,11 @@ async fn devid_agent_connects_publishes_and_is_refused_when_revoked() {
     assert!(
         !o.status.success(),
         "foreign QoS 2 publish accepted: {}",
-        text(&o)
+        output_text(&o)
     );
     // The mutual-TLS path with the same certificate.
     let o = agent(dir.path(), &tls_addr, &["connect", "--mtls"]);
-    assert!(o.status.success(), "{}", text(&o));
+    assert!(o.status.success(), "{}", output_text(&o));
 
     service.revoke(&dev.client_id).await;
     // The broker learns it from the feed within a moment.
@@ -117,7 +109,7 @@ async fn devid_agent_connects_publishes_and_is_refused_when_revoked() {
     }
     assert!(refused, "revoked device still admitted");
     let o = agent(dir.path(), &tls_addr, &["connect", "--mtls"]);
-    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert_eq!(o.status.code(), Some(1), "{}", output_text(&o));
 }
 
 /// The `connected` JSON line of `connect --json`.
@@ -126,7 +118,7 @@ fn connected_line(o: &Output) -> serde_json::Value {
     let line = out
         .lines()
         .find(|l| l.contains("\"connected\""))
-        .unwrap_or_else(|| panic!("no connected line: {}", text(o)));
+        .unwrap_or_else(|| panic!("no connected line: {}", output_text(o)));
     serde_json::from_str(line).expect("JSON line")
 }
 
@@ -158,28 +150,32 @@ async fn resumption_uses_no_public_key_operation_on_either_side() {
 
     // First connection: a full handshake, which stores a ticket next to the key.
     let o = agent(dir.path(), &addr, &["connect", "--json"]);
-    assert!(o.status.success(), "{}", text(&o));
+    assert!(o.status.success(), "{}", output_text(&o));
     let full = connected_line(&o);
-    assert_eq!(full["resumed"], false, "{}", text(&o));
+    assert_eq!(full["resumed"], false, "{}", output_text(&o));
     let ops = &full["pk_ops"];
-    assert!(ops["total"].as_u64().unwrap_or(0) > 0, "{}", text(&o));
-    assert_eq!(ops["ecdh_agree"], 1, "{}", text(&o));
-    assert_eq!(ops["ecdsa_sign"], 1, "{}", text(&o));
+    assert!(
+        ops["total"].as_u64().unwrap_or(0) > 0,
+        "{}",
+        output_text(&o)
+    );
+    assert_eq!(ops["ecdh_agree"], 1, "{}", output_text(&o));
+    assert_eq!(ops["ecdsa_sign"], 1, "{}", output_text(&o));
     // sig_s plus the broker chain's certificate signatures.
     assert!(
         ops["ecdsa_verify"].as_u64().unwrap_or(0) >= 2,
         "{}",
-        text(&o)
+        output_text(&o)
     );
 
     // Second connection: resumed from the ticket, and the whole process did no public-key
     // operation at all.
     let o = agent(dir.path(), &addr, &["connect", "--json"]);
-    assert!(o.status.success(), "{}", text(&o));
+    assert!(o.status.success(), "{}", output_text(&o));
     let resumed = connected_line(&o);
-    assert_eq!(resumed["resumed"], true, "{}", text(&o));
-    assert_eq!(resumed["pk_ops"]["total"], 0, "{}", text(&o));
-    assert_eq!(resumed["pk_ops_process"]["total"], 0, "{}", text(&o));
+    assert_eq!(resumed["resumed"], true, "{}", output_text(&o));
+    assert_eq!(resumed["pk_ops"]["total"], 0, "{}", output_text(&o));
+    assert_eq!(resumed["pk_ops_process"]["total"], 0, "{}", output_text(&o));
 
     // The broker side, from its per-connection log lines.
     let mut seen = Vec::new();

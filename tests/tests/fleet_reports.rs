@@ -7,7 +7,7 @@
 //! SQLite only.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::Duration;
 
 use devid_e2e::*;
@@ -18,31 +18,23 @@ const BROKER: &str = "fleet-b1";
 const SW: &str = "fw 1.2.3 (rc.1)";
 
 fn agent(dir: &Path, broker: &str, args: &[&str]) -> Output {
-    let mut cmd = Command::new(artifact("devid-agent"));
-    cmd.args(&args[..1])
-        .arg("--broker")
-        .arg(broker)
-        .arg("--cert")
-        .arg(dir.join("dev.crt"))
-        .arg("--key")
-        .arg(dir.join("dev.key"))
-        .arg("--root")
-        .arg(dir.join("root.pem"))
-        .arg("--broker-name")
-        .arg(NAME)
+    let (cert, key, root) = (
+        dir.join("dev.crt"),
+        dir.join("dev.key"),
+        dir.join("root.pem"),
+    );
+    let files = AgentFiles {
+        cert: &cert,
+        key: &key,
+        root: &root,
+        broker_name: NAME,
+    };
+    agent_command(args[0], broker, &files)
         .arg("--sw-version")
         .arg(SW)
-        .args(&args[1..]);
-    cmd.output().expect("run devid-agent")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "status {:?}\nstdout: {}\nstderr: {}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
+        .args(&args[1..])
+        .output()
+        .expect("run devid-agent")
 }
 
 /// The events of every batch, in order.
@@ -100,13 +92,13 @@ async fn batches_carry_connects_counters_disconnects_and_the_heartbeat() {
     // A full DEVID-1 exchange (it stores a ticket), then two resumptions that publish: one
     // allowed, one refused by the ACL; then mutual TLS.
     let o = agent(dir.path(), &addr, &["connect"]);
-    assert!(o.status.success(), "{}", text(&o));
+    assert!(o.status.success(), "{}", output_text(&o));
     let o = agent(
         dir.path(),
         &addr,
         &["publish", "--topic", &own, "--message", "21", "--qos", "1"],
     );
-    assert!(o.status.success(), "{}", text(&o));
+    assert!(o.status.success(), "{}", output_text(&o));
     let o = agent(
         dir.path(),
         &addr,
@@ -123,10 +115,10 @@ async fn batches_carry_connects_counters_disconnects_and_the_heartbeat() {
     assert!(
         !o.status.success(),
         "foreign publish accepted: {}",
-        text(&o)
+        output_text(&o)
     );
     let o = agent(dir.path(), &tls_addr, &["connect", "--mtls"]);
-    assert!(o.status.success(), "{}", text(&o));
+    assert!(o.status.success(), "{}", output_text(&o));
     // A version that breaks the rule (not ASCII) is left out of the report, never refused.
     let mut auth = authenticator(&dev, &service.root_der(), Tamper::None);
     let mut conn = devid_device::open(&addr, &devid_device::Transport::Tcp)

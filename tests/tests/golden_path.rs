@@ -4,49 +4,25 @@
 //! `devid-agent`, publishes, and is refused once the operator revokes it with the CLI.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use devid_e2e::*;
 
 const NAME: &str = "mqtt.golden.test";
 
-fn text(o: &Output) -> String {
-    format!(
-        "status {:?}\nstdout: {}\nstderr: {}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
 fn devid(service: &Service, args: &[&str]) -> Output {
-    Command::new(artifact("devid"))
-        .arg("--server")
-        .arg(service.url())
-        .arg("--token")
-        .arg(&service.admin_token)
-        .args(args)
-        .env_remove("DEVID_SERVER")
-        .env_remove("DEVID_TOKEN")
-        .env_remove("DEVID_TOKEN_FILE")
-        .env_remove("DEVID_PROFILE")
-        .output()
-        .expect("run devid")
+    devid_cli(service, args)
 }
 
 fn agent(device: &Path, root: &Path, broker: &str, args: &[&str]) -> Output {
-    Command::new(artifact("devid-agent"))
-        .arg(args[0])
-        .arg("--broker")
-        .arg(broker)
-        .arg("--cert")
-        .arg(device.join("device.crt"))
-        .arg("--key")
-        .arg(device.join("device.key"))
-        .arg("--root")
-        .arg(root)
-        .arg("--broker-name")
-        .arg(NAME)
+    let (cert, key) = (device.join("device.crt"), device.join("device.key"));
+    let files = AgentFiles {
+        cert: &cert,
+        key: &key,
+        root,
+        broker_name: NAME,
+    };
+    agent_command(args[0], broker, &files)
         .arg("--no-resume")
         .args(&args[1..])
         .output()
@@ -72,14 +48,14 @@ async fn a_device_registered_by_the_cli_connects_with_devid1_and_is_dropped_afte
             broker_dir.to_str().expect("utf8"),
         ],
     );
-    assert!(o.status.success(), "broker enroll: {}", text(&o));
+    assert!(o.status.success(), "broker enroll: {}", output_text(&o));
     let o = devid(
         &service,
         &[
             "-o", "json", "token", "create", "--role", "broker", "--name", "golden",
         ],
     );
-    assert!(o.status.success(), "token create: {}", text(&o));
+    assert!(o.status.success(), "token create: {}", output_text(&o));
     let token: serde_json::Value = serde_json::from_slice(&o.stdout).expect("token JSON");
     let read =
         |p: &Path| std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
@@ -115,7 +91,7 @@ async fn a_device_registered_by_the_cli_connects_with_devid1_and_is_dropped_afte
             flash.to_str().expect("utf8"),
         ],
     );
-    assert!(o.status.success(), "register-batch: {}", text(&o));
+    assert!(o.status.success(), "register-batch: {}", output_text(&o));
     let manifest = read(&flash.join("manifest.csv"));
     let header: Vec<&str> = manifest
         .lines()
@@ -157,7 +133,7 @@ async fn a_device_registered_by_the_cli_connects_with_devid1_and_is_dropped_afte
     assert!(
         o.status.success(),
         "connect: {}\nbroker log:\n{}",
-        text(&o),
+        output_text(&o),
         broker.log()
     );
     let out = String::from_utf8_lossy(&o.stdout);
@@ -180,7 +156,7 @@ async fn a_device_registered_by_the_cli_connects_with_devid1_and_is_dropped_afte
             "1",
         ],
     );
-    assert!(o.status.success(), "publish: {}", text(&o));
+    assert!(o.status.success(), "publish: {}", output_text(&o));
     // Another device's topic is refused.
     let other = format!("devices/{}/telemetry", ids[1]);
     let o = agent(
@@ -189,19 +165,24 @@ async fn a_device_registered_by_the_cli_connects_with_devid1_and_is_dropped_afte
         &addr,
         &["publish", "--topic", &other, "--message", "x", "--qos", "1"],
     );
-    assert_eq!(o.status.code(), Some(1), "foreign topic: {}", text(&o));
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "foreign topic: {}",
+        output_text(&o)
+    );
 
     // Operator: revoke it with the CLI; the next connect is refused.
     let o = devid(
         &service,
         &["device", "revoke", id, "--reason", "keyCompromise", "--yes"],
     );
-    assert!(o.status.success(), "revoke: {}", text(&o));
+    assert!(o.status.success(), "revoke: {}", output_text(&o));
     let mut refused = false;
     for _ in 0..50 {
         let o = agent(&device, &root, &addr, &["connect"]);
         if o.status.code() == Some(1) {
-            assert!(text(&o).contains("0x87"), "{}", text(&o));
+            assert!(output_text(&o).contains("0x87"), "{}", output_text(&o));
             refused = true;
             break;
         }
@@ -230,5 +211,5 @@ async fn a_device_registered_by_the_cli_connects_with_devid1_and_is_dropped_afte
     )
     .expect("key");
     let o = agent(&second, &root, &addr, &["connect"]);
-    assert!(o.status.success(), "second device: {}", text(&o));
+    assert!(o.status.success(), "second device: {}", output_text(&o));
 }

@@ -6,7 +6,7 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -18,25 +18,7 @@ use serde_json::json;
 const NAME: &str = "mqtt.test.local";
 
 fn devid(service: &Service, args: &[&str]) -> Output {
-    let o = Command::new(artifact("devid"))
-        .arg("--server")
-        .arg(service.url())
-        .arg("--token")
-        .arg(&service.admin_token)
-        .args(args)
-        .env_remove("DEVID_SERVER")
-        .env_remove("DEVID_TOKEN")
-        .env_remove("DEVID_TOKEN_FILE")
-        .env_remove("DEVID_PROFILE")
-        .output()
-        .expect("run devid");
-    assert!(
-        o.status.success(),
-        "devid {args:?}: {}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    o
+    devid_cli_ok(service, args)
 }
 
 fn key_of(text: &str) -> [u8; 32] {

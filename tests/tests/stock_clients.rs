@@ -12,30 +12,8 @@ use devid_e2e::*;
 /// The broker's name, in its certificate: what the clients connect to and check.
 const NAME: &str = "localhost";
 
-fn text(o: &Output) -> String {
-    format!(
-        "status {:?}\nstdout: {}\nstderr: {}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
 fn devid(service: &Service, args: &[&str]) -> Output {
-    let o = Command::new(artifact("devid"))
-        .arg("--server")
-        .arg(service.url())
-        .arg("--token")
-        .arg(&service.admin_token)
-        .args(args)
-        .env_remove("DEVID_SERVER")
-        .env_remove("DEVID_TOKEN")
-        .env_remove("DEVID_TOKEN_FILE")
-        .env_remove("DEVID_PROFILE")
-        .output()
-        .expect("run devid");
-    assert!(o.status.success(), "devid {args:?}: {}", text(&o));
-    o
+    devid_cli_ok(service, args)
 }
 
 /// `mosquitto_pub`/`mosquitto_sub` arguments for a device, as the README shows them.
@@ -160,7 +138,7 @@ async fn mosquitto_pub_and_sub_connect_with_the_chain_file_devid_writes() {
             while broker.log().matches(&suback).count() == acks {
                 if let Ok(Some(_)) = sub.try_wait() {
                     let o = sub.wait_with_output().expect("mosquitto_sub");
-                    panic!("mosquitto_sub ended: {}\n{}", text(&o), broker.log());
+                    panic!("mosquitto_sub ended: {}\n{}", output_text(&o), broker.log());
                 }
                 assert!(
                     Instant::now() < deadline,
@@ -176,9 +154,9 @@ async fn mosquitto_pub_and_sub_connect_with_the_chain_file_devid_writes() {
                 _ => {
                     let o = sub.wait_with_output().expect("mosquitto_sub");
                     assert!(
-                        text(&o).contains("denied") && Instant::now() < deadline,
+                        output_text(&o).contains("denied") && Instant::now() < deadline,
                         "mosquitto_sub: {}\n{}",
-                        text(&o),
+                        output_text(&o),
                         broker.log()
                     );
                     std::thread::sleep(Duration::from_millis(100));
@@ -195,18 +173,18 @@ async fn mosquitto_pub_and_sub_connect_with_the_chain_file_devid_writes() {
 
     let pub_args = tls_args(port, &root, &flash, &pub_id, &format!("{pub_id}.chain.pem"));
     let o = mosquitto_pub(&pub_args, &topic, "21.5");
-    assert!(o.stderr.is_empty(), "mosquitto_pub: {}", text(&o));
+    assert!(o.stderr.is_empty(), "mosquitto_pub: {}", output_text(&o));
     assert!(
         o.status.success(),
         "mosquitto_pub: {}\n{}",
-        text(&o),
+        output_text(&o),
         broker.log()
     );
     let o = sub.wait_with_output().expect("mosquitto_sub");
     assert!(
         o.status.success(),
         "mosquitto_sub: {}\n{}",
-        text(&o),
+        output_text(&o),
         broker.log()
     );
     assert_eq!(
@@ -222,7 +200,7 @@ async fn mosquitto_pub_and_sub_connect_with_the_chain_file_devid_writes() {
     assert!(
         !o.status.success(),
         "the leaf alone was accepted: {}",
-        text(&o)
+        output_text(&o)
     );
     // The broker may log its refusal after the client has already gone: wait for the line.
     assert!(
@@ -240,6 +218,6 @@ async fn mosquitto_pub_and_sub_connect_with_the_chain_file_devid_writes() {
     assert!(
         String::from_utf8_lossy(&o.stderr).contains("Publish 1 failed: Not authorized"),
         "foreign topic accepted: {}",
-        text(&o)
+        output_text(&o)
     );
 }
