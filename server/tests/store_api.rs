@@ -79,7 +79,7 @@ impl Env {
             .duration_since(std::time::UNIX_EPOCH)
             .expect("clock")
             .subsec_nanos();
-        let name = format!("devid_test_{}_{}_{}", std::process::id(), nanos, unique());
+        let name = format!("devid_test_p{}_{}_{}", std::process::id(), nanos, unique());
         let mut admin = sqlx::PgConnection::connect(&admin_url)
             .await
             .expect("connect admin");

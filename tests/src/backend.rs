@@ -41,7 +41,12 @@ pub fn backends() -> Vec<Backend> {
 
 /// A new empty database on the server of `admin_url`; its URL.
 pub fn fresh_pg_database(admin_url: &str) -> String {
-    let name = format!("devid_e2e_{}", hex::encode(crate::rand_bytes::<6>()));
+    // `devid_test_p<pid>_`: scripts/test.sh drops the databases of processes that have ended.
+    let name = format!(
+        "devid_test_p{}_e2e{}",
+        std::process::id(),
+        hex::encode(crate::rand_bytes::<6>())
+    );
     let out = Command::new("psql")
         .arg(admin_url)
         .args(["-v", "ON_ERROR_STOP=1", "-qAtc"])

@@ -91,7 +91,7 @@ pub fn run_in(cwd: &Path, envs: &[(&str, &str)], args: &[&str]) -> Run {
 /// PostgreSQL installation brings) and returns its URL.
 pub fn fresh_pg_database(admin_url: &str) -> String {
     let name = format!(
-        "devid_test_cli{}_{}",
+        "devid_test_p{}_cli{}",
         std::process::id(),
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

@@ -89,7 +89,12 @@ pub fn postgres_url_from(
 
 pub async fn fresh_pg_database(admin_url: &str) -> String {
     use sqlx::Connection;
-    let name = format!("devid_test_{}", hex::encode(random_bytes::<6>()));
+    // `devid_test_p<pid>_`: scripts/test.sh drops the databases of processes that have ended.
+    let name = format!(
+        "devid_test_p{}_{}",
+        std::process::id(),
+        hex::encode(random_bytes::<6>())
+    );
     let mut conn = sqlx::PgConnection::connect(admin_url).await.unwrap();
     sqlx::query(&format!("CREATE DATABASE {name}"))
         .execute(&mut conn)
