@@ -16,7 +16,7 @@ use crate::config::{Pkcs11Settings, Settings};
 use crate::feed::Feed;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
-use crate::store::{Actor, AuditRecord, Store};
+use crate::store::{Actor, AuditRecord, Store, Sweeper};
 use crate::timefmt;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -370,6 +370,7 @@ fn follow_issuers(store: &Store, ca: &Arc<Ca>, feed: &Arc<Feed>) {
 /// one open finding per check and subject whoever opens it.
 fn sweep_fleet(store: &Store, retention: u64) {
     let store = store.clone();
+    let mut sweeper = Sweeper::default();
     let retention = i64::try_from(retention).unwrap_or(i64::MAX);
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(30));
@@ -377,7 +378,7 @@ fn sweep_fleet(store: &Store, retention: u64) {
         loop {
             tick.tick().await;
             let now = crate::timefmt::now();
-            match store.sweep_fleet(now).await {
+            match store.sweep_fleet(&mut sweeper, now).await {
                 Ok(s) if s.opened + s.closed > 0 => {
                     tracing::info!(opened = s.opened, closed = s.closed, "fleet checks")
                 }

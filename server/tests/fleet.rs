@@ -7,7 +7,7 @@
 mod common;
 
 use common::*;
-use devid_server::store::Store;
+use devid_server::store::{Store, Sweeper};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
@@ -398,7 +398,10 @@ async fn event_driven_checks_open_and_the_sweep_closes_them() {
         )
         .await;
         let store = store_of(&server).await;
-        let swept = store.sweep_fleet(t + 5).await.unwrap();
+        let swept = store
+            .sweep_fleet(&mut Sweeper::default(), t + 5)
+            .await
+            .unwrap();
         assert_eq!(swept.closed, 1, "{swept:?}");
         let open = findings(&server, "").await;
         assert_eq!(
@@ -409,7 +412,10 @@ async fn event_driven_checks_open_and_the_sweep_closes_them() {
             vec!["auth_failures", "auth_failures", "shared_certificate"],
             "{open:?}"
         );
-        let swept = store.sweep_fleet(t + 3700).await.unwrap();
+        let swept = store
+            .sweep_fleet(&mut Sweeper::default(), t + 3700)
+            .await
+            .unwrap();
         let open = findings(&server, "").await;
         assert!(
             !open.iter().any(|f| f["check"] == "auth_failures"
@@ -463,7 +469,10 @@ async fn time_driven_checks_open_and_close_by_themselves() {
         assert_eq!(status, StatusCode::OK, "{v}");
         let store = store_of(&server).await;
         // Within the grace: nothing yet.
-        store.sweep_fleet(t + 2).await.unwrap();
+        store
+            .sweep_fleet(&mut Sweeper::default(), t + 2)
+            .await
+            .unwrap();
         assert!(findings(&server, "?check=revoked_connected")
             .await
             .is_empty());
@@ -477,7 +486,10 @@ async fn time_driven_checks_open_and_close_by_themselves() {
             )
             .await;
         assert_eq!(status, StatusCode::OK, "{v}");
-        store.sweep_fleet(t + 3 * 3600).await.unwrap();
+        store
+            .sweep_fleet(&mut Sweeper::default(), t + 3 * 3600)
+            .await
+            .unwrap();
         let open = findings(&server, "").await;
         assert_eq!(
             checks_of(&open),
@@ -489,7 +501,10 @@ async fn time_driven_checks_open_and_close_by_themselves() {
             "{}: {open:?}",
             backend.name()
         );
-        store.sweep_fleet(t + 31 * 86_400).await.unwrap();
+        store
+            .sweep_fleet(&mut Sweeper::default(), t + 31 * 86_400)
+            .await
+            .unwrap();
         let open = findings(&server, "?check=never_seen").await;
         assert_eq!(
             checks_of(&open),
@@ -507,7 +522,10 @@ async fn time_driven_checks_open_and_close_by_themselves() {
             ], "broker": heartbeat("b1", t - 10)}),
         )
         .await;
-        store.sweep_fleet(t + 7).await.unwrap();
+        store
+            .sweep_fleet(&mut Sweeper::default(), t + 7)
+            .await
+            .unwrap();
         let open = findings(&server, "").await;
         assert!(open.is_empty(), "{open:?}");
         let all = findings(&server, "?state=all&limit=2").await;
@@ -539,9 +557,15 @@ async fn cert_expiring_opens_near_not_after_and_closes_after_renewal_or_revocati
         .unix_timestamp();
         let store = store_of(&server).await;
         // 31 days before notAfter: not yet; 29 days before: open.
-        store.sweep_fleet(not_after - 31 * 86_400).await.unwrap();
+        store
+            .sweep_fleet(&mut Sweeper::default(), not_after - 31 * 86_400)
+            .await
+            .unwrap();
         assert!(findings(&server, "?check=cert_expiring").await.is_empty());
-        store.sweep_fleet(not_after - 29 * 86_400).await.unwrap();
+        store
+            .sweep_fleet(&mut Sweeper::default(), not_after - 29 * 86_400)
+            .await
+            .unwrap();
         let open = findings(&server, "?check=cert_expiring").await;
         assert_eq!(
             checks_of(&open),
@@ -551,7 +575,10 @@ async fn cert_expiring_opens_near_not_after_and_closes_after_renewal_or_revocati
         );
         assert_eq!(open[0]["severity"], "warning");
         // A longer threshold for the model keeps it open earlier; a revoked device's closes.
-        store.sweep_fleet(not_after - 31 * 86_400).await.unwrap();
+        store
+            .sweep_fleet(&mut Sweeper::default(), not_after - 31 * 86_400)
+            .await
+            .unwrap();
         assert!(findings(&server, "?check=cert_expiring").await.is_empty());
         let (status, _) = server
             .send(
@@ -562,7 +589,10 @@ async fn cert_expiring_opens_near_not_after_and_closes_after_renewal_or_revocati
             )
             .await;
         assert_eq!(status, StatusCode::OK);
-        store.sweep_fleet(not_after - 31 * 86_400).await.unwrap();
+        store
+            .sweep_fleet(&mut Sweeper::default(), not_after - 31 * 86_400)
+            .await
+            .unwrap();
         assert_eq!(findings(&server, "?check=cert_expiring").await.len(), 1);
         server
             .admin_post(
@@ -570,7 +600,10 @@ async fn cert_expiring_opens_near_not_after_and_closes_after_renewal_or_revocati
                 &json!({"reason": "superseded"}),
             )
             .await;
-        store.sweep_fleet(not_after - 31 * 86_400).await.unwrap();
+        store
+            .sweep_fleet(&mut Sweeper::default(), not_after - 31 * 86_400)
+            .await
+            .unwrap();
         assert!(findings(&server, "?check=cert_expiring").await.is_empty());
         assert_eq!(
             findings(&server, "?check=cert_expiring&state=closed&model=thermo")
@@ -640,5 +673,82 @@ async fn activity_counts_connects_failures_registrations_and_expiries_per_period
             .send(Method::POST, "/v1/fleet/activity", Some(&app), None)
             .await;
         assert!(status.is_client_error());
+    }
+}
+
+#[tokio::test]
+async fn more_open_findings_than_a_sweep_takes_close_over_successive_sweeps() {
+    for backend in backends().await {
+        let server = Server::start(&backend).await;
+        let broker = server.token("broker", None).await;
+        let (status, v) = server
+            .send(
+                Method::PUT,
+                "/v1/fleet/checks/thermo",
+                Some(&server.token.clone()),
+                Some(&json!({"silent_after": "2h"})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{v}");
+        let mut ids = Vec::new();
+        for i in 0..7 {
+            ids.push(register(&server, &format!("FB-{i}"), "thermo").await);
+        }
+        let t = now();
+        let seen = |at: i64, ids: &[String]| {
+            let events: Vec<Value> = ids
+                .iter()
+                .flat_map(|id| {
+                    [
+                        json!({"kind": "connect", "client_id": id, "at": rfc(at)}),
+                        json!({"kind": "disconnect", "client_id": id, "at": rfc(at + 1)}),
+                    ]
+                })
+                .collect();
+            json!({"events": events})
+        };
+        post_batch(&server, &broker, seen(t, &ids)).await;
+        let store = store_of(&server).await;
+        // Two candidates per check and pass: seven silent devices open over four sweeps.
+        let mut sweeper = Sweeper::default().with_batch(2);
+        let later = t + 3 * 3600;
+        let mut opened = Vec::new();
+        for _ in 0..4 {
+            let swept = store.sweep_fleet(&mut sweeper, later).await.unwrap();
+            assert!(swept.opened <= 2, "{}: {swept:?}", backend.name());
+            opened.push(swept.opened);
+        }
+        assert_eq!(opened, vec![2, 2, 2, 1], "{}", backend.name());
+        assert_eq!(findings(&server, "?check=silent").await.len(), 7);
+        // Six come back (one stays silent, though seen within the default threshold, so it
+        // is re-checked and stays): at most two are looked at per sweep, the resume point
+        // moving past each page, so the seven take four sweeps and all six close.
+        let (back, quiet) = ids.split_at(6);
+        post_batch(&server, &broker, seen(later + 10, back)).await;
+        let mut closed = Vec::new();
+        for _ in 0..4 {
+            let swept = store.sweep_fleet(&mut sweeper, later + 20).await.unwrap();
+            assert!(swept.closed <= 2, "{}: {swept:?}", backend.name());
+            closed.push(swept.closed);
+        }
+        assert_eq!(
+            closed.iter().sum::<usize>(),
+            6,
+            "{}: {closed:?}",
+            backend.name()
+        );
+        // The resume point wrapped: the next sweeps find nothing more to close.
+        for _ in 0..2 {
+            let swept = store.sweep_fleet(&mut sweeper, later + 20).await.unwrap();
+            assert_eq!(swept.closed, 0, "{swept:?}");
+        }
+        let open = findings(&server, "?check=silent").await;
+        assert_eq!(
+            checks_of(&open),
+            vec![("silent".to_string(), quiet[0].clone())],
+            "{}",
+            backend.name()
+        );
+        store.close().await;
     }
 }
