@@ -103,7 +103,8 @@ pub(crate) async fn thresholds_on(tx: &mut Tx) -> Result<Thresholds, StoreError>
 impl Store {
     /// Applies one broker batch received at `now`: the broker's row (a new `started_at`
     /// closes every connection it reported before), connections, health rows, the check
-    /// windows, the findings the batch's rows make true, and the `connected`, `disconnected`,
+    /// windows, each named device's last seen and counts, the findings the batch's rows make
+    /// true, and the `connected`, `disconnected`,
     /// `auth_failed` and `finding_opened` app events, in one transaction.
     pub async fn ingest_batch(&self, batch: &Batch, now: i64) -> Result<Ingested, StoreError> {
         let d = self.dialect();
@@ -221,6 +222,9 @@ impl Store {
         if !plan.health.is_empty() {
             upsert_health(&mut tx, d, &plan.health).await?;
         }
+        if !plan.seen.is_empty() {
+            update_seen(&mut tx, d, &plan.seen).await?;
+        }
         let mut opened = 0;
         if !plan.window.is_empty() || !plan.on_two_brokers.is_empty() {
             Stmt::new(format!(
@@ -284,6 +288,44 @@ impl Store {
             .execute(&mut self.pools.write().await?)
             .await?)
     }
+}
+
+/// One statement for every device row a batch names: last seen (never moved back), last
+/// address with it, and the connect and failure counts.
+async fn update_seen(
+    tx: &mut Tx,
+    d: Dialect,
+    rows: &[rules::DeviceSeen],
+) -> Result<(), StoreError> {
+    let newer = "v.last_seen IS NOT NULL AND (devices.last_seen IS NULL \
+                 OR v.last_seen >= devices.last_seen)";
+    Stmt::new(format!(
+        "UPDATE devices SET \
+         last_seen = CASE WHEN {newer} THEN v.last_seen ELSE devices.last_seen END, \
+         last_address = CASE WHEN {newer} THEN v.last_address ELSE devices.last_address END, \
+         connect_count = devices.connect_count + v.connects, \
+         auth_failure_count = devices.auth_failure_count + v.failures, \
+         last_auth_failure = CASE WHEN v.last_failure IS NOT NULL AND \
+           (devices.last_auth_failure IS NULL OR v.last_failure > devices.last_auth_failure) \
+           THEN v.last_failure ELSE devices.last_auth_failure END \
+         FROM ({}) AS v WHERE devices.client_id = v.client_id",
+        json_rows(
+            d,
+            1,
+            &[
+                Col::Text("client_id"),
+                Col::Int("last_seen"),
+                Col::Text("last_address"),
+                Col::Int("connects"),
+                Col::Int("failures"),
+                Col::Int("last_failure"),
+            ]
+        )
+    ))
+    .bind(to_json(&rows).as_str())
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
 }
 
 /// One statement for every health row of a batch.
