@@ -752,3 +752,43 @@ async fn more_open_findings_than_a_sweep_takes_close_over_successive_sweeps() {
         store.close().await;
     }
 }
+
+#[tokio::test]
+async fn ca_expiring_covers_the_root() {
+    for backend in backends().await {
+        // A root valid 100 days (the issuing CA is cut to it): the server's own sweep, which
+        // runs at start, opens ca_expiring for both.
+        let server = Server::start_with(
+            &backend,
+            Options {
+                extra_args: vec!["--root-validity".into(), "100d".into()],
+                ..Options::default()
+            },
+        )
+        .await;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let open = loop {
+            let open = findings(&server, "?check=ca_expiring").await;
+            if open.len() >= 2 || std::time::Instant::now() > deadline {
+                break open;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        };
+        let mut details: Vec<&str> = open.iter().map(|f| f["detail"].as_str().unwrap()).collect();
+        details.sort();
+        assert_eq!(details.len(), 2, "{}: {open:?}", backend.name());
+        assert!(details[0].starts_with("issuing CA "), "{details:?}");
+        assert!(details[1].starts_with("root CA "), "{details:?}");
+        // Both end when the root does, 100 days after the start.
+        for d in &details {
+            let at = time::OffsetDateTime::parse(
+                &d[d.len() - 20..],
+                &time::format_description::well_known::Rfc3339,
+            )
+            .unwrap()
+            .unix_timestamp();
+            assert!((at - (now() + 100 * 86_400)).abs() < 600, "{d}");
+        }
+        assert!(open.iter().all(|f| f["severity"] == "warning"), "{open:?}");
+    }
+}

@@ -50,11 +50,14 @@ async fn reconcile(
 const SWEEP_BATCH: i64 = 1000;
 
 /// What a sweeping process keeps between passes: how many candidates a pass takes per check,
-/// and where each check's closing side resumes.
+/// where each check's closing side resumes, and the root CA (which the store does not hold)
+/// for `ca_expiring`.
 #[derive(Debug, Clone)]
 pub struct Sweeper {
     batch: i64,
     resume: HashMap<CheckName, String>,
+    /// The root's id and notAfter (unix seconds).
+    root: Option<(String, i64)>,
 }
 
 impl Default for Sweeper {
@@ -62,11 +65,18 @@ impl Default for Sweeper {
         Sweeper {
             batch: SWEEP_BATCH,
             resume: HashMap::new(),
+            root: None,
         }
     }
 }
 
 impl Sweeper {
+    /// `ca_expiring` checks this root too (its id and notAfter, unix seconds).
+    pub fn with_root(mut self, id: &str, not_after: i64) -> Self {
+        self.root = Some((id.to_string(), not_after));
+        self
+    }
+
     /// At most `batch` candidates per check and pass, on each side (at least 1).
     pub fn with_batch(mut self, batch: usize) -> Self {
         self.batch = i64::try_from(batch).unwrap_or(i64::MAX).max(1);
@@ -413,8 +423,8 @@ async fn close_windows(
 }
 
 /// cert_expiring (the device's current certificate within its model's threshold of notAfter;
-/// the partial index `certificates_expiry`) and ca_expiring (the active issuing CA within 180
-/// days).
+/// the partial index `certificates_expiry`) and ca_expiring (an active issuing CA or the root
+/// within 180 days).
 async fn expiries(
     tx: &mut Tx,
     sweeper: &mut Sweeper,
@@ -488,19 +498,22 @@ async fn expiries(
         Stmt::new("SELECT id, not_after FROM issuing_cas WHERE status = 'active'")
             .fetch_all(&mut *tx)
             .await?;
+    let root = sweeper
+        .root
+        .iter()
+        .map(|(id, at)| ("root CA", id.clone(), *at));
     let truth = cas
         .into_iter()
-        .filter(|(_, not_after)| not_after - now < checks::CA_EXPIRING_SECS)
-        .map(|(id, not_after)| {
+        .map(|(id, at)| ("issuing CA", id, at))
+        .chain(root)
+        .filter(|(_, _, not_after)| checks::ca_expiring(*not_after, now))
+        .map(|(what, id, not_after)| {
             NewFinding::new(
                 CheckName::CaExpiring,
                 &id,
                 None,
                 None,
-                format!(
-                    "issuing CA {id} expires {}",
-                    crate::timefmt::rfc3339(not_after)
-                ),
+                format!("{what} {id} expires {}", crate::timefmt::rfc3339(not_after)),
             )
         })
         .collect();
