@@ -23,6 +23,28 @@ async fn register(server: &Server, serial: &str, model: &str) -> String {
     reg["client_id"].as_str().unwrap().to_string()
 }
 
+/// Sets the thermo model's check thresholds.
+async fn put_thermo_checks(server: &Server, body: Value) {
+    let (status, v) = server
+        .send(
+            Method::PUT,
+            "/v1/fleet/checks/thermo",
+            Some(&server.token.clone()),
+            Some(&body),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+}
+
+/// A server started with these extra arguments.
+async fn start_with_args(backend: &Backend, args: &[&str]) -> Server {
+    let opts = Options {
+        extra_args: args.iter().map(|a| a.to_string()).collect(),
+        ..Options::default()
+    };
+    Server::start_with(backend, opts).await
+}
+
 /// The store of the server's database, as a second process would open it.
 async fn store_of(server: &Server) -> Store {
     match &server.backend {
@@ -477,15 +499,7 @@ async fn time_driven_checks_open_and_close_by_themselves() {
             .await
             .is_empty());
         // A day and a bit later (thermo silent after 2h here; valve's never_seen 30 days):
-        let (status, v) = server
-            .send(
-                Method::PUT,
-                "/v1/fleet/checks/thermo",
-                Some(&server.token.clone()),
-                Some(&json!({"silent_after": "2h"})),
-            )
-            .await;
-        assert_eq!(status, StatusCode::OK, "{v}");
+        put_thermo_checks(&server, json!({"silent_after": "2h"})).await;
         store
             .sweep_fleet(&mut Sweeper::default(), t + 3 * 3600)
             .await
@@ -580,15 +594,7 @@ async fn cert_expiring_opens_near_not_after_and_closes_after_renewal_or_revocati
             .await
             .unwrap();
         assert!(findings(&server, "?check=cert_expiring").await.is_empty());
-        let (status, _) = server
-            .send(
-                Method::PUT,
-                "/v1/fleet/checks/thermo",
-                Some(&server.token.clone()),
-                Some(&json!({"cert_expiring": "60d"})),
-            )
-            .await;
-        assert_eq!(status, StatusCode::OK);
+        put_thermo_checks(&server, json!({"cert_expiring": "60d"})).await;
         store
             .sweep_fleet(&mut Sweeper::default(), not_after - 31 * 86_400)
             .await
@@ -619,14 +625,7 @@ async fn cert_expiring_opens_near_not_after_and_closes_after_renewal_or_revocati
 async fn activity_counts_connects_failures_registrations_and_expiries_per_period() {
     for backend in backends().await {
         // Certificates of 45 days: both expire next month or the one after.
-        let server = Server::start_with(
-            &backend,
-            Options {
-                extra_args: vec!["--cert-validity".into(), "45d".into()],
-                ..Options::default()
-            },
-        )
-        .await;
+        let server = start_with_args(&backend, &["--cert-validity", "45d"]).await;
         let broker = server.token("broker", None).await;
         let app = server.token("app", None).await;
         let a = register(&server, "FA-1", "thermo").await;
@@ -681,15 +680,7 @@ async fn more_open_findings_than_a_sweep_takes_close_over_successive_sweeps() {
     for backend in backends().await {
         let server = Server::start(&backend).await;
         let broker = server.token("broker", None).await;
-        let (status, v) = server
-            .send(
-                Method::PUT,
-                "/v1/fleet/checks/thermo",
-                Some(&server.token.clone()),
-                Some(&json!({"silent_after": "2h"})),
-            )
-            .await;
-        assert_eq!(status, StatusCode::OK, "{v}");
+        put_thermo_checks(&server, json!({"silent_after": "2h"})).await;
         let mut ids = Vec::new();
         for i in 0..7 {
             ids.push(register(&server, &format!("FB-{i}"), "thermo").await);
@@ -758,14 +749,7 @@ async fn ca_expiring_covers_the_root() {
     for backend in backends().await {
         // A root valid 100 days (the issuing CA is cut to it): the server's own sweep, which
         // runs at start, opens ca_expiring for both.
-        let server = Server::start_with(
-            &backend,
-            Options {
-                extra_args: vec!["--root-validity".into(), "100d".into()],
-                ..Options::default()
-            },
-        )
-        .await;
+        let server = start_with_args(&backend, &["--root-validity", "100d"]).await;
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
         let open = loop {
             let open = findings(&server, "?check=ca_expiring").await;

@@ -287,15 +287,7 @@ async fn two_processes_deliver_each_event_once_in_order() {
         return;
     };
     let a = Server::start(&backend).await;
-    let mut b = Server::start_with(
-        &backend,
-        Options {
-            data_dir: Some(a.data_dir.clone()),
-            ..Options::default()
-        },
-    )
-    .await;
-    b.token = a.token.clone();
+    let b = a.another_process().await;
     let receiver = Receiver::default();
     let url = start_receiver(&receiver).await;
     let hook = create_webhook(&a, &url, &["registered"]).await;
@@ -342,15 +334,7 @@ async fn another_process_takes_over_deliveries_when_the_lease_holder_dies() {
         (receiver.got.lock().unwrap().len() >= 3).then_some(())
     })
     .await;
-    let mut b = Server::start_with(
-        &backend,
-        Options {
-            data_dir: Some(a.data_dir.clone()),
-            ..Options::default()
-        },
-    )
-    .await;
-    b.token = a.token.clone();
+    let b = a.another_process().await;
     // Events through the holder, which then dies, likely with some not yet delivered.
     for id in &devices {
         let (status, v) = a
