@@ -41,6 +41,7 @@ mod feed;
 mod findings;
 mod fleet;
 mod issuers;
+mod json_binds;
 mod ldevid;
 mod lifecycle;
 mod postgres;

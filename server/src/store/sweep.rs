@@ -14,7 +14,8 @@ use sqlx::FromRow;
 
 use super::app_events::append_app_events;
 use super::findings::{close_findings, open_findings, open_subjects, NewFinding};
-use super::fleet::{json_texts, thresholds_on};
+use super::fleet::thresholds_on;
+use super::json_binds::json_texts;
 use super::sql::{Stmt, Tx};
 use super::{NewAppEvent, Store, StoreError};
 use crate::domain::fleet::checks::{self, Thresholds};
