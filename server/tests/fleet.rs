@@ -313,15 +313,7 @@ async fn app_tokens_read_fleet_health_and_change_nothing() {
             )
             .await;
         assert_eq!(status, StatusCode::FORBIDDEN);
-        let (status, v) = server
-            .send(
-                Method::PUT,
-                "/v1/fleet/checks/thermo",
-                Some(&server.token.clone()),
-                Some(&body),
-            )
-            .await;
-        assert_eq!(status, StatusCode::OK, "{v}");
+        put_thermo_checks(&server, body.clone()).await;
         let (_, v) = server.get("/v1/fleet/checks/thermo", Some(&app)).await;
         assert_eq!(v, body);
         let (status, _) = server
