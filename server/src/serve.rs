@@ -16,7 +16,7 @@ use crate::config::{Pkcs11Settings, Settings};
 use crate::feed::Feed;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
-use crate::store::{Actor, AuditRecord, Store};
+use crate::store::{Actor, AuditRecord, Store, Sweeper};
 use crate::timefmt;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -367,9 +367,12 @@ fn follow_issuers(store: &Store, ca: &Arc<Ca>, feed: &Arc<Feed>) {
 /// Every 30 s: the time-driven fleet checks (findings open and close by themselves), and the
 /// deletion of app events older than the timeline retention (`retention` seconds). With
 /// several processes on one PostgreSQL database each sweeps; the findings' unique index keeps
-/// one open finding per check and subject whoever opens it.
-fn sweep_fleet(store: &Store, retention: u64) {
+/// one open finding per check and subject whoever opens it. `ca_expiring` covers `ca`'s root
+/// as well as the store's issuing CAs.
+fn sweep_fleet(store: &Store, ca: &Ca, retention: u64) {
     let store = store.clone();
+    let mut sweeper =
+        Sweeper::default().with_root(&ca.root_id(), ca.root_not_after().unix_timestamp());
     let retention = i64::try_from(retention).unwrap_or(i64::MAX);
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(30));
@@ -377,7 +380,7 @@ fn sweep_fleet(store: &Store, retention: u64) {
         loop {
             tick.tick().await;
             let now = crate::timefmt::now();
-            match store.sweep_fleet(now).await {
+            match store.sweep_fleet(&mut sweeper, now).await {
                 Ok(s) if s.opened + s.closed > 0 => {
                     tracing::info!(opened = s.opened, closed = s.closed, "fleet checks")
                 }
@@ -417,7 +420,11 @@ pub async fn run(settings: Settings) -> Result<(), BoxError> {
         .await
         .map_err(|e| e.to_string())?;
     follow_issuers(&ready.store, &ready.ca, &feed);
-    sweep_fleet(&ready.store, settings.timeline_retention.as_secs());
+    sweep_fleet(
+        &ready.store,
+        &ready.ca,
+        settings.timeline_retention.as_secs(),
+    );
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let state = AppState {
         registry: Registry::new(

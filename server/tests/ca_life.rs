@@ -378,15 +378,7 @@ async fn every_process_of_a_scale_out_issues_from_the_new_ca_at_once() {
         return;
     };
     let a = Server::start(&backend).await;
-    let mut b = Server::start_with(
-        &backend,
-        Options {
-            data_dir: Some(a.data_dir.clone()),
-            ..Options::default()
-        },
-    )
-    .await;
-    b.token = a.token.clone();
+    let b = a.another_process().await;
     let first = register(&a, "SO-ROT-0").await;
     let old_issuer = issuer_cn(&der_of(first["certificate"].as_str().unwrap())[0]);
 

@@ -314,14 +314,7 @@ async fn a_stream_ends_when_its_token_is_revoked_through_another_process() {
         return;
     };
     let a = Server::start(&backend).await;
-    let b = Server::start_with(
-        &backend,
-        Options {
-            data_dir: Some(a.data_dir.clone()),
-            ..Options::default()
-        },
-    )
-    .await;
+    let b = a.another_process().await;
     let (_, created) = a
         .admin_post("/v1/tokens", &json!({"role": "broker", "name": "b2"}))
         .await;

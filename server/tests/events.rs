@@ -354,15 +354,7 @@ async fn an_event_committed_by_another_process_reaches_the_stream() {
         return;
     };
     let a = Server::start(&backend).await;
-    let mut b = Server::start_with(
-        &backend,
-        Options {
-            data_dir: Some(a.data_dir.clone()),
-            ..Options::default()
-        },
-    )
-    .await;
-    b.token = a.token.clone();
+    let b = a.another_process().await;
     let app = a.token("app", None).await;
     let stream = open_stream(&a, &app, "", None).await;
     let dev = register(&b, "XP-1", None).await;

@@ -7,7 +7,7 @@
 mod common;
 
 use common::*;
-use devid_server::store::Store;
+use devid_server::store::{Store, Sweeper};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
@@ -21,6 +21,28 @@ async fn register(server: &Server, serial: &str, model: &str) -> String {
         .await;
     assert_eq!(status, StatusCode::CREATED, "{reg}");
     reg["client_id"].as_str().unwrap().to_string()
+}
+
+/// Sets the thermo model's check thresholds.
+async fn put_thermo_checks(server: &Server, body: Value) {
+    let (status, v) = server
+        .send(
+            Method::PUT,
+            "/v1/fleet/checks/thermo",
+            Some(&server.token.clone()),
+            Some(&body),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+}
+
+/// A server started with these extra arguments.
+async fn start_with_args(backend: &Backend, args: &[&str]) -> Server {
+    let opts = Options {
+        extra_args: args.iter().map(|a| a.to_string()).collect(),
+        ..Options::default()
+    };
+    Server::start_with(backend, opts).await
 }
 
 /// The store of the server's database, as a second process would open it.
@@ -291,15 +313,7 @@ async fn app_tokens_read_fleet_health_and_change_nothing() {
             )
             .await;
         assert_eq!(status, StatusCode::FORBIDDEN);
-        let (status, v) = server
-            .send(
-                Method::PUT,
-                "/v1/fleet/checks/thermo",
-                Some(&server.token.clone()),
-                Some(&body),
-            )
-            .await;
-        assert_eq!(status, StatusCode::OK, "{v}");
+        put_thermo_checks(&server, body.clone()).await;
         let (_, v) = server.get("/v1/fleet/checks/thermo", Some(&app)).await;
         assert_eq!(v, body);
         let (status, _) = server
@@ -398,7 +412,10 @@ async fn event_driven_checks_open_and_the_sweep_closes_them() {
         )
         .await;
         let store = store_of(&server).await;
-        let swept = store.sweep_fleet(t + 5).await.unwrap();
+        let swept = store
+            .sweep_fleet(&mut Sweeper::default(), t + 5)
+            .await
+            .unwrap();
         assert_eq!(swept.closed, 1, "{swept:?}");
         let open = findings(&server, "").await;
         assert_eq!(
@@ -409,7 +426,10 @@ async fn event_driven_checks_open_and_the_sweep_closes_them() {
             vec!["auth_failures", "auth_failures", "shared_certificate"],
             "{open:?}"
         );
-        let swept = store.sweep_fleet(t + 3700).await.unwrap();
+        let swept = store
+            .sweep_fleet(&mut Sweeper::default(), t + 3700)
+            .await
+            .unwrap();
         let open = findings(&server, "").await;
         assert!(
             !open.iter().any(|f| f["check"] == "auth_failures"
@@ -463,21 +483,19 @@ async fn time_driven_checks_open_and_close_by_themselves() {
         assert_eq!(status, StatusCode::OK, "{v}");
         let store = store_of(&server).await;
         // Within the grace: nothing yet.
-        store.sweep_fleet(t + 2).await.unwrap();
+        store
+            .sweep_fleet(&mut Sweeper::default(), t + 2)
+            .await
+            .unwrap();
         assert!(findings(&server, "?check=revoked_connected")
             .await
             .is_empty());
         // A day and a bit later (thermo silent after 2h here; valve's never_seen 30 days):
-        let (status, v) = server
-            .send(
-                Method::PUT,
-                "/v1/fleet/checks/thermo",
-                Some(&server.token.clone()),
-                Some(&json!({"silent_after": "2h"})),
-            )
-            .await;
-        assert_eq!(status, StatusCode::OK, "{v}");
-        store.sweep_fleet(t + 3 * 3600).await.unwrap();
+        put_thermo_checks(&server, json!({"silent_after": "2h"})).await;
+        store
+            .sweep_fleet(&mut Sweeper::default(), t + 3 * 3600)
+            .await
+            .unwrap();
         let open = findings(&server, "").await;
         assert_eq!(
             checks_of(&open),
@@ -489,7 +507,10 @@ async fn time_driven_checks_open_and_close_by_themselves() {
             "{}: {open:?}",
             backend.name()
         );
-        store.sweep_fleet(t + 31 * 86_400).await.unwrap();
+        store
+            .sweep_fleet(&mut Sweeper::default(), t + 31 * 86_400)
+            .await
+            .unwrap();
         let open = findings(&server, "?check=never_seen").await;
         assert_eq!(
             checks_of(&open),
@@ -507,7 +528,10 @@ async fn time_driven_checks_open_and_close_by_themselves() {
             ], "broker": heartbeat("b1", t - 10)}),
         )
         .await;
-        store.sweep_fleet(t + 7).await.unwrap();
+        store
+            .sweep_fleet(&mut Sweeper::default(), t + 7)
+            .await
+            .unwrap();
         let open = findings(&server, "").await;
         assert!(open.is_empty(), "{open:?}");
         let all = findings(&server, "?state=all&limit=2").await;
@@ -539,9 +563,15 @@ async fn cert_expiring_opens_near_not_after_and_closes_after_renewal_or_revocati
         .unix_timestamp();
         let store = store_of(&server).await;
         // 31 days before notAfter: not yet; 29 days before: open.
-        store.sweep_fleet(not_after - 31 * 86_400).await.unwrap();
+        store
+            .sweep_fleet(&mut Sweeper::default(), not_after - 31 * 86_400)
+            .await
+            .unwrap();
         assert!(findings(&server, "?check=cert_expiring").await.is_empty());
-        store.sweep_fleet(not_after - 29 * 86_400).await.unwrap();
+        store
+            .sweep_fleet(&mut Sweeper::default(), not_after - 29 * 86_400)
+            .await
+            .unwrap();
         let open = findings(&server, "?check=cert_expiring").await;
         assert_eq!(
             checks_of(&open),
@@ -551,18 +581,16 @@ async fn cert_expiring_opens_near_not_after_and_closes_after_renewal_or_revocati
         );
         assert_eq!(open[0]["severity"], "warning");
         // A longer threshold for the model keeps it open earlier; a revoked device's closes.
-        store.sweep_fleet(not_after - 31 * 86_400).await.unwrap();
+        store
+            .sweep_fleet(&mut Sweeper::default(), not_after - 31 * 86_400)
+            .await
+            .unwrap();
         assert!(findings(&server, "?check=cert_expiring").await.is_empty());
-        let (status, _) = server
-            .send(
-                Method::PUT,
-                "/v1/fleet/checks/thermo",
-                Some(&server.token.clone()),
-                Some(&json!({"cert_expiring": "60d"})),
-            )
-            .await;
-        assert_eq!(status, StatusCode::OK);
-        store.sweep_fleet(not_after - 31 * 86_400).await.unwrap();
+        put_thermo_checks(&server, json!({"cert_expiring": "60d"})).await;
+        store
+            .sweep_fleet(&mut Sweeper::default(), not_after - 31 * 86_400)
+            .await
+            .unwrap();
         assert_eq!(findings(&server, "?check=cert_expiring").await.len(), 1);
         server
             .admin_post(
@@ -570,7 +598,10 @@ async fn cert_expiring_opens_near_not_after_and_closes_after_renewal_or_revocati
                 &json!({"reason": "superseded"}),
             )
             .await;
-        store.sweep_fleet(not_after - 31 * 86_400).await.unwrap();
+        store
+            .sweep_fleet(&mut Sweeper::default(), not_after - 31 * 86_400)
+            .await
+            .unwrap();
         assert!(findings(&server, "?check=cert_expiring").await.is_empty());
         assert_eq!(
             findings(&server, "?check=cert_expiring&state=closed&model=thermo")
@@ -586,14 +617,7 @@ async fn cert_expiring_opens_near_not_after_and_closes_after_renewal_or_revocati
 async fn activity_counts_connects_failures_registrations_and_expiries_per_period() {
     for backend in backends().await {
         // Certificates of 45 days: both expire next month or the one after.
-        let server = Server::start_with(
-            &backend,
-            Options {
-                extra_args: vec!["--cert-validity".into(), "45d".into()],
-                ..Options::default()
-            },
-        )
-        .await;
+        let server = start_with_args(&backend, &["--cert-validity", "45d"]).await;
         let broker = server.token("broker", None).await;
         let app = server.token("app", None).await;
         let a = register(&server, "FA-1", "thermo").await;
@@ -640,5 +664,107 @@ async fn activity_counts_connects_failures_registrations_and_expiries_per_period
             .send(Method::POST, "/v1/fleet/activity", Some(&app), None)
             .await;
         assert!(status.is_client_error());
+    }
+}
+
+#[tokio::test]
+async fn more_open_findings_than_a_sweep_takes_close_over_successive_sweeps() {
+    for backend in backends().await {
+        let server = Server::start(&backend).await;
+        let broker = server.token("broker", None).await;
+        put_thermo_checks(&server, json!({"silent_after": "2h"})).await;
+        let mut ids = Vec::new();
+        for i in 0..7 {
+            ids.push(register(&server, &format!("FB-{i}"), "thermo").await);
+        }
+        let t = now();
+        let seen = |at: i64, ids: &[String]| {
+            let events: Vec<Value> = ids
+                .iter()
+                .flat_map(|id| {
+                    [
+                        json!({"kind": "connect", "client_id": id, "at": rfc(at)}),
+                        json!({"kind": "disconnect", "client_id": id, "at": rfc(at + 1)}),
+                    ]
+                })
+                .collect();
+            json!({"events": events})
+        };
+        post_batch(&server, &broker, seen(t, &ids)).await;
+        let store = store_of(&server).await;
+        // Two candidates per check and pass: seven silent devices open over four sweeps.
+        let mut sweeper = Sweeper::default().with_batch(2);
+        let later = t + 3 * 3600;
+        let mut opened = Vec::new();
+        for _ in 0..4 {
+            let swept = store.sweep_fleet(&mut sweeper, later).await.unwrap();
+            assert!(swept.opened <= 2, "{}: {swept:?}", backend.name());
+            opened.push(swept.opened);
+        }
+        assert_eq!(opened, vec![2, 2, 2, 1], "{}", backend.name());
+        assert_eq!(findings(&server, "?check=silent").await.len(), 7);
+        // Six come back (one stays silent, though seen within the default threshold, so it
+        // is re-checked and stays): at most two are looked at per sweep, the resume point
+        // moving past each page, so the seven take four sweeps and all six close.
+        let (back, quiet) = ids.split_at(6);
+        post_batch(&server, &broker, seen(later + 10, back)).await;
+        let mut closed = Vec::new();
+        for _ in 0..4 {
+            let swept = store.sweep_fleet(&mut sweeper, later + 20).await.unwrap();
+            assert!(swept.closed <= 2, "{}: {swept:?}", backend.name());
+            closed.push(swept.closed);
+        }
+        assert_eq!(
+            closed.iter().sum::<usize>(),
+            6,
+            "{}: {closed:?}",
+            backend.name()
+        );
+        // The resume point wrapped: the next sweeps find nothing more to close.
+        for _ in 0..2 {
+            let swept = store.sweep_fleet(&mut sweeper, later + 20).await.unwrap();
+            assert_eq!(swept.closed, 0, "{swept:?}");
+        }
+        let open = findings(&server, "?check=silent").await;
+        assert_eq!(
+            checks_of(&open),
+            vec![("silent".to_string(), quiet[0].clone())],
+            "{}",
+            backend.name()
+        );
+        store.close().await;
+    }
+}
+
+#[tokio::test]
+async fn ca_expiring_covers_the_root() {
+    for backend in backends().await {
+        // A root valid 100 days (the issuing CA is cut to it): the server's own sweep, which
+        // runs at start, opens ca_expiring for both.
+        let server = start_with_args(&backend, &["--root-validity", "100d"]).await;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let open = loop {
+            let open = findings(&server, "?check=ca_expiring").await;
+            if open.len() >= 2 || std::time::Instant::now() > deadline {
+                break open;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        };
+        let mut details: Vec<&str> = open.iter().map(|f| f["detail"].as_str().unwrap()).collect();
+        details.sort();
+        assert_eq!(details.len(), 2, "{}: {open:?}", backend.name());
+        assert!(details[0].starts_with("issuing CA "), "{details:?}");
+        assert!(details[1].starts_with("root CA "), "{details:?}");
+        // Both end when the root does, 100 days after the start.
+        for d in &details {
+            let at = time::OffsetDateTime::parse(
+                &d[d.len() - 20..],
+                &time::format_description::well_known::Rfc3339,
+            )
+            .unwrap()
+            .unix_timestamp();
+            assert!((at - (now() + 100 * 86_400)).abs() < 600, "{d}");
+        }
+        assert!(open.iter().all(|f| f["severity"] == "warning"), "{open:?}");
     }
 }

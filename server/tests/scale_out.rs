@@ -18,23 +18,15 @@ async fn two_processes() -> Option<(Server, Server)> {
         return None;
     };
     let a = Server::start(&backend).await;
-    let b = Server::start_with(
-        &backend,
-        Options {
-            data_dir: Some(a.data_dir.clone()),
-            ..Options::default()
-        },
-    )
-    .await;
+    let b = a.another_process().await;
     Some((a, b))
 }
 
 #[tokio::test]
 async fn concurrent_registration_through_two_processes_never_duplicates() {
-    let Some((a, mut b)) = two_processes().await else {
+    let Some((a, b)) = two_processes().await else {
         return;
     };
-    b.token = a.token.clone();
     // 300 serials, each sent to both processes at once with the same CSR.
     let csrs: Vec<(String, String)> = (0..300).map(|i| (format!("SO-{i}"), csr("x").1)).collect();
     let mut tasks = Vec::new();
@@ -105,10 +97,9 @@ async fn concurrent_registration_through_two_processes_never_duplicates() {
 
 #[tokio::test]
 async fn a_revocation_through_one_process_reaches_the_other_process_stream_within_a_second() {
-    let Some((a, mut b)) = two_processes().await else {
+    let Some((a, b)) = two_processes().await else {
         return;
     };
-    b.token = a.token.clone();
     let broker = a.token("broker", None).await;
     let mut ids = Vec::new();
     for i in 0..6 {

@@ -11,8 +11,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use devid_core::api::{
-    CertState, DeviceState, RevocationAction, RevocationReason, RevocationScope, Role,
+    CertState, ConnectionEventKind, DeviceState, RevocationAction, RevocationReason,
+    RevocationScope, Role,
 };
+use devid_server::domain::fleet::{Batch, Event};
 use devid_server::store::*;
 use sqlx::Connection as _;
 use sqlx::Executor as _;
@@ -1469,28 +1471,42 @@ async fn events_policy_and_models(env: Env) {
     register_one(s, &dev("HW-E", "E1", Some("c")))
         .await
         .expect("register");
-    let ev = |at: i64, addr: &str, fail: bool| DeviceEvent {
-        client_id: "E1".into(),
+    let ev = |client_id: &str, at: i64, addr: &str, kind: ConnectionEventKind| Event {
+        kind,
+        client_id: client_id.into(),
         at,
         address: Some(addr.into()),
-        auth_failure: fail,
+        refusal: None,
+        reason: None,
+        broker: "b1".into(),
+        auth: None,
+        serial: None,
+        sw_version: None,
     };
-    let n = s
-        .record_events(&[
-            ev(T0 + 10, "10.0.0.1:1", false),
-            ev(T0 + 30, "10.0.0.3:1", false),
-            ev(T0 + 20, "10.0.0.2:1", false),
-            ev(T0 + 25, "10.0.0.9:1", true),
-            DeviceEvent {
-                client_id: "nobody".into(),
-                at: T0,
-                address: None,
-                auth_failure: false,
-            },
-        ])
-        .await
-        .expect("events");
-    assert_eq!(n, 1);
+    let batch = |events: Vec<Event>| Batch {
+        events,
+        ..Batch::default()
+    };
+    let connect = ConnectionEventKind::Connect;
+    // The batch's one transaction writes last seen and the counts.
+    s.ingest_batch(
+        &batch(vec![
+            ev("E1", T0 + 10, "10.0.0.1:1", connect),
+            ev("E1", T0 + 30, "10.0.0.3:1", connect),
+            ev("E1", T0 + 20, "10.0.0.2:1", connect),
+            ev(
+                "E1",
+                T0 + 25,
+                "10.0.0.9:1",
+                ConnectionEventKind::AuthFailure,
+            ),
+            ev("E1", T0 + 40, "10.0.0.4:1", ConnectionEventKind::Disconnect),
+            ev("nobody", T0, "10.0.0.7:1", connect),
+        ]),
+        T0 + 50,
+    )
+    .await
+    .expect("events");
     let act = s
         .device_activity("E1")
         .await
@@ -1502,9 +1518,12 @@ async fn events_policy_and_models(env: Env) {
     assert_eq!(act.auth_failure_count, 1);
     assert_eq!(act.last_auth_failure, Some(T0 + 25));
     // An older connect does not move last_seen back.
-    s.record_events(&[ev(T0 + 5, "10.0.0.5:1", false)])
-        .await
-        .expect("events");
+    s.ingest_batch(
+        &batch(vec![ev("E1", T0 + 5, "10.0.0.5:1", connect)]),
+        T0 + 60,
+    )
+    .await
+    .expect("events");
     let act = s
         .device_activity("E1")
         .await

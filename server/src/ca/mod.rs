@@ -220,6 +220,11 @@ impl Ca {
         self.root.not_after
     }
 
+    /// The root's id, as an issuing CA's: the first 8 bytes of its key identifier, hex.
+    pub fn root_id(&self) -> String {
+        devid_core::protocol::issuing_ca_id(&self.root.key_id)
+    }
+
     /// Whether this data directory keeps the root's key (so the root's CRL can be signed).
     pub fn has_root_key(&self) -> bool {
         self.root.signer.is_some()

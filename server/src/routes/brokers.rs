@@ -15,7 +15,6 @@ use crate::domain::{brokers, models};
 use crate::error::ApiError;
 use crate::openapi::{BadRequest, JsonBodyProblems, NotFound};
 use crate::routes::{ctx, Guard, Routes, ADMIN, FOLLOWERS, REPORTERS};
-use crate::store::DeviceEvent;
 use crate::timefmt;
 use devid_core::api::ConnectionEventKind;
 
@@ -80,31 +79,17 @@ async fn report_events(
         )));
     }
     let parsed = crate::domain::fleet::parse(&batch)?;
-    let mut rows = Vec::with_capacity(parsed.events.len());
-    let mut failures = Vec::new();
-    for e in &parsed.events {
-        if e.kind == ConnectionEventKind::AuthFailure {
-            failures.push(e.refusal.clone());
-        }
-        // A disconnect changes no counter; connects and failures do.
-        if e.kind == ConnectionEventKind::Disconnect || e.client_id.is_empty() {
-            continue;
-        }
-        rows.push(DeviceEvent {
-            client_id: e.client_id.clone(),
-            at: e.at,
-            address: e.address.clone(),
-            auth_failure: e.kind == ConnectionEventKind::AuthFailure,
-        });
-    }
     state.store.ingest_batch(&parsed, timefmt::now()).await?;
-    state.store.record_events(&rows).await?;
     state
         .store
         .record_sensor_readings(&readings, timefmt::now())
         .await?;
-    for refusal in &failures {
-        state.metrics.auth_failure(refusal.as_deref());
+    let failures = parsed
+        .events
+        .iter()
+        .filter(|e| e.kind == ConnectionEventKind::AuthFailure);
+    for e in failures {
+        state.metrics.auth_failure(e.refusal.as_deref());
     }
     Ok(StatusCode::ACCEPTED)
 }

@@ -4,36 +4,27 @@
 //! PostgreSQL every process's NOTIFY), so a missed signal delays an event but never loses it.
 
 use std::borrow::Cow;
-use std::collections::VecDeque;
 use std::convert::Infallible;
-use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::HeaderMap;
-use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::sse::{Event, Sse};
 use axum::Json;
 use devid_core::api::{AppEvent, AppEventKind, AppEventPage};
 use devid_core::ModelName;
 use futures::Stream;
 use serde::Deserialize;
-use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Schema, Type};
-use utoipa::openapi::{Ref, RefOr};
+use utoipa::openapi::schema::Schema;
+use utoipa::openapi::RefOr;
 use utoipa::{IntoParams, PartialSchema, ToSchema};
 use utoipa_axum::routes;
 
 use crate::app::{ApiQuery, AppState};
 use crate::error::ApiError;
 use crate::openapi::BadRequest;
-use crate::routes::{Guard, Routes, APP_READERS};
-use crate::store::{AppEventFilter, AppEventRow};
+use crate::routes::{sse, Guard, Routes, APP_READERS};
+use crate::store::{AppEventFilter, AppEventRow, StoreError};
 use crate::timefmt::rfc3339;
-
-/// Even without a signal, a stream looks at the store this often.
-const POLL_EVERY: Duration = Duration::from_secs(5);
-/// A stream sends a keep-alive comment this often.
-const KEEP_ALIVE: Duration = Duration::from_secs(15);
-/// How many events a stream reads from the store at a time.
-const STREAM_BATCH: u32 = 500;
 
 pub fn router() -> Routes {
     Routes::new()
@@ -141,13 +132,26 @@ struct StreamQuery {
     model: Option<String>,
 }
 
-struct Cursor {
+/// The events the stream's filter takes.
+struct Events {
     state: AppState,
     filter: AppEventFilter,
-    after: i64,
-    buffer: VecDeque<AppEventRow>,
-    head: tokio::sync::watch::Receiver<i64>,
-    shutdown: tokio::sync::watch::Receiver<bool>,
+}
+
+impl sse::Source for Events {
+    type Row = AppEventRow;
+
+    async fn page(&self, after: i64, limit: u32) -> Result<Vec<AppEventRow>, StoreError> {
+        self.state
+            .store
+            .app_events_since(after, limit, &self.filter)
+            .await
+    }
+
+    fn event(&self, e: &AppEventRow) -> (i64, Event) {
+        let data = serde_json::to_string(&event_json(e)).unwrap_or_default();
+        (e.seq, Event::default().event(e.kind.as_str()).data(data))
+    }
 }
 
 /// The live events, as Server-Sent Events.
@@ -173,15 +177,7 @@ async fn events_stream(
     ApiQuery(q): ApiQuery<StreamQuery>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let caller = guard.check()?;
-    let last_event_id = headers
-        .get("last-event-id")
-        .and_then(|v| v.to_str().ok())
-        .map(|v| {
-            v.trim()
-                .parse::<i64>()
-                .map_err(|_| ApiError::BadRequest("Last-Event-ID must be an event id".into()))
-        })
-        .transpose()?;
+    let last_event_id = sse::last_event_id(&headers)?;
     let filter = filter(q.kind.as_deref(), q.model.as_deref())?;
     // Subscribe before reading the head: an event committed in between still wakes us.
     let head = state.store.subscribe_app_events().await?;
@@ -189,53 +185,11 @@ async fn events_stream(
         Some(n) => n,
         None => state.store.app_events_head().await?,
     };
-    let cursor = Cursor {
-        head,
-        shutdown: state.shutdown.clone(),
+    let source = Events {
         state: state.clone(),
         filter,
-        after,
-        buffer: VecDeque::new(),
     };
-    let events = futures::stream::unfold(cursor, |mut c| async move {
-        loop {
-            if let Some(e) = c.buffer.pop_front() {
-                c.after = e.seq;
-                let data = serde_json::to_string(&event_json(&e)).unwrap_or_default();
-                let event = Event::default()
-                    .id(e.seq.to_string())
-                    .event(e.kind.as_str())
-                    .data(data);
-                return Some((Ok(event), c));
-            }
-            if *c.shutdown.borrow() {
-                return None;
-            }
-            // Mark the signal seen before reading, so a commit after the read wakes us.
-            c.head.borrow_and_update();
-            match c
-                .state
-                .store
-                .app_events_since(c.after, STREAM_BATCH, &c.filter)
-                .await
-            {
-                Ok(rows) if !rows.is_empty() => {
-                    c.buffer.extend(rows);
-                    continue;
-                }
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "event stream: store read failed"),
-            }
-            tokio::select! {
-                _ = c.head.changed() => {}
-                _ = c.shutdown.changed() => {}
-                _ = tokio::time::sleep(POLL_EVERY) => {}
-            }
-        }
-    });
-    // The stream ends when the caller's token is revoked or expires.
-    let events = caller.guard_stream(&state, events);
-    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)))
+    Ok(sse::stream(&state, &caller, source, after, head))
 }
 
 /// The live events, as the `text/event-stream` response's schema.
@@ -243,43 +197,14 @@ struct AppEvents;
 
 impl PartialSchema for AppEvents {
     fn schema() -> RefOr<Schema> {
-        let event = ObjectBuilder::new()
-            .description(Some("One Server-Sent Event: an event for applications."))
-            .property(
-                "id",
-                ObjectBuilder::new()
-                    .schema_type(Type::String)
-                    .pattern(Some("^[0-9]+$"))
-                    .description(Some(
-                        "The event's id. Reconnect with `Last-Event-ID` set to the last one seen.",
-                    )),
-            )
-            .property(
-                "event",
-                ObjectBuilder::new()
-                    .schema_type(Type::String)
-                    .enum_values(Some(AppEventKind::ALL.iter().map(|k| k.as_str()))),
-            )
-            .property(
-                "data",
-                ObjectBuilder::new()
-                    .schema_type(Type::String)
-                    .content_media_type("application/json")
-                    .content_schema(Some(Ref::from_schema_name(AppEvent::name())))
-                    .description(Some("The event, an AppEvent as one line of JSON.")),
-            )
-            .required("id")
-            .required("event")
-            .required("data");
-        ArrayBuilder::new()
-            .items(event)
-            .description(Some(format!(
-                "Server-Sent Events, one per event in id order, for as long as the connection \
-                 lasts; a comment line every {} s keeps it alive. The stream ends when the \
-                 server shuts down or the token is revoked or expires.",
-                KEEP_ALIVE.as_secs()
-            )))
-            .into()
+        sse::schema(&sse::Described {
+            one: "an event for applications",
+            id: "The event's id.",
+            names: AppEventKind::NAMES,
+            data: &AppEvent::name(),
+            data_is: "The event, an AppEvent",
+            each: "event in id order",
+        })
     }
 }
 

@@ -22,6 +22,7 @@ pub mod ops;
 pub mod renewals;
 pub mod revocations;
 pub mod sensors;
+pub mod sse;
 pub mod tokens;
 pub mod webhooks;
 

@@ -1,35 +1,28 @@
 //! The device feed (revocations, suspensions, resumptions and `updated` settings entries;
 //! the path keeps its historical name): paged (`GET /v1/revocations?since=N`) and live (Server-Sent Events).
 
-use std::collections::VecDeque;
 use std::convert::Infallible;
-use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::HeaderMap;
-use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::sse::{Event, Sse};
 use axum::Json;
 use devid_core::api::{FeedEntry, FeedPage, RevocationScope};
 use futures::Stream;
 use serde::Deserialize;
 use std::borrow::Cow;
-use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Schema, Type};
-use utoipa::openapi::{Ref, RefOr};
+use utoipa::openapi::schema::Schema;
+use utoipa::openapi::RefOr;
 use utoipa::{IntoParams, PartialSchema, ToSchema};
 use utoipa_axum::routes;
 
 use crate::app::{ApiQuery, AppState};
 use crate::error::ApiError;
 use crate::openapi::BadRequest;
-use crate::routes::{Guard, Routes, FOLLOWERS};
-use crate::store::FeedEntryRow;
+use crate::routes::{sse, Guard, Routes, FOLLOWERS};
+use crate::store::{FeedEntryRow, StoreError};
 use crate::timefmt::rfc3339;
 
-/// Even without a signal, a stream looks at the store this often (belt and braces for a lost
-/// NOTIFY).
-const POLL_EVERY: Duration = Duration::from_secs(5);
-/// A stream sends a keep-alive comment this often.
-const KEEP_ALIVE: Duration = Duration::from_secs(15);
 /// The event name of every feed entry on the stream.
 const EVENT: &str = "revocation";
 
@@ -102,12 +95,20 @@ struct StreamQuery {
     since: Option<i64>,
 }
 
-struct Cursor {
-    state: AppState,
-    after: i64,
-    buffer: VecDeque<FeedEntryRow>,
-    head: tokio::sync::watch::Receiver<i64>,
-    shutdown: tokio::sync::watch::Receiver<bool>,
+/// The feed's entries.
+struct Entries(AppState);
+
+impl sse::Source for Entries {
+    type Row = FeedEntryRow;
+
+    async fn page(&self, after: i64, limit: u32) -> Result<Vec<FeedEntryRow>, StoreError> {
+        Ok(self.0.store.feed_since(after, limit).await?.0)
+    }
+
+    fn event(&self, e: &FeedEntryRow) -> (i64, Event) {
+        let data = serde_json::to_string(&entry_json(e)).unwrap_or_default();
+        (e.seq, Event::default().event(EVENT).data(data))
+    }
 }
 
 /// The live device feed, as Server-Sent Events.
@@ -133,58 +134,20 @@ async fn feed_stream(
     ApiQuery(q): ApiQuery<StreamQuery>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let caller = guard.check()?;
-    let last_event_id = headers
-        .get("last-event-id")
-        .and_then(|v| v.to_str().ok())
-        .map(|v| {
-            v.trim()
-                .parse::<i64>()
-                .map_err(|_| ApiError::BadRequest("Last-Event-ID must be a sequence number".into()))
-        })
-        .transpose()?;
+    let last_event_id = sse::last_event_id(&headers)?;
+    // Subscribe before reading the head: an entry committed in between still wakes us.
+    let head = state.feed.subscribe();
     let after = match last_event_id.or(q.since) {
         Some(n) => n,
         None => state.store.feed_head().await?,
     };
-    let cursor = Cursor {
-        head: state.feed.subscribe(),
-        shutdown: state.shutdown.clone(),
-        state: state.clone(),
+    Ok(sse::stream(
+        &state,
+        &caller,
+        Entries(state.clone()),
         after,
-        buffer: VecDeque::new(),
-    };
-    let events = futures::stream::unfold(cursor, |mut c| async move {
-        loop {
-            if let Some(e) = c.buffer.pop_front() {
-                c.after = e.seq;
-                let data = serde_json::to_string(&entry_json(&e)).unwrap_or_default();
-                let event = Event::default()
-                    .id(e.seq.to_string())
-                    .event(EVENT)
-                    .data(data);
-                return Some((Ok(event), c));
-            }
-            if *c.shutdown.borrow() {
-                return None;
-            }
-            match c.state.store.feed_since(c.after, 500).await {
-                Ok((entries, _)) if !entries.is_empty() => {
-                    c.buffer.extend(entries);
-                    continue;
-                }
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "revocation stream: store read failed"),
-            }
-            tokio::select! {
-                _ = c.head.changed() => {}
-                _ = c.shutdown.changed() => {}
-                _ = tokio::time::sleep(POLL_EVERY) => {}
-            }
-        }
-    });
-    // The stream ends when the caller's token is revoked or expires.
-    let events = caller.guard_stream(&state, events);
-    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)))
+        head,
+    ))
 }
 
 /// The live feed's events, as the `text/event-stream` response's schema: each event is
@@ -193,43 +156,14 @@ struct FeedEvents;
 
 impl PartialSchema for FeedEvents {
     fn schema() -> RefOr<Schema> {
-        let event = ObjectBuilder::new()
-            .description(Some("One Server-Sent Event: a feed entry."))
-            .property(
-                "id",
-                ObjectBuilder::new()
-                    .schema_type(Type::String)
-                    .pattern(Some("^[0-9]+$"))
-                    .description(Some(
-                        "The entry's seq. Reconnect with `Last-Event-ID` set to the last one seen.",
-                    )),
-            )
-            .property(
-                "event",
-                ObjectBuilder::new()
-                    .schema_type(Type::String)
-                    .enum_values(Some([EVENT])),
-            )
-            .property(
-                "data",
-                ObjectBuilder::new()
-                    .schema_type(Type::String)
-                    .content_media_type("application/json")
-                    .content_schema(Some(Ref::from_schema_name(FeedEntry::name())))
-                    .description(Some("The entry, a FeedEntry as one line of JSON.")),
-            )
-            .required("id")
-            .required("event")
-            .required("data");
-        ArrayBuilder::new()
-            .items(event)
-            .description(Some(format!(
-                "Server-Sent Events, one per feed entry in seq order, for as long as the \
-                 connection lasts; a comment line every {} s keeps it alive. The stream ends \
-                 when the server shuts down or the token is revoked or expires.",
-                KEEP_ALIVE.as_secs()
-            )))
-            .into()
+        sse::schema(&sse::Described {
+            one: "a feed entry",
+            id: "The entry's seq.",
+            names: &[EVENT],
+            data: &FeedEntry::name(),
+            data_is: "The entry, a FeedEntry",
+            each: "feed entry in seq order",
+        })
     }
 }
 

@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use devid_core::api::{AppEventKind, CheckName, Severity};
 use sqlx::FromRow;
 
-use super::fleet::{json_rows, json_texts, Col};
+use super::json_binds::{json_rows, json_texts, Col};
 use super::sql::{Stmt, Tx};
 use super::stored::Stored;
 use super::{clamp_limit, NewAppEvent, Store, StoreError};

@@ -10,52 +10,13 @@ use sqlx::FromRow;
 
 use super::app_events::append_app_events;
 use super::findings::open_findings;
+use super::json_binds::{json_rows, json_texts, to_json, Col};
 use super::sql::{Dialect, Stmt, Tx};
 use super::stored::Stored;
 use super::{NewAppEvent, Store, StoreError};
 use crate::domain::fleet::activity::ActivityCounts;
 use crate::domain::fleet::checks::{self, Limits, Thresholds};
 use crate::domain::fleet::{self as rules, Batch, Known, WindowCount};
-
-/// A column of [`json_rows`].
-#[derive(Clone, Copy)]
-pub(crate) enum Col {
-    Text(&'static str),
-    Int(&'static str),
-}
-
-/// `SELECT <cols> FROM <the JSON array of objects bound at $n>`: one statement's rows from one
-/// bind, whatever their number.
-pub(crate) fn json_rows(d: Dialect, n: usize, cols: &[Col]) -> String {
-    let cols: Vec<String> = cols
-        .iter()
-        .map(|c| match (d, c) {
-            (Dialect::Postgres, Col::Text(c)) => format!("j.v->>'{c}' AS {c}"),
-            (Dialect::Postgres, Col::Int(c)) => format!("(j.v->>'{c}')::bigint AS {c}"),
-            (Dialect::Sqlite, Col::Text(c) | Col::Int(c)) => {
-                format!("json_extract(j.value, '$.{c}') AS {c}")
-            }
-        })
-        .collect();
-    let from = match d {
-        Dialect::Postgres => format!("jsonb_array_elements(${n}::jsonb) AS j(v)"),
-        Dialect::Sqlite => format!("json_each(${n}) AS j"),
-    };
-    format!("SELECT {} FROM {from}", cols.join(", "))
-}
-
-/// `SELECT value FROM <the JSON array of strings bound at $n>`.
-pub(crate) fn json_texts(d: Dialect, n: usize) -> String {
-    match d {
-        Dialect::Postgres => format!("SELECT jsonb_array_elements_text(${n}::jsonb)"),
-        Dialect::Sqlite => format!("SELECT value FROM json_each(${n})"),
-    }
-}
-
-fn to_json<T: serde::Serialize>(v: &T) -> String {
-    // Serializing plain structs of strings and numbers cannot fail.
-    serde_json::to_string(v).unwrap_or_else(|_| "[]".into())
-}
 
 #[derive(FromRow)]
 struct KnownRow {
@@ -103,7 +64,8 @@ pub(crate) async fn thresholds_on(tx: &mut Tx) -> Result<Thresholds, StoreError>
 impl Store {
     /// Applies one broker batch received at `now`: the broker's row (a new `started_at`
     /// closes every connection it reported before), connections, health rows, the check
-    /// windows, the findings the batch's rows make true, and the `connected`, `disconnected`,
+    /// windows, each named device's last seen and counts, the findings the batch's rows make
+    /// true, and the `connected`, `disconnected`,
     /// `auth_failed` and `finding_opened` app events, in one transaction.
     pub async fn ingest_batch(&self, batch: &Batch, now: i64) -> Result<Ingested, StoreError> {
         let d = self.dialect();
@@ -221,6 +183,9 @@ impl Store {
         if !plan.health.is_empty() {
             upsert_health(&mut tx, d, &plan.health).await?;
         }
+        if !plan.seen.is_empty() {
+            update_seen(&mut tx, d, &plan.seen).await?;
+        }
         let mut opened = 0;
         if !plan.window.is_empty() || !plan.on_two_brokers.is_empty() {
             Stmt::new(format!(
@@ -284,6 +249,44 @@ impl Store {
             .execute(&mut self.pools.write().await?)
             .await?)
     }
+}
+
+/// One statement for every device row a batch names: last seen (never moved back), last
+/// address with it, and the connect and failure counts.
+async fn update_seen(
+    tx: &mut Tx,
+    d: Dialect,
+    rows: &[rules::DeviceSeen],
+) -> Result<(), StoreError> {
+    let newer = "v.last_seen IS NOT NULL AND (devices.last_seen IS NULL \
+                 OR v.last_seen >= devices.last_seen)";
+    Stmt::new(format!(
+        "UPDATE devices SET \
+         last_seen = CASE WHEN {newer} THEN v.last_seen ELSE devices.last_seen END, \
+         last_address = CASE WHEN {newer} THEN v.last_address ELSE devices.last_address END, \
+         connect_count = devices.connect_count + v.connects, \
+         auth_failure_count = devices.auth_failure_count + v.failures, \
+         last_auth_failure = CASE WHEN v.last_failure IS NOT NULL AND \
+           (devices.last_auth_failure IS NULL OR v.last_failure > devices.last_auth_failure) \
+           THEN v.last_failure ELSE devices.last_auth_failure END \
+         FROM ({}) AS v WHERE devices.client_id = v.client_id",
+        json_rows(
+            d,
+            1,
+            &[
+                Col::Text("client_id"),
+                Col::Int("last_seen"),
+                Col::Text("last_address"),
+                Col::Int("connects"),
+                Col::Int("failures"),
+                Col::Int("last_failure"),
+            ]
+        )
+    ))
+    .bind(to_json(&rows).as_str())
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
 }
 
 /// One statement for every health row of a batch.

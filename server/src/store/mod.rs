@@ -41,6 +41,7 @@ mod feed;
 mod findings;
 mod fleet;
 mod issuers;
+mod json_binds;
 mod ldevid;
 mod lifecycle;
 mod postgres;
@@ -66,7 +67,7 @@ pub use findings::{FindingFilter, FindingRow, NewFinding};
 pub use fleet::{DeviceHealthRows, FleetCounts, HealthRow, Ingested};
 pub use issuers::{IssuerRow, ACTIVE, RETIRED, REVOKED};
 pub use ldevid::{KeyBinding, LdevidFacts, LdevidPlan};
-pub use sweep::Swept;
+pub use sweep::{Sweeper, Swept};
 pub use types::*;
 pub use webhooks::{Attempt, DeliveryRow, WebhookRow};
 

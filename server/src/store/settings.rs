@@ -1,79 +1,19 @@
-//! What brokers report (connection events) and what they apply: a device's own policy and its
-//! model's settings. Settings changes append an `updated` feed entry so that brokers apply them
+//! A device's activity as brokers' batches left it (written by `fleet::ingest_batch`), and
+//! what brokers apply: a device's own policy and its model's settings. Settings changes append an `updated` feed entry so that brokers apply them
 //! to live connections.
-
-use std::collections::HashMap;
 
 use devid_core::api::{RevocationAction, RevocationScope};
 
 use super::feed::append_feed;
-use super::sql::{Arg, Conn, Record, Stmt, Tx};
+use super::sql::{Conn, Record, Stmt, Tx};
 use super::stored::json_list;
 use super::tokens::insert_audit_on;
 use super::{
-    AuditRecord, DeviceActivity, DeviceEvent, DevicePolicyChange, DevicePolicyRow, FeedEntryRow,
-    ModelRow, Store, StoreError,
+    AuditRecord, DeviceActivity, DevicePolicyChange, DevicePolicyRow, FeedEntryRow, ModelRow,
+    Store, StoreError,
 };
 
 impl Store {
-    /// Applies connection events: connects set last_seen/last_address and count up; auth
-    /// failures count up. Events for unknown ClientIDs are skipped. Returns how many applied.
-    pub async fn record_events(&self, events: &[DeviceEvent]) -> Result<usize, StoreError> {
-        // Fold the events per ClientID first: one row per device in one UPDATE ... FROM VALUES.
-        #[derive(Default)]
-        struct Agg<'a> {
-            seen: Option<(i64, Option<&'a str>)>,
-            connects: i64,
-            failures: i64,
-            last_failure: Option<i64>,
-        }
-        let mut per: HashMap<&str, Agg<'_>> = HashMap::new();
-        for e in events {
-            let a = per.entry(e.client_id.as_str()).or_default();
-            if e.auth_failure {
-                a.failures += 1;
-                a.last_failure = Some(a.last_failure.map_or(e.at, |t| t.max(e.at)));
-            } else {
-                a.connects += 1;
-                if a.seen.as_ref().is_none_or(|(t, _)| e.at >= *t) {
-                    a.seen = Some((e.at, e.address.as_deref()));
-                }
-            }
-        }
-        let rows: Vec<[Arg<'_>; 6]> = per
-            .iter()
-            .map(|(cid, a)| {
-                [
-                    Arg::from(*cid),
-                    Arg::from(a.seen.map(|(t, _)| t)),
-                    Arg::from(a.seen.and_then(|(_, addr)| addr)),
-                    Arg::from(a.connects),
-                    Arg::from(a.failures),
-                    Arg::from(a.last_failure),
-                ]
-            })
-            .collect();
-        let mut applied = 0;
-        let mut tx = self.pools.begin_write().await?;
-        for chunk in self.dialect().chunks(&rows) {
-            applied += Stmt::new(
-                "UPDATE devices SET \
-                 last_seen = CASE WHEN v.column2 IS NOT NULL AND (devices.last_seen IS NULL OR v.column2 >= devices.last_seen) THEN v.column2 ELSE devices.last_seen END, \
-                 last_address = CASE WHEN v.column2 IS NOT NULL AND (devices.last_seen IS NULL OR v.column2 >= devices.last_seen) THEN v.column3 ELSE devices.last_address END, \
-                 connect_count = devices.connect_count + v.column4, \
-                 auth_failure_count = devices.auth_failure_count + v.column5, \
-                 last_auth_failure = CASE WHEN v.column6 IS NOT NULL AND (devices.last_auth_failure IS NULL OR v.column6 > devices.last_auth_failure) THEN v.column6 ELSE devices.last_auth_failure END \
-                 FROM (VALUES ",
-            )
-            .values(self.dialect(), chunk)
-            .push(") AS v WHERE devices.client_id = v.column1")
-            .execute(&mut tx)
-            .await? as usize;
-        }
-        tx.commit().await?;
-        Ok(applied)
-    }
-
     pub async fn device_activity(
         &self,
         client_id: &str,

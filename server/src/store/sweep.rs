@@ -2,7 +2,10 @@
 //! stale_broker, silent, never_seen, cert_expiring, ca_expiring) open and close, and the
 //! event-driven ones (auth_failures, duplicate_client_id, shared_certificate) close when their
 //! windows no longer hold them. Candidates come through indexes (time columns, open findings,
-//! open connections), a bounded number per sweep, never a scan of every device.
+//! open connections), a bounded number per sweep, never a scan of every device: the opening
+//! side takes the oldest overdue candidates, the closing side of silent, never_seen and
+//! cert_expiring a page of open findings that may close, from where the previous pass stopped
+//! (the [`Sweeper`]'s resume point, which wraps at the end).
 
 use std::collections::{HashMap, HashSet};
 
@@ -11,7 +14,8 @@ use sqlx::FromRow;
 
 use super::app_events::append_app_events;
 use super::findings::{close_findings, open_findings, open_subjects, NewFinding};
-use super::fleet::{json_texts, thresholds_on};
+use super::fleet::thresholds_on;
+use super::json_binds::json_texts;
 use super::sql::{Stmt, Tx};
 use super::{NewAppEvent, Store, StoreError};
 use crate::domain::fleet::checks::{self, Thresholds};
@@ -42,8 +46,62 @@ async fn reconcile(
     Ok(())
 }
 
-/// Most candidates a time-driven check opens per sweep (the next sweep takes the rest).
+/// Most candidates a time-driven check opens, and most open findings it re-checks for
+/// closing, per sweep (the next sweeps take the rest).
 const SWEEP_BATCH: i64 = 1000;
+
+/// What a sweeping process keeps between passes: how many candidates a pass takes per check,
+/// where each check's closing side resumes, and the root CA (which the store does not hold)
+/// for `ca_expiring`.
+#[derive(Debug, Clone)]
+pub struct Sweeper {
+    batch: i64,
+    resume: HashMap<CheckName, String>,
+    /// The root's id and notAfter (unix seconds).
+    root: Option<(String, i64)>,
+}
+
+impl Default for Sweeper {
+    fn default() -> Self {
+        Sweeper {
+            batch: SWEEP_BATCH,
+            resume: HashMap::new(),
+            root: None,
+        }
+    }
+}
+
+impl Sweeper {
+    /// `ca_expiring` checks this root too (its id and notAfter, unix seconds).
+    pub fn with_root(mut self, id: &str, not_after: i64) -> Self {
+        self.root = Some((id.to_string(), not_after));
+        self
+    }
+
+    /// At most `batch` candidates per check and pass, on each side (at least 1).
+    pub fn with_batch(mut self, batch: usize) -> Self {
+        self.batch = i64::try_from(batch).unwrap_or(i64::MAX).max(1);
+        self
+    }
+
+    /// The subject after which the check's next closing page starts.
+    fn after(&self, check: CheckName) -> &str {
+        self.resume.get(&check).map_or("", String::as_str)
+    }
+
+    /// After a closing page of `got` rows ending at `last`: the next starts after it, or at
+    /// the start once a page came back short (the end was reached).
+    fn advance(&mut self, check: CheckName, got: usize, last: Option<&str>) {
+        match last {
+            Some(last) if i64::try_from(got).unwrap_or(i64::MAX) >= self.batch => {
+                self.resume.insert(check, last.to_string());
+            }
+            _ => {
+                self.resume.remove(&check);
+            }
+        }
+    }
+}
 
 #[derive(FromRow)]
 struct Candidate {
@@ -99,8 +157,9 @@ impl Store {
     /// Runs the time-driven checks as of `now` (the server runs this every 30 s): opens the
     /// findings that became true, closes those no longer true, forgets window rows older than
     /// an hour. Every query reads candidates through an index (time columns, open findings,
-    /// open connections), never the whole device table.
-    pub async fn sweep_fleet(&self, now: i64) -> Result<Swept, StoreError> {
+    /// open connections), never the whole device table, and at most `sweeper`'s batch of
+    /// them per check and side.
+    pub async fn sweep_fleet(&self, sweeper: &mut Sweeper, now: i64) -> Result<Swept, StoreError> {
         let mut tx = self.pools.begin_write().await?;
         let t = thresholds_on(&mut tx).await?;
         let mut events = Vec::new();
@@ -169,7 +228,7 @@ impl Store {
              ORDER BY d.last_seen DESC LIMIT $2",
         )
         .bind(now - silent_min)
-        .bind(SWEEP_BATCH)
+        .bind(sweeper.batch)
         .fetch_all(&mut tx)
         .await?;
         let new = overdue(
@@ -180,16 +239,30 @@ impl Store {
             |at| format!("not seen since {at}"),
         );
         events.extend(open_findings(&mut tx, &new, now).await?);
+        // Open ones that may close: seen within the widest threshold, connected, no longer
+        // active or gone; a page of them in subject order (the index `findings_open`).
         let open: Vec<SilentOpen> = Stmt::new(
             "SELECT f.subject, d.model, d.last_seen, h.disconnect_at, \
              COALESCE(d.status, 'revoked') AS status, \
              (SELECT COUNT(*) FROM fleet_connections c WHERE c.client_id = f.subject) AS conns \
              FROM findings f LEFT JOIN devices d ON d.client_id = f.subject \
              LEFT JOIN device_health h ON h.client_id = f.subject \
-             WHERE f.check_name = 'silent' AND f.closed_at IS NULL",
+             WHERE f.check_name = 'silent' AND f.closed_at IS NULL AND f.subject > $1 \
+             AND (d.client_id IS NULL OR d.status <> 'active' OR d.last_seen >= $2 \
+               OR h.disconnect_at >= $2 \
+               OR EXISTS (SELECT 1 FROM fleet_connections c WHERE c.client_id = f.subject)) \
+             ORDER BY f.subject LIMIT $3",
         )
+        .bind(sweeper.after(CheckName::Silent))
+        .bind(now - t.max_of(|l| l.silent_after))
+        .bind(sweeper.batch)
         .fetch_all(&mut tx)
         .await?;
+        sweeper.advance(
+            CheckName::Silent,
+            open.len(),
+            open.last().map(|o| o.subject.as_str()),
+        );
         let gone: Vec<String> = open
             .into_iter()
             .filter(|o| {
@@ -211,7 +284,7 @@ impl Store {
              ORDER BY d.created_at LIMIT $2",
         )
         .bind(now - never_min)
-        .bind(SWEEP_BATCH)
+        .bind(sweeper.batch)
         .fetch_all(&mut tx)
         .await?;
         let new = overdue(
@@ -225,14 +298,16 @@ impl Store {
         let gone: Vec<(String,)> = Stmt::new(
             "SELECT f.subject FROM findings f LEFT JOIN devices d ON d.client_id = f.subject \
              WHERE f.check_name = 'never_seen' AND f.closed_at IS NULL \
-             AND (d.client_id IS NULL OR d.last_seen IS NOT NULL OR d.status <> 'active')",
+             AND (d.client_id IS NULL OR d.last_seen IS NOT NULL OR d.status <> 'active') \
+             ORDER BY f.subject LIMIT $1",
         )
+        .bind(sweeper.batch)
         .fetch_all(&mut tx)
         .await?;
         let gone: Vec<String> = gone.into_iter().map(|g| g.0).collect();
         events.extend(close_findings(&mut tx, CheckName::NeverSeen, &gone, now).await?);
 
-        expiries(&mut tx, &t, now, &mut events).await?;
+        expiries(&mut tx, sweeper, &t, now, &mut events).await?;
 
         // The event-driven checks close when their window no longer holds them.
         close_windows(&mut tx, &t, now, &mut events).await?;
@@ -349,10 +424,11 @@ async fn close_windows(
 }
 
 /// cert_expiring (the device's current certificate within its model's threshold of notAfter;
-/// the partial index `certificates_expiry`) and ca_expiring (the active issuing CA within 180
-/// days).
+/// the partial index `certificates_expiry`) and ca_expiring (an active issuing CA or the root
+/// within 180 days).
 async fn expiries(
     tx: &mut Tx,
+    sweeper: &mut Sweeper,
     t: &Thresholds,
     now: i64,
     events: &mut Vec<NewAppEvent>,
@@ -367,7 +443,7 @@ async fn expiries(
          ORDER BY c.not_after LIMIT $2",
     )
     .bind(now.saturating_add(widest))
-    .bind(SWEEP_BATCH)
+    .bind(sweeper.batch)
     .fetch_all(&mut *tx)
     .await?;
     let new: Vec<NewFinding> = cands
@@ -390,15 +466,26 @@ async fn expiries(
         })
         .collect();
     events.extend(open_findings(tx, &new, now).await?);
+    // Open ones that may close (no current good certificate, or one outside the narrowest
+    // threshold), a page in subject order.
     let open: Vec<Candidate> = Stmt::new(
-        "SELECT f.subject AS client_id, d.model, \
+        "SELECT client_id, model, t FROM (SELECT f.subject AS client_id, d.model, \
          (SELECT c.not_after FROM certificates c WHERE c.serial = d.current_serial \
            AND c.status = 'good' AND d.status = 'active') AS t \
          FROM findings f LEFT JOIN devices d ON d.client_id = f.subject \
-         WHERE f.check_name = 'cert_expiring' AND f.closed_at IS NULL",
+         WHERE f.check_name = 'cert_expiring' AND f.closed_at IS NULL AND f.subject > $1) o \
+         WHERE o.t IS NULL OR o.t >= $2 ORDER BY o.client_id LIMIT $3",
     )
+    .bind(sweeper.after(CheckName::CertExpiring))
+    .bind(now.saturating_add(t.min_of(|l| l.cert_expiring)))
+    .bind(sweeper.batch)
     .fetch_all(&mut *tx)
     .await?;
+    sweeper.advance(
+        CheckName::CertExpiring,
+        open.len(),
+        open.last().map(|c| c.client_id.as_str()),
+    );
     let gone: Vec<String> = open
         .into_iter()
         .filter(|c| {
@@ -412,19 +499,22 @@ async fn expiries(
         Stmt::new("SELECT id, not_after FROM issuing_cas WHERE status = 'active'")
             .fetch_all(&mut *tx)
             .await?;
+    let root = sweeper
+        .root
+        .iter()
+        .map(|(id, at)| ("root CA", id.clone(), *at));
     let truth = cas
         .into_iter()
-        .filter(|(_, not_after)| not_after - now < checks::CA_EXPIRING_SECS)
-        .map(|(id, not_after)| {
+        .map(|(id, at)| ("issuing CA", id, at))
+        .chain(root)
+        .filter(|(_, _, not_after)| checks::ca_expiring(*not_after, now))
+        .map(|(what, id, not_after)| {
             NewFinding::new(
                 CheckName::CaExpiring,
                 &id,
                 None,
                 None,
-                format!(
-                    "issuing CA {id} expires {}",
-                    crate::timefmt::rfc3339(not_after)
-                ),
+                format!("{what} {id} expires {}", crate::timefmt::rfc3339(not_after)),
             )
         })
         .collect();

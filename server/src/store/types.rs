@@ -323,16 +323,6 @@ pub struct ModelRow {
     pub updated_at: i64,
 }
 
-/// A connection event (connect, disconnect, auth failure) as the store records it.
-#[derive(Debug, Clone)]
-pub struct DeviceEvent {
-    pub client_id: String,
-    pub at: i64,
-    pub address: Option<String>,
-    /// True for an authentication failure, false for a successful connect.
-    pub auth_failure: bool,
-}
-
 /// Counters kept per device from connection events.
 #[derive(Debug, Clone, Default, PartialEq, Eq, FromRow)]
 pub struct DeviceActivity {

@@ -175,6 +175,17 @@ impl Server {
         }
     }
 
+    /// A second process over this one's data directory and database, with its admin token.
+    pub async fn another_process(&self) -> Server {
+        let opts = Options {
+            data_dir: Some(self.data_dir.clone()),
+            ..Options::default()
+        };
+        let mut b = Server::start_with(&self.backend, opts).await;
+        b.token = self.token.clone();
+        b
+    }
+
     /// Stops the process with SIGTERM and waits for it; returns its exit status.
     pub fn stop(&mut self) -> std::process::ExitStatus {
         signal(&self.child, "TERM");

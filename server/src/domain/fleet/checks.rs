@@ -23,6 +23,11 @@ pub const REVOKED_GRACE_SECS: i64 = 10;
 /// `ca_expiring`: an issuing or root CA within this of its notAfter.
 pub const CA_EXPIRING_SECS: i64 = 180 * 86_400;
 
+/// Whether a CA (issuing or root) with this notAfter is expiring as of `now`.
+pub fn ca_expiring(not_after: i64, now: i64) -> bool {
+    not_after - now < CA_EXPIRING_SECS
+}
+
 /// The thresholds of one model with every default filled in (seconds and counts).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {

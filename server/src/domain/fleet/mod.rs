@@ -146,6 +146,19 @@ pub struct HealthUpdate {
     pub refused: i64,
 }
 
+/// What a device's registry row gets from one batch: its newest connect (`last_seen`,
+/// `last_address`; never moved back by an older one) and counts of connects and failed
+/// authentications.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct DeviceSeen {
+    pub client_id: String,
+    pub last_seen: Option<i64>,
+    pub last_address: Option<String>,
+    pub connects: i64,
+    pub failures: i64,
+    pub last_failure: Option<i64>,
+}
+
 /// A connection the batch leaves open.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Opened {
@@ -168,6 +181,8 @@ pub struct WindowRow {
 #[derive(Debug, Default)]
 pub struct Plan {
     pub health: Vec<HealthUpdate>,
+    /// Per known device the batch names: last seen and counts, by ClientID.
+    pub seen: Vec<DeviceSeen>,
     pub opened: Vec<Opened>,
     /// (broker, ClientID) the batch closes.
     pub closed: Vec<(String, String)>,
@@ -201,6 +216,7 @@ pub fn fold(batch: &Batch, known: &HashMap<String, Known>, open: &[(String, Stri
     let mut state: HashMap<(String, String), Option<Opened>> = HashMap::new();
     let mut now_open: HashSet<(String, String)> = open.iter().cloned().collect();
     let mut health: HashMap<String, HealthUpdate> = HashMap::new();
+    let mut seen: HashMap<String, DeviceSeen> = HashMap::new();
     let event = |kind, client_id: &str, at, data: serde_json::Value| NewAppEvent {
         kind,
         at,
@@ -231,6 +247,12 @@ pub fn fold(batch: &Batch, known: &HashMap<String, Known>, open: &[(String, Stri
                         serial: e.serial.clone(),
                     }),
                 );
+                let s = seen.entry(e.client_id.clone()).or_default();
+                s.connects += 1;
+                if s.last_seen.is_none_or(|t| e.at >= t) {
+                    s.last_seen = Some(e.at);
+                    s.last_address = e.address.clone();
+                }
                 let h = health.entry(e.client_id.clone()).or_default();
                 h.first_seen = Some(h.first_seen.map_or(e.at, |t| t.min(e.at)));
                 if h.connect_at.is_none_or(|t| e.at >= t) {
@@ -279,6 +301,11 @@ pub fn fold(batch: &Batch, known: &HashMap<String, Known>, open: &[(String, Stri
                 ));
             }
             ConnectionEventKind::AuthFailure => {
+                if is_known {
+                    let s = seen.entry(e.client_id.clone()).or_default();
+                    s.failures += 1;
+                    s.last_failure = Some(s.last_failure.map_or(e.at, |t| t.max(e.at)));
+                }
                 if !e.client_id.is_empty() {
                     plan.window.push(WindowRow {
                         subject: auth_client_subject(&e.client_id),
@@ -336,6 +363,14 @@ pub fn fold(batch: &Batch, known: &HashMap<String, Known>, open: &[(String, Stri
         })
         .collect();
     plan.health.sort_by(|a, b| a.client_id.cmp(&b.client_id));
+    plan.seen = seen
+        .into_iter()
+        .map(|(client_id, mut s)| {
+            s.client_id = client_id;
+            s
+        })
+        .collect();
+    plan.seen.sort_by(|a, b| a.client_id.cmp(&b.client_id));
     plan
 }
 
