@@ -16,7 +16,7 @@ use crate::config::{Pkcs11Settings, Settings};
 use crate::feed::Feed;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
-use crate::store::{Actor, AuditRecord, Store, Sweeper};
+use crate::store::{Actor, AuditRecord, Lease, Store, Sweeper};
 use crate::timefmt;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -366,20 +366,44 @@ fn follow_issuers(store: &Store, ca: &Arc<Ca>, feed: &Arc<Feed>) {
 
 /// Every 30 s: the time-driven fleet checks (findings open and close by themselves), and the
 /// deletion of app events older than the timeline retention (`retention` seconds). With
-/// several processes on one PostgreSQL database each sweeps; the findings' unique index keeps
-/// one open finding per check and subject whoever opens it. `ca_expiring` covers `ca`'s root
-/// as well as the store's issuing CAs.
-fn sweep_fleet(store: &Store, ca: &Ca, retention: u64) {
+/// several processes on one PostgreSQL database, the one holding the `fleet_sweep` lease sweeps
+/// (it renews the lease each pass; another takes it over once it lapses, or at once when the
+/// holder stops). `ca_expiring` covers `ca`'s root as well as the store's issuing CAs. Stops
+/// when `shutdown` turns true.
+fn sweep_fleet(
+    store: &Store,
+    ca: &Ca,
+    retention: u64,
+    mut shutdown: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    const EVERY: std::time::Duration = std::time::Duration::from_secs(30);
+    /// Three passes: a holder that misses two in a row keeps the lease.
+    const LEASE_SECS: i64 = 90;
     let store = store.clone();
     let mut sweeper =
         Sweeper::default().with_root(&ca.root_id(), ca.root_not_after().unix_timestamp());
     let retention = i64::try_from(retention).unwrap_or(i64::MAX);
+    let holder = lease_holder();
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(std::time::Duration::from_secs(30));
+        let mut tick = tokio::time::interval(EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tick.tick().await;
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.wait_for(|stop| *stop) => break,
+            }
             let now = crate::timefmt::now();
+            match store
+                .take_lease(Lease::FleetSweep, &holder, now, LEASE_SECS)
+                .await
+            {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(e) => {
+                    tracing::warn!(error = %e, "fleet sweep: cannot take the lease");
+                    continue;
+                }
+            }
             match store.sweep_fleet(&mut sweeper, now).await {
                 Ok(s) if s.opened + s.closed > 0 => {
                     tracing::info!(opened = s.opened, closed = s.closed, "fleet checks")
@@ -394,7 +418,18 @@ fn sweep_fleet(store: &Store, ca: &Ca, retention: u64) {
                 tracing::warn!(error = %e, "cannot delete old app events");
             }
         }
-    });
+        if let Err(e) = store.release_lease(Lease::FleetSweep, &holder).await {
+            tracing::warn!(error = %e, "fleet sweep: cannot give the lease up");
+        }
+    })
+}
+
+/// A process's name as a lease holder: random, so two processes never share one.
+pub(crate) fn lease_holder() -> String {
+    use ring::rand::SecureRandom as _;
+    let mut holder = [0u8; 16];
+    let _ = ring::rand::SystemRandom::new().fill(&mut holder);
+    hex::encode(holder)
 }
 
 /// Runs the service until SIGTERM or Ctrl-C, then drains in-flight requests and stops.
@@ -420,12 +455,13 @@ pub async fn run(settings: Settings) -> Result<(), BoxError> {
         .await
         .map_err(|e| e.to_string())?;
     follow_issuers(&ready.store, &ready.ca, &feed);
-    sweep_fleet(
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let sweeping = sweep_fleet(
         &ready.store,
         &ready.ca,
         settings.timeline_retention.as_secs(),
+        shutdown_rx.clone(),
     );
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let state = AppState {
         registry: Registry::new(
             ready.store.clone(),
@@ -444,7 +480,7 @@ pub async fn run(settings: Settings) -> Result<(), BoxError> {
         tokens: Arc::new(TokenCache::default()),
         shutdown: shutdown_rx,
     };
-    crate::webhooks::spawn(
+    let delivering = crate::webhooks::spawn(
         state.store.clone(),
         state.kek.clone(),
         state.shutdown.clone(),
@@ -493,6 +529,16 @@ pub async fn run(settings: Settings) -> Result<(), BoxError> {
     if let Some(server) = tls_server {
         server.await?;
     }
+    // The background jobs give their leases up as they stop, so that another process on the
+    // same database takes them over at once; a job still busy after a few seconds is left to
+    // let its lease lapse.
+    let jobs = async {
+        let _ = sweeping.await;
+        if let Some(d) = delivering {
+            let _ = d.await;
+        }
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), jobs).await;
     Ok(())
 }
 

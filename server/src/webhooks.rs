@@ -17,7 +17,7 @@ use ring::rand::{SecureRandom as _, SystemRandom};
 use crate::ca::SensorKek;
 use crate::domain::webhooks::{after_failure, seal_name, signature, wants};
 use crate::routes::events::event_json;
-use crate::store::{Attempt, Store, WebhookRow};
+use crate::store::{Attempt, Lease, Store, WebhookRow};
 use crate::timefmt;
 
 /// A round at least this often.
@@ -33,8 +33,13 @@ const SCAN_BATCH: u32 = 1000;
 /// Deliveries per webhook and round (the rest wait for the next round).
 const DELIVERIES_PER_ROUND: usize = 100;
 
-/// Starts the worker; it stops when `shutdown` turns true.
-pub fn spawn(store: Store, kek: Arc<SensorKek>, shutdown: tokio::sync::watch::Receiver<bool>) {
+/// Starts the worker; it stops when `shutdown` turns true (giving its lease up). None when it
+/// cannot start (no HTTP client).
+pub fn spawn(
+    store: Store,
+    kek: Arc<SensorKek>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) -> Option<tokio::task::JoinHandle<()>> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let http = match reqwest::Client::builder()
         .timeout(ATTEMPT_TIMEOUT)
@@ -45,10 +50,10 @@ pub fn spawn(store: Store, kek: Arc<SensorKek>, shutdown: tokio::sync::watch::Re
         Ok(c) => c,
         Err(e) => {
             tracing::error!(error = %e, "webhooks: cannot set up the HTTP client; no deliveries");
-            return;
+            return None;
         }
     };
-    tokio::spawn(run(
+    Some(tokio::spawn(run(
         Worker {
             store,
             kek,
@@ -56,7 +61,7 @@ pub fn spawn(store: Store, kek: Arc<SensorKek>, shutdown: tokio::sync::watch::Re
             rng: SystemRandom::new(),
         },
         shutdown,
-    ));
+    )))
 }
 
 struct Worker {
@@ -67,9 +72,7 @@ struct Worker {
 }
 
 async fn run(w: Worker, mut shutdown: tokio::sync::watch::Receiver<bool>) {
-    let mut holder = [0u8; 16];
-    let _ = w.rng.fill(&mut holder);
-    let holder = hex::encode(holder);
+    let holder = crate::serve::lease_holder();
     let mut head = match w.store.subscribe_app_events().await {
         Ok(h) => Some(h),
         Err(e) => {
@@ -79,6 +82,10 @@ async fn run(w: Worker, mut shutdown: tokio::sync::watch::Receiver<bool>) {
     };
     loop {
         if *shutdown.borrow() {
+            // Another process takes the deliveries over at once, not after the lease lapses.
+            if let Err(e) = w.store.release_lease(Lease::Webhooks, &holder).await {
+                tracing::warn!(error = %e, "webhooks: cannot give the lease up");
+            }
             break;
         }
         if let Err(e) = round(&w, &holder).await {
@@ -103,7 +110,7 @@ async fn round(w: &Worker, holder: &str) -> Result<(), crate::store::StoreError>
     if hooks.is_empty()
         || !w
             .store
-            .take_webhook_lease(holder, timefmt::now(), LEASE_SECS)
+            .take_lease(Lease::Webhooks, holder, timefmt::now(), LEASE_SECS)
             .await?
     {
         return Ok(());

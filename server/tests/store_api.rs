@@ -193,6 +193,7 @@ both!(
     compromised_keys_are_refused_for_good,
     concurrent_same_key_from_two_stores_makes_one_device,
     keys_of_earlier_certificates_are_bound_on_open,
+    a_lease_has_one_holder_until_released_or_lapsed,
 );
 
 // ---- helpers ----------------------------------------------------------------------------------
@@ -2160,3 +2161,58 @@ async fn app_events_append_in_order_and_filter(env: Env) {
 }
 
 both!(app_events_append_in_order_and_filter);
+
+/// One holder per lease across processes: another store cannot take it while it is held, can
+/// once it lapses or is given up, and the two leases are independent.
+async fn a_lease_has_one_holder_until_released_or_lapsed(env: Env) {
+    let a = &env.store;
+    let b = env.another().await;
+    for lease in [Lease::Webhooks, Lease::FleetSweep] {
+        assert!(
+            a.take_lease(lease, "A", T0, 90).await.unwrap(),
+            "{lease:?} free"
+        );
+        assert!(
+            a.take_lease(lease, "A", T0 + 30, 90).await.unwrap(),
+            "renewed"
+        );
+        assert!(
+            !b.take_lease(lease, "B", T0 + 60, 90).await.unwrap(),
+            "held"
+        );
+        // Until T0 + 30 + 90.
+        assert!(
+            !b.take_lease(lease, "B", T0 + 120, 90).await.unwrap(),
+            "still held"
+        );
+        assert!(
+            b.take_lease(lease, "B", T0 + 121, 90).await.unwrap(),
+            "lapsed"
+        );
+        assert!(
+            !a.take_lease(lease, "A", T0 + 122, 90).await.unwrap(),
+            "B's now"
+        );
+        // Giving up a lease one does not hold changes nothing; the holder's release frees it.
+        a.release_lease(lease, "A").await.unwrap();
+        assert!(
+            !a.take_lease(lease, "A", T0 + 123, 90).await.unwrap(),
+            "B's still"
+        );
+        b.release_lease(lease, "B").await.unwrap();
+        assert!(
+            a.take_lease(lease, "A", T0 + 124, 90).await.unwrap(),
+            "released"
+        );
+    }
+    // Each lease on its own: A holds the webhooks one, B takes the sweep's.
+    a.release_lease(Lease::FleetSweep, "A").await.unwrap();
+    assert!(b
+        .take_lease(Lease::FleetSweep, "B", T0 + 125, 90)
+        .await
+        .unwrap());
+    assert!(!b
+        .take_lease(Lease::Webhooks, "B", T0 + 125, 90)
+        .await
+        .unwrap());
+}

@@ -399,3 +399,36 @@ async fn another_process_takes_over_deliveries_when_the_lease_holder_dies() {
         assert_eq!(arrived, mine, "{id}: all four, in order");
     }
 }
+
+/// PostgreSQL: a process that stops (SIGTERM) gives its worker lease up, so the other process
+/// delivers at once, well before the 30 s lease would have lapsed.
+#[tokio::test]
+async fn a_process_that_stops_hands_deliveries_over_at_once() {
+    let Some(backend) = postgres().await else {
+        eprintln!("DEVID_TEST_POSTGRES_URL is not set: skipping the hand-over test");
+        return;
+    };
+    let mut a = Server::start(&backend).await;
+    let receiver = Receiver::default();
+    let url = start_receiver(&receiver).await;
+    create_webhook(&a, &url, &["registered"]).await;
+    // Alone, the first process holds the lease and delivers.
+    register(&a, "HO-0").await;
+    wait_for("the first delivery", async || {
+        (receiver.got.lock().unwrap().len() == 1).then_some(())
+    })
+    .await;
+    let b = a.another_process().await;
+    assert!(a.stop().success(), "{}", a.printed());
+    let stopped = Instant::now();
+    register(&b, "HO-1").await;
+    wait_for("the delivery after the hand-over", async || {
+        (receiver.got.lock().unwrap().len() == 2).then_some(())
+    })
+    .await;
+    assert!(
+        stopped.elapsed() < Duration::from_secs(25),
+        "delivered {:?} after the holder stopped: its lease was not given up",
+        stopped.elapsed()
+    );
+}

@@ -1,6 +1,6 @@
 //! Webhooks and their deliveries. The worker (`crate::webhooks`) turns the events after a
 //! webhook's `scanned_seq` into deliveries, then delivers each webhook's oldest pending one;
-//! `webhook_worker` is the lease that makes one process the worker.
+//! the `webhooks` lease (`store::Lease`) makes one process the worker.
 
 use devid_core::api::DeliveryState;
 use sqlx::FromRow;
@@ -190,26 +190,6 @@ impl Store {
         .await?;
         tx.commit().await?;
         Ok(row)
-    }
-
-    /// Takes (or keeps) the worker lease for `holder` until `at + ttl`; false while another
-    /// process holds an unexpired one.
-    pub async fn take_webhook_lease(
-        &self,
-        holder: &str,
-        at: i64,
-        ttl: i64,
-    ) -> Result<bool, StoreError> {
-        let n = Stmt::new(
-            "UPDATE webhook_worker SET holder = $1, expires = $2 \
-             WHERE id = 1 AND (holder = $1 OR expires < $3)",
-        )
-        .bind(holder)
-        .bind(at + ttl)
-        .bind(at)
-        .execute(&mut self.pools.write().await?)
-        .await?;
-        Ok(n == 1)
     }
 
     /// Turns the events after the webhook's `scanned_seq` that `wanted` accepts into pending
