@@ -2169,44 +2169,46 @@ async fn a_lease_has_one_holder_until_released_or_lapsed(env: Env) {
     let b = env.another().await;
     for lease in [Lease::Webhooks, Lease::FleetSweep] {
         assert!(
-            a.take_lease(lease, "A", T0, 90).await.unwrap(),
+            a.take_lease(lease, "A", T0, 90).await.expect("lease"),
             "{lease:?} free"
         );
         assert!(
-            a.take_lease(lease, "A", T0 + 30, 90).await.unwrap(),
+            a.take_lease(lease, "A", T0 + 30, 90).await.expect("lease"),
             "renewed"
         );
         assert!(
-            !b.take_lease(lease, "B", T0 + 60, 90).await.unwrap(),
+            !b.take_lease(lease, "B", T0 + 60, 90).await.expect("lease"),
             "held"
         );
         // Until T0 + 30 + 90.
         assert!(
-            !b.take_lease(lease, "B", T0 + 120, 90).await.unwrap(),
+            !b.take_lease(lease, "B", T0 + 120, 90).await.expect("lease"),
             "still held"
         );
         assert!(
-            b.take_lease(lease, "B", T0 + 121, 90).await.unwrap(),
+            b.take_lease(lease, "B", T0 + 121, 90).await.expect("lease"),
             "lapsed"
         );
         assert!(
-            !a.take_lease(lease, "A", T0 + 122, 90).await.unwrap(),
+            !a.take_lease(lease, "A", T0 + 122, 90).await.expect("lease"),
             "B's now"
         );
         // Giving up a lease one does not hold changes nothing; the holder's release frees it.
-        a.release_lease(lease, "A").await.unwrap();
+        a.release_lease(lease, "A").await.expect("lease");
         assert!(
-            !a.take_lease(lease, "A", T0 + 123, 90).await.unwrap(),
+            !a.take_lease(lease, "A", T0 + 123, 90).await.expect("lease"),
             "B's still"
         );
-        b.release_lease(lease, "B").await.unwrap();
+        b.release_lease(lease, "B").await.expect("lease");
         assert!(
-            a.take_lease(lease, "A", T0 + 124, 90).await.unwrap(),
+            a.take_lease(lease, "A", T0 + 124, 90).await.expect("lease"),
             "released"
         );
     }
     // Each lease on its own: A holds the webhooks one, B takes the sweep's.
-    a.release_lease(Lease::FleetSweep, "A").await.unwrap();
+    a.release_lease(Lease::FleetSweep, "A")
+        .await
+        .expect("lease");
     assert!(b
         .take_lease(Lease::FleetSweep, "B", T0 + 125, 90)
         .await

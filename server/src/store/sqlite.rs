@@ -27,7 +27,11 @@ pub(super) async fn connect(path: &Path, durable: bool) -> Result<Pools, StoreEr
         } else {
             SqliteSynchronous::Normal
         })
-        .busy_timeout(Duration::from_secs(5))
+        // Another process on the same file (a second server, an admin command) waits for the
+        // write lock this long. SQLite's busy handler retries with sleeps and does not queue
+        // waiters, so on a loaded machine a writer can lose the race several times in a row:
+        // 5 s was seen to run out with two processes revoking at once.
+        .busy_timeout(Duration::from_secs(30))
         .foreign_keys(true)
         // Statement journals of multi-row inserts stay in memory instead of temp files.
         .pragma("temp_store", "memory")
