@@ -2212,9 +2212,9 @@ async fn a_lease_has_one_holder_until_released_or_lapsed(env: Env) {
     assert!(b
         .take_lease(Lease::FleetSweep, "B", T0 + 125, 90)
         .await
-        .unwrap());
+        .expect("lease"));
     assert!(!b
         .take_lease(Lease::Webhooks, "B", T0 + 125, 90)
         .await
-        .unwrap());
+        .expect("lease"));
 }
