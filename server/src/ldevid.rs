@@ -261,7 +261,8 @@ async fn committer(store: Store, rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Job>>
             }
             jobs
         };
-        let (asks, replies): (Vec<Ask>, Vec<_>) = jobs.into_iter().map(|j| (j.ask, j.reply)).unzip();
+        let (asks, replies): (Vec<Ask>, Vec<_>) =
+            jobs.into_iter().map(|j| (j.ask, j.reply)).unzip();
         match store.issue_ldevids(asks).await {
             Ok(results) => {
                 for (reply, result) in replies.into_iter().zip(results) {

@@ -447,21 +447,19 @@ async fn requests_at_once_keep_their_own_rules_and_results() {
         for i in 0..12 {
             others.push(register(&server, &format!("AT-ONCE-{i}"), "m").await);
         }
-        let busy_answers = futures::future::join_all(
-            (0..8)
-                .map(|_| ask(&server, &broker, &busy, None, false)),
-        );
-        let other_answers = futures::future::join_all(
-            others
-                .iter()
-                .map(|d| ask(&server, &broker, d, None, false)),
-        );
+        let busy_answers =
+            futures::future::join_all((0..8).map(|_| ask(&server, &broker, &busy, None, false)));
+        let other_answers =
+            futures::future::join_all(others.iter().map(|d| ask(&server, &broker, d, None, false)));
         let (busy_answers, other_answers, revoked_answer): (Vec<Value>, Vec<Value>, Value) = tokio::join!(
             busy_answers,
             other_answers,
             ask(&server, &broker, &revoked, None, false)
         );
-        let issued = busy_answers.iter().filter(|r| r["refusal"].is_null()).count();
+        let issued = busy_answers
+            .iter()
+            .filter(|r| r["refusal"].is_null())
+            .count();
         assert_eq!(issued, 5, "{busy_answers:?}");
         assert!(
             busy_answers
@@ -470,16 +468,21 @@ async fn requests_at_once_keep_their_own_rules_and_results() {
                 .all(|r| refusal(r) == "rate_limited"),
             "{busy_answers:?}"
         );
-        assert_eq!(refusal(&revoked_answer), "device_revoked", "{revoked_answer}");
+        assert_eq!(
+            refusal(&revoked_answer),
+            "device_revoked",
+            "{revoked_answer}"
+        );
         let mut serials = std::collections::HashSet::new();
         for (d, r) in others.iter().zip(&other_answers) {
             assert_eq!(r["outcome"], "enrolled", "{}: {r}", d.id);
-            assert!(serials.insert(r["serial"].as_str().unwrap().to_string()), "{r}");
+            assert!(
+                serials.insert(r["serial"].as_str().unwrap().to_string()),
+                "{r}"
+            );
         }
         // What was answered is what was stored: the busy device has its five LDevIDs.
-        let (status, v) = server
-            .admin_get(&format!("/v1/devices/{}", busy.id))
-            .await;
+        let (status, v) = server.admin_get(&format!("/v1/devices/{}", busy.id)).await;
         assert_eq!(status, StatusCode::OK, "{v}");
         let stored = v["certificates"]
             .as_array()
@@ -490,4 +493,3 @@ async fn requests_at_once_keep_their_own_rules_and_results() {
         assert_eq!(stored, 5, "{v}");
     }
 }
-

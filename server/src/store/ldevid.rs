@@ -193,10 +193,7 @@ struct Wanted<'a> {
 /// Reads (and on PostgreSQL locks) what the rules of `asks` need, one statement per kind.
 async fn read_facts(tx: &mut Tx, asks: &[Wanted<'_>]) -> Result<Read, StoreError> {
     let dialect = tx.dialect();
-    let serials: Vec<Arg<'_>> = asks
-        .iter()
-        .map(|a| Arg::from(a.presented))
-        .collect();
+    let serials: Vec<Arg<'_>> = asks.iter().map(|a| Arg::from(a.presented)).collect();
     let cert_device: HashMap<String, i64> =
         Stmt::new("SELECT serial, device_id FROM certificates WHERE serial IN (")
             .list(dialect, &serials)
