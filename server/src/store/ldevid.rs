@@ -69,31 +69,6 @@ struct Read {
 }
 
 impl Store {
-    /// Issues an LDevID in a transaction of its own: [`Store::issue_ldevids`] with one item.
-    pub async fn issue_ldevid<E, F>(
-        &self,
-        presented: &str,
-        spki_sha256: &[u8; 32],
-        since: i64,
-        decide: F,
-    ) -> Result<CertRow, E>
-    where
-        E: From<StoreError> + Send + 'static,
-        F: FnOnce(&LdevidFacts) -> Result<LdevidPlan, E> + Send + 'static,
-    {
-        let ask = LdevidAsk {
-            presented: presented.to_string(),
-            spki_sha256: *spki_sha256,
-            since,
-            decide: Box::new(move |facts: &LdevidFacts| decide(facts).map(|plan| (plan, ()))),
-        };
-        let mut results = self.issue_ldevids(vec![ask]).await.map_err(E::from)?;
-        results
-            .pop()
-            .ok_or_else(|| E::from(StoreError::NotFound))?
-            .map(|(row, ())| row)
-    }
-
     /// Issues LDevIDs in one shared transaction, each item with its own rules and result. Reads
     /// what the rules need for all items at once: the device of each certificate `presented`
     /// (an item whose certificate is unknown gets NotFound), the devices' rows, locked in the
