@@ -27,6 +27,8 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     pub profile: Arc<ProfileSettings>,
     pub registry: Registry,
+    /// LDevID issuances waiting for a shared transaction.
+    pub ldevids: crate::ldevid::LdevidQueue,
     pub feed: Arc<Feed>,
     pub metrics: Arc<Metrics>,
     pub tokens: Arc<TokenCache>,

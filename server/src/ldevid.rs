@@ -1,8 +1,10 @@
 //! The one function that issues an LDevID (operational certificate), whoever asks: EST
 //! simpleenroll with a client certificate, EST simplereenroll, renewal over MQTT (through a
 //! broker). The rules are `domain::renewal`'s; the store writes the certificate, its key's
-//! binding and the audit row in one transaction; every refusal is audited too.
+//! binding and the audit row, issuances that arrive together sharing one transaction
+//! ([`LdevidQueue`]); every refusal is audited too.
 
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use devid_core::csr;
@@ -10,13 +12,16 @@ use devid_core::ldevid::Refusal;
 use devid_core::profile::{DeviceIdentity, Profile};
 use ring::rand::SystemRandom;
 use time::OffsetDateTime;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::app::AppState;
 use crate::domain::audit::{Audit, AuditOutcome};
 use crate::domain::renewal::{self, Checked, KeyProof, LdevidError, Outcome, RequestKind};
 use crate::domain::DomainError;
 use crate::error::ApiError;
-use crate::store::{Actor, AuditRecord, LdevidPlan, NewCert};
+use crate::store::{
+    Actor, AuditRecord, CertRow, LdevidAsk, LdevidFacts, LdevidPlan, NewCert, Store,
+};
 
 /// The audit action of every issuance and refusal (the detail says enrolled, renewed or
 /// rekeyed).
@@ -98,77 +103,79 @@ async fn issue(
         )
     })?;
     let spki = checked_csr.spki_sha256();
-    let checked = Checked {
-        client_id: &req.client_id,
-        kind: req.kind,
-        proof: &req.proof,
-        csr_der: &req.csr_der,
-        csr_spki_sha256: spki,
-        now: at,
-    };
     let presented = req.presented_serial.to_ascii_lowercase();
-    let rng = SystemRandom::new();
-    let mut outcome = Outcome::Renewed;
-    let row = state
-        .store
-        .issue_ldevid(&presented, &spki, at - 3600, |facts| {
-            let decision = renewal::decide(&checked, facts)?;
-            outcome = decision.outcome;
-            let id = DeviceIdentity {
-                client_id: &facts.device.client_id,
-                hardware_serial: &facts.device.hardware_serial,
-            };
-            let profile = Profile::LDevId {
-                lifetime: decision.settings.validity.to_std(),
-            };
-            let issued = state
-                .ca
-                .issue_device_profile(
-                    profile,
-                    checked_csr.public_key(),
-                    &id,
-                    &state.profile,
-                    now,
-                    &rng,
-                )
-                .map_err(DomainError::from)?;
-            let detail = format!(
-                "{} {} (presented {})",
-                decision.outcome.as_str(),
-                issued.serial_hex,
-                facts.presented.serial
-            );
-            Ok::<_, LdevidError>(LdevidPlan {
-                cert: NewCert {
-                    serial: issued.serial_hex,
-                    fingerprint: issued.fingerprint_sha256,
-                    der: issued.der,
-                    not_before: issued.not_before.unix_timestamp(),
-                    not_after: issued.not_after.unix_timestamp(),
-                    csr_sha256: Some(hex::encode(checked_csr.csr_sha256())),
-                    spki_sha256: spki,
-                    profile: "ldevid".to_string(),
-                },
-                audit: AuditRecord {
-                    at,
-                    actor: req.actor.clone(),
-                    action: AUDIT_ACTION.to_string(),
-                    target: req.client_id.clone(),
-                    outcome: "ok".to_string(),
-                    detail: Some(detail),
-                },
-                bind_key: decision.bind_key,
-            })
-        })
-        .await
-        .map_err(|e: LdevidError| match e.error {
-            // The presented serial is unknown.
-            DomainError::NotFound(_) => LdevidError::new(
-                Refusal::NotAuthorized,
-                DomainError::forbidden(format!("no certificate has serial {presented}")),
-            ),
-            _ => e,
-        })?;
+    let (ca, settings, req_owned) = (state.ca.clone(), state.profile.clone(), req.clone());
+    let decide = move |facts: &LdevidFacts| {
+        let req = req_owned;
+        let checked = Checked {
+            client_id: &req.client_id,
+            kind: req.kind,
+            proof: &req.proof,
+            csr_der: &req.csr_der,
+            csr_spki_sha256: spki,
+            now: at,
+        };
+        let decision = renewal::decide(&checked, facts)?;
+        let id = DeviceIdentity {
+            client_id: &facts.device.client_id,
+            hardware_serial: &facts.device.hardware_serial,
+        };
+        let profile = Profile::LDevId {
+            lifetime: decision.settings.validity.to_std(),
+        };
+        let issued = ca
+            .issue_device_profile(
+                profile,
+                checked_csr.public_key(),
+                &id,
+                &settings,
+                now,
+                &SystemRandom::new(),
+            )
+            .map_err(DomainError::from)?;
+        let detail = format!(
+            "{} {} (presented {})",
+            decision.outcome.as_str(),
+            issued.serial_hex,
+            facts.presented.serial
+        );
+        let plan = LdevidPlan {
+            cert: NewCert {
+                serial: issued.serial_hex,
+                fingerprint: issued.fingerprint_sha256,
+                der: issued.der,
+                not_before: issued.not_before.unix_timestamp(),
+                not_after: issued.not_after.unix_timestamp(),
+                csr_sha256: Some(hex::encode(checked_csr.csr_sha256())),
+                spki_sha256: spki,
+                profile: "ldevid".to_string(),
+            },
+            audit: AuditRecord {
+                at,
+                actor: req.actor.clone(),
+                action: AUDIT_ACTION.to_string(),
+                target: req.client_id.clone(),
+                outcome: "ok".to_string(),
+                detail: Some(detail),
+            },
+            bind_key: decision.bind_key,
+        };
+        Ok::<_, LdevidError>((plan, decision.outcome))
+    };
+    let ask = LdevidAsk {
+        presented: presented.clone(),
+        spki_sha256: spki,
+        since: at - 3600,
+        decide: Box::new(decide),
+    };
+    let (row, outcome) = state.ldevids.issue(ask).await.map_err(|e| match e.error {
+        // The presented serial is unknown.
+        DomainError::NotFound(_) => LdevidError::new(
+            Refusal::NotAuthorized,
+            DomainError::forbidden(format!("no certificate has serial {presented}")),
+        ),
+        _ => e,
+    })?;
     let pem = pem_cert(&row.der);
     Ok(IssuedLdevid {
         pem,
@@ -179,6 +186,98 @@ async fn issue(
         der: row.der,
         outcome,
     })
+}
+
+/// Most issuances stored in one shared transaction.
+const MAX_GROUP: usize = 128;
+/// Committers sharing the queue on PostgreSQL (each locks its devices in the order of their
+/// ids, so that they cannot wait on each other in a cycle).
+const POSTGRES_COMMITTERS: usize = 2;
+
+type Ask = LdevidAsk<LdevidError, Outcome>;
+type Reply = Result<(CertRow, Outcome), LdevidError>;
+
+struct Job {
+    ask: Ask,
+    reply: oneshot::Sender<Reply>,
+}
+
+/// LDevID issuances waiting to be stored: concurrent requests share one transaction and one
+/// commit (`Store::issue_ldevids`), as single registrations do in the registry, instead of
+/// paying a commit (and an fsync) each. Each keeps its own rules and its own result: a refusal
+/// or a failed write of one leaves the others alone. Nothing is answered before its commit.
+#[derive(Clone)]
+pub struct LdevidQueue {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl LdevidQueue {
+    /// Starts the committers: on SQLite one, on a thread of its own (see
+    /// `registry::spawn_on_own_thread`); on PostgreSQL [`POSTGRES_COMMITTERS`] on the current
+    /// runtime.
+    pub fn start(store: Store) -> Self {
+        let (jobs, rx) = mpsc::channel(4096);
+        let rx = Arc::new(tokio::sync::Mutex::new(rx));
+        if store.is_postgres() {
+            for _ in 0..POSTGRES_COMMITTERS {
+                tokio::spawn(committer(store.clone(), rx.clone()));
+            }
+        } else {
+            crate::registry::spawn_on_own_thread("devid-ldevids", move || {
+                committer(store.clone(), rx.clone())
+            });
+        }
+        LdevidQueue { jobs }
+    }
+
+    async fn issue(&self, ask: Ask) -> Reply {
+        let gone = || {
+            LdevidError::new(
+                Refusal::Unavailable,
+                DomainError::Unavailable("the LDevID committer has stopped".into()),
+            )
+        };
+        let (reply, answer) = oneshot::channel();
+        self.jobs
+            .send(Job { ask, reply })
+            .await
+            .map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())?
+    }
+}
+
+/// Stores whatever issuances are waiting, in one transaction per round.
+async fn committer(store: Store, rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Job>>>) {
+    loop {
+        let jobs = {
+            let mut rx = rx.lock().await;
+            let Some(first) = rx.recv().await else { break };
+            let mut jobs = vec![first];
+            while jobs.len() < MAX_GROUP {
+                match rx.try_recv() {
+                    Ok(job) => jobs.push(job),
+                    Err(_) => break,
+                }
+            }
+            jobs
+        };
+        let (asks, replies): (Vec<Ask>, Vec<_>) =
+            jobs.into_iter().map(|j| (j.ask, j.reply)).unzip();
+        match store.issue_ldevids(asks).await {
+            Ok(results) => {
+                for (reply, result) in replies.into_iter().zip(results) {
+                    let _ = reply.send(result);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, items = replies.len(), "LDevID transaction failed");
+                let error = LdevidError::from(e);
+                for reply in replies {
+                    let _ = reply.send(Err(error.clone()));
+                }
+            }
+        }
+    }
 }
 
 fn pem_cert(der: &[u8]) -> String {

@@ -474,18 +474,32 @@ pub fn der_to_pem(der: &[u8]) -> String {
 /// sqlx's own worker thread, so it does not belong to any one runtime. The thread ends when the
 /// registry (the queue's sender) is dropped.
 fn spawn_committer_thread(store: Store, rx: Arc<tokio::sync::Mutex<mpsc::Receiver<GroupItem>>>) {
+    spawn_on_own_thread("devid-committer", move || {
+        group_committer(store.clone(), rx.clone())
+    });
+}
+
+/// Runs the future `make` makes on a thread named `name` of its own, with a current-thread
+/// runtime (a SQLite committer: see [`spawn_committer_thread`]); on the current runtime when no
+/// thread can be had.
+pub(crate) fn spawn_on_own_thread<F, Fut>(name: &str, make: F)
+where
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let make = Arc::new(make);
     let spawned = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .and_then(|rt| {
-            let (store, rx) = (store.clone(), rx.clone());
+            let make = make.clone();
             std::thread::Builder::new()
-                .name("devid-committer".into())
-                .spawn(move || rt.block_on(group_committer(store, rx)))
+                .name(name.into())
+                .spawn(move || rt.block_on(make()))
         });
     if let Err(e) = spawned {
-        tracing::warn!(error = %e, "no committer thread; committing on the shared runtime");
-        tokio::spawn(group_committer(store, rx));
+        tracing::warn!(error = %e, thread = name, "no thread of its own; running on the shared runtime");
+        tokio::spawn(make());
     }
 }
 

@@ -470,6 +470,7 @@ pub async fn run(settings: Settings) -> Result<(), BoxError> {
             profile.clone(),
             metrics.clone(),
         ),
+        ldevids: crate::ldevid::LdevidQueue::start(ready.store.clone()),
         store: ready.store,
         ca: ready.ca,
         kek: ready.kek,

@@ -425,3 +425,70 @@ async fn an_expired_ldevid_renews_only_within_the_grace() {
         assert_eq!(r["outcome"], "renewed", "{r}");
     }
 }
+
+/// Issuances that arrive together share a transaction; each keeps its own rules and result:
+/// one device asking eight times at once gets exactly the rate limit's five, a revoked device's
+/// request in the same burst is refused, and every other device gets its own certificate.
+#[tokio::test]
+async fn requests_at_once_keep_their_own_rules_and_results() {
+    for backend in backends().await {
+        let server = Server::start(&backend).await;
+        let broker = server.token("broker", None).await;
+        let busy = register(&server, "AT-ONCE-BUSY", "m").await;
+        let revoked = register(&server, "AT-ONCE-REVOKED", "m").await;
+        let (status, v) = server
+            .admin_post(
+                &format!("/v1/devices/{}/revoke", revoked.id),
+                &json!({"reason": "keyCompromise"}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{v}");
+        let mut others = Vec::new();
+        for i in 0..12 {
+            others.push(register(&server, &format!("AT-ONCE-{i}"), "m").await);
+        }
+        let busy_answers =
+            futures::future::join_all((0..8).map(|_| ask(&server, &broker, &busy, None, false)));
+        let other_answers =
+            futures::future::join_all(others.iter().map(|d| ask(&server, &broker, d, None, false)));
+        let (busy_answers, other_answers, revoked_answer): (Vec<Value>, Vec<Value>, Value) = tokio::join!(
+            busy_answers,
+            other_answers,
+            ask(&server, &broker, &revoked, None, false)
+        );
+        let seen: Vec<&str> = busy_answers.iter().map(refusal).collect();
+        assert_eq!(
+            seen.iter().filter(|r| **r == "(issued)").count(),
+            5,
+            "{seen:?}"
+        );
+        assert!(
+            seen.iter()
+                .all(|r| *r == "(issued)" || *r == "rate_limited"),
+            "{seen:?}"
+        );
+        assert_eq!(
+            refusal(&revoked_answer),
+            "device_revoked",
+            "{revoked_answer}"
+        );
+        let mut serials = std::collections::HashSet::new();
+        for (d, r) in others.iter().zip(&other_answers) {
+            assert_eq!(r["outcome"], "enrolled", "{}: {r}", d.id);
+            assert!(
+                serials.insert(r["serial"].as_str().unwrap().to_string()),
+                "{r}"
+            );
+        }
+        // What was answered is what was stored: the busy device has its five LDevIDs.
+        let (status, v) = server.admin_get(&format!("/v1/devices/{}", busy.id)).await;
+        assert_eq!(status, StatusCode::OK, "{v}");
+        let stored = v["certificates"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["profile"] == "ldevid")
+            .count();
+        assert_eq!(stored, 5, "{v}");
+    }
+}

@@ -5,11 +5,11 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use devid_core::api::{BrokerCertificate, CreatedToken, Registered};
+use devid_core::api::{BatchResponse, BrokerCertificate, CreatedToken, Registered};
 use serde_json::{json, Value};
 use tempfile::TempDir;
 
-use crate::artifact::artifact;
+use crate::artifact::artifact_of;
 use crate::backend::Backend;
 use crate::creds::DeviceCreds;
 use crate::init;
@@ -24,7 +24,12 @@ pub struct Service {
     http: reqwest::Client,
     /// Arguments after --listen and --data-dir (database, TLS listener, ...).
     extra: Vec<String>,
+    /// The cargo profile whose devid-server build runs (`debug`; benchmarks use `release`).
+    profile: String,
 }
+
+/// Most items [`Service::register_devices`] sends in one `POST /v1/devices/batch`.
+const REGISTER_CHUNK: usize = 500;
 
 impl Service {
     pub async fn start() -> Service {
@@ -33,6 +38,12 @@ impl Service {
 
     /// On `backend`, with `extra` arguments (e.g. `--tls-listen`).
     pub async fn start_with(backend: &Backend, extra: &[&str]) -> Service {
+        Self::start_in("debug", backend, extra).await
+    }
+
+    /// [`Service::start_with`], running the devid-server build of the cargo profile `profile`
+    /// (`debug`, or `release` for benchmarks).
+    pub async fn start_in(profile: &str, backend: &Backend, extra: &[&str]) -> Service {
         init();
         let data_dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
@@ -40,7 +51,7 @@ impl Service {
         if let Backend::Postgres(url) = backend {
             extra.extend(["--database-url".to_string(), url.clone()]);
         }
-        let proc = Self::spawn(port, data_dir.path(), &extra);
+        let proc = Self::spawn(profile, port, data_dir.path(), &extra);
         let token_file = data_dir.path().join("admin.token");
         let admin_token = std::fs::read_to_string(&token_file)
             .unwrap_or_else(|e| panic!("{}: {e}", token_file.display()))
@@ -57,12 +68,13 @@ impl Service {
                 .build()
                 .expect("http client"),
             extra,
+            profile: profile.to_string(),
         }
     }
 
-    fn spawn(port: u16, data_dir: &Path, extra: &[String]) -> Proc {
+    fn spawn(profile: &str, port: u16, data_dir: &Path, extra: &[String]) -> Proc {
         let log = std::fs::File::create(data_dir.join("server.log")).expect("log file");
-        let mut child = Command::new(artifact("devid-server"))
+        let mut child = Command::new(artifact_of(profile, "devid-server"))
             .arg("--listen")
             .arg(format!("127.0.0.1:{port}"))
             .arg("--data-dir")
@@ -90,7 +102,7 @@ impl Service {
     /// Starts it again on the same port and data directory.
     pub fn restart(&mut self) {
         self.proc.stop();
-        self.proc = Self::spawn(self.port, self.data_dir.path(), &self.extra);
+        self.proc = Self::spawn(&self.profile, self.port, self.data_dir.path(), &self.extra);
     }
 
     /// Runs `devid-server <args>` as a one-shot command on this service's data directory and
@@ -102,7 +114,7 @@ impl Service {
             .skip_while(|a| *a != "--database-url")
             .take(2)
             .collect();
-        let out = Command::new(artifact("devid-server"))
+        let out = Command::new(artifact_of(&self.profile, "devid-server"))
             .arg("--data-dir")
             .arg(self.data_dir.path())
             .args(database)
@@ -174,6 +186,24 @@ impl Service {
             )
             .await;
         DeviceCreds::from_registered(&r)
+    }
+
+    /// Registers one device per hardware serial, each with a key made by the service, with
+    /// `POST /v1/devices/batch` ([`REGISTER_CHUNK`] items a call); their credentials in order.
+    pub async fn register_devices(&self, hardware_serials: &[String]) -> Vec<DeviceCreds> {
+        let mut creds = Vec::with_capacity(hardware_serials.len());
+        for chunk in hardware_serials.chunks(REGISTER_CHUNK) {
+            let items: Vec<Value> = chunk
+                .iter()
+                .map(|s| json!({"hardware_serial": s, "generate_key": true}))
+                .collect();
+            let batch: BatchResponse = self
+                .call_ok("POST", "/v1/devices/batch", json!({ "items": items }))
+                .await;
+            assert_eq!(batch.items.len(), chunk.len(), "one answer per item");
+            creds.extend(batch.items.iter().map(DeviceCreds::from_registered));
+        }
+        creds
     }
 
     /// Enrols a broker certificate (key made here, CSR sent) and makes a broker token.

@@ -67,7 +67,7 @@ pub use bulk::{BulkAudit, BulkOutcome, DeviceSelection};
 pub use findings::{FindingFilter, FindingRow, NewFinding};
 pub use fleet::{DeviceHealthRows, FleetCounts, HealthRow, Ingested};
 pub use issuers::{IssuerRow, ACTIVE, RETIRED, REVOKED};
-pub use ldevid::{KeyBinding, LdevidFacts, LdevidPlan};
+pub use ldevid::{KeyBinding, LdevidAsk, LdevidFacts, LdevidPlan};
 pub use leases::Lease;
 pub use sweep::{Sweeper, Swept};
 pub use types::*;
