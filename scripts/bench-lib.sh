@@ -3,8 +3,11 @@
 # and the example, makes a temporary work directory removed on exit with the servers started
 # and the PostgreSQL database made (start_server, pg_database), and measures a run labelled
 # with the load average, the steal time and the database size (measure).
+# BUILD=0 runs the binaries already built (say, after a change of formatting only).
 PG_ADMIN_URL=${DEVID_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres}
-if [ "$PROFILE" = release ]; then
+if [ "${BUILD:-1}" = 0 ]; then
+  :
+elif [ "$PROFILE" = release ]; then
   cargo build --release -q -p devid-server --bin devid-server --example "$EXAMPLE"
 else
   cargo build -q -p devid-server --bin devid-server --example "$EXAMPLE"

@@ -90,8 +90,10 @@ async fn the_summary_counts_every_change_of_the_devices() {
         let b = register(&server, "CNT-B").await;
         let c = register(&server, "CNT-C").await;
         let items: Vec<Value> = (0..5)
-            .map(|i| json!({"hardware_serial": format!("CNT-BATCH-{i}"), "model": "counted",
-                            "metadata": {"lot": "B"}, "generate_key": true}))
+            .map(|i| {
+                json!({"hardware_serial": format!("CNT-BATCH-{i}"), "model": "counted",
+                            "metadata": {"lot": "B"}, "generate_key": true})
+            })
             .collect();
         let (status, r) = server
             .admin_post("/v1/devices/batch", &json!({ "items": items }))
@@ -155,7 +157,10 @@ async fn the_summary_counts_every_change_of_the_devices() {
         let (got, want) = counts(&server).await;
         assert_eq!(got, want, "{name}: after many changes");
         let rows = query_i64(&server, "SELECT COUNT(*) FROM device_counts").await;
-        assert!(rows <= 6, "{name}: {rows} rows of device_counts after a read");
+        assert!(
+            rows <= 6,
+            "{name}: {rows} rows of device_counts after a read"
+        );
         let (got, want) = counts(&server).await;
         assert_eq!(got, want, "{name}: after the fold");
     }

@@ -58,7 +58,11 @@ impl Args {
                 .build()
                 .unwrap(),
             url: self.str("url", "http://127.0.0.1:8080"),
-            token: self.0.get("token").cloned().expect("--token or --token-file"),
+            token: self
+                .0
+                .get("token")
+                .cloned()
+                .expect("--token or --token-file"),
         }
     }
 }
@@ -147,7 +151,11 @@ impl Api {
             }
             for r in futures::future::join_all(calls).await {
                 let items = r["items"].as_array().unwrap();
-                ids.extend(items.iter().map(|i| i["client_id"].as_str().unwrap().to_string()));
+                ids.extend(
+                    items
+                        .iter()
+                        .map(|i| i["client_id"].as_str().unwrap().to_string()),
+                );
             }
             spans.push((start - first, t.elapsed().as_secs_f64()));
         }

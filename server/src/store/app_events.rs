@@ -118,7 +118,12 @@ pub(crate) async fn append_app_events(
                     .map(|e| e.client_id.as_deref())
                     .collect::<Vec<_>>(),
             )
-            .bind(events.iter().map(|e| e.model.as_deref()).collect::<Vec<_>>())
+            .bind(
+                events
+                    .iter()
+                    .map(|e| e.model.as_deref())
+                    .collect::<Vec<_>>(),
+            )
             .bind(data)
             .fetch_one(&mut **c)
             .await?;
