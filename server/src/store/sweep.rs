@@ -102,14 +102,6 @@ impl Store {
     /// open connections), never the whole device table.
     pub async fn sweep_fleet(&self, now: i64) -> Result<Swept, StoreError> {
         let mut tx = self.pools.begin_write().await?;
-        if self.is_postgres() {
-            // The checks' time bounds are parameters; a cached generic plan guesses a third of
-            // the rows for `not_after < $1` and joins every certificate to its device (8-10 s at
-            // 1,000,000 devices, every 30 s, against 0.1 ms planned for the value).
-            Stmt::new("SET LOCAL plan_cache_mode = force_custom_plan")
-                .execute(&mut tx)
-                .await?;
-        }
         let t = thresholds_on(&mut tx).await?;
         let mut events = Vec::new();
 
