@@ -67,8 +67,8 @@ fn cursor(c: Option<&str>) -> Result<Option<i64>, ApiError> {
 /// The fleet at a glance: devices by status, connected now, never seen, open findings by
 /// check and severity, brokers live and known.
 ///
-/// Counts by status come from an index (no device row is read), connections and brokers from
-/// their own tables.
+/// Counts by status and never seen come from counters the database keeps as devices change
+/// (no device row is read), connections and brokers from their own tables.
 #[utoipa::path(
     get,
     path = "/v1/fleet/summary",

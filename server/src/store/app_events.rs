@@ -77,7 +77,7 @@ pub struct AppEventFilter {
     pub client_id: Option<String>,
 }
 
-/// The wire form of `events` for the one INSERT: a JSON array of objects with the table's
+/// SQLite's wire form of `events` for the one INSERT: a JSON array of objects with the table's
 /// columns (`NewAppEvent`'s own serde form, written straight out without a tree in between).
 fn rows_json(events: &[NewAppEvent]) -> Result<String, StoreError> {
     // Strings, integers and JSON values only: this cannot fail, and if it ever did the change
@@ -97,26 +97,54 @@ pub(crate) async fn append_app_events(
         return Ok(0);
     }
     tx.lock(Lock::AppEvents).await?;
-    let sql = if tx.dialect() == super::sql::Dialect::Postgres {
-        "INSERT INTO app_events (seq, at, kind, client_id, model, data) \
-         SELECT (SELECT COALESCE(MAX(seq), 0) FROM app_events) + j.ord, (j.v->>'at')::bigint, \
-         j.v->>'kind', j.v->>'client_id', j.v->>'model', (j.v->'data')::text \
-         FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS j(v, ord) \
-         RETURNING seq"
-    } else {
-        "INSERT INTO app_events (seq, at, kind, client_id, model, data) \
-         SELECT (SELECT COALESCE(MAX(seq), 0) FROM app_events) + j.key + 1, \
-         json_extract(j.value, '$.at'), json_extract(j.value, '$.kind'), \
-         json_extract(j.value, '$.client_id'), json_extract(j.value, '$.model'), \
-         json_extract(j.value, '$.data') FROM json_each($1) AS j \
-         RETURNING seq"
+    // PostgreSQL: one array per column, bound in the binary protocol (no JSON text to build
+    // and parse); SQLite: one JSON array of rows.
+    let last = match tx {
+        Tx::Postgres(c) => {
+            let data: Vec<String> = events.iter().map(|e| e.data.to_string()).collect();
+            let (last,): (i64,) = sqlx::query_as(
+                "WITH ins AS (INSERT INTO app_events (seq, at, kind, client_id, model, data) \
+                 SELECT (SELECT COALESCE(MAX(seq), 0) FROM app_events) + u.ord, u.at, u.kind, \
+                 u.client_id, u.model, u.data \
+                 FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[]) \
+                 WITH ORDINALITY AS u(at, kind, client_id, model, data, ord) RETURNING seq) \
+                 SELECT COALESCE(MAX(seq), 0) FROM ins",
+            )
+            .bind(events.iter().map(|e| e.at).collect::<Vec<_>>())
+            .bind(events.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>())
+            .bind(
+                events
+                    .iter()
+                    .map(|e| e.client_id.as_deref())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                events
+                    .iter()
+                    .map(|e| e.model.as_deref())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(data)
+            .fetch_one(&mut **c)
+            .await?;
+            last
+        }
+        Tx::Sqlite(_) => {
+            let rows = rows_json(events)?;
+            let seqs: Vec<(i64,)> = Stmt::new(
+                "INSERT INTO app_events (seq, at, kind, client_id, model, data) \
+                 SELECT (SELECT COALESCE(MAX(seq), 0) FROM app_events) + j.key + 1, \
+                 json_extract(j.value, '$.at'), json_extract(j.value, '$.kind'), \
+                 json_extract(j.value, '$.client_id'), json_extract(j.value, '$.model'), \
+                 json_extract(j.value, '$.data') FROM json_each($1) AS j \
+                 RETURNING seq",
+            )
+            .bind(rows.as_str())
+            .fetch_all(&mut *tx)
+            .await?;
+            seqs.iter().map(|s| s.0).max().unwrap_or(0)
+        }
     };
-    let rows = rows_json(events)?;
-    let seqs: Vec<(i64,)> = Stmt::new(sql)
-        .bind(rows.as_str())
-        .fetch_all(&mut *tx)
-        .await?;
-    let last = seqs.iter().map(|s| s.0).max().unwrap_or(0);
     tx.notify(APP_EVENTS_CHANNEL, &last.to_string()).await?;
     Ok(last)
 }

@@ -111,7 +111,10 @@ impl Store {
 
     // ---- CRL ---------------------------------------------------------------------------------
 
-    /// Every certificate on hold or revoked, by serial.
+    /// Every certificate on hold or revoked, by serial. Read through the partial index
+    /// `certificates_not_good` and sorted here: an ORDER BY serial made both backends walk the
+    /// serial index over every certificate instead (12 s for 100,000 of 1,000,000 on
+    /// PostgreSQL, against 0.14 s).
     pub async fn crl_listing(&self) -> Result<Vec<CrlListing>, StoreError> {
         #[derive(FromRow)]
         struct Listed {
@@ -122,12 +125,13 @@ impl Store {
             reason: Option<RevocationReason>,
             revoked_at: i64,
         }
-        let rows: Vec<Listed> = Stmt::new(
+        let mut rows: Vec<Listed> = Stmt::new(
             "SELECT serial, status, reason, COALESCE(revoked_at, created_at) AS revoked_at \
-             FROM certificates WHERE status <> 'good' ORDER BY serial",
+             FROM certificates WHERE status <> 'good'",
         )
         .fetch_all(&mut self.pools.read().await?)
         .await?;
+        rows.sort_unstable_by(|a, b| a.serial.cmp(&b.serial));
         Ok(rows
             .into_iter()
             .map(|r| CrlListing {

@@ -387,7 +387,27 @@ pub struct FleetCounts {
     pub brokers_known: i64,
 }
 
+/// How many `device_counts` rows the summary reads before it folds them into one per pair.
+const MAX_COUNT_ROWS: i64 = 256;
+
 impl Store {
+    /// PostgreSQL: replaces `device_counts`' rows by their sums, one row per pair, in one
+    /// statement. Rows another transaction adds meanwhile are not seen, so not deleted; two
+    /// folds at once each delete (and sum) only rows the other did not. SQLite keeps one row
+    /// per pair already.
+    async fn fold_device_counts(&self) -> Result<(), StoreError> {
+        if self.is_postgres() {
+            Stmt::new(
+                "WITH gone AS (DELETE FROM device_counts RETURNING status, never_seen, n) \
+                 INSERT INTO device_counts (status, never_seen, n) \
+                 SELECT status, never_seen, SUM(n) FROM gone GROUP BY status, never_seen",
+            )
+            .execute(&mut self.pools.write().await?)
+            .await?;
+        }
+        Ok(())
+    }
+
     pub async fn device_health_rows(
         &self,
         client_id: &str,
@@ -422,27 +442,30 @@ impl Store {
         })
     }
 
-    /// The fleet's counts as of `now`. Devices by status come from the `devices_status_id`
-    /// index (an index-only count, no row of the table is read), never-seen ones from the
-    /// partial index `devices_never_seen`, connections and brokers from their own small tables.
+    /// The fleet's counts as of `now`. Devices by status and never seen come from
+    /// `device_counts`, which triggers on devices keep (a handful of rows whatever the fleet's
+    /// size), connections and brokers from their own small tables.
     pub async fn fleet_counts(&self, now: i64) -> Result<FleetCounts, StoreError> {
         let mut c = self.pools.read().await?;
-        let by_status: Vec<(String, i64)> =
-            Stmt::new("SELECT status, COUNT(*) FROM devices GROUP BY status")
-                .fetch_all(&mut c)
-                .await?;
+        let counts: Vec<(String, bool, i64, i64)> = Stmt::new(
+            "SELECT status, never_seen, CAST(SUM(n) AS BIGINT), COUNT(*) FROM device_counts \
+             GROUP BY status, never_seen",
+        )
+        .fetch_all(&mut c)
+        .await?;
         let mut out = FleetCounts::default();
-        for (status, n) in by_status {
+        let mut rows = 0;
+        for (status, never_seen, n, r) in counts {
             match status.as_str() {
-                "active" => out.active = n,
-                "suspended" => out.suspended = n,
+                "active" => out.active += n,
+                "suspended" => out.suspended += n,
                 _ => out.revoked += n,
             }
+            if never_seen {
+                out.never_seen += n;
+            }
+            rows += r;
         }
-        let (never,): (i64,) = Stmt::new("SELECT COUNT(*) FROM devices WHERE last_seen IS NULL")
-            .fetch_one(&mut c)
-            .await?;
-        out.never_seen = never;
         let (connected,): (i64,) = Stmt::new(
             "SELECT COUNT(DISTINCT c.client_id) FROM fleet_connections c \
              LEFT JOIN fleet_brokers b ON b.name = c.broker \
@@ -461,6 +484,10 @@ impl Store {
         .await?;
         out.brokers_live = live;
         out.brokers_known = known;
+        drop(c);
+        if rows > MAX_COUNT_ROWS {
+            self.fold_device_counts().await?;
+        }
         Ok(out)
     }
 

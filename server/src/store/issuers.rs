@@ -165,19 +165,21 @@ impl Store {
     }
 
     /// Every certificate on hold or revoked, with its DER (to tell which issuing CA signed
-    /// it), by serial.
+    /// it), by serial (sorted here, as [`Store::crl_listing`] does, so that the partial index
+    /// `certificates_not_good` is the one read).
     pub async fn crl_listing_der(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         #[derive(FromRow)]
         struct Listed {
             serial: String,
             der: Vec<u8>,
         }
-        let rows: Vec<Listed> = Stmt::new(
-            "SELECT serial, der FROM certificates WHERE status <> 'good' ORDER BY serial",
-        )
-        .fetch_all(&mut self.pools.read().await?)
-        .await?;
-        Ok(rows.into_iter().map(|r| (r.serial, r.der)).collect())
+        let rows: Vec<Listed> =
+            Stmt::new("SELECT serial, der FROM certificates WHERE status <> 'good'")
+                .fetch_all(&mut self.pools.read().await?)
+                .await?;
+        let mut out: Vec<(String, Vec<u8>)> = rows.into_iter().map(|r| (r.serial, r.der)).collect();
+        out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
     }
 
     /// The stored CRL of `issuer` (an issuing CA's id, or `root`).

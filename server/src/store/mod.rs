@@ -36,6 +36,7 @@
 
 mod app_events;
 mod bulk;
+mod bulk_postgres;
 mod devices;
 mod feed;
 mod findings;
