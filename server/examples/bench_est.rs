@@ -239,7 +239,6 @@ async fn main() {
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
     // What each device brings along is made before the clock starts (a device makes its CSR
     // on its own CPU, not the server's): its client configuration and the renewal request.
-    let host_name = rustls::pki_types::ServerName::try_from(host.clone()).unwrap();
     let requests: Vec<std::sync::Mutex<Option<Request>>> = devices
         .iter()
         .map(|d| {
@@ -258,47 +257,102 @@ async fn main() {
             std::sync::Mutex::new(Some((Arc::new(tls), body)))
         })
         .collect();
+    let configs: Vec<Arc<rustls::ClientConfig>> = requests
+        .iter()
+        .map(|r| r.lock().unwrap().as_ref().unwrap().0.clone())
+        .collect();
     let requests = Arc::new(requests);
+    let target = Target { addr, host, port };
     let started = Instant::now();
-    let lat = drive(args.count, args.concurrency, move |i| {
-        let (requests, host, host_name) = (requests.clone(), host.clone(), host_name.clone());
-        async move {
-            // One TCP and TLS connection per device, closed after its answer: a device renews
-            // once in months, and its client certificate is its identity, so nothing is shared
-            // between devices (no pooled connection, no resumed session).
-            let (tls, body) = requests[i].lock().unwrap().take().unwrap();
-            let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-            tcp.set_nodelay(true).unwrap();
-            let stream = tokio_rustls::TlsConnector::from(tls)
-                .connect(host_name, tcp)
-                .await
-                .unwrap();
-            let (mut send, conn) =
-                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-                    .await
+    let lat = {
+        let target = target.clone();
+        drive(args.count, args.concurrency, move |i| {
+            let (requests, target) = (requests.clone(), target.clone());
+            async move {
+                let (tls, body) = requests[i].lock().unwrap().take().unwrap();
+                let req = hyper::Request::post(EST_PATH)
+                    .header("content-type", "application/pkcs10")
+                    .body(body)
                     .unwrap();
-            let conn = tokio::spawn(conn);
-            let req = hyper::Request::post(EST_PATH)
-                .header("host", format!("{host}:{port}"))
-                .header("content-type", "application/pkcs10")
-                .header("connection", "close")
-                .body(body)
-                .unwrap();
-            let resp = send.send_request(req).await.unwrap();
-            let status = resp.status();
-            let answer = http_body_util::BodyExt::collect(resp.into_body())
-                .await
-                .unwrap()
-                .to_bytes();
-            assert!(status.is_success(), "HTTP {status}: {answer:?}");
-            drop(send);
-            let _ = conn.await;
-        }
-    })
-    .await;
+                target.once(tls, req).await;
+            }
+        })
+        .await
+    };
     let reenroll_rate = report("est_simplereenroll", args.count, started.elapsed(), &lat);
     println!(
         "{{\"ratio_reenroll_to_register\":{:.2}}}",
         reenroll_rate / register_rate
     );
+
+    // Phase 3, the floor: the same connection per device (TLS 1.3, full handshake, client
+    // certificate checked) for `GET /.well-known/est/cacerts`, which issues nothing: what a
+    // re-enrollment costs before the service does any of its own work.
+    let configs = Arc::new(configs);
+    let started = Instant::now();
+    let lat = drive(args.count, args.concurrency, move |i| {
+        let (configs, target) = (configs.clone(), target.clone());
+        async move {
+            let req = hyper::Request::get("/.well-known/est/cacerts")
+                .body(String::new())
+                .unwrap();
+            target.once(configs[i].clone(), req).await;
+        }
+    })
+    .await;
+    let floor_rate = report(
+        "tls_client_auth_cacerts",
+        args.count,
+        started.elapsed(),
+        &lat,
+    );
+    println!(
+        "{{\"ratio_handshake_floor_to_register\":{:.2},\"ratio_reenroll_to_floor\":{:.2}}}",
+        floor_rate / register_rate,
+        reenroll_rate / floor_rate
+    );
+}
+
+/// The TLS listener as one device sees it.
+#[derive(Clone)]
+struct Target {
+    addr: SocketAddr,
+    host: String,
+    port: u16,
+}
+
+impl Target {
+    /// One request on its own TCP and TLS connection, closed after the answer: a device
+    /// renews once in months, and its client certificate is its identity, so nothing is
+    /// shared between devices (no pooled connection, no resumed session). Panics unless the
+    /// answer is a success.
+    async fn once(&self, tls: Arc<rustls::ClientConfig>, mut req: hyper::Request<String>) {
+        let host_name = rustls::pki_types::ServerName::try_from(self.host.clone()).unwrap();
+        let tcp = tokio::net::TcpStream::connect(self.addr).await.unwrap();
+        tcp.set_nodelay(true).unwrap();
+        let stream = tokio_rustls::TlsConnector::from(tls)
+            .connect(host_name, tcp)
+            .await
+            .unwrap();
+        let (mut send, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .unwrap();
+        let conn = tokio::spawn(conn);
+        let headers = req.headers_mut();
+        headers.insert(
+            "host",
+            format!("{}:{}", self.host, self.port).parse().unwrap(),
+        );
+        headers.insert("connection", "close".parse().unwrap());
+        let resp = send.send_request(req).await.unwrap();
+        let status = resp.status();
+        let answer = http_body_util::BodyExt::collect(resp.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        assert!(status.is_success(), "HTTP {status}: {answer:?}");
+        drop(send);
+        let _ = conn.await;
+    }
 }
