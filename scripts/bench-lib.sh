@@ -1,19 +1,23 @@
-# Shared by the fleet benchmarks (bench-bulk.sh, bench-scale.sh); source it after setting
-# PROFILE (release or debug) and EXAMPLE (the example to build and run). It builds devid-server
+# Shared by the benchmarks (bench.sh, bench_est.sh, bench-bulk.sh, bench-scale.sh); source it
+# after setting PROFILE (release or debug) and EXAMPLE (the example to build and run). It builds devid-server
 # and the example, makes a temporary work directory removed on exit with the servers started
 # and the PostgreSQL database made (start_server, pg_database), and measures a run labelled
 # with the load average, the steal time and the database size (measure).
 # BUILD=0 runs the binaries already built (say, after a change of formatting only).
 PG_ADMIN_URL=${DEVID_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres}
+# EXAMPLES (space-separated) builds more than one example; BENCH is the first.
+EXAMPLES=${EXAMPLES:-$EXAMPLE}
+examples=()
+for e in $EXAMPLES; do examples+=(--example "$e"); done
 if [ "${BUILD:-1}" = 0 ]; then
   :
 elif [ "$PROFILE" = release ]; then
-  cargo build --release -q -p devid-server --bin devid-server --example "$EXAMPLE"
+  cargo build --release -q -p devid-server --bin devid-server "${examples[@]}"
 else
-  cargo build -q -p devid-server --bin devid-server --example "$EXAMPLE"
+  cargo build -q -p devid-server --bin devid-server "${examples[@]}"
 fi
 BIN=target/$PROFILE/devid-server
-BENCH=target/$PROFILE/examples/$EXAMPLE
+BENCH=target/$PROFILE/examples/${EXAMPLES%% *}
 work=$(mktemp -d)
 pids=()
 db=""
@@ -45,6 +49,7 @@ pg_database() { # makes a fresh database (dropped on exit); sets db and DB_URL
 
 sqlite_size() { du -cb "$work/sqlite/devid.db"* | tail -1 | cut -f1; }
 pg_size() { psql -qtA "$PG_ADMIN_URL" -c "SELECT pg_database_size('$db')"; }
+no_size() { echo null; }
 
 measure() { # label, db size command, command...
   local label=$1 size_cmd=$2; shift 2

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Registration benchmark (issue: server). Builds release binaries, starts a devid-server on
+# Registration benchmark. Builds release binaries, starts a devid-server on
 # SQLite (temp data dir) and on PostgreSQL (fresh database), and registers devices over HTTP with
 # CSRs made beforehand: single registrations at concurrency 16, and batches of 1,000.
 # With cfssl installed (Debian golang-cfssl), measures cfssl's HTTP signer in the same run, storing
@@ -10,63 +10,25 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SINGLE=${1:-30000}
 BATCH=${2:-100000}
-PG_ADMIN_URL=${DEVID_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres}
-cargo build --release -q -p devid-server --bin devid-server --example bench_register --example issue_bench
-BIN=target/release/devid-server
-BENCH=target/release/examples/bench_register
-work=$(mktemp -d)
-pids=()
-db=""
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  sleep 0.5
-  [ -n "$db" ] && psql -q "$PG_ADMIN_URL" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1
-  rm -rf "$work"
-}
-trap cleanup EXIT
+PROFILE=release
+EXAMPLES="bench_register issue_bench"
+. scripts/bench-lib.sh
 
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-
-start_server() { # name, extra args... (sets URL and SERVER_PID)
-  local name=$1; shift
-  local p; p=$(port)
-  "$BIN" --listen "127.0.0.1:$p" --data-dir "$work/$name" "$@" >"$work/$name.log" 2>&1 &
-  SERVER_PID=$!
-  pids+=("$SERVER_PID")
-  for _ in $(seq 1 100); do grep -q "listening on" "$work/$name.log" 2>/dev/null && break; sleep 0.1; done
-  URL="http://127.0.0.1:$p"
-}
-
-# Runs a measurement and labels its JSON line with the backend and the CPU time the hypervisor
-# stole from this machine meanwhile (in 1/100 s, from /proc/stat): a run with much steal time
-# measured a slower machine than its neighbours did.
-measure() { # label, command...
-  local label=$1; shift
-  local s0 s1
-  s0=$(awk '/^cpu /{print $9}' /proc/stat)
-  local out
-  out=$("$@")
-  s1=$(awk '/^cpu /{print $9}' /proc/stat)
-  echo "$out" | sed "s/^{/{\"backend\":\"$label\",\"steal_ticks\":$((s1 - s0)),/"
-}
-
-run() { # backend label, url, token file
-  local label=$1 url=$2 token=$3
+run() { # backend label, db size command, url, token file
+  local label=$1 size=$2 url=$3 token=$4
   echo "# $label: $SINGLE single registrations, concurrency 16" >&2
-  measure "$label" "$BENCH" --url "$url" --token-file "$token" --mode single --count "$SINGLE" --concurrency 16 --prefix "s$RANDOM"
+  measure "$label" "$size" "$BENCH" --url "$url" --token-file "$token" --mode single --count "$SINGLE" --concurrency 16 --prefix "s$RANDOM"
   echo "# $label: $BATCH devices in batches of 1000" >&2
-  measure "$label" "$BENCH" --url "$url" --token-file "$token" --mode batch --count "$BATCH" --batch 1000 --concurrency 2 --prefix "b$RANDOM"
+  measure "$label" "$size" "$BENCH" --url "$url" --token-file "$token" --mode batch --count "$BATCH" --batch 1000 --concurrency 2 --prefix "b$RANDOM"
 }
 
-echo "# $(date -u +%FT%TZ) $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)" >&2
 start_server sqlite
-run sqlite "$URL" "$work/sqlite/admin.token"
+run sqlite sqlite_size "$URL" "$work/sqlite/admin.token"
 kill "$SERVER_PID"
 
-db="devid_bench_$RANDOM"
-psql -q "$PG_ADMIN_URL" -c "CREATE DATABASE $db" >/dev/null
-start_server postgres --database-url "${PG_ADMIN_URL%/*}/$db"
-run postgres "$URL" "$work/postgres/admin.token"
+pg_database
+start_server postgres --database-url "$DB_URL"
+run postgres pg_size "$URL" "$work/postgres/admin.token"
 kill "$SERVER_PID"
 
 # cfssl serve, signing the same CSRs: storing nothing, then with its SQLite certificate store
@@ -80,7 +42,7 @@ cfssl_run() { # label, extra cfssl args...
   pids+=("$pid")
   for _ in $(seq 1 100); do curl -s "http://127.0.0.1:$p/api/v1/cfssl/scaninfo" >/dev/null 2>&1 && break; sleep 0.1; done
   echo "# $label: $SINGLE signatures, concurrency 16" >&2
-  measure "$label" "$BENCH" --url "http://127.0.0.1:$p" --mode cfssl --count "$SINGLE" --concurrency 16
+  measure "$label" no_size "$BENCH" --url "http://127.0.0.1:$p" --mode cfssl --count "$SINGLE" --concurrency 16
   kill "$pid"
 }
 if command -v cfssl >/dev/null 2>&1; then
