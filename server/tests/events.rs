@@ -5,10 +5,10 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::sse::{open_sse, read_sse};
 use common::*;
-use futures::StreamExt as _;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
@@ -39,37 +39,11 @@ async fn read_events(
     n: usize,
     timeout: Duration,
 ) -> Vec<(i64, String, Value)> {
-    let mut out = Vec::new();
-    let mut buf = String::new();
-    let mut stream = resp.bytes_stream();
-    let deadline = Instant::now() + timeout;
-    while out.len() < n {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let chunk = match tokio::time::timeout(left, stream.next()).await {
-            Ok(Some(Ok(c))) => c,
-            _ => break,
-        };
-        buf.push_str(&String::from_utf8_lossy(&chunk));
-        while let Some(end) = buf.find("\n\n") {
-            let block: String = buf.drain(..end + 2).collect();
-            let (mut id, mut event, mut data) = (None, None, None);
-            for line in block.lines() {
-                if let Some(v) = line.strip_prefix("id:") {
-                    id = v.trim().parse().ok();
-                }
-                if let Some(v) = line.strip_prefix("event:") {
-                    event = Some(v.trim().to_string());
-                }
-                if let Some(v) = line.strip_prefix("data:") {
-                    data = serde_json::from_str(v.trim()).ok();
-                }
-            }
-            if let (Some(id), Some(event), Some(data)) = (id, event, data) {
-                out.push((id, event, data));
-            }
-        }
-    }
-    out
+    read_sse(resp, n, timeout)
+        .await
+        .into_iter()
+        .map(|e| (e.id, e.event.expect("an app event names its kind"), e.data))
+        .collect()
 }
 
 async fn open_stream(
@@ -78,20 +52,13 @@ async fn open_stream(
     query: &str,
     last_event_id: Option<i64>,
 ) -> reqwest::Response {
-    let mut req = server
-        .client
-        .get(server.url(&format!("/v1/events/stream{query}")))
-        .bearer_auth(token);
-    if let Some(id) = last_event_id {
-        req = req.header("last-event-id", id.to_string());
-    }
-    let resp = req.send().await.unwrap();
-    assert_eq!(resp.status(), StatusCode::OK);
-    assert!(resp.headers()["content-type"]
-        .to_str()
-        .unwrap()
-        .starts_with("text/event-stream"));
-    resp
+    open_sse(
+        server,
+        &format!("/v1/events/stream{query}"),
+        token,
+        last_event_id,
+    )
+    .await
 }
 
 #[tokio::test]

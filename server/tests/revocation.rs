@@ -6,8 +6,8 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::sse::{open_sse, read_sse};
 use common::*;
-use futures::StreamExt as _;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
@@ -205,58 +205,21 @@ async fn revocations_reach_the_feed_and_the_crl() {
     }
 }
 
-/// Reads SSE events from a response until `n` events arrived or the timeout passed.
+/// `(id, data)` of each event read, until `n` arrived or the timeout passed.
 async fn read_events(resp: reqwest::Response, n: usize, timeout: Duration) -> Vec<(i64, Value)> {
-    let mut out = Vec::new();
-    let mut buf = String::new();
-    let mut stream = resp.bytes_stream();
-    let deadline = Instant::now() + timeout;
-    while out.len() < n {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let chunk = match tokio::time::timeout(left, stream.next()).await {
-            Ok(Some(Ok(c))) => c,
-            _ => break,
-        };
-        buf.push_str(&String::from_utf8_lossy(&chunk));
-        while let Some(end) = buf.find("\n\n") {
-            let block: String = buf.drain(..end + 2).collect();
-            let mut id = None;
-            let mut data = None;
-            for line in block.lines() {
-                if let Some(v) = line.strip_prefix("id:") {
-                    id = v.trim().parse().ok();
-                }
-                if let Some(v) = line.strip_prefix("data:") {
-                    data = serde_json::from_str(v.trim()).ok();
-                }
-            }
-            if let (Some(id), Some(data)) = (id, data) {
-                out.push((id, data));
-            }
-        }
-    }
-    out
+    read_sse(resp, n, timeout)
+        .await
+        .into_iter()
+        .map(|e| (e.id, e.data))
+        .collect()
 }
 
-pub async fn open_stream(
+async fn open_stream(
     server: &Server,
     token: &str,
     last_event_id: Option<i64>,
 ) -> reqwest::Response {
-    let mut req = server
-        .client
-        .get(server.url("/v1/revocations/stream"))
-        .bearer_auth(token);
-    if let Some(id) = last_event_id {
-        req = req.header("last-event-id", id.to_string());
-    }
-    let resp = req.send().await.unwrap();
-    assert_eq!(resp.status(), StatusCode::OK);
-    assert!(resp.headers()["content-type"]
-        .to_str()
-        .unwrap()
-        .starts_with("text/event-stream"));
-    resp
+    open_sse(server, "/v1/revocations/stream", token, last_event_id).await
 }
 
 #[tokio::test]

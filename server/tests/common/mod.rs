@@ -11,6 +11,8 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::Value;
 
+pub mod sse;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_devid-server");
 
 /// Which database a test runs on.
