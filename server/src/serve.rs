@@ -383,7 +383,7 @@ fn sweep_fleet(
     let mut sweeper =
         Sweeper::default().with_root(&ca.root_id(), ca.root_not_after().unix_timestamp());
     let retention = i64::try_from(retention).unwrap_or(i64::MAX);
-    let holder = lease_holder();
+    let holder = Lease::new_holder();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -422,14 +422,6 @@ fn sweep_fleet(
             tracing::warn!(error = %e, "fleet sweep: cannot give the lease up");
         }
     })
-}
-
-/// A process's name as a lease holder: random, so two processes never share one.
-pub(crate) fn lease_holder() -> String {
-    use ring::rand::SecureRandom as _;
-    let mut holder = [0u8; 16];
-    let _ = ring::rand::SystemRandom::new().fill(&mut holder);
-    hex::encode(holder)
 }
 
 /// Runs the service until SIGTERM or Ctrl-C, then drains in-flight requests and stops.

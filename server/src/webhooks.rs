@@ -72,7 +72,7 @@ struct Worker {
 }
 
 async fn run(w: Worker, mut shutdown: tokio::sync::watch::Receiver<bool>) {
-    let holder = crate::serve::lease_holder();
+    let holder = Lease::new_holder();
     let mut head = match w.store.subscribe_app_events().await {
         Ok(h) => Some(h),
         Err(e) => {

@@ -15,6 +15,14 @@ pub enum Lease {
 }
 
 impl Lease {
+    /// A name for this process as a lease holder: random, so two processes never share one.
+    pub fn new_holder() -> String {
+        use ring::rand::SecureRandom as _;
+        let mut holder = [0u8; 16];
+        let _ = ring::rand::SystemRandom::new().fill(&mut holder);
+        hex::encode(holder)
+    }
+
     fn name(self) -> &'static str {
         match self {
             Lease::Webhooks => "webhooks",
