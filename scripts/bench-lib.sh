@@ -44,6 +44,13 @@ start_server() { # name, extra args... (sets URL and SERVER_PID)
 pg_database() { # makes a fresh database (dropped on exit); sets db and DB_URL
   db="devid_bench_$RANDOM"
   psql -q "$PG_ADMIN_URL" -c "CREATE DATABASE $db" >/dev/null
+  # PG_EXPLAIN_MS=N: PostgreSQL's server log gets the plan, with actual rows and times, of each
+  # statement on this database that runs longer than N ms (auto_explain).
+  if [ -n "${PG_EXPLAIN_MS:-}" ]; then
+    psql -q "$PG_ADMIN_URL" -c "ALTER DATABASE $db SET session_preload_libraries = 'auto_explain'" \
+      -c "ALTER DATABASE $db SET auto_explain.log_min_duration = '${PG_EXPLAIN_MS}ms'" \
+      -c "ALTER DATABASE $db SET auto_explain.log_analyze = on" >/dev/null
+  fi
   DB_URL="${PG_ADMIN_URL%/*}/$db"
 }
 

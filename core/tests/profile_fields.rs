@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use devid_core::csr::parse_csr_pem;
 use devid_core::profile::{
-    broker_params, cap_to_issuer, device_params, issuing_ca_params, no_expiry, random_serial,
+    broker_params, cap_to_issuer, device_params, issuing_ca_params, new_serial, no_expiry,
     root_ca_params, CaCertSettings, DeviceIdentity, Profile, ProfileError, ProfileSettings,
     Validity, BACKDATE_SECS, DEFAULT_ISSUING_YEARS, DEFAULT_ROOT_YEARS, ISSUING_CN, ROOT_CN,
 };
@@ -31,7 +31,7 @@ struct TestCa {
 fn test_ca() -> TestCa {
     let rng = SystemRandom::new();
     let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("keygen");
-    let serial = random_serial(&rng).expect("serial");
+    let serial = new_serial(NOW.unix_timestamp(), &rng).expect("serial");
     let params = root_ca_params(&root_settings(), &serial, NOW).expect("params");
     let cert = params.self_signed(&key).expect("self-signed");
     let der = cert.der().to_vec();
@@ -84,7 +84,7 @@ fn ext_critical(cert: &X509Certificate<'_>, oid: &x509_parser::oid_registry::Oid
 fn idevid_has_every_profile_field() {
     let ca = test_ca();
     let ca_cert = parse(&ca.der);
-    let serial = random_serial(&SystemRandom::new()).expect("serial");
+    let serial = new_serial(NOW.unix_timestamp(), &SystemRandom::new()).expect("serial");
     let id = DeviceIdentity {
         client_id: "thermo7K3M9Q2XW4HZTB8R5a",
         hardware_serial: "SN-0042/7",
@@ -239,7 +239,7 @@ fn idevid_has_every_profile_field() {
 #[test]
 fn no_expiry_is_generalized_time_99991231235959z() {
     let ca = test_ca();
-    let serial = random_serial(&SystemRandom::new()).expect("serial");
+    let serial = new_serial(NOW.unix_timestamp(), &SystemRandom::new()).expect("serial");
     let id = DeviceIdentity {
         client_id: "dev1",
         hardware_serial: "HW1",
@@ -304,7 +304,7 @@ fn validity_settings_compute_not_after() {
 #[test]
 fn ldevid_uses_its_own_short_lifetime() {
     let ca = test_ca();
-    let serial = random_serial(&SystemRandom::new()).expect("serial");
+    let serial = new_serial(NOW.unix_timestamp(), &SystemRandom::new()).expect("serial");
     let id = DeviceIdentity {
         client_id: "dev1",
         hardware_serial: "HW1",
@@ -342,7 +342,7 @@ fn ldevid_uses_its_own_short_lifetime() {
 #[test]
 fn broker_profile_has_server_and_client_auth_and_dns_sans() {
     let ca = test_ca();
-    let serial = random_serial(&SystemRandom::new()).expect("serial");
+    let serial = new_serial(NOW.unix_timestamp(), &SystemRandom::new()).expect("serial");
     let params = broker_params(
         &["mqtt.example.com", "mqtt2.example.com"],
         &ProfileSettings {
@@ -460,7 +460,7 @@ fn refuses_bad_names_and_settings() {
 #[test]
 fn hardware_serial_is_always_a_printable_string() {
     let ca = test_ca();
-    let serial = random_serial(&SystemRandom::new()).expect("serial");
+    let serial = new_serial(NOW.unix_timestamp(), &SystemRandom::new()).expect("serial");
     let sn_oid = x509_parser::oid_registry::Oid::from(&[2, 5, 4, 5]).expect("oid");
     let max = "9".repeat(64);
     for h in ["SN 0008 (rev 2)", "a'b+c,d-e.f/g:h=i", max.as_str()] {
@@ -517,13 +517,31 @@ fn hardware_serial_is_always_a_printable_string() {
 }
 
 #[test]
-fn random_serials_are_positive_16_bytes_and_distinct() {
+fn serials_are_positive_16_bytes_distinct_and_sort_by_time_of_issue() {
     let rng = SystemRandom::new();
     let mut seen = std::collections::HashSet::new();
+    let t = NOW.unix_timestamp();
     for _ in 0..1000 {
-        let s = random_serial(&rng).expect("serial");
-        assert_eq!(s[0] & 0xc0, 0x40, "top bit clear, next bit set");
+        let s = new_serial(t, &rng).expect("serial");
+        assert_eq!(
+            s[0], 0x40,
+            "top bit clear, next bit set: positive, 16 bytes in DER"
+        );
+        assert_eq!(&s[1..5], &(t as u32).to_be_bytes(), "the time of issue");
         assert!(seen.insert(s), "no repeats");
+    }
+    // Later serials sort after earlier ones, as bytes and as the hex the registry stores.
+    let hex = |s: &[u8]| s.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    let mut last = new_serial(t, &rng).expect("serial");
+    for dt in [1, 2, 60, 86_400, 86_400 * 3650] {
+        let s = new_serial(t + dt, &rng).expect("serial");
+        assert!(
+            s > last && hex(&s) > hex(&last),
+            "{} after {}",
+            hex(&s),
+            hex(&last)
+        );
+        last = s;
     }
 }
 
@@ -531,8 +549,12 @@ fn random_serials_are_positive_16_bytes_and_distinct() {
 fn ca_profiles_are_cas_with_the_right_key_usage() {
     let rng = SystemRandom::new();
     let root_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("keygen");
-    let root_params =
-        root_ca_params(&root_settings(), &random_serial(&rng).expect("s"), NOW).expect("root");
+    let root_params = root_ca_params(
+        &root_settings(),
+        &new_serial(NOW.unix_timestamp(), &rng).expect("s"),
+        NOW,
+    )
+    .expect("root");
     let root = root_params.self_signed(&root_key).expect("root");
     let root_der = root.der().to_vec();
     let root_cert = parse(&root_der);
@@ -559,7 +581,7 @@ fn ca_profiles_are_cas_with_the_right_key_usage() {
     };
     let int_params = issuing_ca_params(
         &int_settings,
-        &random_serial(&rng).expect("s"),
+        &new_serial(NOW.unix_timestamp(), &rng).expect("s"),
         NOW,
         root_not_after,
     )
@@ -609,7 +631,7 @@ fn an_issuing_ca_never_outlives_its_root() {
     };
     let params = issuing_ca_params(
         &settings,
-        &random_serial(&rng).expect("s"),
+        &new_serial(NOW.unix_timestamp(), &rng).expect("s"),
         NOW,
         root_not_after,
     )
@@ -618,7 +640,7 @@ fn an_issuing_ca_never_outlives_its_root() {
     // A root that has already expired cannot have a new issuing CA.
     let err = issuing_ca_params(
         &settings,
-        &random_serial(&rng).expect("s"),
+        &new_serial(NOW.unix_timestamp(), &rng).expect("s"),
         NOW,
         NOW - time::Duration::days(1),
     )

@@ -8,7 +8,7 @@
 //!
 //! Nothing is acknowledged before its transaction commits.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -26,7 +26,8 @@ use crate::domain::registration::{self, Checked, Credentials};
 use crate::domain::DomainError;
 use crate::metrics::Metrics;
 use crate::store::{
-    Actor, Credential, DeviceWithCerts, NewCert, NewDevice, RegConflict, RegMode, RegOutcome, Store,
+    Actor, Credential, DeviceWithCerts, NewCert, NewDevice, RegConflict, RegMode, RegOutcome,
+    Store, StoreError,
 };
 use crate::timefmt;
 
@@ -77,6 +78,9 @@ struct Inner {
     prefixes: std::sync::Mutex<HashMap<String, (Instant, String)>>,
 }
 
+/// Attempts at a registration whose ClientID, made here, another device already has.
+const CLIENT_ID_ATTEMPTS: u32 = 3;
+
 /// How long a model's ClientID prefix is used without reading it again (a change made through
 /// this process applies at once; through another process within this time).
 const PREFIX_TTL: std::time::Duration = std::time::Duration::from_secs(30);
@@ -123,40 +127,67 @@ impl Registry {
         req: RegisterRequest,
     ) -> Result<Registered, DomainError> {
         let prefixes = self.prefixes_for([req.model.as_deref()]).await?;
-        let checked = registration::check(caller, req, &prefixes, &self.inner.rng)?;
+        let mut checked =
+            registration::check(caller, req, &prefixes, timefmt::now(), &self.inner.rng)?;
         if checked.with == Credentials::SensorKey {
             crate::domain::sensors::check_kek(&self.inner.store, &self.inner.kek).await?;
         }
-        let started = Instant::now();
-        // Checking and signing take ~100 µs of CPU: short enough to run on this async worker
-        // (a hop to the blocking pool and back cost more, measured). The SQLite committer that
-        // must not queue behind such work has its own thread.
-        let Signed { device, once } = self.sign(checked)?;
-        let (reply_tx, reply_rx) = oneshot::channel();
-        self.inner
-            .group
-            .send(GroupItem {
-                actor: caller.actor(),
-                device,
-                reply: reply_tx,
-            })
-            .await
-            .map_err(|_| DomainError::Unavailable("the service is shutting down".into()))?;
-        let (device, outcome) = reply_rx
-            .await
-            .map_err(|_| DomainError::internal("group committer dropped a registration"))??;
-        match outcome {
-            Ok(RegOutcome::Created) => {
-                if device.cert().is_some() {
-                    self.inner.metrics.issued(1, started.elapsed());
+        let mut attempt = 1;
+        loop {
+            let started = Instant::now();
+            // Checking and signing take ~100 µs of CPU: short enough to run on this async worker
+            // (a hop to the blocking pool and back cost more, measured). The SQLite committer
+            // that must not queue behind such work has its own thread.
+            let Signed { device, once } = self.sign(checked.clone())?;
+            let (reply_tx, reply_rx) = oneshot::channel();
+            self.inner
+                .group
+                .send(GroupItem {
+                    actor: caller.actor(),
+                    device,
+                    reply: reply_tx,
+                })
+                .await
+                .map_err(|_| DomainError::Unavailable("the service is shutting down".into()))?;
+            let (device, outcome) = reply_rx
+                .await
+                .map_err(|_| DomainError::internal("group committer dropped a registration"))??;
+            return match outcome {
+                Ok(RegOutcome::Created) => {
+                    if device.cert().is_some() {
+                        self.inner.metrics.issued(1, started.elapsed());
+                    }
+                    Ok(self.answer_created(device, once))
                 }
-                Ok(self.answer_created(device, once))
-            }
-            Ok(RegOutcome::Existing(existing)) => self.answer_existing(&existing),
-            // The conflict names the device that holds the serial or key: the ClientID made
-            // for this request belongs to no device.
-            Err(conflict) => Err(registration::refusal(&conflict)),
+                Ok(RegOutcome::Existing(existing)) => self.answer_existing(&existing),
+                // A ClientID made here that another device already has (48 random bits within
+                // one second): make another and sign again.
+                Err(RegConflict::ClientIdTaken)
+                    if checked.client_id_generated && attempt < CLIENT_ID_ATTEMPTS =>
+                {
+                    attempt += 1;
+                    checked.client_id = self.new_client_id(&checked, &prefixes)?;
+                    continue;
+                }
+                // The conflict names the device that holds the serial or key: the ClientID made
+                // for this request belongs to no device.
+                Err(conflict) => Err(registration::refusal(&conflict)),
+            };
         }
+    }
+
+    /// A fresh ClientID for an item whose ClientID is made here.
+    fn new_client_id(
+        &self,
+        item: &Checked,
+        prefixes: &HashMap<String, String>,
+    ) -> Result<String, DomainError> {
+        registration::new_client_id(
+            item.model.as_deref(),
+            prefixes,
+            timefmt::now(),
+            &self.inner.rng,
+        )
     }
 
     /// `POST /v1/devices/batch`: all or nothing.
@@ -168,29 +199,54 @@ impl Registry {
         let prefixes = self
             .prefixes_for(items.iter().map(|i| i.model.as_deref()))
             .await?;
-        let checked = registration::check_batch(caller, items, &prefixes, &self.inner.rng)?;
+        let mut checked =
+            registration::check_batch(caller, items, &prefixes, timefmt::now(), &self.inner.rng)?;
         if checked.iter().any(|c| c.with == Credentials::SensorKey) {
             crate::domain::sensors::check_kek(&self.inner.store, &self.inner.kek).await?;
         }
-        let started = Instant::now();
-        let this = self.clone();
-        let signed = tokio::task::spawn_blocking(move || this.sign_parallel(checked))
-            .await
-            .map_err(DomainError::internal)??;
-        let (devices, keys): (Vec<NewDevice>, Vec<Once>) =
-            signed.into_iter().map(|s| (s.device, s.once)).unzip();
-        registration::distinct_keys(&devices)?;
-        tracing::info!(items = devices.len(), signed_in = ?started.elapsed(), "batch signed; storing");
-        let outcomes = self
-            .inner
-            .store
-            .register(
-                &devices,
-                RegMode::AllOrNothing,
-                &caller.actor(),
-                timefmt::now(),
-            )
-            .await?;
+        let mut attempt = 1;
+        let (started, devices, keys, outcomes) = loop {
+            let started = Instant::now();
+            let this = self.clone();
+            let items = checked.clone();
+            let signed = tokio::task::spawn_blocking(move || this.sign_parallel(items))
+                .await
+                .map_err(DomainError::internal)??;
+            let (devices, keys): (Vec<NewDevice>, Vec<Once>) =
+                signed.into_iter().map(|s| (s.device, s.once)).unzip();
+            registration::distinct_keys(&devices)?;
+            tracing::info!(items = devices.len(), signed_in = ?started.elapsed(), "batch signed; storing");
+            match self
+                .inner
+                .store
+                .register(
+                    &devices,
+                    RegMode::AllOrNothing,
+                    &caller.actor(),
+                    timefmt::now(),
+                )
+                .await
+            {
+                Ok(outcomes) => break (started, devices, keys, outcomes),
+                // A ClientID made here that another device already has (48 random bits within
+                // one second): make another, distinct from the batch's, and sign again.
+                Err(StoreError::BatchConflict {
+                    index,
+                    conflict: RegConflict::ClientIdTaken,
+                }) if checked[index].client_id_generated && attempt < CLIENT_ID_ATTEMPTS => {
+                    attempt += 1;
+                    let taken: HashSet<String> =
+                        checked.iter().map(|c| c.client_id.clone()).collect();
+                    let item = &checked[index];
+                    let mut fresh = self.new_client_id(item, &prefixes)?;
+                    while taken.contains(&fresh) {
+                        fresh = self.new_client_id(item, &prefixes)?;
+                    }
+                    checked[index].client_id = fresh;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
         let (mut created, mut certified) = (0, 0);
         let mut answers = Vec::with_capacity(devices.len());
         for (index, ((device, once), outcome)) in

@@ -125,7 +125,11 @@ fn new_ca_files(
         validity: options.root_validity,
         crl_url: None,
     };
-    let root_params = profile::root_ca_params(&root_settings, &profile::random_serial(rng)?, now)?;
+    let root_params = profile::root_ca_params(
+        &root_settings,
+        &profile::new_serial(now.unix_timestamp(), rng)?,
+        now,
+    )?;
     let root_not_after = root_params.not_after;
     let root_cert = root_params.self_signed(&root_key).map_err(signing)?;
     let root_issuer = Issuer::new(root_params, root_key);
@@ -137,7 +141,7 @@ fn new_ca_files(
     };
     let issuing_params = profile::issuing_ca_params(
         &issuing_settings,
-        &profile::random_serial(rng)?,
+        &profile::new_serial(now.unix_timestamp(), rng)?,
         now,
         root_not_after,
     )?;

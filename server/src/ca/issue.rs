@@ -58,7 +58,7 @@ impl Ca {
         now: OffsetDateTime,
         rng: &dyn SecureRandom,
     ) -> Result<IssuedCert, CaError> {
-        let serial = profile::random_serial(rng)?;
+        let serial = profile::new_serial(now.unix_timestamp(), rng)?;
         let params = device_params(profile, id, settings, &serial, now)?;
         self.active().sign(params, key)
     }
@@ -91,7 +91,7 @@ impl Ca {
         now: OffsetDateTime,
         rng: &dyn SecureRandom,
     ) -> Result<IssuedCert, CaError> {
-        let serial = profile::random_serial(rng)?;
+        let serial = profile::new_serial(now.unix_timestamp(), rng)?;
         let params = broker_params(&[dns_name], settings, &serial, now)?;
         self.active().sign(params, csr.public_key())
     }

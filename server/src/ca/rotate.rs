@@ -67,7 +67,7 @@ impl Ca {
         };
         let params = profile::issuing_ca_params(
             &settings,
-            &profile::random_serial(&rng)?,
+            &profile::new_serial(now.unix_timestamp(), &rng)?,
             now,
             self.root.not_after,
         )?;

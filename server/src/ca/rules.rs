@@ -156,13 +156,14 @@ impl IssuingCa {
         };
         let key = P256PublicKey::from_uncompressed(self.signer.public_key_raw())
             .ok_or_else(|| CaError::InvalidCa("the issuing key is not a P-256 point".into()))?;
-        let serial = profile::random_serial(&rng)?;
+        let now = OffsetDateTime::now_utc();
+        let serial = profile::new_serial(now.unix_timestamp(), &rng)?;
         let params = device_params(
             Profile::IDevId,
             &id,
             &ProfileSettings::default(),
             &serial,
-            OffsetDateTime::now_utc(),
+            now,
         )?;
         let issued = self.sign(params, &key)?;
         let cert = parse_cert(&issued.der).map_err(CaError::InvalidCa)?;

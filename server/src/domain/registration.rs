@@ -48,6 +48,7 @@ pub fn check(
     caller: &Caller,
     req: RegisterRequest,
     prefixes: &HashMap<String, String>,
+    now: i64,
     rng: &dyn SecureRandom,
 ) -> Result<Checked, DomainError> {
     let serial = HardwareSerial::parse(&req.hardware_serial).map_err(|e| {
@@ -103,19 +104,10 @@ pub fn check(
                 .map_err(|e| DomainError::invalid_field("client_id", format!("client_id: {e}")))?;
             (id, false)
         }
-        None => {
-            let prefix = req
-                .model
-                .as_deref()
-                .and_then(|m| prefixes.get(m))
-                .map_or("", String::as_str);
-            let mut random = [0u8; 10];
-            rng.fill(&mut random)
-                .map_err(|_| DomainError::internal("rng failure"))?;
-            let id = clientid::generate(prefix, &random)
-                .map_err(|e| DomainError::internal(format!("client id generation: {e}")))?;
-            (id, true)
-        }
+        None => (
+            new_client_id(req.model.as_deref(), prefixes, now, rng)?,
+            true,
+        ),
     };
     Ok(Checked {
         hardware_serial: serial.into_string(),
@@ -127,19 +119,43 @@ pub fn check(
     })
 }
 
+/// A ClientID made here for a device of `model`: the model's prefix (from `prefixes`, else
+/// none), then [`clientid::body`] of `now` and fresh random bits.
+pub fn new_client_id(
+    model: Option<&str>,
+    prefixes: &HashMap<String, String>,
+    now: i64,
+    rng: &dyn SecureRandom,
+) -> Result<String, DomainError> {
+    let prefix = model
+        .and_then(|m| prefixes.get(m))
+        .map_or("", String::as_str);
+    let mut random = [0u8; clientid::RANDOM_LEN];
+    rng.fill(&mut random)
+        .map_err(|_| DomainError::internal("rng failure"))?;
+    let now = u64::try_from(now).unwrap_or(0);
+    clientid::generate(prefix, &clientid::body(now, &random))
+        .map_err(|e| DomainError::internal(format!("client id generation: {e}")))
+}
+
 /// [`check`] for every item of a batch; an item may not repeat an earlier item's hardware
-/// serial or ClientID. Errors name the item.
+/// serial or ClientID. A ClientID made here that repeats an earlier one (48 random bits within
+/// one second) is made again. Errors name the item.
 pub fn check_batch(
     caller: &Caller,
     items: Vec<RegisterRequest>,
     prefixes: &HashMap<String, String>,
+    now: i64,
     rng: &dyn SecureRandom,
 ) -> Result<Vec<Checked>, DomainError> {
     let mut serials = HashMap::with_capacity(items.len());
     let mut ids = HashMap::with_capacity(items.len());
     let mut checked = Vec::with_capacity(items.len());
     for (index, req) in items.into_iter().enumerate() {
-        let c = check(caller, req, prefixes, rng).map_err(|e| e.at_index(index))?;
+        let mut c = check(caller, req, prefixes, now, rng).map_err(|e| e.at_index(index))?;
+        while c.client_id_generated && ids.contains_key(&c.client_id) {
+            c.client_id = new_client_id(c.model.as_deref(), prefixes, now, rng)?;
+        }
         if let Some(first) = serials.insert(c.hardware_serial.clone(), index) {
             return Err(DomainError::invalid_field(
                 "hardware_serial",
@@ -382,6 +398,8 @@ mod tests {
     use crate::store::{Credential, NewCert};
     use devid_core::api::Role;
 
+    const NOW: i64 = 1_796_000_000;
+
     fn caller(models: Option<Vec<String>>) -> Caller {
         Caller::for_tests(Role::Factory, models)
     }
@@ -401,7 +419,7 @@ mod tests {
         let mut r = req("SN-1", None);
         r.model = Some("thermo".into());
         let prefixes = HashMap::from([("thermo".to_string(), "TH".to_string())]);
-        let c = check(&caller(None), r, &prefixes, &rng).expect("checked");
+        let c = check(&caller(None), r, &prefixes, NOW, &rng).expect("checked");
         assert!(c.client_id.starts_with("TH"), "{}", c.client_id);
         assert!(c.client_id_generated);
         assert_eq!(clientid::validate(&c.client_id), Ok(()));
@@ -414,7 +432,7 @@ mod tests {
         let mut both = req("SN-1", None);
         both.csr = Some("x".into());
         assert_eq!(
-            check(&caller(None), both, &none, &rng),
+            check(&caller(None), both, &none, NOW, &rng),
             Err(DomainError::invalid(
                 "give either csr or generate_key, not both"
             ))
@@ -422,7 +440,7 @@ mod tests {
         let mut list = req("SN-1", None);
         list.metadata = Some(serde_json::json!([1]));
         assert_eq!(
-            check(&caller(None), list, &none, &rng),
+            check(&caller(None), list, &none, NOW, &rng),
             Err(DomainError::invalid_field(
                 "metadata",
                 "metadata must be a JSON object"
@@ -434,6 +452,7 @@ mod tests {
                 &caller(Some(vec!["thermo".into()])),
                 req("SN-1", None),
                 &none,
+                NOW,
                 &rng
             ),
             Err(DomainError::Forbidden { .. })
@@ -441,10 +460,35 @@ mod tests {
     }
 
     #[test]
+    // ring's fixed-sequence generator is the one way to hand `SecureRandom` chosen bytes.
+    #[allow(deprecated)]
+    fn a_batch_makes_again_a_client_id_that_repeats_one_it_made() {
+        use ring::test::rand::FixedSliceSequenceRandom;
+        let (a, b) = ([1u8; clientid::RANDOM_LEN], [2u8; clientid::RANDOM_LEN]);
+        let draws: [&[u8]; 3] = [&a, &a, &b];
+        let mut rng = FixedSliceSequenceRandom {
+            bytes: &draws,
+            current: core::cell::UnsafeCell::new(0),
+        };
+        let mut given = req("SN-3", None);
+        given.client_id = Some("given1".into());
+        let items = vec![req("SN-1", None), req("SN-2", None), given];
+        let checked = check_batch(&caller(None), items, &HashMap::new(), NOW, &rng)
+            .expect("no repeat refused");
+        let made = |r: &[u8; clientid::RANDOM_LEN]| {
+            clientid::generate("", &clientid::body(NOW as u64, r)).expect("id")
+        };
+        let ids: Vec<&str> = checked.iter().map(|c| c.client_id.as_str()).collect();
+        assert_eq!(ids, [made(&a).as_str(), made(&b).as_str(), "given1"]);
+        assert!(checked[1].client_id_generated && !checked[2].client_id_generated);
+        assert_eq!(*rng.current.get_mut(), 3, "drew again once, for item 1");
+    }
+
+    #[test]
     fn fail_a_batch_repeating_a_serial_names_both_items() {
         let rng = ring::rand::SystemRandom::new();
         let items = vec![req("SN-1", None), req("SN-2", None), req("SN-1", None)];
-        let e = check_batch(&caller(None), items, &HashMap::new(), &rng).expect_err("refused");
+        let e = check_batch(&caller(None), items, &HashMap::new(), NOW, &rng).expect_err("refused");
         assert_eq!(
             e,
             DomainError::Invalid {
@@ -551,7 +595,7 @@ mod tests {
         let mut ok = req("SN-1", None);
         ok.generate_key = false;
         ok.kind = DeviceKind::Sensor;
-        let c = check(&caller(None), ok.clone(), &none, &rng).expect("a sensor");
+        let c = check(&caller(None), ok.clone(), &none, NOW, &rng).expect("a sensor");
         assert_eq!(c.with, Credentials::SensorKey);
         let mut with_key = ok.clone();
         with_key.generate_key = true;
@@ -559,7 +603,7 @@ mod tests {
         with_csr.csr = Some("x".into());
         for bad in [with_key, with_csr] {
             assert!(matches!(
-                check(&caller(None), bad, &none, &rng),
+                check(&caller(None), bad, &none, NOW, &rng),
                 Err(DomainError::Invalid { .. })
             ));
         }
