@@ -364,8 +364,10 @@ fn follow_issuers(store: &Store, ca: &Arc<Ca>, feed: &Arc<Feed>) {
     });
 }
 
-/// Every 30 s: the time-driven fleet checks (findings open and close by themselves), and the
-/// deletion of app events older than the timeline retention (`retention` seconds). With
+/// Every 30 s: fresh planner statistics for the fleet's tables where bulk writes outran
+/// autovacuum (PostgreSQL; `Store::refresh_statistics`), the time-driven fleet checks (findings
+/// open and close by themselves), and the deletion of app events older than the timeline
+/// retention (`retention` seconds). With
 /// several processes on one PostgreSQL database, the one holding the `fleet_sweep` lease sweeps
 /// (it renews the lease each pass; another takes it over once it lapses, or at once when the
 /// holder stops). `ca_expiring` covers `ca`'s root as well as the store's issuing CAs. Stops
@@ -403,6 +405,13 @@ fn sweep_fleet(
                     tracing::warn!(error = %e, "fleet sweep: cannot take the lease");
                     continue;
                 }
+            }
+            match store.refresh_statistics().await {
+                Ok(tables) if !tables.is_empty() => {
+                    tracing::info!(?tables, "planner statistics refreshed")
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "cannot refresh planner statistics"),
             }
             match store.sweep_fleet(&mut sweeper, now).await {
                 Ok(s) if s.opened + s.closed > 0 => {

@@ -1,5 +1,5 @@
 //! Issuance: device and broker certificates. Each builds its parameters from core's profiles
-//! with a fresh random serial and has [`CaSigner`](super::signer::CaSigner) sign them.
+//! with a fresh serial (`profile::new_serial`: time of issue, then random bits) and has [`CaSigner`](super::signer::CaSigner) sign them.
 
 use devid_core::csr::{CheckedCsr, P256PublicKey};
 use devid_core::profile::{

@@ -52,6 +52,7 @@ mod sensors;
 mod settings;
 mod sql;
 mod sqlite;
+mod statistics;
 mod stored;
 mod sweep;
 mod tokens;
