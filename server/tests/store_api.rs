@@ -2291,3 +2291,33 @@ async fn tables_grown_in_bulk_get_fresh_planner_statistics(env: Env) {
         Vec::<String>::new()
     );
 }
+
+/// SQLite: committed pages reach the database file without the writer checkpointing (its
+/// automatic checkpoint waits for 256 MiB of WAL): a checkpointer copies them in the background.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_pages_reach_the_database_file_from_a_background_checkpoint() {
+    let env = Env::sqlite().await;
+    let dir = env.dir.as_ref().expect("a directory");
+    let size = |name: &str| std::fs::metadata(dir.path().join(name)).map_or(0, |m| m.len());
+    let items: Vec<NewDevice> = (0..2_000)
+        .map(|i| dev(&format!("HW-{i}"), &format!("C{i}"), None))
+        .collect();
+    let before = size("devid.db");
+    env.store
+        .register(&items, RegMode::AllOrNothing, &actor(), T0)
+        .await
+        .expect("register");
+    assert!(size("devid.db-wal") > 1_000_000, "the commit is in the WAL");
+    // 2,000 devices are more than 1 MB of pages; until a checkpoint copies them, the database
+    // file keeps its size.
+    let mut after = before;
+    for _ in 0..100 {
+        after = size("devid.db");
+        if after > before + 1_000_000 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(after > before + 1_000_000, "{before} -> {after} bytes");
+    assert_eq!(env.store.count_devices().await.expect("count"), 2_000);
+}
