@@ -26,15 +26,15 @@ use crate::domain::registration::{self, Checked, Credentials};
 use crate::domain::DomainError;
 use crate::metrics::Metrics;
 use crate::store::{
-    Actor, Credential, DeviceWithCerts, NewCert, NewDevice, RegConflict, RegMode, RegOutcome,
-    Store, StoreError,
+    Credential, DeviceWithCerts, NewCert, NewDevice, RegConflict, RegMode, RegOutcome, Store,
+    StoreError,
 };
 use crate::timefmt;
 
-/// Most single registrations stored in one shared transaction.
-const MAX_GROUP: usize = 256;
-/// Group committers sharing the queue on PostgreSQL.
-const POSTGRES_COMMITTERS: usize = 4;
+mod group;
+
+pub(crate) use group::spawn_on_own_thread;
+use group::{group_committer, spawn_committer_thread, GroupItem, POSTGRES_COMMITTERS};
 
 /// An item with its certificate signed (or, a sensor, its key made and sealed), ready to
 /// store, with what its first answer alone carries.
@@ -50,15 +50,6 @@ struct Once {
     private_key: Option<String>,
     /// A sensor's key K, base64url without padding.
     sensor_key: Option<zeroize::Zeroizing<String>>,
-}
-
-/// The stored outcome, with the device handed back so the answer is built without a copy.
-type GroupReply = Result<(NewDevice, Result<RegOutcome, RegConflict>), DomainError>;
-
-struct GroupItem {
-    actor: Actor,
-    device: NewDevice,
-    reply: oneshot::Sender<GroupReply>,
 }
 
 #[derive(Clone)]
@@ -521,89 +512,4 @@ pub fn der_to_pem(der: &[u8]) -> String {
         &pem::Pem::new("CERTIFICATE", der.to_vec()),
         pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
     )
-}
-
-/// SQLite's group committer runs on a thread of its own (a current-thread runtime): each of
-/// its commits waits for sqlx's SQLite worker thread, and on the shared async workers the
-/// committer's wake-up would queue behind request handling (CSR checks, signatures, JSON), so
-/// every commit, hence every registration, would wait longer. Its SQLite connection is driven by
-/// sqlx's own worker thread, so it does not belong to any one runtime. The thread ends when the
-/// registry (the queue's sender) is dropped.
-fn spawn_committer_thread(store: Store, rx: Arc<tokio::sync::Mutex<mpsc::Receiver<GroupItem>>>) {
-    spawn_on_own_thread("devid-committer", move || {
-        group_committer(store.clone(), rx.clone())
-    });
-}
-
-/// Runs the future `make` makes on a thread named `name` of its own, with a current-thread
-/// runtime (a SQLite committer: see [`spawn_committer_thread`]); on the current runtime when no
-/// thread can be had.
-pub(crate) fn spawn_on_own_thread<F, Fut>(name: &str, make: F)
-where
-    F: Fn() -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    let make = Arc::new(make);
-    let spawned = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .and_then(|rt| {
-            let make = make.clone();
-            std::thread::Builder::new()
-                .name(name.into())
-                .spawn(move || rt.block_on(make()))
-        });
-    if let Err(e) = spawned {
-        tracing::warn!(error = %e, thread = name, "no thread of its own; running on the shared runtime");
-        tokio::spawn(make());
-    }
-}
-
-/// Stores whatever single registrations are waiting, one transaction per caller per round.
-async fn group_committer(store: Store, rx: Arc<tokio::sync::Mutex<mpsc::Receiver<GroupItem>>>) {
-    loop {
-        // Take whatever is waiting (at least one item), then let the next committer take its
-        // turn at the queue while this one stores.
-        let mut pending = {
-            let mut rx = rx.lock().await;
-            let Some(first) = rx.recv().await else { break };
-            let mut pending = vec![first];
-            while pending.len() < MAX_GROUP {
-                match rx.try_recv() {
-                    Ok(item) => pending.push(item),
-                    Err(_) => break,
-                }
-            }
-            pending
-        };
-        // One transaction per actor: the store writes the audit rows with one actor per call.
-        while !pending.is_empty() {
-            let actor_id = pending[0].actor.id.clone();
-            let (group, rest): (Vec<GroupItem>, Vec<GroupItem>) =
-                pending.into_iter().partition(|i| i.actor.id == actor_id);
-            pending = rest;
-            let actor = group[0].actor.clone();
-            let (devices, replies): (Vec<NewDevice>, Vec<_>) =
-                group.into_iter().map(|g| (g.device, g.reply)).unzip();
-            let started = Instant::now();
-            let result = store
-                .register(&devices, RegMode::Independent, &actor, timefmt::now())
-                .await;
-            tracing::debug!(items = devices.len(), took = ?started.elapsed(), "group committed");
-            match result {
-                Ok(outcomes) => {
-                    for ((device, reply), outcome) in devices.into_iter().zip(replies).zip(outcomes)
-                    {
-                        let _ = reply.send(Ok((device, outcome)));
-                    }
-                }
-                Err(e) => {
-                    let message = e.to_string();
-                    for reply in replies {
-                        let _ = reply.send(Err(DomainError::internal(&message)));
-                    }
-                }
-            }
-        }
-    }
 }
