@@ -67,8 +67,9 @@ macro_rules! string_value {
 
 pub const CLIENT_ID: StringRules = StringRules {
     description: "An MQTT ClientID: 1 to 23 characters of 0-9, A-Z, a-z. One that devid makes \
-        is the model's prefix (0 to 6 characters), 16 random characters of 0-9 and A-Z without \
-        I, L, O, U, and a Luhn mod 62 check character.",
+        is the model's prefix (0 to 6 characters), 16 characters of 0-9 and A-Z without I, L, \
+        O, U (the registration time in seconds, then 48 random bits, so that newer ids sort \
+        later), and a Luhn mod 62 check character.",
     pattern: "^[0-9A-Za-z]+$",
     exact: true,
     min_length: 1,
