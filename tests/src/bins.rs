@@ -49,6 +49,22 @@ pub struct AgentFiles<'a> {
     pub broker_name: &'a str,
 }
 
+/// [`agent_command`] for a device whose files are `dev.crt`, `dev.key` and `root.pem` in `dir`.
+pub fn agent_command_in(subcommand: &str, broker: &str, dir: &Path, broker_name: &str) -> Command {
+    let (cert, key, root) = (
+        dir.join("dev.crt"),
+        dir.join("dev.key"),
+        dir.join("root.pem"),
+    );
+    let files = AgentFiles {
+        cert: &cert,
+        key: &key,
+        root: &root,
+        broker_name,
+    };
+    agent_command(subcommand, broker, &files)
+}
+
 /// `devid-agent SUBCOMMAND --broker BROKER` with the device's files; the caller adds the rest.
 pub fn agent_command(subcommand: &str, broker: &str, files: &AgentFiles<'_>) -> Command {
     let mut cmd = Command::new(artifact("devid-agent"));

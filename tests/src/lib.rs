@@ -39,7 +39,7 @@ mod webdriver;
 
 pub use artifact::{artifact, artifact_of, stale, target_dir};
 pub use backend::{backends, fresh_pg_database, Backend};
-pub use bins::{agent_command, devid_cli, devid_cli_ok, output_text, AgentFiles};
+pub use bins::{agent_command, agent_command_in, devid_cli, devid_cli_ok, output_text, AgentFiles};
 pub use broker::{Broker, BrokerSettings, MOSQUITTO};
 pub use ca::{issue_device, issue_with_service_ca, TestCa};
 pub use creds::DeviceCreds;

@@ -8,18 +8,7 @@ use devid_e2e::*;
 const NAME: &str = "mqtt.test.local";
 
 fn agent(dir: &Path, broker: &str, args: &[&str]) -> Output {
-    let (cert, key, root) = (
-        dir.join("dev.crt"),
-        dir.join("dev.key"),
-        dir.join("root.pem"),
-    );
-    let files = AgentFiles {
-        cert: &cert,
-        key: &key,
-        root: &root,
-        broker_name: NAME,
-    };
-    agent_command(args[0], broker, &files)
+    agent_command_in(args[0], broker, dir, NAME)
         .args(&args[1..])
         .output()
         .expect("run devid-agent")

@@ -18,18 +18,7 @@ const BROKER: &str = "fleet-b1";
 const SW: &str = "fw 1.2.3 (rc.1)";
 
 fn agent(dir: &Path, broker: &str, args: &[&str]) -> Output {
-    let (cert, key, root) = (
-        dir.join("dev.crt"),
-        dir.join("dev.key"),
-        dir.join("root.pem"),
-    );
-    let files = AgentFiles {
-        cert: &cert,
-        key: &key,
-        root: &root,
-        broker_name: NAME,
-    };
-    agent_command(args[0], broker, &files)
+    agent_command_in(args[0], broker, dir, NAME)
         .arg("--sw-version")
         .arg(SW)
         .args(&args[1..])

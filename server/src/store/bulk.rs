@@ -275,14 +275,8 @@ async fn write_group(
     }
     let ids_json = serde_json::Value::from(ids.to_vec()).to_string();
     // Device rows first (lock order), and only those still in the group's state.
-    #[derive(FromRow)]
-    struct Row {
-        id: i64,
-        client_id: String,
-        model: Option<String>,
-    }
     // Without a revocation the device keeps its revocation time and reason.
-    let rows: Vec<Row> = Stmt::new(format!(
+    let rows: Vec<(i64, String, Option<String>)> = Stmt::new(format!(
         "UPDATE devices SET status = $1, revoked_at = COALESCE($2, revoked_at), \
          reason = COALESCE($3, reason) WHERE status = $4 AND id IN {} \
          RETURNING id, client_id, model",
@@ -296,7 +290,7 @@ async fn write_group(
     .fetch_all(&mut *tx)
     .await?;
     let ids_json =
-        serde_json::Value::from(rows.iter().map(|r| r.id).collect::<Vec<_>>()).to_string();
+        serde_json::Value::from(rows.iter().map(|r| r.0).collect::<Vec<_>>()).to_string();
     let certs = &change.certificates;
     let from = json_list(
         &certs
@@ -332,24 +326,34 @@ async fn write_group(
         .execute(&mut *tx)
         .await?;
     }
+    Ok(changed(rows, serials, index))
+}
+
+/// The changed devices of group `index`: the rows (id, ClientID, model) the devices' UPDATE
+/// returned, each with its certificates' serials, sorted, from the (device id, serial) pairs
+/// the certificates' UPDATE returned.
+pub(super) fn changed(
+    rows: Vec<(i64, String, Option<String>)>,
+    serials: Vec<(i64, String)>,
+    index: usize,
+) -> Vec<Changed> {
     let mut by_device: BTreeMap<i64, Vec<String>> = BTreeMap::new();
     for (device, serial) in serials {
         by_device.entry(device).or_default().push(serial);
     }
-    Ok(rows
-        .into_iter()
-        .map(|r| {
-            let mut serials = by_device.remove(&r.id).unwrap_or_default();
+    rows.into_iter()
+        .map(|(id, client_id, model)| {
+            let mut serials = by_device.remove(&id).unwrap_or_default();
             serials.sort();
             Changed {
-                id: r.id,
-                client_id: r.client_id,
-                model: r.model,
+                id,
+                client_id,
+                model,
                 serials,
                 change: index,
             }
         })
-        .collect())
+        .collect()
 }
 
 /// One feed entry per changed device, in `changed`'s order, seq = head + 1, + 2, ... under the

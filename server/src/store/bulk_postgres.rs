@@ -3,8 +3,6 @@
 //! instead of JSON text the server would parse, and the keys marked by an UPDATE of the rows
 //! that exist rather than an upsert of every key.
 
-use std::collections::BTreeMap;
-
 use devid_core::api::DeviceState;
 use sqlx::PgConnection;
 
@@ -70,24 +68,7 @@ pub(super) async fn write_group(
         .execute(&mut *c)
         .await?;
     }
-    let mut by_device: BTreeMap<i64, Vec<String>> = BTreeMap::new();
-    for (device, serial) in serials {
-        by_device.entry(device).or_default().push(serial);
-    }
-    Ok(rows
-        .into_iter()
-        .map(|(id, client_id, model)| {
-            let mut serials = by_device.remove(&id).unwrap_or_default();
-            serials.sort();
-            Changed {
-                id,
-                client_id,
-                model,
-                serials,
-                change: index,
-            }
-        })
-        .collect())
+    Ok(super::bulk::changed(rows, serials, index))
 }
 
 /// One feed row per element of the arrays: seq = head + 1, + 2, ... in their order. The caller
